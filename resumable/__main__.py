@@ -1,0 +1,3 @@
+from resumable.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""Where the store lives, which run to join and which signing key to use.
+
+Precedence everywhere: explicit argument > ``RESUMABLE_*`` environment variable > default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_STORE = Path(".resumable") / "store.duckdb"
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+
+
+def store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The store file to use, resolved against the current working directory."""
+    if explicit is not None:
+        chosen = Path(explicit)
+    elif os.environ.get("RESUMABLE_STORE"):
+        chosen = Path(os.environ["RESUMABLE_STORE"])
+    else:
+        chosen = DEFAULT_STORE
+    return chosen.expanduser().absolute()
+
+
+def env_run_id() -> str | None:
+    """The run id a headless executor asked this process to join."""
+    return os.environ.get("RESUMABLE_RUN_ID") or None
+
+
+def lock_timeout_s() -> float:
+    """How long to wait for another process to release the store's file."""
+    raw = os.environ.get("RESUMABLE_LOCK_TIMEOUT")
+    return float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
+
+
+def signing_key() -> bytes | None:
+    """The key that signs checkpoints, kept outside the store (env var or a file it names)."""
+    key = os.environ.get("RESUMABLE_SIGNING_KEY")
+    if key:
+        return key.encode()
+    key_file = os.environ.get("RESUMABLE_SIGNING_KEY_FILE")
+    if key_file:
+        return Path(key_file).read_bytes().strip()
+    return None

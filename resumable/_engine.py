@@ -1,0 +1,280 @@
+"""Executing one step: restore or run, retries with backoff and jitter, timeouts, transitions.
+
+Both front ends (the Python API and the notebook magics) drive a step through :class:`StepCall`.
+Its phases are plain methods so the sync and async drivers below differ only in how they call the
+body. Unlike DBOS, a recorded error is not replayed: a failed step runs again on the next pass, and
+its stored traceback feeds the panel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from resumable import _codec
+from resumable._context import StepContext, entered
+from resumable._records import Blob, Owner, StepPolicy
+from resumable._states import StepState
+from resumable._store.base import Begin, Store, StepRequest
+from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
+
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """What listeners (the panel) hear when a step changes state in this process."""
+
+    pipeline: str
+    run_id: str
+    step: str
+    state: StepState
+    attempt: int
+
+
+_listeners: list[Callable[[StepEvent], None]] = []
+
+
+def add_listener(listener: Callable[[StepEvent], None]) -> None:
+    """Call ``listener`` on every state change made by this process."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[StepEvent], None]) -> None:
+    """Stop calling ``listener``."""
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A completed step's outputs, read back from the store."""
+
+    values: dict[str, Any]
+    display: Any
+    finished_at: Any
+
+
+@dataclass
+class StepCall:
+    """One invocation of a step, from the store's decision to the recorded outcome."""
+
+    store: Store
+    pipeline: str
+    run_id: str
+    step: str
+    owner: Owner
+    policy: StepPolicy = field(default_factory=StepPolicy)
+    source: str | None = None
+    source_digest: str | None = None
+    reads: tuple[str, ...] = ()
+    force: bool = False
+    fix_hint: Callable[[str], str] = lambda name: "Return a value that cloudpickle can serialize."
+    errors: list[str] = field(default_factory=list)
+    attempt: int = 0
+    stale: tuple[str, ...] = ()
+
+    def begin(self) -> Begin:
+        """Ask the store whether to restore or execute; when executing, the step is now running."""
+        begin = self.store.begin_step(
+            StepRequest(
+                self.run_id, self.step, self.owner, self.source, self.source_digest, self.reads,
+                {"retries": self.policy.retries, "backoff": self.policy.backoff, "timeout": self.policy.timeout},
+                self.force,
+            )
+        )  # fmt: skip
+        self.attempt = begin.attempt
+        self.stale = begin.stale
+        if begin.action == "execute":
+            self._notify(StepState.RUNNING)
+        return begin
+
+    def restore(self, begin: Begin) -> Restored:
+        """Load every output of a completed step (digests checked before unpickling)."""
+        values: dict[str, Any] = {}
+        display = None
+        for ref in begin.checkpoints:
+            value = self.store.load_value(ref)
+            if ref.kind == "display":
+                display = value
+            else:
+                values[ref.name] = value
+        return Restored(values, display, begin.finished_at)
+
+    def context(self) -> StepContext:
+        """The context the body sees (``idempotency_key()`` reads it)."""
+        return StepContext(self.pipeline, self.run_id, self.step, self.attempt)
+
+    def succeed(
+        self, outputs: Mapping[str, Any], duration_s: float, display: Any = None, reads: tuple[str, ...] | None = None
+    ) -> None:
+        """Serialize every output, then mark the step completed in the transaction that stores them."""
+        try:
+            blobs = [self._encode(name, value) for name, value in outputs.items()]
+            display_blob = self._encode("<display>", display) if display is not None else None
+        except UnserializableOutputError as exc:
+            self._record_failure(exc, duration_s, with_traceback=False)
+            raise
+        self.store.complete_step(
+            self.run_id, self.step, self.owner, blobs, list(outputs), duration_s, display_blob, reads
+        )
+        self._notify(StepState.COMPLETED)
+
+    def _encode(self, name: str, value: object) -> Blob:
+        try:
+            return self.store.encode(name, value)
+        except _codec.EncodeFailure as exc:
+            raise UnserializableOutputError(
+                self.step, self.run_id, exc.name, exc.type_name, exc.reason, self.fix_hint(exc.name)
+            ) from exc.__cause__
+
+    def fail(self, exc: BaseException, duration_s: float) -> float | None:
+        """Record a failed attempt; return the delay before the next attempt, or None to give up."""
+        self._record_failure(exc, duration_s)
+        if isinstance(exc, KeyboardInterrupt) or not isinstance(exc, self.policy.retry_on):
+            return None
+        if self.attempt > self.policy.retries:  # attempts after the first are the retries
+            return None
+        base = self.policy.backoff * 2 ** (len(self.errors) - 1)
+        return min(base, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+
+    def _record_failure(self, exc: BaseException, duration_s: float, *, with_traceback: bool = True) -> None:
+        if isinstance(exc, KeyboardInterrupt):
+            line = "KeyboardInterrupt: interrupted by the user"
+        else:
+            line = f"{type(exc).__name__}: {exc}"
+        self.errors.append(line)
+        tb = "".join(traceback.format_exception(exc)) if with_traceback else None
+        self.store.fail_step(self.run_id, self.step, self.owner, line, tb, duration_s)
+        self._notify(StepState.FAILED)
+
+    def retry(self) -> None:
+        """Start the next attempt."""
+        self.attempt = self.store.retry_step(self.run_id, self.step, self.owner)
+        self._notify(StepState.RUNNING)
+
+    def give_up(self, exc: BaseException) -> BaseException:
+        """The error the caller sees once no attempt is left."""
+        if len(self.errors) > 1 and not isinstance(exc, (KeyboardInterrupt, UnserializableOutputError)):
+            failed = StepFailed(self.step, self.run_id, len(self.errors), list(self.errors))
+            failed.__cause__ = exc
+            return failed
+        return exc
+
+    def _notify(self, state: StepState) -> None:
+        event = StepEvent(self.pipeline, self.run_id, self.step, state, self.attempt)
+        for listener in list(_listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken panel must never break a step
+                pass
+
+
+@contextmanager
+def deadline(seconds: float | None, step: str) -> Iterator[None]:
+    """Raise StepTimeout in this (main) thread when the block runs past ``seconds``."""
+    if seconds is None:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise StepTimeout(step, seconds)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _call_with_timeout(call: StepCall, body: Callable[[], Any]) -> Any:
+    timeout = call.policy.timeout
+    if timeout is None:
+        return body()
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        with deadline(timeout, call.step):
+            return body()
+    # Off the main thread no signal can interrupt the body: run it in a helper thread and stop
+    # waiting. The body keeps running in the background; docs/python-api.md says so.
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(body())
+        except BaseException as exc:  # handed to the waiting thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=target, name=f"resumable-step-{call.step}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise StepTimeout(call.step, timeout)
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> Restored | Mapping[str, Any]:
+    """Restore or execute a step whose body is a plain function returning its named outputs."""
+    begin = call.begin()
+    if begin.action == "restore":
+        return call.restore(begin)
+    while True:
+        started = time.perf_counter()
+        try:
+            with entered(call.context()):
+                outputs = _call_with_timeout(call, body)
+        except BaseException as exc:
+            delay = call.fail(exc, time.perf_counter() - started)
+            if delay is None:
+                error = call.give_up(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            time.sleep(delay)
+            call.retry()
+            continue
+        call.succeed(outputs, time.perf_counter() - started)
+        return outputs
+
+
+async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, Any]]]) -> Restored | Mapping[str, Any]:
+    """The same as :func:`run_sync` for a coroutine body; the timeout cancels the coroutine."""
+    begin = call.begin()
+    if begin.action == "restore":
+        return call.restore(begin)
+    while True:
+        started = time.perf_counter()
+        try:
+            with entered(call.context()):
+                if call.policy.timeout is None:
+                    outputs = await body()
+                else:
+                    try:
+                        outputs = await asyncio.wait_for(body(), call.policy.timeout)
+                    except asyncio.TimeoutError:
+                        raise StepTimeout(call.step, call.policy.timeout) from None
+        except BaseException as exc:
+            delay = call.fail(exc, time.perf_counter() - started)
+            if delay is None:
+                error = call.give_up(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            await asyncio.sleep(delay)
+            call.retry()
+            continue
+        call.succeed(outputs, time.perf_counter() - started)
+        return outputs

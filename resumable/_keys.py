@@ -1,0 +1,32 @@
+"""Run ids and idempotency keys: pure functions of their inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+NAME_RULE = "1 to 128 letters, digits, '_', '-' or '.', not starting with '-' or '.'"
+
+
+def is_valid_name(name: object) -> bool:
+    """Whether ``name`` may name a pipeline, a run or a step."""
+    return isinstance(name, str) and _NAME.match(name) is not None
+
+
+def new_run_id() -> str:
+    """A fresh run id that sorts by creation time: ``20261125-004350-a1b2c3``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def idempotency_key(pipeline: str, run_id: str, step: str, scope: str | None) -> str:
+    """A token stable across retries, crashes and edits of the step, distinct between runs and steps."""
+    material = "\x00".join((pipeline, run_id, step, scope or ""))
+    return "rsm_" + hashlib.sha256(material.encode()).hexdigest()[:40]
+
+
+def source_digest(source: str) -> str:
+    """The digest that tells an edited cell from an unchanged one."""
+    return hashlib.sha256(source.encode()).hexdigest()[:32]

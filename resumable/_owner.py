@@ -1,0 +1,39 @@
+"""This process's identity, and whether a recorded owner is still alive."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+
+import psutil
+
+from resumable._records import Owner
+
+
+@functools.cache
+def _process_started(pid: int) -> float:
+    return round(psutil.Process(pid).create_time(), 2)
+
+
+def current_owner(kernel_id: str | None = None) -> Owner:
+    """The owner record for this process."""
+    pid = os.getpid()
+    return Owner(socket.gethostname(), pid, _process_started(pid), kernel_id)
+
+
+def is_alive(owner: Owner) -> bool:
+    """Whether the recorded process still runs; a reused pid does not count.
+
+    An owner on another host cannot be checked from here and counts as alive: resumable never
+    takes a run away from a process it cannot see.
+    """
+    if owner.host != socket.gethostname():
+        return True
+    try:
+        started = round(psutil.Process(owner.pid).create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        return True
+    return abs(started - owner.started) < 1.0 and psutil.Process(owner.pid).status() != psutil.STATUS_ZOMBIE

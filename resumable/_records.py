@@ -1,0 +1,103 @@
+"""Records that cross module boundaries: frozen, slotted dataclasses with no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from resumable._states import StepState
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The process (and kernel, when known) that runs a step."""
+
+    host: str
+    pid: int
+    started: float  # the process's start time, seconds since the epoch: tells a reused pid apart
+    kernel_id: str | None = None
+
+    def describe(self) -> str:
+        """A short phrase for messages: ``pid 4121 on host 'lab-7'``."""
+        return f"pid {self.pid} on host '{self.host}'"
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run of a pipeline, as the store holds it."""
+
+    run_id: str
+    pipeline: str
+    created_at: datetime
+    updated_at: datetime
+    params: dict[str, Any]
+    state: str  # derived from its steps: completed, failed, running, interrupted, pending, empty
+    step_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepStatus:
+    """One step of one run, as the store holds it."""
+
+    run_id: str
+    step: str
+    state: StepState
+    attempts: int
+    seq: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    output_bytes: int
+    outputs: tuple[str, ...]
+    reads: tuple[str, ...]
+    error: str | None
+    traceback: str | None
+    source: str | None
+    owner: Owner | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error_line(self) -> str | None:
+        """The first line of the last error, for one-line views."""
+        return self.error.splitlines()[0] if self.error else None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One line of the append-only event log."""
+
+    seq: int
+    run_id: str
+    step: str
+    at: datetime
+    transition: str
+    source: str | None
+    target: str
+    attempt: int
+    host: str
+    pid: int
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """One serialized output, ready to be recorded; a large one already sits fsynced in a file."""
+
+    name: str
+    codec: str
+    digest: str
+    size: int
+    inline: bytes | None
+    file: str | None  # relative to the store's payload folder
+    signature: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepPolicy:
+    """Retry and timeout options, checked when the step is defined."""
+
+    retries: int = 0
+    backoff: float = 1.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None

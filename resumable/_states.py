@@ -1,0 +1,70 @@
+"""Step states and the one table of legal transitions.
+
+::
+
+    pending ──start──▶ running ──ok──▶ completed
+                        │  ▲              │
+                  error │  │ retry        │ invalidate (source changed, upstream rerun, user asked)
+                        ▼  │              ▼
+                      failed           pending
+    running ──owner process died (found on next start)──▶ interrupted ──retry──▶ running
+
+Invalidation also applies to failed and interrupted steps (the panel's and CLI's Invalidate, and a
+downstream invalidation that reaches a step which never completed): they return to ``pending``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from resumable.errors import InvalidTransition
+
+
+class StepState(str, Enum):
+    """The state of one step of one run, named as in DESIGN.md."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Transition(str, Enum):
+    """Why a step changes state; recorded in the event log."""
+
+    START = "start"
+    OK = "ok"
+    ERROR = "error"
+    RETRY = "retry"
+    INVALIDATE = "invalidate"
+    OWNER_DIED = "owner_died"
+
+
+TRANSITIONS: dict[tuple[StepState, StepState], Transition] = {
+    (StepState.PENDING, StepState.RUNNING): Transition.START,
+    (StepState.RUNNING, StepState.COMPLETED): Transition.OK,
+    (StepState.RUNNING, StepState.FAILED): Transition.ERROR,
+    (StepState.FAILED, StepState.RUNNING): Transition.RETRY,
+    (StepState.INTERRUPTED, StepState.RUNNING): Transition.RETRY,
+    (StepState.RUNNING, StepState.INTERRUPTED): Transition.OWNER_DIED,
+    (StepState.COMPLETED, StepState.PENDING): Transition.INVALIDATE,
+    (StepState.FAILED, StepState.PENDING): Transition.INVALIDATE,
+    (StepState.INTERRUPTED, StepState.PENDING): Transition.INVALIDATE,
+}
+
+
+def check_transition(step: str, source: StepState, target: StepState) -> Transition:
+    """Return the transition from ``source`` to ``target``, or raise :class:`InvalidTransition`."""
+    try:
+        return TRANSITIONS[(source, target)]
+    except KeyError:
+        raise InvalidTransition(step, source.value, target.value) from None
+
+
+def can_transition(source: StepState, target: StepState) -> bool:
+    """Whether the table allows the change (front ends use it to offer only legal actions)."""
+    return (source, target) in TRANSITIONS

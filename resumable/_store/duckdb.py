@@ -1,0 +1,710 @@
+"""DuckDBStore: the only module that imports duckdb or holds SQL.
+
+DuckDB lets one process at a time hold the database file, and a connect costs about 15 ms. The
+store therefore opens the file for a transaction and keeps it open only for a short idle time
+(``idle_close_s``) and never longer than ``max_hold_s`` in one stretch, so a CLI or a panel in
+another process gets in within about a second even during a run of many quick steps. A locked
+file is retried with backoff up to ``lock_timeout_s`` and then reported with the holder's pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from resumable import _codec, _config
+from resumable._owner import is_alive
+from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
+from resumable._states import StepState, Transition, check_transition
+from resumable._store.base import Begin, CheckpointRef, GcReport, StepRequest
+from resumable._store.schema import MIGRATIONS, SCHEMA_VERSION
+from resumable.errors import (
+    CheckpointIntegrityError,
+    CheckpointNotFoundError,
+    ParameterMismatchError,
+    RunOwnedError,
+    SchemaVersionError,
+    StoreError,
+    StoreLockedError,
+    StorePathError,
+)
+
+_LOCK_PID = re.compile(r"\(PID (\d+)\)")
+_STEP_COLUMNS = (
+    "run_id, step, state, attempts, seq, started_at, finished_at, duration_s, output_bytes, outputs, reads, "
+    "error, traceback, source, owner_host, owner_pid, owner_started, owner_kernel, options, source_digest"
+)
+
+
+def _owner_from(host: str | None, pid: int | None, started: float | None, kernel: str | None) -> Owner | None:
+    if host is None or pid is None:
+        return None
+    return Owner(host, int(pid), float(started or 0.0), kernel)
+
+
+def _status_from(row: Sequence[Any]) -> StepStatus:
+    return StepStatus(
+        run_id=row[0],
+        step=row[1],
+        state=StepState(row[2]),
+        attempts=row[3],
+        seq=row[4],
+        started_at=row[5],
+        finished_at=row[6],
+        duration_s=row[7],
+        output_bytes=row[8],
+        outputs=tuple(json.loads(row[9])),
+        reads=tuple(json.loads(row[10])),
+        error=row[11],
+        traceback=row[12],
+        source=row[13],
+        owner=_owner_from(row[14], row[15], row[16], row[17]),
+        options=json.loads(row[18]),
+    )
+
+
+def _run_state(states: list[str]) -> str:
+    """A run's overall state, derived from its steps (never stored, so never out of date)."""
+    if not states:
+        return "empty"
+    for state in ("running", "failed", "interrupted"):
+        if state in states:
+            return state
+    if all(s == "completed" for s in states):
+        return "completed"
+    return "pending"
+
+
+class DuckDBStore:
+    """A store in one DuckDB file plus a payload folder beside it.
+
+    Parameters
+    ----------
+    path
+        The database file; its folder is created private to the user (0700), the file 0600.
+    lock_timeout_s
+        How long to wait for another process to release the file before raising
+        :class:`StoreLockedError`; default ``RESUMABLE_LOCK_TIMEOUT`` or 30 s.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lock_timeout_s: float | None = None,
+        idle_close_s: float = 0.1,
+        max_hold_s: float = 0.5,
+    ) -> None:
+        self.path = Path(path)
+        self.payload_dir = self.path.parent / (self.path.name + ".payloads")
+        self.lock_timeout_s = _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
+        self.idle_close_s = idle_close_s
+        self.max_hold_s = max_hold_s
+        self._signing_key = _config.signing_key()
+        self._cond = threading.Condition(threading.RLock())
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened_at = 0.0
+        self._last_used = 0.0
+        self._released_at = 0.0
+        self._check_path()
+        with self._transaction() as con:
+            self._migrate(con)
+        _OPEN_STORES.add(self)
+
+    # ------------------------------------------------------------------ connection handling
+
+    def _check_path(self) -> None:
+        where = str(self.path)
+        if self.path.is_dir():
+            raise StorePathError(where, "is a folder", f"Name a file inside it, e.g. '{self.path / 'store.duckdb'}'.")
+        parent = self.path.parent
+        try:
+            if not parent.exists():
+                parent.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise StorePathError(where, f"cannot be created ({exc.strerror})", "Choose a writable folder.") from exc
+        if not parent.is_dir():
+            raise StorePathError(where, f"has a parent '{parent}' that is not a folder", "Choose another path.")
+        if not os.access(parent, os.W_OK | os.X_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+            raise StorePathError(
+                where, "is not writable by this user", "Fix its permissions or point RESUMABLE_STORE elsewhere."
+            )
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                head = f.read(12)
+            if head[8:12] != b"DUCK":
+                raise StorePathError(
+                    where,
+                    "exists but is not a DuckDB database",
+                    "resumable left it untouched; point RESUMABLE_STORE or store= at another file.",
+                )
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting with backoff while another process holds it."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.002
+        created = not self.path.exists()
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as exc:
+                text = str(exc)
+                if "lock" not in text.lower():
+                    if "not a valid DuckDB" in text:
+                        raise StorePathError(
+                            str(self.path), "exists but is not a DuckDB database", "Point the store elsewhere."
+                        ) from exc
+                    raise StoreError(f"store '{self.path}' cannot be opened: {text}") from exc
+                if time.monotonic() >= deadline:
+                    match = _LOCK_PID.search(text)
+                    raise StoreLockedError(
+                        str(self.path), int(match.group(1)) if match else None, self.lock_timeout_s
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.02)
+        if created:
+            for candidate in (self.path, Path(str(self.path) + ".wal")):
+                if candidate.exists():
+                    os.chmod(candidate, 0o600)
+        return con
+
+    def _closer(self) -> None:
+        """Close the connection once idle or held too long, so other processes can open the file."""
+        with self._cond:
+            while self._con is not None:
+                now = time.monotonic()
+                deadline = min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s)
+                if now >= deadline:
+                    self._close_locked()
+                    return
+                self._cond.wait(deadline - now)
+
+    def _close_locked(self) -> None:
+        if self._con is not None:
+            try:
+                self._con.close()
+            finally:
+                self._con = None
+                self._released_at = time.monotonic()
+
+    def close(self) -> None:
+        """Release the file now (it is reopened on the next use)."""
+        with self._cond:
+            self._close_locked()
+            self._cond.notify_all()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._cond:
+            if self._con is None:
+                # After a forced release, leave a short gap so a waiting process can take the file.
+                gap = self._released_at + 0.015 - time.monotonic()
+                if gap > 0:
+                    time.sleep(gap)
+                self._con = self._connect()
+                self._opened_at = time.monotonic()
+                threading.Thread(target=self._closer, name="resumable-store-closer", daemon=True).start()
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
+            finally:
+                self._last_used = time.monotonic()
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            msg = (
+                f"store '{self.path}' has schema version {version}, newer than this resumable "
+                f"understands ({SCHEMA_VERSION}). Upgrade resumable to open it."
+            )
+            raise SchemaVersionError(msg)
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[number]:
+                con.execute(statement)
+        if version != SCHEMA_VERSION:
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                [str(SCHEMA_VERSION)],
+            )
+
+    # ------------------------------------------------------------------ runs
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """The run with this id, or None."""
+        with self._transaction() as con:
+            return self._get_run(con, run_id)
+
+    def _get_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
+        row = con.execute(
+            "SELECT run_id, pipeline, created_at, updated_at, params FROM runs WHERE run_id = ?", [run_id]
+        ).fetchone()
+        if row is None:
+            return None
+        states = [r[0] for r in con.execute("SELECT state FROM steps WHERE run_id = ?", [run_id]).fetchall()]
+        return RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), _run_state(states), len(states))
+
+    def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
+        """Runs, newest first, optionally of one pipeline."""
+        with self._transaction() as con:
+            rows = con.execute(
+                """SELECT r.run_id, r.pipeline, r.created_at, r.updated_at, r.params, list(s.state)
+                   FROM runs r LEFT JOIN steps s USING (run_id)
+                   WHERE ? IS NULL OR r.pipeline = ?
+                   GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
+                [pipeline, pipeline, limit],
+            ).fetchall()
+        out = []
+        for row in rows:
+            states = [s for s in row[5] if s is not None]
+            out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), _run_state(states), len(states)))
+        return out
+
+    def latest_run(self, pipeline: str) -> RunInfo | None:
+        """The most recently created run of a pipeline."""
+        runs = self.list_runs(pipeline, limit=1)
+        return runs[0] if runs else None
+
+    def open_run(self, run_id: str, pipeline: str, params: dict[str, Any] | None = None) -> RunInfo:
+        """Create the run, or check that an existing one belongs to ``pipeline`` and ``params``."""
+        params = params or {}
+        with self._transaction() as con:
+            existing = self._get_run(con, run_id)
+            if existing is None:
+                con.execute(
+                    "INSERT INTO runs (run_id, pipeline, created_at, updated_at, params) VALUES (?, ?, now(), now(), ?)",
+                    [run_id, pipeline, json.dumps(params, sort_keys=True, default=repr)],
+                )
+                created = self._get_run(con, run_id)
+                assert created is not None
+                return created
+        if existing.pipeline != pipeline:
+            msg = (
+                f"run '{run_id}' belongs to pipeline '{existing.pipeline}', not '{pipeline}'. "
+                f"Use another run id, or open it with pipeline '{existing.pipeline}'."
+            )
+            raise StoreError(msg)
+        differences = _param_differences(existing.params, json.loads(json.dumps(params, default=repr)))
+        if params and differences:
+            raise ParameterMismatchError(run_id, differences)
+        return existing
+
+    def claim_run(self, run_id: str, owner: Owner) -> None:
+        """Make ``owner`` the run's only executor until :meth:`release_run`."""
+        with self._transaction() as con:
+            self._check_owner(con, run_id, owner)
+            con.execute(
+                "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ? WHERE run_id = ?",
+                [owner.host, owner.pid, owner.started, owner.kernel_id, run_id],
+            )
+
+    def release_run(self, run_id: str, owner: Owner) -> None:
+        """Give up ownership taken with :meth:`claim_run`."""
+        with self._transaction() as con:
+            con.execute(
+                """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
+                   WHERE run_id = ? AND owner_host = ? AND owner_pid = ?""",
+                [run_id, owner.host, owner.pid],
+            )
+
+    def _check_owner(self, con: duckdb.DuckDBPyConnection, run_id: str, me: Owner) -> None:
+        """Raise RunOwnedError when another live process holds the run or runs one of its steps;
+        mark the running steps of dead owners ``interrupted`` on the way."""
+        row = con.execute(
+            "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+        ).fetchone()
+        if row is None:
+            raise CheckpointNotFoundError(f"run '{run_id}' does not exist in store '{self.path}'.")
+        pipeline = row[0]
+        holder = _owner_from(row[1], row[2], row[3], row[4])
+        if holder is not None and not _same_process(holder, me):
+            if is_alive(holder):
+                raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, _clock(holder.started), None)
+            con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
+        running = con.execute(
+            """SELECT step, attempts, owner_host, owner_pid, owner_started, owner_kernel FROM steps
+               WHERE run_id = ? AND state = 'running'""",
+            [run_id],
+        ).fetchall()
+        for step, attempts, *owner_cols in running:
+            owner = _owner_from(*owner_cols)
+            if owner is not None and _same_process(owner, me):
+                continue
+            if owner is not None and is_alive(owner):
+                raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, _clock(owner.started), step)
+            self._transition(
+                con, run_id, step, StepState.RUNNING, StepState.INTERRUPTED, attempts, me,
+                f"owner {owner.describe() if owner else 'unknown'} is gone",
+            )  # fmt: skip
+
+    def reap_dead_owners(self, run_id: str, me: Owner) -> None:
+        """Mark steps whose owner died ``interrupted`` (what a CLI or panel does before showing a run)."""
+        with self._transaction() as con:
+            try:
+                self._check_owner(con, run_id, me)
+            except RunOwnedError:
+                pass
+
+    # ------------------------------------------------------------------ steps
+
+    def _transition(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        run_id: str,
+        step: str,
+        source: StepState,
+        target: StepState,
+        attempt: int,
+        who: Owner,
+        detail: str | None = None,
+        extra_sql: str = "",
+        extra_params: Sequence[Any] = (),
+    ) -> Transition:
+        """The one place a step changes state: checked against the table and logged in the same transaction."""
+        transition = check_transition(step, source, target)
+        changed = con.execute(
+            f"UPDATE steps SET state = ?{extra_sql} WHERE run_id = ? AND step = ? AND state = ? RETURNING step",
+            [target.value, *extra_params, run_id, step, source.value],
+        ).fetchall()
+        if not changed:
+            msg = f"step '{step}' (run '{run_id}') was not '{source.value}' any more; another process changed it."
+            raise StoreError(msg)
+        con.execute(
+            """INSERT INTO events (run_id, step, happened_at, transition, source, target, attempt, host, pid, detail)
+               VALUES (?, ?, now(), ?, ?, ?, ?, ?, ?, ?)""",
+            [run_id, step, transition.value, source.value, target.value, attempt, who.host, who.pid, detail],
+        )
+        con.execute("UPDATE runs SET updated_at = now() WHERE run_id = ?", [run_id])
+        return transition
+
+    def begin_step(self, req: StepRequest) -> Begin:
+        """Decide, in one transaction, whether a step restores or executes; when it executes, it is
+        ``running`` and owned by ``req.owner`` when this returns."""
+        with self._transaction() as con:
+            self._check_owner(con, req.run_id, req.owner)
+            row = con.execute(
+                "SELECT state, attempts, source_digest, outputs FROM steps WHERE run_id = ? AND step = ?",
+                [req.run_id, req.step],
+            ).fetchone()
+            stale: list[str] = []
+            if row is None:
+                seq = con.execute("SELECT count(*) FROM steps WHERE run_id = ?", [req.run_id]).fetchone()
+                con.execute(
+                    """INSERT INTO steps (run_id, step, seq, state, attempts, reads, outputs, options, output_bytes)
+                       VALUES (?, ?, ?, 'pending', 0, '[]', '[]', '{}', 0)""",
+                    [req.run_id, req.step, seq[0] if seq else 0],
+                )
+                state, attempts, reason = StepState.PENDING, 0, "new"
+            else:
+                state, attempts = StepState(row[0]), row[1]
+                reason = state.value
+                if state is StepState.COMPLETED:
+                    changed = req.source_digest is not None and row[2] != req.source_digest
+                    if not changed and not req.force:
+                        refs = self._refs(con, req.run_id, req.step)
+                        finished = con.execute(
+                            "SELECT finished_at FROM steps WHERE run_id = ? AND step = ?", [req.run_id, req.step]
+                        ).fetchone()
+                        return Begin("restore", attempts, refs, finished[0] if finished else None, ())
+                    reason = "forced" if req.force else "source changed"
+                    self._transition(con, req.run_id, req.step, state, StepState.PENDING, attempts, req.owner, reason)
+                    state = StepState.PENDING
+                    stale = self._invalidate_readers(con, req.run_id, req.step, json.loads(row[3]), req.owner)
+            target = StepState.RUNNING
+            attempts += 1
+            self._transition(
+                con, req.run_id, req.step, state, target, attempts, req.owner, reason,
+                """, attempts = ?, source = ?, source_digest = ?, reads = ?, options = ?, owner_host = ?,
+                   owner_pid = ?, owner_started = ?, owner_kernel = ?, started_at = now(), finished_at = NULL,
+                   duration_s = NULL""",
+                [attempts, req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options),
+                 req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id],
+            )  # fmt: skip
+            return Begin("execute", attempts, (), None, tuple(stale))
+
+    def _invalidate_readers(
+        self, con: duckdb.DuckDBPyConnection, run_id: str, step: str, names: list[str], who: Owner
+    ) -> list[str]:
+        """Send completed steps after ``step`` that read any of ``names`` back to pending (stale)."""
+        if not names:
+            return []
+        rows = con.execute(
+            """SELECT s.step, s.attempts, s.reads FROM steps s, steps me
+               WHERE s.run_id = ? AND me.run_id = s.run_id AND me.step = ? AND s.seq > me.seq
+                 AND s.state = 'completed' ORDER BY s.seq""",
+            [run_id, step],
+        ).fetchall()
+        stale = []
+        for other, attempts, reads in rows:
+            if set(json.loads(reads)) & set(names):
+                detail = f"stale: upstream step '{step}' re-executed"
+                self._transition(con, run_id, other, StepState.COMPLETED, StepState.PENDING, attempts, who, detail)
+                stale.append(other)
+        return stale
+
+    def complete_step(
+        self,
+        run_id: str,
+        step: str,
+        owner: Owner,
+        blobs: Sequence[Blob],
+        outputs: Sequence[str],
+        duration_s: float,
+        display: Blob | None = None,
+        reads: Sequence[str] | None = None,
+    ) -> None:
+        """Store every output and mark the step ``completed`` in ONE transaction; on error neither happens.
+
+        A commit that raises may still have happened (DuckDB reports an interrupt during COMMIT
+        after writing), so on failure the state is read back before the error is believed.
+        """
+        try:
+            with self._transaction() as con:
+                self._require_running(con, run_id, step, owner)
+                con.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step])
+                rows = [(b, "value") for b in blobs] + ([(display, "display")] if display is not None else [])
+                for blob, kind in rows:
+                    con.execute(
+                        """INSERT INTO checkpoints (run_id, step, name, kind, codec, digest, signature, size, data,
+                                                    file, created_at)
+                           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())""",
+                        [run_id, step, blob.name, kind, blob.codec, blob.digest, blob.signature, blob.size,
+                         blob.inline, blob.file],
+                    )  # fmt: skip
+                attempts = con.execute(
+                    "SELECT attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
+                ).fetchone()
+                extra = ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
+                params: list[Any] = [json.dumps(list(outputs)), sum(b.size for b in blobs), duration_s]
+                if reads is not None:
+                    extra += ", reads = ?"
+                    params.append(json.dumps(list(reads)))
+                self._transition(
+                    con, run_id, step, StepState.RUNNING, StepState.COMPLETED, attempts[0] if attempts else 0,
+                    owner, None, extra, params,
+                )  # fmt: skip
+        except BaseException:
+            status = self._read_back(run_id, step)
+            if status is not None and status.state is StepState.COMPLETED and set(status.outputs) == set(outputs):
+                return
+            raise
+
+    def _read_back(self, run_id: str, step: str) -> StepStatus | None:
+        try:
+            return self.get_step(run_id, step)
+        except Exception:
+            return None
+
+    def _require_running(self, con: duckdb.DuckDBPyConnection, run_id: str, step: str, owner: Owner) -> None:
+        row = con.execute(
+            "SELECT state, owner_host, owner_pid FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
+        ).fetchone()
+        if row is None or row[0] != "running" or (row[1], row[2]) != (owner.host, owner.pid):
+            msg = f"step '{step}' (run '{run_id}') is no longer running in this process; its result was not stored."
+            raise StoreError(msg)
+
+    def fail_step(
+        self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
+    ) -> None:
+        """Record a failed attempt with its error and traceback."""
+        with self._transaction() as con:
+            self._require_running(con, run_id, step, owner)
+            attempts = con.execute("SELECT attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+            self._transition(
+                con, run_id, step, StepState.RUNNING, StepState.FAILED, attempts[0] if attempts else 0, owner,
+                error.splitlines()[0] if error else None,
+                ", error = ?, traceback = ?, finished_at = now(), duration_s = ?", [error, traceback, duration_s],
+            )  # fmt: skip
+
+    def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
+        """Move a failed step back to running for another attempt; returns the attempt number."""
+        with self._transaction() as con:
+            self._check_owner(con, run_id, owner)
+            row = con.execute("SELECT state, attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+            if row is None:
+                raise CheckpointNotFoundError(f"run '{run_id}' has no step '{step}'.")
+            attempt = row[1] + 1
+            self._transition(
+                con, run_id, step, StepState(row[0]), StepState.RUNNING, attempt, owner, "retry",
+                ", attempts = ?, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?, started_at = now()",
+                [attempt, owner.host, owner.pid, owner.started, owner.kernel_id],
+            )  # fmt: skip
+            return attempt
+
+    def invalidate(self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked") -> list[str]:
+        """Send a step (and, on request, every step after it) back to pending; returns the steps changed.
+
+        Checkpoint rows stay until :meth:`gc` or the step's next completion: nothing is lost by an
+        invalidation that turns out to be a mistake until then.
+        """
+        with self._transaction() as con:
+            self._check_owner(con, run_id, who)
+            row = con.execute("SELECT seq FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+            if row is None:
+                raise CheckpointNotFoundError(f"run '{run_id}' has no step '{step}'. See: resumable show {run_id}")
+            query = "SELECT step, state, attempts FROM steps WHERE run_id = ? AND " + (
+                "seq >= ? ORDER BY seq" if downstream else "seq = ?"
+            )
+            changed = []
+            for name, state, attempts in con.execute(query, [run_id, row[0]]).fetchall():
+                if state == StepState.PENDING.value:
+                    continue
+                self._transition(con, run_id, name, StepState(state), StepState.PENDING, attempts, who, reason)
+                changed.append(name)
+            return changed
+
+    def get_step(self, run_id: str, step: str) -> StepStatus | None:
+        """One step's status, or None."""
+        with self._transaction() as con:
+            row = con.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
+            ).fetchone()
+        return _status_from(row) if row else None
+
+    def list_steps(self, run_id: str) -> list[StepStatus]:
+        """Every step of a run, in the order they first started."""
+        with self._transaction() as con:
+            rows = con.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
+        return [_status_from(r) for r in rows]
+
+    def list_events(self, run_id: str, step: str | None = None) -> list[Event]:
+        """The event log of a run (or one step), oldest first."""
+        with self._transaction() as con:
+            rows = con.execute(
+                """SELECT seq, run_id, step, happened_at, transition, source, target, attempt, host, pid, detail
+                   FROM events WHERE run_id = ? AND (? IS NULL OR step = ?) ORDER BY seq""",
+                [run_id, step, step],
+            ).fetchall()
+        return [Event(*r) for r in rows]
+
+    def last_event_seq(self) -> int:
+        """The newest event's number: a cheap way to notice that anything changed."""
+        with self._transaction() as con:
+            row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(row[0]) if row else 0
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _refs(self, con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
+        rows = con.execute(
+            """SELECT name, kind, codec, digest, signature, size, data, file FROM checkpoints
+               WHERE run_id = ? AND step = ? ORDER BY kind DESC, name""",
+            [run_id, step],
+        ).fetchall()
+        return tuple(CheckpointRef(run_id, step, *r) for r in rows)
+
+    def checkpoint_refs(self, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
+        """Where a step's outputs are stored (small ones with their bytes)."""
+        with self._transaction() as con:
+            return self._refs(con, run_id, step)
+
+    def load_value(self, ref: CheckpointRef) -> Any:
+        """Check a checkpoint's digest (and signature, when a key is configured), then unpickle it."""
+        if self._signing_key is not None and ref.signature != _codec.sign(ref.digest, self._signing_key):
+            reason = "was not signed with the configured key" if ref.signature is None else "has a bad signature"
+            raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, reason)
+        file = self.payload_dir / ref.file if ref.file else None
+        try:
+            return _codec.decode(ref.data, file, ref.digest)
+        except _codec.DigestMismatch as exc:
+            raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, f"failed its digest check ({exc})") from None
+
+    def encode(self, name: str, value: object) -> Blob:
+        """Serialize an output for :meth:`complete_step` (may raise ``_codec.EncodeFailure``)."""
+        return _codec.encode(name, value, self.payload_dir, self._signing_key)
+
+    def gc(self) -> GcReport:
+        """Delete payload files no checkpoint row points to, and leftovers of interrupted writes."""
+        with self._transaction() as con:
+            referenced = {r[0] for r in con.execute("SELECT file FROM checkpoints WHERE file IS NOT NULL").fetchall()}
+        removed = 0
+        freed = 0
+        if self.payload_dir.exists():
+            for file in self.payload_dir.rglob("*"):
+                if not file.is_file():
+                    continue
+                rel = file.relative_to(self.payload_dir).as_posix()
+                if rel in referenced:
+                    continue
+                # A .part file younger than a minute may be a write in progress in another process.
+                if rel.startswith("tmp/") and time.time() - file.stat().st_mtime < 60:
+                    continue
+                freed += file.stat().st_size
+                file.unlink()
+                removed += 1
+        return GcReport(removed, freed)
+
+    def drop_superseded_checkpoints(self) -> int:
+        """Delete checkpoint rows of steps that are not completed (called by ``resumable gc``)."""
+        with self._transaction() as con:
+            rows = con.execute(
+                """DELETE FROM checkpoints c WHERE NOT EXISTS (
+                       SELECT 1 FROM steps s WHERE s.run_id = c.run_id AND s.step = c.step AND s.state = 'completed')
+                   RETURNING 1"""
+            ).fetchall()
+        return len(rows)
+
+
+def _same_process(a: Owner, b: Owner) -> bool:
+    return a.host == b.host and a.pid == b.pid
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _param_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            out.append(f"{key}: started with {old[key]!r}, now missing")
+        elif key not in old:
+            out.append(f"{key}: not set at the start, now {new[key]!r}")
+        elif old[key] != new[key]:
+            out.append(f"{key}: started with {old[key]!r}, now {new[key]!r}")
+    return out
+
+
+_OPEN_STORES: weakref.WeakSet[DuckDBStore] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Release every store's file (before a fork, or at exit)."""
+    for store in list(_OPEN_STORES):
+        store.close()
+
+
+_BY_PATH: dict[Path, DuckDBStore] = {}
+_BY_PATH_LOCK = threading.Lock()
+
+
+def open_store(path: str | os.PathLike[str] | None = None) -> DuckDBStore:
+    """The process-wide store for a path (argument > RESUMABLE_STORE > default), opened once."""
+    resolved = _config.store_path(path)
+    with _BY_PATH_LOCK:
+        store = _BY_PATH.get(resolved)
+        if store is None:
+            store = _BY_PATH[resolved] = DuckDBStore(resolved)
+        return store

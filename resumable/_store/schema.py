@@ -1,0 +1,78 @@
+"""The store's tables and the numbered migrations that create and evolve them.
+
+Each migration is a list of statements run in one transaction with the ``schema_version`` bump, so
+a store is always at exactly one version. A store written by a newer resumable is refused rather
+than guessed at.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            pipeline VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            params VARCHAR NOT NULL,            -- JSON object
+            owner_host VARCHAR,                 -- set while a process holds the whole run (Python API)
+            owner_pid INTEGER,
+            owner_started DOUBLE,
+            owner_kernel VARCHAR
+        )""",
+        """CREATE TABLE steps (
+            run_id VARCHAR NOT NULL,
+            step VARCHAR NOT NULL,
+            seq INTEGER NOT NULL,               -- order of first start within the run
+            state VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL,
+            source VARCHAR,
+            source_digest VARCHAR,
+            reads VARCHAR NOT NULL,             -- JSON list of names the step reads
+            outputs VARCHAR NOT NULL,           -- JSON list of names it produced
+            options VARCHAR NOT NULL,           -- JSON object: retries, backoff, timeout...
+            owner_host VARCHAR,
+            owner_pid INTEGER,
+            owner_started DOUBLE,
+            owner_kernel VARCHAR,
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            duration_s DOUBLE,
+            output_bytes BIGINT NOT NULL,
+            error VARCHAR,
+            traceback VARCHAR,
+            PRIMARY KEY (run_id, step)
+        )""",
+        "CREATE SEQUENCE event_seq START 1",
+        """CREATE TABLE events (
+            seq BIGINT NOT NULL DEFAULT nextval('event_seq'),
+            run_id VARCHAR NOT NULL,
+            step VARCHAR NOT NULL,
+            happened_at TIMESTAMPTZ NOT NULL,
+            transition VARCHAR NOT NULL,
+            source VARCHAR,
+            target VARCHAR NOT NULL,
+            attempt INTEGER NOT NULL,
+            host VARCHAR NOT NULL,
+            pid INTEGER NOT NULL,
+            detail VARCHAR
+        )""",
+        # No primary key: a step's checkpoints are replaced by delete + insert in one transaction,
+        # which DuckDB's unique indexes have refused in some versions.
+        """CREATE TABLE checkpoints (
+            run_id VARCHAR NOT NULL,
+            step VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,              -- 'value' or 'display'
+            codec VARCHAR NOT NULL,
+            digest VARCHAR NOT NULL,
+            signature VARCHAR,
+            size BIGINT NOT NULL,
+            data BLOB,                          -- small payloads inline
+            file VARCHAR,                       -- large payloads: path in the payload folder
+            created_at TIMESTAMPTZ NOT NULL
+        )""",
+    ],
+}

@@ -1,0 +1,210 @@
+"""Errors raised by resumable.
+
+Every error derives from :class:`ResumableError`, so ``except resumable.ResumableError`` catches
+all of ours and nothing of the user's::
+
+    ResumableError
+     ├─ StepDefinitionError(ValueError)      bad options or names: raised when the step is defined
+     ├─ NotInStepError(RuntimeError)         idempotency_key() outside a step
+     ├─ NoActiveRunError(RuntimeError)       a decorated step called outside ``with pipe.run()``
+     ├─ StoreError
+     │   ├─ StorePathError                   the store path is a folder, not writable, not DuckDB
+     │   ├─ StoreLockedError                 another process kept the file locked past the limit
+     │   ├─ RunOwnedError                    another live process owns the run
+     │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
+     │   ├─ CheckpointNotFoundError          no such run, step or output
+     │   ├─ ParameterMismatchError           a run resumed with other parameters than it started with
+     │   └─ SchemaVersionError               the store was written by a newer resumable
+     ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
+     ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
+     ├─ StepFailed                           retries exhausted: .attempts, .errors
+     ├─ InvalidTransition                    a bug in resumable, never user error
+     └─ NotebookExecutionError               .cell_index, .ename, .evalue, .traceback
+
+Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
+stored and cross process boundaries (a kernel, a subprocess).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ResumableError(Exception):
+    """Base of every error resumable raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[ResumableError], args: tuple[Any, ...], state: dict[str, Any]) -> ResumableError:
+    err = Exception.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+class StepDefinitionError(ResumableError, ValueError):
+    """A step or pipeline was defined with a bad name or bad options."""
+
+
+class NotInStepError(ResumableError, RuntimeError):
+    """``idempotency_key()`` was called outside a step."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "idempotency_key() was called outside a step. Call it inside a '%%durable_step' cell "
+            "or a function decorated with '@pipe.step'."
+        )
+
+
+class NoActiveRunError(ResumableError, RuntimeError):
+    """A decorated step was called while no run of its pipeline is active."""
+
+    def __init__(self, pipeline: str, step: str) -> None:
+        self.pipeline = pipeline
+        self.step = step
+        super().__init__(
+            f"step '{step}' of pipeline '{pipeline}' was called outside a run. Call it inside "
+            f"'with pipe.run():' so its result is checkpointed."
+        )
+
+
+class StoreError(ResumableError):
+    """Something about the store prevents reading or writing it."""
+
+
+class StorePathError(StoreError):
+    """The store path cannot hold a store (a folder, not writable, not a DuckDB file)."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"store '{path}' {problem}. {fix}")
+
+
+class StoreLockedError(StoreError):
+    """Another process held the store's file past the configured wait."""
+
+    def __init__(self, path: str, holder_pid: int | None, waited_s: float) -> None:
+        self.path = path
+        self.holder_pid = holder_pid
+        self.waited_s = waited_s
+        who = f"process {holder_pid}" if holder_pid is not None else "another process"
+        super().__init__(
+            f"store '{path}' stayed locked by {who} for {waited_s:.1f} s. resumable holds the file "
+            f"only for short transactions, so a long hold means that process keeps it open "
+            f"(a DuckDB shell or notebook connection?). Close it, or raise RESUMABLE_LOCK_TIMEOUT."
+        )
+
+
+class RunOwnedError(StoreError):
+    """Another live process is executing a step of the same run."""
+
+    def __init__(self, run_id: str, pipeline: str, host: str, pid: int, started: str, step: str | None) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.host = host
+        self.pid = pid
+        self.started = started
+        self.step = step
+        doing = f" (step '{step}' is running)" if step else ""
+        super().__init__(
+            f"run '{run_id}' of pipeline '{pipeline}' is owned by another live process "
+            f"(pid {pid} on host '{host}', started {started}){doing}. Stop it or wait; if it dies, "
+            f"its running steps become 'interrupted' and resume on the next start."
+        )
+
+
+class CheckpointIntegrityError(StoreError):
+    """A checkpoint's bytes do not match the digest or signature written with them."""
+
+    def __init__(self, run_id: str, step: str, name: str, reason: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.name = name
+        self.reason = reason
+        super().__init__(
+            f"output '{name}' of step '{step}' (run '{run_id}') {reason} and was not loaded. "
+            f"Recompute it with: resumable invalidate {run_id} {step}"
+        )
+
+
+class CheckpointNotFoundError(StoreError, LookupError):
+    """The run, step or output asked for has no checkpoint."""
+
+
+class ParameterMismatchError(StoreError):
+    """A run was resumed with parameters other than the ones it started with."""
+
+    def __init__(self, run_id: str, differences: list[str]) -> None:
+        self.run_id = run_id
+        self.differences = differences
+        lines = "\n".join(f"  - {d}" for d in differences)
+        super().__init__(
+            f"run '{run_id}' started with other parameters:\n{lines}\n"
+            f"Resume it with its original parameters, or start a new run with --new."
+        )
+
+
+class SchemaVersionError(StoreError):
+    """The store was written by a newer version of resumable."""
+
+
+class UnserializableOutputError(ResumableError, TypeError):
+    """A step output cannot be pickled; nothing from the attempt was stored."""
+
+    def __init__(self, step: str, run_id: str, variable: str, type_name: str, reason: str, fix: str) -> None:
+        self.step = step
+        self.run_id = run_id
+        self.variable = variable
+        self.type_name = type_name
+        self.reason = reason
+        super().__init__(
+            f"step '{step}' (run '{run_id}'): output '{variable}' ({type_name}) cannot be pickled "
+            f"({reason}). Nothing from this attempt was stored and earlier checkpoints are intact. {fix}"
+        )
+
+
+class StepTimeout(ResumableError, TimeoutError):
+    """One attempt of a step ran longer than its ``timeout``."""
+
+    def __init__(self, step: str, timeout: float) -> None:
+        self.step = step
+        self.timeout = timeout
+        super().__init__(f"step '{step}' ran longer than its timeout of {timeout:g} s")
+
+
+class StepFailed(ResumableError):
+    """A step failed on every attempt its retry policy allowed."""
+
+    def __init__(self, step: str, run_id: str, attempts: int, errors: list[str]) -> None:
+        self.step = step
+        self.run_id = run_id
+        self.attempts = attempts
+        self.errors = errors
+        last = errors[-1] if errors else "unknown error"
+        super().__init__(f"step '{step}' (run '{run_id}') failed after {attempts} attempts; last error: {last}")
+
+
+class InvalidTransition(ResumableError):
+    """A state change outside the transition table: a bug in resumable, never a user error."""
+
+    def __init__(self, step: str, source: str, target: str) -> None:
+        self.step = step
+        self.source = source
+        self.target = target
+        super().__init__(f"step '{step}': no transition from '{source}' to '{target}' (this is a bug in resumable)")
+
+
+class NotebookExecutionError(ResumableError):
+    """A cell of a headless notebook raised."""
+
+    def __init__(self, cell_index: int, ename: str, evalue: str, traceback: str, step: str | None = None) -> None:
+        self.cell_index = cell_index
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+        self.step = step
+        where = f"step '{step}' (cell {cell_index})" if step else f"cell {cell_index}"
+        super().__init__(f"{where} raised {ename}: {evalue}")
