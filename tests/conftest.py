@@ -1,0 +1,27 @@
+"""Shared fixtures: real components only, one store per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resumable._store import duckdb as store_module
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    """A fresh store file in the test's own folder (created on first use)."""
+    return tmp_path / ".resumable" / "store.duckdb"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's RESUMABLE_* settings or another test's open store."""
+    for var in ("RESUMABLE_STORE", "RESUMABLE_RUN_ID", "RESUMABLE_SIGNING_KEY", "RESUMABLE_SIGNING_KEY_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "20")
+    yield
+    store_module.close_all()
+    store_module._BY_PATH.clear()
