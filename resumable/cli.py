@@ -1,5 +1,275 @@
-"""Placeholder; replaced below."""
+"""The ``resumable`` command: thin click commands over the public API, with exit codes and --json.
+
+Exit codes
+----------
+0 success; 1 a step or cell failed; 2 usage error; 3 kernel restarts exhausted; 4 the run is owned
+by another live process; 5 the run was started with other parameters; 6 the store cannot be used
+(locked, not a store, integrity failure, no such run or step).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from resumable import _config
+from resumable._owner import current_owner
+from resumable._records import RunInfo, StepStatus
+from resumable._store import DuckDBStore, open_store
+from resumable.errors import (
+    CheckpointNotFoundError,
+    ParameterMismatchError,
+    ResumableError,
+    RunOwnedError,
+    StoreError,
+)
+from resumable.pipeline import load
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_RESTARTS_EXHAUSTED = 3
+EXIT_OWNED = 4
+EXIT_PARAMS = 5
+EXIT_STORE = 6
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success
+  1  a step or cell failed
+  2  usage error
+  3  kernel restarts exhausted (resumable execute)
+  4  the run is owned by another live process
+  5  the run was started with other parameters
+  6  the store cannot be used (locked, not a store, integrity failure, no such run or step)
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an error."""
+    if isinstance(exc, RunOwnedError):
+        return EXIT_OWNED
+    if isinstance(exc, ParameterMismatchError):
+        return EXIT_PARAMS
+    if isinstance(exc, StoreError):
+        return EXIT_STORE
+    return EXIT_FAILED
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn our errors into a message on stderr and the documented exit code (never exit 0)."""
+    try:
+        yield
+    except ResumableError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exit_code_for(exc))
+
+
+def store_option(fn: F) -> F:
+    """``--store PATH`` with RESUMABLE_STORE as its environment default."""
+    return click.option(
+        "--store",
+        "store",
+        envvar="RESUMABLE_STORE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="The store file (default: RESUMABLE_STORE, else .resumable/store.duckdb).",
+    )(fn)
+
+
+def _open(store: Path | None, must_exist: bool = True) -> DuckDBStore:
+    path = _config.store_path(store)
+    if must_exist and not path.exists():
+        msg = f"there is no store at '{path}'. Run a pipeline first, or pass --store / set RESUMABLE_STORE."
+        raise CheckpointNotFoundError(msg)
+    return open_store(path)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _run_json(run: RunInfo) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "pipeline": run.pipeline,
+        "state": run.state,
+        "steps": run.step_count,
+        "params": run.params,
+        "created_at": run.created_at.isoformat(),
+        "updated_at": run.updated_at.isoformat(),
+    }
+
+
+def _step_json(step: StepStatus) -> dict[str, Any]:
+    return {
+        "step": step.step,
+        "state": step.state.value,
+        "attempts": step.attempts,
+        "duration_s": step.duration_s,
+        "output_bytes": step.output_bytes,
+        "outputs": list(step.outputs),
+        "started_at": step.started_at.isoformat() if step.started_at else None,
+        "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+        "error": step.error,
+    }
+
+
+class OrderedGroup(click.Group):
+    """Lists commands in the order they were added, which is the order a user meets them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=OrderedGroup, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="resumable")
 def main() -> None:
-    """Entry point."""
+    """Durable notebooks and pipelines: list runs, inspect and invalidate steps, execute notebooks."""
+
+
+@main.command()
+@store_option
+@click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
+@click.option("--limit", default=50, show_default=True, help="At most this many runs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    with reported_errors():
+        found = _open(store).list_runs(pipeline, limit)
+    if as_json:
+        click.echo(json.dumps([_run_json(r) for r in found], indent=2))
+        return
+    if not found:
+        click.echo("no runs yet")
+        return
+    table = Table("run", "pipeline", "state", "steps", "updated", "parameters")
+    for r in found:
+        params = ", ".join(f"{k}={v!r}" for k, v in r.params.items())
+        table.add_row(r.run_id, r.pipeline, r.state, str(r.step_count), _when(r.updated_at), params)
+    Console().print(table)
+
+
+@main.command()
+@click.argument("run_id")
+@store_option
+@click.option("--events", is_flag=True, help="Also print the run's event log.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
+    """Show the steps of RUN_ID with their state, attempts, duration, size and last error."""
+    with reported_errors():
+        opened = _open(store)
+        run = opened.get_run(run_id)
+        if run is not None:
+            opened.reap_dead_owners(run_id, current_owner())
+            run = opened.get_run(run_id)
+        if run is None:
+            msg = f"run '{run_id}' does not exist in '{opened.path}'. See: resumable runs"
+            raise CheckpointNotFoundError(msg)
+        steps = opened.list_steps(run_id)
+        log = opened.list_events(run_id) if events else []
+    if as_json:
+        doc: dict[str, Any] = {**_run_json(run), "steps": [_step_json(s) for s in steps]}
+        if events:
+            doc["events"] = [
+                {"seq": e.seq, "step": e.step, "at": e.at.isoformat(), "transition": e.transition,
+                 "from": e.source, "to": e.target, "attempt": e.attempt, "pid": e.pid, "detail": e.detail}
+                for e in log
+            ]  # fmt: skip
+        click.echo(json.dumps(doc, indent=2))
+        return
+    console = Console()
+    params = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "none"
+    console.print(f"run [bold]{run.run_id}[/] of pipeline [bold]{run.pipeline}[/]: {run.state} (parameters: {params})")
+    table = Table("#", "step", "state", "attempts", "duration", "size", "last error")
+    for i, s in enumerate(steps, 1):
+        duration = f"{s.duration_s:.2f} s" if s.duration_s is not None else ""
+        table.add_row(str(i), s.step, s.state.value, str(s.attempts), duration, _size(s.output_bytes), s.error_line or "")
+    console.print(table)
+    if events:
+        log_table = Table("seq", "when", "step", "change", "attempt", "pid", "detail")
+        for e in log:
+            change = f"{e.source or '-'} -> {e.target}"
+            log_table.add_row(str(e.seq), _when(e.at), e.step, change, str(e.attempt), str(e.pid), e.detail or "")
+        console.print(log_table)
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("step")
+@store_option
+@click.option("--downstream", is_flag=True, help="Also invalidate every step after STEP.")
+def invalidate(run_id: str, step: str, store: Path | None, downstream: bool) -> None:
+    """Send STEP of RUN_ID back to pending so it executes again on the next pass."""
+    with reported_errors():
+        changed = _open(store).invalidate(run_id, step, current_owner(), downstream=downstream)
+    if changed:
+        click.echo(f"invalidated in run '{run_id}': {', '.join(changed)}")
+    else:
+        click.echo(f"step '{step}' of run '{run_id}' was already pending; nothing changed")
+
+
+@main.command()
+@store_option
+def gc(store: Path | None) -> None:
+    """Delete checkpoints of steps that are no longer completed, and payload files nothing points to."""
+    with reported_errors():
+        opened = _open(store)
+        rows = opened.drop_superseded_checkpoints()
+        report = opened.gc()
+    click.echo(
+        f"removed {rows} superseded checkpoint rows and {report.files_removed} payload files "
+        f"({_size(report.bytes_freed)} freed)"
+    )
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("step")
+@click.argument("name", required=False)
+@store_option
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write: .csv, .parquet or .json for DataFrames, .json for plain data, else pickle.")  # fmt: skip
+def export(run_id: str, step: str, name: str | None, store: Path | None, output: Path) -> None:
+    """Write output NAME of STEP (its return value when omitted) to a file."""
+    with reported_errors():
+        value = load(run_id, step, name, store=_open(store))
+    suffix = output.suffix.lower()
+    if hasattr(value, "to_parquet") and suffix == ".parquet":
+        value.to_parquet(output)
+    elif hasattr(value, "to_csv") and suffix == ".csv":
+        value.to_csv(output, index=False)
+    elif hasattr(value, "to_json") and suffix == ".json":
+        value.to_json(output, orient="records")
+    elif suffix == ".json":
+        try:
+            output.write_text(json.dumps(value, indent=2, default=str))
+        except TypeError as exc:
+            click.echo(f"error: the value cannot be written as JSON ({exc}); use a .pkl file", err=True)
+            sys.exit(EXIT_USAGE)
+    else:
+        with open(output, "wb") as f:
+            pickle.dump(value, f, protocol=5)
+    click.echo(f"wrote {output}")
