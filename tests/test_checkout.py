@@ -1,0 +1,45 @@
+"""The mission's checkout against the fake shop: every effect exactly once, even with retries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from checkout_app import build
+
+import resumable
+from resumable._demo.shop import ShopServer
+
+
+def test_courier_times_out_twice_then_succeeds_and_each_effect_happens_once(store_path: Path) -> None:
+    """The courier step is retried past two timeouts; the card is charged once and the run completes."""
+    with ShopServer(courier_timeouts=2, courier_delay_s=1.0) as shop:
+        pipe = build(str(store_path), shop.url, courier_timeout_s=0.3)
+        with pipe.run(run_id="order-42") as run:
+            receipts = pipe.checkout("order-42")  # type: ignore[attr-defined]
+        assert [r["id"] for r in receipts][0].startswith("charge-")
+        for service in ("charge", "reserve", "courier", "email"):
+            assert shop.ledger.count(service, "order-42") == 1, service
+        courier = run.status("courier")
+        assert courier.state is resumable.StepState.COMPLETED
+        assert courier.attempts == 3
+        assert {s.state for s in run.steps()} == {resumable.StepState.COMPLETED}
+
+        # Running the same order again restores every step: the shop sees no new request.
+        requests_before = len(shop.ledger.requests)
+        with pipe.run(run_id="order-42"):
+            again = pipe.checkout("order-42")  # type: ignore[attr-defined]
+        assert again == receipts
+        assert len(shop.ledger.requests) == requests_before
+
+
+def test_a_new_run_charges_again_with_a_different_key(store_path: Path) -> None:
+    """Idempotency keys differ between runs: a second order is a second charge."""
+    with ShopServer() as shop:
+        pipe = build(str(store_path), shop.url)
+        with pipe.run(run_id="order-1"):
+            pipe.checkout("order-1")  # type: ignore[attr-defined]
+        with pipe.run(run_id="order-2"):
+            pipe.checkout("order-2")  # type: ignore[attr-defined]
+        assert shop.ledger.count("charge") == 2
+        keys = {r["key"] for r in shop.ledger.requests if r["service"] == "charge"}
+        assert len(keys) == 2

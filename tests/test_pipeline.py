@@ -1,0 +1,212 @@
+"""The Python API: steps that restore, retry, time out and carry stable idempotency keys."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import resumable
+from resumable import StepState
+
+
+def test_completed_step_is_restored_not_called_again(store_path: Path, tmp_path: Path) -> None:
+    """A second pass over a completed step returns the stored value and does not run the body."""
+    calls = tmp_path / "calls"
+    pipe = resumable.Pipeline("p", store=store_path)
+
+    @pipe.step
+    def load() -> pd.DataFrame:
+        with open(calls, "a") as f:
+            f.write("x")
+        return pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+
+    with pipe.run(run_id="r1"):
+        first = load()
+    with pipe.run(run_id="r1"):
+        second = load()
+    pd.testing.assert_frame_equal(first, second)
+    assert calls.read_text() == "x"
+    pd.testing.assert_frame_equal(resumable.load("r1", "load", store=store_path), first)
+
+
+def test_recorded_failure_is_retried_then_completed(store_path: Path) -> None:
+    """A step that failed on one pass runs again on the next and completes (attempts count both)."""
+    calls = 0
+    pipe = resumable.Pipeline("p", store=store_path)
+
+    @pipe.step
+    def flaky() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("reset by peer")
+        return 7
+
+    with pytest.raises(ConnectionError), pipe.run(run_id="r1"):
+        flaky()
+    with pipe.run(run_id="r1") as run:
+        assert flaky() == 7
+    status = run.status("flaky")
+    assert status.attempts == 2
+    assert status.state is StepState.COMPLETED
+
+
+def test_retries_with_backoff_then_step_failed(store_path: Path) -> None:
+    """Retries exhausted: StepFailed names the attempts and the last error; the step is failed."""
+    pipe = resumable.Pipeline("p", store=store_path)
+
+    @pipe.step(retries=2, backoff=0.01)
+    def always() -> None:
+        raise ConnectionError("reset by peer")
+
+    with pytest.raises(resumable.StepFailed) as excinfo, pipe.run(run_id="r1") as run:
+        always()
+    assert str(excinfo.value) == (
+        "step 'always' (run 'r1') failed after 3 attempts; last error: ConnectionError: reset by peer"
+    )
+    assert isinstance(excinfo.value.__cause__, ConnectionError)
+    status = run.status("always")
+    assert (status.state, status.attempts) == (StepState.FAILED, 3)
+    assert "ConnectionError: reset by peer" in (status.traceback or "")
+    transitions = [e.transition for e in run.store.list_events("r1", "always")]
+    assert transitions == ["start", "error", "retry", "error", "retry", "error"]
+
+
+def test_exception_outside_retry_on_fails_at_once(store_path: Path) -> None:
+    """Only the listed exceptions are retried; others propagate after one attempt."""
+    calls = 0
+    pipe = resumable.Pipeline("p", store=store_path)
+
+    @pipe.step(retries=5, backoff=0.01, retry_on=ConnectionError)
+    def bad() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("bad order")
+
+    with pytest.raises(ValueError, match="bad order"), pipe.run(run_id="r1"):
+        bad()
+    assert calls == 1
+
+
+def test_timeout_fails_the_attempt_with_step_timeout(store_path: Path) -> None:
+    """An attempt past its timeout raises StepTimeout and is recorded as failed."""
+    pipe = resumable.Pipeline("p", store=store_path)
+
+    @pipe.step(timeout=0.2)
+    def slow() -> None:
+        time.sleep(5)
+
+    started = time.monotonic()
+    with pytest.raises(resumable.StepTimeout, match="ran longer than its timeout of 0.2 s"), pipe.run(run_id="r1") as run:
+        slow()
+    assert time.monotonic() - started < 3
+    assert run.status("slow").state is StepState.FAILED
+
+
+def test_async_steps_restore_retry_and_time_out(store_path: Path) -> None:
+    """Async step functions checkpoint and retry like plain ones; their timeout cancels them."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    calls = 0
+
+    @pipe.step(retries=1, backoff=0.01)
+    async def fetch(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("first")
+        await asyncio.sleep(0)
+        return x * 2
+
+    @pipe.step(timeout=0.1)
+    async def hang() -> None:
+        await asyncio.sleep(5)
+
+    async def main() -> int:
+        with pipe.run(run_id="r1"):
+            return await fetch(21)
+
+    assert asyncio.run(main()) == 42
+    assert asyncio.run(main()) == 42
+    assert calls == 2
+
+    async def hanging() -> None:
+        with pipe.run(run_id="r1"):
+            await hang()
+
+    with pytest.raises(resumable.StepTimeout):
+        asyncio.run(hanging())
+
+
+def test_idempotency_key_is_stable_per_step_and_distinct_between_runs(store_path: Path) -> None:
+    """Retries see one key; another step or run sees another; outside a step it is an error."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    seen: list[str] = []
+
+    @pipe.step(retries=2, backoff=0.01)
+    def charge() -> str:
+        seen.append(resumable.idempotency_key())
+        if len(seen) < 3:
+            raise ConnectionError("retry me")
+        return seen[-1]
+
+    @pipe.step
+    def email() -> str:
+        return resumable.idempotency_key()
+
+    with pipe.run(run_id="r1"):
+        key = charge()
+        other = email()
+    with pipe.run(run_id="r2"):
+        seen.clear()
+        key2 = charge()
+    assert seen[0] == key2
+    assert len(set(seen)) == 1
+    assert len({key, other, key2}) == 3
+    with pytest.raises(resumable.NotInStepError, match="outside a step"):
+        resumable.idempotency_key()
+
+
+def test_run_step_passes_arguments_and_numbers_repeated_calls(store_path: Path) -> None:
+    """run.step forwards arguments; calling one step twice in a run checkpoints each call."""
+    pipe = resumable.Pipeline("p", store=store_path)
+
+    @pipe.step
+    def double(x: int) -> int:
+        return 2 * x
+
+    with pipe.run(run_id="r1") as run:
+        assert run.step("add", lambda a, b: a + b, 2, b=3, retries=1) == 5
+        assert [double(1), double(2)] == [2, 4]
+    assert [s.step for s in run.steps()] == ["add", "double", "double#2"]
+    with pipe.run(run_id="r1"):
+        assert [double(1), double(2)] == [2, 4]
+
+
+def test_step_outside_a_run_is_a_clear_error(store_path: Path) -> None:
+    """Calling a decorated step with no active run says how to fix it."""
+    pipe = resumable.Pipeline("p", store=store_path)
+
+    @pipe.step
+    def load() -> int:
+        return 1
+
+    with pytest.raises(resumable.NoActiveRunError, match=r"inside 'with pipe.run\(\):'"):
+        load()
+
+
+def test_run_id_comes_from_environment_or_is_generated(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a run id a new run is generated; RESUMABLE_RUN_ID joins a supervisor's run."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    with pipe.run() as a, pipe.run() as b:
+        pass
+    assert a.run_id != b.run_id
+    monkeypatch.setenv("RESUMABLE_RUN_ID", "nightly-7")
+    with pipe.run() as c:
+        pass
+    assert c.run_id == "nightly-7"
+    with pytest.raises(resumable.StoreError, match="already exists"), pipe.run(run_id="nightly-7", new=True):
+        pass
