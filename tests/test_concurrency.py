@@ -1,0 +1,134 @@
+"""Two processes and one store: reading while a run works, and one owner per run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import resumable
+from resumable import StepState
+
+WORKER = """
+import sys, time, pathlib, resumable
+store, run_id, marker, seconds = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), float(sys.argv[4])
+pipe = resumable.Pipeline("p", store=store)
+with pipe.run(run_id=run_id) as run:
+    run.step("quick", lambda: 1)
+    def long_step():
+        marker.write_text("started")
+        time.sleep(seconds)
+        return 2
+    run.step("long", long_step)
+print("done", flush=True)
+"""
+
+LISTER = """
+import json, sys, time, resumable
+t = time.monotonic()
+store = resumable.Pipeline("p", store=sys.argv[1]).store
+runs = store.list_runs()
+steps = store.list_steps(sys.argv[2])
+print(json.dumps({"seconds": time.monotonic() - t, "runs": [r.run_id for r in runs],
+                  "steps": {s.step: s.state.value for s in steps}}))
+"""
+
+
+def _wait_for(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def _worker(store: Path, run_id: str, marker: Path, seconds: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(store), run_id, str(marker), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_second_process_lists_runs_while_a_step_runs(store_path: Path, tmp_path: Path) -> None:
+    """A CLI-like reader gets runs and steps within a second while another process is inside a step."""
+    marker = tmp_path / "started"
+    worker = _worker(store_path, "r1", marker, 20)
+    try:
+        _wait_for(marker)
+        out = subprocess.run(
+            [sys.executable, "-c", LISTER, str(store_path), "r1"], capture_output=True, text=True, timeout=60, check=True
+        )
+        seen = json.loads(out.stdout)
+        assert seen["seconds"] < 1.0
+        assert seen["runs"] == ["r1"]
+        assert seen["steps"] == {"quick": "completed", "long": "running"}
+    finally:
+        worker.kill()
+        worker.wait(timeout=30)
+
+
+def test_second_process_cannot_execute_an_owned_run(store_path: Path, tmp_path: Path) -> None:
+    """While one live process owns a run, another gets RunOwnedError naming the owner's pid."""
+    marker = tmp_path / "started"
+    worker = _worker(store_path, "r1", marker, 20)
+    try:
+        _wait_for(marker)
+        pipe = resumable.Pipeline("p", store=store_path)
+        with pytest.raises(resumable.RunOwnedError) as excinfo, pipe.run(run_id="r1") as run:
+            run.step("quick", lambda: 1)
+        assert excinfo.value.pid == worker.pid
+        assert f"is owned by another live process (pid {worker.pid} on host" in str(excinfo.value)
+        # A different run of the same store is not blocked.
+        with pipe.run(run_id="r2") as other:
+            assert other.step("quick", lambda: 3) == 3
+    finally:
+        worker.kill()
+        worker.wait(timeout=30)
+
+
+def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path, tmp_path: Path) -> None:
+    """SIGKILL inside a step: the next start finds it interrupted, then runs it to completion."""
+    marker = tmp_path / "started"
+    worker = _worker(store_path, "r1", marker, 20)
+    _wait_for(marker)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    pipe = resumable.Pipeline("p", store=store_path)
+    store = pipe.store
+    assert store.get_step("r1", "long").state is StepState.RUNNING  # type: ignore[union-attr]
+    with pipe.run(run_id="r1") as run:
+        assert run.step("quick", lambda: 99) == 1  # restored, not re-run
+        assert run.status("long").state is StepState.INTERRUPTED
+        assert run.step("long", lambda: 2) == 2
+    events = [(e.source, e.target) for e in store.list_events("r1", "long")]
+    assert events == [("pending", "running"), ("running", "interrupted"), ("interrupted", "running"), ("running", "completed")]
+
+
+def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: Path) -> None:
+    """A process that keeps the DuckDB file open makes us wait, then fail naming it."""
+    resumable.Pipeline("p", store=store_path).runs()
+    from resumable._store import duckdb as store_module
+
+    store_module.close_all()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)", str(store_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(resumable.StoreLockedError) as excinfo:
+            store_module.DuckDBStore(store_path, lock_timeout_s=0.3)
+        assert excinfo.value.holder_pid == holder.pid
+        assert f"stayed locked by process {holder.pid}" in str(excinfo.value)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

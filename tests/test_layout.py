@@ -1,0 +1,77 @@
+"""The public surface and the one-way import direction stay as designed."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import resumable
+
+PACKAGE = Path(resumable.__file__).parent
+
+# Lower layers never import higher ones; front ends never import each other (except cli -> _headless).
+LAYERS: list[set[str]] = [
+    {"errors", "_records", "_states", "_keys", "_config", "_cellast"},
+    {"_codec", "_owner"},
+    {"_store"},
+    {"_context", "_engine", "_capture"},
+    {"pipeline"},
+    {"_magics", "panel", "_headless", "_headless_params", "cli", "_demo"},
+    {"__init__", "__main__"},
+]
+FRONT_ENDS = {"_magics", "panel", "_headless", "cli"}
+ONLY_IMPORTED_BY = {"IPython.core.magic": "_magics", "ipywidgets": "panel", "nbclient": "_headless", "click": "cli", "duckdb": "_store"}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    for i, layer in enumerate(LAYERS):
+        if top in layer:
+            return i
+    return len(LAYERS)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_imports_point_one_way() -> None:
+    """No module imports a layer above it, and no front end imports another."""
+    problems = []
+    for path in PACKAGE.rglob("*.py"):
+        own = path.relative_to(PACKAGE).with_suffix("").as_posix().replace("/", ".")
+        for name in _imports(path):
+            if name.startswith("resumable."):
+                target = name.removeprefix("resumable.")
+                if _layer(target) > _layer(own) and own.split(".")[0] != target.split(".")[0]:
+                    problems.append(f"{own} imports higher layer {target}")
+                src, dst = own.split(".")[0], target.split(".")[0]
+                if src in FRONT_ENDS and dst in FRONT_ENDS and src != dst and (src, dst) != ("cli", "_headless"):
+                    problems.append(f"front end {own} imports front end {target}")
+            for lib, owner in ONLY_IMPORTED_BY.items():
+                if (name == lib or name.startswith(lib + ".")) and own.split(".")[0] != owner:
+                    problems.append(f"{own} imports {lib}, which only {owner} may")
+    assert problems == []
+
+
+def test_all_exports_exist_and_nothing_private_leaks() -> None:
+    """Everything in __all__ is importable from resumable and public names are listed."""
+    for name in resumable.__all__:
+        assert hasattr(resumable, name), name
+    assert sorted(resumable.__all__) == sorted(set(resumable.__all__))
+    assert all(not name.startswith("_") for name in resumable.__all__)
+
+
+def test_every_error_derives_from_resumable_error() -> None:
+    """`except resumable.ResumableError` catches every error we raise."""
+    from resumable import errors
+
+    classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
+    assert all(issubclass(c, errors.ResumableError) for c in classes)
