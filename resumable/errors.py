@@ -19,7 +19,9 @@ all of ours and nothing of the user's::
      ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
      ├─ StepFailed                           retries exhausted: .attempts, .errors
      ├─ InvalidTransition                    a bug in resumable, never user error
-     └─ NotebookExecutionError               .cell_index, .ename, .evalue, .traceback
+     ├─ NotebookExecutionError               .cell_index, .ename, .evalue, .traceback
+     ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
+     └─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
 
 Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
 stored and cross process boundaries (a kernel, a subprocess).
@@ -200,11 +202,62 @@ class InvalidTransition(ResumableError):
 class NotebookExecutionError(ResumableError):
     """A cell of a headless notebook raised."""
 
-    def __init__(self, cell_index: int, ename: str, evalue: str, traceback: str, step: str | None = None) -> None:
+    def __init__(
+        self,
+        cell_index: int,
+        ename: str,
+        evalue: str,
+        traceback: str,
+        step: str | None = None,
+        *,
+        preview: str | None = None,
+        output: str | None = None,
+        resume_command: str | None = None,
+    ) -> None:
         self.cell_index = cell_index
         self.ename = ename
         self.evalue = evalue
         self.traceback = traceback
         self.step = step
+        self.output = output
+        self.resume_command = resume_command
         where = f"step '{step}' (cell {cell_index})" if step else f"cell {cell_index}"
-        super().__init__(f"{where} raised {ename}: {evalue}")
+        lines = [f"{where} raised {ename}: {evalue}"]
+        if preview:
+            lines.append(preview)
+        if output:
+            lines.append(f"The executed notebook, with the error marked, is at {output}.")
+        if resume_command:
+            lines.append(f"Completed steps are checkpointed. Fix the cell, then resume with:\n  {resume_command}")
+        super().__init__("\n".join(lines))
+
+
+class KernelDiedError(ResumableError):
+    """A headless run's kernel died more often than ``max_restarts`` allowed."""
+
+    def __init__(
+        self,
+        run_id: str,
+        restarts: int,
+        *,
+        step: str | None,
+        cell_index: int | None,
+        resume_command: str,
+        output: str,
+    ) -> None:
+        self.run_id = run_id
+        self.restarts = restarts
+        self.step = step
+        self.cell_index = cell_index
+        self.resume_command = resume_command
+        self.output = output
+        where = f" in step '{step}'" if step else (f" in cell {cell_index}" if cell_index is not None else "")
+        super().__init__(
+            f"the kernel of run '{run_id}' died{where} and was restarted {restarts} times without finishing "
+            f"(out of memory? os._exit? killed?). Completed steps are checkpointed. The executed notebook is at "
+            f"{output}. Find the cause, then resume the run with:\n  {resume_command}"
+        )
+
+
+class NotebookInputError(ResumableError, ValueError):
+    """The notebook, a parameter or an option of a headless run cannot be used."""
