@@ -1,0 +1,64 @@
+"""``python -m benchmarks [--quick] [--only step,open,...] [--no-dbos] [--json FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._report import Result, Skipped, line, write_json
+from benchmarks._util import Config, machine
+
+# Concern name -> module; each module has run(cfg) -> list[Result | Skipped].
+CONCERNS = {
+    "step": "step",
+    "open": "open_store",
+    "throughput": "throughput",
+    "memory": "memory",
+    "notebook": "notebook",
+    "headless": "headless",
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of about a minute")
+    parser.add_argument("--only", default="", help=f"comma-separated concerns among {', '.join(CONCERNS)}")
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS comparison (it takes seconds to start)")
+    parser.add_argument("--json", type=Path, help="also write every figure and the machine description here")
+    args = parser.parse_args(argv)
+    chosen = [c.strip() for c in args.only.split(",") if c.strip()] or list(CONCERNS)
+    unknown = [c for c in chosen if c not in CONCERNS]
+    if unknown:
+        parser.error(f"unknown concern(s) {', '.join(unknown)}; choose among {', '.join(CONCERNS)}")
+    args.concerns = chosen
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    cfg = Config.make(args.quick, dbos=not args.no_dbos)
+    meta = machine()
+    print(f"# resumable benchmarks ({'quick' if cfg.quick else 'full'} sizes) on {meta['cpu']}, "
+          f"{meta['cores']} cores, {meta['memory_gib']} GiB, Python {meta['python']}", flush=True)  # fmt: skip
+    results: list[Result | Skipped] = []
+    for concern in args.concerns:
+        started = time.perf_counter()
+        module = importlib.import_module(f"benchmarks.{CONCERNS[concern]}")
+        try:
+            found = module.run(cfg)
+        except Exception as exc:  # one broken concern must not hide the others' figures
+            found = [Skipped(concern, "all", f"{type(exc).__name__}: {exc}")]
+        for r in found:
+            print(line(r), flush=True)
+        print(f"# {concern} took {time.perf_counter() - started:.1f} s", flush=True)
+        results += found
+    if args.json:
+        write_json(args.json, results, {**meta, "quick": cfg.quick, "argv": sys.argv[1:] if argv is None else argv})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

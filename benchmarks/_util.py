@@ -1,0 +1,197 @@
+"""Shared helpers: sizes, timing, subprocess workers, fsynced writes and peak-memory probes."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MB = 1_000_000
+GB = 1_000_000_000
+RESULT_PREFIX = "@@RESULT "
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Sizes and repetitions of one benchmark run (``--quick`` picks the small set)."""
+
+    quick: bool
+    steps: int  # no-op steps timed per implementation
+    plain_calls: int
+    frame_sizes: tuple[int, ...]  # bytes of in-memory DataFrame
+    array_sizes: tuple[int, ...]
+    dict_objects: int
+    reps: int
+    notebook_size: int
+    noop_cells: int
+    probes: int  # store opens from other processes during a long run
+    dbos: bool = True
+
+    @classmethod
+    def make(cls, quick: bool, dbos: bool = True) -> Config:
+        if quick:
+            return cls(True, 100, 2000, (10 * MB,), (10 * MB,), 10_000, 3, 10 * MB, 30, 3, dbos)
+        return cls(False, 500, 20_000, (100 * MB, 1 * GB), (1 * GB,), 10_000, 3, 1 * GB, 100, 10, dbos)
+
+
+def median_ms(samples: list[float]) -> float:
+    """Median of durations in seconds, in milliseconds."""
+    return statistics.median(samples) * 1000
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Run ``fn`` once; return (seconds, its result)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file written by someone else's code (joblib, pyarrow) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_fsync(path: Path, data: memoryview | bytes, chunk: int = 8 * 1024 * 1024) -> None:
+    """Raw bandwidth baseline: write ``data`` in chunks, then fsync."""
+    view = memoryview(data).cast("B")
+    with open(path, "wb", buffering=0) as f:
+        for start in range(0, view.nbytes, chunk):
+            f.write(view[start : start + chunk])
+        os.fsync(f.fileno())
+
+
+def run_worker(
+    module: str, func: str, args: dict[str, Any], timeout: float = 1800, env: dict[str, str] | None = None
+) -> Any:
+    """Run ``benchmarks.<module>.<func>(**args)`` in a fresh interpreter and return its JSON result.
+
+    A fresh process per case keeps memory peaks, DuckDB handles and DBOS's globals from one case out
+    of the next.
+    """
+    cmd = [sys.executable, "-m", "benchmarks._worker", module, func, json.dumps(args)]
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=full_env, cwd=_root())
+    for text in reversed(proc.stdout.splitlines()):
+        if text.startswith(RESULT_PREFIX):
+            return json.loads(text[len(RESULT_PREFIX) :])
+    tail = (proc.stderr or proc.stdout)[-2000:]
+    msg = f"worker {module}.{func} exited {proc.returncode} without a result:\n{tail}"
+    raise RuntimeError(msg)
+
+
+def _root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for text in f:
+            if text.startswith(field + ":"):
+                return int(text.split()[1])
+    return -1
+
+
+def _trim() -> None:
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:
+            pass
+
+
+@contextmanager
+def peak_extra_rss() -> Iterator[dict[str, int]]:
+    """Measure the peak resident memory added while the block runs, in bytes.
+
+    On Linux the kernel's high-water mark is reset through ``/proc/self/clear_refs`` so the peak is
+    exact; elsewhere a 1 ms sampling thread (psutil) estimates it.
+    """
+    _trim()
+    out: dict[str, int] = {"peak_extra": 0, "method": 0}
+    before = _status_kb("VmRSS")
+    exact = False
+    if before > 0:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            exact = _status_kb("VmHWM") <= before + 1024
+        except OSError:
+            exact = False
+    if exact:
+        yield out
+        out["peak_extra"] = max(0, (_status_kb("VmHWM") - before) * 1024)
+        out["method"] = 1
+        return
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+        out["peak_extra"] = max(0, peak[0] - base)
+        out["method"] = 2
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for text in f:
+                if text.startswith("model name"):
+                    cpu = text.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {}
+    for name in ("resumable", "duckdb", "cloudpickle", "pandas", "numpy", "pyarrow", "joblib", "dbos", "IPython"):
+        try:
+            mod = __import__(name)
+            versions[name] = getattr(mod, "__version__", "?")
+        except ImportError:
+            versions[name] = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": versions,
+    }

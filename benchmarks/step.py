@@ -1,0 +1,114 @@
+"""Step overhead: a no-op durable step against a plain call and against a DBOS step on SQLite.
+
+Each implementation runs in its own fresh process; the figure is the median time of one call,
+measured around each call, over many distinct step names (so every step is new and executes).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._report import Result, Skipped
+from benchmarks._util import Config, median_ms, run_worker
+
+CONCERN = "step"
+
+
+def _noop() -> None:
+    return None
+
+
+def measure_ours(store: str, steps: int, plain_calls: int) -> dict[str, Any]:
+    """Median ms of ``run.step(name, noop)`` for new names, of a restored step, and of a plain call."""
+    import resumable
+
+    plain = []
+    for _ in range(plain_calls):
+        t0 = time.perf_counter()
+        _noop()
+        plain.append(time.perf_counter() - t0)
+    pipe = resumable.Pipeline("bench_step", store=store)
+    with pipe.run(run_id="steps") as run:
+        run.step("warmup", _noop)
+        executed = []
+        for i in range(steps):
+            t0 = time.perf_counter()
+            run.step(f"s{i}", _noop)
+            executed.append(time.perf_counter() - t0)
+    with pipe.run(run_id="steps") as run:
+        run.step("warmup", _noop)
+        restored = []
+        for i in range(steps):
+            t0 = time.perf_counter()
+            run.step(f"s{i}", _noop)
+            restored.append(time.perf_counter() - t0)
+    return {"plain_ms": median_ms(plain), "executed_ms": median_ms(executed), "restored_ms": median_ms(restored)}
+
+
+def measure_dbos(folder: str, steps: int) -> dict[str, Any]:
+    """Median ms of a no-op ``@DBOS.step`` called inside a workflow, system database on SQLite."""
+    from dbos import DBOS, DBOSConfig
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    config: DBOSConfig = {
+        "name": "bench",
+        "system_database_url": f"sqlite:///{Path(folder) / 'dbos.sqlite'}",
+        "run_admin_server": False,  # type: ignore[typeddict-unknown-key]
+        "log_level": "WARNING",
+    }
+    DBOS(config=config)
+
+    @DBOS.step()
+    def noop() -> None:
+        return None
+
+    @DBOS.workflow()
+    def workflow(n: int) -> list[float]:
+        noop()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            noop()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    DBOS.launch()
+    try:
+        times = workflow(steps)
+    finally:
+        DBOS.destroy()
+    return {"dbos_ms": median_ms(times)}
+
+
+def run(cfg: Config) -> list[Result | Skipped]:
+    """Print-ready figures for the step concern."""
+    out: list[Result | Skipped] = []
+    with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
+        ours = run_worker("step", "measure_ours", {"store": str(Path(tmp) / "s" / "store.duckdb"),
+                                                   "steps": cfg.steps, "plain_calls": cfg.plain_calls})  # fmt: skip
+        out.append(Result(CONCERN, "no-op step (new, executes)", ours["executed_ms"], "ms",
+                          "plain call", ours["plain_ms"],
+                          note=f"median per call; adds {ours['executed_ms'] - ours['plain_ms']:.2f} ms"))  # fmt: skip
+        out.append(Result(CONCERN, "no-op step (completed, restored)", ours["restored_ms"], "ms",
+                          "plain call", ours["plain_ms"],
+                          note=f"median per call; adds {ours['restored_ms'] - ours['plain_ms']:.2f} ms"))  # fmt: skip
+        if not cfg.dbos:
+            out.append(Skipped(CONCERN, "no-op step vs DBOS", "--no-dbos given"))
+            return out
+        try:
+            import dbos  # noqa: F401
+        except ImportError:
+            out.append(Skipped(CONCERN, "no-op step vs DBOS", "dbos is not installed (pip install 'resumable[bench]')"))
+            return out
+        try:
+            theirs = run_worker("step", "measure_dbos", {"folder": tmp, "steps": cfg.steps}, timeout=300)
+        except Exception as exc:  # DBOS needs no server on SQLite, but report rather than crash
+            out.append(Skipped(CONCERN, "no-op step vs DBOS", f"DBOS did not run: {str(exc).splitlines()[-1]}"))
+            return out
+        out.append(Result(CONCERN, "no-op step (new, executes) vs DBOS", ours["executed_ms"], "ms",
+                          "DBOS step on SQLite", theirs["dbos_ms"], "<= 0.5", "median per step"))  # fmt: skip
+    return out

@@ -1,0 +1,151 @@
+"""Checkpoint throughput: save and restore through the real step path, next to baselines.
+
+For each payload (DataFrames, a numpy array, a dict of objects) one fresh process measures, in
+the same run and interleaved per repetition: raw write+fsync of as many bytes, pickle protocol 5
+to a file (+fsync), joblib.dump/joblib.load, Arrow IPC (feather, +fsync) for DataFrames, a step
+returning the value then a resume restoring it, and the codec alone (``store.encode`` and
+``store.load_value``) to separate serialization from bookkeeping. Reads come from a warm page
+cache for every method alike (dropping caches needs privileges a benchmark should not take).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _data
+from benchmarks._report import Result, Skipped
+from benchmarks._util import Config, fsync_path, run_worker, write_fsync
+
+CONCERN = "throughput"
+
+
+def _time(samples: dict[str, list[float]], key: str, fn: Callable[..., Any], *args: Any) -> Any:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn(*args)
+    samples.setdefault(key, []).append(time.perf_counter() - t0)
+    return out
+
+
+def _pickle_dump(value: object, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(value, f, protocol=5)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _pickle_load(path: Path) -> object:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def measure_payload(kind: str, size: int, folder: str, reps: int) -> dict[str, Any]:
+    """Median seconds of every save and restore method for one payload."""
+    import joblib
+    import numpy as np
+
+    import resumable
+
+    value = _data.make(kind, size)
+    nbytes = _data.nbytes(value)
+    raw = np.random.default_rng(1).bytes(nbytes)
+    base = Path(folder)
+    pipe = resumable.Pipeline("bench_io", store=base / "s" / "store.duckdb")
+    store = pipe.store
+    is_frame = kind == "frame"
+    t: dict[str, list[float]] = {}
+    payload_bytes = 0
+    for rep in range(reps):
+        raw_path = base / "raw.bin"
+        _time(t, "raw_write", write_fsync, raw_path, raw)
+        raw_path.unlink()
+        _time(t, "pickle_dump", lambda: _pickle_dump(value, base / "v.pkl"))
+        _time(t, "joblib_dump", lambda: joblib.dump(value, base / "v.joblib"))
+        if is_frame:
+            _time(t, "feather_write", lambda: (value.to_feather(base / "v.feather"), fsync_path(base / "v.feather")))
+        run_id = f"r{rep}"
+        with pipe.run(run_id=run_id) as run:
+            _time(t, "step_save", lambda: run.step("save", lambda: value))
+        blob = _time(t, "codec_encode", lambda: store.encode("value", value))
+        payload_bytes = blob.size
+        # Restores: each result is dropped before the next one is timed.
+        del blob
+        _time(t, "pickle_load", lambda: _pickle_load(base / "v.pkl"))
+        _time(t, "joblib_load", lambda: joblib.load(base / "v.joblib"))
+        if is_frame:
+            import pandas as pd
+
+            _time(t, "feather_read", lambda: pd.read_feather(base / "v.feather"))
+        with pipe.run(run_id=run_id) as run:
+            restored = _time(t, "step_restore", lambda: run.step("save", lambda: None))
+        assert restored is not None and restored is not value, "the step did not restore"
+        del restored
+        ref = next(r for r in store.checkpoint_refs(run_id, "save") if r.kind == "value")
+        _time(t, "codec_decode", store.load_value, ref)
+    sizes = {"pickle_file": (base / "v.pkl").stat().st_size, "payload": payload_bytes}
+    return {"nbytes": nbytes, "sizes": sizes, "median_s": {k: statistics.median(v) for k, v in t.items()}}
+
+
+def payloads(cfg: Config) -> list[tuple[str, int]]:
+    """The (kind, size) cases of this run."""
+    cases = [("frame", s) for s in cfg.frame_sizes] + [("dict", cfg.dict_objects)]
+    return cases + [("array", s) for s in cfg.array_sizes]
+
+
+def run(cfg: Config) -> list[Result | Skipped]:
+    """MB/s of our save and restore next to each baseline."""
+    out: list[Result | Skipped] = []
+    for kind, size in payloads(cfg):
+        label = _data.label(kind, size)
+        with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
+            try:
+                args = {"kind": kind, "size": size, "folder": tmp, "reps": cfg.reps}
+                m = run_worker("throughput", "measure_payload", args)
+            except Exception as exc:
+                out.append(Skipped(CONCERN, label, str(exc).splitlines()[0]))
+                continue
+        out.extend(_results(label, m))
+    return out
+
+
+def _results(label: str, m: dict[str, Any]) -> list[Result | Skipped]:
+    s = m["median_s"]
+    mb = m["nbytes"] / 1e6
+
+    def speed(key: str) -> float:
+        return mb / s[key]
+
+    note = f"{mb:,.0f} MB in memory, {m['sizes']['payload'] / 1e6:,.0f} MB checkpoint"
+    out: list[Result | Skipped] = [
+        Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
+               "joblib.dump", speed("joblib_dump"), ">= 1", note),
+        Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
+               "pickle p5 to file + fsync", speed("pickle_dump")),
+        Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
+               "raw write + fsync", speed("raw_write")),
+        Result(CONCERN, f"{label} codec encode only (fsync)", speed("codec_encode"), "MB/s",
+               "pickle p5 to file + fsync", speed("pickle_dump")),
+    ]  # fmt: skip
+    if "feather_write" in s:
+        out.append(Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
+                          "feather write + fsync", speed("feather_write")))  # fmt: skip
+    out += [
+        Result(CONCERN, f"{label} restore (step)", speed("step_restore"), "MB/s",
+               "joblib.load", speed("joblib_load"), ">= 1"),
+        Result(CONCERN, f"{label} restore (step)", speed("step_restore"), "MB/s",
+               "pickle.load from file", speed("pickle_load")),
+        Result(CONCERN, f"{label} codec decode only", speed("codec_decode"), "MB/s",
+               "pickle.load from file", speed("pickle_load")),
+    ]  # fmt: skip
+    if "feather_read" in s:
+        out.append(Result(CONCERN, f"{label} restore (step)", speed("step_restore"), "MB/s",
+                          "feather read", speed("feather_read")))  # fmt: skip
+    return out
