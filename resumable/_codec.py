@@ -1,4 +1,4 @@
-"""Serialize outputs to bytes the store can keep, and back, with a digest checked before unpickling.
+r"""Serialize outputs to bytes the store can keep, and back, with a digest checked before unpickling.
 
 Format of one payload (inline in the store or in a file beside it)::
 
@@ -55,8 +55,11 @@ def type_name(value: object) -> str:
 
 
 class _PayloadWriter:
-    """Hashes and counts what the pickler writes; keeps it in memory until it passes the inline
-    limit, then moves it to a temporary file in the payload folder."""
+    """Hashes and counts what the pickler writes.
+
+    Small payloads stay in memory (they go inline into the store); past the inline limit the bytes
+    move to a temporary file in the payload folder.
+    """
 
     def __init__(self, payload_dir: Path) -> None:
         self.payload_dir = payload_dir
@@ -144,7 +147,7 @@ def encode(name: str, value: object, payload_dir: Path, key: bytes | None) -> Bl
     relative = f"{digest[:2]}/{digest}.bin"
     final = payload_dir / relative
     final.parent.mkdir(mode=0o700, exist_ok=True)
-    os.replace(out.path, final)
+    out.path.replace(final)
     _fsync_dir(final.parent)
     return Blob(name, CODEC, digest, out.size, None, relative, signature)
 

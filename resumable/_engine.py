@@ -23,7 +23,7 @@ from resumable import _codec
 from resumable._context import StepContext, entered
 from resumable._records import Blob, Owner, StepPolicy
 from resumable._states import StepState
-from resumable._store.base import Begin, Store, StepRequest
+from resumable._store.base import Begin, StepRequest, Store
 from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
 
 MAX_BACKOFF_S = 300.0
@@ -144,7 +144,7 @@ class StepCall:
             return None
         if self.attempt > self.policy.retries:  # attempts after the first are the retries
             return None
-        base = self.policy.backoff * 2 ** (len(self.errors) - 1)
+        base = self.policy.backoff * float(2 ** (len(self.errors) - 1))
         return min(base, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
 
     def _record_failure(self, exc: BaseException, duration_s: float, *, with_traceback: bool = True) -> None:
@@ -235,7 +235,7 @@ def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> Restored 
         started = time.perf_counter()
         try:
             with entered(call.context()):
-                outputs = _call_with_timeout(call, body)
+                outputs: Mapping[str, Any] = _call_with_timeout(call, body)
         except BaseException as exc:
             delay = call.fail(exc, time.perf_counter() - started)
             if delay is None:

@@ -13,7 +13,7 @@ from resumable._records import Owner
 
 @functools.cache
 def _process_started(pid: int) -> float:
-    return round(psutil.Process(pid).create_time(), 2)
+    return round(float(psutil.Process(pid).create_time()), 2)
 
 
 def current_owner(kernel_id: str | None = None) -> Owner:
@@ -36,4 +36,4 @@ def is_alive(owner: Owner) -> bool:
         return False
     except psutil.AccessDenied:
         return True
-    return abs(started - owner.started) < 1.0 and psutil.Process(owner.pid).status() != psutil.STATUS_ZOMBIE
+    return bool(abs(started - owner.started) < 1.0 and psutil.Process(owner.pid).status() != psutil.STATUS_ZOMBIE)

@@ -140,7 +140,7 @@ def _step_json(step: StepStatus) -> dict[str, Any]:
 class OrderedGroup(click.Group):
     """Lists commands in the order they were added, which is the order a user meets them."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: click.Context) -> list[str]:  # noqa: D102
         return list(self.commands)
 
 
@@ -206,7 +206,9 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     table = Table("#", "step", "state", "attempts", "duration", "size", "last error")
     for i, s in enumerate(steps, 1):
         duration = f"{s.duration_s:.2f} s" if s.duration_s is not None else ""
-        table.add_row(str(i), s.step, s.state.value, str(s.attempts), duration, _size(s.output_bytes), s.error_line or "")
+        table.add_row(
+            str(i), s.step, s.state.value, str(s.attempts), duration, _size(s.output_bytes), s.error_line or ""
+        )
     console.print(table)
     if events:
         log_table = Table("seq", "when", "step", "change", "attempt", "pid", "detail")
@@ -250,8 +252,14 @@ def gc(store: Path | None) -> None:
 @click.argument("step")
 @click.argument("name", required=False)
 @store_option
-@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write: .csv, .parquet or .json for DataFrames, .json for plain data, else pickle.")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write: .csv, .parquet or .json for DataFrames, .json for plain data, else pickle.",
+)
 def export(run_id: str, step: str, name: str | None, store: Path | None, output: Path) -> None:
     """Write output NAME of STEP (its return value when omitted) to a file."""
     with reported_errors():

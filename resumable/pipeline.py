@@ -56,7 +56,10 @@ def make_policy(
 ) -> StepPolicy:
     """Check retry and timeout options when the step is defined, not on its first call."""
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        msg = f"step '{step}': retries={retries!r} is not valid; retries counts attempts after the first and must be 0 or more."
+        msg = (
+            f"step '{step}': retries={retries!r} is not valid; "
+            "retries counts attempts after the first and must be 0 or more."
+        )
         raise StepDefinitionError(msg)
     if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
         msg = f"step '{step}': backoff={backoff!r} is not valid; it is the first delay in seconds, 0 or more."
@@ -244,12 +247,19 @@ class Run:
             source=name,
         )  # fmt: skip
 
-    def _call(self, name: str, policy: StepPolicy, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+    def _call(
+        self, name: str, policy: StepPolicy, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> R:
         result = _engine.run_sync(self._engine_call(name, policy), lambda: {RETURN: fn(*args, **kwargs)})
         return _result(result)  # type: ignore[no-any-return]
 
     async def _call_async(
-        self, name: str, policy: StepPolicy, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        name: str,
+        policy: StepPolicy,
+        fn: Callable[..., Awaitable[R]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> R:
         async def body() -> dict[str, Any]:
             return {RETURN: await fn(*args, **kwargs)}
@@ -317,7 +327,9 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     opened = _resolve_store(store)
     status = opened.get_step(run_id, step)
     if status is None:
-        raise CheckpointNotFoundError(f"run '{run_id}' has no step '{step}' in store '{getattr(opened, 'path', opened)}'.")
+        raise CheckpointNotFoundError(
+            f"run '{run_id}' has no step '{step}' in store '{getattr(opened, 'path', opened)}'."
+        )
     if status.state.value != "completed":
         msg = f"step '{step}' (run '{run_id}') is {status.state.value}, not completed; it has no checkpoint to load."
         raise CheckpointNotFoundError(msg)
@@ -328,7 +340,8 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
         elif len(refs) == 1:
             name = next(iter(refs))
         else:
-            msg = f"step '{step}' (run '{run_id}') has outputs {sorted(refs)}; name one, e.g. load({run_id!r}, {step!r}, {sorted(refs)[0]!r})."
+            example = f"load({run_id!r}, {step!r}, {sorted(refs)[0]!r})" if refs else "another step"
+            msg = f"step '{step}' (run '{run_id}') has outputs {sorted(refs)}; name one, e.g. {example}."
             raise CheckpointNotFoundError(msg)
     if name not in refs:
         msg = f"step '{step}' (run '{run_id}') has no output '{name}'; it has {sorted(refs)}."

@@ -53,7 +53,7 @@ def test_bad_step_options_are_refused_at_definition(store_path: Path, options: d
 def test_store_path_that_is_a_folder(tmp_path: Path) -> None:
     """A folder given as the store says so and suggests a file inside it."""
     pipe = resumable.Pipeline("p", store=tmp_path)
-    with pytest.raises(resumable.StorePathError, match="is a folder. Name a file inside it"):
+    with pytest.raises(resumable.StorePathError, match=r"is a folder\. Name a file inside it"):
         pipe.runs()
 
 
@@ -109,7 +109,9 @@ def test_checkpoint_whose_bytes_changed_is_refused_not_unpickled(store_path: Pat
         payload.write_bytes(bytes(data))
     else:
         assert ref.data is not None
-        tampered = type(ref)(**{**{f: getattr(ref, f) for f in ref.__slots__}, "data": ref.data[:-12] + b"Y" + ref.data[-11:]})
+        tampered = type(ref)(
+            **{**{f: getattr(ref, f) for f in ref.__slots__}, "data": ref.data[:-12] + b"Y" + ref.data[-11:]}
+        )
         with pytest.raises(resumable.CheckpointIntegrityError):
             store.load_value(tampered)
         return

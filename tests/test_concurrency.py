@@ -63,7 +63,11 @@ def test_second_process_lists_runs_while_a_step_runs(store_path: Path, tmp_path:
     try:
         _wait_for(marker)
         out = subprocess.run(
-            [sys.executable, "-c", LISTER, str(store_path), "r1"], capture_output=True, text=True, timeout=60, check=True
+            [sys.executable, "-c", LISTER, str(store_path), "r1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         seen = json.loads(out.stdout)
         assert seen["seconds"] < 1.0
@@ -108,7 +112,12 @@ def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path
         assert run.status("long").state is StepState.INTERRUPTED
         assert run.step("long", lambda: 2) == 2
     events = [(e.source, e.target) for e in store.list_events("r1", "long")]
-    assert events == [("pending", "running"), ("running", "interrupted"), ("interrupted", "running"), ("running", "completed")]
+    assert events == [
+        ("pending", "running"),
+        ("running", "interrupted"),
+        ("interrupted", "running"),
+        ("running", "completed"),
+    ]
 
 
 def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: Path) -> None:
@@ -117,8 +126,9 @@ def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: P
     from resumable._store import duckdb as store_module
 
     store_module.close_all()
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)", str(store_path)],
+        [sys.executable, "-c", hold, str(store_path)],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip

@@ -68,7 +68,9 @@ def test_sigkill_at_random_instants_never_repeats_an_effect(tmp_path: Path) -> N
         for run_id, _ in results:
             for service in ("charge", "reserve", "courier", "email"):
                 assert shop.ledger.count(service, run_id) == 1, (run_id, service)
-            store = resumable.Pipeline("checkout", store=tmp_path / f"trial-{run_id.split('-')[1]}" / "store.duckdb").store
+            store = resumable.Pipeline(
+                "checkout", store=tmp_path / f"trial-{run_id.split('-')[1]}" / "store.duckdb"
+            ).store
             states = {s.step: s.state for s in store.list_steps(run_id)}
             assert states == dict.fromkeys(("charge", "reserve", "courier", "email"), resumable.StepState.COMPLETED)
         # Some kills must have landed after an effect and before its checkpoint: the shop then

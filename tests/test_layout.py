@@ -20,11 +20,17 @@ LAYERS: list[set[str]] = [
     {"__init__", "__main__"},
 ]
 FRONT_ENDS = {"_magics", "panel", "_headless", "cli"}
-ONLY_IMPORTED_BY = {"IPython.core.magic": "_magics", "ipywidgets": "panel", "nbclient": "_headless", "click": "cli", "duckdb": "_store"}
+ONLY_IMPORTED_BY = {
+    "IPython.core.magic": "_magics",
+    "ipywidgets": "panel",
+    "nbclient": "_headless",
+    "click": "cli",
+    "duckdb": "_store",
+}
 
 
 def _layer(module: str) -> int:
-    top = module.split(".")[0]
+    top = module.split(".", maxsplit=1)[0]
     for i, layer in enumerate(LAYERS):
         if top in layer:
             return i

@@ -101,7 +101,10 @@ def test_timeout_fails_the_attempt_with_step_timeout(store_path: Path) -> None:
         time.sleep(5)
 
     started = time.monotonic()
-    with pytest.raises(resumable.StepTimeout, match="ran longer than its timeout of 0.2 s"), pipe.run(run_id="r1") as run:
+    with (
+        pytest.raises(resumable.StepTimeout, match=r"ran longer than its timeout of 0\.2 s"),
+        pipe.run(run_id="r1") as run,
+    ):
         slow()
     assert time.monotonic() - started < 3
     assert run.status("slow").state is StepState.FAILED

@@ -79,7 +79,7 @@ class Shop:
 class _Handler(BaseHTTPRequestHandler):
     shop: Shop
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -96,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and left
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.strip("/") != "ledger":
             self.send_error(404)
             return
@@ -108,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -148,14 +148,14 @@ class ShopError(Exception):
 
 def call(base_url: str, service: str, order: str, key: str, timeout: float = 2.0, **fields: Any) -> dict[str, Any]:
     """POST one request to the shop with an Idempotency-Key; raise ShopError on failure or timeout."""
-    request = urllib.request.Request(  # noqa: S310 - our own loopback server
+    request = urllib.request.Request(
         f"{base_url}/{service}",
         data=json.dumps({"order": order, **fields}).encode(),
         headers={"Content-Type": "application/json", "Idempotency-Key": key},
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
     except urllib.error.HTTPError as exc:
         raise ShopError(f"{service} failed with HTTP {exc.code}") from None

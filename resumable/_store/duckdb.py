@@ -178,7 +178,7 @@ class DuckDBStore:
         if created:
             for candidate in (self.path, Path(str(self.path) + ".wal")):
                 if candidate.exists():
-                    os.chmod(candidate, 0o600)
+                    candidate.chmod(0o600)
         return con
 
     def _closer(self) -> None:
@@ -294,7 +294,8 @@ class DuckDBStore:
             existing = self._get_run(con, run_id)
             if existing is None:
                 con.execute(
-                    "INSERT INTO runs (run_id, pipeline, created_at, updated_at, params) VALUES (?, ?, now(), now(), ?)",
+                    """INSERT INTO runs (run_id, pipeline, created_at, updated_at, params)
+                       VALUES (?, ?, now(), now(), ?)""",
                     [run_id, pipeline, json.dumps(params, sort_keys=True, default=repr)],
                 )
                 created = self._get_run(con, run_id)
@@ -330,8 +331,10 @@ class DuckDBStore:
             )
 
     def _check_owner(self, con: duckdb.DuckDBPyConnection, run_id: str, me: Owner) -> None:
-        """Raise RunOwnedError when another live process holds the run or runs one of its steps;
-        mark the running steps of dead owners ``interrupted`` on the way."""
+        """Raise RunOwnedError when another live process holds the run or runs one of its steps.
+
+        Running steps of dead owners become ``interrupted`` on the way.
+        """
         row = con.execute(
             "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
         ).fetchone()
@@ -400,8 +403,10 @@ class DuckDBStore:
         return transition
 
     def begin_step(self, req: StepRequest) -> Begin:
-        """Decide, in one transaction, whether a step restores or executes; when it executes, it is
-        ``running`` and owned by ``req.owner`` when this returns."""
+        """Decide, in one transaction, whether a step restores or executes.
+
+        When it executes, it is ``running`` and owned by ``req.owner`` when this returns.
+        """
         with self._transaction() as con:
             self._check_owner(con, req.run_id, req.owner)
             row = con.execute(
@@ -496,7 +501,8 @@ class DuckDBStore:
                 attempts = con.execute(
                     "SELECT attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
                 ).fetchone()
-                extra = ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
+                extra = ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?"
+                extra += ", error = NULL, traceback = NULL"
                 params: list[Any] = [json.dumps(list(outputs)), sum(b.size for b in blobs), duration_s]
                 if reads is not None:
                     extra += ", reads = ?"
@@ -531,7 +537,9 @@ class DuckDBStore:
         """Record a failed attempt with its error and traceback."""
         with self._transaction() as con:
             self._require_running(con, run_id, step, owner)
-            attempts = con.execute("SELECT attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+            attempts = con.execute(
+                "SELECT attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
+            ).fetchone()
             self._transition(
                 con, run_id, step, StepState.RUNNING, StepState.FAILED, attempts[0] if attempts else 0, owner,
                 error.splitlines()[0] if error else None,
@@ -542,18 +550,23 @@ class DuckDBStore:
         """Move a failed step back to running for another attempt; returns the attempt number."""
         with self._transaction() as con:
             self._check_owner(con, run_id, owner)
-            row = con.execute("SELECT state, attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+            row = con.execute(
+                "SELECT state, attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
+            ).fetchone()
             if row is None:
                 raise CheckpointNotFoundError(f"run '{run_id}' has no step '{step}'.")
-            attempt = row[1] + 1
+            attempt = int(row[1]) + 1
             self._transition(
                 con, run_id, step, StepState(row[0]), StepState.RUNNING, attempt, owner, "retry",
-                ", attempts = ?, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?, started_at = now()",
+                ", attempts = ?, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,"
+                " started_at = now()",
                 [attempt, owner.host, owner.pid, owner.started, owner.kernel_id],
             )  # fmt: skip
             return attempt
 
-    def invalidate(self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked") -> list[str]:
+    def invalidate(
+        self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"
+    ) -> list[str]:
         """Send a step (and, on request, every step after it) back to pending; returns the steps changed.
 
         Checkpoint rows stay until :meth:`gc` or the step's next completion: nothing is lost by an
