@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -167,6 +168,14 @@ def peak_extra_rss() -> Iterator[dict[str, int]]:
         out["method"] = 2
 
 
+def _git(*args: str) -> str:
+    try:
+        proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=_root(), timeout=10, check=False)
+    except OSError:
+        return ""
+    return proc.stdout.strip()
+
+
 def machine() -> dict[str, object]:
     """What the figures were measured on."""
     import psutil
@@ -183,11 +192,12 @@ def machine() -> dict[str, object]:
     versions = {}
     for name in ("resumable", "duckdb", "cloudpickle", "pandas", "numpy", "pyarrow", "joblib", "dbos", "IPython"):
         try:
-            mod = __import__(name)
-            versions[name] = getattr(mod, "__version__", "?")
-        except ImportError:
+            versions[name] = importlib.metadata.version(name.lower())
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return {
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "library_changes_uncommitted": bool(_git("status", "--porcelain", "--", "resumable")),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
