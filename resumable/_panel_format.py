@@ -1,0 +1,155 @@
+"""HTML for the status panel: pure functions from records to escaped markup, no widgets.
+
+Kept apart from :mod:`resumable.panel` so the widget module holds behaviour only and the markup
+can be read (and tested) as plain strings. Colours: text uses JupyterLab's ``--jp-*`` variables,
+so it follows the light and dark themes; each state badge carries its own background with white
+text at a contrast of at least 4.5:1, which reads the same on either theme.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime
+from typing import Any
+
+from resumable._records import RunInfo, StepStatus
+
+# One background per state; white text on each is above WCAG AA (4.5:1).
+BADGE_COLOURS: dict[str, str] = {
+    "pending": "#6e7781",
+    "running": "#0969da",
+    "completed": "#1a7f37",
+    "failed": "#cf222e",
+    "interrupted": "#9a6700",
+    "empty": "#6e7781",
+}
+
+CSS = """
+<style>
+.rsm-panel { color: var(--jp-ui-font-color1); font-family: var(--jp-ui-font-family); }
+.rsm-panel .rsm-badge { display: inline-block; min-width: 6.5em; text-align: center; padding: 1px 8px;
+  border-radius: 10px; font-weight: 600; color: #ffffff; font-size: var(--jp-ui-font-size1, 13px); }
+.rsm-panel .rsm-head { font-size: var(--jp-ui-font-size2, 14px); line-height: 1.6; }
+.rsm-panel .rsm-head b { color: var(--jp-ui-font-color0); }
+.rsm-panel .rsm-muted { color: var(--jp-ui-font-color2); }
+.rsm-panel .rsm-info { display: flex; gap: 12px; align-items: baseline; white-space: nowrap; }
+.rsm-panel .rsm-name { font-weight: 600; min-width: 9em; color: var(--jp-ui-font-color0); }
+.rsm-panel .rsm-num { min-width: 6.5em; color: var(--jp-ui-font-color1); }
+.rsm-panel .rsm-error { color: var(--jp-error-color1, #cf222e); overflow: hidden; text-overflow: ellipsis;
+  max-width: 36em; }
+.rsm-panel pre.rsm-tb { background: var(--jp-layout-color2); color: var(--jp-content-font-color1);
+  border: 1px solid var(--jp-border-color1); padding: 6px 8px; margin: 2px 0 6px 0; max-height: 24em;
+  overflow: auto; white-space: pre-wrap; font-family: var(--jp-code-font-family); font-size: 12px; }
+.rsm-panel .rsm-note { color: var(--jp-ui-font-color1); }
+.rsm-panel .rsm-note.rsm-bad { color: var(--jp-error-color1, #cf222e); }
+</style>
+"""
+
+MAX_ERROR_CHARS = 160
+MAX_PARAMS_CHARS = 200
+
+
+def badge(state: str) -> str:
+    """A coloured pill naming the state; the state's name is its text so it never relies on colour."""
+    colour = BADGE_COLOURS.get(state, "#6e7781")
+    name = html.escape(state)
+    return f'<span class="rsm-badge rsm-{name}" data-state="{name}" style="background:{colour}">{name}</span>'
+
+
+def duration(seconds: float | None) -> str:
+    """``0.41 s``, ``12.3 s``, ``2 min 03 s``, ``1 h 02 min``; an em dash when unknown."""
+    if seconds is None:
+        return "\u2014"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def size(n_bytes: int | None) -> str:
+    """Bytes in the units people read: ``512 B``, ``1.2 kB``, ``3.4 MB``."""
+    if n_bytes is None:
+        return "\u2014"
+    value = float(n_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover - the loop always returns
+
+
+def attempts(count: int) -> str:
+    """``1 attempt``, ``3 attempts``."""
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+def step_info(status: StepStatus) -> str:
+    """The row's text: name, attempts, last duration, stored output size and the error's first line."""
+    stored = size(status.output_bytes) if status.state.value == "completed" else "\u2014"
+    error = status.error_line or ""
+    if len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 1] + "\u2026"
+    cells = [
+        f'<span class="rsm-name">{html.escape(status.step)}</span>',
+        f'<span class="rsm-num" title="attempts">{attempts(status.attempts)}</span>',
+        f'<span class="rsm-num" title="last duration">{duration(status.duration_s)}</span>',
+        f'<span class="rsm-num" title="stored output size">{stored}</span>',
+    ]
+    if error:
+        title = html.escape(status.error_line or "", quote=True)
+        cells.append(f'<span class="rsm-error" title="{title}">{html.escape(error)}</span>')
+    return '<div class="rsm-info">' + "".join(cells) + "</div>"
+
+
+def traceback_block(text: str | None) -> str:
+    """The whole stored traceback, preformatted and scrollable."""
+    if not text:
+        return ""
+    return f'<pre class="rsm-tb">{html.escape(text)}</pre>'
+
+
+def _params(params: dict[str, Any]) -> str:
+    if not params:
+        return "none"
+    text = json.dumps(params, sort_keys=True, default=repr)
+    if len(text) > MAX_PARAMS_CHARS:
+        text = text[: MAX_PARAMS_CHARS - 1] + "\u2026"
+    return html.escape(text)
+
+
+def header(run: RunInfo | None, steps: list[StepStatus], hint: str = "") -> str:
+    """Pipeline, run id, parameters and overall state; ``hint`` explains an empty panel."""
+    if run is None:
+        return f'<div class="rsm-head"><span class="rsm-muted">{html.escape(hint)}</span></div>'
+    counts: dict[str, int] = {}
+    for status in steps:
+        counts[status.state.value] = counts.get(status.state.value, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no steps yet"
+    return (
+        '<div class="rsm-head">'
+        f"pipeline <b>{html.escape(run.pipeline)}</b> &middot; run <b>{html.escape(run.run_id)}</b> "
+        f"&middot; {badge(run.state)}<br>"
+        f'<span class="rsm-muted">parameters: {_params(run.params)} &middot; '
+        f"{len(steps)} step{'' if len(steps) == 1 else 's'}: {html.escape(summary)}</span>"
+        "</div>"
+    )
+
+
+def run_label(run: RunInfo) -> str:
+    """A dropdown entry: ``order-42 · failed · 2026-11-25 10:02``."""
+    created = run.created_at.strftime("%Y-%m-%d %H:%M") if isinstance(run.created_at, datetime) else ""
+    return f"{run.run_id} \u00b7 {run.state} \u00b7 {created}".rstrip(" \u00b7")
+
+
+def note(text: str, *, bad: bool = False) -> str:
+    """The status line under the controls: what the last action did, or why it did nothing."""
+    if not text:
+        return ""
+    cls = "rsm-note rsm-bad" if bad else "rsm-note"
+    return f'<span class="{cls}">{html.escape(text)}</span>'

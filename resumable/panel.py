@@ -1,0 +1,601 @@
+"""The status panel: an ipywidgets view of one run, with Retry, Rerun and Invalidate.
+
+``resumable.panel()`` (or ``%durable_panel``) shows the kernel's current run: one row per step
+with its state, attempts, last duration, stored output size and last error. It stays honest in
+three ways:
+
+- every row is drawn from what the store holds, re-read after each action and each change, never
+  from what an action was expected to do;
+- a step changing in this kernel redraws the rows at once (an engine listener), with nothing
+  pressed;
+- changes made by another process (a headless run, the CLI) show up through a shared background
+  poll of ``last_event_seq()`` every couple of seconds, or the Refresh button. The poll opens the
+  store only for that one cheap query, so the panel never keeps the file from other processes.
+
+Retry and Rerun execute the step's stored cell source with the ``%%durable_step`` magic, exactly
+as running the cell would; steps defined in Python (``@pipe.step``) have no cell to run, so those
+buttons are disabled with a tooltip saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import types
+import weakref
+from typing import Any
+
+import ipywidgets as widgets
+from IPython.core.error import UsageError
+from IPython.core.getipython import get_ipython
+
+from resumable import _engine
+from resumable import _panel_format as fmt
+from resumable._context import notebook_run
+from resumable._owner import current_owner
+from resumable._records import RunInfo, StepStatus
+from resumable._states import StepState, can_transition
+from resumable._store import DuckDBStore, open_store
+from resumable.errors import CheckpointNotFoundError, ResumableError
+from resumable.pipeline import check_name
+
+POLL_S = 2.0
+NO_SOURCE_TIP = (
+    "This step was defined in Python (@pipe.step or run.step), so there is no cell to run from here. "
+    "Run the Python code again to retry it."
+)
+
+
+class _Poller:
+    """One daemon thread per process that watches the stores of every open panel.
+
+    However many panels are open (a cell re-run leaves the old one alive until it is closed), each
+    store is asked for ``last_event_seq()`` once per tick; the thread ends when the last panel closes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._panels: weakref.WeakSet[StepPanel] = weakref.WeakSet()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, panel: StepPanel) -> None:
+        with self._lock:
+            self._panels.add(panel)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="resumable-panel-poll", daemon=True)
+                self._thread.start()
+
+    def remove(self, panel: StepPanel) -> None:
+        with self._lock:
+            self._panels.discard(panel)
+        self._wake.set()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The polling thread, while one runs."""
+        return self._thread
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                panels = [p for p in self._panels if not p.closed]
+                if not panels:
+                    self._thread = None
+                    return
+            interval = min(p.poll_s for p in panels if p.poll_s is not None) if panels else POLL_S
+            self._wake.wait(interval)
+            self._wake.clear()
+            seqs: dict[str, int | BaseException] = {}
+            for panel in panels:
+                if panel.closed:
+                    continue
+                store = panel.store_if_known()
+                if store is None:
+                    continue
+                key = str(store.path)
+                if key not in seqs:
+                    try:
+                        seqs[key] = store.last_event_seq()
+                    except Exception as exc:  # never into the kernel: the panel shows it
+                        seqs[key] = exc
+                panel.poll_tick(seqs[key])
+
+
+_POLLER = _Poller()
+
+
+class StepRow:
+    """The widgets of one step: badge, facts, action buttons and the traceback toggle."""
+
+    def __init__(self, panel: StepPanel, step: str) -> None:
+        self.step = step
+        self.state: StepState | None = None  # the state drawn, always a value read from the store
+        self.badge = widgets.HTML(layout=widgets.Layout(width="8em"))
+        self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", overflow="hidden"))
+        self.retry = widgets.Button(description="Retry", icon="repeat", button_style="warning")
+        self.rerun = widgets.Button(description="Rerun", icon="refresh")
+        self.invalidate = widgets.Button(description="Invalidate", icon="undo")
+        self.show_traceback = widgets.ToggleButton(description="traceback", icon="chevron-down")
+        self.traceback = widgets.HTML(layout=widgets.Layout(display="none"))
+        for button in (self.retry, self.rerun, self.invalidate, self.show_traceback):
+            button.layout = widgets.Layout(width="auto", min_width="6.5em")
+        self.retry.add_class("rsm-retry")
+        self.rerun.add_class("rsm-rerun")
+        self.invalidate.add_class("rsm-invalidate")
+        self.retry.on_click(lambda _b: panel.retry(step))
+        self.rerun.on_click(lambda _b: panel.rerun(step))
+        self.invalidate.on_click(lambda _b: panel.invalidate(step))
+        self.show_traceback.observe(self._toggle, names="value")
+        line = widgets.HBox(
+            [self.badge, self.info, self.retry, self.rerun, self.invalidate, self.show_traceback],
+            layout=widgets.Layout(align_items="center", width="100%"),
+        )
+        self.box = widgets.VBox([line, self.traceback], layout=widgets.Layout(width="100%"))
+        self.box.add_class("rsm-row")
+        self._line = line
+
+    def _toggle(self, change: dict[str, Any]) -> None:
+        self.traceback.layout.display = "" if change["new"] else "none"
+        self.show_traceback.icon = "chevron-up" if change["new"] else "chevron-down"
+
+    def draw(self, status: StepStatus, why_not_runnable: str | None) -> None:
+        """Show ``status``; offer each button only where the transition table allows its action."""
+        self.state = status.state
+        self.badge.value = fmt.badge(status.state.value)
+        self.info.value = fmt.step_info(status)
+        self.traceback.value = fmt.traceback_block(status.traceback)
+        for cls in list(self.box._dom_classes):
+            if cls.startswith("rsm-state-"):
+                self.box.remove_class(cls)
+        self.box.add_class(f"rsm-state-{status.state.value}")
+        state = status.state
+        retry_legal = state in (StepState.FAILED, StepState.INTERRUPTED, StepState.PENDING) and can_transition(
+            state, StepState.RUNNING
+        )
+        rerun_legal = can_transition(state, StepState.PENDING) and state is StepState.COMPLETED
+        self.retry.description = "Run" if state is StepState.PENDING else "Retry"
+        _offer(self.retry, retry_legal, why_not_runnable, f"Run step '{status.step}' again in this kernel")
+        _offer(self.rerun, rerun_legal, why_not_runnable, f"Invalidate '{status.step}', then run it again")
+        _offer(
+            self.invalidate,
+            can_transition(state, StepState.PENDING),
+            None,
+            f"Send '{status.step}' back to pending; it runs again when its cell runs",
+        )
+        has_tb = bool(status.traceback)
+        self.show_traceback.layout.display = "" if has_tb else "none"
+        if not has_tb and self.show_traceback.value:
+            self.show_traceback.value = False
+
+    def close(self) -> None:
+        """Close every widget of the row."""
+        for widget in (
+            self.badge, self.info, self.retry, self.rerun, self.invalidate, self.show_traceback, self.traceback,
+            self._line, self.box,
+        ):  # fmt: skip
+            widget.close()
+
+
+def _offer(button: widgets.Button, legal: bool, why_not: str | None, tip: str) -> None:
+    """Hide a button whose action is illegal; disable (with the reason as tooltip) one that cannot run."""
+    button.layout.display = "" if legal else "none"
+    button.disabled = legal and why_not is not None
+    button.tooltip = why_not if (legal and why_not) else tip
+
+
+class StepPanel(widgets.VBox):  # type: ignore[misc]
+    """The status panel widget; build it with :func:`panel`.
+
+    Attributes
+    ----------
+    rows
+        One :class:`StepRow` per step of the shown run, by step name.
+    run_id
+        The run shown, or None while the kernel has not joined one.
+    """
+
+    def __init__(
+        self,
+        run_id: str | None = None,
+        *,
+        store: str | os.PathLike[str] | None = None,
+        poll_s: float | None = POLL_S,
+        shell: Any = None,
+    ) -> None:
+        self._store_arg = store
+        self._follow = run_id is None  # follow the kernel's current run until the user picks one
+        self.run_id: str | None = run_id
+        self.poll_s = poll_s
+        self.closed = False
+        self.rows: dict[str, StepRow] = {}
+        self._shell = shell
+        self._owner = current_owner()
+        self._lock = threading.RLock()
+        self._dirty = False
+        self._seen_seq = -1
+        self._running_elsewhere = False
+        self._setting_runs = False
+        self._run: RunInfo | None = None
+
+        self._header = widgets.HTML()
+        self._runs = widgets.Dropdown(description="run", layout=widgets.Layout(width="24em"))
+        self._runs.add_class("rsm-runs")
+        self._refresh_button = widgets.Button(description="Refresh", icon="refresh", tooltip="Re-read the store")
+        self._refresh_button.add_class("rsm-refresh")
+        self.downstream = widgets.Checkbox(
+            value=False, description="also invalidate later steps", indent=False, layout=widgets.Layout(width="auto")
+        )
+        self._note = widgets.HTML()
+        self.output = widgets.Output(layout=widgets.Layout(max_height="20em", overflow="auto"))
+        self._rows_box = widgets.VBox()
+        self._style = widgets.HTML(fmt.CSS, layout=widgets.Layout(display="none"))
+        controls = widgets.HBox(
+            [self._runs, self._refresh_button, self.downstream], layout=widgets.Layout(align_items="center")
+        )
+        self._fixed = [self._style, self._header, controls, self._note, self._rows_box, self.output]
+        super().__init__(self._fixed, layout=widgets.Layout(width="100%"))
+        self.add_class("rsm-panel")
+
+        self._refresh_button.on_click(lambda _b: self._act(self._refresh_all))
+        self._runs.observe(self._on_pick, names="value")
+        _engine.add_listener(self._on_event)
+        try:
+            self._refresh_all()
+        except BaseException:
+            self.close()
+            raise
+        if poll_s is not None:
+            _POLLER.add(self)
+
+    # ------------------------------------------------------------------ reading the store
+
+    def store_if_known(self) -> DuckDBStore | None:
+        """The store of the shown run; None while there is nothing to show (no file is created)."""
+        if self._store_arg is not None:
+            return open_store(self._store_arg)
+        current = notebook_run()
+        if current is not None:
+            return open_store(current.store_path)
+        if self.run_id is not None:
+            return open_store(None)
+        return None
+
+    def refresh(self) -> None:
+        """Re-read the run and its steps from the store and redraw every row."""
+        with self._lock:
+            self._dirty = False
+            self._redraw()
+
+    def _refresh_all(self) -> None:
+        """Refresh, including the list of runs and the states of dead owners' steps."""
+        with self._lock:
+            store = self.store_if_known()
+            if store is not None and self.run_id is not None:
+                store.reap_dead_owners(self.run_id, self._owner)
+            self._dirty = False
+            self._redraw(runs=True)
+
+    def _redraw(self, *, runs: bool = False) -> None:
+        if self._follow:
+            current = notebook_run()
+            if current is not None and current.run_id != self.run_id:
+                self.run_id = current.run_id
+                runs = True
+        store = self.store_if_known()
+        if store is None or self.run_id is None:
+            self._run = None
+            self._header.value = fmt.header(None, [], "No run yet: run '%durable_run NAME' or a durable step.")
+            self._set_rows([])
+            return
+        seq = store.last_event_seq()
+        run = store.get_run(self.run_id)
+        if run is None and self._follow:
+            self._run = None
+            self._header.value = fmt.header(None, [], f"Run '{self.run_id}' has no steps yet.")
+            self._set_rows([])
+            return
+        if run is None:
+            msg = f"run '{self.run_id}' does not exist in store '{store.path}'. List the runs with: resumable runs"
+            raise CheckpointNotFoundError(msg)
+        steps = store.list_steps(self.run_id)
+        self._seen_seq = seq
+        self._run = run
+        self._header.value = fmt.header(run, steps)
+        if runs or run.run_id not in {v for _, v in self._runs.options}:
+            self._set_runs(store.list_runs(run.pipeline, limit=50), run.run_id)
+        self._running_elsewhere = any(
+            s.state is StepState.RUNNING and s.owner is not None and s.owner.pid != self._owner.pid for s in steps
+        )
+        self._set_rows(steps)
+
+    def _set_runs(self, runs: list[RunInfo], chosen: str) -> None:
+        self._setting_runs = True
+        try:
+            options = [(fmt.run_label(r), r.run_id) for r in runs]
+            if chosen not in {v for _, v in options} and self._run is not None:
+                options.insert(0, (fmt.run_label(self._run), chosen))
+            self._runs.options = options
+            self._runs.value = chosen
+        finally:
+            self._setting_runs = False
+
+    def _set_rows(self, steps: list[StepStatus]) -> None:
+        why_not = self._why_not_runnable()
+        names = [s.step for s in steps]
+        for status in steps:
+            row = self.rows.get(status.step)
+            if row is None:
+                row = self.rows[status.step] = StepRow(self, status.step)
+            row.draw(status, why_not or _no_source(status))
+        for gone in [n for n in self.rows if n not in names]:
+            self.rows.pop(gone).close()
+        boxes = tuple(self.rows[n].box for n in names)
+        if self._rows_box.children != boxes:
+            self._rows_box.children = boxes
+
+    def _why_not_runnable(self) -> str | None:
+        """Why Retry and Rerun cannot execute a cell of the shown run here, or None when they can."""
+        shell = self._shell_or_none()
+        if shell is None:
+            return "Retry and Rerun run the step's cell, which needs an IPython kernel."
+        if shell.find_cell_magic("durable_step") is None:
+            return "Load the extension first: %load_ext resumable"
+        current = notebook_run()
+        if current is None or current.run_id != self.run_id:
+            where = f"run '{current.run_id}'" if current else "no run yet"
+            pipeline = self._run.pipeline if self._run else "NAME"
+            return (
+                f"This kernel executes steps of its current run ({where}). "
+                f"Join this one first: %durable_run {pipeline} --run-id {self.run_id}"
+            )
+        return None
+
+    def _shell_or_none(self) -> Any:
+        return self._shell if self._shell is not None else get_ipython()
+
+    # ------------------------------------------------------------------ live updates
+
+    def _on_event(self, event: _engine.StepEvent) -> None:
+        """Engine listener: a step changed in this process, so redraw from the store now."""
+        if self.closed:
+            return
+        if event.run_id != self.run_id and not self._follow:
+            return
+        self._request_refresh()
+
+    def _request_refresh(self) -> None:
+        """Redraw unless another thread is redrawing; that thread then redraws once more."""
+        self._dirty = True
+        while self._dirty and not self.closed:
+            if not self._lock.acquire(blocking=False):
+                return
+            try:
+                self._dirty = False
+                self._guarded(self._redraw)
+            finally:
+                self._lock.release()
+
+    def poll_tick(self, seq: int | BaseException) -> None:
+        """Called by the shared poll thread: redraw when the store changed; never raises."""
+        if self.closed:
+            return
+        if isinstance(seq, BaseException):
+            self._note.value = fmt.note(f"The store could not be read ({seq}); retrying.", bad=True)
+            return
+        try:
+            if self._running_elsewhere and self.run_id is not None:
+                # A step running in another process: notice if that process died.
+                store = self.store_if_known()
+                if store is not None:
+                    store.reap_dead_owners(self.run_id, self._owner)
+                    seq = store.last_event_seq()
+        except Exception:  # the next tick tries again; the panel must not raise here
+            pass
+        if seq != self._seen_seq:
+            self._request_refresh()
+
+    def _guarded(self, action: Any) -> bool:
+        """Run ``action``; show our errors in the panel instead of raising them into the kernel."""
+        try:
+            action()
+        except ResumableError as exc:
+            self._note.value = fmt.note(str(exc), bad=True)
+            return False
+        except Exception as exc:
+            self._note.value = fmt.note(f"The panel could not read the store: {type(exc).__name__}: {exc}", bad=True)
+            return False
+        return True
+
+    def _act(self, action: Any) -> None:
+        """A button's handler: clear the last note, act, and always redraw from the store afterwards."""
+        self._note.value = ""
+        with self._lock:
+            self._guarded(action)
+            self._guarded(self._redraw)
+
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        if self._setting_runs or change["new"] is None or change["new"] == self.run_id:
+            return
+        self._follow = False
+        self.run_id = change["new"]
+        self._act(self._refresh_all)
+
+    # ------------------------------------------------------------------ actions
+
+    def retry(self, step: str) -> None:
+        """Run a failed, interrupted or pending step again in this kernel (its ``%%durable_step`` cell)."""
+        self._act(lambda: self._execute(step, (StepState.FAILED, StepState.INTERRUPTED, StepState.PENDING)))
+
+    def rerun(self, step: str) -> None:
+        """Invalidate a completed step (and later steps when the checkbox is ticked), then run it again."""
+
+        def action() -> None:
+            status = self._legal(step, (StepState.COMPLETED,), "rerun")
+            if status is None or not self._runnable(status):
+                return
+            self._require_store().invalidate(
+                self._require_run(), step, self._owner, downstream=self.downstream.value, reason="panel: rerun"
+            )
+            self._execute(step, (StepState.PENDING,))
+
+        self._act(action)
+
+    def invalidate(self, step: str) -> None:
+        """Send a step (and later steps when the checkbox is ticked) back to pending."""
+
+        def action() -> None:
+            if self._legal(step, (StepState.COMPLETED, StepState.FAILED, StepState.INTERRUPTED), "invalidate") is None:
+                return
+            changed = self._require_store().invalidate(
+                self._require_run(), step, self._owner, downstream=self.downstream.value, reason="panel: invalidate"
+            )
+            names = ", ".join(f"'{n}'" for n in changed) or "nothing"
+            self._note.value = fmt.note(f"Invalidated {names}: pending, to run again when reached.")
+
+        self._act(action)
+
+    def _require_store(self) -> DuckDBStore:
+        store = self.store_if_known()
+        if store is None:
+            msg = "the panel shows no run yet; run '%durable_run NAME' first."
+            raise CheckpointNotFoundError(msg)
+        return store
+
+    def _require_run(self) -> str:
+        if self.run_id is None:
+            msg = "the panel shows no run yet; run '%durable_run NAME' first."
+            raise CheckpointNotFoundError(msg)
+        return self.run_id
+
+    def _legal(self, step: str, states: tuple[StepState, ...], verb: str) -> StepStatus | None:
+        """The step as the store holds it now, or None (with a note) when ``verb`` no longer applies."""
+        status = self._require_store().get_step(self._require_run(), step)
+        if status is None:
+            msg = f"run '{self.run_id}' has no step '{step}' any more."
+            raise CheckpointNotFoundError(msg)
+        if status.state not in states:
+            text = f"Step '{step}' is {status.state.value} now, so there is nothing to {verb}; the panel shows it."
+            self._note.value = fmt.note(text, bad=True)
+            return None
+        return status
+
+    def _runnable(self, status: StepStatus) -> bool:
+        """Whether the step's cell can run here; otherwise say why in the note."""
+        why_not = self._why_not_runnable() or _no_source(status)
+        if why_not is not None:
+            self._note.value = fmt.note(f"Step '{status.step}' cannot be run from the panel. {why_not}", bad=True)
+        return why_not is None
+
+    def _execute(self, step: str, states: tuple[StepState, ...]) -> None:
+        """Run the step's stored cell through ``%%durable_step``, exactly as running the cell would."""
+        status = self._legal(step, states, "run")
+        if status is None or not self._runnable(status):
+            return
+        shell = self._shell_or_none()
+        self.output.clear_output()
+        with self.output:
+            try:
+                shell.run_cell_magic("durable_step", status.options["magic_line"], status.source)
+            except Exception as exc:
+                shell.showtraceback()
+                self._note.value = fmt.note(f"Step '{step}' failed again: {type(exc).__name__}: {exc}", bad=True)
+                return
+        after = self._require_store().get_step(self._require_run(), step)
+        state = after.state.value if after else "gone"
+        self._note.value = fmt.note(f"Ran step '{step}': {state}.", bad=state != "completed")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the panel: stop listening and polling, then close every widget it made."""
+        if self.closed:
+            return
+        self.closed = True
+        _engine.remove_listener(self._on_event)
+        _POLLER.remove(self)
+        with self._lock:
+            for row in self.rows.values():
+                row.close()
+            self.rows.clear()
+            for child in self._fixed:
+                child.close()
+        super().close()
+
+
+def _no_source(status: StepStatus) -> str | None:
+    line = status.options.get("magic_line")
+    if not isinstance(line, str) or not isinstance(status.source, str):
+        return NO_SOURCE_TIP
+    return None
+
+
+def panel(
+    run_id: str | None = None,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    poll_s: float | None = POLL_S,
+    shell: Any = None,
+) -> StepPanel:
+    """The status panel of a run, as an ipywidgets widget.
+
+    Parameters
+    ----------
+    run_id
+        The run to show; default the kernel's current run (the one ``%durable_run`` joined),
+        followed as it changes.
+    store
+        The store file; default the kernel's current run's store, else ``RESUMABLE_STORE`` or
+        ``.resumable/store.duckdb``.
+    poll_s
+        Seconds between checks for changes made by other processes; None turns the poll off
+        (the Refresh button still works).
+    shell
+        The IPython shell that Retry and Rerun run cells in; default the running one.
+
+    Returns
+    -------
+    StepPanel
+        Display it (it is the value of the cell) to see it.
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        When ``run_id`` is not in the store.
+
+    Examples
+    --------
+    >>> resumable.panel()              # the kernel's run
+    >>> resumable.panel("order-42")    # an earlier run
+    """
+    if run_id is not None:
+        check_name("run", run_id)
+    if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or poll_s <= 0):
+        msg = f"poll_s={poll_s!r} is not valid; give seconds greater than 0, or None for no polling."
+        raise ValueError(msg)
+    return StepPanel(run_id, store=store, poll_s=poll_s, shell=shell)
+
+
+def register_magics(ipython: Any) -> None:
+    """Register ``%durable_panel [RUN_ID]`` (called by ``%load_ext resumable``)."""
+
+    def durable_panel(line: str) -> StepPanel:
+        """%durable_panel [RUN_ID]: the status panel of the kernel's run, or of RUN_ID."""
+        args = line.split()
+        if len(args) > 1:
+            msg = f"%durable_panel takes at most one run id, got {len(args)}: for example '%durable_panel order-42'."
+            raise UsageError(msg)
+        return panel(args[0] if args else None, shell=ipython)
+
+    ipython.register_magic_function(durable_panel, magic_kind="line", magic_name="durable_panel")
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``resumable.panel(...)`` work after this module is imported (the import rebinds the name)."""
+
+    def __call__(self, run_id: str | None = None, **options: Any) -> StepPanel:
+        return panel(run_id, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule
