@@ -13,22 +13,23 @@ def frame(nbytes: int, seed: int = 0) -> pd.DataFrame:
     """A DataFrame of about ``nbytes`` in memory (deep) with int, float, datetime, category and string columns."""
     rng = np.random.default_rng(seed)
     probe = _frame(1000, rng)
-    per_row = probe.memory_usage(deep=True).sum() / len(probe)
+    per_row = float(probe.memory_usage(deep=True).sum()) / len(probe)
     rows = max(1, int(nbytes / per_row))
     return _frame(rows, rng)
 
 
 def _frame(rows: int, rng: np.random.Generator) -> pd.DataFrame:
     ids = rng.integers(0, 2**40, rows)
-    return pd.DataFrame(
+    df: pd.DataFrame = pd.DataFrame(
         {
             "id": ids,
             "amount": rng.random(rows) * 1000,
             "when": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**9, rows), unit="s"),
-            "city": pd.Categorical.from_codes(rng.integers(0, 50, rows), [f"city-{i}" for i in range(50)]),
+            "city": pd.Categorical.from_codes(rng.integers(0, 50, rows), pd.Index([f"city-{i}" for i in range(50)])),
             "note": pd.Series(ids).map("order-{:012x}".format),
         }
     )
+    return df
 
 
 def array(nbytes: int, seed: int = 0) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,20 @@ RUN_ID = "headless-bench"
 def _notebook(path: Path, marker: Path, size: int) -> None:
     import nbformat
 
+    cell: Callable[[str], Any] = nbformat.v4.new_code_cell
     cells = [
-        nbformat.v4.new_code_cell("%load_ext resumable\nimport numpy as np"),
-        nbformat.v4.new_code_cell(f"%%durable_step big\nx = np.random.default_rng(0).random({size // 8})"),
-        nbformat.v4.new_code_cell(
+        cell("%load_ext resumable\nimport numpy as np"),
+        cell(f"%%durable_step big\nx = np.random.default_rng(0).random({size // 8})"),
+        cell(
             "import os, pathlib\n"
             f"marker = pathlib.Path({str(marker)!r})\n"
             "if not marker.exists():\n"
             "    marker.write_text(repr(__import__('time').time()))\n"
             "    os._exit(1)\n"
         ),
-        nbformat.v4.new_code_cell("print(len(x))"),
+        cell("print(len(x))"),
     ]
-    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(path))
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(path))  # type: ignore[no-untyped-call]
 
 
 def measure(folder: str, size: int) -> dict[str, Any]:

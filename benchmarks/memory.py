@@ -22,7 +22,7 @@ CONCERN = "memory"
 
 def measure_peaks(kind: str, size: int, folder: str) -> dict[str, Any]:
     """Peak extra bytes of: a step checkpointing the value, the codec alone, pickle.dump, joblib.dump."""
-    import joblib
+    import joblib  # type: ignore[import-untyped]
 
     import resumable
 

@@ -33,7 +33,7 @@ def _shell() -> Any:
 
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "resumable")
-    if "durable_step" not in ip.magics_manager.magics["cell"]:
+    if ip.magics_manager is None or "durable_step" not in ip.magics_manager.magics["cell"]:
         msg = "%load_ext resumable did not register %%durable_step"
         raise RuntimeError(msg)
     return ip

@@ -47,9 +47,14 @@ def _pickle_load(path: Path) -> object:
         return pickle.load(f)
 
 
+def _feather_write(value: Any, path: Path) -> None:
+    value.to_feather(path)
+    fsync_path(path)
+
+
 def measure_payload(kind: str, size: int, folder: str, reps: int) -> dict[str, Any]:
     """Median seconds of every save and restore method for one payload."""
-    import joblib
+    import joblib  # type: ignore[import-untyped]
     import numpy as np
 
     import resumable
@@ -70,7 +75,7 @@ def measure_payload(kind: str, size: int, folder: str, reps: int) -> dict[str, A
         _time(t, "pickle_dump", lambda: _pickle_dump(value, base / "v.pkl"))
         _time(t, "joblib_dump", lambda: joblib.dump(value, base / "v.joblib"))
         if is_frame:
-            _time(t, "feather_write", lambda: (value.to_feather(base / "v.feather"), fsync_path(base / "v.feather")))
+            _time(t, "feather_write", _feather_write, value, base / "v.feather")
         run_id = f"r{rep}"
         with pipe.run(run_id=run_id) as run:
             _time(t, "step_save", lambda: run.step("save", lambda: value))
@@ -121,7 +126,7 @@ def _results(label: str, m: dict[str, Any]) -> list[Result | Skipped]:
     mb = m["nbytes"] / 1e6
 
     def speed(key: str) -> float:
-        return mb / s[key]
+        return float(mb / s[key])
 
     note = f"{mb:,.0f} MB in memory, {m['sizes']['payload'] / 1e6:,.0f} MB checkpoint"
     out: list[Result | Skipped] = [
