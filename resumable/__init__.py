@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from resumable._headless import ExecutionResult, execute_notebook
 from resumable._records import RunInfo, StepStatus
 from resumable._states import StepState
 from resumable.errors import (
     CheckpointIntegrityError,
     CheckpointNotFoundError,
     InvalidTransition,
+    KernelDiedError,
     NoActiveRunError,
     NotebookExecutionError,
+    NotebookInputError,
     NotInStepError,
     ParameterMismatchError,
     ResumableError,
@@ -36,10 +39,13 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
+    "ExecutionResult",
     "InvalidTransition",
+    "KernelDiedError",
     "NoActiveRunError",
     "NotInStepError",
     "NotebookExecutionError",
+    "NotebookInputError",
     "ParameterMismatchError",
     "Pipeline",
     "ResumableError",
@@ -56,6 +62,7 @@ __all__ = [
     "StoreLockedError",
     "StorePathError",
     "UnserializableOutputError",
+    "execute_notebook",
     "idempotency_key",
     "load",
     "load_ipython_extension",

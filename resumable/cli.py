@@ -281,3 +281,121 @@ def export(run_id: str, step: str, name: str | None, store: Path | None, output:
         with open(output, "wb") as f:
             pickle.dump(value, f, protocol=5)
     click.echo(f"wrote {output}")
+
+
+# ---------------------------------------------------------------- execute and demo (headless runs)
+
+_EXECUTE_EXIT = {
+    "completed": EXIT_OK,
+    "failed": EXIT_FAILED,
+    "kernel_died": EXIT_RESTARTS_EXHAUSTED,
+    "owned": EXIT_OWNED,
+}
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the executed notebook (default: NOTEBOOK with the suffix .resumable.ipynb).",
+)
+@click.option("--run-id", default=None, help="Resume this run, or start it under this id.")
+@click.option("--new", is_flag=True, help="Start a new run (default: resume the pipeline's latest run).")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A parameter, injected after the cell tagged 'parameters'; VALUE is a Python literal "
+    "when it parses as one, else a string. Repeat for more.",
+)
+@click.option(
+    "-f",
+    "--parameters-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A YAML or JSON file of parameters (-p wins over it).",
+)
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="How many times a dead kernel is replaced before giving up.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="The longest one cell may run, in seconds (default: no limit).",
+)
+@click.option("--kernel", default=None, help="Jupyter kernel name (default: the notebook's, else python3).")
+@store_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or step lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def execute(
+    notebook: Path, output: Path | None, run_id: str | None, new: bool, parameters: tuple[tuple[str, str], ...],
+    parameters_file: Path | None, max_restarts: int, timeout: float | None, kernel: str | None,
+    store: Path | None, quiet: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Run NOTEBOOK headless; a dead kernel is replaced and the run resumes from its checkpoints.
+
+    Completed durable steps restore instead of running again; cells without %%durable_step run
+    on every pass. The executed notebook, restored outputs included, is written to -o.
+    """
+    from resumable import _headless_params
+    from resumable._headless import execute_notebook
+    from resumable.errors import NotebookInputError
+
+    try:
+        params = _headless_params.collect(parameters, parameters_file)
+        result = execute_notebook(
+            notebook, output, run_id=run_id, new=new, params=params, max_restarts=max_restarts,
+            timeout=timeout, kernel=kernel, store=store, progress=not quiet, raise_on_error=False,
+        )  # fmt: skip
+    except NotebookInputError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))
+        raise click.UsageError(str(exc)) from None
+    except ResumableError as exc:
+        code = exit_code_for(exc)
+        if as_json:
+            click.echo(json.dumps({"ok": False, "outcome": type(exc).__name__, "error": str(exc), "exit_code": code}))
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(code)
+    code = _EXECUTE_EXIT[result.outcome]
+    if as_json:
+        click.echo(json.dumps({**result.to_json(), "exit_code": code}, indent=2))
+    elif not quiet:
+        restored = ", ".join(result.steps_restored) or "none"
+        executed = ", ".join(result.steps_executed) or "none"
+        click.echo(
+            f"run '{result.run_id}' of pipeline '{result.pipeline}': {result.outcome} after {result.restarts} "
+            f"kernel restarts; steps executed: {executed}; restored: {restored}",
+            err=True,
+        )
+        click.echo(f"executed notebook: {result.output}", err=True)
+    if result.error is not None:
+        click.echo(f"error: {result.error}", err=True)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("resumable-demo"))
+def demo(folder: Path) -> None:
+    """Watch a checkout survive a crash: charge, reserve, courier (the kernel dies here), email.
+
+    Writes the demo notebook into FOLDER (default ./resumable-demo), serves a fake shop on
+    127.0.0.1 and runs the notebook headless; prints which steps ran, which were restored, and
+    how many times the card was charged.
+    """
+    from resumable._demo.run import run_demo
+
+    with reported_errors():
+        ok = run_demo(folder)
+    sys.exit(EXIT_OK if ok else EXIT_FAILED)

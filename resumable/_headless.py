@@ -1,0 +1,657 @@
+"""Headless runs: execute a notebook on nbclient, restart a dead kernel and resume the run.
+
+Each pass starts a fresh kernel with ``RESUMABLE_RUN_ID`` and ``RESUMABLE_STORE`` in its
+environment and runs the notebook from the top. Durable steps that completed in an earlier pass
+restore from their checkpoints; the first unfinished step executes. A kernel that dies (out of
+memory, ``os._exit``, a SIGKILL) starts the next pass, up to ``max_restarts``; a cell that raises
+ends the run with the exact command that resumes it.
+
+Whether a step executed or was restored is read from the store, not from the cell's output: the
+store's newest event number is noted before each cell, and a ``start`` or ``retry`` event of the
+step after that number means the step executed in this pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from resumable import _config, _headless_params
+from resumable._keys import NAME_RULE, is_valid_name, new_run_id
+from resumable._owner import current_owner
+from resumable._states import StepState
+from resumable._store import open_store
+from resumable._store.duckdb import DuckDBStore
+from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError
+
+DEFAULT_MAX_RESTARTS = 3
+OUTPUT_SUFFIX = ".resumable.ipynb"
+ERROR_TAG = "resumable-error"
+
+Outcome = Literal["completed", "failed", "kernel_died", "owned"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_RUN_LINE = re.compile(r"^\s*%durable_run\b(.*)$", re.MULTILINE)
+_STEP_LINE = re.compile(r"^\s*%%durable_step\b(.*)$")
+_BOOLEAN_FLAGS = frozenset({"--force", "--new", "--rerun", "--quiet"})
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """One kernel's pass over the notebook."""
+
+    number: int
+    executed: tuple[str, ...]
+    restored: tuple[str, ...]
+    cells_executed: int
+    outcome: Literal["completed", "failed", "kernel_died"]
+    cell_index: int | None = None  # where the pass stopped, when it did not complete
+    step: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    """What a headless run did; ``ok`` is True only when every cell succeeded."""
+
+    run_id: str
+    pipeline: str
+    notebook: Path
+    output: Path
+    store: Path
+    params: dict[str, Any]
+    ok: bool
+    outcome: Outcome
+    cells_executed: int
+    steps_executed: tuple[str, ...]
+    steps_restored: tuple[str, ...]
+    restarts: int
+    passes: tuple[PassReport, ...]
+    duration_s: float
+    resume_command: str
+    error: str | None = None  # the whole message, resume command included
+    failed_cell: int | None = None
+    failed_step: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (``resumable execute --json`` prints it)."""
+        doc = asdict(self)
+        for key in ("notebook", "output", "store"):
+            doc[key] = str(doc[key])
+        doc["duration_s"] = round(self.duration_s, 3)
+        return doc
+
+
+@dataclass
+class _Failure:
+    cell_index: int
+    step: str | None
+    ename: str
+    evalue: str
+    traceback: str
+
+
+def default_output(notebook: Path) -> Path:
+    """``analysis.ipynb`` -> ``analysis.resumable.ipynb`` in the same folder."""
+    stem = notebook.name[: -len(".ipynb")] if notebook.name.endswith(".ipynb") else notebook.name
+    return notebook.with_name(stem + OUTPUT_SUFFIX)
+
+
+def step_of(source: str) -> str | None:
+    """The step name of a ``%%durable_step NAME ...`` cell, else None."""
+    first = source.lstrip("\n").split("\n", 1)[0]
+    match = _STEP_LINE.match(first)
+    if match is None:
+        return None
+    return _first_positional(match.group(1))
+
+
+def pipeline_of(nb: Any, notebook: Path) -> str:
+    """The notebook's ``%durable_run NAME``, else its file stem made into a valid name."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for match in _RUN_LINE.finditer(cell.source):
+            name = _first_positional(match.group(1))
+            if name:
+                return name
+    stem = notebook.name.split(".", 1)[0]
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip("-.")[:128]
+    return name or "default"
+
+
+def _first_positional(arguments: str) -> str | None:
+    try:
+        tokens = shlex.split(arguments, comments=True)
+    except ValueError:
+        tokens = arguments.split()
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+            continue
+        if token.startswith("-"):
+            skip = "=" not in token and token not in _BOOLEAN_FLAGS
+            continue
+        return token
+    return None
+
+
+def _strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _preview(source: str, cell_index: int) -> str:
+    """The first and last five lines of a cell, as nbclient shows a failing cell."""
+    lines = source.splitlines()
+    if len(lines) > 10:
+        lines = [*lines[:5], "...", *lines[-5:]]
+    body = "\n".join(f"    {line}" for line in lines)
+    return f"  cell {cell_index}:\n{body}"
+
+
+def _resume_command(
+    notebook: str,
+    run_id: str,
+    output: str | None,
+    store: str | None,
+    kernel: str | None,
+    max_restarts: int,
+    timeout: float | None,
+) -> str:
+    parts = ["resumable", "execute", notebook]
+    if output is not None:
+        parts += ["-o", output]
+    parts += ["--run-id", run_id]
+    if store is not None:
+        parts += ["--store", store]
+    if kernel is not None:
+        parts += ["--kernel", kernel]
+    if max_restarts != DEFAULT_MAX_RESTARTS:
+        parts += ["--max-restarts", str(max_restarts)]
+    if timeout is not None:
+        parts += ["--timeout", f"{timeout:g}"]
+    return shlex.join(parts)
+
+
+def _choose_run(store: DuckDBStore, pipeline: str, run_id: str | None, new: bool) -> str:
+    """``--run-id`` wins; ``--new`` starts a run; otherwise resume the pipeline's latest run."""
+    if run_id is not None:
+        return run_id
+    if not new:
+        latest = store.latest_run(pipeline)
+        if latest is not None:
+            return latest.run_id
+    return new_run_id()
+
+
+def _check_kernel(name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+        msg = f"there is no Jupyter kernel named '{name}' (installed: {known}). Pass one of them with --kernel."
+        raise NotebookInputError(msg) from None
+
+
+def _read_notebook(path: Path) -> Any:
+    import nbformat
+
+    if not path.is_file():
+        msg = f"notebook '{path}' does not exist or is not a file. Pass the path of an .ipynb file."
+        raise NotebookInputError(msg)
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as exc:  # nbformat raises json, validation and OS errors alike
+        msg = f"'{path}' cannot be read as a Jupyter notebook ({type(exc).__name__}: {exc})."
+        raise NotebookInputError(msg) from None
+
+
+def _write_notebook(nb: Any, path: Path, like: Path) -> None:
+    """Temp file, then rename: a crash never leaves half a notebook behind. Readable as ``like`` is."""
+    import nbformat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        Path(tmp).chmod(like.stat().st_mode & 0o777)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _ipc_config(socket_dir: str) -> Any:
+    """Kernels listen on Unix sockets in a private folder, not on TCP ports anyone local can reach."""
+    from traitlets.config import Config
+
+    config = Config()
+    if sys.platform != "win32":
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(Path(socket_dir) / "kernel")
+    return config
+
+
+class _Progress:
+    """A tqdm bar over a pass's code cells, with a line per step saying executed or restored."""
+
+    def __init__(self, enabled: bool, pipeline: str, run_id: str) -> None:
+        self.enabled = enabled
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self.bar: Any = None
+
+    def start_pass(self, number: int, total: int, max_restarts: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        desc = f"{self.pipeline} [{self.run_id}]" if number == 1 else f"pass {number}/{max_restarts + 1}"
+        self.bar = tqdm(total=total, desc=desc, unit="cell", file=sys.stderr, leave=True, dynamic_ncols=True)
+
+    def cell_done(self, executed: int, restored: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"steps: {executed} executed, {restored} restored", refresh=False)
+            self.bar.update(1)
+
+    def say(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def end_pass(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class _Tracker:
+    """nbclient hooks: note the store's event number before a cell, classify its steps after it."""
+
+    def __init__(self, store: DuckDBStore, run_id: str, progress: _Progress) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.progress = progress
+        self.executed: list[str] = []
+        self.restored: list[str] = []
+        self.cell_index: int | None = None
+        self.step: str | None = None
+        self.before = 0
+        self.started = 0.0
+
+    def on_cell_start(self, cell: Any, cell_index: int) -> None:
+        if cell.cell_type != "code" or not cell.source.strip():
+            return
+        self.cell_index = cell_index
+        self.step = step_of(cell.source)
+        self.before = self.store.last_event_seq()
+        self.started = time.perf_counter()
+
+    def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any = None) -> None:
+        if cell.cell_type != "code" or not cell.source.strip():
+            return
+        self.classify(cell, failed=False)
+
+    def classify(self, cell: Any, *, failed: bool) -> None:
+        """Record which steps this cell executed or restored, in the progress bar and the cell's metadata."""
+        events = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
+        ran = [e.step for e in events if e.transition in ("start", "retry")]
+        statuses: dict[str, str] = {}
+        for name in dict.fromkeys(ran):
+            state = self.store.get_step(self.run_id, name)
+            done = state is not None and state.state is StepState.COMPLETED
+            statuses[name] = "executed" if done else "failed" if failed else "incomplete"
+        if self.step is not None and self.step not in statuses:
+            state = self.store.get_step(self.run_id, self.step)
+            if state is not None and state.state is StepState.COMPLETED and not failed:
+                statuses[self.step] = "restored"
+            elif failed:
+                statuses[self.step] = "failed"
+        seconds = time.perf_counter() - self.started
+        for name, status in statuses.items():
+            if status == "executed":
+                self.executed.append(name)
+            elif status == "restored":
+                self.restored.append(name)
+            if not failed:
+                timing = f" in {seconds:.2f} s" if status == "executed" else ""
+                self.progress.say(f"  step '{name}': {status}{timing}")
+        if statuses:
+            cell.metadata["resumable"] = {"steps": statuses}
+        if not failed:
+            self.progress.cell_done(len(self.executed), len(self.restored))
+
+    def died(self, cell: Any) -> None:
+        """The kernel died in this cell: its step (if any) stays running until the next pass reaps it."""
+        events = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
+        for name in dict.fromkeys(e.step for e in events if e.transition in ("start", "retry")):
+            state = self.store.get_step(self.run_id, name)
+            if state is not None and state.state is StepState.COMPLETED:
+                self.executed.append(name)
+        if self.step is not None:
+            cell.metadata["resumable"] = {"steps": {self.step: "kernel died"}}
+
+
+def _error_output(cell: Any) -> tuple[str, str, str] | None:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            tb = _strip_ansi("\n".join(output.get("traceback", [])))
+            return output.get("ename", "Error"), _strip_ansi(output.get("evalue", "")), tb
+    return None
+
+
+def _mark_error(nb: Any, cell_index: int | None, headline: str, resume: str) -> None:
+    """Papermill's banner-and-anchor cells: a banner at the top links to a marker above the failing cell."""
+    import nbformat
+
+    anchor = '<span id="resumable-error-cell"></span>'
+    if cell_index is not None:
+        marker = nbformat.v4.new_markdown_cell(
+            f'{anchor}<span style="color:red; font-size:1.5em;">resumable stopped here:</span> {headline}',
+            metadata={"tags": [ERROR_TAG]},
+        )
+        nb.cells.insert(cell_index, marker)
+    link = '<a href="#resumable-error-cell">below</a>' if cell_index is not None else "in this notebook"
+    banner = nbformat.v4.new_markdown_cell(
+        f'<span style="color:red; font-size:1.5em;">resumable execute did not finish</span> '
+        f"(the error is marked {link}).\n\n{headline}\n\nCompleted steps are checkpointed. Resume the run with:\n\n"
+        f"```\n{resume}\n```",
+        metadata={"tags": [ERROR_TAG]},
+    )
+    nb.cells.insert(0, banner)
+
+
+@dataclass
+class _Job:
+    """Everything one headless run needs, resolved and checked before the first kernel starts."""
+
+    source_nb: Any
+    pipeline: str
+    run_id: str
+    params: dict[str, Any]
+    store: DuckDBStore
+    store_path: Path
+    kernel: str
+    cwd: Path
+    timeout: float | None
+    socket_dir: str
+    progress: _Progress
+
+
+def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassReport, _Failure | None]:
+    """Execute the notebook once on a fresh kernel."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellControlSignal, DeadKernelError
+
+    nb = copy.deepcopy(job.source_nb)
+    _headless_params.inject(nb, job.params)
+    tracker = _Tracker(job.store, job.run_id, job.progress)
+    client = NotebookClient(
+        nb,
+        timeout=math.ceil(job.timeout) if job.timeout is not None else None,
+        kernel_name=job.kernel,
+        config=_ipc_config(job.socket_dir),
+        resources={"metadata": {"path": str(job.cwd)}},
+        on_cell_start=tracker.on_cell_start,
+        on_cell_executed=tracker.on_cell_executed,
+    )
+    env = {**os.environ, "RESUMABLE_RUN_ID": job.run_id, "RESUMABLE_STORE": str(job.store_path)}
+    code_cells = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
+    job.progress.start_pass(number, code_cells, max_restarts)
+    outcome: Literal["completed", "failed", "kernel_died"] = "completed"
+    failure: _Failure | None = None
+    try:
+        client.execute(env=env)
+    except DeadKernelError:
+        outcome = "kernel_died"
+    except CellControlSignal as exc:  # a raising cell, or a cell past --timeout
+        outcome = "failed"
+        index = tracker.cell_index if tracker.cell_index is not None else 0
+        cell = nb.cells[index]
+        tracker.classify(cell, failed=True)
+        found = _error_output(cell)
+        if found is None:  # a timeout leaves no error output
+            found = (type(exc).__name__, _strip_ansi(str(exc)).strip().splitlines()[-1], _strip_ansi(str(exc)))
+        failure = _Failure(index, tracker.step, *found)
+    except RuntimeError as exc:
+        if "Kernel didn't respond" not in str(exc) and "Kernel died" not in str(exc):
+            raise
+        outcome = "kernel_died"  # the kernel died while starting
+        tracker.cell_index = None
+        tracker.step = None
+    finally:
+        job.progress.end_pass()
+    if outcome == "kernel_died" and tracker.cell_index is not None:
+        tracker.died(nb.cells[tracker.cell_index])
+    report = PassReport(
+        number,
+        tuple(tracker.executed),
+        tuple(tracker.restored),
+        client.code_cells_executed,
+        outcome,
+        tracker.cell_index if outcome != "completed" else None,
+        tracker.step if outcome != "completed" else None,
+    )
+    return nb, report, failure
+
+
+def _check_options(run_id: str | None, new: bool, max_restarts: int, timeout: float | None) -> None:
+    if run_id is not None and new:
+        msg = "pass either a run id (to resume or name a run) or new=True / --new (to start one), not both."
+        raise NotebookInputError(msg)
+    if run_id is not None and not is_valid_name(run_id):
+        msg = f"run id {run_id!r} is not valid: use {NAME_RULE}."
+        raise NotebookInputError(msg)
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        msg = f"max_restarts={max_restarts!r} is not valid; it counts kernel restarts and must be 0 or more."
+        raise NotebookInputError(msg)
+    if timeout is not None and not timeout > 0:
+        msg = f"timeout={timeout!r} is not valid; it is the longest a cell may run, in seconds, and must be above 0."
+        raise NotebookInputError(msg)
+
+
+def execute_notebook(
+    notebook: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    run_id: str | None = None,
+    new: bool = False,
+    params: Mapping[str, Any] | None = None,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    timeout: float | None = None,
+    kernel: str | None = None,
+    store: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    raise_on_error: bool = True,
+) -> ExecutionResult:
+    """Execute a notebook headless, restarting a dead kernel and resuming the run.
+
+    Parameters
+    ----------
+    notebook
+        The ``.ipynb`` file. It is read, never written.
+    output
+        Where the executed notebook goes, with restored outputs included. Default: beside the
+        input with the suffix ``.resumable.ipynb``.
+    run_id, new
+        The run to resume or create. Without either, the latest run of the notebook's pipeline
+        is resumed (as ``%durable_run`` does), or a new one starts when there is none.
+    params
+        Injected after the cell tagged ``parameters`` and recorded with the run. Resuming a run
+        without ``params`` reuses the ones it started with; different values are an error.
+    max_restarts
+        How many times a dead kernel is replaced before giving up.
+    timeout
+        The longest one cell may run, in seconds (None: no limit).
+    kernel
+        The Jupyter kernel name; default: the notebook's kernelspec, else ``python3``.
+    store
+        The store file; default: ``RESUMABLE_STORE``, else ``.resumable/store.duckdb``.
+    cwd
+        The kernel's working directory; default: the notebook's folder, as Jupyter does.
+    progress
+        Show a progress bar and one line per step on stderr.
+    raise_on_error
+        Raise on failure (the default), or return a result with ``ok=False``.
+
+    Returns
+    -------
+    ExecutionResult
+        The run id, output path, steps executed and restored in the last pass, restarts, passes.
+
+    Raises
+    ------
+    NotebookExecutionError
+        A cell raised (or ran past ``timeout``): carries the cell, step, error and resume command.
+    KernelDiedError
+        The kernel died ``max_restarts + 1`` times.
+    ParameterMismatchError
+        The run started with other parameters.
+    RunOwnedError
+        Another live process is executing a step of the run.
+    NotebookInputError
+        The notebook, a parameter or an option cannot be used.
+
+    Examples
+    --------
+    >>> result = resumable.execute_notebook("checkout.ipynb", params={"order": "order-42"})  # doctest: +SKIP
+    >>> result.steps_restored  # doctest: +SKIP
+    ('charge', 'reserve')
+    """
+    started = time.perf_counter()
+    _check_options(run_id, new, max_restarts, timeout)
+    nb_path = Path(notebook)
+    out_path = Path(output) if output is not None else default_output(nb_path)
+    if out_path.absolute() == nb_path.absolute():
+        msg = f"the output '{out_path}' is the input notebook; pick another path so the input stays as written."
+        raise NotebookInputError(msg)
+    source_nb = _read_notebook(nb_path)
+    kernel_name = kernel or source_nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    _check_kernel(kernel_name)
+    given = _headless_params.checked(params or {})
+    pipeline = pipeline_of(source_nb, nb_path)
+    store_path = _config.store_path(store)
+    opened = open_store(store_path)
+    chosen = _choose_run(opened, pipeline, run_id, new)
+    existing = opened.get_run(chosen)
+    merged = {**(existing.params if existing is not None else {}), **given}
+    opened.open_run(chosen, pipeline, merged)  # ParameterMismatchError lists the differences
+    me = current_owner()
+    opened.claim_run(chosen, me)  # RunOwnedError when a live process runs a step; reaps dead owners
+    opened.release_run(chosen, me)  # the kernel, not this process, owns the steps it runs
+    resume = _resume_command(
+        os.fspath(notebook), chosen, os.fspath(output) if output is not None else None,
+        os.fspath(store) if store is not None else None, kernel, max_restarts, timeout,
+    )  # fmt: skip
+    job = _Job(
+        source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
+        Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
+        tempfile.mkdtemp(prefix="resumable-kernel-"), _Progress(progress, pipeline, chosen),
+    )  # fmt: skip
+    try:
+        final_nb, passes, failure = _execute_passes(job, max_restarts)
+    finally:
+        shutil.rmtree(job.socket_dir, ignore_errors=True)
+    return _finish(job, nb_path, out_path, final_nb, passes, failure, resume, started, raise_on_error)
+
+
+def _execute_passes(job: _Job, max_restarts: int) -> tuple[Any, list[PassReport], _Failure | None]:
+    passes: list[PassReport] = []
+    for number in range(1, max_restarts + 2):
+        nb, report, failure = _run_pass(job, number, max_restarts)
+        passes.append(report)
+        if report.outcome != "kernel_died":
+            return nb, passes, failure
+        where = f"step '{report.step}' (cell {report.cell_index})" if report.step else f"cell {report.cell_index}"
+        if report.cell_index is None:
+            where = "while starting"
+        if number <= max_restarts:
+            job.progress.say(
+                f"the kernel died in {where}; starting a new kernel and resuming run '{job.run_id}' "
+                f"(restart {number} of {max_restarts})"
+            )
+        else:
+            job.progress.say(f"the kernel died in {where}; no restarts left (max_restarts={max_restarts})")
+    return nb, passes, None
+
+
+def _finish(
+    job: _Job,
+    nb_path: Path,
+    out_path: Path,
+    nb: Any,
+    passes: list[PassReport],
+    failure: _Failure | None,
+    resume: str,
+    started: float,
+    raise_on_error: bool,
+) -> ExecutionResult:
+    last = passes[-1]
+    outcome: Outcome = last.outcome
+    error: Exception | None = None
+    if failure is not None:
+        if failure.ename == "RunOwnedError":
+            outcome = "owned"
+        error = NotebookExecutionError(
+            failure.cell_index, failure.ename, failure.evalue, failure.traceback, failure.step,
+            preview=_preview(nb.cells[failure.cell_index].source, failure.cell_index),
+            output=str(out_path), resume_command=resume,
+        )  # fmt: skip
+        _mark_error(nb, failure.cell_index, f"{failure.ename}: {failure.evalue}", resume)
+    elif last.outcome == "kernel_died":
+        error = KernelDiedError(
+            job.run_id, len(passes) - 1, step=last.step, cell_index=last.cell_index,
+            resume_command=resume, output=str(out_path),
+        )  # fmt: skip
+        _mark_error(nb, last.cell_index, str(error).split(". ", 1)[0] + ".", resume)
+    nb.metadata["resumable"] = {
+        "run_id": job.run_id,
+        "pipeline": job.pipeline,
+        "params": job.params,
+        "outcome": outcome,
+        "restarts": len(passes) - 1,
+        "steps_executed": list(last.executed),
+        "steps_restored": list(last.restored),
+    }
+    _write_notebook(nb, out_path, nb_path)
+    result = ExecutionResult(
+        run_id=job.run_id,
+        pipeline=job.pipeline,
+        notebook=nb_path,
+        output=out_path,
+        store=job.store_path,
+        params=job.params,
+        ok=error is None,
+        outcome=outcome,
+        cells_executed=last.cells_executed,
+        steps_executed=last.executed,
+        steps_restored=last.restored,
+        restarts=len(passes) - 1,
+        passes=tuple(passes),
+        duration_s=time.perf_counter() - started,
+        resume_command=resume,
+        error=str(error) if error is not None else None,
+        failed_cell=failure.cell_index if failure else last.cell_index,
+        failed_step=failure.step if failure else last.step,
+    )
+    if error is not None and raise_on_error:
+        raise error
+    return result
