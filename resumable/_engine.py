@@ -79,6 +79,8 @@ class StepCall:
     reads: tuple[str, ...] = ()
     force: bool = False
     fix_hint: Callable[[str], str] = lambda name: "Return a value that cloudpickle can serialize."
+    extra_options: dict[str, Any] = field(default_factory=dict)  # stored with the step (the magic's line)
+    display: Any = None  # what the body showed; stored with the outputs when ``succeed`` gets none
     errors: list[str] = field(default_factory=list)
     attempt: int = 0
     stale: tuple[str, ...] = ()
@@ -88,7 +90,8 @@ class StepCall:
         begin = self.store.begin_step(
             StepRequest(
                 self.run_id, self.step, self.owner, self.source, self.source_digest, self.reads,
-                {"retries": self.policy.retries, "backoff": self.policy.backoff, "timeout": self.policy.timeout},
+                {"retries": self.policy.retries, "backoff": self.policy.backoff, "timeout": self.policy.timeout,
+                 **self.extra_options},
                 self.force,
             )
         )  # fmt: skip
@@ -118,6 +121,8 @@ class StepCall:
         self, outputs: Mapping[str, Any], duration_s: float, display: Any = None, reads: tuple[str, ...] | None = None
     ) -> None:
         """Serialize every output, then mark the step completed in the transaction that stores them."""
+        if display is None:
+            display = self.display
         try:
             blobs = [self._encode(name, value) for name, value in outputs.items()]
             display_blob = self._encode("<display>", display) if display is not None else None
