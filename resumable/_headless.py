@@ -207,11 +207,11 @@ def _check_kernel(name: str) -> None:
 
 
 def _read_notebook(path: Path) -> Any:
-    import nbformat
-
     if not path.is_file():
         msg = f"notebook '{path}' does not exist or is not a file. Pass the path of an .ipynb file."
         raise NotebookInputError(msg)
+    import nbformat  # after the check: importing it takes most of a second
+
     try:
         return nbformat.read(path, as_version=4)
     except Exception as exc:  # nbformat raises json, validation and OS errors alike

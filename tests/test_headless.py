@@ -1,0 +1,257 @@
+"""Headless runs on plain notebooks: kernel death and restarts, parameters, exit codes, progress, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+import resumable
+from resumable import _headless, _headless_params
+from resumable._owner import current_owner
+from resumable._store import open_store
+from resumable._store.base import StepRequest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def write_nb(path: Path, *cells: str | tuple[str, list[str]]) -> Path:
+    """A notebook of code cells; a (source, tags) tuple tags its cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell in cells:
+        source, tags = cell if isinstance(cell, tuple) else (cell, [])
+        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {}))
+    nbformat.write(nb, path)
+    return path
+
+
+def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m resumable ...`` as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "resumable", *map(str, args)],
+        capture_output=True, text=True, timeout=100, check=False, cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+def outputs_text(cell: Any) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []))
+
+
+def test_dead_kernel_is_replaced_and_the_notebook_runs_again_from_the_top(tmp_path: Path, store_path: Path) -> None:
+    """A kernel killed by os._exit mid-notebook is restarted with the same run id and the notebook finishes."""
+    nb = write_nb(
+        tmp_path / "crashy.ipynb",
+        "import os, pathlib\nprint('run', os.environ['RESUMABLE_RUN_ID'])",
+        "marker = pathlib.Path('died-once')\nif not marker.exists():\n    marker.write_text('x')\n    os._exit(1)",
+        "print('after the crash')",
+    )
+    result = resumable.execute_notebook(nb, run_id="r1", store=store_path, progress=False)
+    assert result.ok
+    assert result.outcome == "completed"
+    assert result.restarts == 1
+    assert [p.outcome for p in result.passes] == ["kernel_died", "completed"]
+    assert result.passes[0].cell_index == 1
+    assert (tmp_path / "died-once").exists()  # the kernel ran in the notebook's folder
+    out = nbformat.read(tmp_path / "crashy.resumable.ipynb", as_version=4)
+    assert outputs_text(out.cells[0]) == "run r1\n"
+    assert outputs_text(out.cells[2]) == "after the crash\n"
+    assert out.metadata["resumable"]["restarts"] == 1
+
+
+def test_parameters_are_injected_recorded_and_a_changed_value_is_refused(tmp_path: Path) -> None:
+    """-p and -f values land in an injected cell after the parameters cell, the run records them, and resuming
+    with another value exits 5 listing the difference."""
+    nb = write_nb(
+        tmp_path / "report.ipynb",
+        ("region = 'us'\nlimit = 10\nrate = 0.1", ["parameters"]),
+        "print(region, limit * 2, rate, type(rate).__name__)",
+    )
+    (tmp_path / "params.yaml").write_text("limit: 21\nrate: 0.5\n")
+    done = cli("execute", nb.name, "--run-id", "r1", "-f", "params.yaml", "-p", "region", "eu-west", "-p", "rate", "1e-3",
+               "--quiet", "--json", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["params"] == {"limit": 21, "rate": 0.001, "region": "eu-west"}
+    assert summary["ok"] is True
+    assert summary["exit_code"] == 0
+    assert summary["output"] == "report.resumable.ipynb"
+    assert done.stderr == ""  # --quiet: no progress bar, no summary lines
+    out = nbformat.read(tmp_path / "report.resumable.ipynb", as_version=4)
+    assert out.cells[1].metadata["tags"] == ["injected-parameters"]
+    assert "region = 'eu-west'" in out.cells[1].source
+    assert outputs_text(out.cells[2]) == "eu-west 42 0.001 float\n"
+    store = open_store(tmp_path / ".resumable" / "store.duckdb")
+    run = store.get_run("r1")
+    assert run is not None
+    assert run.pipeline == "report"
+    assert run.params == {"limit": 21, "rate": 0.001, "region": "eu-west"}
+    store.close()
+
+    changed = cli("execute", nb.name, "--run-id", "r1", "-p", "limit", "22", cwd=tmp_path)
+    assert changed.returncode == 5
+    assert "limit: started with 21, now 22" in changed.stderr
+    assert "--new" in changed.stderr
+
+
+def test_a_raising_cell_exits_1_with_the_resume_command_and_a_marked_notebook(tmp_path: Path) -> None:
+    """A cell that raises is not a kernel death: exit 1, the error, the exact resume command, a banner cell."""
+    nb = write_nb(
+        tmp_path / "broken.ipynb",
+        "x = 1",
+        "raise ValueError('bad input row 7')",
+        "print('never')",
+    )
+    done = cli("execute", nb.name, "-o", "out/broken-run.ipynb", "--run-id", "night-1", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "cell 1 raised ValueError: bad input row 7" in done.stderr
+    assert "resumable execute broken.ipynb -o out/broken-run.ipynb --run-id night-1" in done.stderr
+    out = nbformat.read(tmp_path / "out" / "broken-run.ipynb", as_version=4)
+    assert "resumable-error" in out.cells[0].metadata["tags"]
+    assert "resumable execute broken.ipynb -o out/broken-run.ipynb --run-id night-1" in out.cells[0].source
+    assert 'id="resumable-error-cell"' in out.cells[2].source  # the anchor sits right above the failing cell
+    assert out.cells[3].source.startswith("raise ValueError")
+    assert out.cells[3].outputs[0]["ename"] == "ValueError"
+    assert out.cells[4].outputs == []
+
+
+def test_exhausted_restarts_exit_3_and_python_raises_kernel_died(tmp_path: Path, store_path: Path) -> None:
+    """A kernel that dies on every pass stops after --max-restarts with exit 3 (KernelDiedError in Python)."""
+    nb = write_nb(tmp_path / "doomed.ipynb", "print('start')", "import os\nos._exit(9)")
+    done = cli("execute", nb.name, "--max-restarts", "1", "--new", "--quiet", "--json", cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["outcome"] == "kernel_died"
+    assert summary["restarts"] == 1
+    assert summary["failed_cell"] == 1
+    assert "died in cell 1 and was restarted 1 times" in done.stderr
+    assert "--max-restarts 1" in summary["resume_command"]
+    with pytest.raises(resumable.KernelDiedError) as excinfo:
+        resumable.execute_notebook(nb, store=store_path, max_restarts=0, progress=False)
+    assert excinfo.value.restarts == 0
+    assert excinfo.value.cell_index == 1
+
+
+def test_a_run_whose_step_runs_in_another_live_process_exits_4(tmp_path: Path) -> None:
+    """While another live process runs a step of the run, execute refuses with exit 4 and names the owner."""
+    nb = write_nb(tmp_path / "busy.ipynb", "print('hi')")
+    store = open_store(tmp_path / ".resumable" / "store.duckdb")
+    store.open_run("r1", "busy", {})
+    store.begin_step(StepRequest("r1", "load", current_owner()))  # this test process is the live owner
+    store.close()
+    done = cli("execute", nb.name, "--run-id", "r1", cwd=tmp_path)
+    assert done.returncode == 4
+    assert f"pid {os.getpid()}" in done.stderr
+    assert not (tmp_path / "busy.resumable.ipynb").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["missing.ipynb"], "notebook 'missing.ipynb' does not exist"),
+        (["ok.ipynb", "-p", "2fast", "1", "--max-restarts", "2"], "parameter name '2fast' is not a Python variable name"),
+        (["ok.ipynb", "--max-restarts", "-1"], "-1 is not in the range x>=0"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], expected: str) -> None:
+    """Bad arguments exit 2 before any kernel starts, saying what was wrong."""
+    write_nb(tmp_path / "ok.ipynb", "print(1)")
+    done = cli("execute", *args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert expected in " ".join(done.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"params": {"fn": print}}, "cannot be written into the notebook as a Python literal"),
+        ({"run_id": "r1", "new": True}, "not both"),
+        ({"run_id": "-bad"}, "run id '-bad' is not valid"),
+        ({"kernel": "no-such-kernel"}, "there is no Jupyter kernel named 'no-such-kernel' (installed: "),
+        ({"output": "ok.ipynb"}, "is the input notebook"),
+        ({"max_restarts": -1}, "max_restarts=-1 is not valid"),
+        ({"timeout": 0}, "timeout=0 is not valid"),
+    ],
+)
+def test_bad_python_arguments_raise_notebook_input_error(
+    tmp_path: Path, store_path: Path, options: dict[str, Any], expected: str
+) -> None:
+    """execute_notebook() refuses bad input with NotebookInputError before starting a kernel."""
+    nb = write_nb(tmp_path / "ok.ipynb", "print(1)")
+    if "output" in options:
+        options["output"] = tmp_path / options["output"]
+    with pytest.raises(resumable.NotebookInputError) as excinfo:
+        resumable.execute_notebook(nb, store=store_path, progress=False, **options)
+    assert expected in str(excinfo.value)
+    assert not (tmp_path / "ok.resumable.ipynb").exists()
+
+
+def test_a_parameter_file_must_hold_a_mapping(tmp_path: Path) -> None:
+    """-f with a YAML list or broken JSON is refused with what was found and what to write instead."""
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(resumable.NotebookInputError, match="holds a list, not a mapping"):
+        _headless_params.collect([], tmp_path / "list.yaml")
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(resumable.NotebookInputError, match="is not valid JSON"):
+        _headless_params.load_file(tmp_path / "bad.json")
+    with pytest.raises(resumable.NotebookInputError, match="cannot be read"):
+        _headless_params.load_file(tmp_path / "absent.yaml")
+
+
+def test_help_documents_the_exit_codes(tmp_path: Path) -> None:
+    """`resumable execute --help` lists every exit code a script may see."""
+    done = cli("execute", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    for line in ("0  success", "1  a step or cell failed", "2  usage error", "3  kernel restarts exhausted",
+                 "4  the run is owned by another live process", "5  the run was started with other parameters"):  # fmt: skip
+        assert line in done.stdout
+
+
+def test_progress_bar_and_summary_by_default(tmp_path: Path) -> None:
+    """Without --quiet stderr shows a per-cell progress bar and a one-line summary; stdout stays clean."""
+    nb = write_nb(tmp_path / "two.ipynb", "a = 1", "b = a + 1")
+    done = cli("execute", nb.name, "--run-id", "r1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2/2" in done.stderr
+    assert "run 'r1' of pipeline 'two': completed after 0 kernel restarts" in done.stderr
+    assert "executed notebook: two.resumable.ipynb" in done.stderr
+    assert done.stdout == ""
+
+
+def test_parameter_values_parse_as_literals_else_strings(tmp_path: Path) -> None:
+    """-p 3 is an int, -p "[1, 2]" a list, -p eu-west a string; a JSON file works like YAML."""
+    (tmp_path / "p.json").write_text('{"n": 1, "tags": ["a"]}')
+    params = _headless_params.collect([("n", "3"), ("xs", "[1, 2]"), ("region", "eu-west"), ("flag", "True")],
+                                      tmp_path / "p.json")  # fmt: skip
+    assert params == {"n": 3, "tags": ["a"], "xs": [1, 2], "region": "eu-west", "flag": True}
+
+
+def test_a_second_execution_replaces_the_injected_cell(tmp_path: Path) -> None:
+    """Executing an already executed notebook again keeps one injected-parameters cell, not two."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell("x")]
+    _headless_params.inject(nb, {"x": 2})
+    _headless_params.inject(nb, {"x": 3})
+    assert [c.source.splitlines()[-1] for c in nb.cells] == ["x = 1", "x = 3", "x"]
+    plain = nbformat.v4.new_notebook()
+    plain.cells = [nbformat.v4.new_code_cell("print(x)")]
+    assert _headless_params.inject(plain, {"x": 1}) == 0  # no parameters cell: injected at the top
+
+
+def test_step_and_pipeline_names_are_read_from_the_magics(tmp_path: Path) -> None:
+    """The pipeline comes from %durable_run NAME (else the file stem) and a cell's step from %%durable_step."""
+    assert _headless.step_of("%%durable_step charge --retries 3\nx = 1") == "charge"
+    assert _headless.step_of("%%durable_step --retries 3 --outputs a,b load\nx = 1") == "load"
+    assert _headless.step_of("x = 1") is None
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext resumable\n%durable_run checkout --new")]
+    assert _headless.pipeline_of(nb, Path("any.ipynb")) == "checkout"
+    assert _headless.pipeline_of(nbformat.v4.new_notebook(), Path("my report.v2.ipynb")) == "my_report"
+    assert _headless.default_output(Path("a/b.ipynb")) == Path("a/b.resumable.ipynb")
