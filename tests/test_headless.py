@@ -37,8 +37,13 @@ def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")}
     return subprocess.run(
         [sys.executable, "-m", "resumable", *map(str, args)],
-        capture_output=True, text=True, timeout=100, check=False, cwd=cwd, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def outputs_text(cell: Any) -> str:
@@ -75,8 +80,23 @@ def test_parameters_are_injected_recorded_and_a_changed_value_is_refused(tmp_pat
         "print(region, limit * 2, rate, type(rate).__name__)",
     )
     (tmp_path / "params.yaml").write_text("limit: 21\nrate: 0.5\n")
-    done = cli("execute", nb.name, "--run-id", "r1", "-f", "params.yaml", "-p", "region", "eu-west", "-p", "rate", "1e-3",
-               "--quiet", "--json", cwd=tmp_path)  # fmt: skip
+    done = cli(
+        "execute",
+        nb.name,
+        "--run-id",
+        "r1",
+        "-f",
+        "params.yaml",
+        "-p",
+        "region",
+        "eu-west",
+        "-p",
+        "rate",
+        "1e-3",
+        "--quiet",
+        "--json",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["params"] == {"limit": 21, "rate": 0.001, "region": "eu-west"}
@@ -156,7 +176,10 @@ def test_a_run_whose_step_runs_in_another_live_process_exits_4(tmp_path: Path) -
     ("args", "expected"),
     [
         (["missing.ipynb"], "notebook 'missing.ipynb' does not exist"),
-        (["ok.ipynb", "-p", "2fast", "1", "--max-restarts", "2"], "parameter name '2fast' is not a Python variable name"),
+        (
+            ["ok.ipynb", "-p", "2fast", "1", "--max-restarts", "2"],
+            "parameter name '2fast' is not a Python variable name",
+        ),
         (["ok.ipynb", "--max-restarts", "-1"], "-1 is not in the range x>=0"),
     ],
 )
@@ -209,8 +232,14 @@ def test_help_documents_the_exit_codes(tmp_path: Path) -> None:
     """`resumable execute --help` lists every exit code a script may see."""
     done = cli("execute", "--help", cwd=tmp_path)
     assert done.returncode == 0
-    for line in ("0  success", "1  a step or cell failed", "2  usage error", "3  kernel restarts exhausted",
-                 "4  the run is owned by another live process", "5  the run was started with other parameters"):  # fmt: skip
+    for line in (
+        "0  success",
+        "1  a step or cell failed",
+        "2  usage error",
+        "3  kernel restarts exhausted",
+        "4  the run is owned by another live process",
+        "5  the run was started with other parameters",
+    ):
         assert line in done.stdout
 
 
@@ -228,8 +257,9 @@ def test_progress_bar_and_summary_by_default(tmp_path: Path) -> None:
 def test_parameter_values_parse_as_literals_else_strings(tmp_path: Path) -> None:
     """-p 3 is an int, -p "[1, 2]" a list, -p eu-west a string; a JSON file works like YAML."""
     (tmp_path / "p.json").write_text('{"n": 1, "tags": ["a"]}')
-    params = _headless_params.collect([("n", "3"), ("xs", "[1, 2]"), ("region", "eu-west"), ("flag", "True")],
-                                      tmp_path / "p.json")  # fmt: skip
+    params = _headless_params.collect(
+        [("n", "3"), ("xs", "[1, 2]"), ("region", "eu-west"), ("flag", "True")], tmp_path / "p.json"
+    )
     assert params == {"n": 3, "tags": ["a"], "xs": [1, 2], "region": "eu-west", "flag": True}
 
 
