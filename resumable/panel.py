@@ -328,7 +328,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             row = self.rows.get(status.step)
             if row is None:
                 row = self.rows[status.step] = StepRow(self, status.step)
-            row.draw(status, why_not or _no_source(status))
+            row.draw(status, _no_source(status) or why_not)
         for gone in [n for n in self.rows if n not in names]:
             self.rows.pop(gone).close()
         boxes = tuple(self.rows[n].box for n in names)
@@ -483,7 +483,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
 
     def _runnable(self, status: StepStatus) -> bool:
         """Whether the step's cell can run here; otherwise say why in the note."""
-        why_not = self._why_not_runnable() or _no_source(status)
+        why_not = _no_source(status) or self._why_not_runnable()
         if why_not is not None:
             self._note.value = fmt.note(f"Step '{status.step}' cannot be run from the panel. {why_not}", bad=True)
         return why_not is None

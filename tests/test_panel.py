@@ -1,0 +1,419 @@
+"""The status panel on a real IPython shell, a real DuckDB store and real ipywidgets objects.
+
+Buttons are pressed with ``button.click()`` (the widgets' own API) and every row is checked against
+what the store holds afterwards.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing import globalipapp
+
+import resumable
+from resumable import _engine
+from resumable import _panel_format as fmt
+from resumable._context import set_notebook_run
+from resumable._records import Owner
+from resumable._states import StepState, can_transition
+from resumable._store import StepRequest, open_store
+from resumable.errors import CheckpointNotFoundError
+from resumable.panel import NO_SOURCE_TIP, StepPanel
+
+FLAKY = """import pathlib
+marker = pathlib.Path({marker!r})
+if not marker.exists():
+    marker.write_text("failed once")
+    raise ConnectionError("courier timed out")
+label = f"label-{{total}}"
+"""
+
+
+@pytest.fixture
+def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The global IPython shell with the extension loaded, joined to run 'r1' of pipeline 'shop'."""
+    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    globalipapp.start_ipython()  # once per process; later calls return None
+    ip = globalipapp.get_ipython()
+    ip.run_line_magic("load_ext", "resumable")
+    ip.run_line_magic("durable_run", "shop --run-id r1")
+    yield ip
+    set_notebook_run(None)
+
+
+@pytest.fixture
+def panels() -> Iterator[Callable[..., StepPanel]]:
+    """Make panels through the public function; every one is closed after the test."""
+    made: list[StepPanel] = []
+
+    def make(*args: Any, **kwargs: Any) -> StepPanel:
+        kwargs.setdefault("poll_s", None)
+        made.append(resumable.panel(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def visible(button: Any) -> bool:
+    return button.layout.display != "none"
+
+
+def assert_rows_match_store(p: StepPanel, run_id: str = "r1") -> None:
+    """Every row shows the state the store holds, as the badge's text."""
+    store = p.store_if_known()
+    assert store is not None
+    steps = store.list_steps(run_id)
+    assert list(p.rows) == [s.step for s in steps]
+    for status in steps:
+        row = p.rows[status.step]
+        assert row.state is status.state
+        assert f">{status.state.value}</span>" in row.badge.value
+
+
+def note_text(p: StepPanel) -> str:
+    """The panel's status line as the user reads it."""
+    return html.unescape(p._note.value)
+
+
+def run_steps(shell: Any, tmp_path: Path) -> None:
+    """'load' completes, 'courier' fails on its first attempt."""
+    shell.run_cell_magic("durable_step", "load", "total = 41 + 1")
+    with pytest.raises(ConnectionError):
+        shell.run_cell_magic("durable_step", "courier --retries 0", FLAKY.format(marker=str(tmp_path / "marker")))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_rows_show_what_the_store_holds(shell: Any, panels: Any, tmp_path: Path) -> None:
+    """Each step's row shows its stored state, attempts, output size and error; the header names the run."""
+    run_steps(shell, tmp_path)
+    p = panels()
+    assert_rows_match_store(p)
+    header = p._header.value
+    assert "shop" in header
+    assert "r1" in header
+    assert 'data-state="failed"' in header  # the run's overall state
+    load, courier = p.rows["load"], p.rows["courier"]
+    assert "1 attempt" in load.info.value
+    assert " B<" in load.info.value  # stored output size
+    assert "ConnectionError: courier timed out" in courier.info.value
+    assert not visible(load.show_traceback)
+    assert visible(courier.show_traceback)
+    assert courier.traceback.layout.display == "none"
+    courier.show_traceback.value = True  # one click away
+    assert courier.traceback.layout.display == ""
+    assert "Traceback" in courier.traceback.value
+    assert "raise ConnectionError" in courier.traceback.value
+
+
+def test_retry_turns_a_failed_step_completed(shell: Any, panels: Any, tmp_path: Path) -> None:
+    """Retry runs the failed cell again in the kernel: the step completes and its outputs are in the namespace."""
+    run_steps(shell, tmp_path)
+    p = panels()
+    courier = p.rows["courier"]
+    assert visible(courier.retry)
+    assert not courier.retry.disabled
+    assert not visible(courier.rerun)
+    courier.retry.click()
+    status = open_store().get_step("r1", "courier")
+    assert status is not None
+    assert status.state is StepState.COMPLETED
+    assert status.attempts == 2
+    assert shell.user_ns["label"] == "label-42"
+    assert_rows_match_store(p)
+    assert not visible(courier.retry)
+    assert visible(courier.rerun)
+    assert "completed" in note_text(p)
+
+
+def test_retry_that_fails_again_stays_failed_and_never_raises(shell: Any, panels: Any) -> None:
+    """A Retry whose cell fails again leaves the step failed with one more attempt; the click does not raise."""
+    with pytest.raises(ValueError, match="bad row"):
+        shell.run_cell_magic("durable_step", "parse", "raise ValueError('bad row 7')")
+    p = panels()
+    p.rows["parse"].retry.click()
+    status = open_store().get_step("r1", "parse")
+    assert status is not None
+    assert status.state is StepState.FAILED
+    assert status.attempts == 2
+    assert_rows_match_store(p)
+    assert "failed again" in note_text(p)
+    assert "2 attempts" in p.rows["parse"].info.value
+
+
+def test_rerun_executes_a_completed_step_again(shell: Any, panels: Any, tmp_path: Path) -> None:
+    """Rerun invalidates a completed step and runs its body again (a file records each execution)."""
+    calls = tmp_path / "calls"
+    shell.run_cell_magic("durable_step", "load", f"open({str(calls)!r}, 'a').write('x')\ntotal = 42")
+    shell.run_cell_magic("durable_step", "load", f"open({str(calls)!r}, 'a').write('x')\ntotal = 42")
+    assert calls.read_text() == "x"  # the second run restored
+    p = panels()
+    p.rows["load"].rerun.click()
+    assert calls.read_text() == "xx"
+    assert [e.transition for e in open_store().list_events("r1", "load")][-3:] == ["invalidate", "start", "ok"]
+    assert_rows_match_store(p)
+
+
+def test_invalidate_with_and_without_downstream(shell: Any, panels: Any) -> None:
+    """Invalidate sends one step back to pending; with the checkbox ticked, the later steps too."""
+    for name in ("a", "b", "c"):
+        shell.run_cell_magic("durable_step", name, f"{name}_value = 1")
+    p = panels()
+    p.rows["b"].invalidate.click()
+    assert [s.state.value for s in open_store().list_steps("r1")] == ["completed", "pending", "completed"]
+    assert_rows_match_store(p)
+    assert not visible(p.rows["b"].invalidate)  # pending cannot be invalidated
+    assert p.rows["b"].retry.description == "Run"
+    p.downstream.value = True
+    p.rows["a"].invalidate.click()
+    assert [s.state.value for s in open_store().list_steps("r1")] == ["pending", "pending", "pending"]
+    assert_rows_match_store(p)
+    assert "'a', 'c'" in note_text(p)
+
+
+def test_buttons_are_offered_only_for_legal_transitions(shell: Any, panels: Any, tmp_path: Path) -> None:
+    """For every state, Retry, Rerun and Invalidate are shown exactly when the transition table allows them."""
+    run_steps(shell, tmp_path)
+    shell.run_cell_magic("durable_step", "email", "sent = True")
+    p = panels()
+    p.rows["email"].invalidate.click()  # pending
+    dead = _dead_owner()
+    store = open_store()
+    store.begin_step(StepRequest("r1", "crashed", dead, "x = 1", "d", (), {"magic_line": "crashed"}))
+    p.rows["load"].invalidate.click()
+    p.refresh()
+    p._refresh_all()  # as the Refresh button does: the dead owner's step becomes interrupted
+    shown = {name: row.state for name, row in p.rows.items()}
+    assert set(shown.values()) == {StepState.PENDING, StepState.FAILED, StepState.INTERRUPTED}
+    for row in p.rows.values():
+        assert row.state is not None
+        assert visible(row.retry) == (
+            row.state is not StepState.COMPLETED and can_transition(row.state, StepState.RUNNING)
+        )
+        assert visible(row.rerun) == (row.state is StepState.COMPLETED)
+        assert visible(row.invalidate) == can_transition(row.state, StepState.PENDING)
+    p.rows["crashed"].retry.click()  # interrupted -> running -> completed
+    assert_rows_match_store(p)
+    assert p.rows["crashed"].state is StepState.COMPLETED
+
+
+def _dead_owner() -> Owner:
+    """The identity of a process that has exited (a real one, waited for)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    return Owner(socket.gethostname(), int(proc.stdout), 1.0)
+
+
+def test_rows_change_live_while_a_step_runs(shell: Any, panels: Any) -> None:
+    """A panel shown before a cell runs shows the step running, then completed, with nothing pressed."""
+    p = panels()
+    assert p.rows == {}
+    seen: list[tuple[str, StepState | None]] = []
+
+    def watch(event: _engine.StepEvent) -> None:  # registered after the panel's listener
+        row = p.rows.get(event.step)
+        seen.append((event.state.value, row.state if row else None))
+
+    _engine.add_listener(watch)
+    try:
+        shell.run_cell_magic("durable_step", "load", "total = 42")
+        with pytest.raises(ZeroDivisionError):
+            shell.run_cell_magic("durable_step", "split", "share = total / 0")
+    finally:
+        _engine.remove_listener(watch)
+    assert seen == [
+        ("running", StepState.RUNNING),
+        ("completed", StepState.COMPLETED),
+        ("running", StepState.RUNNING),
+        ("failed", StepState.FAILED),
+    ]
+    assert_rows_match_store(p)
+
+
+def test_changes_from_another_process_appear_through_the_poll(shell: Any, panels: Any, store_path: Path) -> None:
+    """A CLI invalidation in another process shows up within the poll interval, and the poll never locks it out."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    p = panels(poll_s=0.1)
+    env = dict(os.environ, RESUMABLE_LOCK_TIMEOUT="3")
+    out = subprocess.run(
+        [sys.executable, "-m", "resumable", "invalidate", "r1", "load", "--store", str(store_path)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: p.rows["load"].state is StepState.PENDING)
+    assert_rows_match_store(p)
+
+
+def test_refresh_button_shows_changes_from_another_process(shell: Any, panels: Any, store_path: Path) -> None:
+    """Without polling, the Refresh button brings a change made by another process into view."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    p = panels(poll_s=None)
+    code = (
+        "from resumable._store import open_store; from resumable._owner import current_owner;"
+        f"open_store({str(store_path)!r}).invalidate('r1', 'load', current_owner())"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert p.rows["load"].state is StepState.COMPLETED  # nothing polled yet
+    p._refresh_button.click()
+    assert p.rows["load"].state is StepState.PENDING
+    assert_rows_match_store(p)
+
+
+def test_python_api_steps_cannot_be_run_from_the_panel(panels: Any, store_path: Path) -> None:
+    """Steps defined in Python have no cell: Retry and Rerun are disabled with a tooltip; Invalidate works."""
+    pipe = resumable.Pipeline("etl", store=store_path)
+
+    @pipe.step
+    def extract() -> int:
+        return 1
+
+    with pipe.run(run_id="p1"):
+        extract()
+    p = panels("p1", store=store_path)
+    row = p.rows["extract"]
+    assert visible(row.rerun)
+    assert row.rerun.disabled
+    assert row.rerun.tooltip == NO_SOURCE_TIP
+    row.rerun.click()  # a disabled button's handler still refuses
+    assert open_store(store_path).get_step("p1", "extract").state is StepState.COMPLETED  # type: ignore[union-attr]
+    assert "cannot be run from the panel" in note_text(p)
+    assert not row.invalidate.disabled
+    row.invalidate.click()
+    assert_rows_match_store(p, "p1")
+
+
+def test_run_selector_shows_an_earlier_run(shell: Any, panels: Any) -> None:
+    """The dropdown lists the pipeline's runs; picking an earlier one shows its steps, not runnable here."""
+    shell.run_cell_magic("durable_step", "old_step", "x = 1")
+    shell.run_line_magic("durable_run", "shop --run-id r2")
+    shell.run_cell_magic("durable_step", "new_step", "y = 2")
+    p = panels()
+    assert p.run_id == "r2"
+    assert {value for _, value in p._runs.options} == {"r1", "r2"}
+    p._runs.value = "r1"
+    assert list(p.rows) == ["old_step"]
+    assert_rows_match_store(p, "r1")
+    row = p.rows["old_step"]
+    assert row.rerun.disabled
+    assert "%durable_run shop --run-id r1" in row.rerun.tooltip
+    shell.run_cell_magic("durable_step", "newer", "z = 3")  # a step of r2 does not disturb the r1 view
+    assert list(p.rows) == ["old_step"]
+
+
+def test_panel_follows_the_kernel_into_a_new_run(shell: Any, panels: Any) -> None:
+    """A panel made with no run id switches to the run a later '%durable_run --new' starts."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    p = panels()
+    shell.run_line_magic("durable_run", "shop --new")
+    shell.run_cell_magic("durable_step", "fresh", "x = 1")
+    assert p.run_id != "r1"
+    assert list(p.rows) == ["fresh"]
+    assert_rows_match_store(p, p.run_id or "")
+
+
+def test_close_stops_the_poll_and_the_listener(shell: Any, panels: Any) -> None:
+    """Closing the panel ends its poll thread and its engine listener."""
+    p = resumable.panel(poll_s=0.05)
+    assert any(t.name == "resumable-panel-poll" for t in threading.enumerate())
+    assert p._on_event in _engine._listeners
+    p.close()
+    wait_for(lambda: not any(t.name == "resumable-panel-poll" for t in threading.enumerate()))
+    assert p._on_event not in _engine._listeners
+    shell.run_cell_magic("durable_step", "after", "x = 1")  # no closed widget is touched
+    assert p.rows == {}
+
+
+def test_poll_shows_an_unreadable_store_instead_of_raising(shell: Any, panels: Any, store_path: Path) -> None:
+    """When the store file becomes unreadable, the poll says so in the panel; nothing raises in the kernel."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    p = panels(poll_s=0.05)
+    store = open_store()
+    store.close()
+    store_path.rename(store_path.with_suffix(".moved"))
+    store_path.write_bytes(b"not a database at all" * 10)
+    wait_for(lambda: "could not be read" in note_text(p))
+    store.close()
+    store_path.unlink()
+    store_path.with_suffix(".moved").rename(store_path)
+    assert p.rows["load"].state is StepState.COMPLETED
+
+
+def test_durable_panel_magic(shell: Any) -> None:
+    """'%durable_panel' returns the panel; misuse gets a one-line UsageError; an unknown run is named."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    p = shell.run_line_magic("durable_panel", "")
+    try:
+        assert isinstance(p, StepPanel)
+        assert list(p.rows) == ["load"]
+    finally:
+        p.close()
+    p = shell.run_line_magic("durable_panel", "r1")
+    p.close()
+    with pytest.raises(UsageError, match="at most one run id"):
+        shell.run_line_magic("durable_panel", "r1 r2")
+    with pytest.raises(CheckpointNotFoundError, match="run 'nope' does not exist"):
+        shell.run_line_magic("durable_panel", "nope")
+
+
+def test_import_resumable_does_not_import_ipywidgets() -> None:
+    """'import resumable' stays light; resumable.panel stays callable once the panel module is imported."""
+    code = (
+        "import sys, resumable; assert 'ipywidgets' not in sys.modules;"
+        "import resumable.panel; assert callable(resumable.panel); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_no_run_yet_shows_a_hint(panels: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any run, the panel explains how to start one and creates no store file."""
+    monkeypatch.chdir(tmp_path)
+    p = panels()
+    assert "%durable_run NAME" in p._header.value
+    assert p.rows == {}
+    assert not (tmp_path / ".resumable").exists()
+
+
+def _luminance(hex_colour: str) -> float:
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_badges_are_readable_in_light_and_dark_themes() -> None:
+    """Each badge's white text has at least 4.5:1 contrast on its own background, whatever the theme."""
+    for state, colour in fmt.BADGE_COLOURS.items():
+        ratio = (1.0 + 0.05) / (_luminance(colour) + 0.05)
+        assert ratio >= 4.5, (state, ratio)
+    assert "var(--jp-ui-font-color1)" in fmt.CSS  # other text follows the theme
+
+
+def test_numbers_are_formatted_for_people() -> None:
+    """Durations and sizes read naturally in the rows."""
+    assert [fmt.duration(s) for s in (None, 0.413, 12.34, 123, 3720)] == [
+        "\u2014",
+        "0.41 s",
+        "12.3 s",
+        "2 min 03 s",
+        "1 h 02 min",
+    ]
+    assert [fmt.size(n) for n in (512, 1234, 3_400_000)] == ["512 B", "1.2 kB", "3.4 MB"]
