@@ -4,7 +4,8 @@ For each payload (DataFrames, a numpy array, a dict of objects) one fresh proces
 the same run and interleaved per repetition: raw write+fsync of as many bytes, pickle protocol 5
 to a file (+fsync), joblib.dump/joblib.load, Arrow IPC (feather, +fsync) for DataFrames, a step
 returning the value then a resume restoring it, and the codec alone (``store.encode`` and
-``store.load_value``) to separate serialization from bookkeeping. Reads come from a warm page
+``store.load_value``) to separate serialization from bookkeeping. Every timing starts after an
+untimed ``os.sync()``, so no method pays for another's write-back. Reads come from a warm page
 cache for every method alike (dropping caches needs privileges a benchmark should not take).
 """
 
@@ -28,6 +29,8 @@ CONCERN = "throughput"
 
 
 def _time(samples: dict[str, list[float]], key: str, fn: Callable[..., Any], *args: Any) -> Any:
+    # joblib.dump does not fsync: without a sync here its write-back would slow whatever runs next.
+    os.sync()
     gc.collect()
     t0 = time.perf_counter()
     out = fn(*args)
