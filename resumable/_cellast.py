@@ -211,14 +211,15 @@ class _TopLevel:
                 self.expr(arg.annotation)
 
     def pattern(self, pattern: ast.pattern) -> None:
-        for node in ast.walk(pattern):
-            if isinstance(node, ast.MatchValue):
-                self.expr(node.value)
-            elif isinstance(node, ast.MatchClass):
-                self.expr(node.cls)
-            name = getattr(node, "name", None) or getattr(node, "rest", None)
-            if isinstance(name, str):
-                self.bind(name)
+        """Bind a ``match`` pattern's captures in source order (``**rest`` comes last)."""
+        for child in ast.iter_child_nodes(pattern):
+            if isinstance(child, ast.pattern):
+                self.pattern(child)
+            elif isinstance(child, ast.expr):
+                self.expr(child)
+        name = getattr(pattern, "name", None) or getattr(pattern, "rest", None)
+        if isinstance(name, str):
+            self.bind(name)
 
     # ------------------------------------------------------------------ targets
 

@@ -407,7 +407,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         run, store = self._current()
         call = _engine.StepCall(
             store, run.pipeline, run.run_id, name, self.owner, policy,
-            source=cell, source_digest=source_digest(cell, spec), reads=names.reads,
+            source=cell, source_digest=source_digest(cell, spec), reads=names.reads, force=args.force,
             fix_hint=lambda variable: f"Leave it out with '%%durable_step {_with_exclude(line, variable)}'.",
             extra_options={"magic_line": line},
         )  # fmt: skip

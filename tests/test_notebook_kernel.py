@@ -1,0 +1,120 @@
+"""The quickstart notebook in real kernels: its third step kills the kernel, the next pass resumes.
+
+Driven three ways users run notebooks: nbclient in-process, ``jupyter nbconvert --execute`` and
+papermill (both as subprocesses). Every pass gets a fresh kernel; what survives is the store.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+
+from resumable import StepState
+from resumable._store import open_store
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+CHECK = 'print("CHECK", type(orders).__name__, orders.to_json(), repr(total))'
+
+
+def kernel_env(store: Path, run_id: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESUMABLE_", "JPY_"))}
+    env["RESUMABLE_STORE"] = str(store)
+    if run_id is not None:
+        env["RESUMABLE_RUN_ID"] = run_id
+    return env
+
+
+def cell_index(nb: Any, prefix: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.source.startswith(prefix))
+
+
+def text_of(cell: Any) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+def assert_resumed(nb: Any, workdir: Path, store: Path, run_id: str | None = None) -> None:
+    """What a user sees after the second pass: restores with their output, each effect once."""
+    load, total = nb.cells[cell_index(nb, "%%durable_step load")], nb.cells[cell_index(nb, "%%durable_step total")]
+    assert "↺ restored step 'load' from checkpoint of " in text_of(load)
+    assert "loaded 3 order lines" in text_of(load)
+    html = [o for o in load.outputs if o.output_type == "execute_result"]
+    assert len(html) == 1 and "<table" in html[0].data["text/html"]
+    assert "↺ restored step 'total'" in text_of(total) and "total: 48.00" in text_of(total)
+    assert "charged 48.00" in text_of(nb.cells[cell_index(nb, "%%durable_step charge")])
+    effects = (workdir / "quickstart-effects.log").read_text().splitlines()
+    assert [e.split()[0] for e in effects] == ["load", "total", "charge"]  # steps 1 and 2 ran once
+    store_ = open_store(store)
+    run = run_id or store_.list_runs("quickstart")[0].run_id
+    states = {s.step: (s.state, s.attempts) for s in store_.list_steps(run)}
+    assert states == {
+        "load": (StepState.COMPLETED, 1),
+        "total": (StepState.COMPLETED, 1),
+        "charge": (StepState.COMPLETED, 2),
+    }
+    store_.close()
+
+
+def test_nbclient_kernel_death_then_resume(tmp_path: Path) -> None:
+    """Kernel killed in step 3; a fresh kernel restores steps 1-2 (equal values, output shown) and finishes."""
+    store = tmp_path / "store.duckdb"
+    nb = nbformat.read(QUICKSTART, as_version=4)
+    nb.cells.insert(cell_index(nb, "%%durable_step total") + 1, nbformat.v4.new_code_cell(CHECK))
+    check = cell_index(nb, CHECK)
+    passes = []
+    for expect_death in (True, False):
+        run = copy.deepcopy(nb)
+        client = NotebookClient(
+            run, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        )
+        client.km = client.create_kernel_manager()
+        if expect_death:
+            with pytest.raises(DeadKernelError):
+                client.execute(env=kernel_env(store, "qs-1"))
+        else:
+            client.execute(env=kernel_env(store, "qs-1"))
+        passes.append(run)
+    first, second = (text_of(p.cells[check]) for p in passes)
+    assert first.startswith("CHECK DataFrame {")
+    assert second == first  # the restored DataFrame and float equal what the first kernel computed
+    assert_resumed(passes[1], tmp_path, store, "qs-1")
+
+
+def run_cli(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_nbconvert_execute_resumes(tmp_path: Path) -> None:
+    """`jupyter nbconvert --execute` fails on the crash, and the same command run again completes the run."""
+    shutil.copy(QUICKSTART, tmp_path / "quickstart.ipynb")
+    env = kernel_env(tmp_path / "store.duckdb", "nbc-1")
+    argv = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", "--output", "out.ipynb"]
+    argv += ["quickstart.ipynb"]
+    crashed = run_cli(argv, tmp_path, env)
+    assert crashed.returncode != 0
+    assert "DeadKernelError" in crashed.stderr or "Kernel died" in crashed.stderr
+    resumed = run_cli(argv, tmp_path, env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_resumed(nbformat.read(tmp_path / "out.ipynb", as_version=4), tmp_path, tmp_path / "store.duckdb", "nbc-1")
+
+
+def test_papermill_resumes_latest_run(tmp_path: Path) -> None:
+    """papermill twice, without RESUMABLE_RUN_ID: %durable_run resumes the latest run of the pipeline."""
+    env = kernel_env(tmp_path / "store.duckdb", None)
+    argv = [sys.executable, "-m", "papermill", str(QUICKSTART), str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path)]
+    crashed = run_cli(argv, tmp_path, env)
+    assert crashed.returncode != 0
+    resumed = run_cli(argv, tmp_path, env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert "resumed run" in text_of(out.cells[cell_index(out, "%durable_run")])
+    assert_resumed(out, tmp_path, tmp_path / "store.duckdb")
