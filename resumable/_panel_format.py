@@ -34,10 +34,11 @@ CSS = """
 .rsm-panel .rsm-head b { color: var(--jp-ui-font-color0); }
 .rsm-panel .rsm-muted { color: var(--jp-ui-font-color2); }
 .rsm-panel .rsm-info { display: flex; gap: 12px; align-items: baseline; white-space: nowrap; }
+.rsm-panel .rsm-facts { line-height: 1.5; }
 .rsm-panel .rsm-name { font-weight: 600; min-width: 9em; color: var(--jp-ui-font-color0); }
 .rsm-panel .rsm-num { min-width: 6.5em; color: var(--jp-ui-font-color1); }
-.rsm-panel .rsm-error { color: var(--jp-error-color1, #cf222e); overflow: hidden; text-overflow: ellipsis;
-  max-width: 36em; }
+.rsm-panel .rsm-error { color: var(--jp-error-color1, #cf222e); white-space: normal; overflow-wrap: anywhere;
+  font-family: var(--jp-code-font-family); font-size: 12px; line-height: 1.4; }
 .rsm-panel pre.rsm-tb { background: var(--jp-layout-color2); color: var(--jp-content-font-color1);
   border: 1px solid var(--jp-border-color1); padding: 6px 8px; margin: 2px 0 6px 0; max-height: 24em;
   overflow: auto; white-space: pre-wrap; font-family: var(--jp-code-font-family); font-size: 12px; }
@@ -101,10 +102,11 @@ def step_info(status: StepStatus) -> str:
         f'<span class="rsm-num" title="last duration">{duration(status.duration_s)}</span>',
         f'<span class="rsm-num" title="stored output size">{stored}</span>',
     ]
-    if error:
+    facts = '<div class="rsm-info">' + "".join(cells) + "</div>"
+    if error:  # on its own line, so a long message wraps instead of squeezing the numbers
         title = html.escape(status.error_line or "", quote=True)
-        cells.append(f'<span class="rsm-error" title="{title}">{html.escape(error)}</span>')
-    return '<div class="rsm-info">' + "".join(cells) + "</div>"
+        facts += f'<div class="rsm-error" title="{title}">{html.escape(error)}</div>'
+    return f'<div class="rsm-facts">{facts}</div>'
 
 
 def traceback_block(text: str | None) -> str:

@@ -120,7 +120,7 @@ class StepRow:
         self.show_traceback = widgets.ToggleButton(description="traceback", icon="chevron-down")
         self.traceback = widgets.HTML(layout=widgets.Layout(display="none"))
         for button in (self.retry, self.rerun, self.invalidate, self.show_traceback):
-            button.layout = widgets.Layout(width="auto", min_width="6.5em")
+            button.layout = widgets.Layout(width="auto", min_width="6.5em", flex="0 0 auto")
         self.retry.add_class("rsm-retry")
         self.rerun.add_class("rsm-rerun")
         self.invalidate.add_class("rsm-invalidate")
@@ -220,7 +220,9 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._run: RunInfo | None = None
 
         self._header = widgets.HTML()
-        self._runs = widgets.Dropdown(description="run", layout=widgets.Layout(width="24em"))
+        self._runs = widgets.Dropdown(
+            description="run", style={"description_width": "initial"}, layout=widgets.Layout(width="30em")
+        )
         self._runs.add_class("rsm-runs")
         self._refresh_button = widgets.Button(description="Refresh", icon="refresh", tooltip="Re-read the store")
         self._refresh_button.add_class("rsm-refresh")
@@ -305,17 +307,25 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._header.value = fmt.header(run, steps)
         if runs or run.run_id not in {v for _, v in self._runs.options}:
             self._set_runs(store.list_runs(run.pipeline, limit=50), run.run_id)
+        else:  # keep the shown run's entry (its state) current without listing every run again
+            self._set_runs([], run.run_id)
         self._running_elsewhere = any(
             s.state is StepState.RUNNING and s.owner is not None and s.owner.pid != self._owner.pid for s in steps
         )
         self._set_rows(steps)
 
     def _set_runs(self, runs: list[RunInfo], chosen: str) -> None:
+        """Fill the run selector (``runs`` empty: relabel the shown run only), selecting ``chosen``."""
+        options = [(fmt.run_label(r), r.run_id) for r in runs] if runs else list(self._runs.options)
+        if self._run is not None:
+            label = (fmt.run_label(self._run), chosen)
+            options = [label if value == chosen else (text, value) for text, value in options]
+            if label not in options:
+                options.insert(0, label)
+        if tuple(options) == tuple(self._runs.options) and self._runs.value == chosen:
+            return
         self._setting_runs = True
         try:
-            options = [(fmt.run_label(r), r.run_id) for r in runs]
-            if chosen not in {v for _, v in options} and self._run is not None:
-                options.insert(0, (fmt.run_label(self._run), chosen))
             self._runs.options = options
             self._runs.value = chosen
         finally:
