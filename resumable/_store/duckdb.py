@@ -436,7 +436,9 @@ class DuckDBStore:
                     reason = "forced" if req.force else "source changed"
                     self._transition(con, req.run_id, req.step, state, StepState.PENDING, attempts, req.owner, reason)
                     state = StepState.PENDING
-                    stale = self._invalidate_readers(con, req.run_id, req.step, json.loads(row[3]), req.owner)
+                # A step that produced outputs before and runs again (edited, forced, invalidated, or
+                # itself stale) makes the completed steps that read those outputs stale: chains follow.
+                stale = self._invalidate_readers(con, req.run_id, req.step, json.loads(row[3]), req.owner)
             target = StepState.RUNNING
             attempts += 1
             self._transition(
