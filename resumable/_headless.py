@@ -30,6 +30,7 @@ from typing import Any, Literal
 from resumable import _config, _headless_params
 from resumable._keys import NAME_RULE, is_valid_name, new_run_id
 from resumable._owner import current_owner
+from resumable._records import Event
 from resumable._states import StepState
 from resumable._store import open_store
 from resumable._store.duckdb import DuckDBStore
@@ -283,7 +284,15 @@ class _Progress:
 
 
 class _Tracker:
-    """nbclient hooks: note the store's event number before a cell, classify its steps after it."""
+    """nbclient hooks: which steps each cell executed or restored, read from the store's event log.
+
+    The newest event number is read once when the pass starts; after each code cell, one read of
+    the run's newer events says what the cell did, and its newest number is the next cell's
+    starting point. A ``start`` or ``retry`` event means the step executed in this pass; a
+    ``%%durable_step`` cell that succeeded without any event of its step was restored (the magic
+    either restores or starts the step, and starting is always logged). The store is released
+    right after each read so the kernel never waits for this process.
+    """
 
     def __init__(self, store: DuckDBStore, run_id: str, progress: _Progress) -> None:
         self.store = store
@@ -293,7 +302,8 @@ class _Tracker:
         self.restored: list[str] = []
         self.cell_index: int | None = None
         self.step: str | None = None
-        self.before = 0
+        self.before = store.last_event_seq()
+        self.store.close()
         self.started = 0.0
 
     def on_cell_start(self, cell: Any, cell_index: int) -> None:
@@ -301,52 +311,51 @@ class _Tracker:
             return
         self.cell_index = cell_index
         self.step = step_of(cell.source)
-        self.before = self.store.last_event_seq()
         self.started = time.perf_counter()
 
     def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any = None) -> None:
         if cell.cell_type != "code" or not cell.source.strip():
             return
-        self.classify(cell, failed=False)
+        self.classify(cell, ending="ok")
 
-    def classify(self, cell: Any, *, failed: bool) -> None:
-        """Record which steps this cell executed or restored, in the progress bar and the cell's metadata."""
+    def _new_events(self) -> list[Event]:
         events = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
-        ran = [e.step for e in events if e.transition in ("start", "retry")]
+        self.store.close()
+        if events:
+            self.before = max(e.seq for e in events)
+        return events
+
+    def classify(self, cell: Any, *, ending: Literal["ok", "failed", "kernel_died"]) -> None:
+        """Record what this cell did to its steps, in the progress output and the cell's metadata."""
+        events = self._new_events()
         statuses: dict[str, str] = {}
-        for name in dict.fromkeys(ran):
-            state = self.store.get_step(self.run_id, name)
-            done = state is not None and state.state is StepState.COMPLETED
-            statuses[name] = "executed" if done else "failed" if failed else "incomplete"
-        if self.step is not None and self.step not in statuses:
-            state = self.store.get_step(self.run_id, self.step)
-            if state is not None and state.state is StepState.COMPLETED and not failed:
-                statuses[self.step] = "restored"
-            elif failed:
-                statuses[self.step] = "failed"
+        for event in events:
+            if event.transition in ("start", "retry"):
+                statuses[event.step] = "running"
+            elif event.step in statuses and event.target == StepState.COMPLETED.value:
+                statuses[event.step] = "executed"
+            elif event.step in statuses and event.target == StepState.FAILED.value:
+                statuses[event.step] = "failed"
+        if self.step is not None and self.step not in statuses and ending == "ok":
+            statuses[self.step] = "restored"
         seconds = time.perf_counter() - self.started
-        for name, status in statuses.items():
+        unfinished = "kernel died" if ending == "kernel_died" else "failed"
+        for name in list(statuses):
+            if statuses[name] == "running":  # never finished: the kernel died, or the cell stopped first
+                statuses[name] = unfinished
+            status = statuses[name]
             if status == "executed":
                 self.executed.append(name)
             elif status == "restored":
                 self.restored.append(name)
-            if not failed:
-                timing = f" in {seconds:.2f} s" if status == "executed" else ""
-                self.progress.say(f"  step '{name}': {status}{timing}")
+            timing = f" in {seconds:.2f} s" if status == "executed" else ""
+            self.progress.say(f"  step '{name}': {status}{timing}")
+        if self.step is not None and self.step not in statuses:
+            statuses[self.step] = unfinished
         if statuses:
             cell.metadata["resumable"] = {"steps": statuses}
-        if not failed:
+        if ending == "ok":
             self.progress.cell_done(len(self.executed), len(self.restored))
-
-    def died(self, cell: Any) -> None:
-        """The kernel died in this cell: its step (if any) stays running until the next pass reaps it."""
-        events = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
-        for name in dict.fromkeys(e.step for e in events if e.transition in ("start", "retry")):
-            state = self.store.get_step(self.run_id, name)
-            if state is not None and state.state is StepState.COMPLETED:
-                self.executed.append(name)
-        if self.step is not None:
-            cell.metadata["resumable"] = {"steps": {self.step: "kernel died"}}
 
 
 def _error_output(cell: Any) -> tuple[str, str, str] | None:
@@ -425,7 +434,7 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         outcome = "failed"
         index = tracker.cell_index if tracker.cell_index is not None else 0
         cell = nb.cells[index]
-        tracker.classify(cell, failed=True)
+        tracker.classify(cell, ending="failed")
         found = _error_output(cell)
         if found is None:  # a timeout leaves no error output
             found = (type(exc).__name__, _strip_ansi(str(exc)).strip().splitlines()[-1], _strip_ansi(str(exc)))
@@ -439,7 +448,7 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
     finally:
         job.progress.end_pass()
     if outcome == "kernel_died" and tracker.cell_index is not None:
-        tracker.died(nb.cells[tracker.cell_index])
+        tracker.classify(nb.cells[tracker.cell_index], ending="kernel_died")
     report = PassReport(
         number,
         tuple(tracker.executed),

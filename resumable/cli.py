@@ -375,8 +375,9 @@ def execute(
         restored = ", ".join(result.steps_restored) or "none"
         executed = ", ".join(result.steps_executed) or "none"
         click.echo(
-            f"run '{result.run_id}' of pipeline '{result.pipeline}': {result.outcome} after {result.restarts} "
-            f"kernel restarts; steps executed: {executed}; restored: {restored}",
+            f"run '{result.run_id}' of pipeline '{result.pipeline}': {result.outcome.replace('_', ' ')} after "
+            f"{result.restarts} kernel restart{'s' if result.restarts != 1 else ''}; steps executed: {executed}; "
+            f"restored: {restored}",
             err=True,
         )
         click.echo(f"executed notebook: {result.output}", err=True)

@@ -84,7 +84,8 @@ def run_demo(folder: str | os.PathLike[str] = "resumable-demo", *, progress: boo
 
 
 def _report(result: ExecutionResult, effects: dict[str, int], courier_requests: int, store: Path) -> None:
-    lines = ["", f"run {result.run_id} of pipeline '{result.pipeline}' ({result.restarts} kernel restarts):"]
+    restarts = f"{result.restarts} kernel restart{'s' if result.restarts != 1 else ''}"
+    lines = ["", f"run {result.run_id} of pipeline '{result.pipeline}' ({restarts}):"]
     lines += [describe_pass(p) for p in result.passes]
     lines += ["", "what the shop did, from its ledger:"]
     lines += [f"  {_EFFECT[service]:<16}{n} time{'s' if n != 1 else ''}" for service, n in effects.items()]
