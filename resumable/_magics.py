@@ -403,15 +403,15 @@ class DurableMagics(Magics):  # type: ignore[misc]
             raise UsageError(str(exc)) from None
         spec = parse_output_spec(args.outputs, args.exclude)
         python = self._ip.transform_cell(cell)
-        names = _cellast.analyze(python)  # a SyntaxError stops here, before the store is touched
+        names = _cellast.analyze(python)  # a SyntaxError stops here or below, before the store is touched
+        executor = _CellExecutor(self._ip, python, names, spec)
         run, store = self._current()
-        call = _engine.StepCall(
+        executor.call = call = _engine.StepCall(
             store, run.pipeline, run.run_id, name, self.owner, policy,
             source=cell, source_digest=source_digest(cell, spec), reads=names.reads, force=args.force,
             fix_hint=lambda variable: f"Leave it out with '%%durable_step {_with_exclude(line, variable)}'.",
             extra_options={"magic_line": line},
         )  # fmt: skip
-        executor = _CellExecutor(self._ip, call, python, names, spec)
         __tracebackhide__ = True
         try:
             outcome = _engine.run_sync(call, executor.attempt)
@@ -438,11 +438,10 @@ class DurableMagics(Magics):  # type: ignore[misc]
 class _CellExecutor:
     """Executes a cell's code for the engine, one attempt per call, and keeps its last value."""
 
-    def __init__(
-        self, shell: Any, call: _engine.StepCall, python: str, names: _cellast.CellNames, spec: OutputSpec
-    ) -> None:
+    call: _engine.StepCall  # set once the store is known
+
+    def __init__(self, shell: Any, python: str, names: _cellast.CellNames, spec: OutputSpec) -> None:
         self.shell = shell
-        self.call = call
         self.names = names
         self.spec = spec
         self.value: Any = None

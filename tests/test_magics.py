@@ -388,3 +388,27 @@ def test_show_restored_can_be_turned_off(shell: Any, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     step(shell, "q", "print('hi')\nv = 1")
     assert capsys.readouterr().out == "hi\n"
+
+
+def test_staleness_follows_a_chain_of_readers(shell: Any, calls: Path) -> None:
+    """Editing the first of a -> b -> c makes b run again, and b running again makes c run again."""
+    cells = [
+        ("a", mark(calls, "a") + "x = 1"),
+        ("b", mark(calls, "b") + "y = x + 1"),
+        ("c", mark(calls, "c") + "z = y * 10"),
+    ]
+    for name, body in cells:
+        step(shell, name, body)
+    fresh_kernel(shell)
+    step(shell, "a", mark(calls, "a") + "x = 2")
+    for name, body in cells[1:]:
+        step(shell, name, body)
+    assert count(calls) == ["a", "b", "c", "a", "b", "c"]
+    assert shell.user_ns["z"] == 30
+
+
+def test_syntax_error_touches_nothing(shell: Any, store_path: Path) -> None:
+    """A cell that does not compile raises SyntaxError and leaves no step (and no run) behind."""
+    result = step(shell, "broken", "x = = 1")
+    assert isinstance(result.error_in_exec, SyntaxError)
+    assert not store_path.exists() or open_store(store_path).get_run("r1") is None
