@@ -22,6 +22,9 @@ from typing import Any
 Output = dict[str, Any]
 
 _CR = re.compile(r"[^\n]*\r(?=[^\n])")  # text overwritten by a carriage return (progress bars)
+# A widget view points at a model living in the kernel that showed it; replayed in another kernel
+# it would render as "model not found". Its text/plain fallback is kept instead.
+_LIVE_ONLY = frozenset({"application/vnd.jupyter.widget-view+json"})
 
 
 class Recording:
@@ -52,6 +55,8 @@ class Recording:
     ) -> None:
         """Append a rich display; an update replaces the display with the same id, as frontends do."""
         output = {"output_type": "display_data", "data": _jsonable(data), "metadata": dict(metadata or {})}
+        if not output["data"]:
+            return
         if display_id is not None and display_id in self._display_ids:
             if update:
                 self._display_ids[display_id].update(output)
@@ -87,8 +92,12 @@ class Recording:
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
-    """A mime bundle as nbformat stores it: binary payloads base64-encoded."""
-    return {k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for k, v in data.items()}
+    """A mime bundle as nbformat stores it (binary payloads base64-encoded), minus live-only views."""
+    return {
+        k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v
+        for k, v in data.items()
+        if k not in _LIVE_ONLY
+    }
 
 
 class _TeeStream:

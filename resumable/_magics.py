@@ -243,9 +243,17 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _shown_path(path: str) -> str:
+    """A store path as the user gave it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def status_table(run: NotebookRun, steps: list[StepStatus]) -> str:
     """``%durable_status`` as text: one row per step, in the order the steps first ran."""
-    head = f"run '{run.run_id}' of pipeline '{run.pipeline}' ({len(steps)} steps) in {run.store_path}"
+    head = f"run '{run.run_id}' of pipeline '{run.pipeline}' ({len(steps)} steps) in {_shown_path(run.store_path)}"
     if not steps:
         return head + "\nno steps yet"
     rows = [("#", "step", "state", "attempts", "duration", "outputs", "last error")]

@@ -72,3 +72,16 @@ def test_replay_shows_streams_and_displays_and_returns_result(shell: Any, capsys
     assert capsys.readouterr().out == "hello\n"
     assert [o.data for o in shown.outputs] == [{"text/plain": "table", "text/html": "<table/>"}]
     assert result == outputs[2]
+
+
+def test_widget_views_keep_only_their_text_fallback() -> None:
+    """A widget's live view is not replayed (its model died with the kernel); its text is."""
+    rec = Recording()
+    rec.display(
+        {"application/vnd.jupyter.widget-view+json": {"model_id": "m1"}, "text/plain": "IntSlider()"},
+        {},
+        None,
+        update=False,
+    )
+    rec.display({"application/vnd.jupyter.widget-view+json": {"model_id": "m2"}}, {}, None, update=False)
+    assert rec.outputs() == [{"output_type": "display_data", "data": {"text/plain": "IntSlider()"}, "metadata": {}}]
