@@ -48,6 +48,7 @@ def main() -> None:
     pause = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
     pipe = build(store, shop_url, pause)
     with pipe.run(run_id=run_id):
+        print("ready", flush=True)  # the crash tests time their kill from here
         pipe.checkout(order)  # type: ignore[attr-defined]
     print("done", flush=True)
 

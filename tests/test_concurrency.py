@@ -47,6 +47,16 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+def _wait_until_running(store_path: Path, run_id: str, step: str, timeout: float = 30.0) -> None:
+    """Poll the store (as a user's CLI would) until the step shows as running, then let go of the file."""
+    store = resumable.Pipeline("p", store=store_path).store
+    deadline = time.monotonic() + timeout
+    while (status := store.get_step(run_id, step)) is None or status.state is not StepState.RUNNING:
+        assert time.monotonic() < deadline, f"step {step!r} never showed as running"
+        time.sleep(0.01)
+    store.close()
+
+
 def _worker(store: Path, run_id: str, marker: Path, seconds: float) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, str(store), run_id, str(marker), str(seconds)],
@@ -62,6 +72,7 @@ def test_second_process_lists_runs_while_a_step_runs(store_path: Path, tmp_path:
     worker = _worker(store_path, "r1", marker, 20)
     try:
         _wait_for(marker)
+        _wait_until_running(store_path, "r1", "long")
         out = subprocess.run(
             [sys.executable, "-c", LISTER, str(store_path), "r1"],
             capture_output=True,
@@ -102,6 +113,7 @@ def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path
     marker = tmp_path / "started"
     worker = _worker(store_path, "r1", marker, 20)
     _wait_for(marker)
+    _wait_until_running(store_path, "r1", "long")
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=30)
     pipe = resumable.Pipeline("p", store=store_path)

@@ -9,6 +9,7 @@ file is retried with backoff up to ``lock_timeout_s`` and then reported with the
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -18,6 +19,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from resumable._owner import is_alive
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import StepState, Transition, check_transition
 from resumable._store.base import Begin, CheckpointRef, GcReport, StepRequest
+from resumable._store.journal import GROUP_COMMIT_S, PendingStep, RunJournal
 from resumable._store.schema import MIGRATIONS, SCHEMA_VERSION
 from resumable.errors import (
     CheckpointIntegrityError,
@@ -41,6 +44,8 @@ from resumable.errors import (
     StorePathError,
 )
 
+# A run's last change is its newest event: derived, so the per-step path writes one row less.
+_UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 _STEP_COLUMNS = (
     "run_id, step, state, attempts, seq, started_at, finished_at, duration_s, output_bytes, outputs, reads, "
@@ -73,6 +78,19 @@ def _status_from(row: Sequence[Any]) -> StepStatus:
         owner=_owner_from(row[14], row[15], row[16], row[17]),
         options=json.loads(row[18]),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _RunView:
+    """What one query tells about a run and one of its steps (None fields: the step does not exist)."""
+
+    pipeline: str
+    step_count: int
+    state: str | None
+    attempts: int | None
+    source_digest: str | None
+    outputs: str | None
+    finished_at: datetime | None
 
 
 def _run_state(states: list[str]) -> str:
@@ -115,6 +133,8 @@ class DuckDBStore:
         self._signing_key = _config.signing_key()
         self._cond = threading.Condition(threading.RLock())
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._journals: dict[str, RunJournal] = {}
+        self._housekeeper: threading.Thread | None = None
         self._opened_at = 0.0
         self._last_used = 0.0
         self._released_at = 0.0
@@ -158,7 +178,7 @@ class DuckDBStore:
         created = not self.path.exists()
         while True:
             try:
-                con = duckdb.connect(str(self.path))
+                con = duckdb.connect(str(self.path), config={"threads": 1})
                 break
             except duckdb.IOException as exc:
                 text = str(exc)
@@ -181,16 +201,42 @@ class DuckDBStore:
                     candidate.chmod(0o600)
         return con
 
-    def _closer(self) -> None:
-        """Close the connection once idle or held too long, so other processes can open the file."""
+    def _wake_housekeeper(self) -> None:
+        """Make sure the thread that commits quick steps and releases the file is running."""
+        if self._housekeeper is None or not self._housekeeper.is_alive():
+            self._housekeeper = threading.Thread(target=self._housekeep, name="resumable-store", daemon=True)
+            self._housekeeper.start()
+        else:
+            self._cond.notify_all()
+
+    def _oldest_pending(self) -> float | None:
+        return min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
+
+    def _housekeep(self) -> None:
+        """Commit quick steps when their window closes; close the file once idle or held too long."""
         with self._cond:
-            while self._con is not None:
+            while True:
                 now = time.monotonic()
-                deadline = min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s)
-                if now >= deadline:
-                    self._close_locked()
+                oldest = self._oldest_pending()
+                deadlines = []
+                if oldest is not None:
+                    deadlines.append(oldest + GROUP_COMMIT_S)
+                if self._con is not None:
+                    deadlines.append(min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s))
+                if not deadlines:
+                    self._housekeeper = None
                     return
-                self._cond.wait(deadline - now)
+                if now < min(deadlines):
+                    self._cond.wait(min(deadlines) - now)
+                    continue
+                if oldest is not None and now >= oldest + GROUP_COMMIT_S:
+                    try:
+                        with self._transaction():
+                            pass  # opening a transaction writes what is pending
+                    except Exception:  # kept pending; the next transaction of the step path retries
+                        self._cond.wait(0.05)
+                else:
+                    self._close_locked()
 
     def _close_locked(self) -> None:
         if self._con is not None:
@@ -201,8 +247,11 @@ class DuckDBStore:
                 self._released_at = time.monotonic()
 
     def close(self) -> None:
-        """Release the file now (it is reopened on the next use)."""
+        """Write what is pending and release the file now (it is reopened on the next use)."""
         with self._cond:
+            if self._oldest_pending() is not None:
+                with self._transaction():
+                    pass
             self._close_locked()
             self._cond.notify_all()
 
@@ -216,10 +265,13 @@ class DuckDBStore:
                     time.sleep(gap)
                 self._con = self._connect()
                 self._opened_at = time.monotonic()
-                threading.Thread(target=self._closer, name="resumable-store-closer", daemon=True).start()
+                self._wake_housekeeper()
             con = self._con
             con.execute("BEGIN TRANSACTION")
+            taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
             try:
+                for journal, steps in taken:
+                    self._write_pending(con, journal, steps)
                 yield con
                 con.execute("COMMIT")
             except BaseException:
@@ -227,9 +279,110 @@ class DuckDBStore:
                     con.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
+                self._restore_pending(taken)
                 raise
             finally:
                 self._last_used = time.monotonic()
+
+    def _restore_pending(self, taken: list[tuple[RunJournal, list[PendingStep]]]) -> None:
+        """Put unwritten steps back after a failed transaction, unless the commit happened after all."""
+        for journal, steps in taken:
+            if not steps:
+                continue
+            try:
+                with self._transaction() as con:
+                    first = steps[0]
+                    written = con.execute(
+                        "SELECT count(*) FROM steps WHERE run_id = ? AND step = ?", [journal.run_id, first.req.step]
+                    ).fetchone()
+            except Exception:
+                written = None
+            if written is None or written[0] == 0:
+                for step in steps:
+                    journal.pending.setdefault(step.req.step, step)
+
+    def _write_pending(self, con: duckdb.DuckDBPyConnection, journal: RunJournal, steps: list[PendingStep]) -> None:
+        """Write quick steps in one go: rows in their final state, every event, every checkpoint."""
+        step_rows: list[Any] = []
+        events: list[tuple[str, str, Transition, StepState | None, StepState, int, Owner, str | None, datetime]] = []
+        checkpoints: list[Any] = []
+        for p in steps:
+            req, done = p.req, p.completion
+            start = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
+            events.append(
+                (req.run_id, req.step, start, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", p.started_at)
+            )
+            state = StepState.RUNNING
+            if done is not None:
+                ok = check_transition(req.step, StepState.RUNNING, StepState.COMPLETED)
+                events.append(
+                    (
+                        req.run_id,
+                        req.step,
+                        ok,
+                        StepState.RUNNING,
+                        StepState.COMPLETED,
+                        1,
+                        req.owner,
+                        None,
+                        done.finished_at,
+                    )
+                )
+                state = StepState.COMPLETED
+                for blob, kind in [(b, "value") for b in done.blobs] + (
+                    [(done.display, "display")] if done.display else []
+                ):
+                    checkpoints.append(
+                        [
+                            req.run_id,
+                            req.step,
+                            blob.name,
+                            kind,
+                            blob.codec,
+                            blob.digest,
+                            blob.signature,
+                            blob.size,
+                            blob.inline,
+                            blob.file,
+                            done.finished_at,
+                        ]
+                    )
+            reads = done.reads if done is not None and done.reads is not None else req.reads
+            step_rows.append(
+                [
+                    req.run_id,
+                    req.step,
+                    p.seq,
+                    state.value,
+                    req.source,
+                    req.source_digest,
+                    json.dumps(list(reads)),
+                    json.dumps(req.options),
+                    req.owner.host,
+                    req.owner.pid,
+                    req.owner.started,
+                    req.owner.kernel_id,
+                    p.started_at,
+                    done.finished_at if done else None,
+                    done.duration_s if done else None,
+                    json.dumps(list(done.outputs)) if done else "[]",
+                    sum(b.size for b in done.blobs) if done else 0,
+                ]
+            )
+        con.execute(
+            """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options,
+                                  owner_host, owner_pid, owner_started, owner_kernel, started_at, finished_at,
+                                  duration_s, outputs, output_bytes) VALUES """
+            + ", ".join(["(?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(step_rows)),
+            [v for row in step_rows for v in row],
+        )
+        self._log(con, events)
+        if checkpoints:
+            con.execute(
+                "INSERT INTO checkpoints (run_id, step, name, kind, codec, digest, signature, size, data, file, "
+                "created_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(checkpoints)),
+                [v for row in checkpoints for v in row],
+            )  # fmt: skip
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
@@ -259,7 +412,7 @@ class DuckDBStore:
 
     def _get_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
         row = con.execute(
-            "SELECT run_id, pipeline, created_at, updated_at, params FROM runs WHERE run_id = ?", [run_id]
+            f"SELECT run_id, pipeline, created_at, {_UPDATED_AT}, params FROM runs r WHERE run_id = ?", [run_id]
         ).fetchone()
         if row is None:
             return None
@@ -270,7 +423,7 @@ class DuckDBStore:
         """Runs, newest first, optionally of one pipeline."""
         with self._transaction() as con:
             rows = con.execute(
-                """SELECT r.run_id, r.pipeline, r.created_at, r.updated_at, r.params, list(s.state)
+                f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, list(s.state)
                    FROM runs r LEFT JOIN steps s USING (run_id)
                    WHERE ? IS NULL OR r.pipeline = ?
                    GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
@@ -313,30 +466,55 @@ class DuckDBStore:
         return existing
 
     def claim_run(self, run_id: str, owner: Owner) -> None:
-        """Make ``owner`` the run's only executor until :meth:`release_run`."""
+        """Make ``owner`` the run's only executor until :meth:`release_run`.
+
+        While it owns the run, this process decides new steps in memory and commits quick ones in
+        groups (see ``journal.py``).
+        """
         with self._transaction() as con:
             self._check_owner(con, run_id, owner)
             con.execute(
                 "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ? WHERE run_id = ?",
                 [owner.host, owner.pid, owner.started, owner.kernel_id, run_id],
             )
+            known = {r[0] for r in con.execute("SELECT step FROM steps WHERE run_id = ?", [run_id]).fetchall()}
+            journal = self._journals.get(run_id)
+            if journal is None:
+                self._journals[run_id] = RunJournal(run_id, owner, known, len(known))
+            else:
+                journal.claims += 1
 
     def release_run(self, run_id: str, owner: Owner) -> None:
-        """Give up ownership taken with :meth:`claim_run`."""
+        """Write what is pending and give up ownership taken with :meth:`claim_run`."""
         with self._transaction() as con:
+            journal = self._journals.get(run_id)
+            if journal is not None:
+                journal.claims -= 1
+                if journal.claims > 0:
+                    return
+                del self._journals[run_id]
             con.execute(
                 """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
                    WHERE run_id = ? AND owner_host = ? AND owner_pid = ?""",
                 [run_id, owner.host, owner.pid],
             )
 
-    def _check_owner(self, con: duckdb.DuckDBPyConnection, run_id: str, me: Owner) -> None:
+    def _check_owner(self, con: duckdb.DuckDBPyConnection, run_id: str, me: Owner, step: str = "") -> _RunView:
         """Raise RunOwnedError when another live process holds the run or runs one of its steps.
 
-        Running steps of dead owners become ``interrupted`` on the way.
+        Running steps of dead owners become ``interrupted`` on the way. Returns what the one query
+        behind this learned about the run and ``step``, so callers need no second round trip.
         """
         row = con.execute(
-            "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+            """SELECT r.pipeline, r.owner_host, r.owner_pid, r.owner_started, r.owner_kernel,
+                      (SELECT list({'step': x.step, 'attempts': x.attempts, 'host': x.owner_host, 'pid': x.owner_pid,
+                                    'started': x.owner_started, 'kernel': x.owner_kernel})
+                         FROM steps x WHERE x.run_id = r.run_id AND x.state = 'running'),
+                      (SELECT count(*) FROM steps x WHERE x.run_id = r.run_id),
+                      s.state, s.attempts, s.source_digest, s.outputs, s.finished_at
+               FROM runs r LEFT JOIN steps s ON s.run_id = r.run_id AND s.step = ?
+               WHERE r.run_id = ?""",
+            [step, run_id],
         ).fetchone()
         if row is None:
             raise CheckpointNotFoundError(f"run '{run_id}' does not exist in store '{self.path}'.")
@@ -346,21 +524,20 @@ class DuckDBStore:
             if is_alive(holder):
                 raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, _clock(holder.started), None)
             con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
-        running = con.execute(
-            """SELECT step, attempts, owner_host, owner_pid, owner_started, owner_kernel FROM steps
-               WHERE run_id = ? AND state = 'running'""",
-            [run_id],
-        ).fetchall()
-        for step, attempts, *owner_cols in running:
-            owner = _owner_from(*owner_cols)
+        state = row[7]
+        for running in row[5] or []:
+            owner = _owner_from(running["host"], running["pid"], running["started"], running["kernel"])
             if owner is not None and _same_process(owner, me):
                 continue
             if owner is not None and is_alive(owner):
-                raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, _clock(owner.started), step)
+                raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, _clock(owner.started), running["step"])
             self._transition(
-                con, run_id, step, StepState.RUNNING, StepState.INTERRUPTED, attempts, me,
+                con, run_id, running["step"], StepState.RUNNING, StepState.INTERRUPTED, me,
                 f"owner {owner.describe() if owner else 'unknown'} is gone",
             )  # fmt: skip
+            if running["step"] == step:
+                state = StepState.INTERRUPTED.value
+        return _RunView(pipeline, int(row[6]), state, row[8], row[9], row[10], row[11])
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> None:
         """Mark steps whose owner died ``interrupted`` (what a CLI or panel does before showing a run)."""
@@ -379,75 +556,121 @@ class DuckDBStore:
         step: str,
         source: StepState,
         target: StepState,
-        attempt: int,
         who: Owner,
         detail: str | None = None,
-        extra_sql: str = "",
-        extra_params: Sequence[Any] = (),
-    ) -> Transition:
-        """The one place a step changes state: checked against the table and logged in the same transaction."""
+        set_sql: str = "",
+        set_params: Sequence[Any] = (),
+        *,
+        owned_by: Owner | None = None,
+    ) -> int:
+        """The one place a step changes state: checked against the table, logged in the same transaction.
+
+        ``owned_by`` makes the change conditional on the step still being owned by that process.
+        Returns the step's attempt count after the change.
+        """
         transition = check_transition(step, source, target)
+        guard, guard_params = "", []
+        if owned_by is not None:
+            guard, guard_params = " AND owner_host = ? AND owner_pid = ?", [owned_by.host, owned_by.pid]
         changed = con.execute(
-            f"UPDATE steps SET state = ?{extra_sql} WHERE run_id = ? AND step = ? AND state = ? RETURNING step",
-            [target.value, *extra_params, run_id, step, source.value],
-        ).fetchall()
-        if not changed:
-            msg = f"step '{step}' (run '{run_id}') was not '{source.value}' any more; another process changed it."
+            f"UPDATE steps SET state = ?{set_sql} "
+            f"WHERE run_id = ? AND step = ? AND state = ?{guard} RETURNING attempts",
+            [target.value, *set_params, run_id, step, source.value, *guard_params],
+        ).fetchone()
+        if changed is None:
+            msg = (
+                f"step '{step}' (run '{run_id}') is no longer '{source.value}' in this process "
+                "(another process changed it); nothing was stored."
+            )
             raise StoreError(msg)
+        self._log(con, [(run_id, step, transition, source, target, int(changed[0]), who, detail, None)])
+        return int(changed[0])
+
+    @staticmethod
+    def _log(
+        con: duckdb.DuckDBPyConnection,
+        rows: Sequence[
+            tuple[str, str, Transition, StepState | None, StepState, int, Owner, str | None, datetime | None]
+        ],
+    ) -> None:
+        """Append to the event log (one statement for several rows); a None time means now."""
+        values = ", ".join(["(?, ?, coalesce(?, now()), ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+        params: list[Any] = []
+        for run_id, step, transition, source, target, attempt, who, detail, at in rows:
+            params += [run_id, step, at, transition.value, source.value if source else None, target.value, attempt]
+            params += [who.host, who.pid, detail]
         con.execute(
-            """INSERT INTO events (run_id, step, happened_at, transition, source, target, attempt, host, pid, detail)
-               VALUES (?, ?, now(), ?, ?, ?, ?, ?, ?, ?)""",
-            [run_id, step, transition.value, source.value, target.value, attempt, who.host, who.pid, detail],
+            "INSERT INTO events (run_id, step, happened_at, transition, source, target, attempt, host, pid, detail) "
+            f"VALUES {values}",
+            params,
         )
-        con.execute("UPDATE runs SET updated_at = now() WHERE run_id = ?", [run_id])
-        return transition
 
     def begin_step(self, req: StepRequest) -> Begin:
         """Decide, in one transaction, whether a step restores or executes.
 
-        When it executes, it is ``running`` and owned by ``req.owner`` when this returns.
+        When it executes, it is ``running`` and owned by ``req.owner`` when this returns (for a
+        new step of a run this process owns, in memory until the next group commit).
         """
+        with self._cond:
+            journal = self._journals.get(req.run_id)
+            if journal is not None:
+                quick = journal.try_begin(req)
+                if quick is not None:
+                    self._wake_housekeeper()
+                    return quick
+            begin = self._begin_step(req)
+            if journal is not None and req.step not in journal.known_steps:
+                journal.known_steps.add(req.step)
+                journal.step_count += 1
+            return begin
+
+    def _begin_step(self, req: StepRequest) -> Begin:
         with self._transaction() as con:
-            self._check_owner(con, req.run_id, req.owner)
-            row = con.execute(
-                "SELECT state, attempts, source_digest, outputs FROM steps WHERE run_id = ? AND step = ?",
-                [req.run_id, req.step],
-            ).fetchone()
+            view = self._check_owner(con, req.run_id, req.owner, req.step)
             stale: list[str] = []
-            if row is None:
-                seq = con.execute("SELECT count(*) FROM steps WHERE run_id = ?", [req.run_id]).fetchone()
+            owner_params = [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
+            common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options)]
+            if view.state is None:
+                transition = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
                 con.execute(
-                    """INSERT INTO steps (run_id, step, seq, state, attempts, reads, outputs, options, output_bytes)
-                       VALUES (?, ?, ?, 'pending', 0, '[]', '[]', '{}', 0)""",
-                    [req.run_id, req.step, seq[0] if seq else 0],
+                    """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options,
+                                          owner_host, owner_pid, owner_started, owner_kernel, started_at, outputs,
+                                          output_bytes)
+                       VALUES (?, ?, ?, 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0)""",
+                    [req.run_id, req.step, view.step_count, *common, *owner_params],
                 )
-                state, attempts, reason = StepState.PENDING, 0, "new"
-            else:
-                state, attempts = StepState(row[0]), row[1]
-                reason = state.value
-                if state is StepState.COMPLETED:
-                    changed = req.source_digest is not None and row[2] != req.source_digest
-                    if not changed and not req.force:
-                        refs = self._refs(con, req.run_id, req.step)
-                        finished = con.execute(
-                            "SELECT finished_at FROM steps WHERE run_id = ? AND step = ?", [req.run_id, req.step]
-                        ).fetchone()
-                        return Begin("restore", attempts, refs, finished[0] if finished else None, ())
-                    reason = "forced" if req.force else "source changed"
-                    self._transition(con, req.run_id, req.step, state, StepState.PENDING, attempts, req.owner, reason)
-                    state = StepState.PENDING
-                # A step that produced outputs before and runs again (edited, forced, invalidated, or
-                # itself stale) makes the completed steps that read those outputs stale: chains follow.
-                stale = self._invalidate_readers(con, req.run_id, req.step, json.loads(row[3]), req.owner)
-            target = StepState.RUNNING
-            attempts += 1
-            self._transition(
-                con, req.run_id, req.step, state, target, attempts, req.owner, reason,
-                """, attempts = ?, source = ?, source_digest = ?, reads = ?, options = ?, owner_host = ?,
+                event = (
+                    req.run_id,
+                    req.step,
+                    transition,
+                    StepState.PENDING,
+                    StepState.RUNNING,
+                    1,
+                    req.owner,
+                    "new",
+                    None,
+                )
+                self._log(con, [event])
+                return Begin("execute", 1, (), None, ())
+            state = StepState(view.state)
+            reason = state.value
+            if state is StepState.COMPLETED:
+                changed = req.source_digest is not None and view.source_digest != req.source_digest
+                if not changed and not req.force:
+                    refs = self._refs(con, req.run_id, req.step)
+                    return Begin("restore", view.attempts or 0, refs, view.finished_at, ())
+                reason = "forced" if req.force else "source changed"
+                self._transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
+                state = StepState.PENDING
+            # A step that produced outputs before and runs again (edited, forced, invalidated, or
+            # itself stale) makes the completed steps that read those outputs stale: chains follow.
+            stale = self._invalidate_readers(con, req.run_id, req.step, json.loads(view.outputs or "[]"), req.owner)
+            attempts = self._transition(
+                con, req.run_id, req.step, state, StepState.RUNNING, req.owner, reason,
+                """, attempts = attempts + 1, source = ?, source_digest = ?, reads = ?, options = ?, owner_host = ?,
                    owner_pid = ?, owner_started = ?, owner_kernel = ?, started_at = now(), finished_at = NULL,
                    duration_s = NULL""",
-                [attempts, req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options),
-                 req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id],
+                [*common, *owner_params],
             )  # fmt: skip
             return Begin("execute", attempts, (), None, tuple(stale))
 
@@ -464,10 +687,10 @@ class DuckDBStore:
             [run_id, step],
         ).fetchall()
         stale = []
-        for other, attempts, reads in rows:
+        for other, _, reads in rows:
             if set(json.loads(reads)) & set(names):
                 detail = f"stale: upstream step '{step}' re-executed"
-                self._transition(con, run_id, other, StepState.COMPLETED, StepState.PENDING, attempts, who, detail)
+                self._transition(con, run_id, other, StepState.COMPLETED, StepState.PENDING, who, detail)
                 stale.append(other)
         return stale
 
@@ -487,22 +710,12 @@ class DuckDBStore:
         A commit that raises may still have happened (DuckDB reports an interrupt during COMMIT
         after writing), so on failure the state is read back before the error is believed.
         """
+        with self._cond:
+            journal = self._journals.get(run_id)
+            if journal is not None and journal.try_complete(step, blobs, display, outputs, reads, duration_s):
+                return
         try:
             with self._transaction() as con:
-                self._require_running(con, run_id, step, owner)
-                con.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step])
-                rows = [(b, "value") for b in blobs] + ([(display, "display")] if display is not None else [])
-                for blob, kind in rows:
-                    con.execute(
-                        """INSERT INTO checkpoints (run_id, step, name, kind, codec, digest, signature, size, data,
-                                                    file, created_at)
-                           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())""",
-                        [run_id, step, blob.name, kind, blob.codec, blob.digest, blob.signature, blob.size,
-                         blob.inline, blob.file],
-                    )  # fmt: skip
-                attempts = con.execute(
-                    "SELECT attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
-                ).fetchone()
                 extra = ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?"
                 extra += ", error = NULL, traceback = NULL"
                 params: list[Any] = [json.dumps(list(outputs)), sum(b.size for b in blobs), duration_s]
@@ -510,9 +723,22 @@ class DuckDBStore:
                     extra += ", reads = ?"
                     params.append(json.dumps(list(reads)))
                 self._transition(
-                    con, run_id, step, StepState.RUNNING, StepState.COMPLETED, attempts[0] if attempts else 0,
-                    owner, None, extra, params,
+                    con, run_id, step, StepState.RUNNING, StepState.COMPLETED, owner, None, extra, params,
+                    owned_by=owner,
                 )  # fmt: skip
+                con.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step])
+                rows = [(b, "value") for b in blobs] + ([(display, "display")] if display is not None else [])
+                if rows:
+                    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())"] * len(rows))
+                    flat: list[Any] = []
+                    for blob, kind in rows:
+                        flat += [run_id, step, blob.name, kind, blob.codec, blob.digest, blob.signature, blob.size]
+                        flat += [blob.inline, blob.file]
+                    con.execute(
+                        "INSERT INTO checkpoints (run_id, step, name, kind, codec, digest, signature, size, data, "
+                        f"file, created_at) VALUES {values}",
+                        flat,
+                    )
         except BaseException:
             status = self._read_back(run_id, step)
             if status is not None and status.state is StepState.COMPLETED and set(status.outputs) == set(outputs):
@@ -525,46 +751,29 @@ class DuckDBStore:
         except Exception:
             return None
 
-    def _require_running(self, con: duckdb.DuckDBPyConnection, run_id: str, step: str, owner: Owner) -> None:
-        row = con.execute(
-            "SELECT state, owner_host, owner_pid FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
-        ).fetchone()
-        if row is None or row[0] != "running" or (row[1], row[2]) != (owner.host, owner.pid):
-            msg = f"step '{step}' (run '{run_id}') is no longer running in this process; its result was not stored."
-            raise StoreError(msg)
-
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
     ) -> None:
         """Record a failed attempt with its error and traceback."""
         with self._transaction() as con:
-            self._require_running(con, run_id, step, owner)
-            attempts = con.execute(
-                "SELECT attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
-            ).fetchone()
             self._transition(
-                con, run_id, step, StepState.RUNNING, StepState.FAILED, attempts[0] if attempts else 0, owner,
-                error.splitlines()[0] if error else None,
+                con, run_id, step, StepState.RUNNING, StepState.FAILED, owner, error.splitlines()[0] if error else None,
                 ", error = ?, traceback = ?, finished_at = now(), duration_s = ?", [error, traceback, duration_s],
+                owned_by=owner,
             )  # fmt: skip
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
-        """Move a failed step back to running for another attempt; returns the attempt number."""
+        """Move a failed or interrupted step back to running for another attempt; returns the attempt number."""
         with self._transaction() as con:
-            self._check_owner(con, run_id, owner)
-            row = con.execute(
-                "SELECT state, attempts FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
-            ).fetchone()
-            if row is None:
+            view = self._check_owner(con, run_id, owner, step)
+            if view.state is None:
                 raise CheckpointNotFoundError(f"run '{run_id}' has no step '{step}'.")
-            attempt = int(row[1]) + 1
-            self._transition(
-                con, run_id, step, StepState(row[0]), StepState.RUNNING, attempt, owner, "retry",
-                ", attempts = ?, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,"
-                " started_at = now()",
-                [attempt, owner.host, owner.pid, owner.started, owner.kernel_id],
+            return self._transition(
+                con, run_id, step, StepState(view.state), StepState.RUNNING, owner, "retry",
+                ", attempts = attempts + 1, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,"
+                " started_at = now(), finished_at = NULL, duration_s = NULL",
+                [owner.host, owner.pid, owner.started, owner.kernel_id],
             )  # fmt: skip
-            return attempt
 
     def invalidate(
         self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"
@@ -583,10 +792,13 @@ class DuckDBStore:
                 "seq >= ? ORDER BY seq" if downstream else "seq = ?"
             )
             changed = []
-            for name, state, attempts in con.execute(query, [run_id, row[0]]).fetchall():
+            for name, state, _ in con.execute(query, [run_id, row[0]]).fetchall():
                 if state == StepState.PENDING.value:
                     continue
-                self._transition(con, run_id, name, StepState(state), StepState.PENDING, attempts, who, reason)
+                if state == StepState.RUNNING.value:
+                    msg = f"step '{name}' (run '{run_id}') is running in this process; invalidate it once it ends."
+                    raise StoreError(msg)
+                self._transition(con, run_id, name, StepState(state), StepState.PENDING, who, reason)
                 changed.append(name)
             return changed
 
@@ -706,9 +918,15 @@ _OPEN_STORES: weakref.WeakSet[DuckDBStore] = weakref.WeakSet()
 
 
 def close_all() -> None:
-    """Release every store's file (before a fork, or at exit)."""
+    """Write what is pending and release every store's file (before a fork, or at exit)."""
     for store in list(_OPEN_STORES):
-        store.close()
+        try:
+            store.close()
+        except Exception:  # at exit, one broken store must not keep the others from closing
+            pass
+
+
+atexit.register(close_all)
 
 
 _BY_PATH: dict[Path, DuckDBStore] = {}
