@@ -117,6 +117,21 @@ def step_of(source: str) -> str | None:
     return _first_positional(match.group(1))
 
 
+def pinned_run_id(nb: Any) -> str | None:
+    """The run id a notebook names itself with ``%durable_run NAME --run-id ID``, which the magic obeys."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for match in _RUN_LINE.finditer(cell.source):
+            tokens = _tokens(match.group(1))
+            for i, arg in enumerate(tokens):
+                if arg == "--run-id" and i + 1 < len(tokens):
+                    return tokens[i + 1]
+                if arg.startswith("--run-id="):
+                    return arg.split("=", 1)[1]
+    return None
+
+
 def pipeline_of(nb: Any, notebook: Path) -> str:
     """The notebook's ``%durable_run NAME``, else its file stem made into a valid name."""
     for cell in nb.cells:
@@ -131,13 +146,16 @@ def pipeline_of(nb: Any, notebook: Path) -> str:
     return name or "default"
 
 
-def _first_positional(arguments: str) -> str | None:
+def _tokens(arguments: str) -> list[str]:
     try:
-        tokens = shlex.split(arguments, comments=True)
+        return shlex.split(arguments, comments=True)
     except ValueError:
-        tokens = arguments.split()
+        return arguments.split()
+
+
+def _first_positional(arguments: str) -> str | None:
     skip = False
-    for token in tokens:
+    for token in _tokens(arguments):
         if skip:
             skip = False
             continue
@@ -407,7 +425,7 @@ class _Job:
 def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassReport, _Failure | None]:
     """Execute the notebook once on a fresh kernel."""
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellControlSignal, DeadKernelError
+    from nbclient.exceptions import CellControlSignal, CellTimeoutError, DeadKernelError
 
     nb = copy.deepcopy(job.source_nb)
     _headless_params.inject(nb, job.params)
@@ -436,8 +454,10 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         cell = nb.cells[index]
         tracker.classify(cell, ending="failed")
         found = _error_output(cell)
-        if found is None:  # a timeout leaves no error output
-            found = (type(exc).__name__, _strip_ansi(str(exc)).strip().splitlines()[-1], _strip_ansi(str(exc)))
+        if isinstance(exc, CellTimeoutError) or found is None:
+            # The kernel may still report the interrupt that stopped the cell; the cause is the timeout.
+            limit = f"{job.timeout:g} s" if job.timeout is not None else "its time limit"
+            found = ("CellTimeoutError", f"the cell ran longer than --timeout {limit} and was stopped", "")
         failure = _Failure(index, tracker.step, *found)
     except RuntimeError as exc:
         if "Kernel didn't respond" not in str(exc) and "Kernel died" not in str(exc):
@@ -557,6 +577,15 @@ def execute_notebook(
     _check_kernel(kernel_name)
     given = _headless_params.checked(params or {})
     pipeline = pipeline_of(source_nb, nb_path)
+    pinned = pinned_run_id(source_nb)
+    if pinned is not None and (new or (run_id is not None and pinned != run_id)):
+        msg = (
+            f"the notebook pins its run with '%durable_run {pipeline} --run-id {pinned}', which its kernel obeys, "
+            f"so it cannot run as {repr(run_id) if run_id else 'a new run'}. Drop --run-id/--new, or remove --run-id "
+            f"from the notebook's %durable_run."
+        )
+        raise NotebookInputError(msg)
+    run_id = run_id or pinned
     store_path = _config.store_path(store)
     opened = open_store(store_path)
     chosen = _choose_run(opened, pipeline, run_id, new)

@@ -285,3 +285,23 @@ def test_step_and_pipeline_names_are_read_from_the_magics(tmp_path: Path) -> Non
     assert _headless.pipeline_of(nb, Path("any.ipynb")) == "checkout"
     assert _headless.pipeline_of(nbformat.v4.new_notebook(), Path("my report.v2.ipynb")) == "my_report"
     assert _headless.default_output(Path("a/b.ipynb")) == Path("a/b.resumable.ipynb")
+
+
+def test_a_cell_past_the_timeout_fails_the_run_with_a_timeout_error(tmp_path: Path, store_path: Path) -> None:
+    """--timeout stops a cell that runs too long and reports the timeout, not the interrupt it caused."""
+    nb = write_nb(tmp_path / "slow.ipynb", "import time", "time.sleep(60)", "print('never')")
+    with pytest.raises(resumable.NotebookExecutionError) as excinfo:
+        resumable.execute_notebook(nb, store=store_path, timeout=1, progress=False)
+    assert excinfo.value.ename == "CellTimeoutError"
+    assert excinfo.value.cell_index == 1
+    assert "the cell ran longer than --timeout 1 s and was stopped" in str(excinfo.value)
+    assert "--timeout 1" in str(excinfo.value.resume_command)
+
+
+def test_a_notebook_that_pins_its_run_id_cannot_run_as_another(tmp_path: Path, store_path: Path) -> None:
+    """'%durable_run p --run-id fixed' wins in the kernel, so execute refuses a different --run-id or --new."""
+    nb = write_nb(tmp_path / "pinned.ipynb", "%load_ext resumable\n%durable_run p --run-id fixed")
+    for options in ({"run_id": "other"}, {"new": True}):
+        with pytest.raises(resumable.NotebookInputError, match="pins its run with '%durable_run p --run-id fixed'"):
+            resumable.execute_notebook(nb, store=store_path, progress=False, **options)
+    assert _headless.pinned_run_id(nbformat.read(nb, as_version=4)) == "fixed"
