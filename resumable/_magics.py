@@ -489,21 +489,25 @@ class _CellExecutor:
         return collect_outputs(call.step, self.names, self.spec, namespace)
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
 def _trim_traceback(error: BaseException, filename: str) -> None:
     """Start each traceback in the chain at the cell's own code, as for a plain cell.
 
-    An error that did not pass through the cell (retries exhausted, an output that cannot be
-    pickled) loses its traceback: its message says everything, and resumable's frames would only
-    hide the user's.
+    Only tracebacks that lead in through resumable are touched. One that never reached the cell
+    (retries exhausted, an output that cannot be pickled) is dropped: its message says everything
+    and resumable's frames would only bury the user's. Errors chained inside a library keep theirs.
     """
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         tb = current.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-            tb = tb.tb_next
-        current.__traceback__ = tb
+        if tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+                tb = tb.tb_next
+            current.__traceback__ = tb
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 

@@ -412,3 +412,17 @@ def test_syntax_error_touches_nothing(shell: Any, store_path: Path) -> None:
     result = step(shell, "broken", "x = = 1")
     assert isinstance(result.error_in_exec, SyntaxError)
     assert not store_path.exists() or open_store(store_path).get_run("r1") is None
+
+
+def test_traceback_starts_at_the_cell(shell: Any) -> None:
+    """A failing step's traceback shows the user's cell and functions, not resumable's machinery."""
+    shell.run_cell("def helper():\n    raise KeyError('deep')")
+    error = step(shell, "boom", "x = 1\nhelper()").error_in_exec
+    assert isinstance(error, KeyError)
+    files = []
+    tb = error.__traceback__
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert files[-2:] == ["<module>", "helper"]  # the cell, then the function it called
+    assert not {"run_sync", "attempt", "_call_with_timeout"} & set(files)  # no engine frames in between
