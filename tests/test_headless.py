@@ -51,10 +51,14 @@ def outputs_text(cell: Any) -> str:
 
 
 def test_dead_kernel_is_replaced_and_the_notebook_runs_again_from_the_top(tmp_path: Path, store_path: Path) -> None:
-    """A kernel killed by os._exit mid-notebook is restarted with the same run id and the notebook finishes."""
+    """A kernel killed by os._exit mid-notebook is restarted with the same run id and the notebook finishes;
+    the kernel's channels are Unix sockets, not TCP ports."""
     nb = write_nb(
         tmp_path / "crashy.ipynb",
-        "import os, pathlib\nprint('run', os.environ['RESUMABLE_RUN_ID'])",
+        "import os, pathlib, psutil, json, ipykernel\nprint('run', os.environ['RESUMABLE_RUN_ID'])\n"
+        "print('transport', json.load(open(ipykernel.get_connection_file()))['transport'])\n"
+        "ports = {c.laddr.port for c in psutil.Process().net_connections('inet') if c.status == 'LISTEN'}\n"
+        "print('other tcp listeners', ports - {get_ipython().kernel.iopub_thread._pipe_port})",
         "marker = pathlib.Path('died-once')\nif not marker.exists():\n    marker.write_text('x')\n    os._exit(1)",
         "print('after the crash')",
     )
@@ -66,7 +70,9 @@ def test_dead_kernel_is_replaced_and_the_notebook_runs_again_from_the_top(tmp_pa
     assert result.passes[0].cell_index == 1
     assert (tmp_path / "died-once").exists()  # the kernel ran in the notebook's folder
     out = nbformat.read(tmp_path / "crashy.resumable.ipynb", as_version=4)
-    assert outputs_text(out.cells[0]) == "run r1\n"
+    # The kernel's channels are Unix sockets; the one TCP listener left is ipykernel's loopback pipe for the
+    # output of forked subprocesses, which drops any message without its random token.
+    assert outputs_text(out.cells[0]) == "run r1\ntransport ipc\nother tcp listeners set()\n"
     assert outputs_text(out.cells[2]) == "after the crash\n"
     assert out.metadata["resumable"]["restarts"] == 1
 
