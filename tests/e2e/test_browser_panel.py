@@ -2,7 +2,8 @@
 
 The notebook ``panel_retry.ipynb`` shows the panel, then runs a step that fails on its first
 attempt. The test clicks Retry in the panel and waits for the badge to say ``completed``, then
-checks the store agrees and that the rows stay readable in the dark theme. Screenshots go to
+checks the store agrees, that a change made by another process (the CLI) shows up through the
+panel's poll, and that the rows stay readable in the dark theme. Screenshots go to
 ``test-artifacts/``.
 """
 
@@ -193,6 +194,12 @@ def test_retry_in_the_browser_turns_a_failed_step_completed(lab: Lab) -> None:
             assert status is not None
             assert status.state is StepState.COMPLETED
             assert status.attempts == 2
+
+            # Another process changes the store: the panel's poll shows it with nothing pressed.
+            cli = [sys.executable, "-m", "resumable", "invalidate", "order-42", "load", "--store", str(lab.store)]
+            done = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+            load.locator(".rsm-badge", has_text="pending").wait_for(timeout=15_000)
 
             # Dark theme: the step names and numbers stay readable on the dark background.
             page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
