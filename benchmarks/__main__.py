@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     cfg = Config.make(args.quick, dbos=not args.no_dbos)
@@ -45,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{meta['cores']} cores, {meta['memory_gib']} GiB, Python {meta['python']}", flush=True)  # fmt: skip
     results: list[Result | Skipped] = []
     for concern in args.concerns:
-        started = time.perf_counter()
+        started, load_before = time.perf_counter(), _load()
         module = importlib.import_module(f"benchmarks.{CONCERNS[concern]}")
         try:
             found = module.run(cfg)
@@ -53,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             found = [Skipped(concern, "all", f"{type(exc).__name__}: {exc}")]
         for r in found:
             print(line(r), flush=True)
-        print(f"# {concern} took {time.perf_counter() - started:.1f} s", flush=True)
+        # Other work on the machine skews absolute figures; the load average tells a reader how much.
+        took = time.perf_counter() - started
+        print(f"# {concern} took {took:.1f} s; 1-min load average {load_before:.1f} before, {_load():.1f} after",
+              flush=True)  # fmt: skip
         results += found
     if args.json:
         write_json(args.json, results, {**meta, "quick": cfg.quick, "argv": sys.argv[1:] if argv is None else argv})
