@@ -422,6 +422,20 @@ class _Job:
     progress: _Progress
 
 
+def _execute_or_interrupt(client: Any, env: dict[str, str]) -> None:
+    """Run the client; a SIGINT or SIGTERM is a KeyboardInterrupt, never a kernel death to restart from.
+
+    nbclient answers those signals by shutting the kernel down, which looks like a dead kernel.
+    """
+    try:
+        client.execute(env=env)
+    except BaseException:
+        # nbclient sets this attribute only in its SIGINT/SIGTERM handler.
+        if getattr(client, "_async_cleanup_kernel_future", None) is not None:
+            raise KeyboardInterrupt from None
+        raise
+
+
 def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassReport, _Failure | None]:
     """Execute the notebook once on a fresh kernel."""
     from nbclient import NotebookClient
@@ -445,7 +459,7 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
     outcome: Literal["completed", "failed", "kernel_died"] = "completed"
     failure: _Failure | None = None
     try:
-        client.execute(env=env)
+        _execute_or_interrupt(client, env)
     except DeadKernelError:
         outcome = "kernel_died"
     except CellControlSignal as exc:  # a raising cell, or a cell past --timeout
@@ -606,6 +620,9 @@ def execute_notebook(
     )  # fmt: skip
     try:
         final_nb, passes, failure = _execute_passes(job, max_restarts)
+    except KeyboardInterrupt:
+        job.progress.say(f"interrupted; completed steps are checkpointed. Resume the run with:\n  {resume}")
+        raise
     finally:
         shutil.rmtree(job.socket_dir, ignore_errors=True)
     return _finish(job, nb_path, out_path, final_nb, passes, failure, resume, started, raise_on_error)

@@ -358,6 +358,8 @@ def execute(
             notebook, output, run_id=run_id, new=new, params=params, max_restarts=max_restarts,
             timeout=timeout, kernel=kernel, store=store, progress=not quiet, raise_on_error=False,
         )  # fmt: skip
+    except KeyboardInterrupt:
+        sys.exit(130)  # the resume command was printed; 128 + SIGINT, as shells report it
     except NotebookInputError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))

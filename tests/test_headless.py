@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import nbformat
+import psutil
 import pytest
 
 import resumable
@@ -311,3 +314,28 @@ def test_a_notebook_that_pins_its_run_id_cannot_run_as_another(tmp_path: Path, s
         with pytest.raises(resumable.NotebookInputError, match="pins its run with '%durable_run p --run-id fixed'"):
             resumable.execute_notebook(nb, store=store_path, progress=False, **options)
     assert _headless.pinned_run_id(nbformat.read(nb, as_version=4)) == "fixed"
+
+
+def test_ctrl_c_stops_the_run_instead_of_restarting_the_kernel(tmp_path: Path) -> None:
+    """SIGINT to `resumable execute` ends it with exit 130 and the resume command; the kernel is gone."""
+    nb = write_nb(
+        tmp_path / "long.ipynb", "import os, time\nopen('kernel.pid', 'w').write(f'{os.getpid()}\\n')", "time.sleep(60)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resumable", "execute", nb.name, "--run-id", "r1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pid_file = tmp_path / "kernel.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, "the kernel never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "pass 2" not in err  # no restart
+    assert "interrupted; completed steps are checkpointed. Resume the run with:" in err
+    assert "resumable execute long.ipynb --run-id r1" in err
+    kernel = int(pid_file.read_text())
+    assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
