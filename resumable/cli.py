@@ -346,7 +346,8 @@ def execute(
     """Run NOTEBOOK headless; a dead kernel is replaced and the run resumes from its checkpoints.
 
     Completed durable steps restore instead of running again; cells without %%durable_step run
-    on every pass. The executed notebook, restored outputs included, is written to -o.
+    on every pass. The executed notebook, restored outputs included, is written to -o. Ctrl-C
+    stops the run (exit 130) and prints the command that resumes it.
     """
     from resumable import _headless_params
     from resumable._headless import execute_notebook
