@@ -146,10 +146,11 @@ class StepRow:
         self.badge.value = fmt.badge(status.state.value)
         self.info.value = fmt.step_info(status)
         self.traceback.value = fmt.traceback_block(status.traceback)
-        for cls in list(self.box._dom_classes):
-            if cls.startswith("rsm-state-"):
+        wanted = f"rsm-state-{status.state.value}"
+        if wanted not in self.box._dom_classes:  # each class change is a message to the browser
+            for cls in [c for c in self.box._dom_classes if c.startswith("rsm-state-")]:
                 self.box.remove_class(cls)
-        self.box.add_class(f"rsm-state-{status.state.value}")
+            self.box.add_class(wanted)
         state = status.state
         retry_legal = state in (StepState.FAILED, StepState.INTERRUPTED, StepState.PENDING) and can_transition(
             state, StepState.RUNNING
@@ -216,6 +217,8 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._dirty = False
         self._seen_seq = -1
         self._running_elsewhere = False
+        self._poll_failed = False
+        self._was_viewed = False
         self._setting_runs = False
         self._run: RunInfo | None = None
 
@@ -233,12 +236,16 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self.output = widgets.Output(layout=widgets.Layout(max_height="20em", overflow="auto"))
         self._rows_box = widgets.VBox()
         self._style = widgets.HTML(fmt.CSS, layout=widgets.Layout(display="none"))
-        controls = widgets.HBox(
+        self._controls = widgets.HBox(
             [self._runs, self._refresh_button, self.downstream], layout=widgets.Layout(align_items="center")
         )
-        self._fixed = [self._style, self._header, controls, self._note, self._rows_box, self.output]
+        self._fixed = [self._style, self._header, self._controls, self._note, self._rows_box, self.output]
         super().__init__(self._fixed, layout=widgets.Layout(width="100%"))
         self.add_class("rsm-panel")
+        # Ask front ends to count this widget's views: a panel whose output was cleared (its cell
+        # ran again) stops redrawing until it is shown again, so stale panels cost the kernel nothing.
+        self._view_count = 0
+        self.observe(self._on_views, names="_view_count")
 
         self._refresh_button.on_click(lambda _b: self._act(self._refresh_all))
         self._runs.observe(self._on_pick, names="value")
@@ -367,9 +374,20 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ live updates
 
+    @property
+    def watched(self) -> bool:
+        """False once every view of the panel is gone (a notebook front end reports them)."""
+        return not self._was_viewed or bool(self._view_count)
+
+    def _on_views(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self._was_viewed = True
+            if not change["old"]:
+                self._request_refresh()  # shown again: catch up with what happened meanwhile
+
     def _on_event(self, event: _engine.StepEvent) -> None:
         """Engine listener: a step changed in this process, so redraw from the store now."""
-        if self.closed:
+        if self.closed or not self.watched:
             return
         if event.run_id != self.run_id and not self._follow:
             return
@@ -392,7 +410,13 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         if self.closed:
             return
         if isinstance(seq, BaseException):
+            self._poll_failed = True
             self._note.value = fmt.note(f"The store could not be read ({seq}); retrying.", bad=True)
+            return
+        if self._poll_failed:
+            self._poll_failed = False
+            self._note.value = ""
+        if not self.watched:
             return
         try:
             if self._running_elsewhere and self.run_id is not None:
@@ -508,6 +532,9 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         with self.output:
             try:
                 shell.run_cell_magic("durable_step", status.options["magic_line"], status.source)
+            except KeyboardInterrupt:
+                self._note.value = fmt.note(f"Step '{step}' was interrupted.", bad=True)
+                return
             except Exception as exc:
                 shell.showtraceback()
                 self._note.value = fmt.note(f"Step '{step}' failed again: {type(exc).__name__}: {exc}", bad=True)
@@ -529,7 +556,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             for row in self.rows.values():
                 row.close()
             self.rows.clear()
-            for child in self._fixed:
+            for child in (*self._fixed, *self._controls.children):
                 child.close()
         super().close()
 

@@ -417,3 +417,17 @@ def test_numbers_are_formatted_for_people() -> None:
         "1 h 02 min",
     ]
     assert [fmt.size(n) for n in (512, 1234, 3_400_000)] == ["512 B", "1.2 kB", "3.4 MB"]
+
+
+def test_a_panel_nobody_sees_stops_redrawing_until_shown_again(shell: Any, panels: Any) -> None:
+    """When the front end reports no views left (its cell ran again), the panel sleeps; shown again, it catches up."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    p = panels()
+    p._view_count = 1  # what JupyterLab reports when it draws the panel
+    p._view_count = 0  # ... and when the output holding it is cleared
+    assert not p.watched
+    shell.run_cell_magic("durable_step", "later", "x = 1")
+    assert list(p.rows) == ["load"]  # no redraw while unseen
+    p._view_count = 1
+    assert list(p.rows) == ["load", "later"]
+    assert_rows_match_store(p)
