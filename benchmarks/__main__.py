@@ -16,6 +16,7 @@ from benchmarks._util import Config, machine
 CONCERNS = {
     "step": "step",
     "open": "open_store",
+    "primitives": "primitives",
     "throughput": "throughput",
     "memory": "memory",
     "notebook": "notebook",
