@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
-from resumable import StepFailed, StepState, StepTimeout, UnserializableOutputError
+from resumable import StepFailed, StepState, StepTimeout, UnserializableOutputError, load
 from resumable._context import notebook_run, set_notebook_run
 from resumable._magics import DurableMagics, load_ipython_extension
 from resumable._store import open_store
@@ -426,3 +426,10 @@ def test_traceback_starts_at_the_cell(shell: Any) -> None:
         tb = tb.tb_next
     assert files[-2:] == ["<module>", "helper"]  # the cell, then the function it called
     assert not {"run_sync", "attempt", "_call_with_timeout"} & set(files)  # no engine frames in between
+
+
+def test_notebook_function_loads_as_a_function_outside_the_notebook(shell: Any, store_path: Path) -> None:
+    """resumable.load() of a def from a notebook step gives a callable function, not a wrapper."""
+    step(shell, "define", "def double(x):\n    return 2 * x")
+    loaded = load("r1", "define", "double", store=store_path)
+    assert loaded(21) == 42
