@@ -6,8 +6,9 @@ Format of one payload (inline in the store or in a file beside it)::
     footer = pickle_len (u64) | n (u32) | n * buffer_len (u64) | footer_len (u32) | b"RSMPEND\\n"
 
 Pickle protocol 5 with out-of-band buffers lets numpy and pandas hand over their memory without a
-copy; the in-band stream is written as the pickler produces it. The digest (sha256) covers every
-byte and is computed while writing, so a large payload is read from memory exactly once.
+copy; the in-band stream is written as the pickler produces it. The digest covers every byte: it
+is the sha256 of the sha256 of each 16 MiB chunk, computed by a helper thread while the main thread
+writes, and checked by several threads at once when the payload is loaded.
 Loading a checkpoint is unpickling: only load stores you trust (docs/security.md).
 """
 
@@ -16,19 +17,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import mmap
 import os
 import pickle
+import queue
 import secrets
 import struct
-from collections.abc import Callable
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import cloudpickle
 
 from resumable._records import Blob
 
 CODEC = "cloudpickle-p5"
+CHUNK = 16 * 1024 * 1024
 MAGIC = b"RSMP1\n"
 END = b"RSMPEND\n"
 INLINE_LIMIT = 256 * 1024
@@ -54,27 +59,87 @@ def type_name(value: object) -> str:
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+class _ChunkDigest:
+    """sha256 of the sha256 of each ``CHUNK``-sized piece of the stream, in order.
+
+    The same digest can be checked by several threads at once (one chunk each), which is what
+    makes a restore fast; writing feeds it sequentially.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.current = hashlib.sha256()
+        self.fill = 0
+
+    def feed(self, view: memoryview) -> None:
+        offset = 0
+        while offset < view.nbytes:
+            take = min(CHUNK - self.fill, view.nbytes - offset)
+            self.current.update(view[offset : offset + take])
+            self.fill += take
+            offset += take
+            if self.fill == CHUNK:
+                self.chunks.append(self.current.digest())
+                self.current = hashlib.sha256()
+                self.fill = 0
+
+    def hexdigest(self) -> str:
+        chunks = self.chunks + ([self.current.digest()] if self.fill or not self.chunks else [])
+        return hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL  # noqa: PLW0603 - one small pool per process, created on first large payload
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="resumable-hash")
+    return _POOL
+
+
+def digest_of(view: memoryview) -> str:
+    """The chunked digest of bytes in memory, chunks hashed in parallel (hashlib releases the GIL)."""
+    n = max(1, -(-view.nbytes // CHUNK))
+    if n == 1:
+        return hashlib.sha256(hashlib.sha256(view).digest()).hexdigest()
+    parts = _pool().map(lambda i: hashlib.sha256(view[i * CHUNK : (i + 1) * CHUNK]).digest(), range(n))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
 class _PayloadWriter:
     """Hashes and counts what the pickler writes.
 
-    Small payloads stay in memory (they go inline into the store); past the inline limit the bytes
-    move to a temporary file in the payload folder.
+    Small payloads stay in memory (they go inline into the store). Past the inline limit the bytes
+    move to a temporary file in the payload folder, and hashing moves to a helper thread, so that
+    writing and hashing use both cores instead of taking turns.
     """
 
     def __init__(self, payload_dir: Path) -> None:
         self.payload_dir = payload_dir
-        self.hash = hashlib.sha256()
+        self.digest = _ChunkDigest()
         self.size = 0
         self.memory: io.BytesIO | None = io.BytesIO()
         self.file: io.FileIO | None = None
         self.path: Path | None = None
+        self._queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._hasher: threading.Thread | None = None
+        self._hash_error: BaseException | None = None
 
     def write(self, data: bytes | memoryview | pickle.PickleBuffer) -> int:
         view = memoryview(data).cast("B")
-        if self.memory is not None and self.size + view.nbytes > INLINE_LIMIT:
+        if self.memory is not None:
+            if self.size + view.nbytes <= INLINE_LIMIT:
+                self.digest.feed(view)
+                self.memory.write(view)
+                self.size += view.nbytes
+                return view.nbytes
             self._spill()
-        self.hash.update(view)
-        (self.file or self.memory).write(view)  # type: ignore[union-attr]
+        self._queue.put(view)
+        assert self.file is not None
+        written = 0
+        while written < view.nbytes:  # FileIO.write may write less than asked
+            written += self.file.write(view[written:]) or 0
         self.size += view.nbytes
         return view.nbytes
 
@@ -87,9 +152,23 @@ class _PayloadWriter:
         assert self.memory is not None
         self.file.write(self.memory.getbuffer())
         self.memory = None
+        self._hasher = threading.Thread(target=self._hash_loop, name="resumable-hash-writer", daemon=True)
+        self._hasher.start()
+
+    def _hash_loop(self) -> None:
+        try:
+            while (view := self._queue.get()) is not None:
+                self.digest.feed(view)
+        except BaseException as exc:  # reported by finish()
+            self._hash_error = exc
 
     def finish(self, ok: bool) -> None:
-        """Fsync and close a spilled file; remove it when the write failed."""
+        """Wait for the hasher; fsync and close a spilled file; remove it when the write failed."""
+        if self._hasher is not None:
+            self._queue.put(None)
+            self._hasher.join()
+            if self._hash_error is not None and ok:
+                raise self._hash_error
         if self.file is None:
             return
         try:
@@ -139,7 +218,7 @@ def encode(name: str, value: object, payload_dir: Path, key: bytes | None) -> Bl
         ok = True
     finally:
         out.finish(ok)
-    digest = out.hash.hexdigest()
+    digest = out.digest.hexdigest()
     signature = sign(digest, key)
     if out.memory is not None:
         return Blob(name, CODEC, digest, out.size, out.memory.getvalue(), None, signature)
@@ -161,26 +240,41 @@ def _fsync_dir(path: Path) -> None:
 
 
 def decode(blob_bytes: bytes | None, file: Path | None, digest: str) -> Any:
-    """Read a payload, check its digest, and only then unpickle it."""
+    """Read a payload, check its digest, and only then unpickle it.
+
+    A payload file is mapped copy-on-write rather than read: its out-of-band buffers (numpy and
+    pandas memory) become the restored objects' memory without a copy, and stay writable. Payload
+    files are never modified once renamed into place, so the mapping stays valid.
+    """
     if blob_bytes is not None:
-        if hashlib.sha256(blob_bytes).hexdigest() != digest:
+        view = memoryview(blob_bytes)
+        if digest_of(view) != digest:
             raise DigestMismatch("its bytes no longer match their digest")
-        return _unpickle_memory(memoryview(blob_bytes))
+        return _unpickle(view, copy_buffers=True)
     assert file is not None
     try:
-        f = open(file, "rb")  # noqa: SIM115 - closed below, read in parts
+        fd = os.open(file, os.O_RDONLY)
     except FileNotFoundError:
         raise DigestMismatch(f"its payload file {file.name} is missing") from None
-    with f:
-        return _unpickle_file(f, digest)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise DigestMismatch("its payload file is empty")
+        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+    finally:
+        os.close(fd)
+    view = memoryview(mapped)
+    if digest_of(view) != digest:
+        raise DigestMismatch("its bytes no longer match their digest")
+    return _unpickle(view, copy_buffers=False)
 
 
-def _read_footer(read_tail: Callable[[int], bytes]) -> tuple[int, list[int]]:
-    tail = read_tail(len(END) + 4)
+def _read_footer(view: memoryview) -> tuple[int, list[int]]:
+    tail = bytes(view[-(len(END) + 4) :])
     if len(tail) != len(END) + 4 or not tail.endswith(END):
         raise DigestMismatch("its bytes no longer match their digest")
     (footer_len,) = struct.unpack("<I", tail[:4])
-    footer = read_tail(len(END) + 4 + footer_len)[:footer_len]
+    footer = bytes(view[-(len(END) + 4 + footer_len) : -(len(END) + 4)])
     try:
         pickle_len, n = struct.unpack("<QI", footer[:12])
         lengths = list(struct.unpack(f"<{n}Q", footer[12 : 12 + 8 * n]))
@@ -189,37 +283,14 @@ def _read_footer(read_tail: Callable[[int], bytes]) -> tuple[int, list[int]]:
     return pickle_len, lengths
 
 
-def _unpickle_memory(view: memoryview) -> Any:
-    pickle_len, lengths = _read_footer(lambda n: bytes(view[-n:]))
+def _unpickle(view: memoryview, *, copy_buffers: bool) -> Any:
+    pickle_len, lengths = _read_footer(view)
     start = len(MAGIC)
     stream = view[start : start + pickle_len]
     offset = start + pickle_len
-    buffers = []
+    buffers: list[Any] = []
     for n in lengths:
-        buffers.append(bytearray(view[offset : offset + n]))
+        part = view[offset : offset + n]
+        buffers.append(bytearray(part) if copy_buffers else part)
         offset += n
     return pickle.loads(stream, buffers=buffers)
-
-
-def _unpickle_file(f: IO[bytes], digest: str) -> Any:
-    size = f.seek(0, os.SEEK_END)
-
-    def read_tail(n: int) -> bytes:
-        f.seek(max(0, size - n))
-        return f.read(n)
-
-    pickle_len, lengths = _read_footer(read_tail)
-    f.seek(0)
-    hasher = hashlib.sha256()
-    head = f.read(len(MAGIC) + pickle_len)
-    hasher.update(head)
-    buffers = []
-    for n in lengths:
-        buf = bytearray(n)
-        f.readinto(buf)  # type: ignore[attr-defined]
-        hasher.update(buf)
-        buffers.append(buf)
-    hasher.update(f.read())
-    if hasher.hexdigest() != digest:
-        raise DigestMismatch("its bytes no longer match their digest")
-    return pickle.loads(memoryview(head)[len(MAGIC) :], buffers=buffers)
