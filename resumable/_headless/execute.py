@@ -16,10 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-import re
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -28,24 +25,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from resumable import _config, _headless_params
+from resumable._headless.kernel import check_kernel, client_class, execute_or_interrupt, ipc_config
+from resumable._headless.names import (
+    DEFAULT_MAX_RESTARTS,
+    default_output,
+    pinned_run_id,
+    pipeline_of,
+    resume_command,
+)
+from resumable._headless.notebook import error_output, mark_error, preview, read_notebook, write_notebook
+from resumable._headless.progress import Progress, Tracker
 from resumable._keys import NAME_RULE, is_valid_name, new_run_id
 from resumable._owner import current_owner
-from resumable._records import Event
-from resumable._states import StepState
 from resumable._store import open_store
 from resumable._store.duckdb import DuckDBStore
 from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError
 
-DEFAULT_MAX_RESTARTS = 3
-OUTPUT_SUFFIX = ".resumable.ipynb"
-ERROR_TAG = "resumable-error"
-
 Outcome = Literal["completed", "failed", "kernel_died", "owned"]
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_RUN_LINE = re.compile(r"^\s*%durable_run\b(.*)$", re.MULTILINE)
-_STEP_LINE = re.compile(r"^\s*%%durable_step\b(.*)$")
-_BOOLEAN_FLAGS = frozenset({"--force", "--new", "--rerun", "--quiet"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,107 +98,6 @@ class _Failure:
     traceback: str
 
 
-def default_output(notebook: Path) -> Path:
-    """``analysis.ipynb`` -> ``analysis.resumable.ipynb`` in the same folder."""
-    stem = notebook.name[: -len(".ipynb")] if notebook.name.endswith(".ipynb") else notebook.name
-    return notebook.with_name(stem + OUTPUT_SUFFIX)
-
-
-def step_of(source: str) -> str | None:
-    """The step name of a ``%%durable_step NAME ...`` cell, else None."""
-    first = source.lstrip("\n").split("\n", 1)[0]
-    match = _STEP_LINE.match(first)
-    if match is None:
-        return None
-    return _first_positional(match.group(1))
-
-
-def pinned_run_id(nb: Any) -> str | None:
-    """The run id a notebook names itself with ``%durable_run NAME --run-id ID``, which the magic obeys."""
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for match in _RUN_LINE.finditer(cell.source):
-            tokens = _tokens(match.group(1))
-            for i, arg in enumerate(tokens):
-                if arg == "--run-id" and i + 1 < len(tokens):
-                    return tokens[i + 1]
-                if arg.startswith("--run-id="):
-                    return arg.split("=", 1)[1]
-    return None
-
-
-def pipeline_of(nb: Any, notebook: Path) -> str:
-    """The notebook's ``%durable_run NAME``, else its file stem made into a valid name."""
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for match in _RUN_LINE.finditer(cell.source):
-            name = _first_positional(match.group(1))
-            if name:
-                return name
-    stem = notebook.name.split(".", 1)[0]
-    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip("-.")[:128]
-    return name or "default"
-
-
-def _tokens(arguments: str) -> list[str]:
-    try:
-        return shlex.split(arguments, comments=True)
-    except ValueError:
-        return arguments.split()
-
-
-def _first_positional(arguments: str) -> str | None:
-    skip = False
-    for token in _tokens(arguments):
-        if skip:
-            skip = False
-            continue
-        if token.startswith("-"):
-            skip = "=" not in token and token not in _BOOLEAN_FLAGS
-            continue
-        return token
-    return None
-
-
-def _strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-def _preview(source: str, cell_index: int) -> str:
-    """The first and last five lines of a cell, as nbclient shows a failing cell."""
-    lines = source.splitlines()
-    if len(lines) > 10:
-        lines = [*lines[:5], "...", *lines[-5:]]
-    body = "\n".join(f"    {line}" for line in lines)
-    return f"  cell {cell_index}:\n{body}"
-
-
-def _resume_command(
-    notebook: str,
-    run_id: str,
-    output: str | None,
-    store: str | None,
-    kernel: str | None,
-    max_restarts: int,
-    timeout: float | None,
-) -> str:
-    parts = ["resumable", "execute", notebook]
-    if output is not None:
-        parts += ["-o", output]
-    parts += ["--run-id", run_id]
-    if store is not None:
-        parts += ["--store", store]
-    if kernel is not None:
-        parts += ["--kernel", kernel]
-    if max_restarts != DEFAULT_MAX_RESTARTS:
-        parts += ["--max-restarts", str(max_restarts)]
-    if timeout is not None:
-        parts += ["--timeout", f"{timeout:g}"]
-    return shlex.join(parts)
-
-
 def _choose_run(store: DuckDBStore, pipeline: str, run_id: str | None, new: bool) -> str:
     """``--run-id`` wins; ``--new`` starts a run; otherwise resume the pipeline's latest run."""
     if run_id is not None:
@@ -212,197 +107,6 @@ def _choose_run(store: DuckDBStore, pipeline: str, run_id: str | None, new: bool
         if latest is not None:
             return latest.run_id
     return new_run_id()
-
-
-def _check_kernel(name: str) -> None:
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        KernelSpecManager().get_kernel_spec(name)
-    except NoSuchKernel:
-        known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
-        msg = f"there is no Jupyter kernel named '{name}' (installed: {known}). Pass one of them with --kernel."
-        raise NotebookInputError(msg) from None
-
-
-def _read_notebook(path: Path) -> Any:
-    if not path.is_file():
-        msg = f"notebook '{path}' does not exist or is not a file. Pass the path of an .ipynb file."
-        raise NotebookInputError(msg)
-    import nbformat  # after the check: importing it takes most of a second
-
-    try:
-        return nbformat.read(path, as_version=4)
-    except Exception as exc:  # nbformat raises json, validation and OS errors alike
-        msg = f"'{path}' cannot be read as a Jupyter notebook ({type(exc).__name__}: {exc})."
-        raise NotebookInputError(msg) from None
-
-
-def _write_notebook(nb: Any, path: Path, like: Path) -> None:
-    """Temp file, then rename: a crash never leaves half a notebook behind. Readable as ``like`` is."""
-    import nbformat
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-        Path(tmp).chmod(like.stat().st_mode & 0o777)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _ipc_config(socket_dir: str) -> Any:
-    """Kernels listen on Unix sockets in a private folder, not on TCP ports anyone local can reach."""
-    from traitlets.config import Config
-
-    config = Config()
-    if sys.platform != "win32":
-        config.KernelManager.transport = "ipc"
-        config.KernelManager.ip = str(Path(socket_dir) / "kernel")
-    return config
-
-
-class _Progress:
-    """A tqdm bar over a pass's code cells, with a line per step saying executed or restored."""
-
-    def __init__(self, enabled: bool, pipeline: str, run_id: str) -> None:
-        self.enabled = enabled
-        self.pipeline = pipeline
-        self.run_id = run_id
-        self.bar: Any = None
-
-    def start_pass(self, number: int, total: int, max_restarts: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        desc = f"{self.pipeline} [{self.run_id}]" if number == 1 else f"pass {number}/{max_restarts + 1}"
-        self.bar = tqdm(total=total, desc=desc, unit="cell", file=sys.stderr, leave=True, dynamic_ncols=True)
-
-    def cell_done(self, executed: int, restored: int) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"steps: {executed} executed, {restored} restored", refresh=False)
-            self.bar.update(1)
-
-    def say(self, line: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
-    def end_pass(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class _Tracker:
-    """nbclient hooks: which steps each cell executed or restored, read from the store's event log.
-
-    The newest event number is read once when the pass starts; after each code cell, one read of
-    the run's newer events says what the cell did, and its newest number is the next cell's
-    starting point. A ``start`` or ``retry`` event means the step executed in this pass; a
-    ``%%durable_step`` cell that succeeded without any event of its step was restored (the magic
-    either restores or starts the step, and starting is always logged). The store is released
-    right after each read so the kernel never waits for this process.
-    """
-
-    def __init__(self, store: DuckDBStore, run_id: str, progress: _Progress) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.progress = progress
-        self.executed: list[str] = []
-        self.restored: list[str] = []
-        self.cell_index: int | None = None
-        self.step: str | None = None
-        self.before = store.last_event_seq()
-        self.store.close()
-        self.started = 0.0
-
-    def on_cell_start(self, cell: Any, cell_index: int) -> None:
-        if cell.cell_type != "code" or not cell.source.strip():
-            return
-        self.cell_index = cell_index
-        self.step = step_of(cell.source)
-        self.started = time.perf_counter()
-
-    def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any = None) -> None:
-        if cell.cell_type != "code" or not cell.source.strip():
-            return
-        self.classify(cell, ending="ok")
-
-    def _new_events(self) -> list[Event]:
-        events = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
-        self.store.close()
-        if events:
-            self.before = max(e.seq for e in events)
-        return events
-
-    def classify(self, cell: Any, *, ending: Literal["ok", "failed", "kernel_died"]) -> None:
-        """Record what this cell did to its steps, in the progress output and the cell's metadata."""
-        events = self._new_events()
-        statuses: dict[str, str] = {}
-        for event in events:
-            if event.transition in ("start", "retry"):
-                statuses[event.step] = "running"
-            elif event.step in statuses and event.target == StepState.COMPLETED.value:
-                statuses[event.step] = "executed"
-            elif event.step in statuses and event.target == StepState.FAILED.value:
-                statuses[event.step] = "failed"
-        if self.step is not None and self.step not in statuses and ending == "ok":
-            statuses[self.step] = "restored"
-        seconds = time.perf_counter() - self.started
-        unfinished = "kernel died" if ending == "kernel_died" else "failed"
-        for name in list(statuses):
-            if statuses[name] == "running":  # never finished: the kernel died, or the cell stopped first
-                statuses[name] = unfinished
-            status = statuses[name]
-            if status == "executed":
-                self.executed.append(name)
-            elif status == "restored":
-                self.restored.append(name)
-            timing = f" in {seconds:.2f} s" if status == "executed" else ""
-            self.progress.say(f"  step '{name}': {status}{timing}")
-        if self.step is not None and self.step not in statuses:
-            statuses[self.step] = unfinished
-        if statuses:
-            cell.metadata["resumable"] = {"steps": statuses}
-        if ending == "ok":
-            self.progress.cell_done(len(self.executed), len(self.restored))
-
-
-def _error_output(cell: Any) -> tuple[str, str, str] | None:
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            tb = _strip_ansi("\n".join(output.get("traceback", [])))
-            return output.get("ename", "Error"), _strip_ansi(output.get("evalue", "")), tb
-    return None
-
-
-def _mark_error(nb: Any, cell_index: int | None, headline: str, resume: str) -> None:
-    """Papermill's banner-and-anchor cells: a banner at the top links to a marker above the failing cell."""
-    import nbformat
-
-    anchor = '<span id="resumable-error-cell"></span>'
-    if cell_index is not None:
-        marker = nbformat.v4.new_markdown_cell(
-            f'{anchor}<span style="color:red; font-size:1.5em;">resumable stopped here:</span> {headline}',
-            metadata={"tags": [ERROR_TAG]},
-        )
-        nb.cells.insert(cell_index, marker)
-    link = '<a href="#resumable-error-cell">below</a>' if cell_index is not None else "in this notebook"
-    banner = nbformat.v4.new_markdown_cell(
-        f'<span style="color:red; font-size:1.5em;">resumable execute did not finish</span> '
-        f"(the error is marked {link}).\n\n{headline}\n\nCompleted steps are checkpointed. Resume the run with:\n\n"
-        f"```\n{resume}\n```",
-        metadata={"tags": [ERROR_TAG]},
-    )
-    nb.cells.insert(0, banner)
 
 
 @dataclass
@@ -419,51 +123,7 @@ class _Job:
     cwd: Path
     timeout: float | None
     socket_dir: str
-    progress: _Progress
-
-
-ALIVE_POLL_S = 0.1
-
-
-def _client_class() -> Any:
-    """The NotebookClient of nbclient, noticing a dead kernel within 0.1 s instead of 1 s.
-
-    nbclient checks a running cell's kernel once a second; after a crash that second is most of
-    what a restart costs beyond starting the new kernel. The check is a ``poll()`` of the kernel
-    process, so doing it ten times as often costs nothing measurable. If nbclient renames this
-    private hook, the override is simply unused and detection falls back to nbclient's pace.
-    """
-    import asyncio
-
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
-
-    class _Client(NotebookClient):  # type: ignore[misc]
-        async def _async_poll_kernel_alive(self) -> None:
-            while True:
-                await asyncio.sleep(ALIVE_POLL_S)
-                try:
-                    await self._async_check_alive()
-                except DeadKernelError:
-                    if self.task_poll_for_reply is not None:
-                        self.task_poll_for_reply.cancel()
-                    return
-
-    return _Client
-
-
-def _execute_or_interrupt(client: Any, env: dict[str, str]) -> None:
-    """Run the client; a SIGINT or SIGTERM is a KeyboardInterrupt, never a kernel death to restart from.
-
-    nbclient answers those signals by shutting the kernel down, which looks like a dead kernel.
-    """
-    try:
-        client.execute(env=env)
-    except BaseException:
-        # nbclient sets this attribute only in its SIGINT/SIGTERM handler.
-        if getattr(client, "_async_cleanup_kernel_future", None) is not None:
-            raise KeyboardInterrupt from None
-        raise
+    progress: Progress
 
 
 def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassReport, _Failure | None]:
@@ -472,12 +132,12 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
 
     nb = copy.deepcopy(job.source_nb)
     _headless_params.inject(nb, job.params)
-    tracker = _Tracker(job.store, job.run_id, job.progress)
-    client = _client_class()(
+    tracker = Tracker(job.store, job.run_id, job.progress)
+    client = client_class()(
         nb,
         timeout=math.ceil(job.timeout) if job.timeout is not None else None,
         kernel_name=job.kernel,
-        config=_ipc_config(job.socket_dir),
+        config=ipc_config(job.socket_dir),
         resources={"metadata": {"path": str(job.cwd)}},
         on_cell_start=tracker.on_cell_start,
         on_cell_executed=tracker.on_cell_executed,
@@ -488,7 +148,7 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
     outcome: Literal["completed", "failed", "kernel_died"] = "completed"
     failure: _Failure | None = None
     try:
-        _execute_or_interrupt(client, env)
+        execute_or_interrupt(client, env)
     except DeadKernelError:
         outcome = "kernel_died"
     except CellControlSignal as exc:  # a raising cell, or a cell past --timeout
@@ -496,7 +156,7 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         index = tracker.cell_index if tracker.cell_index is not None else 0
         cell = nb.cells[index]
         tracker.classify(cell, ending="failed")
-        found = _error_output(cell)
+        found = error_output(cell)
         if isinstance(exc, CellTimeoutError) or found is None:
             # The kernel may still report the interrupt that stopped the cell; the cause is the timeout.
             limit = f"{job.timeout:g} s" if job.timeout is not None else "its time limit"
@@ -615,9 +275,9 @@ def execute_notebook(
     if out_path.absolute() == nb_path.absolute():
         msg = f"the output '{out_path}' is the input notebook; pick another path so the input stays as written."
         raise NotebookInputError(msg)
-    source_nb = _read_notebook(nb_path)
+    source_nb = read_notebook(nb_path)
     kernel_name = kernel or source_nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    _check_kernel(kernel_name)
+    check_kernel(kernel_name)
     given = _headless_params.checked(params or {})
     pipeline = pipeline_of(source_nb, nb_path)
     pinned = pinned_run_id(source_nb)
@@ -638,14 +298,14 @@ def execute_notebook(
     me = current_owner()
     opened.claim_run(chosen, me)  # RunOwnedError when a live process runs a step; reaps dead owners
     opened.release_run(chosen, me)  # the kernel, not this process, owns the steps it runs
-    resume = _resume_command(
+    resume = resume_command(
         os.fspath(notebook), chosen, os.fspath(output) if output is not None else None,
         os.fspath(store) if store is not None else None, kernel, max_restarts, timeout,
     )  # fmt: skip
     job = _Job(
         source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
         Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
-        tempfile.mkdtemp(prefix="resumable-kernel-"), _Progress(progress, pipeline, chosen),
+        tempfile.mkdtemp(prefix="resumable-kernel-"), Progress(progress, pipeline, chosen),
     )  # fmt: skip
     try:
         final_nb, passes, failure = _execute_passes(job, max_restarts)
@@ -696,16 +356,16 @@ def _finish(
             outcome = "owned"
         error = NotebookExecutionError(
             failure.cell_index, failure.ename, failure.evalue, failure.traceback, failure.step,
-            preview=_preview(nb.cells[failure.cell_index].source, failure.cell_index),
+            preview=preview(nb.cells[failure.cell_index].source, failure.cell_index),
             output=str(out_path), resume_command=resume,
         )  # fmt: skip
-        _mark_error(nb, failure.cell_index, f"{failure.ename}: {failure.evalue}", resume)
+        mark_error(nb, failure.cell_index, f"{failure.ename}: {failure.evalue}", resume)
     elif last.outcome == "kernel_died":
         error = KernelDiedError(
             job.run_id, len(passes) - 1, step=last.step, cell_index=last.cell_index,
             resume_command=resume, output=str(out_path),
         )  # fmt: skip
-        _mark_error(nb, last.cell_index, str(error).split(". ", 1)[0] + ".", resume)
+        mark_error(nb, last.cell_index, str(error).split(". ", 1)[0] + ".", resume)
     nb.metadata["resumable"] = {
         "run_id": job.run_id,
         "pipeline": job.pipeline,
@@ -715,7 +375,7 @@ def _finish(
         "steps_executed": list(last.executed),
         "steps_restored": list(last.restored),
     }
-    _write_notebook(nb, out_path, nb_path)
+    write_notebook(nb, out_path, nb_path)
     result = ExecutionResult(
         run_id=job.run_id,
         pipeline=job.pipeline,
