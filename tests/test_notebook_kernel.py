@@ -22,6 +22,8 @@ from nbclient.exceptions import DeadKernelError
 from resumable import StepState
 from resumable._store import open_store
 
+pytestmark = pytest.mark.slow  # real kernels: seconds each, still run by default
+
 QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
 CHECK = 'print("CHECK", type(orders).__name__, orders.to_json(), repr(total))'
 
