@@ -339,3 +339,28 @@ def test_ctrl_c_stops_the_run_instead_of_restarting_the_kernel(tmp_path: Path) -
     assert "resumable execute long.ipynb --run-id r1" in err
     kernel = int(pid_file.read_text())
     assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_second_executor_of_the_same_run_exits_4_at_once(tmp_path: Path) -> None:
+    """While one `resumable execute` runs a run, a second one of the same run stops with exit 4, naming the first."""
+    nb = write_nb(
+        tmp_path / "long.ipynb", "import os, time\nopen('kernel.pid', 'w').write(f'{os.getpid()}\\n')", "time.sleep(60)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "resumable", "execute", nb.name, "--run-id", "r1", "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        pid_file = tmp_path / "kernel.pid"
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
+            assert time.monotonic() < deadline, "the first executor's kernel never started"
+            time.sleep(0.02)
+        second = cli("execute", nb.name, "--run-id", "r1", "--quiet", cwd=tmp_path)
+        assert second.returncode == 4
+        assert f"run 'r1' of pipeline 'long' is owned by another live process (pid {first.pid} " in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130

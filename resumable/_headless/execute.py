@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from resumable import _config, _headless_params
 from resumable._headless.kernel import check_kernel, client_class, execute_or_interrupt, ipc_config
+from resumable._headless.lock import executor_lock
 from resumable._headless.names import (
     DEFAULT_MAX_RESTARTS,
     default_output,
@@ -295,26 +296,27 @@ def execute_notebook(
     existing = opened.get_run(chosen)
     merged = {**(existing.params if existing is not None else {}), **given}
     opened.open_run(chosen, pipeline, merged)  # ParameterMismatchError lists the differences
-    me = current_owner()
-    opened.claim_run(chosen, me)  # RunOwnedError when a live process runs a step; reaps dead owners
-    opened.release_run(chosen, me)  # the kernel, not this process, owns the steps it runs
     resume = resume_command(
         os.fspath(notebook), chosen, os.fspath(output) if output is not None else None,
         os.fspath(store) if store is not None else None, kernel, max_restarts, timeout,
     )  # fmt: skip
-    job = _Job(
-        source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
-        Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
-        tempfile.mkdtemp(prefix="resumable-kernel-"), Progress(progress, pipeline, chosen),
-    )  # fmt: skip
-    try:
-        final_nb, passes, failure = _execute_passes(job, max_restarts)
-    except KeyboardInterrupt:
-        job.progress.say(f"interrupted; completed steps are checkpointed. Resume the run with:\n  {resume}")
-        raise
-    finally:
-        shutil.rmtree(job.socket_dir, ignore_errors=True)
-    return _finish(job, nb_path, out_path, final_nb, passes, failure, resume, started, raise_on_error)
+    with executor_lock(store_path, chosen, pipeline):  # RunOwnedError when another executor runs it
+        me = current_owner()
+        opened.claim_run(chosen, me)  # RunOwnedError when a live process runs a step; reaps dead owners
+        opened.release_run(chosen, me)  # the kernel, not this process, owns the steps it runs
+        job = _Job(
+            source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
+            Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
+            tempfile.mkdtemp(prefix="resumable-kernel-"), Progress(progress, pipeline, chosen),
+        )  # fmt: skip
+        try:
+            final_nb, passes, failure = _execute_passes(job, max_restarts)
+        except KeyboardInterrupt:
+            job.progress.say(f"interrupted; completed steps are checkpointed. Resume the run with:\n  {resume}")
+            raise
+        finally:
+            shutil.rmtree(job.socket_dir, ignore_errors=True)
+        return _finish(job, nb_path, out_path, final_nb, passes, failure, resume, started, raise_on_error)
 
 
 def _execute_passes(job: _Job, max_restarts: int) -> tuple[Any, list[PassReport], _Failure | None]:
