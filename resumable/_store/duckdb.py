@@ -85,7 +85,6 @@ class _RunView:
     """What one query tells about a run and one of its steps (None fields: the step does not exist)."""
 
     pipeline: str
-    step_count: int
     state: str | None
     attempts: int | None
     source_digest: str | None
@@ -505,16 +504,9 @@ class DuckDBStore:
         Running steps of dead owners become ``interrupted`` on the way. Returns what the one query
         behind this learned about the run and ``step``, so callers need no second round trip.
         """
+        # Two plain point queries: DuckDB plans correlated subqueries far more slowly (8 ms vs 1 ms).
         row = con.execute(
-            """SELECT r.pipeline, r.owner_host, r.owner_pid, r.owner_started, r.owner_kernel,
-                      (SELECT list({'step': x.step, 'attempts': x.attempts, 'host': x.owner_host, 'pid': x.owner_pid,
-                                    'started': x.owner_started, 'kernel': x.owner_kernel})
-                         FROM steps x WHERE x.run_id = r.run_id AND x.state = 'running'),
-                      (SELECT count(*) FROM steps x WHERE x.run_id = r.run_id),
-                      s.state, s.attempts, s.source_digest, s.outputs, s.finished_at
-               FROM runs r LEFT JOIN steps s ON s.run_id = r.run_id AND s.step = ?
-               WHERE r.run_id = ?""",
-            [step, run_id],
+            "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
         ).fetchone()
         if row is None:
             raise CheckpointNotFoundError(f"run '{run_id}' does not exist in store '{self.path}'.")
@@ -524,20 +516,31 @@ class DuckDBStore:
             if is_alive(holder):
                 raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, _clock(holder.started), None)
             con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
-        state = row[7]
-        for running in row[5] or []:
-            owner = _owner_from(running["host"], running["pid"], running["started"], running["kernel"])
+        rows = con.execute(
+            """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
+                      outputs, finished_at
+               FROM steps WHERE run_id = ? AND (step = ? OR state = 'running')""",
+            [run_id, step],
+        ).fetchall()
+        mine = next((r for r in rows if r[0] == step), None)
+        state = mine[1] if mine else None
+        for name, running_state, _, *owner_cols in (r[:7] for r in rows):
+            if running_state != StepState.RUNNING.value:
+                continue
+            owner = _owner_from(*owner_cols)
             if owner is not None and _same_process(owner, me):
                 continue
             if owner is not None and is_alive(owner):
-                raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, _clock(owner.started), running["step"])
+                raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, _clock(owner.started), name)
             self._transition(
-                con, run_id, running["step"], StepState.RUNNING, StepState.INTERRUPTED, me,
+                con, run_id, name, StepState.RUNNING, StepState.INTERRUPTED, me,
                 f"owner {owner.describe() if owner else 'unknown'} is gone",
             )  # fmt: skip
-            if running["step"] == step:
+            if name == step:
                 state = StepState.INTERRUPTED.value
-        return _RunView(pipeline, int(row[6]), state, row[8], row[9], row[10], row[11])
+        if mine is None:
+            return _RunView(pipeline, None, None, None, None, None)
+        return _RunView(pipeline, state, mine[2], mine[7], mine[8], mine[9])
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> None:
         """Mark steps whose owner died ``interrupted`` (what a CLI or panel does before showing a run)."""
@@ -636,8 +639,9 @@ class DuckDBStore:
                     """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options,
                                           owner_host, owner_pid, owner_started, owner_kernel, started_at, outputs,
                                           output_bytes)
-                       VALUES (?, ?, ?, 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0)""",
-                    [req.run_id, req.step, view.step_count, *common, *owner_params],
+                       SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0
+                       FROM steps WHERE run_id = ?""",
+                    [req.run_id, req.step, *common, *owner_params, req.run_id],
                 )
                 event = (
                     req.run_id,
