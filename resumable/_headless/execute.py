@@ -6,9 +6,8 @@ restore from their checkpoints; the first unfinished step executes. A kernel tha
 memory, ``os._exit``, a SIGKILL) starts the next pass, up to ``max_restarts``; a cell that raises
 ends the run with the exact command that resumes it.
 
-Whether a step executed or was restored is read from the store, not from the cell's output: the
-store's newest event number is noted before each cell, and a ``start`` or ``retry`` event of the
-step after that number means the step executed in this pass.
+Whether a step executed or was restored is read from the store's event log, not from the cell's
+output (see ``progress.Tracker``). Parameters are parsed and injected by ``_headless_params``.
 """
 
 from __future__ import annotations
