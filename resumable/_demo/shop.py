@@ -126,7 +126,7 @@ class ShopServer:
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:8765``."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def ledger(self) -> Ledger:
