@@ -316,51 +316,35 @@ def test_a_notebook_that_pins_its_run_id_cannot_run_as_another(tmp_path: Path, s
     assert _headless.pinned_run_id(nbformat.read(nb, as_version=4)) == "fixed"
 
 
-def test_ctrl_c_stops_the_run_instead_of_restarting_the_kernel(tmp_path: Path) -> None:
-    """SIGINT to `resumable execute` ends it with exit 130 and the resume command; the kernel is gone."""
-    nb = write_nb(
-        tmp_path / "long.ipynb", "import os, time\nopen('kernel.pid', 'w').write(f'{os.getpid()}\\n')", "time.sleep(60)"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "resumable", "execute", nb.name, "--run-id", "r1"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    pid_file = tmp_path / "kernel.pid"
+def wait_for_pid(pid_file: Path) -> int:
     deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
         assert time.monotonic() < deadline, "the kernel never started"
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "pass 2" not in err  # no restart
-    assert "interrupted; completed steps are checkpointed. Resume the run with:" in err
-    assert "resumable execute long.ipynb --run-id r1" in err
-    kernel = int(pid_file.read_text())
-    assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
+    return int(pid_file.read_text())
 
 
-def test_a_second_executor_of_the_same_run_exits_4_at_once(tmp_path: Path) -> None:
-    """While one `resumable execute` runs a run, a second one of the same run stops with exit 4, naming the first."""
+def test_one_executor_per_run_and_ctrl_c_stops_without_a_restart(tmp_path: Path) -> None:
+    """While `resumable execute` runs a run, a second one of that run exits 4 naming the first; Ctrl-C then
+    stops the first with exit 130 and the resume command, without restarting its kernel."""
     nb = write_nb(
         tmp_path / "long.ipynb", "import os, time\nopen('kernel.pid', 'w').write(f'{os.getpid()}\\n')", "time.sleep(60)"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")}
     first = subprocess.Popen(
-        [sys.executable, "-m", "resumable", "execute", nb.name, "--run-id", "r1", "--quiet"],
+        [sys.executable, "-m", "resumable", "execute", nb.name, "--run-id", "r1"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        pid_file = tmp_path / "kernel.pid"
-        deadline = time.monotonic() + 60
-        while not (pid_file.exists() and pid_file.read_text().endswith("\n")):
-            assert time.monotonic() < deadline, "the first executor's kernel never started"
-            time.sleep(0.02)
+        kernel = wait_for_pid(tmp_path / "kernel.pid")
         second = cli("execute", nb.name, "--run-id", "r1", "--quiet", cwd=tmp_path)
         assert second.returncode == 4
         assert f"run 'r1' of pipeline 'long' is owned by another live process (pid {first.pid} " in second.stderr
     finally:
         first.send_signal(signal.SIGINT)
-        first.communicate(timeout=60)
+        _, err = first.communicate(timeout=60)
     assert first.returncode == 130
+    assert "pass 2" not in err  # no restart
+    assert "interrupted; completed steps are checkpointed. Resume the run with:" in err
+    assert "resumable execute long.ipynb --run-id r1" in err
+    assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
