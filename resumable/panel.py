@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import types
 import weakref
 from typing import Any
@@ -41,6 +42,8 @@ from resumable.errors import CheckpointNotFoundError, ResumableError
 from resumable.pipeline import check_name
 
 POLL_S = 2.0
+MIN_REDRAW_S = 0.1  # listener-driven redraws at most ten times a second ...
+REDRAW_SHARE = 0.2  # ... and at most a fifth of the time, so quick steps stay quick beside a large run
 NO_SOURCE_TIP = (
     "This step was defined in Python (@pipe.step or run.step), so there is no cell to run from here. "
     "Run the Python code again to retry it."
@@ -48,10 +51,11 @@ NO_SOURCE_TIP = (
 
 
 class _Poller:
-    """One daemon thread per process that watches the stores of every open panel.
+    """One daemon thread per process that redraws panels and watches the stores of every open one.
 
-    However many panels are open (a cell re-run leaves the old one alive until it is closed), each
-    store is asked for ``last_event_seq()`` once per tick; the thread ends when the last panel closes.
+    Engine listeners only mark a panel dirty and wake this thread, so a step never waits for a
+    redraw and a burst of quick steps costs one redraw. However many panels are open, each store is
+    asked for ``last_event_seq()`` once per tick; the thread ends when the last panel closes.
     """
 
     def __init__(self) -> None:
@@ -72,35 +76,57 @@ class _Poller:
             self._panels.discard(panel)
         self._wake.set()
 
+    def wake(self) -> None:
+        """Redraw the dirty panels now."""
+        self._wake.set()
+
     @property
     def thread(self) -> threading.Thread | None:
-        """The polling thread, while one runs."""
+        """The thread, while one runs."""
         return self._thread
 
     def _loop(self) -> None:
+        next_poll = time.monotonic()
+        last_redraw, cost = 0.0, 0.0
         while True:
             with self._lock:
                 panels = [p for p in self._panels if not p.closed]
                 if not panels:
                     self._thread = None
                     return
-            interval = min(p.poll_s for p in panels if p.poll_s is not None) if panels else POLL_S
-            self._wake.wait(interval)
+            intervals = [p.poll_s for p in panels if p.poll_s is not None]
+            self._wake.wait(max(0.0, next_poll - time.monotonic()) if intervals else None)
             self._wake.clear()
-            seqs: dict[str, int | BaseException] = {}
-            for panel in panels:
-                if panel.closed:
-                    continue
+            if any(p.dirty for p in panels):
+                gap = max(MIN_REDRAW_S, cost / REDRAW_SHARE)
+                time.sleep(max(0.0, last_redraw + gap - time.monotonic()))  # gather a burst of changes
+                last_redraw = time.monotonic()
+                for panel in panels:
+                    if panel.dirty and not panel.closed:
+                        panel.redraw_soon()
+                cost = time.monotonic() - last_redraw
+            if intervals and time.monotonic() >= next_poll:
+                self._poll([p for p in panels if p.poll_s is not None])
+                next_poll = time.monotonic() + min(intervals)
+
+    @staticmethod
+    def _poll(panels: list[StepPanel]) -> None:
+        seqs: dict[str, int | BaseException] = {}
+        for panel in panels:
+            try:
                 store = panel.store_if_known()
-                if store is None:
-                    continue
-                key = str(store.path)
-                if key not in seqs:
-                    try:
-                        seqs[key] = store.last_event_seq()
-                    except Exception as exc:  # never into the kernel: the panel shows it
-                        seqs[key] = exc
-                panel.poll_tick(seqs[key])
+            except Exception as exc:  # never into the kernel: the panel shows it
+                panel.poll_tick(exc)
+                continue
+            if store is None or panel.closed:
+                continue
+            key = str(store.path)
+            if key not in seqs:
+                try:
+                    seqs[key] = store.last_event_seq()
+                except Exception as exc:
+                    seqs[key] = exc
+            panel.poll_tick(seqs[key])
 
 
 _POLLER = _Poller()
@@ -112,6 +138,7 @@ class StepRow:
     def __init__(self, panel: StepPanel, step: str) -> None:
         self.step = step
         self.state: StepState | None = None  # the state drawn, always a value read from the store
+        self._drawn: tuple[StepStatus, str | None] | None = None
         self.badge = widgets.HTML(layout=widgets.Layout(width="8em"))
         self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", overflow="hidden"))
         self.retry = widgets.Button(description="Retry", icon="repeat", button_style="warning")
@@ -142,6 +169,9 @@ class StepRow:
 
     def draw(self, status: StepStatus, why_not_runnable: str | None) -> None:
         """Show ``status``; offer each button only where the transition table allows its action."""
+        if self._drawn == (status, why_not_runnable):
+            return  # unchanged: setting the same traits again would still cost time on every redraw
+        self._drawn = (status, why_not_runnable)
         self.state = status.state
         self.badge.value = fmt.badge(status.state.value)
         self.info.value = fmt.step_info(status)
@@ -214,7 +244,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._shell = shell
         self._owner = current_owner()
         self._lock = threading.RLock()
-        self._dirty = False
+        self.dirty = False  # a redraw is due (set by listeners, done by the poll thread)
         self._seen_seq = -1
         self._running_elsewhere = False
         self._poll_failed = False
@@ -255,8 +285,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         except BaseException:
             self.close()
             raise
-        if poll_s is not None:
-            _POLLER.add(self)
+        _POLLER.add(self)
 
     # ------------------------------------------------------------------ reading the store
 
@@ -274,7 +303,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
     def refresh(self) -> None:
         """Re-read the run and its steps from the store and redraw every row."""
         with self._lock:
-            self._dirty = False
+            self.dirty = False
             self._redraw()
 
     def _refresh_all(self) -> None:
@@ -283,7 +312,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             store = self.store_if_known()
             if store is not None and self.run_id is not None:
                 store.reap_dead_owners(self.run_id, self._owner)
-            self._dirty = False
+            self.dirty = False
             self._redraw(runs=True)
 
     def _redraw(self, *, runs: bool = False) -> None:
@@ -383,27 +412,32 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         if change["new"]:
             self._was_viewed = True
             if not change["old"]:
-                self._request_refresh()  # shown again: catch up with what happened meanwhile
+                self.dirty = True  # shown again: catch up with what happened meanwhile
+                _POLLER.wake()
 
     def _on_event(self, event: _engine.StepEvent) -> None:
-        """Engine listener: a step changed in this process, so redraw from the store now."""
+        """Engine listener: a step changed in this process; the poll thread redraws from the store at once."""
         if self.closed or not self.watched:
             return
         if event.run_id != self.run_id and not self._follow:
             return
-        self._request_refresh()
+        self.dirty = True
+        _POLLER.wake()
 
-    def _request_refresh(self) -> None:
-        """Redraw unless another thread is redrawing; that thread then redraws once more."""
-        self._dirty = True
-        while self._dirty and not self.closed:
-            if not self._lock.acquire(blocking=False):
-                return
-            try:
-                self._dirty = False
-                self._guarded(self._redraw)
-            finally:
-                self._lock.release()
+    def redraw_soon(self) -> None:
+        """Redraw from the store (the poll thread calls this); never raises.
+
+        When an action holds the panel, it redraws when it ends, and the panel stays dirty so the
+        next tick looks again.
+        """
+        self.dirty = True
+        if self.closed or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self.dirty = False
+            self._guarded(self._redraw)
+        finally:
+            self._lock.release()
 
     def poll_tick(self, seq: int | BaseException) -> None:
         """Called by the shared poll thread: redraw when the store changed; never raises."""
@@ -428,7 +462,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         except Exception:  # the next tick tries again; the panel must not raise here
             pass
         if seq != self._seen_seq:
-            self._request_refresh()
+            self.redraw_soon()
 
     def _guarded(self, action: Any) -> bool:
         """Run ``action``; show our errors in the panel instead of raising them into the kernel."""
