@@ -69,7 +69,9 @@ def measure(folder: str, size: int) -> dict[str, Any]:
     kc.stop_channels()
     km.shutdown_kernel(now=True)
     execute = resumable.execute_notebook  # type: ignore[attr-defined]
-    execute(str(nb), str(out), run_id=RUN_ID, store=store, max_restarts=1, progress=False)
+    # The kernel runs in the checkout being measured, so it imports the same resumable as this process.
+    root = str(Path(__file__).resolve().parent.parent)
+    execute(str(nb), str(out), run_id=RUN_ID, store=store, max_restarts=1, progress=False, cwd=root)
     ended = time.time()
     died = float(marker.read_text())
     # The second pass's stamps: first cell, after the durable step, last cell.
