@@ -122,7 +122,8 @@ class _PayloadWriter:
         self.memory: io.BytesIO | None = io.BytesIO()
         self.file: io.FileIO | None = None
         self.path: Path | None = None
-        self._queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        # Bounded, so the pickler's frames waiting to be hashed never add up to a copy of the value.
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=32)
         self._hasher: threading.Thread | None = None
         self._hash_error: BaseException | None = None
 
