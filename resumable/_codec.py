@@ -157,11 +157,13 @@ class _PayloadWriter:
         self._hasher.start()
 
     def _hash_loop(self) -> None:
-        try:
-            while (view := self._queue.get()) is not None:
-                self.digest.feed(view)
-        except BaseException as exc:  # reported by finish()
-            self._hash_error = exc
+        # Keeps draining after an error so the writer never blocks on a full queue.
+        while (view := self._queue.get()) is not None:
+            if self._hash_error is None:
+                try:
+                    self.digest.feed(view)
+                except BaseException as exc:  # reported by finish()
+                    self._hash_error = exc
 
     def finish(self, ok: bool) -> None:
         """Wait for the hasher; fsync and close a spilled file; remove it when the write failed."""
