@@ -1,10 +1,9 @@
-"""DuckDBStore: the only module that imports duckdb or holds SQL.
+"""DuckDBStore: runs, steps, events and checkpoints in one DuckDB file.
 
-DuckDB lets one process at a time hold the database file, and a connect costs about 15 ms. The
-store therefore opens the file for a transaction and keeps it open only for a short idle time
-(``idle_close_s``) and never longer than ``max_hold_s`` in one stretch, so a CLI or a panel in
-another process gets in within about a second even during a run of many quick steps. A locked
-file is retried with backoff up to ``lock_timeout_s`` and then reported with the holder's pid.
+Together with ``connection.py`` (holding the file briefly), ``rows.py`` (rows to records) and
+``schema.py``, this package is the only place that imports duckdb or holds SQL. Every public
+method is one transaction; quick steps of a run this process owns are committed in groups
+(``journal.py``).
 """
 
 from __future__ import annotations
@@ -12,15 +11,11 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import random
-import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +24,22 @@ import duckdb
 from resumable import _codec, _config
 from resumable._owner import is_alive
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
-from resumable._states import StepState, Transition, check_transition
+from resumable._states import StepState, check_transition
 from resumable._store.base import Begin, CheckpointRef, GcReport, StepRequest
-from resumable._store.journal import GROUP_COMMIT_S, PendingStep, RunJournal, utc_now
+from resumable._store.connection import FileConnection
+from resumable._store.journal import GROUP_COMMIT_S, RunJournal
+from resumable._store.rows import (
+    STEP_COLUMNS,
+    RunView,
+    clock,
+    log_events,
+    owner_from,
+    param_differences,
+    run_state,
+    same_process,
+    status_from,
+    write_quick_steps,
+)
 from resumable._store.schema import MIGRATIONS, SCHEMA_VERSION
 from resumable.errors import (
     CheckpointIntegrityError,
@@ -40,68 +48,11 @@ from resumable.errors import (
     RunOwnedError,
     SchemaVersionError,
     StoreError,
-    StoreLockedError,
-    StorePathError,
 )
 
 # A run's last change is its newest event: derived, so the per-step path writes one row less.
 _UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
-_LOCK_PID = re.compile(r"\(PID (\d+)\)")
-_STEP_COLUMNS = (
-    "run_id, step, state, attempts, seq, started_at, finished_at, duration_s, output_bytes, outputs, reads, "
-    "error, traceback, source, owner_host, owner_pid, owner_started, owner_kernel, options, source_digest"
-)
-
-
-def _owner_from(host: str | None, pid: int | None, started: float | None, kernel: str | None) -> Owner | None:
-    if host is None or pid is None:
-        return None
-    return Owner(host, int(pid), float(started or 0.0), kernel)
-
-
-def _status_from(row: Sequence[Any]) -> StepStatus:
-    return StepStatus(
-        run_id=row[0],
-        step=row[1],
-        state=StepState(row[2]),
-        attempts=row[3],
-        seq=row[4],
-        started_at=row[5],
-        finished_at=row[6],
-        duration_s=row[7],
-        output_bytes=row[8],
-        outputs=tuple(json.loads(row[9])),
-        reads=tuple(json.loads(row[10])),
-        error=row[11],
-        traceback=row[12],
-        source=row[13],
-        owner=_owner_from(row[14], row[15], row[16], row[17]),
-        options=json.loads(row[18]),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _RunView:
-    """What one query tells about a run and one of its steps (None fields: the step does not exist)."""
-
-    pipeline: str
-    state: str | None
-    attempts: int | None
-    source_digest: str | None
-    outputs: str | None
-    finished_at: datetime | None
-
-
-def _run_state(states: list[str]) -> str:
-    """A run's overall state, derived from its steps (never stored, so never out of date)."""
-    if not states:
-        return "empty"
-    for state in ("running", "failed", "interrupted"):
-        if state in states:
-            return state
-    if all(s == "completed" for s in states):
-        return "completed"
-    return "pending"
+MAX_BATCH = 500  # quick steps written together at most: a group commit stays a few milliseconds
 
 
 class DuckDBStore:
@@ -126,173 +77,54 @@ class DuckDBStore:
     ) -> None:
         self.path = Path(path)
         self.payload_dir = self.path.parent / (self.path.name + ".payloads")
-        self.lock_timeout_s = _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
-        self.idle_close_s = idle_close_s
-        self.max_hold_s = max_hold_s
         self._signing_key = _config.signing_key()
-        self._cond = threading.Condition(threading.RLock())
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._conn = FileConnection(
+            self.path, _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s, idle_close_s, max_hold_s
+        )
+        self._conn.pending = self
+        self.window_s = GROUP_COMMIT_S
         self._journals: dict[str, RunJournal] = {}
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
-        # progress; whoever needs both takes ``_cond`` first.
+        # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
-        self._housekeeper: threading.Thread | None = None
-        self._opened_at = 0.0
-        self._last_used = 0.0
-        self._released_at = 0.0
-        self._check_path()
         with self._transaction() as con:
             self._migrate(con)
         _OPEN_STORES.add(self)
 
     # ------------------------------------------------------------------ connection handling
 
-    def _check_path(self) -> None:
-        where = str(self.path)
-        if self.path.is_dir():
-            raise StorePathError(where, "is a folder", f"Name a file inside it, e.g. '{self.path / 'store.duckdb'}'.")
-        parent = self.path.parent
-        try:
-            if not parent.exists():
-                parent.mkdir(mode=0o700, parents=True)
-        except OSError as exc:
-            raise StorePathError(where, f"cannot be created ({exc.strerror})", "Choose a writable folder.") from exc
-        if not parent.is_dir():
-            raise StorePathError(where, f"has a parent '{parent}' that is not a folder", "Choose another path.")
-        if not os.access(parent, os.W_OK | os.X_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
-            raise StorePathError(
-                where, "is not writable by this user", "Fix its permissions or point RESUMABLE_STORE elsewhere."
-            )
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as f:
-                head = f.read(12)
-            if head[8:12] != b"DUCK":
-                raise StorePathError(
-                    where,
-                    "exists but is not a DuckDB database",
-                    "resumable left it untouched; point RESUMABLE_STORE or store= at another file.",
-                )
+    @property
+    def lock_timeout_s(self) -> float:
+        """How long a locked file is waited for."""
+        return self._conn.lock_timeout_s
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        """Open the file, waiting with backoff while another process holds it."""
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.002
-        created = not self.path.exists()
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), config={"threads": 1})
-                break
-            except duckdb.IOException as exc:
-                text = str(exc)
-                if "lock" not in text.lower():
-                    if "not a valid DuckDB" in text:
-                        raise StorePathError(
-                            str(self.path), "exists but is not a DuckDB database", "Point the store elsewhere."
-                        ) from exc
-                    raise StoreError(f"store '{self.path}' cannot be opened: {text}") from exc
-                if time.monotonic() >= deadline:
-                    match = _LOCK_PID.search(text)
-                    raise StoreLockedError(
-                        str(self.path), int(match.group(1)) if match else None, self.lock_timeout_s
-                    ) from exc
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.02)
-        if created:
-            for candidate in (self.path, Path(str(self.path) + ".wal")):
-                if candidate.exists():
-                    candidate.chmod(0o600)
-        return con
+    def _transaction(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return self._conn.transaction()
 
-    def _wake_housekeeper(self) -> None:
-        """Make sure the thread that commits quick steps and releases the file is running."""
-        if self._housekeeper is None or not self._housekeeper.is_alive():
-            self._housekeeper = threading.Thread(target=self._housekeep, name="resumable-store", daemon=True)
-            self._housekeeper.start()
-        else:
-            self._cond.notify_all()
+    def close(self) -> None:
+        """Write what is pending and release the file now (it is reopened on the next use)."""
+        self._conn.close()
 
-    def _oldest_pending(self) -> float | None:
+    # ------------------------------------------------------------------ group commit (journal.py)
+
+    def oldest_pending(self) -> float | None:
         """When the oldest unwritten step started; a full batch counts as overdue."""
         with self._journal_lock:
             if sum(len(j.pending) for j in self._journals.values()) >= MAX_BATCH:
                 return time.monotonic() - GROUP_COMMIT_S
             return min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
 
-    def _housekeep(self) -> None:
-        """Commit quick steps when their window closes; close the file once idle or held too long."""
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                oldest = self._oldest_pending()
-                deadlines = []
-                if oldest is not None:
-                    deadlines.append(oldest + GROUP_COMMIT_S)
-                if self._con is not None:
-                    deadlines.append(min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s))
-                if not deadlines:
-                    self._housekeeper = None
-                    return
-                if now < min(deadlines):
-                    self._cond.wait(min(deadlines) - now)
-                    continue
-                if oldest is not None and now >= oldest + GROUP_COMMIT_S:
-                    try:
-                        with self._transaction():
-                            pass  # opening a transaction writes what is pending
-                    except Exception:  # kept pending; the next transaction of the step path retries
-                        self._cond.wait(0.05)
-                else:
-                    self._close_locked()
+    def write_pending(self, con: duckdb.DuckDBPyConnection) -> object:
+        """Write every journal's quick steps inside the open transaction; returns what was taken."""
+        with self._journal_lock:
+            taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
+        for _, steps in taken:
+            write_quick_steps(con, steps)
+        return taken
 
-    def _close_locked(self) -> None:
-        if self._con is not None:
-            try:
-                self._con.close()
-            finally:
-                self._con = None
-                self._released_at = time.monotonic()
-
-    def close(self) -> None:
-        """Write what is pending and release the file now (it is reopened on the next use)."""
-        with self._cond:
-            if self._oldest_pending() is not None:
-                with self._transaction():
-                    pass
-            self._close_locked()
-            self._cond.notify_all()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self._cond:
-            if self._con is None:
-                # After a forced release, leave a short gap so a waiting process can take the file.
-                gap = self._released_at + 0.015 - time.monotonic()
-                if gap > 0:
-                    time.sleep(gap)
-                self._con = self._connect()
-                self._opened_at = time.monotonic()
-                self._wake_housekeeper()
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            with self._journal_lock:
-                taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
-            try:
-                for journal, steps in taken:
-                    self._write_pending(con, journal, steps)
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                try:
-                    con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
-                self._restore_pending(taken)
-                raise
-            finally:
-                self._last_used = time.monotonic()
-
-    def _restore_pending(self, taken: list[tuple[RunJournal, list[PendingStep]]]) -> None:
+    def restore_pending(self, taken: object) -> None:
         """Put unwritten steps back after a failed transaction, unless the commit happened after all."""
+        assert isinstance(taken, list)
         for journal, steps in taken:
             if not steps:
                 continue
@@ -308,78 +140,6 @@ class DuckDBStore:
                 with self._journal_lock:
                     for step in steps:
                         journal.pending.setdefault(step.req.step, step)
-
-    def _write_pending(self, con: duckdb.DuckDBPyConnection, journal: RunJournal, steps: list[PendingStep]) -> None:
-        """Write quick steps in one go: rows in their final state, every event, every checkpoint."""
-        step_rows: list[list[Any]] = []
-        events: list[_EventRow] = []
-        checkpoints: list[list[Any]] = []
-        for p in steps:
-            req, done = p.req, p.completion
-            start = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
-            events.append(
-                (req.run_id, req.step, start, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", p.started_at)
-            )
-            state = StepState.RUNNING
-            if done is not None:
-                ok = check_transition(req.step, StepState.RUNNING, StepState.COMPLETED)
-                events.append(
-                    (
-                        req.run_id,
-                        req.step,
-                        ok,
-                        StepState.RUNNING,
-                        StepState.COMPLETED,
-                        1,
-                        req.owner,
-                        None,
-                        done.finished_at,
-                    )
-                )
-                state = StepState.COMPLETED
-                kinds = [(b, "value") for b in done.blobs] + ([(done.display, "display")] if done.display else [])
-                checkpoints += [
-                    [
-                        req.run_id,
-                        req.step,
-                        b.name,
-                        kind,
-                        b.codec,
-                        b.digest,
-                        b.signature,
-                        b.size,
-                        b.inline,
-                        b.file,
-                        done.finished_at,
-                    ]
-                    for b, kind in kinds
-                ]
-            reads = done.reads if done is not None and done.reads is not None else req.reads
-            step_rows.append(
-                [
-                    req.run_id,
-                    req.step,
-                    p.seq,
-                    state.value,
-                    1,
-                    req.source,
-                    req.source_digest,
-                    json.dumps(list(reads)),
-                    json.dumps(req.options),
-                    req.owner.host,
-                    req.owner.pid,
-                    req.owner.started,
-                    req.owner.kernel_id,
-                    p.started_at,
-                    done.finished_at if done else None,
-                    done.duration_s if done else None,
-                    json.dumps(list(done.outputs)) if done else "[]",
-                    sum(b.size for b in done.blobs) if done else 0,
-                ]
-            )
-        _insert_rows(con, "steps", _STEP_INSERT, step_rows)
-        self._log(con, events)
-        _insert_rows(con, "checkpoints", _CHECKPOINT_INSERT, checkpoints)  # fmt: skip
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
@@ -414,7 +174,7 @@ class DuckDBStore:
         if row is None:
             return None
         states = [r[0] for r in con.execute("SELECT state FROM steps WHERE run_id = ?", [run_id]).fetchall()]
-        return RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), _run_state(states), len(states))
+        return RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states))
 
     def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
         """Runs, newest first, optionally of one pipeline."""
@@ -429,7 +189,7 @@ class DuckDBStore:
         out = []
         for row in rows:
             states = [s for s in row[5] if s is not None]
-            out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), _run_state(states), len(states)))
+            out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states)))
         return out
 
     def latest_run(self, pipeline: str) -> RunInfo | None:
@@ -457,7 +217,7 @@ class DuckDBStore:
                 f"Use another run id, or open it with pipeline '{existing.pipeline}'."
             )
             raise StoreError(msg)
-        differences = _param_differences(existing.params, json.loads(json.dumps(params, default=repr)))
+        differences = param_differences(existing.params, json.loads(json.dumps(params, default=repr)))
         if params and differences:
             raise ParameterMismatchError(run_id, differences)
         return existing
@@ -496,7 +256,7 @@ class DuckDBStore:
                 [run_id, owner.host, owner.pid],
             )
 
-    def _check_owner(self, con: duckdb.DuckDBPyConnection, run_id: str, me: Owner, step: str = "") -> _RunView:
+    def _check_owner(self, con: duckdb.DuckDBPyConnection, run_id: str, me: Owner, step: str = "") -> RunView:
         """Raise RunOwnedError when another live process holds the run or runs one of its steps.
 
         Running steps of dead owners become ``interrupted`` on the way. Returns what the one query
@@ -509,10 +269,10 @@ class DuckDBStore:
         if row is None:
             raise CheckpointNotFoundError(f"run '{run_id}' does not exist in store '{self.path}'.")
         pipeline = row[0]
-        holder = _owner_from(row[1], row[2], row[3], row[4])
-        if holder is not None and not _same_process(holder, me):
+        holder = owner_from(row[1], row[2], row[3], row[4])
+        if holder is not None and not same_process(holder, me):
             if is_alive(holder):
-                raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, _clock(holder.started), None)
+                raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, clock(holder.started), None)
             con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
         rows = con.execute(
             """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
@@ -525,11 +285,11 @@ class DuckDBStore:
         for name, running_state, _, *owner_cols in (r[:7] for r in rows):
             if running_state != StepState.RUNNING.value:
                 continue
-            owner = _owner_from(*owner_cols)
-            if owner is not None and _same_process(owner, me):
+            owner = owner_from(*owner_cols)
+            if owner is not None and same_process(owner, me):
                 continue
             if owner is not None and is_alive(owner):
-                raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, _clock(owner.started), name)
+                raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, clock(owner.started), name)
             self._transition(
                 con, run_id, name, StepState.RUNNING, StepState.INTERRUPTED, me,
                 f"owner {owner.describe() if owner else 'unknown'} is gone",
@@ -537,8 +297,8 @@ class DuckDBStore:
             if name == step:
                 state = StepState.INTERRUPTED.value
         if mine is None:
-            return _RunView(pipeline, None, None, None, None, None)
-        return _RunView(pipeline, state, mine[2], mine[7], mine[8], mine[9])
+            return RunView(pipeline, None, None, None, None, None)
+        return RunView(pipeline, state, mine[2], mine[7], mine[8], mine[9])
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> None:
         """Mark steps whose owner died ``interrupted`` (what a CLI or panel does before showing a run)."""
@@ -584,18 +344,8 @@ class DuckDBStore:
                 "(another process changed it); nothing was stored."
             )
             raise StoreError(msg)
-        self._log(con, [(run_id, step, transition, source, target, int(changed[0]), who, detail, None)])
+        log_events(con, [(run_id, step, transition, source, target, int(changed[0]), who, detail, None)])
         return int(changed[0])
-
-    @staticmethod
-    def _log(con: duckdb.DuckDBPyConnection, rows: Sequence[_EventRow]) -> None:
-        """Append to the event log (one statement for several rows); a None time means now."""
-        values = [
-            [run_id, step, at or utc_now(), transition.value, source.value if source else None, target.value, attempt,
-             who.host, who.pid, detail]
-            for run_id, step, transition, source, target, attempt, who, detail, at in rows
-        ]  # fmt: skip
-        _insert_rows(con, "events", _EVENT_INSERT, values)
 
     def begin_step(self, req: StepRequest) -> Begin:
         """Decide, in one transaction, whether a step restores or executes.
@@ -611,10 +361,10 @@ class DuckDBStore:
                 batch_full = len(journal.pending) == MAX_BATCH
             if quick is not None:
                 if first_of_window or batch_full:
-                    with self._cond:
-                        self._wake_housekeeper()
+                    with self._conn.lock:
+                        self._conn.wake()
                 return quick
-        with self._cond:
+        with self._conn.lock:
             begin = self._begin_step(req)
             if journal is not None:
                 with self._journal_lock:
@@ -650,7 +400,7 @@ class DuckDBStore:
                     "new",
                     None,
                 )
-                self._log(con, [event])
+                log_events(con, [event])
                 return Begin("execute", 1, (), None, ())
             state = StepState(view.state)
             reason = state.value
@@ -807,15 +557,15 @@ class DuckDBStore:
         """One step's status, or None."""
         with self._transaction() as con:
             row = con.execute(
-                f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
             ).fetchone()
-        return _status_from(row) if row else None
+        return status_from(row) if row else None
 
     def list_steps(self, run_id: str) -> list[StepStatus]:
         """Every step of a run, in the order they first started."""
         with self._transaction() as con:
-            rows = con.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
-        return [_status_from(r) for r in rows]
+            rows = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
+        return [status_from(r) for r in rows]
 
     def list_events(self, run_id: str, step: str | None = None) -> list[Event]:
         """The event log of a run (or one step), oldest first."""
@@ -893,67 +643,6 @@ class DuckDBStore:
                    RETURNING 1"""
             ).fetchall()
         return len(rows)
-
-
-_EventRow = tuple[str, str, Transition, StepState | None, StepState, int, Owner, str | None, datetime | None]
-_STEP_INSERT = (
-    ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("seq", "INTEGER"), ("state", "VARCHAR"), ("attempts", "INTEGER"),
-    ("source", "VARCHAR"), ("source_digest", "VARCHAR"), ("reads", "VARCHAR"), ("options", "VARCHAR"),
-    ("owner_host", "VARCHAR"), ("owner_pid", "INTEGER"), ("owner_started", "DOUBLE"), ("owner_kernel", "VARCHAR"),
-    ("started_at", "TIMESTAMPTZ"), ("finished_at", "TIMESTAMPTZ"), ("duration_s", "DOUBLE"), ("outputs", "VARCHAR"),
-    ("output_bytes", "BIGINT"),
-)  # fmt: skip
-_EVENT_INSERT = (
-    ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("happened_at", "TIMESTAMPTZ"), ("transition", "VARCHAR"),
-    ("source", "VARCHAR"), ("target", "VARCHAR"), ("attempt", "INTEGER"), ("host", "VARCHAR"), ("pid", "INTEGER"),
-    ("detail", "VARCHAR"),
-)  # fmt: skip
-_CHECKPOINT_INSERT = (
-    ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("name", "VARCHAR"), ("kind", "VARCHAR"), ("codec", "VARCHAR"),
-    ("digest", "VARCHAR"), ("signature", "VARCHAR"), ("size", "BIGINT"), ("data", "BLOB"), ("file", "VARCHAR"),
-    ("created_at", "TIMESTAMPTZ"),
-)  # fmt: skip
-# Above this many rows, one list parameter per column beats a VALUES list, whose planning grows
-# faster than linearly (measured: 500 rows, 100 ms as VALUES, 12 ms as lists).
-_VALUES_LIMIT = 16
-MAX_BATCH = 500  # quick steps written together at most: a group commit stays a few milliseconds
-
-
-def _insert_rows(
-    con: duckdb.DuckDBPyConnection, table: str, columns: tuple[tuple[str, str], ...], rows: Sequence[Sequence[Any]]
-) -> None:
-    """Insert rows into a table with one statement, whatever their number."""
-    if not rows:
-        return
-    names = ", ".join(name for name, _ in columns)
-    if len(rows) <= _VALUES_LIMIT:
-        one = "(" + ", ".join("?" * len(columns)) + ")"
-        con.execute(
-            f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * len(rows)), [v for r in rows for v in r]
-        )
-        return
-    lists = ", ".join(f"unnest(?::{kind}[])" for _, kind in columns)
-    con.execute(f"INSERT INTO {table} ({names}) SELECT {lists}", [list(col) for col in zip(*rows, strict=True)])
-
-
-def _same_process(a: Owner, b: Owner) -> bool:
-    return a.host == b.host and a.pid == b.pid
-
-
-def _clock(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _param_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        if key not in new:
-            out.append(f"{key}: started with {old[key]!r}, now missing")
-        elif key not in old:
-            out.append(f"{key}: not set at the start, now {new[key]!r}")
-        elif old[key] != new[key]:
-            out.append(f"{key}: started with {old[key]!r}, now {new[key]!r}")
-    return out
 
 
 _OPEN_STORES: weakref.WeakSet[DuckDBStore] = weakref.WeakSet()

@@ -1,0 +1,214 @@
+"""Rows of the store's tables and how they become records: helpers for the store module."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from resumable._records import Owner, StepStatus
+from resumable._states import StepState, Transition, check_transition
+from resumable._store.journal import PendingStep, utc_now
+
+STEP_COLUMNS = (
+    "run_id, step, state, attempts, seq, started_at, finished_at, duration_s, output_bytes, outputs, reads, "
+    "error, traceback, source, owner_host, owner_pid, owner_started, owner_kernel, options, source_digest"
+)
+
+
+def owner_from(host: str | None, pid: int | None, started: float | None, kernel: str | None) -> Owner | None:
+    if host is None or pid is None:
+        return None
+    return Owner(host, int(pid), float(started or 0.0), kernel)
+
+
+def status_from(row: Sequence[Any]) -> StepStatus:
+    return StepStatus(
+        run_id=row[0],
+        step=row[1],
+        state=StepState(row[2]),
+        attempts=row[3],
+        seq=row[4],
+        started_at=row[5],
+        finished_at=row[6],
+        duration_s=row[7],
+        output_bytes=row[8],
+        outputs=tuple(json.loads(row[9])),
+        reads=tuple(json.loads(row[10])),
+        error=row[11],
+        traceback=row[12],
+        source=row[13],
+        owner=owner_from(row[14], row[15], row[16], row[17]),
+        options=json.loads(row[18]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """What one query tells about a run and one of its steps (None fields: the step does not exist)."""
+
+    pipeline: str
+    state: str | None
+    attempts: int | None
+    source_digest: str | None
+    outputs: str | None
+    finished_at: datetime | None
+
+
+def run_state(states: list[str]) -> str:
+    """A run's overall state, derived from its steps (never stored, so never out of date)."""
+    if not states:
+        return "empty"
+    for state in ("running", "failed", "interrupted"):
+        if state in states:
+            return state
+    if all(s == "completed" for s in states):
+        return "completed"
+    return "pending"
+
+
+EventRow = tuple[str, str, Transition, StepState | None, StepState, int, Owner, str | None, datetime | None]
+STEP_INSERT = (
+    ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("seq", "INTEGER"), ("state", "VARCHAR"), ("attempts", "INTEGER"),
+    ("source", "VARCHAR"), ("source_digest", "VARCHAR"), ("reads", "VARCHAR"), ("options", "VARCHAR"),
+    ("owner_host", "VARCHAR"), ("owner_pid", "INTEGER"), ("owner_started", "DOUBLE"), ("owner_kernel", "VARCHAR"),
+    ("started_at", "TIMESTAMPTZ"), ("finished_at", "TIMESTAMPTZ"), ("duration_s", "DOUBLE"), ("outputs", "VARCHAR"),
+    ("output_bytes", "BIGINT"),
+)  # fmt: skip
+EVENT_INSERT = (
+    ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("happened_at", "TIMESTAMPTZ"), ("transition", "VARCHAR"),
+    ("source", "VARCHAR"), ("target", "VARCHAR"), ("attempt", "INTEGER"), ("host", "VARCHAR"), ("pid", "INTEGER"),
+    ("detail", "VARCHAR"),
+)  # fmt: skip
+CHECKPOINT_INSERT = (
+    ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("name", "VARCHAR"), ("kind", "VARCHAR"), ("codec", "VARCHAR"),
+    ("digest", "VARCHAR"), ("signature", "VARCHAR"), ("size", "BIGINT"), ("data", "BLOB"), ("file", "VARCHAR"),
+    ("created_at", "TIMESTAMPTZ"),
+)  # fmt: skip
+# Above this many rows, one list parameter per column beats a VALUES list, whose planning grows
+# faster than linearly (measured: 500 rows, 100 ms as VALUES, 12 ms as lists).
+_VALUES_LIMIT = 16
+
+
+def insert_rows(
+    con: duckdb.DuckDBPyConnection, table: str, columns: tuple[tuple[str, str], ...], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert rows into a table with one statement, whatever their number."""
+    if not rows:
+        return
+    names = ", ".join(name for name, _ in columns)
+    if len(rows) <= _VALUES_LIMIT:
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        con.execute(
+            f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * len(rows)), [v for r in rows for v in r]
+        )
+        return
+    lists = ", ".join(f"unnest(?::{kind}[])" for _, kind in columns)
+    con.execute(f"INSERT INTO {table} ({names}) SELECT {lists}", [list(col) for col in zip(*rows, strict=True)])
+
+
+def same_process(a: Owner, b: Owner) -> bool:
+    return a.host == b.host and a.pid == b.pid
+
+
+def clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def param_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key not in new:
+            out.append(f"{key}: started with {old[key]!r}, now missing")
+        elif key not in old:
+            out.append(f"{key}: not set at the start, now {new[key]!r}")
+        elif old[key] != new[key]:
+            out.append(f"{key}: started with {old[key]!r}, now {new[key]!r}")
+    return out
+
+
+def log_events(con: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> None:
+    """Append to the event log (one statement for several rows); a None time means now."""
+    values = [
+        [run_id, step, at or utc_now(), transition.value, source.value if source else None, target.value, attempt,
+         who.host, who.pid, detail]
+        for run_id, step, transition, source, target, attempt, who, detail, at in rows
+    ]  # fmt: skip
+    insert_rows(con, "events", EVENT_INSERT, values)
+
+
+def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) -> None:
+    """Write quick steps in one go: rows in their final state, every event, every checkpoint."""
+    step_rows: list[list[Any]] = []
+    events: list[EventRow] = []
+    checkpoints: list[list[Any]] = []
+    for p in steps:
+        req, done = p.req, p.completion
+        start = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
+        events.append(
+            (req.run_id, req.step, start, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", p.started_at)
+        )
+        state = StepState.RUNNING
+        if done is not None:
+            ok = check_transition(req.step, StepState.RUNNING, StepState.COMPLETED)
+            events.append(
+                (
+                    req.run_id,
+                    req.step,
+                    ok,
+                    StepState.RUNNING,
+                    StepState.COMPLETED,
+                    1,
+                    req.owner,
+                    None,
+                    done.finished_at,
+                )
+            )
+            state = StepState.COMPLETED
+            kinds = [(b, "value") for b in done.blobs] + ([(done.display, "display")] if done.display else [])
+            checkpoints += [
+                [
+                    req.run_id,
+                    req.step,
+                    b.name,
+                    kind,
+                    b.codec,
+                    b.digest,
+                    b.signature,
+                    b.size,
+                    b.inline,
+                    b.file,
+                    done.finished_at,
+                ]
+                for b, kind in kinds
+            ]
+        reads = done.reads if done is not None and done.reads is not None else req.reads
+        step_rows.append(
+            [
+                req.run_id,
+                req.step,
+                p.seq,
+                state.value,
+                1,
+                req.source,
+                req.source_digest,
+                json.dumps(list(reads)),
+                json.dumps(req.options),
+                req.owner.host,
+                req.owner.pid,
+                req.owner.started,
+                req.owner.kernel_id,
+                p.started_at,
+                done.finished_at if done else None,
+                done.duration_s if done else None,
+                json.dumps(list(done.outputs)) if done else "[]",
+                sum(b.size for b in done.blobs) if done else 0,
+            ]
+        )
+    insert_rows(con, "steps", STEP_INSERT, step_rows)
+    log_events(con, events)
+    insert_rows(con, "checkpoints", CHECKPOINT_INSERT, checkpoints)  # fmt: skip
