@@ -38,7 +38,7 @@ from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._states import StepState, can_transition
 from resumable._store import DuckDBStore, open_store
-from resumable.errors import CheckpointNotFoundError, ResumableError
+from resumable.errors import CheckpointNotFoundError, ResumableError, StepDefinitionError
 from resumable.pipeline import check_name
 
 POLL_S = 2.0
@@ -634,6 +634,10 @@ def panel(
     ------
     CheckpointNotFoundError
         When ``run_id`` is not in the store.
+    StepDefinitionError
+        When ``run_id`` is not a valid run name.
+    ResumableError
+        When ``poll_s`` is not a positive number or None.
 
     Examples
     --------
@@ -644,7 +648,7 @@ def panel(
         check_name("run", run_id)
     if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or poll_s <= 0):
         msg = f"poll_s={poll_s!r} is not valid; give seconds greater than 0, or None for no polling."
-        raise ValueError(msg)
+        raise ResumableError(msg)
     return StepPanel(run_id, store=store, poll_s=poll_s, shell=shell)
 
 
@@ -657,7 +661,11 @@ def register_magics(ipython: Any) -> None:
         if len(args) > 1:
             msg = f"%durable_panel takes at most one run id, got {len(args)}: for example '%durable_panel order-42'."
             raise UsageError(msg)
-        return panel(args[0] if args else None, shell=ipython)
+        try:
+            run_id = check_name("run", args[0]) if args else None
+        except StepDefinitionError as exc:
+            raise UsageError(str(exc)) from None
+        return panel(run_id, shell=ipython)
 
     ipython.register_magic_function(durable_panel, magic_kind="line", magic_name="durable_panel")
 

@@ -28,7 +28,7 @@ from resumable._context import set_notebook_run
 from resumable._records import Owner
 from resumable._states import StepState, can_transition
 from resumable._store import StepRequest, open_store
-from resumable.errors import CheckpointNotFoundError
+from resumable.errors import CheckpointNotFoundError, ResumableError, StepDefinitionError
 from resumable.panel import NO_SOURCE_TIP, StepPanel
 
 FLAKY = """import pathlib
@@ -394,6 +394,16 @@ def test_durable_panel_magic(shell: Any) -> None:
         shell.run_line_magic("durable_panel", "r1 r2")
     with pytest.raises(CheckpointNotFoundError, match="run 'nope' does not exist"):
         shell.run_line_magic("durable_panel", "nope")
+    with pytest.raises(UsageError, match="run name 'bad/id' is not valid"):
+        shell.run_line_magic("durable_panel", "bad/id")
+
+
+def test_bad_arguments_are_refused_with_our_errors(store_path: Path) -> None:
+    """A bad poll interval or run name says what is wrong and what to give instead."""
+    with pytest.raises(ResumableError, match=r"poll_s=0 is not valid; give seconds greater than 0, or None"):
+        resumable.panel("r1", store=store_path, poll_s=0)
+    with pytest.raises(StepDefinitionError, match="run name 'a b' is not valid"):
+        resumable.panel("a b", store=store_path)
 
 
 def test_import_resumable_does_not_import_ipywidgets() -> None:
