@@ -78,8 +78,11 @@ def test_completed_step_is_restored_not_rerun(shell: Any, calls: Path, capsys: p
     assert second.result.data["text/plain"] == "42"  # shown again as the cell's Out[n]
 
 
-def test_outputs_are_the_names_bound_each_stored_separately(shell: Any, store_path: Path) -> None:
+def test_outputs_are_the_names_bound_each_stored_separately(
+    shell: Any, store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every top-level binding is an output of its own; --exclude drops one; --outputs narrows or adds."""
+    monkeypatch.chdir(tmp_path)  # the cell opens a file 'x'
     body = "import json\na, (b, c) = 1, (2, 3)\nfor i in range(2):\n    pass\ndef f():\n    return a\n"
     body += (
         "class K:\n    pass\nwith open(__file__ if False else 'x', 'w') as fh:\n    pass\nif (w := 5):\n    pass\ndel c"
