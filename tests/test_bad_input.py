@@ -67,6 +67,12 @@ def test_store_path_not_writable(tmp_path: Path) -> None:
         resumable.Pipeline("p", store=locked / "s.duckdb").runs()
 
 
+def test_store_path_in_a_read_only_file_system() -> None:
+    """A store that cannot be created (here under /proc, read-only even for root) says so and why."""
+    with pytest.raises(resumable.StorePathError, match=r"cannot be created \(.*\)\. Choose a writable folder\."):
+        resumable.Pipeline("p", store="/proc/resumable-test/store.duckdb").runs()
+
+
 def test_store_path_under_a_file(tmp_path: Path) -> None:
     """A store whose parent is a file cannot be created, and the error says which path."""
     blocker = tmp_path / "blocker"
