@@ -172,15 +172,8 @@ class StepRow:
         if self._drawn == (status, why_not_runnable):
             return  # unchanged: setting the same traits again would still cost time on every redraw
         self._drawn = (status, why_not_runnable)
-        self.state = status.state
-        self.badge.value = fmt.badge(status.state.value)
-        self.info.value = fmt.step_info(status)
-        self.traceback.value = fmt.traceback_block(status.traceback)
-        wanted = f"rsm-state-{status.state.value}"
-        if wanted not in self.box._dom_classes:  # each class change is a message to the browser
-            for cls in [c for c in self.box._dom_classes if c.startswith("rsm-state-")]:
-                self.box.remove_class(cls)
-            self.box.add_class(wanted)
+        # Buttons first, badge last: the browser applies changes in order, so whenever the badge
+        # names a state, the buttons beside it already match that state.
         state = status.state
         retry_legal = state in (StepState.FAILED, StepState.INTERRUPTED, StepState.PENDING) and can_transition(
             state, StepState.RUNNING
@@ -199,6 +192,15 @@ class StepRow:
         self.show_traceback.layout.display = "" if has_tb else "none"
         if not has_tb and self.show_traceback.value:
             self.show_traceback.value = False
+        self.traceback.value = fmt.traceback_block(status.traceback)
+        self.info.value = fmt.step_info(status)
+        wanted = f"rsm-state-{state.value}"
+        if wanted not in self.box._dom_classes:  # each class change is a message to the browser
+            for cls in [c for c in self.box._dom_classes if c.startswith("rsm-state-")]:
+                self.box.remove_class(cls)
+            self.box.add_class(wanted)
+        self.badge.value = fmt.badge(state.value)
+        self.state = state
 
     def close(self) -> None:
         """Close every widget of the row."""

@@ -172,8 +172,9 @@ def test_retry_in_the_browser_turns_a_failed_step_completed(lab: Lab) -> None:
             courier.locator(".rsm-badge", has_text="failed").wait_for(timeout=30_000)
             assert "ConnectionError: courier timed out" in courier.inner_text()
             retry = courier.locator("button.rsm-retry")
-            assert retry.is_visible()
-            assert not courier.locator("button.rsm-rerun").is_visible()  # illegal for a failed step
+            rerun = courier.locator("button.rsm-rerun")
+            retry.wait_for(state="visible", timeout=10_000)
+            rerun.wait_for(state="hidden", timeout=10_000)  # illegal for a failed step
             panel = page.locator(".rsm-panel")
             panel.screenshot(path=str(ARTIFACTS / "panel-failed.png"))  # the one in docs/panel.png
             courier.get_by_role("button", name="traceback").click()
@@ -184,8 +185,8 @@ def test_retry_in_the_browser_turns_a_failed_step_completed(lab: Lab) -> None:
 
             retry.click()
             courier.locator(".rsm-badge", has_text="completed").wait_for(timeout=30_000)
-            assert not retry.is_visible()
-            assert courier.locator("button.rsm-rerun").is_visible()
+            retry.wait_for(state="hidden", timeout=10_000)
+            rerun.wait_for(state="visible", timeout=10_000)
             panel.screenshot(path=str(ARTIFACTS / "panel.png"))
             page.screenshot(path=str(ARTIFACTS / "panel-page.png"))
 
@@ -203,8 +204,8 @@ def test_retry_in_the_browser_turns_a_failed_step_completed(lab: Lab) -> None:
 
             # Dark theme: the step names and numbers stay readable on the dark background.
             page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
-            page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=20_000)
-            page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=20_000)
+            page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+            page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=30_000)
             for selector in (".rsm-name", ".rsm-num", ".rsm-head"):
                 assert page.evaluate(CONTRAST, selector) >= 4.5, selector
             panel.screenshot(path=str(ARTIFACTS / "panel-dark.png"))
