@@ -67,6 +67,7 @@ class _Poller:
     def add(self, panel: StepPanel) -> None:
         with self._lock:
             self._panels.add(panel)
+            self._wake.set()  # a waiting thread picks up the new panel's poll interval
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="resumable-panel-poll", daemon=True)
                 self._thread.start()
@@ -97,17 +98,20 @@ class _Poller:
             intervals = [p.poll_s for p in panels if p.poll_s is not None]
             self._wake.wait(max(0.0, next_poll - time.monotonic()) if intervals else None)
             self._wake.clear()
-            if any(p.dirty for p in panels):
-                gap = max(MIN_REDRAW_S, cost / REDRAW_SHARE)
-                time.sleep(max(0.0, last_redraw + gap - time.monotonic()))  # gather a burst of changes
-                last_redraw = time.monotonic()
-                for panel in panels:
-                    if panel.dirty and not panel.closed:
-                        panel.redraw_soon()
-                cost = time.monotonic() - last_redraw
-            if intervals and time.monotonic() >= next_poll:
-                self._poll([p for p in panels if p.poll_s is not None])
-                next_poll = time.monotonic() + min(intervals)
+            try:
+                if any(p.dirty for p in panels):
+                    gap = max(MIN_REDRAW_S, cost / REDRAW_SHARE)
+                    time.sleep(max(0.0, last_redraw + gap - time.monotonic()))  # gather a burst of changes
+                    last_redraw = time.monotonic()
+                    for panel in panels:
+                        if panel.dirty and not panel.closed:
+                            panel.redraw_soon()
+                    cost = time.monotonic() - last_redraw
+                if intervals and time.monotonic() >= next_poll:
+                    self._poll([p for p in panels if p.poll_s is not None])
+                    next_poll = time.monotonic() + min(intervals)
+            except Exception:  # a panel closed mid-redraw: this thread must outlive it, without spinning
+                next_poll = time.monotonic() + min(intervals or [POLL_S])
 
     @staticmethod
     def _poll(panels: list[StepPanel]) -> None:
