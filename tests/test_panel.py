@@ -465,3 +465,30 @@ def test_a_panel_nobody_sees_stops_redrawing_until_shown_again(shell: Any, panel
     p._view_count = 1
     wait_for(lambda: list(p.rows) == ["load", "later"] and p.rows["later"].state is StepState.COMPLETED)
     assert_rows_match_store(p)
+
+
+def test_invalidate_is_refused_while_another_process_owns_the_run(shell: Any, panels: Any, store_path: Path) -> None:
+    """While another live process owns the run, Invalidate changes nothing and the panel names that process."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    code = (
+        "import sys, resumable\n"
+        "with resumable.Pipeline('shop', store=sys.argv[1]).run(run_id='r1'):\n"
+        "    print('owned', flush=True)\n"
+        "    sys.stdin.readline()\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code, str(store_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "owned"
+        p = panels()
+        p.rows["load"].invalidate.click()
+        assert f"pid {owner.pid}" in note_text(p)
+        assert "owned by another live process" in note_text(p)
+        assert open_store().get_step("r1", "load").state is StepState.COMPLETED  # type: ignore[union-attr]
+        assert_rows_match_store(p)
+    finally:
+        assert owner.stdin is not None
+        owner.stdin.close()
+        owner.wait(timeout=30)
