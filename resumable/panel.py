@@ -293,6 +293,16 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             raise
         _POLLER.add(self)
 
+    def __repr__(self) -> str:
+        # The plain-text form (a terminal, a notebook viewer without widgets) says what the rows say.
+        if self._run is None:
+            return "<resumable panel: no run yet>"
+        steps = ", ".join(f"{name} {row.state.value if row.state else '?'}" for name, row in self.rows.items())
+        return (
+            f"<resumable panel: run '{self._run.run_id}' of pipeline '{self._run.pipeline}' ({self._run.state})"
+            f"{': ' + steps if steps else ''}>"
+        )
+
     # ------------------------------------------------------------------ reading the store
 
     def store_if_known(self) -> DuckDBStore | None:

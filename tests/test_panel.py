@@ -119,6 +119,7 @@ def test_rows_show_what_the_store_holds(shell: Any, panels: Any, tmp_path: Path)
     assert "shop" in header
     assert "r1" in header
     assert 'data-state="failed"' in header  # the run's overall state
+    assert repr(p) == "<resumable panel: run 'r1' of pipeline 'shop' (failed): load completed, courier failed>"
     load, courier = p.rows["load"], p.rows["courier"]
     assert "1 attempt" in load.info.value
     assert " B<" in load.info.value  # stored output size
