@@ -22,118 +22,27 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 import types
-import weakref
 from typing import Any
 
 import ipywidgets as widgets
 from IPython.core.error import UsageError
 from IPython.core.getipython import get_ipython
 
-from resumable import _engine
+from resumable import _engine, _panel_poll
 from resumable import _panel_format as fmt
+from resumable import _panel_rules as rules
 from resumable._context import notebook_run
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
-from resumable._states import StepState, can_transition
+from resumable._states import StepState
 from resumable._store import DuckDBStore, open_store
 from resumable.errors import CheckpointNotFoundError, ResumableError, StepDefinitionError
 from resumable.pipeline import check_name
 
-POLL_S = 2.0
-MIN_REDRAW_S = 0.1  # listener-driven redraws at most ten times a second ...
-REDRAW_SHARE = 0.2  # ... and at most a fifth of the time, so quick steps stay quick beside a large run
-NO_SOURCE_TIP = (
-    "This step was defined in Python (@pipe.step or run.step), so there is no cell to run from here. "
-    "Run the Python code again to retry it."
-)
-
-
-class _Poller:
-    """One daemon thread per process that redraws panels and watches the stores of every open one.
-
-    Engine listeners only mark a panel dirty and wake this thread, so a step never waits for a
-    redraw and a burst of quick steps costs one redraw. However many panels are open, each store is
-    asked for ``last_event_seq()`` once per tick; the thread ends when the last panel closes.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._panels: weakref.WeakSet[StepPanel] = weakref.WeakSet()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, panel: StepPanel) -> None:
-        with self._lock:
-            self._panels.add(panel)
-            self._wake.set()  # a waiting thread picks up the new panel's poll interval
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="resumable-panel-poll", daemon=True)
-                self._thread.start()
-
-    def remove(self, panel: StepPanel) -> None:
-        with self._lock:
-            self._panels.discard(panel)
-        self._wake.set()
-
-    def wake(self) -> None:
-        """Redraw the dirty panels now."""
-        self._wake.set()
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        """The thread, while one runs."""
-        return self._thread
-
-    def _loop(self) -> None:
-        next_poll = time.monotonic()
-        last_redraw, cost = 0.0, 0.0
-        while True:
-            with self._lock:
-                panels = [p for p in self._panels if not p.closed]
-                if not panels:
-                    self._thread = None
-                    return
-            intervals = [p.poll_s for p in panels if p.poll_s is not None]
-            self._wake.wait(max(0.0, next_poll - time.monotonic()) if intervals else None)
-            self._wake.clear()
-            try:
-                if any(p.dirty for p in panels):
-                    gap = max(MIN_REDRAW_S, cost / REDRAW_SHARE)
-                    time.sleep(max(0.0, last_redraw + gap - time.monotonic()))  # gather a burst of changes
-                    last_redraw = time.monotonic()
-                    for panel in panels:
-                        if panel.dirty and not panel.closed:
-                            panel.redraw_soon()
-                    cost = time.monotonic() - last_redraw
-                if intervals and time.monotonic() >= next_poll:
-                    self._poll([p for p in panels if p.poll_s is not None])
-                    next_poll = time.monotonic() + min(intervals)
-            except Exception:  # a panel closed mid-redraw: this thread must outlive it, without spinning
-                next_poll = time.monotonic() + min(intervals or [POLL_S])
-
-    @staticmethod
-    def _poll(panels: list[StepPanel]) -> None:
-        seqs: dict[str, int | BaseException] = {}
-        for panel in panels:
-            try:
-                store = panel.store_if_known()
-            except Exception as exc:  # never into the kernel: the panel shows it
-                panel.poll_tick(exc)
-                continue
-            if store is None or panel.closed:
-                continue
-            key = str(store.path)
-            if key not in seqs:
-                try:
-                    seqs[key] = store.last_event_seq()
-                except Exception as exc:
-                    seqs[key] = exc
-            panel.poll_tick(seqs[key])
-
-
-_POLLER = _Poller()
+POLL_S = _panel_poll.POLL_S
+NO_SOURCE_TIP = rules.NO_SOURCE_TIP
+_POLLER = _panel_poll.POLLER
 
 
 class StepRow:
@@ -179,16 +88,13 @@ class StepRow:
         # Buttons first, badge last: the browser applies changes in order, so whenever the badge
         # names a state, the buttons beside it already match that state.
         state = status.state
-        retry_legal = state in (StepState.FAILED, StepState.INTERRUPTED, StepState.PENDING) and can_transition(
-            state, StepState.RUNNING
-        )
-        rerun_legal = can_transition(state, StepState.PENDING) and state is StepState.COMPLETED
+        offer = rules.offered(state)
         self.retry.description = "Run" if state is StepState.PENDING else "Retry"
-        _offer(self.retry, retry_legal, why_not_runnable, f"Run step '{status.step}' again in this kernel")
-        _offer(self.rerun, rerun_legal, why_not_runnable, f"Invalidate '{status.step}', then run it again")
+        _offer(self.retry, offer.retry, why_not_runnable, f"Run step '{status.step}' again in this kernel")
+        _offer(self.rerun, offer.rerun, why_not_runnable, f"Invalidate '{status.step}', then run it again")
         _offer(
             self.invalidate,
-            can_transition(state, StepState.PENDING),
+            offer.invalidate,
             None,
             f"Send '{status.step}' back to pending; it runs again when its cell runs",
         )
@@ -390,7 +296,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             row = self.rows.get(status.step)
             if row is None:
                 row = self.rows[status.step] = StepRow(self, status.step)
-            row.draw(status, _no_source(status) or why_not)
+            row.draw(status, rules.no_source(status) or why_not)
         for gone in [n for n in self.rows if n not in names]:
             self.rows.pop(gone).close()
         boxes = tuple(self.rows[n].box for n in names)
@@ -399,20 +305,8 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
 
     def _why_not_runnable(self) -> str | None:
         """Why Retry and Rerun cannot execute a cell of the shown run here, or None when they can."""
-        shell = self._shell_or_none()
-        if shell is None:
-            return "Retry and Rerun run the step's cell, which needs an IPython kernel."
-        if shell.find_cell_magic("durable_step") is None:
-            return "Load the extension first: %load_ext resumable"
-        current = notebook_run()
-        if current is None or current.run_id != self.run_id:
-            where = f"run '{current.run_id}'" if current else "no run yet"
-            pipeline = self._run.pipeline if self._run else "NAME"
-            return (
-                f"This kernel executes steps of its current run ({where}). "
-                f"Join this one first: %durable_run {pipeline} --run-id {self.run_id}"
-            )
-        return None
+        pipeline = self._run.pipeline if self._run else None
+        return rules.why_not_runnable(self._shell_or_none(), notebook_run(), self.run_id, pipeline)
 
     def _shell_or_none(self) -> Any:
         return self._shell if self._shell is not None else get_ipython()
@@ -567,7 +461,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
 
     def _runnable(self, status: StepStatus) -> bool:
         """Whether the step's cell can run here; otherwise say why in the note."""
-        why_not = _no_source(status) or self._why_not_runnable()
+        why_not = rules.no_source(status) or self._why_not_runnable()
         if why_not is not None:
             self._note.value = fmt.note(f"Step '{status.step}' cannot be run from the panel. {why_not}", bad=True)
         return why_not is None
@@ -609,13 +503,6 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             for child in (*self._fixed, *self._controls.children):
                 child.close()
         super().close()
-
-
-def _no_source(status: StepStatus) -> str | None:
-    line = status.options.get("magic_line")
-    if not isinstance(line, str) or not isinstance(status.source, str):
-        return NO_SOURCE_TIP
-    return None
 
 
 def panel(
