@@ -6,11 +6,12 @@ three ways:
 
 - every row is drawn from what the store holds, re-read after each action and each change, never
   from what an action was expected to do;
-- a step changing in this kernel redraws the rows at once (an engine listener), with nothing
-  pressed;
-- changes made by another process (a headless run, the CLI) show up through a shared background
-  poll of ``last_event_seq()`` every couple of seconds, or the Refresh button. The poll opens the
-  store only for that one cheap query, so the panel never keeps the file from other processes.
+- a step changing in this kernel marks the panel out of date (an engine listener) and the panel
+  thread (:mod:`resumable._panel_poll`) redraws it from the store, with nothing pressed and
+  without making the step wait;
+- changes made by another process (a headless run, the CLI) show up through that thread's poll of
+  ``last_event_seq()`` every couple of seconds, or the Refresh button. The poll opens the store
+  only for that one cheap query, so the panel never keeps the file from other processes.
 
 Retry and Rerun execute the step's stored cell source with the ``%%durable_step`` magic, exactly
 as running the cell would; steps defined in Python (``@pipe.step``) have no cell to run, so those
