@@ -65,7 +65,8 @@ def run(cfg: Config) -> list[Result | Skipped]:
             stop.touch()
             out, _ = child.communicate(timeout=120)
     steps = next((line for line in out.splitlines() if line.startswith("@@RESULT")), "")
-    note = f"{len(opens)} probes; writer {'kept running' if still_running else 'had ENDED'}"
+    order = ", ".join(f"{t:.2f}" for t in opens)
+    note = f"{len(opens)} probes in order: {order} s; writer {'kept running' if still_running else 'had ENDED'}"
     note += f", {steps.split(':')[-1].strip(' }')} steps" if steps else ""
     name = "open store + list_runs from another process during a run"
     return [
