@@ -73,14 +73,14 @@ __all__ = [
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext resumable``: imported lazily so ``import resumable`` never pulls in IPython."""
     from resumable._magics import load_ipython_extension as load
-    from resumable.panel import register_magics
+    from resumable._panel import register_magics
 
     load(ipython)
     register_magics(ipython)
 
 
 def panel(run_id: str | None = None, **options: Any) -> Any:
-    """The status panel widget of a run (see :func:`resumable.panel.panel`); imports ipywidgets lazily."""
-    from resumable.panel import panel as make
+    """The status panel widget of a run (see :func:`resumable._panel.panel`); imports ipywidgets lazily."""
+    from resumable._panel import panel as make
 
     return make(run_id, **options)

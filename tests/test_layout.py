@@ -14,15 +14,15 @@ LAYERS: list[set[str]] = [
     {"errors", "_records", "_states", "_keys", "_config", "_cellast"},
     {"_codec", "_owner"},
     {"_store"},
-    {"_context", "_engine", "_capture"},
+    {"_context", "_engine", "_capture", "_panel_format", "_panel_rules", "_panel_poll"},
     {"pipeline"},
-    {"_magics", "panel", "_headless", "_headless_params", "cli", "_demo"},
+    {"_magics", "_panel", "_headless", "_headless_params", "cli", "_demo"},
     {"__init__", "__main__"},
 ]
 FRONT_ENDS = {"_magics", "panel", "_headless", "cli"}
 ONLY_IMPORTED_BY = {
     "IPython.core.magic": "_magics",
-    "ipywidgets": "panel",
+    "ipywidgets": "_panel",
     "nbclient": "_headless",
     "click": "cli",
     "duckdb": "_store",
@@ -45,6 +45,8 @@ def _imports(path: Path) -> set[str]:
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
+            if node.module == "resumable":  # from resumable import _engine
+                found |= {f"resumable.{a.name}" for a in node.names}
     return found
 
 

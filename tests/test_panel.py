@@ -29,7 +29,7 @@ from resumable._records import Owner
 from resumable._states import StepState, can_transition
 from resumable._store import StepRequest, open_store
 from resumable.errors import CheckpointNotFoundError, ResumableError, StepDefinitionError
-from resumable.panel import NO_SOURCE_TIP, StepPanel
+from resumable._panel import NO_SOURCE_TIP, StepPanel
 
 FLAKY = """import pathlib
 marker = pathlib.Path({marker!r})
@@ -411,7 +411,7 @@ def test_import_resumable_does_not_import_ipywidgets() -> None:
     """'import resumable' stays light; resumable.panel stays callable once the panel module is imported."""
     code = (
         "import sys, resumable; assert 'ipywidgets' not in sys.modules;"
-        "import resumable.panel; assert callable(resumable.panel); print('ok')"
+        "import resumable._panel; assert callable(resumable.panel); print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.stdout.strip() == "ok", out.stderr

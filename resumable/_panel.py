@@ -21,9 +21,7 @@ buttons are disabled with a tooltip saying why.
 from __future__ import annotations
 
 import os
-import sys
 import threading
-import types
 from typing import Any
 
 import ipywidgets as widgets
@@ -572,13 +570,3 @@ def register_magics(ipython: Any) -> None:
         return panel(run_id, shell=ipython)
 
     ipython.register_magic_function(durable_panel, magic_kind="line", magic_name="durable_panel")
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``resumable.panel(...)`` work after this module is imported (the import rebinds the name)."""
-
-    def __call__(self, run_id: str | None = None, **options: Any) -> StepPanel:
-        return panel(run_id, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
