@@ -1,3 +1,5 @@
+"""python -m resumable: the command line."""
+
 from resumable.cli import main
 
 main()

@@ -25,11 +25,11 @@ import resumable
 from resumable import _engine
 from resumable import _panel_format as fmt
 from resumable._context import set_notebook_run
+from resumable._panel import NO_SOURCE_TIP, StepPanel
 from resumable._records import Owner
 from resumable._states import StepState, can_transition
 from resumable._store import StepRequest, open_store
 from resumable.errors import CheckpointNotFoundError, ResumableError, StepDefinitionError
-from resumable._panel import NO_SOURCE_TIP, StepPanel
 
 FLAKY = """import pathlib
 marker = pathlib.Path({marker!r})
