@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from resumable import _codec
@@ -158,7 +159,7 @@ class StepCall:
         else:
             line = f"{type(exc).__name__}: {exc}"
         self.errors.append(line)
-        tb = "".join(traceback.format_exception(exc)) if with_traceback else None
+        tb = user_traceback(exc) if with_traceback else None
         self.store.fail_step(self.run_id, self.step, self.owner, line, tb, duration_s)
         self._notify(StepState.FAILED)
 
@@ -182,6 +183,17 @@ class StepCall:
                 listener(event)
             except Exception:  # a broken panel must never break a step
                 pass
+
+
+_PACKAGE_DIR = str(Path(__file__).parent)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's first frame on: resumable's own calling frames are noise there."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 @contextmanager

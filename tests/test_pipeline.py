@@ -72,6 +72,8 @@ def test_retries_with_backoff_then_step_failed(store_path: Path) -> None:
     status = run.status("always")
     assert (status.state, status.attempts) == (StepState.FAILED, 3)
     assert "ConnectionError: reset by peer" in (status.traceback or "")
+    assert "in always" in (status.traceback or "")
+    assert "_engine.py" not in (status.traceback or "")  # starts at the user's own frame
     transitions = [e.transition for e in run.store.list_events("r1", "always")]
     assert transitions == ["start", "error", "retry", "error", "retry", "error"]
 
