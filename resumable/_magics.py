@@ -33,6 +33,7 @@ from resumable._context import NotebookRun, notebook_run, set_notebook_run
 from resumable._owner import current_owner
 from resumable._records import Owner, StepStatus
 from resumable._store import Store, open_store
+from resumable._units import human_duration, human_size
 from resumable.errors import StepDefinitionError
 from resumable.pipeline import check_name, make_policy
 
@@ -257,15 +258,6 @@ def _kernel_id() -> str | None:
     return name[len("kernel-") :] if name.startswith("kernel-") else None
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB"):
-        if value < 1024:
-            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
-
-
 def _shown_path(path: str) -> str:
     """A store path as the user gave it: relative to the working folder when inside it."""
     try:
@@ -281,9 +273,9 @@ def status_table(run: NotebookRun, steps: list[StepStatus]) -> str:
         return head + "\nno steps yet"
     rows = [("#", "step", "state", "attempts", "duration", "outputs", "last error")]
     for i, s in enumerate(steps, 1):
-        duration = f"{s.duration_s:.2f} s" if s.duration_s is not None else ""
+        duration = human_duration(s.duration_s) if s.duration_s is not None else ""
         error = (s.error_line or "")[:60] if s.state.value != "completed" else ""
-        rows.append((str(i), s.step, s.state.value, str(s.attempts), duration, _size(s.output_bytes), error))
+        rows.append((str(i), s.step, s.state.value, str(s.attempts), duration, human_size(s.output_bytes), error))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
     return "\n".join([head, *(line.rstrip() for line in lines)])

@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from resumable._records import RunInfo, StepStatus
+from resumable._units import human_duration as duration
+from resumable._units import human_size as size
 
 # One background per state; white text on each is above WCAG AA (4.5:1).
 BADGE_COLOURS: dict[str, str] = {
@@ -56,33 +58,6 @@ def badge(state: str) -> str:
     colour = BADGE_COLOURS.get(state, "#6e7781")
     name = html.escape(state)
     return f'<span class="rsm-badge rsm-{name}" data-state="{name}" style="background:{colour}">{name}</span>'
-
-
-def duration(seconds: float | None) -> str:
-    """``0.41 s``, ``12.3 s``, ``2 min 03 s``, ``1 h 02 min``; an em dash when unknown."""
-    if seconds is None:
-        return "\u2014"
-    if seconds < 10:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def size(n_bytes: int | None) -> str:
-    """Bytes in the units people read: ``512 B``, ``1.2 kB``, ``3.4 MB``."""
-    if n_bytes is None:
-        return "\u2014"
-    value = float(n_bytes)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"  # pragma: no cover - the loop always returns
 
 
 def attempts(count: int) -> str:

@@ -26,6 +26,7 @@ from resumable import _config
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._store import DuckDBStore, open_store
+from resumable._units import human_duration, human_size
 from resumable.errors import (
     CheckpointNotFoundError,
     ParameterMismatchError,
@@ -100,15 +101,6 @@ def _open(store: Path | None, must_exist: bool = True) -> DuckDBStore:
 
 def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _run_json(run: RunInfo) -> dict[str, Any]:
@@ -205,9 +197,9 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     console.print(f"run [bold]{run.run_id}[/] of pipeline [bold]{run.pipeline}[/]: {run.state} (parameters: {params})")
     table = Table("#", "step", "state", "attempts", "duration", "size", "last error")
     for i, s in enumerate(steps, 1):
-        duration = f"{s.duration_s:.2f} s" if s.duration_s is not None else ""
+        duration = human_duration(s.duration_s) if s.duration_s is not None else ""
         table.add_row(
-            str(i), s.step, s.state.value, str(s.attempts), duration, _size(s.output_bytes), s.error_line or ""
+            str(i), s.step, s.state.value, str(s.attempts), duration, human_size(s.output_bytes), s.error_line or ""
         )
     console.print(table)
     if events:
@@ -243,7 +235,7 @@ def gc(store: Path | None) -> None:
         report = opened.gc()
     click.echo(
         f"removed {rows} superseded checkpoint rows and {report.files_removed} payload files "
-        f"({_size(report.bytes_freed)} freed)"
+        f"({human_size(report.bytes_freed)} freed)"
     )
 
 

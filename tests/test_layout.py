@@ -11,7 +11,7 @@ PACKAGE = Path(resumable.__file__).parent
 
 # Lower layers never import higher ones; front ends never import each other (except cli -> _headless).
 LAYERS: list[set[str]] = [
-    {"errors", "_records", "_states", "_keys", "_config", "_cellast"},
+    {"errors", "_records", "_states", "_keys", "_config", "_cellast", "_units"},
     {"_codec", "_owner"},
     {"_store"},
     {"_context", "_engine", "_capture", "_panel_format", "_panel_rules", "_panel_poll"},
