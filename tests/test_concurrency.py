@@ -89,6 +89,44 @@ def test_second_process_lists_runs_while_a_step_runs(store_path: Path, tmp_path:
         worker.wait(timeout=30)
 
 
+BUSY_WRITER = """
+import pathlib, sys, resumable
+store, ready, stop = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+pipe = resumable.Pipeline("p", store=store)
+n = 0
+with pipe.run(run_id="busy") as run:
+    while not stop.exists():
+        run.step(f"s{n}", lambda: None)
+        n += 1
+        if n == 100:
+            ready.touch()
+print(n, flush=True)
+"""
+
+
+def test_reader_gets_in_within_a_second_while_quick_steps_run_back_to_back(store_path: Path, tmp_path: Path) -> None:
+    """Thousands of quick steps a second do not lock a CLI out: each open answers within a second."""
+    ready, stop = tmp_path / "ready", tmp_path / "stop"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", BUSY_WRITER, str(store_path), str(ready), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(ready)
+        for _ in range(5):
+            out = subprocess.run(
+                [sys.executable, "-c", LISTER, str(store_path), "busy"],
+                capture_output=True, text=True, timeout=60, check=True,
+            )  # fmt: skip
+            assert json.loads(out.stdout)["seconds"] < 1.0
+        assert writer.poll() is None, "the writer stopped before the readers were done"
+    finally:
+        stop.touch()
+        out, _ = writer.communicate(timeout=60)
+    assert int(out) > 100
+    store = resumable.Pipeline("p", store=store_path).store
+    assert len(store.list_steps("busy")) == int(out)  # every quick step was written when the run ended
+
+
 def test_second_process_cannot_execute_an_owned_run(store_path: Path, tmp_path: Path) -> None:
     """While one live process owns a run, another gets RunOwnedError naming the owner's pid."""
     marker = tmp_path / "started"

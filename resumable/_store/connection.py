@@ -30,6 +30,11 @@ from resumable.errors import StoreError, StoreLockedError, StorePathError
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 # After a forced release, the file is left alone this long so a waiting process can take it.
 RELEASE_GAP_S = 0.015
+# A process waiting for the file says so with a marker file; the holder then hands the file over
+# at its next transaction and waits up to this long for the waiter to take it.
+HANDOFF_MAX_S = 0.3
+MARKER_FRESH_S = 2.0
+MIN_HOLD_S = 0.02
 
 
 class PendingWrites(Protocol):
@@ -99,35 +104,67 @@ class FileConnection:
                     "resumable left it untouched; point RESUMABLE_STORE or store= at another file.",
                 )
 
+    @property
+    def _marker(self) -> Path:
+        return self.path.with_name(self.path.name + ".waiting")
+
+    def _others_waiting(self) -> bool:
+        """Whether another process has said, recently, that it waits for the file (one stat)."""
+        try:
+            return time.time() - self._marker.stat().st_mtime < MARKER_FRESH_S
+        except FileNotFoundError:
+            return False
+
+    def _hand_over(self) -> None:
+        """Release the file to a waiting process and give it a moment to take it."""
+        self._close_locked()
+        deadline = time.monotonic() + HANDOFF_MAX_S
+        while self._others_waiting() and time.monotonic() < deadline:
+            time.sleep(0.002)
+
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        """Open the file, waiting with backoff while another process holds it."""
+        """Open the file, waiting with backoff while another process holds it.
+
+        While waiting, a marker file tells the holder (if it is resumable) to hand the file over at
+        its next transaction, so a reader does not have to hit the holder's short release gaps.
+        """
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.002
         created = not self.path.exists()
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), config={"threads": 1})
-                break
-            except duckdb.IOException as exc:
-                text = str(exc)
-                if "lock" not in text.lower():
-                    if "not a valid DuckDB" in text:
-                        raise StorePathError(
-                            str(self.path), "exists but is not a DuckDB database", "Point the store elsewhere."
-                        ) from exc
-                    raise StoreError(f"store '{self.path}' cannot be opened: {text}") from exc
-                if time.monotonic() >= deadline:
-                    match = _LOCK_PID.search(text)
-                    raise StoreLockedError(
-                        str(self.path), int(match.group(1)) if match else None, self.lock_timeout_s
-                    ) from exc
+        marker: Path | None = None
+        try:
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path), config={"threads": 1})
+                    break
+                except duckdb.IOException as exc:
+                    if "lock" in str(exc).lower():
+                        marker = self._marker
+                        marker.touch()
+                    self._retry_or_raise(exc, deadline)
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.02)
+                delay = min(delay * 2, 0.01)
+        finally:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
         if created:
             for candidate in (self.path, Path(str(self.path) + ".wal")):
                 if candidate.exists():
                     candidate.chmod(0o600)
         return con
+
+    def _retry_or_raise(self, exc: duckdb.IOException, deadline: float) -> None:
+        """Return when a failed open is worth another try; raise our own error otherwise."""
+        text = str(exc)
+        if "lock" not in text.lower():
+            if "not a valid DuckDB" in text:
+                raise StorePathError(
+                    str(self.path), "exists but is not a DuckDB database", "Point the store elsewhere."
+                ) from exc
+            raise StoreError(f"store '{self.path}' cannot be opened: {text}") from exc
+        if time.monotonic() >= deadline:
+            match = _LOCK_PID.search(text)
+            raise StoreLockedError(str(self.path), int(match.group(1)) if match else None, self.lock_timeout_s) from exc
 
     def wake(self) -> None:
         """Make sure the housekeeper runs and looks again at what is due."""
@@ -190,6 +227,8 @@ class FileConnection:
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction; pending writes are written first, inside it."""
         with self.lock:
+            if self._con is not None and time.monotonic() - self._opened_at > MIN_HOLD_S and self._others_waiting():
+                self._hand_over()
             if self._con is None:
                 gap = self._released_at + RELEASE_GAP_S - time.monotonic()
                 if gap > 0:

@@ -358,11 +358,15 @@ class DuckDBStore:
             with self._journal_lock:
                 first_of_window = not journal.pending
                 quick = journal.try_begin(req)
-                batch_full = len(journal.pending) == MAX_BATCH
+                batch_full = len(journal.pending) >= MAX_BATCH
             if quick is not None:
-                if first_of_window or batch_full:
-                    with self._conn.lock:
-                        self._conn.wake()
+                if batch_full:
+                    # Back-pressure: a process that starts steps faster than they can be written
+                    # writes a full batch itself, so a group commit never grows past one batch.
+                    with self._transaction():
+                        pass
+                elif first_of_window:
+                    self._conn.wake()
                 return quick
         with self._conn.lock:
             begin = self._begin_step(req)
