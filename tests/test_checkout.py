@@ -43,3 +43,26 @@ def test_a_new_run_charges_again_with_a_different_key(store_path: Path) -> None:
         assert shop.ledger.count("charge") == 2
         keys = {r["key"] for r in shop.ledger.requests if r["service"] == "charge"}
         assert len(keys) == 2
+
+
+def test_shop_refuses_a_request_cut_off_mid_body() -> None:
+    """A client killed while sending leaves a truncated body: no effect, and its key stays unused."""
+    import socket
+    import urllib.parse
+
+    from resumable._demo.shop import call
+
+    with ShopServer() as shop:
+        url = urllib.parse.urlsplit(shop.url)
+        body = b'{"order": "order-9"}'
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /charge HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: k-9\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:5]
+            )
+            sock.shutdown(socket.SHUT_WR)
+            assert b" 400 " in sock.recv(1024).split(b"\r\n")[0] + b" "
+        assert shop.ledger.count("charge") == 0
+        assert call(shop.url, "charge", "order-9", "k-9")["replayed"] is False
+        assert shop.ledger.count("charge", "order-9") == 1

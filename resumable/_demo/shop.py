@@ -81,11 +81,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
         try:
-            body = json.loads(self.rfile.read(length) or b"{}")
+            body = json.loads(raw) if len(raw) == length else None
         except json.JSONDecodeError:
-            body = {}
-        status, payload = self.shop.handle(self.path.strip("/"), self.headers.get("Idempotency-Key", ""), body)
+            body = None
+        if not isinstance(body, dict) or not body.get("order"):
+            # A client killed half-way through sending leaves a truncated body: refuse it, as a
+            # real API would, rather than act on it (and remember its key for nothing).
+            status, payload = 400, {"error": "the body must be a JSON object with an 'order'"}
+        else:
+            status, payload = self.shop.handle(self.path.strip("/"), self.headers.get("Idempotency-Key", ""), body)
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)
