@@ -45,6 +45,11 @@ def _pickle_dump(value: object, path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _joblib_dump_fsync(joblib: Any, value: object, path: Path) -> None:
+    joblib.dump(value, path)
+    fsync_path(path)
+
+
 def _pickle_load(path: Path) -> object:
     with open(path, "rb") as f:
         return pickle.load(f)
@@ -84,7 +89,7 @@ def measure_payload(kind: str, size: int, folder: str, reps: int) -> dict[str, A
         _time(t, "joblib_dump", lambda: joblib.dump(value, base / "v.joblib"))
         (base / "v.joblib").unlink()
         # joblib.dump does not fsync; the same dump made durable, as a checkpoint must be:
-        _time(t, "joblib_dump_fsync", lambda: (joblib.dump(value, base / "v.joblib"), fsync_path(base / "v.joblib")))
+        _time(t, "joblib_dump_fsync", _joblib_dump_fsync, joblib, value, base / "v.joblib")
         if is_frame:
             _time(t, "feather_write", _feather_write, value, base / "v.feather")
         run_id = f"r{rep}"
