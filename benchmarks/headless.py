@@ -6,7 +6,8 @@ skipped with a message saying so.
 How it measures once it is there: a notebook computes a large step, then a cell kills its own
 kernel the first time it runs (it touches a marker file first, so the instant of death is known);
 ``execute_notebook(max_restarts=1)`` starts a new kernel and runs again from the top, restoring the
-step. Resume cost = end of execution - instant of death; baseline = a kernel start (measured with
+step. Resume cost = the restored step's end - instant of death (also reported: until the executor
+returns); baseline = a kernel start (measured with
 jupyter_client in the same run) + the pure restore of the step (``resumable.load``) + 0.5 s. Cells
 stamp the time into a file, so the note splits the resume into its phases.
 """
@@ -111,5 +112,13 @@ def run(cfg: Config) -> list[Result | Skipped]:
         f"{p['first_cell_to_step_restored_s']:.2f} s + rest {p['step_to_last_cell_s']:.2f} s + "
         f"saving and shutdown {p['last_cell_to_return_s']:.2f} s"
     )
-    return [Result(CONCERN, f"headless resume after kernel death ({label})", m["resume_s"], "s",
-                   "kernel start + restore + 0.5 s", budget, "<= 1", note)]  # fmt: skip
+    # What resuming costs is the time to get back to where the run was when its kernel died: from
+    # the death to the restored step. Later cells, writing the executed notebook and shutting the
+    # kernel down are paid by every run, crashed or not; the second figure includes them anyway.
+    back = p["death_to_first_cell_s"] + p["first_cell_to_step_restored_s"]
+    return [
+        Result(CONCERN, f"headless resume after kernel death, back to where it died ({label})", back, "s",
+               "kernel start + restore + 0.5 s", budget, "<= 1", note),
+        Result(CONCERN, f"headless resume after kernel death, until the executor exits ({label})", m["resume_s"],
+               "s", "kernel start + restore + 0.5 s", budget, "", note),
+    ]  # fmt: skip
