@@ -85,6 +85,7 @@ class StepCall:
     errors: list[str] = field(default_factory=list)
     attempt: int = 0
     stale: tuple[str, ...] = ()
+    fresh: bool = False  # the step had no row before this call: no old checkpoints to replace
 
     def begin(self) -> Begin:
         """Ask the store whether to restore or execute; when executing, the step is now running."""
@@ -98,6 +99,7 @@ class StepCall:
         )  # fmt: skip
         self.attempt = begin.attempt
         self.stale = begin.stale
+        self.fresh = begin.fresh
         if begin.action == "execute":
             self._notify(StepState.RUNNING)
         return begin
@@ -126,12 +128,13 @@ class StepCall:
             display = self.display
         try:
             blobs = [self._encode(name, value) for name, value in outputs.items()]
-            display_blob = self._encode("<display>", display) if display is not None else None
+            # An empty display (a cell that showed nothing) is not stored: one row less per step.
+            display_blob = self._encode("<display>", display) if display else None
         except UnserializableOutputError as exc:
             self._record_failure(exc, duration_s, with_traceback=False)
             raise
         self.store.complete_step(
-            self.run_id, self.step, self.owner, blobs, list(outputs), duration_s, display_blob, reads
+            self.run_id, self.step, self.owner, blobs, list(outputs), duration_s, display_blob, reads, self.fresh
         )
         self._notify(StepState.COMPLETED)
 

@@ -51,6 +51,7 @@ class Begin:
     checkpoints: tuple[CheckpointRef, ...]
     finished_at: Any  # datetime of the checkpoint being restored
     stale: tuple[str, ...]  # steps sent back to pending because this one re-executes
+    fresh: bool = False  # the step had no row before: it has no old checkpoints to replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +96,12 @@ class Store(Protocol):
         duration_s: float,
         display: Blob | None = None,
         reads: Sequence[str] | None = None,
+        fresh: bool = False,
     ) -> None:
-        """Store every output and mark the step completed in ONE transaction; on error neither happens."""
+        """Store every output and mark the step completed in ONE transaction; on error neither happens.
+
+        ``fresh`` says the step never stored checkpoints before, so there are none to replace.
+        """
 
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float

@@ -405,7 +405,7 @@ class DuckDBStore:
                     None,
                 )
                 log_events(con, [event])
-                return Begin("execute", 1, (), None, ())
+                return Begin("execute", 1, (), None, (), fresh=True)
             state = StepState(view.state)
             reason = state.value
             if state is StepState.COMPLETED:
@@ -458,6 +458,7 @@ class DuckDBStore:
         duration_s: float,
         display: Blob | None = None,
         reads: Sequence[str] | None = None,
+        fresh: bool = False,
     ) -> None:
         """Store every output and mark the step ``completed`` in ONE transaction; on error neither happens.
 
@@ -481,7 +482,8 @@ class DuckDBStore:
                     con, run_id, step, StepState.RUNNING, StepState.COMPLETED, owner, None, extra, params,
                     owned_by=owner,
                 )  # fmt: skip
-                con.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step])
+                if not fresh:
+                    con.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step])
                 rows = [(b, "value") for b in blobs] + ([(display, "display")] if display is not None else [])
                 if rows:
                     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())"] * len(rows))

@@ -76,7 +76,7 @@ class RunJournal:
         self.known_steps.add(req.step)
         self.pending[req.step] = PendingStep(req, self.step_count, utc_now(), time.monotonic())
         self.step_count += 1
-        return Begin("execute", 1, (), None, ())
+        return Begin("execute", 1, (), None, (), fresh=True)
 
     def try_complete(
         self,
