@@ -171,6 +171,16 @@ class StepCall:
         self.attempt = self.store.retry_step(self.run_id, self.step, self.owner)
         self._notify(StepState.RUNNING)
 
+    def delay_or_raise(self, exc: BaseException, duration_s: float) -> float:
+        """Record a failed attempt; return the delay before the next one, or raise what the caller sees."""
+        delay = self.fail(exc, duration_s)
+        if delay is not None:
+            return delay
+        error = self.give_up(exc)
+        if error is exc:
+            raise exc
+        raise error from exc
+
     def give_up(self, exc: BaseException) -> BaseException:
         """The error the caller sees once no attempt is left."""
         if len(self.errors) > 1 and not isinstance(exc, (KeyboardInterrupt, UnserializableOutputError)):
@@ -257,13 +267,7 @@ def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> Restored 
             with entered(call.context()):
                 outputs: Mapping[str, Any] = _call_with_timeout(call, body)
         except BaseException as exc:
-            delay = call.fail(exc, time.perf_counter() - started)
-            if delay is None:
-                error = call.give_up(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            time.sleep(delay)
+            time.sleep(call.delay_or_raise(exc, time.perf_counter() - started))
             call.retry()
             continue
         call.succeed(outputs, time.perf_counter() - started)
@@ -287,13 +291,7 @@ async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, An
                     except asyncio.TimeoutError:
                         raise StepTimeout(call.step, call.policy.timeout) from None
         except BaseException as exc:
-            delay = call.fail(exc, time.perf_counter() - started)
-            if delay is None:
-                error = call.give_up(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            await asyncio.sleep(delay)
+            await asyncio.sleep(call.delay_or_raise(exc, time.perf_counter() - started))
             call.retry()
             continue
         call.succeed(outputs, time.perf_counter() - started)

@@ -14,6 +14,7 @@ from typing import Any
 import nbformat
 import psutil
 import pytest
+from notebook_files import write_nb
 
 import resumable
 from resumable import _headless, _headless_params
@@ -22,17 +23,6 @@ from resumable._store import open_store
 from resumable._store.base import StepRequest
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def write_nb(path: Path, *cells: str | tuple[str, list[str]]) -> Path:
-    """A notebook of code cells; a (source, tags) tuple tags its cell."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in cells:
-        source, tags = cell if isinstance(cell, tuple) else (cell, [])
-        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {}))
-    nbformat.write(nb, path)
-    return path
 
 
 def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:

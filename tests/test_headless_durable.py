@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_files import write_nb
 
 from resumable._demo.shop import SERVICES, ShopServer
 
@@ -21,16 +22,6 @@ pytestmark = pytest.mark.timeout(150)
 
 TRIALS = int(os.environ.get("RESUMABLE_HEADLESS_KILL_TRIALS", "3"))
 SEED = int(os.environ.get("RESUMABLE_HEADLESS_KILL_SEED", "4"))
-
-
-def write_nb(path: Path, *cells: str | tuple[str, list[str]]) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in cells:
-        source, tags = cell if isinstance(cell, tuple) else (cell, [])
-        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags} if tags else {}))
-    nbformat.write(nb, path)
-    return path
 
 
 def command(*args: str | Path) -> list[str]:
