@@ -157,7 +157,14 @@ def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) ->
     if not found:
         click.echo("no runs yet")
         return
-    table = Table("run", "pipeline", "state", "steps", "updated", "parameters")
+    # Run ids are what users copy into the next command: never wrapped or cut.
+    table = Table()
+    table.add_column("run", no_wrap=True, min_width=max(len(r.run_id) for r in found))
+    table.add_column("pipeline")
+    table.add_column("state")
+    table.add_column("steps")
+    table.add_column("updated", no_wrap=True)
+    table.add_column("parameters")
     for r in found:
         params = ", ".join(f"{k}={v!r}" for k, v in r.params.items())
         table.add_row(r.run_id, r.pipeline, r.state, str(r.step_count), _when(r.updated_at), params)
