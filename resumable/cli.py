@@ -99,6 +99,11 @@ def _open(store: Path | None, must_exist: bool = True) -> DuckDBStore:
     return open_store(path)
 
 
+def _console() -> Console:
+    """A terminal's own width; piped output is not squeezed into 80 columns (ids stay whole)."""
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
 def _when(value: datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
@@ -157,18 +162,14 @@ def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) ->
     if not found:
         click.echo("no runs yet")
         return
-    # Run ids are what users copy into the next command: never wrapped or cut.
     table = Table()
-    table.add_column("run", no_wrap=True, min_width=max(len(r.run_id) for r in found))
-    table.add_column("pipeline")
-    table.add_column("state")
-    table.add_column("steps")
-    table.add_column("updated", no_wrap=True)
-    table.add_column("parameters")
+    table.add_column("run", no_wrap=True)  # what users copy into the next command: never wrapped
+    for column in ("pipeline", "state", "steps", "updated", "parameters"):
+        table.add_column(column)
     for r in found:
         params = ", ".join(f"{k}={v!r}" for k, v in r.params.items())
         table.add_row(r.run_id, r.pipeline, r.state, str(r.step_count), _when(r.updated_at), params)
-    Console().print(table)
+    _console().print(table)
 
 
 @main.command()
@@ -199,7 +200,7 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
             ]  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
-    console = Console()
+    console = _console()
     params = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "none"
     console.print(f"run [bold]{run.run_id}[/] of pipeline [bold]{run.pipeline}[/]: {run.state} (parameters: {params})")
     table = Table("#", "step", "state", "attempts", "duration", "size", "last error")
