@@ -1,0 +1,95 @@
+"""The command line as a user runs it: real subprocesses, their output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import resumable
+
+
+def cli(*args: str | Path, check_code: int | None = 0) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "resumable", *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check_code is not None:
+        assert out.returncode == check_code, out.stderr
+    return out
+
+
+@pytest.fixture
+def store_with_run(store_path: Path) -> Path:
+    """A store holding run 'r1': a completed step with a frame, a failed step."""
+    pipe = resumable.Pipeline("shop", store=store_path)
+    with pipe.run(run_id="r1", params={"region": "eu"}) as run:
+        run.step("load", lambda: pd.DataFrame({"id": [1, 2], "amount": [9.5, 3.0]}))
+        with pytest.raises(ConnectionError):
+            run.step("charge", _refuse)
+    resumable._store.duckdb.close_all()  # the CLI is another process: let go of the file
+    return store_path
+
+
+def _refuse() -> None:
+    raise ConnectionError("card declined")
+
+
+def test_runs_and_show_as_json(store_with_run: Path) -> None:
+    """runs and show --json report what the store holds: states, attempts, errors, parameters."""
+    runs = json.loads(cli("runs", "--json", "--store", store_with_run).stdout)
+    assert [(r["run_id"], r["pipeline"], r["state"], r["params"]) for r in runs] == [
+        ("r1", "shop", "failed", {"region": "eu"})
+    ]
+    shown = json.loads(cli("show", "r1", "--json", "--events", "--store", store_with_run).stdout)
+    steps = {s["step"]: s for s in shown["steps"]}
+    assert steps["load"]["state"] == "completed" and steps["load"]["output_bytes"] > 0
+    assert steps["charge"]["state"] == "failed"
+    assert steps["charge"]["error"] == "ConnectionError: card declined"
+    assert [(e["step"], e["to"]) for e in shown["events"]] == [
+        ("load", "running"), ("load", "completed"), ("charge", "running"), ("charge", "failed"),
+    ]  # fmt: skip
+
+
+def test_show_as_a_table_names_the_run_and_the_error(store_with_run: Path) -> None:
+    """The human view names the run, its parameters and the failing step's error."""
+    out = cli("show", "r1", "--store", store_with_run).stdout
+    assert "run r1 of pipeline shop: failed (parameters: region='eu')" in out
+    assert "ConnectionError: card declined" in out
+
+
+def test_invalidate_then_gc_then_the_step_runs_again(store_with_run: Path) -> None:
+    """invalidate sends a step back to pending; gc drops its old checkpoint; the next pass re-executes."""
+    assert (
+        "invalidated in run 'r1': load, charge"
+        in cli("invalidate", "r1", "load", "--downstream", "--store", store_with_run).stdout
+    )
+    assert "removed 1 superseded checkpoint rows" in cli("gc", "--store", store_with_run).stdout
+    calls = []
+    pipe = resumable.Pipeline("shop", store=store_with_run)
+    with pipe.run(run_id="r1") as run:
+        run.step("load", lambda: calls.append(1) or 5)
+    assert calls == [1]
+
+
+def test_export_writes_the_value_in_the_format_asked(store_with_run: Path, tmp_path: Path) -> None:
+    """export writes a checkpointed frame as CSV, or any value as a pickle file."""
+    cli("export", "r1", "load", "-o", tmp_path / "load.csv", "--store", store_with_run)
+    assert pd.read_csv(tmp_path / "load.csv")["amount"].tolist() == [9.5, 3.0]
+    cli("export", "r1", "load", "-o", tmp_path / "load.pkl", "--store", store_with_run)
+    assert pickle.loads((tmp_path / "load.pkl").read_bytes())["id"].tolist() == [1, 2]
+
+
+def test_errors_have_their_documented_exit_codes(store_with_run: Path, tmp_path: Path) -> None:
+    """A missing run or store exits 6 with a message that says what to do; --help lists the codes."""
+    missing = cli("show", "nope", "--store", store_with_run, check_code=6)
+    assert "run 'nope' does not exist" in missing.stderr and "resumable runs" in missing.stderr
+    no_store = cli("runs", "--store", tmp_path / "none" / "store.duckdb", check_code=6)
+    assert "there is no store at" in no_store.stderr
+    failed_export = cli("export", "r1", "charge", "-o", tmp_path / "x.pkl", "--store", store_with_run, check_code=6)
+    assert "is failed, not completed" in failed_export.stderr
+    assert "4  the run is owned by another live process" in cli("--help").stdout
