@@ -192,3 +192,28 @@ def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: P
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_a_forked_worker_uses_the_store_without_the_parents_handle(store_path: Path) -> None:
+    """multiprocessing's fork: a child records its own steps; the parent's pending steps are written once."""
+    import multiprocessing
+
+    pipe = resumable.Pipeline("p", store=store_path)
+    with pipe.run(run_id="parent") as run:
+        run.step("before_fork", lambda: 1)  # quick: still pending in this process at the fork
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=_child_run, args=(str(store_path),))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    store = pipe.store
+    assert [s.step for s in store.list_steps("parent")] == ["before_fork"]
+    assert [(s.step, s.state) for s in store.list_steps("child")] == [("in_child", StepState.COMPLETED)]
+    events = store.list_events("parent", "before_fork")
+    assert [e.target for e in events] == ["running", "completed"]  # written once, by the parent
+
+
+def _child_run(store: str) -> None:
+    pipe = resumable.Pipeline("p", store=store)
+    with pipe.run(run_id="child") as run:
+        run.step("in_child", lambda: 2)

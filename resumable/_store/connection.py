@@ -214,6 +214,12 @@ class FileConnection:
                 self._con = None
                 self._released_at = time.monotonic()
 
+    def forget_inherited(self) -> None:
+        """In a forked child: drop the parent's handle (never close it here) and start afresh."""
+        self.lock = threading.Condition(threading.RLock())
+        self._con = None
+        self._housekeeper = None
+
     def close(self) -> None:
         """Write what is pending and release the file now (it is reopened on the next use)."""
         with self.lock:

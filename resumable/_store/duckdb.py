@@ -666,6 +666,21 @@ def close_all() -> None:
 atexit.register(close_all)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child starts with fresh locks and nothing pending of its parent's."""
+    for store in list(_OPEN_STORES):
+        store._journals.clear()
+        store._journal_lock = threading.Lock()
+        store._conn.forget_inherited()
+
+
+if hasattr(os, "register_at_fork"):
+    # DuckDB is not fork-safe: a child that inherits an open database crashes when it opens the
+    # file again. So the parent writes what is pending and lets go of the file before a fork (a
+    # 15 ms reconnect later); subprocesses started by ``subprocess`` do not run these hooks.
+    os.register_at_fork(before=close_all, after_in_child=_after_fork_in_child)
+
+
 _BY_PATH: dict[Path, DuckDBStore] = {}
 _BY_PATH_LOCK = threading.Lock()
 
