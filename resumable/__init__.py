@@ -14,6 +14,7 @@ from resumable._states import StepState
 from resumable.errors import (
     CheckpointIntegrityError,
     CheckpointNotFoundError,
+    DuplicateStepWarning,
     InvalidTransition,
     KernelDiedError,
     NoActiveRunError,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
+    "DuplicateStepWarning",
     "ExecutionResult",
     "InvalidTransition",
     "KernelDiedError",

@@ -17,6 +17,7 @@ import re
 import shlex
 import sys
 import types
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from resumable._owner import current_owner
 from resumable._records import Owner, StepStatus
 from resumable._store import Store, open_store
 from resumable._units import human_duration, human_size
-from resumable.errors import StepDefinitionError
+from resumable.errors import DuplicateStepWarning, StepDefinitionError
 from resumable.pipeline import check_name, make_policy
 
 DEFAULT_PIPELINE = "default"
@@ -298,6 +299,27 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self._run: NotebookRun | None = None
         self._store: Store | None = None
         self._owner: Owner | None = None
+        self._cell: tuple[str | None, str] = (None, "")  # the executing cell's id and source
+        self._step_cells: dict[tuple[str, str], str] = {}  # (run, step) -> the cell id that ran it
+        shell.events.register("pre_run_cell", self.remember_cell)
+
+    def remember_cell(self, info: Any) -> None:
+        """``pre_run_cell``: which notebook cell is executing (front ends send its id)."""
+        self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", "") or "")
+
+    def _check_one_cell_per_step(self, run_id: str, name: str, body: str) -> None:
+        """Warn when a step name is used by a second cell: each would keep re-running the other."""
+        cell_id, raw = self._cell
+        if cell_id is None or body.strip() not in raw:  # not run from a cell (a panel's Retry)
+            return
+        first = self._step_cells.setdefault((run_id, name), cell_id)
+        if first != cell_id:
+            msg = (
+                f"step '{name}' was run by another cell of this notebook before. Two cells sharing a step "
+                f"name replace each other's checkpoint and re-run on every pass: give this cell its own "
+                f"name ('%%durable_step {name}_2'), or ignore this if you moved the step here."
+            )
+            warnings.warn(DuplicateStepWarning(msg), stacklevel=2)
 
     # ------------------------------------------------------------------ the current run
 
@@ -429,6 +451,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         names = _cellast.analyze(python)  # a SyntaxError stops here or below, before the store is touched
         executor = _CellExecutor(self._ip, python, names, spec)
         run, store = self._current()
+        self._check_one_cell_per_step(run.run_id, name, cell)
         executor.call = call = _engine.StepCall(
             store, run.pipeline, run.run_id, name, self.owner, policy,
             source=cell, source_digest=source_digest(cell, spec), reads=names.reads, force=args.force,

@@ -21,7 +21,8 @@ all of ours and nothing of the user's::
      ├─ InvalidTransition                    a bug in resumable, never user error
      ├─ NotebookExecutionError               .cell_index, .ename, .evalue, .traceback
      ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
-     └─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
+     ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
+     └─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
 
 Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
 stored and cross process boundaries (a kernel, a subprocess).
@@ -197,6 +198,10 @@ class InvalidTransition(ResumableError):
         self.source = source
         self.target = target
         super().__init__(f"step '{step}': no transition from '{source}' to '{target}' (this is a bug in resumable)")
+
+
+class DuplicateStepWarning(ResumableError, UserWarning):
+    """Two notebook cells use one step name; nothing is lost, but each re-runs the other."""
 
 
 class NotebookExecutionError(ResumableError):
