@@ -190,6 +190,8 @@ class StepCall:
         return exc
 
     def _notify(self, state: StepState) -> None:
+        if not _listeners:  # the common case: no panel open; keep the per-step path bare
+            return
         event = StepEvent(self.pipeline, self.run_id, self.step, state, self.attempt)
         for listener in list(_listeners):
             try:

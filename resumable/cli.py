@@ -181,10 +181,7 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     """Show the steps of RUN_ID with their state, attempts, duration, size and last error."""
     with reported_errors():
         opened = _open(store)
-        run = opened.get_run(run_id)
-        if run is not None:
-            opened.reap_dead_owners(run_id, current_owner())
-            run = opened.get_run(run_id)
+        run = opened.reap_dead_owners(run_id, current_owner())
         if run is None:
             msg = f"run '{run_id}' does not exist in '{opened.path}'. See: resumable runs"
             raise CheckpointNotFoundError(msg)

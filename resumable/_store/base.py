@@ -133,3 +133,12 @@ class Store(Protocol):
 
     def encode(self, name: str, value: object) -> Blob:
         """Serialize one output (large ones to an fsynced file)."""
+
+    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
+        """Running steps of dead owners become interrupted; returns the run (None: no such run)."""
+
+    def last_event_seq(self) -> int:
+        """The newest event's number: a cheap way to notice a change made anywhere."""
+
+    def close(self) -> None:
+        """Write what is pending and release the file."""

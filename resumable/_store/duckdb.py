@@ -27,7 +27,7 @@ from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import StepState, check_transition
 from resumable._store.base import Begin, CheckpointRef, GcReport, StepRequest
 from resumable._store.connection import FileConnection
-from resumable._store.journal import GROUP_COMMIT_S, RunJournal
+from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, RunJournal
 from resumable._store.rows import (
     STEP_COLUMNS,
     RunView,
@@ -52,7 +52,6 @@ from resumable.errors import (
 
 # A run's last change is its newest event: derived, so the per-step path writes one row less.
 _UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
-MAX_BATCH = 500  # quick steps written together at most: a group commit stays a few milliseconds
 
 
 class DuckDBStore:
@@ -108,10 +107,8 @@ class DuckDBStore:
     # ------------------------------------------------------------------ group commit (journal.py)
 
     def oldest_pending(self) -> float | None:
-        """When the oldest unwritten step started; a full batch counts as overdue."""
+        """When the oldest unwritten step started (a full batch is written at once by ``begin_step``)."""
         with self._journal_lock:
-            if sum(len(j.pending) for j in self._journals.values()) >= MAX_BATCH:
-                return time.monotonic() - GROUP_COMMIT_S
             return min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
 
     def write_pending(self, con: duckdb.DuckDBPyConnection) -> object:
@@ -168,29 +165,29 @@ class DuckDBStore:
             return self._get_run(con, run_id)
 
     def _get_run(self, con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
-        row = con.execute(
-            f"SELECT run_id, pipeline, created_at, {_UPDATED_AT}, params FROM runs r WHERE run_id = ?", [run_id]
-        ).fetchone()
-        if row is None:
-            return None
-        states = [r[0] for r in con.execute("SELECT state FROM steps WHERE run_id = ?", [run_id]).fetchall()]
-        return RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states))
+        found = self._runs(con, "r.run_id = ?", [run_id], 1)
+        return found[0] if found else None
 
-    def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
-        """Runs, newest first, optionally of one pipeline."""
-        with self._transaction() as con:
-            rows = con.execute(
-                f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, list(s.state)
-                   FROM runs r LEFT JOIN steps s USING (run_id)
-                   WHERE ? IS NULL OR r.pipeline = ?
-                   GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
-                [pipeline, pipeline, limit],
-            ).fetchall()
+    @staticmethod
+    def _runs(con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int) -> list[RunInfo]:
+        """Runs matching ``where``, newest first, each with the state derived from its steps."""
+        rows = con.execute(
+            f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, list(s.state)
+               FROM runs r LEFT JOIN steps s USING (run_id)
+               WHERE {where}
+               GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
+            [*params, limit],
+        ).fetchall()
         out = []
         for row in rows:
             states = [s for s in row[5] if s is not None]
             out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states)))
         return out
+
+    def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
+        """Runs, newest first, optionally of one pipeline."""
+        with self._transaction() as con:
+            return self._runs(con, "? IS NULL OR r.pipeline = ?", [pipeline, pipeline], limit)
 
     def latest_run(self, pipeline: str) -> RunInfo | None:
         """The most recently created run of a pipeline."""
@@ -199,14 +196,14 @@ class DuckDBStore:
 
     def open_run(self, run_id: str, pipeline: str, params: dict[str, Any] | None = None) -> RunInfo:
         """Create the run, or check that an existing one belongs to ``pipeline`` and ``params``."""
-        params = params or {}
+        # Parameters as the store records them (JSON), so a resumed run compares like with like.
+        recorded = json.loads(json.dumps(params or {}, sort_keys=True, default=repr))
         with self._transaction() as con:
             existing = self._get_run(con, run_id)
             if existing is None:
                 con.execute(
-                    """INSERT INTO runs (run_id, pipeline, created_at, updated_at, params)
-                       VALUES (?, ?, now(), now(), ?)""",
-                    [run_id, pipeline, json.dumps(params, sort_keys=True, default=repr)],
+                    "INSERT INTO runs (run_id, pipeline, created_at, params) VALUES (?, ?, now(), ?)",
+                    [run_id, pipeline, json.dumps(recorded, sort_keys=True)],
                 )
                 created = self._get_run(con, run_id)
                 assert created is not None
@@ -217,8 +214,8 @@ class DuckDBStore:
                 f"Use another run id, or open it with pipeline '{existing.pipeline}'."
             )
             raise StoreError(msg)
-        differences = param_differences(existing.params, json.loads(json.dumps(params, default=repr)))
-        if params and differences:
+        differences = param_differences(existing.params, recorded)
+        if recorded and differences:
             raise ParameterMismatchError(run_id, differences)
         return existing
 
@@ -300,13 +297,19 @@ class DuckDBStore:
             return RunView(pipeline, None, None, None, None, None)
         return RunView(pipeline, state, mine[2], mine[7], mine[8], mine[9])
 
-    def reap_dead_owners(self, run_id: str, me: Owner) -> None:
-        """Mark steps whose owner died ``interrupted`` (what a CLI or panel does before showing a run)."""
+    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
+        """Mark steps whose owner died ``interrupted``; return the run as it then stands (None: no such run).
+
+        What a CLI or panel does before showing a run, so it never shows a dead process as running.
+        """
         with self._transaction() as con:
             try:
                 self._check_owner(con, run_id, me)
             except RunOwnedError:
-                pass
+                pass  # a live owner: nothing to reap
+            except CheckpointNotFoundError:
+                return None
+            return self._get_run(con, run_id)
 
     # ------------------------------------------------------------------ steps
 

@@ -24,6 +24,9 @@ from resumable._records import Blob, Owner
 from resumable._store.base import Begin, StepRequest
 
 GROUP_COMMIT_S = float(os.environ.get("RESUMABLE_GROUP_COMMIT_MS", "50")) / 1000
+# Quick steps written together at most; a process that reaches it writes the batch itself
+# (back-pressure), so one group commit stays a few milliseconds.
+MAX_BATCH = 500
 
 
 def utc_now() -> datetime:

@@ -14,8 +14,7 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE runs (
             run_id VARCHAR PRIMARY KEY,
             pipeline VARCHAR NOT NULL,
-            created_at TIMESTAMPTZ NOT NULL,
-            updated_at TIMESTAMPTZ NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,    -- its last change is its newest event (derived)
             params VARCHAR NOT NULL,            -- JSON object
             owner_host VARCHAR,                 -- set while a process holds the whole run (Python API)
             owner_pid INTEGER,
