@@ -82,7 +82,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def panel(run_id: str | None = None, **options: Any) -> Any:
-    """The status panel widget of a run (see :func:`resumable._panel.panel`); imports ipywidgets lazily."""
+    """The status panel widget of a run (see :func:`resumable._panel.widget.panel`); imports ipywidgets lazily."""
     from resumable._panel import panel as make
 
     return make(run_id, **options)

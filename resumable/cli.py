@@ -346,8 +346,8 @@ def execute(
     on every pass. The executed notebook, restored outputs included, is written to -o. Ctrl-C
     stops the run (exit 130) and prints the command that resumes it.
     """
-    from resumable import _headless_params
     from resumable._headless import execute_notebook
+    from resumable._headless import params as _headless_params
     from resumable.errors import NotebookInputError
 
     try:

@@ -17,7 +17,8 @@ import pytest
 from notebook_files import write_nb
 
 import resumable
-from resumable import _headless, _headless_params
+from resumable import _headless
+from resumable._headless import params as _headless_params
 from resumable._owner import current_owner
 from resumable._store import open_store
 from resumable._store.base import StepRequest

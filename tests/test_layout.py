@@ -14,9 +14,9 @@ LAYERS: list[set[str]] = [
     {"errors", "_records", "_states", "_keys", "_config", "_cellast", "_units"},
     {"_codec", "_owner"},
     {"_store"},
-    {"_context", "_engine", "_capture", "_panel_format", "_panel_rules", "_panel_poll"},
+    {"_context", "_kernel_run", "_table", "_engine", "_capture"},
     {"pipeline"},
-    {"_magics", "_panel", "_headless", "_headless_params", "cli", "_demo"},
+    {"_magics", "_panel", "_headless", "cli", "_demo"},
     {"__init__", "__main__"},
 ]
 FRONT_ENDS = {"_magics", "panel", "_headless", "cli"}

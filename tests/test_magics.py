@@ -14,8 +14,9 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
 from resumable import StepFailed, StepState, StepTimeout, UnserializableOutputError, load
-from resumable._context import notebook_run, set_notebook_run
-from resumable._magics import DurableMagics, load_ipython_extension
+from resumable._kernel_run import notebook_run, set_notebook_run
+from resumable._magics import load_ipython_extension
+from resumable._magics.magics import DurableMagics
 from resumable._store import open_store
 from resumable.errors import DuplicateStepWarning
 

@@ -23,9 +23,9 @@ from IPython.testing import globalipapp
 
 import resumable
 from resumable import _engine
-from resumable import _panel_format as fmt
-from resumable._context import set_notebook_run
-from resumable._panel import NO_SOURCE_TIP, StepPanel
+from resumable._kernel_run import set_notebook_run
+from resumable._panel import format as fmt
+from resumable._panel.widget import NO_SOURCE_TIP, StepPanel
 from resumable._records import Owner
 from resumable._states import StepState, can_transition
 from resumable._store import StepRequest, open_store

@@ -7,7 +7,7 @@ memory, ``os._exit``, a SIGKILL) starts the next pass, up to ``max_restarts``; a
 ends the run with the exact command that resumes it.
 
 Whether a step executed or was restored is read from the store's event log, not from the cell's
-output (see ``progress.Tracker``). Parameters are parsed and injected by ``_headless_params``.
+output (see ``progress.Tracker``). Parameters are parsed and injected by ``params``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from resumable import _config, _headless_params
+from resumable import _config
+from resumable._headless import params as _headless_params
 from resumable._headless.kernel import check_kernel, client_class, execute_or_interrupt, ipc_config
 from resumable._headless.lock import executor_lock
 from resumable._headless.names import (

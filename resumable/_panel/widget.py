@@ -7,7 +7,7 @@ three ways:
 - every row is drawn from what the store holds, re-read after each action and each change, never
   from what an action was expected to do;
 - a step changing in this kernel marks the panel out of date (an engine listener) and the panel
-  thread (:mod:`resumable._panel_poll`) redraws it from the store, with nothing pressed and
+  thread (:mod:`resumable._panel.poll`) redraws it from the store, with nothing pressed and
   without making the step wait;
 - changes made by another process (a headless run, the CLI) show up through that thread's poll of
   ``last_event_seq()`` every couple of seconds, or the Refresh button. The poll opens the store
@@ -28,11 +28,12 @@ import ipywidgets as widgets
 from IPython.core.error import UsageError
 from IPython.core.getipython import get_ipython
 
-from resumable import _engine, _panel_poll
-from resumable import _panel_format as fmt
-from resumable import _panel_rules as rules
-from resumable._context import notebook_run
+from resumable import _engine
+from resumable._kernel_run import notebook_run
 from resumable._owner import current_owner
+from resumable._panel import format as fmt
+from resumable._panel import poll as _panel_poll
+from resumable._panel import rules
 from resumable._records import RunInfo, StepStatus
 from resumable._states import StepState
 from resumable._store import DuckDBStore, open_store

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from resumable._context import NotebookRun
+from resumable._kernel_run import NotebookRun
 from resumable._records import StepStatus
 from resumable._states import StepState, can_transition
 

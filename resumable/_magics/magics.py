@@ -9,16 +9,13 @@ that is also recorded (``_capture``), and the namespace the cell runs in.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import importlib
 import os
 import re
 import shlex
 import sys
-import types
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,164 +27,18 @@ from traitlets import Bool
 
 from resumable import _capture, _cellast, _engine, _keys
 from resumable._config import env_run_id
-from resumable._context import NotebookRun, notebook_run, set_notebook_run
+from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
+from resumable._magics.executor import _CellExecutor, _trim_traceback
+from resumable._magics.functions import _unwrap
+from resumable._magics.outputs import parse_output_spec, source_digest
 from resumable._owner import current_owner
-from resumable._records import Owner, StepStatus
+from resumable._records import Owner
 from resumable._store import Store, open_store
-from resumable._units import human_duration, human_size
+from resumable._table import status_table
 from resumable.errors import DuplicateStepWarning, StepDefinitionError
 from resumable.pipeline import check_name, make_policy
 
 DEFAULT_PIPELINE = "default"
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSpec:
-    """What ``--outputs`` and ``--exclude`` say about a step's outputs."""
-
-    exact: tuple[str, ...] | None  # ``--outputs a,b``: exactly these
-    added: tuple[str, ...]  # ``--outputs +a,+b``: these besides the detected ones
-    excluded: tuple[str, ...]
-
-
-_REBIND = "__resumable_rebind__"
-
-
-def _function_from_code(
-    code: types.CodeType,
-    qualname: str,
-    defaults: tuple[Any, ...] | None,
-    kwdefaults: dict[str, Any] | None,
-    annotations: dict[str, Any],
-    doc: str | None,
-    attrs: dict[str, Any],
-) -> types.FunctionType:
-    """Rebuild a notebook function from its code, with a bare namespace until a restore rebinds it."""
-    fn = types.FunctionType(code, {"__builtins__": builtins, "__name__": "__main__"}, code.co_name, defaults)
-    fn.__kwdefaults__ = kwdefaults
-    fn.__qualname__ = qualname
-    fn.__annotations__ = annotations
-    fn.__doc__ = doc
-    fn.__dict__.update(attrs)
-    setattr(fn, _REBIND, True)
-    return fn
-
-
-class _NotebookFunction:
-    """A function defined in the notebook, stored as its code, without its globals.
-
-    cloudpickle would copy every global such a function uses into its checkpoint (a connection
-    makes it unpicklable, a DataFrame makes it large) and the restored function would read those
-    copies forever. Stored as code, it unpickles to a plain function (``resumable.load`` returns a
-    function), and a restore rebinds it to the notebook's namespace, as if its ``def`` ran again.
-    """
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: types.FunctionType) -> None:
-        self.fn = fn
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        fn = self.fn
-        attrs = {k: v for k, v in fn.__dict__.items() if k != _REBIND}
-        state = (fn.__code__, fn.__qualname__, fn.__defaults__, fn.__kwdefaults__, dict(fn.__annotations__))
-        return (_function_from_code, (*state, fn.__doc__, attrs))
-
-    @classmethod
-    def wrap(cls, value: Any, namespace: dict[str, Any]) -> Any:
-        """Wrap a function whose globals are the notebook's; anything else is stored as it is."""
-        if isinstance(value, types.FunctionType) and value.__globals__ is namespace and value.__closure__ is None:
-            return cls(value)
-        return value
-
-
-def _unwrap(value: Any, namespace: dict[str, Any]) -> Any:
-    """A restored notebook function, bound to the notebook's namespace again."""
-    if not (isinstance(value, types.FunctionType) and getattr(value, _REBIND, False)):
-        return value
-    fn = types.FunctionType(value.__code__, namespace, value.__name__, value.__defaults__)
-    fn.__kwdefaults__ = value.__kwdefaults__
-    fn.__qualname__ = value.__qualname__
-    fn.__annotations__ = value.__annotations__
-    fn.__doc__ = value.__doc__
-    fn.__dict__.update({k: v for k, v in value.__dict__.items() if k != _REBIND})
-    return fn
-
-
-def _names(option: str, raw: str | None, *, allow_plus: bool) -> list[str]:
-    """Split ``a,b`` (or ``+a,+b``) into identifiers; anything else is a UsageError."""
-    if raw is None:
-        return []
-    names = [part.strip() for part in raw.split(",") if part.strip()]
-    for name in names:
-        bare = name[1:] if allow_plus and name.startswith("+") else name
-        if not bare.isidentifier():
-            msg = f"{option} takes variable names separated by commas (e.g. '{option} model,scores'), not {name!r}."
-            raise UsageError(msg)
-    return names
-
-
-def parse_output_spec(outputs: str | None, exclude: str | None) -> OutputSpec:
-    """Read ``--outputs`` and ``--exclude``."""
-    listed = _names("--outputs", outputs, allow_plus=True)
-    plus = [n for n in listed if n.startswith("+")]
-    if plus and len(plus) != len(listed):
-        msg = (
-            "--outputs either lists the outputs exactly ('--outputs a,b') or adds to the detected ones "
-            "('--outputs +a,+b'); do not mix the two forms."
-        )
-        raise UsageError(msg)
-    excluded = tuple(_names("--exclude", exclude, allow_plus=False))
-    if plus:
-        return OutputSpec(None, tuple(n[1:] for n in plus), excluded)
-    return OutputSpec(tuple(listed) if outputs is not None else None, (), excluded)
-
-
-def collect_outputs(
-    step: str, names: _cellast.CellNames, spec: OutputSpec, namespace: dict[str, Any]
-) -> dict[str, Any]:
-    """The values to store after the cell ran, each under its own name.
-
-    Detected names the cell did not end up binding (a branch not taken) are skipped; a name given
-    with ``--outputs`` must exist. Modules a cell merely used (``sys.path.append``) are not stored.
-    """
-    explicit = spec.exact if spec.exact is not None else spec.added
-    if spec.exact is not None:
-        chosen = list(spec.exact)
-    else:
-        chosen = list(dict.fromkeys([*names.binds, *names.mutates, *spec.added]))
-    outputs: dict[str, Any] = {}
-    for name in chosen:
-        if name in spec.excluded:
-            continue
-        if name not in namespace:
-            if name in explicit:
-                msg = (
-                    f"step '{step}': --outputs names '{name}', but no variable '{name}' exists after the cell ran. "
-                    f"Bind it in the cell or leave it out of --outputs."
-                )
-                raise StepDefinitionError(msg)
-            continue
-        value = namespace[name]
-        if name not in names.binds and name not in explicit and isinstance(value, types.ModuleType):
-            continue
-        outputs[name] = _NotebookFunction.wrap(value, namespace)
-    return outputs
-
-
-def _normalized(source: str) -> str:
-    """The cell as compared for edits: trailing spaces and surrounding blank lines do not count."""
-    return "\n".join(line.rstrip() for line in source.strip("\n").splitlines()).strip("\n")
-
-
-def source_digest(body: str, spec: OutputSpec) -> str:
-    """Digest of what decides a step's result: its code and which variables it stores.
-
-    Retry, backoff and timeout options are left out: changing them does not change the result.
-    """
-    parts = [_normalized(body), f"outputs={spec.exact}", f"added={sorted(spec.added)}"]
-    parts.append(f"excluded={sorted(spec.excluded)}")
-    return _keys.source_digest("\x00".join(parts))
 
 
 def resolve_exceptions(raw: str | None, namespace: dict[str, Any]) -> tuple[type[BaseException], ...]:
@@ -257,29 +108,6 @@ def _kernel_id() -> str | None:
         return None
     name = Path(app_module.IPKernelApp.instance().connection_file or "").stem
     return name[len("kernel-") :] if name.startswith("kernel-") else None
-
-
-def _shown_path(path: str) -> str:
-    """A store path as the user gave it: relative to the working folder when inside it."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
-
-
-def status_table(run: NotebookRun, steps: list[StepStatus]) -> str:
-    """``%durable_status`` as text: one row per step, in the order the steps first ran."""
-    head = f"run '{run.run_id}' of pipeline '{run.pipeline}' ({len(steps)} steps) in {_shown_path(run.store_path)}"
-    if not steps:
-        return head + "\nno steps yet"
-    rows = [("#", "step", "state", "attempts", "duration", "outputs", "last error")]
-    for i, s in enumerate(steps, 1):
-        duration = human_duration(s.duration_s) if s.duration_s is not None else ""
-        error = (s.error_line or "")[:60] if s.state.value != "completed" else ""
-        rows.append((str(i), s.step, s.state.value, str(s.attempts), duration, human_size(s.output_bytes), error))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
-    return "\n".join([head, *(line.rstrip() for line in lines)])
 
 
 @magics_class
@@ -479,78 +307,3 @@ class DurableMagics(Magics):  # type: ignore[misc]
             return None
         result = _capture.replay(self._ip, restored.display)
         return RichOutput(result["data"], result.get("metadata")) if result is not None else None
-
-
-class _CellExecutor:
-    """Executes a cell's code for the engine, one attempt per call, and keeps its last value."""
-
-    call: _engine.StepCall  # set once the store is known
-
-    def __init__(self, shell: Any, python: str, names: _cellast.CellNames, spec: OutputSpec) -> None:
-        self.shell = shell
-        self.names = names
-        self.spec = spec
-        self.value: Any = None
-        self.filename = filename = shell.compile.cache(python, shell.execution_count, raw_code=python)
-        tree = shell.transform_ast(shell.compile.ast_parse(python, filename=filename))
-        # The last expression is evaluated apart, as IPython does, so its value becomes Out[n].
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        self.body_code = shell.compile(tree, filename, "exec")
-        self.last_code = shell.compile(ast.Expression(last.value), filename, "eval") if last is not None else None
-        self.quiet = python.rstrip().endswith(";")
-
-    def attempt(self) -> dict[str, Any]:
-        """One execution of the cell; returns the outputs to store."""
-        __tracebackhide__ = True
-        call = self.call
-        tried = len(call.errors)
-        if tried == 0 and call.stale:
-            stale = ", ".join(f"'{s}'" for s in call.stale)
-            print(f"resumable: step '{call.step}' runs again, so {stale} will run again when reached (stale)")
-        elif tried:
-            print(
-                f"↻ step '{call.step}': attempt {tried + 1} of {call.policy.retries + 1} "
-                f"(attempt {tried} failed: {call.errors[-1]})",
-                file=sys.stderr,
-            )
-        namespace = self.shell.user_ns
-        self.value = None
-        with _capture.tee(self.shell) as recording:
-            exec(self.body_code, self.shell.user_global_ns, namespace)  # noqa: S102 - the user's own cell
-            if self.last_code is not None:
-                value = eval(self.last_code, self.shell.user_global_ns, namespace)  # noqa: S307
-                if value is not None and not self.quiet:
-                    self.value = value
-                    recording.result(*self.shell.display_formatter.format(value))
-        call.display = recording.outputs()
-        return collect_outputs(call.step, self.names, self.spec, namespace)
-
-
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
-
-
-def _trim_traceback(error: BaseException, filename: str) -> None:
-    """Start each traceback in the chain at the cell's own code, as for a plain cell.
-
-    Only tracebacks that lead in through resumable are touched. One that never reached the cell
-    (retries exhausted, an output that cannot be pickled) is dropped: its message says everything
-    and resumable's frames would only bury the user's. Errors chained inside a library keep theirs.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        tb = current.__traceback__
-        if tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-                tb = tb.tb_next
-            current.__traceback__ = tb
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-
-
-def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext resumable``: register one :class:`DurableMagics` (loading twice keeps the first)."""
-    for existing in ipython.magics_manager.registry.values():
-        if isinstance(existing, DurableMagics):
-            return
-    ipython.register_magics(DurableMagics(ipython))

@@ -1,0 +1,98 @@
+"""A step cell's outputs: ``--outputs``/``--exclude``, the values to store, and the source digest."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from resumable import _cellast, _keys
+from resumable._magics.functions import _NotebookFunction
+from resumable.errors import StepDefinitionError
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """What ``--outputs`` and ``--exclude`` say about a step's outputs."""
+
+    exact: tuple[str, ...] | None  # ``--outputs a,b``: exactly these
+    added: tuple[str, ...]  # ``--outputs +a,+b``: these besides the detected ones
+    excluded: tuple[str, ...]
+
+
+def _names(option: str, raw: str | None, *, allow_plus: bool) -> list[str]:
+    """Split ``a,b`` (or ``+a,+b``) into identifiers; anything else is a UsageError."""
+    if raw is None:
+        return []
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    for name in names:
+        bare = name[1:] if allow_plus and name.startswith("+") else name
+        if not bare.isidentifier():
+            msg = f"{option} takes variable names separated by commas (e.g. '{option} model,scores'), not {name!r}."
+            raise UsageError(msg)
+    return names
+
+
+def parse_output_spec(outputs: str | None, exclude: str | None) -> OutputSpec:
+    """Read ``--outputs`` and ``--exclude``."""
+    listed = _names("--outputs", outputs, allow_plus=True)
+    plus = [n for n in listed if n.startswith("+")]
+    if plus and len(plus) != len(listed):
+        msg = (
+            "--outputs either lists the outputs exactly ('--outputs a,b') or adds to the detected ones "
+            "('--outputs +a,+b'); do not mix the two forms."
+        )
+        raise UsageError(msg)
+    excluded = tuple(_names("--exclude", exclude, allow_plus=False))
+    if plus:
+        return OutputSpec(None, tuple(n[1:] for n in plus), excluded)
+    return OutputSpec(tuple(listed) if outputs is not None else None, (), excluded)
+
+
+def collect_outputs(
+    step: str, names: _cellast.CellNames, spec: OutputSpec, namespace: dict[str, Any]
+) -> dict[str, Any]:
+    """The values to store after the cell ran, each under its own name.
+
+    Detected names the cell did not end up binding (a branch not taken) are skipped; a name given
+    with ``--outputs`` must exist. Modules a cell merely used (``sys.path.append``) are not stored.
+    """
+    explicit = spec.exact if spec.exact is not None else spec.added
+    if spec.exact is not None:
+        chosen = list(spec.exact)
+    else:
+        chosen = list(dict.fromkeys([*names.binds, *names.mutates, *spec.added]))
+    outputs: dict[str, Any] = {}
+    for name in chosen:
+        if name in spec.excluded:
+            continue
+        if name not in namespace:
+            if name in explicit:
+                msg = (
+                    f"step '{step}': --outputs names '{name}', but no variable '{name}' exists after the cell ran. "
+                    f"Bind it in the cell or leave it out of --outputs."
+                )
+                raise StepDefinitionError(msg)
+            continue
+        value = namespace[name]
+        if name not in names.binds and name not in explicit and isinstance(value, types.ModuleType):
+            continue
+        outputs[name] = _NotebookFunction.wrap(value, namespace)
+    return outputs
+
+
+def _normalized(source: str) -> str:
+    """The cell as compared for edits: trailing spaces and surrounding blank lines do not count."""
+    return "\n".join(line.rstrip() for line in source.strip("\n").splitlines()).strip("\n")
+
+
+def source_digest(body: str, spec: OutputSpec) -> str:
+    """Digest of what decides a step's result: its code and which variables it stores.
+
+    Retry, backoff and timeout options are left out: changing them does not change the result.
+    """
+    parts = [_normalized(body), f"outputs={spec.exact}", f"added={sorted(spec.added)}"]
+    parts.append(f"excluded={sorted(spec.excluded)}")
+    return _keys.source_digest("\x00".join(parts))
