@@ -10,7 +10,7 @@ from typing import Any
 
 from resumable._headless import ExecutionResult, execute_notebook
 from resumable._records import RunInfo, StepStatus
-from resumable._states import StepState
+from resumable._states import RunState, StepState
 from resumable.errors import (
     CheckpointIntegrityError,
     CheckpointNotFoundError,
@@ -21,8 +21,10 @@ from resumable.errors import (
     NotebookExecutionError,
     NotebookInputError,
     NotInStepError,
+    OptionError,
     ParameterMismatchError,
     ResumableError,
+    RunExistsError,
     RunOwnedError,
     SchemaVersionError,
     StepDefinitionError,
@@ -48,12 +50,15 @@ __all__ = [
     "NotInStepError",
     "NotebookExecutionError",
     "NotebookInputError",
+    "OptionError",
     "ParameterMismatchError",
     "Pipeline",
     "ResumableError",
     "Run",
+    "RunExistsError",
     "RunInfo",
     "RunOwnedError",
+    "RunState",
     "SchemaVersionError",
     "StepDefinitionError",
     "StepFailed",
@@ -75,14 +80,12 @@ __all__ = [
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext resumable``: imported lazily so ``import resumable`` never pulls in IPython."""
     from resumable._magics import load_ipython_extension as load
-    from resumable._panel import register_magics
 
-    load(ipython)
-    register_magics(ipython)
+    load(ipython, make_panel=panel)
 
 
 def panel(run_id: str | None = None, **options: Any) -> Any:
     """The status panel widget of a run (see :func:`resumable._panel.widget.panel`); imports ipywidgets lazily."""
-    from resumable._panel import panel as make
+    from resumable._panel import panel as make  # ipywidgets: imported when a panel is asked for
 
     return make(run_id, **options)

@@ -13,11 +13,10 @@ import random
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from resumable import _codec
@@ -25,9 +24,11 @@ from resumable._context import StepContext, entered
 from resumable._records import Blob, Owner, StepPolicy
 from resumable._states import StepState
 from resumable._store.base import Begin, StepRequest, Store
+from resumable._tracebacks import user_traceback
 from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
 
 MAX_BACKOFF_S = 300.0
+RETURN = "return"  # the output name of a Python-API step's return value (no cell can bind it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +58,13 @@ def remove_listener(listener: Callable[[StepEvent], None]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Restored:
-    """A completed step's outputs, read back from the store."""
+class StepOutcome:
+    """What one call of a step gave: its outputs, restored from the store or just executed."""
 
-    values: dict[str, Any]
-    display: Any
-    finished_at: Any
+    restored: bool
+    values: Mapping[str, Any]
+    display: Any  # the recorded output (prints, rich results); None when there was none
+    finished_at: datetime | None  # when the restored checkpoint was written; None when executed now
 
 
 @dataclass
@@ -104,7 +106,7 @@ class StepCall:
             self._notify(StepState.RUNNING)
         return begin
 
-    def restore(self, begin: Begin) -> Restored:
+    def restore(self, begin: Begin) -> StepOutcome:
         """Load every output of a completed step (digests checked before unpickling)."""
         values: dict[str, Any] = {}
         display = None
@@ -114,7 +116,7 @@ class StepCall:
                 display = value
             else:
                 values[ref.name] = value
-        return Restored(values, display, begin.finished_at)
+        return StepOutcome(True, values, display, begin.finished_at)
 
     def context(self) -> StepContext:
         """The context the body sees (``idempotency_key()`` reads it)."""
@@ -131,7 +133,7 @@ class StepCall:
             # An empty display (a cell that showed nothing) is not stored: one row less per step.
             display_blob = self._encode("<display>", display) if display else None
         except UnserializableOutputError as exc:
-            self._record_failure(exc, duration_s, with_traceback=False)
+            self._record_failure(exc, duration_s, None)  # no traceback: the message says it all
             raise
         self.store.complete_step(
             self.run_id, self.step, self.owner, blobs, list(outputs), duration_s, display_blob, reads, self.fresh
@@ -142,13 +144,14 @@ class StepCall:
         try:
             return self.store.encode(name, value)
         except _codec.EncodeFailure as exc:
+            variable = None if exc.name == RETURN else exc.name
             raise UnserializableOutputError(
-                self.step, self.run_id, exc.name, exc.type_name, exc.reason, self.fix_hint(exc.name)
+                self.step, self.run_id, variable, exc.type_name, exc.reason, self.fix_hint(exc.name)
             ) from exc.__cause__
 
     def fail(self, exc: BaseException, duration_s: float) -> float | None:
         """Record a failed attempt; return the delay before the next attempt, or None to give up."""
-        self._record_failure(exc, duration_s)
+        self._record_failure(exc, duration_s, user_traceback(exc))
         if isinstance(exc, KeyboardInterrupt) or not isinstance(exc, self.policy.retry_on):
             return None
         if self.attempt > self.policy.retries:  # attempts after the first are the retries
@@ -156,13 +159,12 @@ class StepCall:
         base = self.policy.backoff * float(2 ** (len(self.errors) - 1))
         return min(base, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
 
-    def _record_failure(self, exc: BaseException, duration_s: float, *, with_traceback: bool = True) -> None:
+    def _record_failure(self, exc: BaseException, duration_s: float, tb: str | None) -> None:
         if isinstance(exc, KeyboardInterrupt):
             line = "KeyboardInterrupt: interrupted by the user"
         else:
             line = f"{type(exc).__name__}: {exc}"
         self.errors.append(line)
-        tb = user_traceback(exc) if with_traceback else None
         self.store.fail_step(self.run_id, self.step, self.owner, line, tb, duration_s)
         self._notify(StepState.FAILED)
 
@@ -198,17 +200,6 @@ class StepCall:
                 listener(event)
             except Exception:  # a broken panel must never break a step
                 pass
-
-
-_PACKAGE_DIR = str(Path(__file__).parent)
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback from the user's first frame on: resumable's own calling frames are noise there."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 @contextmanager
@@ -258,7 +249,7 @@ def _call_with_timeout(call: StepCall, body: Callable[[], Any]) -> Any:
     return result[0]
 
 
-def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> Restored | Mapping[str, Any]:
+def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> StepOutcome:
     """Restore or execute a step whose body is a plain function returning its named outputs."""
     begin = call.begin()
     if begin.action == "restore":
@@ -273,10 +264,10 @@ def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> Restored 
             call.retry()
             continue
         call.succeed(outputs, time.perf_counter() - started)
-        return outputs
+        return StepOutcome(False, outputs, call.display, None)
 
 
-async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, Any]]]) -> Restored | Mapping[str, Any]:
+async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, Any]]]) -> StepOutcome:
     """The same as :func:`run_sync` for a coroutine body; the timeout cancels the coroutine."""
     begin = call.begin()
     if begin.action == "restore":
@@ -297,4 +288,4 @@ async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, An
             call.retry()
             continue
         call.succeed(outputs, time.perf_counter() - started)
-        return outputs
+        return StepOutcome(False, outputs, call.display, None)

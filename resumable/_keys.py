@@ -1,4 +1,4 @@
-"""Run ids and idempotency keys: pure functions of their inputs."""
+"""Names, run ids and idempotency keys: pure functions of their inputs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 import time
+from pathlib import PurePath
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 NAME_RULE = "1 to 128 letters, digits, '_', '-' or '.', not starting with '-' or '.'"
@@ -14,6 +15,23 @@ NAME_RULE = "1 to 128 letters, digits, '_', '-' or '.', not starting with '-' or
 def is_valid_name(name: object) -> bool:
     """Whether ``name`` may name a pipeline, a run or a step."""
     return isinstance(name, str) and _NAME.match(name) is not None
+
+
+DEFAULT_PIPELINE = "default"
+EXECUTED_SUFFIX = ".resumable.ipynb"  # the executed copy a headless run writes beside the notebook
+
+
+def notebook_pipeline(filename: str) -> str | None:
+    """The pipeline named after a notebook file, or None when nothing usable is left of its name.
+
+    The one rule both front ends use (the magics from the name the front end reports, a headless
+    run from the path it was given): the file's stem, made valid. ``sales.v2.ipynb`` is ``sales.v2``;
+    the executed copy ``sales.resumable.ipynb`` belongs to the notebook it was made from, ``sales``.
+    """
+    name = PurePath(filename).name
+    stem = name[: -len(EXECUTED_SUFFIX)] if name.endswith(EXECUTED_SUFFIX) else PurePath(name).stem
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip("-.")[:128]
+    return cleaned if is_valid_name(cleaned) else None
 
 
 def new_run_id() -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from resumable._states import StepState
+from resumable._states import RunState, StepState
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class RunInfo:
     created_at: datetime
     updated_at: datetime
     params: dict[str, Any]
-    state: str  # derived from its steps: completed, failed, running, interrupted, pending, empty
+    state: RunState  # derived from its steps
     step_count: int = 0
 
 

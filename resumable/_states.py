@@ -15,6 +15,7 @@ downstream invalidation that reaches a step which never completed): they return 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 
 from resumable.errors import InvalidTransition
@@ -31,6 +32,33 @@ class StepState(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class RunState(str, Enum):
+    """A run's overall state, derived from its steps' states (never stored, so never out of date)."""
+
+    EMPTY = "empty"  # no step yet
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, steps: Iterable[StepState | str]) -> RunState:
+        """Running wins, then failed, then interrupted; all completed is completed; else pending."""
+        states = {StepState(s) for s in steps}
+        if not states:
+            return cls.EMPTY
+        for state in (StepState.RUNNING, StepState.FAILED, StepState.INTERRUPTED):
+            if state in states:
+                return cls(state.value)
+        if states == {StepState.COMPLETED}:
+            return cls.COMPLETED
+        return cls.PENDING
 
 
 class Transition(str, Enum):

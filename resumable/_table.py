@@ -1,32 +1,46 @@
-"""The step table of a run, as ``%durable_status`` prints it."""
+"""The step table of a run: ``%durable_status`` and ``resumable show`` print this one table.
+
+Seven columns with headers, drawn by rich. The CLI prints it to its console; the magics print its
+plain-text rendering (:func:`as_text`), which reads the same in a terminal, a notebook and a log.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+from collections.abc import Sequence
 
-from resumable._kernel_run import NotebookRun
+from rich.console import Console, RenderableType
+from rich.table import Table
+
 from resumable._records import StepStatus
 from resumable._units import human_duration, human_size
 
-
-def _shown_path(path: str) -> str:
-    """A store path as the user gave it: relative to the working folder when inside it."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
+COLUMNS = ("#", "step", "state", "attempts", "duration", "size", "last error")
+TEXT_WIDTH = 120  # a notebook's output area; rich would assume 80 columns off a terminal
 
 
-def status_table(run: NotebookRun, steps: list[StepStatus]) -> str:
-    """``%durable_status`` as text: one row per step, in the order the steps first ran."""
-    head = f"run '{run.run_id}' of pipeline '{run.pipeline}' ({len(steps)} steps) in {_shown_path(run.store_path)}"
-    if not steps:
-        return head + "\nno steps yet"
-    rows = [("#", "step", "state", "attempts", "duration", "outputs", "last error")]
+def step_table(steps: Sequence[StepStatus]) -> Table:
+    """One row per step, in the order the steps first ran."""
+    table = Table(*COLUMNS)
+    table.columns[1].no_wrap = True  # step names are copied into the next command: never wrapped
     for i, s in enumerate(steps, 1):
-        duration = human_duration(s.duration_s) if s.duration_s is not None else ""
-        error = (s.error_line or "")[:60] if s.state.value != "completed" else ""
-        rows.append((str(i), s.step, s.state.value, str(s.attempts), duration, human_size(s.output_bytes), error))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
-    return "\n".join([head, *(line.rstrip() for line in lines)])
+        table.add_row(
+            str(i),
+            s.step,
+            s.state.value,
+            str(s.attempts),
+            human_duration(s.duration_s),
+            human_size(s.output_bytes),
+            s.error_line or "",
+        )
+    return table
+
+
+def as_text(renderable: RenderableType, width: int = TEXT_WIDTH) -> str:
+    """Plain text, without colour or terminal codes, whatever the output is attached to."""
+    console = Console(
+        file=io.StringIO(), width=width, color_system=None, force_terminal=False, force_jupyter=False, highlight=False
+    )
+    console.print(renderable)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    return "\n".join(line.rstrip() for line in out.rstrip("\n").splitlines())

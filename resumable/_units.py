@@ -1,6 +1,13 @@
-"""Sizes and durations as people read them; shared by the CLI, the magics and the panel."""
+"""Sizes, durations and times as people read them, and which numbers of seconds an option accepts.
+
+The one home for these: the CLI, the magics, the panel and the headless executor all format with
+the functions below, so a duration or a time reads the same wherever it is shown.
+"""
 
 from __future__ import annotations
+
+import math
+from datetime import datetime
 
 UNKNOWN = "\u2014"
 
@@ -30,3 +37,25 @@ def human_duration(seconds: float | None) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def human_time(moment: datetime | float | None) -> str:
+    """A moment in local time, ``2026-11-25 10:02:11``; ``""`` when unknown.
+
+    Takes a datetime (an aware one is converted to local time) or seconds since the epoch.
+    """
+    if moment is None:
+        return ""
+    local = datetime.fromtimestamp(moment) if isinstance(moment, (int, float)) else moment.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def is_seconds(value: object, *, zero_ok: bool) -> bool:
+    """Whether ``value`` is a finite number of seconds: 0 or more (``zero_ok``), else above 0.
+
+    ``nan`` and the infinities are refused here, where the option is given: later they would fail
+    inside ``setitimer`` or ``sleep`` with an error that names neither the option nor the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value >= 0 if zero_ok else value > 0

@@ -14,7 +14,6 @@ import pickle
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +25,8 @@ from resumable import _config
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._store import DuckDBStore, open_store
-from resumable._units import human_duration, human_size
+from resumable._table import step_table
+from resumable._units import human_size, human_time
 from resumable.errors import (
     CheckpointNotFoundError,
     ParameterMismatchError,
@@ -91,9 +91,10 @@ def store_option(fn: F) -> F:
     )(fn)
 
 
-def _open(store: Path | None, must_exist: bool = True) -> DuckDBStore:
+def _open(store: Path | None) -> DuckDBStore:
+    """The store the command reads; a missing file is an error, never a new empty store."""
     path = _config.store_path(store)
-    if must_exist and not path.exists():
+    if not path.exists():
         msg = f"there is no store at '{path}'. Run a pipeline first, or pass --store / set RESUMABLE_STORE."
         raise CheckpointNotFoundError(msg)
     return open_store(path)
@@ -104,15 +105,11 @@ def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=240)
 
 
-def _when(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
 def _run_json(run: RunInfo) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "pipeline": run.pipeline,
-        "state": run.state,
+        "state": run.state.value,
         "steps": run.step_count,
         "params": run.params,
         "created_at": run.created_at.isoformat(),
@@ -168,7 +165,7 @@ def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) ->
         table.add_column(column)
     for r in found:
         params = ", ".join(f"{k}={v!r}" for k, v in r.params.items())
-        table.add_row(r.run_id, r.pipeline, r.state, str(r.step_count), _when(r.updated_at), params)
+        table.add_row(r.run_id, r.pipeline, r.state.value, str(r.step_count), human_time(r.updated_at), params)
     _console().print(table)
 
 
@@ -200,18 +197,12 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     console = _console()
     params = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "none"
     console.print(f"run [bold]{run.run_id}[/] of pipeline [bold]{run.pipeline}[/]: {run.state} (parameters: {params})")
-    table = Table("#", "step", "state", "attempts", "duration", "size", "last error")
-    for i, s in enumerate(steps, 1):
-        duration = human_duration(s.duration_s) if s.duration_s is not None else ""
-        table.add_row(
-            str(i), s.step, s.state.value, str(s.attempts), duration, human_size(s.output_bytes), s.error_line or ""
-        )
-    console.print(table)
+    console.print(step_table(steps))
     if events:
         log_table = Table("seq", "when", "step", "change", "attempt", "pid", "detail")
         for e in log:
             change = f"{e.source or '-'} -> {e.target}"
-            log_table.add_row(str(e.seq), _when(e.at), e.step, change, str(e.attempt), str(e.pid), e.detail or "")
+            log_table.add_row(str(e.seq), human_time(e.at), e.step, change, str(e.attempt), str(e.pid), e.detail or "")
         console.print(log_table)
 
 

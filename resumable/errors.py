@@ -5,12 +5,14 @@ all of ours and nothing of the user's::
 
     ResumableError
      ├─ StepDefinitionError(ValueError)      bad options or names: raised when the step is defined
+     ├─ OptionError(ValueError)              a bad option outside a step (the panel's poll_s)
      ├─ NotInStepError(RuntimeError)         idempotency_key() outside a step
      ├─ NoActiveRunError(RuntimeError)       a decorated step called outside ``with pipe.run()``
      ├─ StoreError
      │   ├─ StorePathError                   the store path is a folder, not writable, not DuckDB
      │   ├─ StoreLockedError                 another process kept the file locked past the limit
      │   ├─ RunOwnedError                    another live process owns the run
+     │   ├─ RunExistsError                   a new run was asked for under an existing run's id
      │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
      │   ├─ CheckpointNotFoundError          no such run, step or output
      │   ├─ ParameterMismatchError           a run resumed with other parameters than it started with
@@ -48,7 +50,31 @@ def _rebuild(cls: type[ResumableError], args: tuple[Any, ...], state: dict[str, 
 
 
 class StepDefinitionError(ResumableError, ValueError):
-    """A step or pipeline was defined with a bad name or bad options."""
+    """A step or pipeline was defined with a bad name or bad options: ``.option``, ``.value``, ``.step``.
+
+    With ``step``, an option of that step (``retries``, ``--outputs``); without, a name (``option``
+    is then what it names: ``step name``, ``run name``).
+    """
+
+    def __init__(self, option: str, value: object, expected: str, step: str | None = None) -> None:
+        self.option = option
+        self.value = value
+        self.expected = expected
+        self.step = step
+        if step is None:
+            super().__init__(f"{option} {value!r} is not valid: {expected}.")
+        else:
+            super().__init__(f"step '{step}': {option}={value!r} is not valid; {expected}.")
+
+
+class OptionError(ResumableError, ValueError):
+    """An option outside a step's definition has a value it cannot take (the panel's ``poll_s``)."""
+
+    def __init__(self, option: str, value: object, expected: str) -> None:
+        self.option = option
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{option}={value!r} is not valid; {expected}.")
 
 
 class NotInStepError(ResumableError, RuntimeError):
@@ -119,6 +145,18 @@ class RunOwnedError(StoreError):
         )
 
 
+class RunExistsError(StoreError):
+    """A fresh run was asked for under the id of a run that already exists."""
+
+    def __init__(self, run_id: str, pipeline: str) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        super().__init__(
+            f"run '{run_id}' of pipeline '{pipeline}' already exists, so it cannot start as a new run. "
+            f"Resume it (leave out new=True / --new), or choose another run id."
+        )
+
+
 class CheckpointIntegrityError(StoreError):
     """A checkpoint's bytes do not match the digest or signature written with them."""
 
@@ -155,16 +193,20 @@ class SchemaVersionError(StoreError):
 
 
 class UnserializableOutputError(ResumableError, TypeError):
-    """A step output cannot be pickled; nothing from the attempt was stored."""
+    """A step output cannot be pickled; nothing from the attempt was stored.
 
-    def __init__(self, step: str, run_id: str, variable: str, type_name: str, reason: str, fix: str) -> None:
+    ``variable`` is the output's name, or None for the return value of a Python-API step.
+    """
+
+    def __init__(self, step: str, run_id: str, variable: str | None, type_name: str, reason: str, fix: str) -> None:
         self.step = step
         self.run_id = run_id
         self.variable = variable
         self.type_name = type_name
         self.reason = reason
+        what = f"output '{variable}'" if variable is not None else "the return value"
         super().__init__(
-            f"step '{step}' (run '{run_id}'): output '{variable}' ({type_name}) cannot be pickled "
+            f"{what} of step '{step}' (run '{run_id}') is a {type_name}, which cannot be pickled "
             f"({reason}). Nothing from this attempt was stored and earlier checkpoints are intact. {fix}"
         )
 
@@ -202,6 +244,14 @@ class InvalidTransition(ResumableError):
 
 class DuplicateStepWarning(ResumableError, UserWarning):
     """Two notebook cells use one step name; nothing is lost, but each re-runs the other."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step
+        super().__init__(
+            f"step '{step}' was run by another cell of this notebook before. Two cells sharing a step "
+            f"name replace each other's checkpoint and re-run on every pass: give this cell its own "
+            f"name ('%%durable_step {step}_2'), or ignore this if you moved the step here."
+        )
 
 
 class NotebookExecutionError(ResumableError):
@@ -265,4 +315,21 @@ class KernelDiedError(ResumableError):
 
 
 class NotebookInputError(ResumableError, ValueError):
-    """The notebook, a parameter or an option of a headless run cannot be used."""
+    """The notebook, a parameter or an option of a headless run cannot be used.
+
+    ``what`` names the kind of thing (``notebook``, ``parameter file``, ``timeout``), ``value`` the
+    thing itself (a path, a name, a number), ``problem`` what is wrong with it and ``fix`` what to do.
+    """
+
+    def __init__(self, what: str, value: object, problem: str, fix: str = "") -> None:
+        self.what = what
+        self.value = value
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{what} {value!r} {problem}." + (f" {fix}" if fix else ""))
+
+
+def error_class(name: str) -> type[ResumableError] | None:
+    """Our error class named ``name`` (the ``ename`` a kernel reports), or None for anyone else's."""
+    found = globals().get(name)
+    return found if isinstance(found, type) and issubclass(found, ResumableError) else None

@@ -12,22 +12,23 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from resumable import _engine, _keys
-from resumable._config import env_run_id
 from resumable._context import current_step
+from resumable._engine import RETURN
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepPolicy, StepStatus
+from resumable._runs import choose_run
+from resumable._states import StepState
 from resumable._store import Store, open_store
+from resumable._units import is_seconds
 from resumable.errors import (
     CheckpointNotFoundError,
     NoActiveRunError,
     NotInStepError,
     StepDefinitionError,
-    StoreError,
 )
 
 P = ParamSpec("P")
 R = TypeVar("R")
-RETURN = "return"
 
 StoreArg = str | os.PathLike[str] | Store | None
 
@@ -41,8 +42,7 @@ def _resolve_store(store: StoreArg) -> Store:
 def check_name(kind: str, name: object) -> str:
     """Return ``name`` when it may name a pipeline, run or step; raise StepDefinitionError otherwise."""
     if not _keys.is_valid_name(name):
-        msg = f"{kind} name {name!r} is not valid: use {_keys.NAME_RULE}, for example 'load_data'."
-        raise StepDefinitionError(msg)
+        raise StepDefinitionError(f"{kind} name", name, f"use {_keys.NAME_RULE}, for example 'load_data'")
     assert isinstance(name, str)
     return name
 
@@ -54,23 +54,25 @@ def make_policy(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     timeout: float | None = None,
 ) -> StepPolicy:
-    """Check retry and timeout options when the step is defined, not on its first call."""
+    """Check retry and timeout options when the step is defined, not on its first call.
+
+    The Python API, the magics (``--retries``, ``--backoff``, ``--timeout``) and so the panel's
+    Retry, which runs the stored magic line, all come through here.
+    """
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        msg = (
-            f"step '{step}': retries={retries!r} is not valid; "
-            "retries counts attempts after the first and must be 0 or more."
+        raise StepDefinitionError(
+            "retries", retries, "retries counts attempts after the first and must be a whole number, 0 or more", step
         )
-        raise StepDefinitionError(msg)
-    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-        msg = f"step '{step}': backoff={backoff!r} is not valid; it is the first delay in seconds, 0 or more."
-        raise StepDefinitionError(msg)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        msg = f"step '{step}': timeout={timeout!r} is not valid; give seconds greater than 0, or None for no limit."
-        raise StepDefinitionError(msg)
+    if not is_seconds(backoff, zero_ok=True):
+        expected = "it is the first delay in seconds: a finite number, 0 or more"
+        raise StepDefinitionError("backoff", backoff, expected, step)
+    if timeout is not None and not is_seconds(timeout, zero_ok=False):
+        raise StepDefinitionError(
+            "timeout", timeout, "give a finite number of seconds above 0, or None for no limit", step
+        )
     kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
     if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
-        msg = f"step '{step}': retry_on={retry_on!r} is not valid; give an exception class or a tuple of them."
-        raise StepDefinitionError(msg)
+        raise StepDefinitionError("retry_on", retry_on, "give an exception class or a tuple of them", step)
     return StepPolicy(retries, float(backoff), kinds, None if timeout is None else float(timeout))
 
 
@@ -188,11 +190,16 @@ class Pipeline:
         """A run of this pipeline, to use as a context manager.
 
         ``run_id`` resumes that run (or starts it under that id); without one, the run named by
-        ``RESUMABLE_RUN_ID`` is joined, else a new id is generated. ``new=True`` refuses to resume.
+        ``RESUMABLE_RUN_ID`` is joined, else a new id is generated. ``new=True`` refuses to resume
+        an existing ``run_id`` (:class:`RunExistsError`).
         """
-        if run_id is None:
-            run_id = env_run_id() or _keys.new_run_id()
-        return Run(self, check_name("run", run_id), new=new, params=params)
+        if run_id is not None:
+            check_name("run", run_id)
+        # The shared precedence (resumable._runs), except that the Python API never resumes a run it
+        # was not named: a completed step replays even when its code was edited (docs/python-api.md),
+        # so quietly resuming the latest run would hand an edited script stale results.
+        choice = choose_run(self.store, self.name, run_id, new=new or run_id is None)
+        return Run(self, check_name("run", choice.run_id), params=params)
 
     def runs(self) -> list[RunInfo]:
         """This pipeline's runs, newest first."""
@@ -202,10 +209,9 @@ class Pipeline:
 class Run:
     """One execution history of a pipeline. Inside ``with``, this process owns the run."""
 
-    def __init__(self, pipeline: Pipeline, run_id: str, *, new: bool = False, params: dict[str, Any] | None = None):
+    def __init__(self, pipeline: Pipeline, run_id: str, *, params: dict[str, Any] | None = None):
         self.pipeline = pipeline
         self.run_id = run_id
-        self._new = new
         self._params = params
         self._calls: Counter[str] = Counter()
         self._token: Any = None
@@ -221,9 +227,6 @@ class Run:
 
     def __enter__(self) -> Run:
         store = self.store
-        if self._new and store.get_run(self.run_id) is not None:
-            msg = f"run '{self.run_id}' already exists; pass another run_id, or new=False to resume it."
-            raise StoreError(msg)
         store.open_run(self.run_id, self.pipeline.name, self._params)
         store.claim_run(self.run_id, self._owner)
         self._token = _active_run.set(self)
@@ -250,8 +253,8 @@ class Run:
     def _call(
         self, name: str, policy: StepPolicy, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> R:
-        result = _engine.run_sync(self._engine_call(name, policy), lambda: {RETURN: fn(*args, **kwargs)})
-        return _result(result)  # type: ignore[no-any-return]
+        outcome = _engine.run_sync(self._engine_call(name, policy), lambda: {RETURN: fn(*args, **kwargs)})
+        return outcome.values[RETURN]  # type: ignore[no-any-return]
 
     async def _call_async(
         self,
@@ -264,8 +267,8 @@ class Run:
         async def body() -> dict[str, Any]:
             return {RETURN: await fn(*args, **kwargs)}
 
-        result = await _engine.run_async(self._engine_call(name, policy), body)
-        return _result(result)  # type: ignore[no-any-return]
+        outcome = await _engine.run_async(self._engine_call(name, policy), body)
+        return outcome.values[RETURN]  # type: ignore[no-any-return]
 
     def step(self, name: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run ``fn(*args, **kwargs)`` as the durable step ``name``.
@@ -292,11 +295,6 @@ class Run:
 
     def __iter__(self) -> Iterator[StepStatus]:
         return iter(self.steps())
-
-
-def _result(result: _engine.Restored | Any) -> Any:
-    values = result.values if isinstance(result, _engine.Restored) else result
-    return values[RETURN]
 
 
 def idempotency_key(scope: str | None = None) -> str:
@@ -330,8 +328,8 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
         raise CheckpointNotFoundError(
             f"run '{run_id}' has no step '{step}' in store '{getattr(opened, 'path', opened)}'."
         )
-    if status.state.value != "completed":
-        msg = f"step '{step}' (run '{run_id}') is {status.state.value}, not completed; it has no checkpoint to load."
+    if status.state is not StepState.COMPLETED:
+        msg = f"step '{step}' (run '{run_id}') is {status.state}, not completed; it has no checkpoint to load."
         raise CheckpointNotFoundError(msg)
     refs = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
     if name is None:

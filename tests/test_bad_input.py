@@ -30,31 +30,62 @@ def test_bad_pipeline_and_step_names(store_path: Path, name: object) -> None:
         pipe.step(name=name)(lambda: 1)  # type: ignore[arg-type]
 
 
+RETRIES_RULE = "retries counts attempts after the first and must be a whole number, 0 or more."
+BACKOFF_RULE = "it is the first delay in seconds: a finite number, 0 or more."
+TIMEOUT_RULE = "give a finite number of seconds above 0, or None for no limit."
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"retries": -1}, "retries=-1 is not valid; retries counts attempts after the first and must be 0 or more."),
-        ({"backoff": -2}, "backoff=-2 is not valid"),
-        ({"timeout": 0}, "timeout=0 is not valid"),
-        ({"retry_on": "ValueError"}, "retry_on='ValueError' is not valid"),
+        ({"retries": -1}, f"retries=-1 is not valid; {RETRIES_RULE}"),
+        ({"retries": 1.5}, f"retries=1.5 is not valid; {RETRIES_RULE}"),
+        ({"backoff": -2}, f"backoff=-2 is not valid; {BACKOFF_RULE}"),
+        ({"backoff": float("nan")}, f"backoff=nan is not valid; {BACKOFF_RULE}"),
+        ({"backoff": float("inf")}, f"backoff=inf is not valid; {BACKOFF_RULE}"),
+        ({"timeout": 0}, f"timeout=0 is not valid; {TIMEOUT_RULE}"),
+        ({"timeout": -1.0}, f"timeout=-1.0 is not valid; {TIMEOUT_RULE}"),
+        ({"timeout": float("nan")}, f"timeout=nan is not valid; {TIMEOUT_RULE}"),
+        ({"timeout": float("inf")}, f"timeout=inf is not valid; {TIMEOUT_RULE}"),
+        ({"timeout": float("-inf")}, f"timeout=-inf is not valid; {TIMEOUT_RULE}"),
+        ({"retry_on": "ValueError"}, "retry_on='ValueError' is not valid; give an exception class or a tuple of them."),
     ],
 )
 def test_bad_step_options_are_refused_at_definition(store_path: Path, options: dict[str, object], message: str) -> None:
-    """Options are checked when the step is defined, not on its first call."""
+    """Options are checked when the step is defined, not on its first call: nan and infinities too,
+    which used to pass here and fail later inside setitimer or sleep with an error naming neither."""
     pipe = resumable.Pipeline("p", store=store_path)
 
     def charge() -> None: ...
 
     with pytest.raises(resumable.StepDefinitionError) as excinfo:
         pipe.step(**options)(charge)  # type: ignore[call-overload]
-    assert str(excinfo.value).startswith("step 'charge': " + message)
+    assert str(excinfo.value) == "step 'charge': " + message
+    (option,) = options
+    assert (excinfo.value.step, excinfo.value.option) == ("charge", option)
+    with pytest.raises(resumable.StepDefinitionError) as again, pipe.run(run_id="r1") as run:
+        run.step("charge", charge, **options)
+    assert str(again.value) == "step 'charge': " + message
+
+
+def test_bad_name_message(store_path: Path) -> None:
+    """A bad name says which kind of name, the rule and an example."""
+    with pytest.raises(resumable.StepDefinitionError) as excinfo:
+        resumable.Pipeline("has space", store=store_path)
+    assert str(excinfo.value) == (
+        "pipeline name 'has space' is not valid: use 1 to 128 letters, digits, '_', '-' or '.', "
+        "not starting with '-' or '.', for example 'load_data'."
+    )
 
 
 def test_store_path_that_is_a_folder(tmp_path: Path) -> None:
     """A folder given as the store says so and suggests a file inside it."""
     pipe = resumable.Pipeline("p", store=tmp_path)
-    with pytest.raises(resumable.StorePathError, match=r"is a folder\. Name a file inside it"):
+    with pytest.raises(resumable.StorePathError) as excinfo:
         pipe.runs()
+    assert str(excinfo.value) == (
+        f"store '{tmp_path}' is a folder. Name a file inside it, e.g. '{tmp_path / 'store.duckdb'}'."
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
@@ -123,8 +154,11 @@ def test_checkpoint_whose_bytes_changed_is_refused_not_unpickled(store_path: Pat
         return
     with pytest.raises(resumable.CheckpointIntegrityError) as excinfo:
         resumable.load("r1", "blob", store=store_path)
-    assert str(excinfo.value).startswith("output 'return' of step 'blob' (run 'r1') failed its digest check")
-    assert str(excinfo.value).endswith("Recompute it with: resumable invalidate r1 blob")
+    assert str(excinfo.value) == (
+        f"output 'return' of step 'blob' (run 'r1') {excinfo.value.reason} and was not loaded. "
+        "Recompute it with: resumable invalidate r1 blob"
+    )
+    assert excinfo.value.reason.startswith("failed its digest check")
     assert store.get_step("r1", "blob").state is StepState.COMPLETED  # type: ignore[union-attr]
 
 
@@ -145,10 +179,12 @@ def test_unserializable_output_is_clear_and_loses_nothing(store_path: Path) -> N
     pipe = _completed_store(store_path)
     with pytest.raises(resumable.UnserializableOutputError) as excinfo, pipe.run(run_id="r1") as run:
         run.step("bad", threading.Lock)
-    message = str(excinfo.value)
-    assert message.startswith("step 'bad' (run 'r1'): output 'return' (_thread.lock) cannot be pickled")
-    assert "Nothing from this attempt was stored and earlier checkpoints are intact." in message
-    assert excinfo.value.variable == "return"
+    assert str(excinfo.value) == (
+        "the return value of step 'bad' (run 'r1') is a _thread.lock, which cannot be pickled "
+        "(TypeError: cannot pickle '_thread.lock' object). Nothing from this attempt was stored and earlier "
+        "checkpoints are intact. Return a value that cloudpickle can serialize."
+    )
+    assert excinfo.value.variable is None
     assert run.status("bad").state is StepState.FAILED
     assert run.status("good").state is StepState.COMPLETED
     assert resumable.load("r1", "good", store=store_path) == {"total": 42}

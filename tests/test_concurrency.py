@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import resumable
 from resumable import StepState
+from resumable._units import human_time
 
 WORKER = """
 import sys, time, pathlib, resumable
@@ -137,7 +140,12 @@ def test_second_process_cannot_execute_an_owned_run(store_path: Path, tmp_path: 
         with pytest.raises(resumable.RunOwnedError) as excinfo, pipe.run(run_id="r1") as run:
             run.step("quick", lambda: 1)
         assert excinfo.value.pid == worker.pid
-        assert f"is owned by another live process (pid {worker.pid} on host" in str(excinfo.value)
+        started = human_time(round(psutil.Process(worker.pid).create_time(), 2))
+        assert str(excinfo.value) == (
+            f"run 'r1' of pipeline 'p' is owned by another live process (pid {worker.pid} on host "
+            f"'{socket.gethostname()}', started {started}). Stop it or wait; if it dies, its running steps "
+            f"become 'interrupted' and resume on the next start."
+        )
         # A different run of the same store is not blocked.
         with pipe.run(run_id="r2") as other:
             assert other.step("quick", lambda: 3) == 3
@@ -188,7 +196,11 @@ def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: P
         with pytest.raises(resumable.StoreLockedError) as excinfo:
             store_module.DuckDBStore(store_path, lock_timeout_s=0.3)
         assert excinfo.value.holder_pid == holder.pid
-        assert f"stayed locked by process {holder.pid}" in str(excinfo.value)
+        assert str(excinfo.value) == (
+            f"store '{store_path}' stayed locked by process {holder.pid} for {excinfo.value.waited_s:.1f} s. "
+            "resumable holds the file only for short transactions, so a long hold means that process keeps it "
+            "open (a DuckDB shell or notebook connection?). Close it, or raise RESUMABLE_LOCK_TIMEOUT."
+        )
     finally:
         holder.kill()
         holder.wait(timeout=30)

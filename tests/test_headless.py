@@ -157,6 +157,14 @@ def test_exhausted_restarts_exit_3_and_python_raises_kernel_died(tmp_path: Path,
         resumable.execute_notebook(nb, store=store_path, max_restarts=0, progress=False)
     assert excinfo.value.restarts == 0
     assert excinfo.value.cell_index == 1
+    run_id = excinfo.value.run_id
+    resume = f"resumable execute {nb} --run-id {run_id} --store {store_path} --max-restarts 0"
+    assert excinfo.value.resume_command == resume
+    assert str(excinfo.value) == (
+        f"the kernel of run '{run_id}' died in cell 1 and was restarted 0 times without finishing (out of memory? "
+        f"os._exit? killed?). Completed steps are checkpointed. The executed notebook is at "
+        f"{tmp_path / 'doomed.resumable.ipynb'}. Find the cause, then resume the run with:\n  {resume}"
+    )
 
 
 def test_a_run_whose_step_runs_in_another_live_process_exits_4(tmp_path: Path) -> None:
@@ -194,38 +202,120 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], ex
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"params": {"fn": print}}, "cannot be written into the notebook as a Python literal"),
-        ({"run_id": "r1", "new": True}, "not both"),
-        ({"run_id": "-bad"}, "run id '-bad' is not valid"),
-        ({"kernel": "no-such-kernel"}, "there is no Jupyter kernel named 'no-such-kernel' (installed: "),
-        ({"output": "ok.ipynb"}, "is the input notebook"),
-        ({"max_restarts": -1}, "max_restarts=-1 is not valid"),
-        ({"timeout": 0}, "timeout=0 is not valid"),
+        (
+            {"params": {"fn": print}},
+            "parameter 'fn' = <built-in function print> (builtin_function_or_method) cannot be written into the "
+            "notebook as a Python literal (invalid syntax (<unknown>, line 1)). Use strings, numbers, booleans, "
+            "None, lists or dicts of them.",
+        ),
+        (
+            {"run_id": "r1", "new": True},
+            "run id 'r1' was given together with new=True / --new. Pass a run id to resume or name a run, "
+            "or new=True / --new to start one, not both.",
+        ),
+        (
+            {"run_id": "-bad"},
+            "run id '-bad' is not valid. Use 1 to 128 letters, digits, '_', '-' or '.', not starting with '-' or '.'.",
+        ),
+        (
+            {"output": "ok.ipynb"},
+            "output '{tmp}/ok.ipynb' is the input notebook. Pick another path so the input stays as written.",
+        ),
+        (
+            {"max_restarts": -1},
+            "max_restarts -1 is not valid. It counts kernel restarts: give a whole number, 0 or more.",
+        ),
+        *[
+            (
+                {"timeout": bad},
+                f"timeout {bad!r} is not valid. It is the longest a cell may run: give a finite number of seconds "
+                "above 0, or None for no limit.",
+            )
+            for bad in (0, -1.0, float("nan"), float("inf"))
+        ],
     ],
 )
 def test_bad_python_arguments_raise_notebook_input_error(
     tmp_path: Path, store_path: Path, options: dict[str, Any], expected: str
 ) -> None:
-    """execute_notebook() refuses bad input with NotebookInputError before starting a kernel."""
+    """execute_notebook() refuses bad input with NotebookInputError before starting a kernel (nan and
+    infinite timeouts too, which used to fail later inside nbclient)."""
     nb = write_nb(tmp_path / "ok.ipynb", "print(1)")
     if "output" in options:
         options["output"] = tmp_path / options["output"]
     with pytest.raises(resumable.NotebookInputError) as excinfo:
         resumable.execute_notebook(nb, store=store_path, progress=False, **options)
-    assert expected in str(excinfo.value)
+    assert str(excinfo.value) == expected.format(tmp=tmp_path)
     assert not (tmp_path / "ok.resumable.ipynb").exists()
+
+
+def test_an_unknown_kernel_is_named_with_the_installed_ones(tmp_path: Path, store_path: Path) -> None:
+    """--kernel with a kernel that is not installed lists the ones that are."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    nb = write_nb(tmp_path / "ok.ipynb", "print(1)")
+    with pytest.raises(resumable.NotebookInputError) as excinfo:
+        resumable.execute_notebook(nb, store=store_path, progress=False, kernel="no-such-kernel")
+    known = ", ".join(sorted(KernelSpecManager().find_kernel_specs()))
+    assert str(excinfo.value) == (
+        f"Jupyter kernel 'no-such-kernel' is not installed (installed: {known}). Pass one of them with --kernel."
+    )
+
+
+@pytest.mark.parametrize(
+    ("cell", "problem"),
+    [
+        ("%%durable_step load --rerun\nx = 1", "unrecognized arguments: --rerun"),
+        ("%%durable_step load --quiet\nx = 1", "unrecognized arguments: --quiet"),
+        ("%%durable_step load --retries many\nx = 1", "argument --retries: invalid int value: 'many'"),
+        ("%load_ext resumable\n%durable_run shop --rerun", "unrecognized arguments: --rerun"),
+    ],
+)
+def test_a_magic_line_the_magic_would_refuse_is_refused_before_a_kernel_starts(
+    tmp_path: Path, store_path: Path, cell: str, problem: str
+) -> None:
+    """Step and pipeline names are read with the magics' own parser: no flag the magics lack is accepted."""
+    nb = write_nb(tmp_path / "bad.ipynb", "print(1)", cell)
+    line = next(line for line in cell.splitlines() if "durable_" in line)
+    with pytest.raises(resumable.NotebookInputError) as excinfo:
+        resumable.execute_notebook(nb, store=store_path, progress=False)
+    assert str(excinfo.value) == (
+        f"magic line {line!r} in cell 1 cannot be parsed ({problem}). The magic would refuse it too: fix the line."
+    )
+    assert not (tmp_path / "bad.resumable.ipynb").exists()
+
+
+def test_a_missing_notebook_is_named(tmp_path: Path, store_path: Path) -> None:
+    """A notebook path that does not exist says so and what to pass."""
+    with pytest.raises(resumable.NotebookInputError) as excinfo:
+        resumable.execute_notebook(tmp_path / "missing.ipynb", store=store_path, progress=False)
+    assert str(excinfo.value) == (
+        f"notebook '{tmp_path / 'missing.ipynb'}' does not exist or is not a file. Pass the path of an .ipynb file."
+    )
 
 
 def test_a_parameter_file_must_hold_a_mapping(tmp_path: Path) -> None:
     """-f with a YAML list or broken JSON is refused with what was found and what to write instead."""
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
-    with pytest.raises(resumable.NotebookInputError, match="holds a list, not a mapping"):
+    with pytest.raises(resumable.NotebookInputError) as excinfo:
         _headless_params.collect([], tmp_path / "list.yaml")
+    assert str(excinfo.value) == (
+        f"parameter file '{tmp_path / 'list.yaml'}' holds a list, not a mapping. Write one 'name: value' per line, "
+        "for example:\n  order_id: 42\n  region: eu"
+    )
     (tmp_path / "bad.json").write_text("{nope")
-    with pytest.raises(resumable.NotebookInputError, match="is not valid JSON"):
+    with pytest.raises(resumable.NotebookInputError) as excinfo:
         _headless_params.load_file(tmp_path / "bad.json")
-    with pytest.raises(resumable.NotebookInputError, match="cannot be read"):
+    assert str(excinfo.value) == (
+        f"parameter file '{tmp_path / 'bad.json'}' is not valid JSON "
+        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))."
+    )
+    with pytest.raises(resumable.NotebookInputError) as excinfo:
         _headless_params.load_file(tmp_path / "absent.yaml")
+    assert str(excinfo.value) == (
+        f"parameter file '{tmp_path / 'absent.yaml'}' cannot be read (No such file or directory). "
+        "Pass a YAML or JSON file with -f."
+    )
 
 
 def test_help_documents_the_exit_codes(tmp_path: Path) -> None:
@@ -283,7 +373,9 @@ def test_step_and_pipeline_names_are_read_from_the_magics(tmp_path: Path) -> Non
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("%load_ext resumable\n%durable_run checkout --new")]
     assert _headless.pipeline_of(nb, Path("any.ipynb")) == "checkout"
-    assert _headless.pipeline_of(nbformat.v4.new_notebook(), Path("my report.v2.ipynb")) == "my_report"
+    assert _headless.pipeline_of(nbformat.v4.new_notebook(), Path("my report.v2.ipynb")) == "my_report.v2"
+    assert _headless.pipeline_of(nbformat.v4.new_notebook(), Path("sales.resumable.ipynb")) == "sales"
+    assert _headless.pipeline_of(nbformat.v4.new_notebook(), Path(".ipynb")) == "ipynb"
     assert _headless.default_output(Path("a/b.ipynb")) == Path("a/b.resumable.ipynb")
 
 
@@ -294,8 +386,15 @@ def test_a_cell_past_the_timeout_fails_the_run_with_a_timeout_error(tmp_path: Pa
         resumable.execute_notebook(nb, store=store_path, timeout=1, progress=False)
     assert excinfo.value.ename == "CellTimeoutError"
     assert excinfo.value.cell_index == 1
-    assert "the cell ran longer than --timeout 1 s and was stopped" in str(excinfo.value)
-    assert "--timeout 1" in str(excinfo.value.resume_command)
+    (run,) = open_store(store_path).list_runs()
+    resume = f"resumable execute {nb} --run-id {run.run_id} --store {store_path} --timeout 1"
+    assert excinfo.value.resume_command == resume
+    assert str(excinfo.value) == (
+        "cell 1 raised CellTimeoutError: the cell ran longer than --timeout 1 s and was stopped\n"
+        "  cell 1:\n    time.sleep(60)\n"
+        f"The executed notebook, with the error marked, is at {tmp_path / 'slow.resumable.ipynb'}.\n"
+        f"Completed steps are checkpointed. Fix the cell, then resume with:\n  {resume}"
+    )
 
 
 def test_a_notebook_that_pins_its_run_id_cannot_run_as_another(tmp_path: Path, store_path: Path) -> None:
@@ -339,3 +438,64 @@ def test_one_executor_per_run_and_ctrl_c_stops_without_a_restart(tmp_path: Path)
     assert "interrupted; completed steps are checkpointed. Resume the run with:" in err
     assert "resumable execute long.ipynb --run-id r1" in err
     assert not psutil.pid_exists(kernel) or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_headless_run_resumes_the_interactive_run_of_a_dotted_notebook(
+    tmp_path: Path, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both front ends name the pipeline after the file the same way: 'sales.v2.ipynb' is 'sales.v2', so
+    `resumable execute sales.v2.ipynb` resumes the run the notebook started interactively."""
+    from IPython.testing import globalipapp
+
+    from resumable._kernel_run import set_notebook_run
+    from resumable._magics.magics import DurableMagics
+    from resumable._store import duckdb as store_module
+
+    calls = tmp_path / "calls"
+    body = f"open({str(calls)!r}, 'a').write('x')\ntotal = 42"
+    nb = write_nb(tmp_path / "sales.v2.ipynb", "%load_ext resumable", f"%%durable_step load\n{body}", "print(total)")
+    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    globalipapp.start_ipython()
+    ip = globalipapp.get_ipython()
+    ip.run_line_magic("load_ext", "resumable")
+    ip.register_magics(DurableMagics(ip, make_panel=resumable.panel))  # a fresh kernel's magics
+    set_notebook_run(None)
+    monkeypatch.setitem(ip.user_ns, "__session__", str(nb))
+    try:
+        ip.run_cell(f"%%durable_step load\n{body}").raise_error()
+    finally:
+        set_notebook_run(None)
+    (interactive,) = open_store(store_path).list_runs()
+    assert interactive.pipeline == "sales.v2"
+    store_module.close_all()  # the kernel is another process: let go of the file
+    result = resumable.execute_notebook(nb, store=store_path, progress=False)
+    assert (result.pipeline, result.run_id) == ("sales.v2", interactive.run_id)
+    assert result.steps_restored == ("load",)
+    assert calls.read_text() == "x"  # the body ran once, interactively
+
+
+def test_a_step_refused_in_the_kernel_because_another_process_owns_the_run_is_owned(tmp_path: Path) -> None:
+    """RunOwnedError raised inside the kernel is recognised by its class: outcome 'owned', exit 4."""
+    hold = (
+        "import sys, time; from resumable._store import open_store; from resumable._store.base import StepRequest; "
+        "from resumable._owner import current_owner; s = open_store(sys.argv[1]); "
+        "s.begin_step(StepRequest(sys.argv[2], 'other', current_owner())); s.close(); "
+        "open('holder.pid', 'w').write(str(current_owner().pid)); print('holding', flush=True); time.sleep(60)"
+    )
+    start_holder = (
+        "import os, subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {hold!r}, os.environ['RESUMABLE_STORE'], "
+        "os.environ['RESUMABLE_RUN_ID']], stdout=subprocess.PIPE, text=True)\n"
+        "assert p.stdout.readline().strip() == 'holding'"
+    )
+    nb = write_nb(tmp_path / "contended.ipynb", start_holder, "%load_ext resumable", "%%durable_step load\nx = 1")
+    try:
+        done = cli("execute", nb.name, "--run-id", "r1", "--json", "--quiet", cwd=tmp_path)
+        assert done.returncode == 4, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["outcome"] == "owned"
+        assert "RunOwnedError: run 'r1' of pipeline 'contended' is owned by another live process" in summary["error"]
+    finally:
+        pid_file = tmp_path / "holder.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -13,6 +13,7 @@ from IPython.core.error import UsageError
 from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
 
+import resumable
 from resumable import StepFailed, StepState, StepTimeout, UnserializableOutputError, load
 from resumable._kernel_run import notebook_run, set_notebook_run
 from resumable._magics import load_ipython_extension
@@ -25,7 +26,7 @@ RESTORED = re.compile(r"↺ restored step '(\w+)' from checkpoint of \d{4}-\d\d-
 
 def fresh_kernel(ip: Any) -> None:
     """What a kernel restart does to resumable: new magics state, no current run, empty namespace."""
-    ip.register_magics(DurableMagics(ip))
+    ip.register_magics(DurableMagics(ip, make_panel=resumable.panel))
     set_notebook_run(None)
     for name in [n for n in ip.user_ns if not n.startswith("_") and n not in ip.user_ns_hidden]:
         del ip.user_ns[name]
@@ -181,6 +182,10 @@ def test_retries_exhausted_and_retry_on_filter(shell: Any, calls: Path) -> None:
     failed = step(shell, "always --retries 1 --backoff 0", mark(calls, "x") + "raise ConnectionError('down')")
     assert isinstance(failed.error_in_exec, StepFailed)
     assert failed.error_in_exec.attempts == 2
+    assert (
+        str(failed.error_in_exec)
+        == "step 'always' (run 'r1') failed after 2 attempts; last error: ConnectionError: down"
+    )
     other = step(shell, "picky --retries 3 --backoff 0 --retry-on ConnectionError", mark(calls, "y") + "1 / 0")
     assert isinstance(other.error_in_exec, ZeroDivisionError)
     assert count(calls) == ["x", "x", "y"]
@@ -220,8 +225,8 @@ def test_unpicklable_output_names_variable_type_and_fix(
     error = result.error_in_exec
     assert isinstance(error, UnserializableOutputError)
     assert (error.variable, error.type_name) == (variable, type_name)
-    assert str(error).startswith(f"step 'load' (run 'r1'): output '{variable}' ({type_name}) cannot be pickled (")
-    assert str(error).endswith(
+    assert str(error) == (
+        f"output '{variable}' of step 'load' (run 'r1') is a {type_name}, which cannot be pickled ({error.reason}). "
         "Nothing from this attempt was stored and earlier checkpoints are intact. "
         f"Leave it out with '%%durable_step load --retries 1 --exclude {variable}'."
     )
@@ -271,8 +276,12 @@ def test_durable_run_resumes_latest_or_starts(shell: Any, monkeypatch: pytest.Mo
     assert out.stdout == f"resumable: started run '{fresh_id}' of pipeline 'shop'\n"
     shell.run_line_magic("durable_run", "shop --run-id order-42")
     assert notebook_run().run_id == "order-42"  # type: ignore[union-attr]
-    with pytest.raises(UsageError, match="run 'order-42' already exists; drop --new"):
+    with pytest.raises(UsageError) as excinfo:
         shell.run_line_magic("durable_run", "shop --run-id order-42 --new")
+    assert str(excinfo.value) == (
+        "run 'order-42' of pipeline 'shop' already exists, so it cannot start as a new run. "
+        "Resume it (leave out new=True / --new), or choose another run id."
+    )
 
 
 def test_first_step_joins_a_pipeline_named_after_the_notebook(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,6 +308,11 @@ def test_no_notebook_name_means_pipeline_default(shell: Any) -> None:
         ("bad/name", "step name 'bad/name' is not valid"),
         ("s --retries -1", "step 's': retries=-1 is not valid; retries counts attempts after the first"),
         ("s --timeout 0", "step 's': timeout=0.0 is not valid"),
+        ("s --timeout nan", "step 's': timeout=nan is not valid; give a finite number of seconds above 0, or None"),
+        ("s --timeout inf", "step 's': timeout=inf is not valid"),
+        ("s --backoff nan", "step 's': backoff=nan is not valid; it is the first delay in seconds: a finite number"),
+        ("s --backoff -1", "step 's': backoff=-1.0 is not valid"),
+        ("s --rerun", "unrecognized arguments: --rerun"),
         ("s --outputs 'a b'", "--outputs takes variable names separated by commas"),
         ("s --outputs a,+b", "do not mix the two forms"),
         ("s --retry-on NoSuchError", "--retry-on: 'NoSuchError' is not an exception class"),
@@ -365,12 +379,16 @@ def test_status_table_lists_steps(shell: Any, capsys: pytest.CaptureFixture[str]
     step(shell, "bad", "raise ValueError('no')")
     capsys.readouterr()
     shell.run_line_magic("durable_status", "")
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out
+    lines = out.splitlines()
     assert lines[0].startswith("run 'r1' of pipeline 'default' (2 steps) in ")
-    assert lines[1].split() == ["#", "step", "state", "attempts", "duration", "outputs", "last", "error"]
-    assert lines[2].split()[:4] == ["1", "good", "completed", "1"]
-    assert lines[3].split()[:4] == ["2", "bad", "failed", "1"]
-    assert lines[3].endswith("ValueError: no")
+    rows = [[cell.strip() for cell in line.strip("│┃").split("│" if "│" in line else "┃")] for line in lines[2:]]
+    rows = [row for row in rows if len(row) == 7]
+    assert rows[0] == ["#", "step", "state", "attempts", "duration", "size", "last error"]
+    assert rows[1][:4] == ["1", "good", "completed", "1"]
+    assert rows[2][:4] == ["2", "bad", "failed", "1"]
+    assert rows[2][6] == "ValueError: no"
+    assert "\x1b" not in out  # plain text: no terminal codes in a notebook's output
 
 
 def test_status_without_a_run_says_how_to_start(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -444,8 +462,13 @@ def test_notebook_function_loads_as_a_function_outside_the_notebook(shell: Any, 
 def test_a_second_cell_with_the_same_step_name_is_warned_about(shell: Any) -> None:
     """Copying a cell and forgetting to rename its step: a warning says both cells would keep re-running."""
     shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").raise_error()
-    with pytest.warns(DuplicateStepWarning, match=r"step 'load' was run by another cell.*'%%durable_step load_2'"):
+    with pytest.warns(DuplicateStepWarning) as warned:
         shell.run_cell("%%durable_step load\nx = 2", cell_id="cell-b").raise_error()
+    assert [str(w.message) for w in warned] == [
+        "step 'load' was run by another cell of this notebook before. Two cells sharing a step name replace "
+        "each other's checkpoint and re-run on every pass: give this cell its own name ('%%durable_step load_2'), "
+        "or ignore this if you moved the step here."
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").raise_error()  # its own cell: fine

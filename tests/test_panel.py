@@ -29,7 +29,7 @@ from resumable._panel.widget import NO_SOURCE_TIP, StepPanel
 from resumable._records import Owner
 from resumable._states import StepState, can_transition
 from resumable._store import StepRequest, open_store
-from resumable.errors import CheckpointNotFoundError, ResumableError, StepDefinitionError
+from resumable.errors import CheckpointNotFoundError, OptionError, StepDefinitionError
 
 FLAKY = """import pathlib
 marker = pathlib.Path({marker!r})
@@ -391,18 +391,26 @@ def test_durable_panel_magic(shell: Any) -> None:
         p.close()
     p = shell.run_line_magic("durable_panel", "r1")
     p.close()
-    with pytest.raises(UsageError, match="at most one run id"):
+    with pytest.raises(UsageError, match="unrecognized arguments: r2"):
         shell.run_line_magic("durable_panel", "r1 r2")
+    with pytest.raises(UsageError, match="unrecognized arguments: --rerun"):
+        shell.run_line_magic("durable_panel", "--rerun")
     with pytest.raises(CheckpointNotFoundError, match="run 'nope' does not exist"):
         shell.run_line_magic("durable_panel", "nope")
     with pytest.raises(UsageError, match="run name 'bad/id' is not valid"):
         shell.run_line_magic("durable_panel", "bad/id")
+    magics = shell.magics_manager.registry["DurableMagics"]
+    assert "run_id" in magics.durable_panel.__doc__  # a magic_arguments magic: %durable_panel? lists its argument
 
 
-def test_bad_arguments_are_refused_with_our_errors(store_path: Path) -> None:
+@pytest.mark.parametrize("poll_s", [0, -1.0, float("nan"), float("inf"), "2", True])
+def test_bad_arguments_are_refused_with_our_errors(store_path: Path, poll_s: object) -> None:
     """A bad poll interval or run name says what is wrong and what to give instead."""
-    with pytest.raises(ResumableError, match=r"poll_s=0 is not valid; give seconds greater than 0, or None"):
-        resumable.panel("r1", store=store_path, poll_s=0)
+    with pytest.raises(OptionError) as excinfo:
+        resumable.panel("r1", store=store_path, poll_s=poll_s)  # type: ignore[arg-type]
+    assert str(excinfo.value) == (
+        f"poll_s={poll_s!r} is not valid; give a finite number of seconds above 0, or None for no polling."
+    )
     with pytest.raises(StepDefinitionError, match="run name 'a b' is not valid"):
         resumable.panel("a b", store=store_path)
 

@@ -104,10 +104,11 @@ def test_timeout_fails_the_attempt_with_step_timeout(store_path: Path) -> None:
 
     started = time.monotonic()
     with (
-        pytest.raises(resumable.StepTimeout, match=r"ran longer than its timeout of 0\.2 s"),
+        pytest.raises(resumable.StepTimeout) as excinfo,
         pipe.run(run_id="r1") as run,
     ):
         slow()
+    assert str(excinfo.value) == "step 'slow' ran longer than its timeout of 0.2 s"
     assert time.monotonic() - started < 3
     assert run.status("slow").state is StepState.FAILED
 
@@ -171,8 +172,12 @@ def test_idempotency_key_is_stable_per_step_and_distinct_between_runs(store_path
     assert seen[0] == key2
     assert len(set(seen)) == 1
     assert len({key, other, key2}) == 3
-    with pytest.raises(resumable.NotInStepError, match="outside a step"):
+    with pytest.raises(resumable.NotInStepError) as excinfo:
         resumable.idempotency_key()
+    assert str(excinfo.value) == (
+        "idempotency_key() was called outside a step. Call it inside a '%%durable_step' cell "
+        "or a function decorated with '@pipe.step'."
+    )
 
 
 def test_run_step_passes_arguments_and_numbers_repeated_calls(store_path: Path) -> None:
@@ -199,8 +204,12 @@ def test_step_outside_a_run_is_a_clear_error(store_path: Path) -> None:
     def load() -> int:
         return 1
 
-    with pytest.raises(resumable.NoActiveRunError, match=r"inside 'with pipe.run\(\):'"):
+    with pytest.raises(resumable.NoActiveRunError) as excinfo:
         load()
+    assert str(excinfo.value) == (
+        "step 'load' of pipeline 'p' was called outside a run. Call it inside 'with pipe.run():' "
+        "so its result is checkpointed."
+    )
 
 
 def test_run_id_comes_from_environment_or_is_generated(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,5 +222,31 @@ def test_run_id_comes_from_environment_or_is_generated(store_path: Path, monkeyp
     with pipe.run() as c:
         pass
     assert c.run_id == "nightly-7"
-    with pytest.raises(resumable.StoreError, match="already exists"), pipe.run(run_id="nightly-7", new=True):
+    with pytest.raises(resumable.RunExistsError) as excinfo, pipe.run(run_id="nightly-7", new=True):
         pass
+    assert str(excinfo.value) == (
+        "run 'nightly-7' of pipeline 'p' already exists, so it cannot start as a new run. "
+        "Resume it (leave out new=True / --new), or choose another run id."
+    )
+    with pipe.run(new=True) as d:  # RESUMABLE_RUN_ID wins over new: a supervisor restarts into its run
+        pass
+    assert d.run_id == "nightly-7"
+    monkeypatch.delenv("RESUMABLE_RUN_ID")
+    with pipe.run() as e:  # the Python API never resumes a run it was not named
+        pass
+    assert e.run_id not in {a.run_id, b.run_id, "nightly-7"}
+
+
+def test_a_run_resumed_with_other_parameters_is_refused(store_path: Path) -> None:
+    """A run keeps the parameters it started with; other values are named, old and new."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    with pipe.run(run_id="r1", params={"region": "eu", "limit": 3}):
+        pass
+    with pytest.raises(resumable.ParameterMismatchError) as excinfo, pipe.run(run_id="r1", params={"region": "us"}):
+        pass
+    assert str(excinfo.value) == (
+        "run 'r1' started with other parameters:\n"
+        "  - limit: started with 3, now missing\n"
+        "  - region: started with 'eu', now 'us'\n"
+        "Resume it with its original parameters, or start a new run with --new."
+    )

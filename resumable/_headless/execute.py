@@ -29,6 +29,7 @@ from resumable._headless.kernel import check_kernel, client_class, execute_or_in
 from resumable._headless.lock import executor_lock
 from resumable._headless.names import (
     DEFAULT_MAX_RESTARTS,
+    check_magic_lines,
     default_output,
     pinned_run_id,
     pipeline_of,
@@ -36,11 +37,13 @@ from resumable._headless.names import (
 )
 from resumable._headless.notebook import error_output, mark_error, preview, read_notebook, write_notebook
 from resumable._headless.progress import Progress, Tracker
-from resumable._keys import NAME_RULE, is_valid_name, new_run_id
+from resumable._keys import NAME_RULE, is_valid_name
 from resumable._owner import current_owner
+from resumable._runs import choose_run
 from resumable._store import open_store
 from resumable._store.duckdb import DuckDBStore
-from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError
+from resumable._units import is_seconds
+from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError, RunOwnedError, error_class
 
 Outcome = Literal["completed", "failed", "kernel_died", "owned"]
 
@@ -97,17 +100,6 @@ class _Failure:
     ename: str
     evalue: str
     traceback: str
-
-
-def _choose_run(store: DuckDBStore, pipeline: str, run_id: str | None, new: bool) -> str:
-    """``--run-id`` wins; ``--new`` starts a run; otherwise resume the pipeline's latest run."""
-    if run_id is not None:
-        return run_id
-    if not new:
-        latest = store.latest_run(pipeline)
-        if latest is not None:
-            return latest.run_id
-    return new_run_id()
 
 
 @dataclass
@@ -187,17 +179,16 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
 
 def _check_options(run_id: str | None, new: bool, max_restarts: int, timeout: float | None) -> None:
     if run_id is not None and new:
-        msg = "pass either a run id (to resume or name a run) or new=True / --new (to start one), not both."
-        raise NotebookInputError(msg)
+        fix = "Pass a run id to resume or name a run, or new=True / --new to start one, not both."
+        raise NotebookInputError("run id", run_id, "was given together with new=True / --new", fix)
     if run_id is not None and not is_valid_name(run_id):
-        msg = f"run id {run_id!r} is not valid: use {NAME_RULE}."
-        raise NotebookInputError(msg)
+        raise NotebookInputError("run id", run_id, "is not valid", f"Use {NAME_RULE}.")
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-        msg = f"max_restarts={max_restarts!r} is not valid; it counts kernel restarts and must be 0 or more."
-        raise NotebookInputError(msg)
-    if timeout is not None and not timeout > 0:
-        msg = f"timeout={timeout!r} is not valid; it is the longest a cell may run, in seconds, and must be above 0."
-        raise NotebookInputError(msg)
+        fix = "It counts kernel restarts: give a whole number, 0 or more."
+        raise NotebookInputError("max_restarts", max_restarts, "is not valid", fix)
+    if timeout is not None and not is_seconds(timeout, zero_ok=False):
+        fix = "It is the longest a cell may run: give a finite number of seconds above 0, or None for no limit."
+        raise NotebookInputError("timeout", timeout, "is not valid", fix)
 
 
 def execute_notebook(
@@ -274,26 +265,26 @@ def execute_notebook(
     nb_path = Path(notebook)
     out_path = Path(output) if output is not None else default_output(nb_path)
     if out_path.absolute() == nb_path.absolute():
-        msg = f"the output '{out_path}' is the input notebook; pick another path so the input stays as written."
-        raise NotebookInputError(msg)
+        fix = "Pick another path so the input stays as written."
+        raise NotebookInputError("output", str(out_path), "is the input notebook", fix)
     source_nb = read_notebook(nb_path)
+    check_magic_lines(source_nb)  # a line the magic would refuse fails here, before any kernel starts
     kernel_name = kernel or source_nb.metadata.get("kernelspec", {}).get("name") or "python3"
     check_kernel(kernel_name)
     given = _headless_params.checked(params or {})
     pipeline = pipeline_of(source_nb, nb_path)
     pinned = pinned_run_id(source_nb)
     if pinned is not None and (new or (run_id is not None and pinned != run_id)):
-        msg = (
-            f"the notebook pins its run with '%durable_run {pipeline} --run-id {pinned}', which its kernel obeys, "
-            f"so it cannot run as {repr(run_id) if run_id else 'a new run'}. Drop --run-id/--new, or remove --run-id "
-            f"from the notebook's %durable_run."
+        problem = (
+            f"pins its run with '%durable_run {pipeline} --run-id {pinned}', which its kernel obeys, "
+            f"so it cannot run as {repr(run_id) if run_id else 'a new run'}"
         )
-        raise NotebookInputError(msg)
-    run_id = run_id or pinned
+        fix = "Drop --run-id/--new, or remove --run-id from the notebook's %durable_run."
+        raise NotebookInputError("notebook", str(nb_path), problem, fix)
     store_path = _config.store_path(store)
     opened = open_store(store_path)
-    chosen = _choose_run(opened, pipeline, run_id, new)
-    existing = opened.get_run(chosen)
+    choice = choose_run(opened, pipeline, run_id or pinned, new=new)
+    chosen, existing = choice.run_id, choice.existing
     merged = {**(existing.params if existing is not None else {}), **given}
     opened.open_run(chosen, pipeline, merged)  # ParameterMismatchError lists the differences
     resume = resume_command(
@@ -354,7 +345,8 @@ def _finish(
     outcome: Outcome = last.outcome
     error: Exception | None = None
     if failure is not None:
-        if failure.ename == "RunOwnedError":
+        kind = error_class(failure.ename)
+        if kind is not None and issubclass(kind, RunOwnedError):
             outcome = "owned"
         error = NotebookExecutionError(
             failure.cell_index, failure.ename, failure.evalue, failure.traceback, failure.step,

@@ -16,8 +16,8 @@ def check_kernel(name: str) -> None:
         KernelSpecManager().get_kernel_spec(name)
     except NoSuchKernel:
         known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
-        msg = f"there is no Jupyter kernel named '{name}' (installed: {known}). Pass one of them with --kernel."
-        raise NotebookInputError(msg) from None
+        problem = f"is not installed (installed: {known})"
+        raise NotebookInputError("Jupyter kernel", name, problem, "Pass one of them with --kernel.") from None
 
 
 def ipc_config(socket_dir: str) -> Any:

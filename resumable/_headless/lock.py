@@ -16,10 +16,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 from resumable._owner import current_owner
+from resumable._units import human_time
 from resumable.errors import RunOwnedError
 
 
@@ -55,7 +55,7 @@ def executor_lock(store_path: Path, run_id: str, pipeline: str) -> Iterator[None
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            started = datetime.fromtimestamp(holder.get("started", 0)).strftime("%Y-%m-%d %H:%M:%S")
+            started = human_time(holder.get("started", 0))
             raise RunOwnedError(
                 run_id, pipeline, holder.get("host", "?"), holder.get("pid", 0), started, None
             ) from None

@@ -1,4 +1,10 @@
-"""Names a headless run reads from a notebook, and the command line that resumes a run."""
+"""Names a headless run reads from a notebook, and the command line that resumes a run.
+
+Magic lines are parsed with the magics' own parser (:mod:`resumable._magic_lines`) and the
+pipeline named after the file with the magics' own rule (:func:`resumable._keys.notebook_pipeline`),
+so a headless run joins exactly the run the notebook's kernel would. A line the magic would refuse
+is refused here, before any kernel starts.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,15 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from resumable import _magic_lines
+from resumable._keys import DEFAULT_PIPELINE, EXECUTED_SUFFIX, notebook_pipeline
+from resumable.errors import NotebookInputError
+
 DEFAULT_MAX_RESTARTS = 3
-OUTPUT_SUFFIX = ".resumable.ipynb"
+OUTPUT_SUFFIX = EXECUTED_SUFFIX
 
 _RUN_LINE = re.compile(r"^\s*%durable_run\b(.*)$", re.MULTILINE)
 _STEP_LINE = re.compile(r"^\s*%%durable_step\b(.*)$")
-_BOOLEAN_FLAGS = frozenset({"--force", "--new", "--rerun", "--quiet"})
 
 
 def default_output(notebook: Path) -> Path:
@@ -21,62 +30,53 @@ def default_output(notebook: Path) -> Path:
     return notebook.with_name(stem + OUTPUT_SUFFIX)
 
 
-def step_of(source: str) -> str | None:
+def _parsed(magic: str, arguments: str, where: str) -> Any:
+    from IPython.core.error import UsageError  # what the magics' parser raises; IPython loads lazily
+
+    try:
+        return _magic_lines.parse(magic, arguments)
+    except UsageError as exc:
+        line = f"%{'%' if magic == 'durable_step' else ''}{magic}{arguments}".strip()
+        fix = "The magic would refuse it too: fix the line."
+        raise NotebookInputError("magic line", line, f"in {where} cannot be parsed ({exc})", fix) from None
+
+
+def step_of(source: str, where: str = "a cell") -> str | None:
     """The step name of a ``%%durable_step NAME ...`` cell, else None."""
     first = source.lstrip("\n").split("\n", 1)[0]
     match = _STEP_LINE.match(first)
     if match is None:
         return None
-    return _first_positional(match.group(1))
+    name: str | None = _parsed("durable_step", match.group(1), where).name
+    return name
+
+
+def _run_lines(nb: Any) -> list[Any]:
+    """The arguments of every ``%durable_run`` line, in notebook order."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            found += [_parsed("durable_run", m.group(1), f"cell {index}") for m in _RUN_LINE.finditer(cell.source)]
+    return found
+
+
+def check_magic_lines(nb: Any) -> None:
+    """Refuse the notebook when a magic line would fail in the kernel (NotebookInputError naming it)."""
+    _run_lines(nb)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            step_of(cell.source, f"cell {index}")
 
 
 def pinned_run_id(nb: Any) -> str | None:
     """The run id a notebook names itself with ``%durable_run NAME --run-id ID``, which the magic obeys."""
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for match in _RUN_LINE.finditer(cell.source):
-            tokens = _tokens(match.group(1))
-            for i, arg in enumerate(tokens):
-                if arg == "--run-id" and i + 1 < len(tokens):
-                    return tokens[i + 1]
-                if arg.startswith("--run-id="):
-                    return arg.split("=", 1)[1]
-    return None
+    return next((args.run_id for args in _run_lines(nb) if args.run_id is not None), None)
 
 
 def pipeline_of(nb: Any, notebook: Path) -> str:
-    """The notebook's ``%durable_run NAME``, else its file stem made into a valid name."""
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for match in _RUN_LINE.finditer(cell.source):
-            name = _first_positional(match.group(1))
-            if name:
-                return name
-    stem = notebook.name.split(".", 1)[0]
-    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip("-.")[:128]
-    return name or "default"
-
-
-def _tokens(arguments: str) -> list[str]:
-    try:
-        return shlex.split(arguments, comments=True)
-    except ValueError:
-        return arguments.split()
-
-
-def _first_positional(arguments: str) -> str | None:
-    skip = False
-    for token in _tokens(arguments):
-        if skip:
-            skip = False
-            continue
-        if token.startswith("-"):
-            skip = "=" not in token and token not in _BOOLEAN_FLAGS
-            continue
-        return token
-    return None
+    """The notebook's ``%durable_run NAME``, else the pipeline named after its file, as the magics name it."""
+    named = next((args.pipeline for args in _run_lines(nb) if args.pipeline), None)
+    return named or notebook_pipeline(notebook.name) or DEFAULT_PIPELINE
 
 
 def resume_command(

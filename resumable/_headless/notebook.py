@@ -30,15 +30,15 @@ def preview(source: str, cell_index: int) -> str:
 
 def read_notebook(path: Path) -> Any:
     if not path.is_file():
-        msg = f"notebook '{path}' does not exist or is not a file. Pass the path of an .ipynb file."
-        raise NotebookInputError(msg)
+        fix = "Pass the path of an .ipynb file."
+        raise NotebookInputError("notebook", str(path), "does not exist or is not a file", fix)
     import nbformat  # after the check: importing it takes most of a second
 
     try:
         return nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     except Exception as exc:  # nbformat raises json, validation and OS errors alike
-        msg = f"'{path}' cannot be read as a Jupyter notebook ({type(exc).__name__}: {exc})."
-        raise NotebookInputError(msg) from None
+        problem = f"cannot be read as a Jupyter notebook ({type(exc).__name__}: {exc})"
+        raise NotebookInputError("notebook", str(path), problem) from None
 
 
 def write_notebook(nb: Any, path: Path, like: Path) -> None:

@@ -33,11 +33,11 @@ def parse_value(text: str) -> Any:
 def check_name(name: object) -> str:
     """A parameter becomes a variable, so its name must be a Python identifier."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-        msg = (
-            f"parameter name {name!r} is not a Python variable name; the notebook receives each parameter "
-            f"as 'NAME = VALUE', so use letters, digits and '_', for example -p order_id 42."
+        fix = (
+            "The notebook receives each parameter as 'NAME = VALUE', so use letters, digits and '_', "
+            "for example -p order_id 42."
         )
-        raise NotebookInputError(msg)
+        raise NotebookInputError("parameter name", name, "is not a Python variable name", fix)
     return name
 
 
@@ -46,11 +46,11 @@ def check_value(name: str, value: Any) -> Any:
     try:
         ast.literal_eval(repr(value))
     except (ValueError, SyntaxError) as exc:
-        msg = (
-            f"parameter '{name}' = {value!r} ({type(value).__name__}) cannot be written into the notebook as a "
-            f"Python literal ({exc}). Use strings, numbers, booleans, None, lists or dicts of them."
+        problem = (
+            f"= {value!r} ({type(value).__name__}) cannot be written into the notebook as a Python literal ({exc})"
         )
-        raise NotebookInputError(msg) from None
+        fix = "Use strings, numbers, booleans, None, lists or dicts of them."
+        raise NotebookInputError("parameter", name, problem, fix) from None
     return value
 
 
@@ -60,24 +60,20 @@ def load_file(path: str | Path) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        msg = f"parameter file '{file}' cannot be read ({exc.strerror or exc}). Pass a YAML or JSON file with -f."
-        raise NotebookInputError(msg) from None
+        problem = f"cannot be read ({exc.strerror or exc})"
+        raise NotebookInputError("parameter file", str(file), problem, "Pass a YAML or JSON file with -f.") from None
     import yaml
 
     try:
         data = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         kind = "JSON" if file.suffix.lower() == ".json" else "YAML"
-        msg = f"parameter file '{file}' is not valid {kind}: {exc}"
-        raise NotebookInputError(msg) from None
+        raise NotebookInputError("parameter file", str(file), f"is not valid {kind} ({exc})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        msg = (
-            f"parameter file '{file}' holds a {type(data).__name__}, not a mapping. Write one 'name: value' "
-            f"per line, for example:\n  order_id: 42\n  region: eu"
-        )
-        raise NotebookInputError(msg)
+        fix = "Write one 'name: value' per line, for example:\n  order_id: 42\n  region: eu"
+        raise NotebookInputError("parameter file", str(file), f"holds a {type(data).__name__}, not a mapping", fix)
     return {check_name(k): check_value(k, v) for k, v in data.items()}
 
 

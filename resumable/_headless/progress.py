@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 from resumable._headless.names import step_of
 from resumable._records import Event
-from resumable._states import StepState
+from resumable._states import StepState, Transition
 from resumable._store.duckdb import DuckDBStore
+from resumable._units import human_duration
 
 
 class Progress:
@@ -95,11 +96,11 @@ class Tracker:
         events = self._new_events()
         statuses: dict[str, str] = {}
         for event in events:
-            if event.transition in ("start", "retry"):
+            if event.transition in (Transition.START, Transition.RETRY):
                 statuses[event.step] = "running"
-            elif event.step in statuses and event.target == StepState.COMPLETED.value:
+            elif event.step in statuses and event.target == StepState.COMPLETED:
                 statuses[event.step] = "executed"
-            elif event.step in statuses and event.target == StepState.FAILED.value:
+            elif event.step in statuses and event.target == StepState.FAILED:
                 statuses[event.step] = "failed"
         if self.step is not None and self.step not in statuses and ending == "ok":
             statuses[self.step] = "restored"
@@ -113,7 +114,7 @@ class Tracker:
                 self.executed.append(name)
             elif status == "restored":
                 self.restored.append(name)
-            timing = f" in {seconds:.2f} s" if status == "executed" else ""
+            timing = f" in {human_duration(seconds)}" if status == "executed" else ""
             self.progress.say(f"  step '{name}': {status}{timing}")
         if self.step is not None and self.step not in statuses:
             statuses[self.step] = unfinished

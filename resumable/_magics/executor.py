@@ -1,17 +1,16 @@
-"""Executes a ``%%durable_step`` cell for the engine and trims tracebacks to the user's code."""
+"""Executes a ``%%durable_step`` cell for the engine, one attempt per call."""
 
 from __future__ import annotations
 
 import ast
 import sys
-from pathlib import Path
 from typing import Any
 
 from resumable import _capture, _cellast, _engine
 from resumable._magics.outputs import OutputSpec, collect_outputs
 
 
-class _CellExecutor:
+class CellExecutor:
     """Executes a cell's code for the engine, one attempt per call, and keeps its last value."""
 
     call: _engine.StepCall  # set once the store is known
@@ -54,25 +53,3 @@ class _CellExecutor:
                     recording.result(*self.shell.display_formatter.format(value))
         call.display = recording.outputs()
         return collect_outputs(call.step, self.names, self.spec, namespace)
-
-
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
-
-
-def _trim_traceback(error: BaseException, filename: str) -> None:
-    """Start each traceback in the chain at the cell's own code, as for a plain cell.
-
-    Only tracebacks that lead in through resumable are touched. One that never reached the cell
-    (retries exhausted, an output that cannot be pickled) is dropped: its message says everything
-    and resumable's frames would only bury the user's. Errors chained inside a library keep theirs.
-    """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        tb = current.__traceback__
-        if tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-                tb = tb.tb_next
-            current.__traceback__ = tb
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)

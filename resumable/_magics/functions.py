@@ -29,7 +29,7 @@ def _function_from_code(
     return fn
 
 
-class _NotebookFunction:
+class NotebookFunction:
     """A function defined in the notebook, stored as its code, without its globals.
 
     cloudpickle would copy every global such a function uses into its checkpoint (a connection
@@ -57,7 +57,7 @@ class _NotebookFunction:
         return value
 
 
-def _unwrap(value: Any, namespace: dict[str, Any]) -> Any:
+def unwrap(value: Any, namespace: dict[str, Any]) -> Any:
     """A restored notebook function, bound to the notebook's namespace again."""
     if not (isinstance(value, types.FunctionType) and getattr(value, _REBIND, False)):
         return value

@@ -1,4 +1,4 @@
-"""The IPython extension: ``%durable_run``, ``%%durable_step`` and ``%durable_status``.
+"""The IPython extension: ``%durable_run``, ``%%durable_step``, ``%durable_status`` and ``%durable_panel``.
 
 ``%load_ext resumable`` builds one :class:`DurableMagics` and registers it. A ``%%durable_step``
 cell goes through the same engine as a ``@pipe.step`` function: the store decides whether the
@@ -12,33 +12,35 @@ from __future__ import annotations
 import builtins
 import importlib
 import os
-import re
 import shlex
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.utils.capture import RichOutput
 from traitlets import Bool
 
-from resumable import _capture, _cellast, _engine, _keys
-from resumable._config import env_run_id
+from resumable import _capture, _cellast, _engine, _magic_lines
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
-from resumable._magics.executor import _CellExecutor, _trim_traceback
-from resumable._magics.functions import _unwrap
+from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
+from resumable._magics.executor import CellExecutor
+from resumable._magics.functions import unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
 from resumable._owner import current_owner
-from resumable._records import Owner
+from resumable._records import Owner, StepStatus
+from resumable._runs import JoinedBy, choose_run
+from resumable._states import StepState
 from resumable._store import Store, open_store
-from resumable._table import status_table
-from resumable.errors import DuplicateStepWarning, StepDefinitionError
+from resumable._tracebacks import trim_chain
+from resumable._units import human_time
+from resumable.errors import DuplicateStepWarning, RunExistsError, StepDefinitionError
 from resumable.pipeline import check_name, make_policy
 
-DEFAULT_PIPELINE = "default"
+MakePanel = Callable[..., Any]  # resumable.panel: handed in by ``%load_ext resumable``
 
 
 def resolve_exceptions(raw: str | None, namespace: dict[str, Any]) -> tuple[type[BaseException], ...]:
@@ -81,24 +83,34 @@ def _with_exclude(line: str, variable: str) -> str:
     return " ".join(shlex.quote(t) for t in tokens)
 
 
-def _clock(moment: Any) -> str:
-    if moment is None:
-        return "an earlier run"
-    return str(moment.astimezone().strftime("%Y-%m-%d %H:%M:%S"))
-
-
 def _notebook_pipeline(namespace: dict[str, Any]) -> str:
-    """A pipeline name from the notebook's file name, when the frontend tells the kernel."""
+    """The pipeline named after the notebook's file, when the front end tells the kernel its name."""
     for candidate in (
         namespace.get("__vsc_ipynb_file__"),
         namespace.get("__session__"),
         os.environ.get("JPY_SESSION_NAME"),
     ):
         if isinstance(candidate, str) and candidate.strip():
-            stem = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(candidate).stem).lstrip("-.")[:128]
-            if _keys.is_valid_name(stem):
-                return stem
+            name = notebook_pipeline(candidate)
+            if name is not None:
+                return name
     return DEFAULT_PIPELINE
+
+
+def _shown_path(path: str) -> str:
+    """A store path as the user gave it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def status_text(run: NotebookRun, steps: list[StepStatus]) -> str:
+    """``%durable_status``: a line naming the run, then the step table (the one ``resumable show`` prints)."""
+    from resumable._table import as_text, step_table  # rich: imported when a status is asked for
+
+    head = f"run '{run.run_id}' of pipeline '{run.pipeline}' ({len(steps)} steps) in {_shown_path(run.store_path)}"
+    return head + "\n" + (as_text(step_table(steps)) if steps else "no steps yet")
 
 
 def _kernel_id() -> str | None:
@@ -121,9 +133,10 @@ class DurableMagics(Magics):  # type: ignore[misc]
         True, help="Show a restored step's recorded output (prints, tables, plots, result) again."
     ).tag(config=True)
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: Any, make_panel: MakePanel | None = None) -> None:
         super().__init__(shell=shell)
         self._ip: Any = shell  # typed: IPython declares ``Magics.shell`` optional
+        self.make_panel = make_panel  # front ends never import each other: the panel is handed in
         self._run: NotebookRun | None = None
         self._store: Store | None = None
         self._owner: Owner | None = None
@@ -142,12 +155,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
             return
         first = self._step_cells.setdefault((run_id, name), cell_id)
         if first != cell_id:
-            msg = (
-                f"step '{name}' was run by another cell of this notebook before. Two cells sharing a step "
-                f"name replace each other's checkpoint and re-run on every pass: give this cell its own "
-                f"name ('%%durable_step {name}_2'), or ignore this if you moved the step here."
-            )
-            warnings.warn(DuplicateStepWarning(msg), stacklevel=2)
+            warnings.warn(DuplicateStepWarning(name), stacklevel=2)
 
     # ------------------------------------------------------------------ the current run
 
@@ -159,36 +167,26 @@ class DurableMagics(Magics):  # type: ignore[misc]
         return self._owner
 
     def _join(self, pipeline: str | None, run_id: str | None = None, new: bool = False) -> str:
-        """Make a run current; return the line that says which.
+        """Make a run current (chosen by :func:`resumable._runs.choose_run`); return the line that says which.
 
-        ``run_id`` > RESUMABLE_RUN_ID > (``new``: a fresh run) > the latest run of ``pipeline`` > a fresh
-        run. With ``pipeline=None`` (a first step without ``%durable_run``) an existing run keeps its
+        With ``pipeline=None`` (a first step without ``%durable_run``) an existing run keeps its
         pipeline and a new one is named after the notebook.
         """
         store = open_store()
-        note = ""
-        if run_id is None and env_run_id() is not None:
-            # A headless executor chose the run and restarts the notebook into it: --new must not
-            # start another run on every restart.
-            run_id, new, note = env_run_id(), False, " (RESUMABLE_RUN_ID)"
-        existing = store.get_run(run_id) if run_id is not None else None
-        if new and existing is not None:
-            msg = f"run '{run_id}' already exists; drop --new to resume it, or choose another --run-id."
-            raise UsageError(msg)
-        if pipeline is None:
-            pipeline = existing.pipeline if existing is not None else _notebook_pipeline(self._ip.user_ns)
-        if run_id is None and not new:
-            existing = store.latest_run(pipeline)
-            run_id = existing.run_id if existing is not None else None
-        run_id = run_id or _keys.new_run_id()
-        store.open_run(check_name("run", run_id), pipeline)
+        try:
+            choice = choose_run(store, pipeline, run_id, new=new, default_pipeline=_notebook_pipeline(self._ip.user_ns))
+        except RunExistsError as exc:
+            raise UsageError(str(exc)) from None
+        run_id, pipeline = check_name("run", choice.run_id), choice.pipeline
+        store.open_run(run_id, pipeline)
         self._run = NotebookRun(pipeline, run_id, str(getattr(store, "path", "")))
         self._store = store
         set_notebook_run(self._run)
-        if existing is None:
+        note = f" ({JoinedBy.ENVIRONMENT})" if choice.joined_by is JoinedBy.ENVIRONMENT else ""
+        if choice.existing is None:
             return f"resumable: started run '{run_id}' of pipeline '{pipeline}'{note}"
         steps = store.list_steps(run_id)
-        done = sum(1 for s in steps if s.state.value == "completed")
+        done = sum(1 for s in steps if s.state is StepState.COMPLETED)
         return (
             f"resumable: resumed run '{run_id}' of pipeline '{pipeline}'{note}: {done} of {len(steps)} steps completed"
         )
@@ -203,10 +201,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         assert self._run is not None and self._store is not None
         return self._run, self._store
 
-    @magic_arguments()
-    @argument("pipeline", nargs="?", help="The pipeline's name, e.g. 'checkout'.")
-    @argument("--new", action="store_true", help="Start a fresh run instead of resuming the latest one.")
-    @argument("--run-id", default=None, help="Join (or start) the run with this id, e.g. 'order-42'.")
+    @_magic_lines.arguments("durable_run")
     @line_magic
     def durable_run(self, line: str) -> None:
         """Choose the run this notebook's durable steps belong to.
@@ -215,7 +210,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         latest run of the pipeline, else starts one. Completed steps of a resumed run are restored
         instead of executed.
         """
-        args = parse_argstring(self.durable_run, line)
+        args = _magic_lines.parse("durable_run", line)
         if not args.pipeline:
             raise UsageError("%durable_run needs a pipeline name, for example '%durable_run checkout'.")
         try:
@@ -234,27 +229,24 @@ class DurableMagics(Magics):  # type: ignore[misc]
             return
         store = open_store(run.store_path)
         store.reap_dead_owners(run.run_id, self.owner)
-        print(status_table(run, store.list_steps(run.run_id)))
+        print(status_text(run, store.list_steps(run.run_id)))
+
+    @_magic_lines.arguments("durable_panel")
+    @line_magic
+    def durable_panel(self, line: str) -> Any:
+        """The status panel of the kernel's current run, or of RUN_ID: ``resumable.panel()`` as a magic."""
+        args = _magic_lines.parse("durable_panel", line)
+        try:
+            run_id = check_name("run", args.run_id) if args.run_id is not None else None
+        except StepDefinitionError as exc:
+            raise UsageError(str(exc)) from None
+        if self.make_panel is None:
+            raise UsageError("%durable_panel needs the panel, which '%load_ext resumable' brings.")
+        return self.make_panel(run_id, shell=self._ip)
 
     # ------------------------------------------------------------------ steps
 
-    @magic_arguments()
-    @argument("name", nargs="?", help="The step's name, unique within the run, e.g. 'load_data'.")
-    @argument("--retries", type=int, default=0, help="Attempts after the first when the cell raises.")
-    @argument(
-        "--backoff", type=float, default=1.0, help="First delay between attempts in seconds; doubles, with jitter."
-    )
-    @argument(
-        "--retry-on", default=None, help="Exception classes worth another attempt, comma-separated (default: all)."
-    )
-    @argument("--timeout", type=float, default=None, help="Seconds one attempt may take before StepTimeout.")
-    @argument(
-        "--outputs",
-        default=None,
-        help="Variables to store: 'a,b' stores exactly these, '+a,+b' adds them to the detected ones.",
-    )
-    @argument("--exclude", default=None, help="Variables not to store (connections, generators), comma-separated.")
-    @argument("--force", action="store_true", help="Execute even when a checkpoint could be restored.")
+    @_magic_lines.arguments("durable_step")
     @cell_magic
     def durable_step(self, line: str, cell: str) -> Any:
         """Run the cell as a durable step, restored from its checkpoint when it can be.
@@ -265,7 +257,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         Outputs are the variables the cell binds at top level, plus variables from earlier cells it
         visibly changes in place (``rows.append(x)``, ``df.drop(..., inplace=True)``, ``d[k] = v``).
         """
-        args = parse_argstring(self.durable_step, line)
+        args = _magic_lines.parse("durable_step", line)
         if not args.name:
             raise UsageError("%%durable_step needs a step name, for example '%%durable_step load_data'.")
         try:
@@ -277,7 +269,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         spec = parse_output_spec(args.outputs, args.exclude)
         python = self._ip.transform_cell(cell)
         names = _cellast.analyze(python)  # a SyntaxError stops here or below, before the store is touched
-        executor = _CellExecutor(self._ip, python, names, spec)
+        executor = CellExecutor(self._ip, python, names, spec)
         run, store = self._current()
         self._check_one_cell_per_step(run.run_id, name, cell)
         executor.call = call = _engine.StepCall(
@@ -290,19 +282,19 @@ class DurableMagics(Magics):  # type: ignore[misc]
         try:
             outcome = _engine.run_sync(call, executor.attempt)
         except BaseException as exc:
-            _trim_traceback(exc, executor.filename)
+            trim_chain(exc)  # the traceback starts at the cell's own code, as for a plain cell
             raise
-        if isinstance(outcome, _engine.Restored):
+        if outcome.restored:
             return self._restore(name, outcome, names)
         return executor.value
 
-    def _restore(self, name: str, restored: _engine.Restored, names: _cellast.CellNames) -> Any:
+    def _restore(self, name: str, restored: _engine.StepOutcome, names: _cellast.CellNames) -> Any:
         namespace = self._ip.user_ns
-        self._ip.push({k: _unwrap(v, namespace) for k, v in restored.values.items()}, interactive=True)
+        self._ip.push({k: unwrap(v, namespace) for k, v in restored.values.items()}, interactive=True)
         for gone in names.deletes:
             namespace.pop(gone, None)
         if self.show_restored:
-            print(f"↺ restored step '{name}' from checkpoint of {_clock(restored.finished_at)}")
+            print(f"↺ restored step '{name}' from checkpoint of {human_time(restored.finished_at) or 'an earlier run'}")
         if not self.replay_outputs or not restored.display:
             return None
         result = _capture.replay(self._ip, restored.display)

@@ -9,7 +9,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from resumable import _cellast, _keys
-from resumable._magics.functions import _NotebookFunction
+from resumable._magics.functions import NotebookFunction
 from resumable.errors import StepDefinitionError
 
 
@@ -70,16 +70,13 @@ def collect_outputs(
             continue
         if name not in namespace:
             if name in explicit:
-                msg = (
-                    f"step '{step}': --outputs names '{name}', but no variable '{name}' exists after the cell ran. "
-                    f"Bind it in the cell or leave it out of --outputs."
-                )
-                raise StepDefinitionError(msg)
+                expected = f"no variable '{name}' exists after the cell ran: bind it in the cell or leave it out"
+                raise StepDefinitionError("--outputs", name, expected, step)
             continue
         value = namespace[name]
         if name not in names.binds and name not in explicit and isinstance(value, types.ModuleType):
             continue
-        outputs[name] = _NotebookFunction.wrap(value, namespace)
+        outputs[name] = NotebookFunction.wrap(value, namespace)
     return outputs
 
 

@@ -1,6 +1,6 @@
 """HTML for the status panel: pure functions from records to escaped markup, no widgets.
 
-Kept apart from :mod:`resumable.panel` so the widget module holds behaviour only and the markup
+Kept apart from :mod:`resumable._panel.widget` so the widget module holds behaviour only and the markup
 can be read (and tested) as plain strings. Colours: text uses JupyterLab's ``--jp-*`` variables,
 so it follows the light and dark themes; each state badge carries its own background with white
 text at a contrast of at least 4.5:1, which reads the same on either theme.
@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime
 from typing import Any
 
 from resumable._records import RunInfo, StepStatus
+from resumable._states import RunState, StepState
+from resumable._units import UNKNOWN, human_time
 from resumable._units import human_duration as duration
 from resumable._units import human_size as size
 
-# One background per state; white text on each is above WCAG AA (4.5:1).
-BADGE_COLOURS: dict[str, str] = {
-    "pending": "#6e7781",
-    "running": "#0969da",
-    "completed": "#1a7f37",
-    "failed": "#cf222e",
-    "interrupted": "#9a6700",
-    "empty": "#6e7781",
+# One background per state; white text on each is above WCAG AA (4.5:1). A run's states are a
+# step's plus "empty"; the enums are str-valued, so either kind of state finds its colour.
+BADGE_COLOURS: dict[StepState | RunState, str] = {
+    StepState.PENDING: "#6e7781",
+    StepState.RUNNING: "#0969da",
+    StepState.COMPLETED: "#1a7f37",
+    StepState.FAILED: "#cf222e",
+    StepState.INTERRUPTED: "#9a6700",
+    RunState.EMPTY: "#6e7781",
 }
 
 CSS = """
@@ -53,10 +55,10 @@ MAX_ERROR_CHARS = 160
 MAX_PARAMS_CHARS = 200
 
 
-def badge(state: str) -> str:
+def badge(state: StepState | RunState) -> str:
     """A coloured pill naming the state; the state's name is its text so it never relies on colour."""
     colour = BADGE_COLOURS.get(state, "#6e7781")
-    name = html.escape(state)
+    name = html.escape(state.value)
     return f'<span class="rsm-badge rsm-{name}" data-state="{name}" style="background:{colour}">{name}</span>'
 
 
@@ -67,7 +69,7 @@ def attempts(count: int) -> str:
 
 def step_info(status: StepStatus) -> str:
     """The row's text: name, attempts, last duration, stored output size and the error's first line."""
-    stored = size(status.output_bytes) if status.state.value == "completed" else "\u2014"
+    stored = size(status.output_bytes) if status.state is StepState.COMPLETED else UNKNOWN
     error = status.error_line or ""
     if len(error) > MAX_ERROR_CHARS:
         error = error[: MAX_ERROR_CHARS - 1] + "\u2026"
@@ -104,9 +106,9 @@ def header(run: RunInfo | None, steps: list[StepStatus], hint: str = "") -> str:
     """Pipeline, run id, parameters and overall state; ``hint`` explains an empty panel."""
     if run is None:
         return f'<div class="rsm-head"><span class="rsm-muted">{html.escape(hint)}</span></div>'
-    counts: dict[str, int] = {}
+    counts: dict[StepState, int] = {}
     for status in steps:
-        counts[status.state.value] = counts.get(status.state.value, 0) + 1
+        counts[status.state] = counts.get(status.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no steps yet"
     return (
         '<div class="rsm-head">'
@@ -119,9 +121,8 @@ def header(run: RunInfo | None, steps: list[StepStatus], hint: str = "") -> str:
 
 
 def run_label(run: RunInfo) -> str:
-    """A dropdown entry: ``order-42 · failed · 2026-11-25 10:02``."""
-    created = run.created_at.strftime("%Y-%m-%d %H:%M") if isinstance(run.created_at, datetime) else ""
-    return f"{run.run_id} \u00b7 {run.state} \u00b7 {created}".rstrip(" \u00b7")
+    """A dropdown entry: ``order-42 · failed · 2026-11-25 10:02:11``."""
+    return f"{run.run_id} \u00b7 {run.state} \u00b7 {human_time(run.created_at)}".rstrip(" \u00b7")
 
 
 def note(text: str, *, bad: bool = False) -> str:

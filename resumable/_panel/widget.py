@@ -25,7 +25,6 @@ import threading
 from typing import Any
 
 import ipywidgets as widgets
-from IPython.core.error import UsageError
 from IPython.core.getipython import get_ipython
 
 from resumable import _engine
@@ -37,7 +36,8 @@ from resumable._panel import rules
 from resumable._records import RunInfo, StepStatus
 from resumable._states import StepState
 from resumable._store import DuckDBStore, open_store
-from resumable.errors import CheckpointNotFoundError, ResumableError, StepDefinitionError
+from resumable._units import is_seconds
+from resumable.errors import CheckpointNotFoundError, OptionError, ResumableError
 from resumable.pipeline import check_name
 
 POLL_S = _panel_poll.POLL_S
@@ -109,7 +109,7 @@ class StepRow:
             for cls in [c for c in self.box._dom_classes if c.startswith("rsm-state-")]:
                 self.box.remove_class(cls)
             self.box.add_class(wanted)
-        self.badge.value = fmt.badge(state.value)
+        self.badge.value = fmt.badge(state)
         self.state = state
 
     def close(self) -> None:
@@ -484,8 +484,8 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
                 self._note.value = fmt.note(f"Step '{step}' failed again: {type(exc).__name__}: {exc}", bad=True)
                 return
         after = self._require_store().get_step(self._require_run(), step)
-        state = after.state.value if after else "gone"
-        self._note.value = fmt.note(f"Ran step '{step}': {state}.", bad=state != "completed")
+        state = after.state if after else "gone"
+        self._note.value = fmt.note(f"Ran step '{step}': {state}.", bad=state is not StepState.COMPLETED)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -539,8 +539,8 @@ def panel(
         When ``run_id`` is not in the store.
     StepDefinitionError
         When ``run_id`` is not a valid run name.
-    ResumableError
-        When ``poll_s`` is not a positive number or None.
+    OptionError
+        When ``poll_s`` is not a finite number of seconds above 0, or None.
 
     Examples
     --------
@@ -549,25 +549,6 @@ def panel(
     """
     if run_id is not None:
         check_name("run", run_id)
-    if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or poll_s <= 0):
-        msg = f"poll_s={poll_s!r} is not valid; give seconds greater than 0, or None for no polling."
-        raise ResumableError(msg)
+    if poll_s is not None and not is_seconds(poll_s, zero_ok=False):
+        raise OptionError("poll_s", poll_s, "give a finite number of seconds above 0, or None for no polling")
     return StepPanel(run_id, store=store, poll_s=poll_s, shell=shell)
-
-
-def register_magics(ipython: Any) -> None:
-    """Register ``%durable_panel [RUN_ID]`` (called by ``%load_ext resumable``)."""
-
-    def durable_panel(line: str) -> StepPanel:
-        """%durable_panel [RUN_ID]: the status panel of the kernel's run, or of RUN_ID."""
-        args = line.split()
-        if len(args) > 1:
-            msg = f"%durable_panel takes at most one run id, got {len(args)}: for example '%durable_panel order-42'."
-            raise UsageError(msg)
-        try:
-            run_id = check_name("run", args[0]) if args else None
-        except StepDefinitionError as exc:
-            raise UsageError(str(exc)) from None
-        return panel(run_id, shell=ipython)
-
-    ipython.register_magic_function(durable_panel, magic_kind="line", magic_name="durable_panel")

@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from resumable._records import Owner, StepStatus
-from resumable._states import StepState, Transition, check_transition
+from resumable._states import RunState, StepState, Transition, check_transition
 from resumable._store.journal import PendingStep, utc_now
 
 STEP_COLUMNS = (
@@ -59,16 +59,9 @@ class RunView:
     finished_at: datetime | None
 
 
-def run_state(states: list[str]) -> str:
+def run_state(states: list[str]) -> RunState:
     """A run's overall state, derived from its steps (never stored, so never out of date)."""
-    if not states:
-        return "empty"
-    for state in ("running", "failed", "interrupted"):
-        if state in states:
-            return state
-    if all(s == "completed" for s in states):
-        return "completed"
-    return "pending"
+    return RunState.of(states)
 
 
 EventRow = tuple[str, str, Transition, StepState | None, StepState, int, Owner, str | None, datetime | None]

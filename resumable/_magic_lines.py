@@ -1,0 +1,86 @@
+"""The arguments of ``%durable_run``, ``%%durable_step`` and ``%durable_panel``, defined once.
+
+The magics decorate themselves from these definitions (so ``%durable_step?`` shows them) and
+parse their lines with :func:`parse`; a headless run reads step and pipeline names from a
+notebook's magic lines with the same function. One parser, so the two can never disagree about a
+flag. IPython's argument machinery (``IPython.core.magic_arguments``, which does not load the
+magics themselves) is imported on first use, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One argument of a magic, as ``argparse.add_argument`` takes it."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _arg(*flags: str, **options: Any) -> Arg:
+    return Arg(flags, options)
+
+
+ARGUMENTS: dict[str, tuple[Arg, ...]] = {
+    "durable_run": (
+        _arg("pipeline", nargs="?", help="The pipeline's name, e.g. 'checkout'."),
+        _arg("--new", action="store_true", help="Start a fresh run instead of resuming the latest one."),
+        _arg("--run-id", default=None, help="Join (or start) the run with this id, e.g. 'order-42'."),
+    ),
+    "durable_step": (
+        _arg("name", nargs="?", help="The step's name, unique within the run, e.g. 'load_data'."),
+        _arg("--retries", type=int, default=0, help="Attempts after the first when the cell raises."),
+        _arg(
+            "--backoff", type=float, default=1.0, help="First delay between attempts in seconds; doubles, with jitter."
+        ),
+        _arg(
+            "--retry-on", default=None, help="Exception classes worth another attempt, comma-separated (default: all)."
+        ),
+        _arg("--timeout", type=float, default=None, help="Seconds one attempt may take before StepTimeout."),
+        _arg(
+            "--outputs",
+            default=None,
+            help="Variables to store: 'a,b' stores exactly these, '+a,+b' adds them to the detected ones.",
+        ),
+        _arg("--exclude", default=None, help="Variables not to store (connections, generators), comma-separated."),
+        _arg("--force", action="store_true", help="Execute even when a checkpoint could be restored."),
+    ),
+    "durable_panel": (
+        _arg("run_id", nargs="?", default=None, help="The run to show (default: the kernel's current run)."),
+    ),
+}
+
+_parsers: dict[str, Any] = {}
+
+
+def arguments(magic: str) -> Callable[[F], F]:
+    """Decorate the magic method ``magic`` with its arguments, for IPython's help (``%durable_step?``)."""
+    from IPython.core.magic_arguments import argument, magic_arguments
+
+    def decorate(fn: F) -> F:
+        for arg in reversed(ARGUMENTS[magic]):  # decorators apply bottom-up; IPython reverses them again
+            fn = argument(*arg.flags, **arg.options)(fn)
+        return magic_arguments()(fn)  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def parse(magic: str, line: str) -> argparse.Namespace:
+    """The arguments of one magic line; raises IPython's ``UsageError`` naming what is wrong."""
+    parser = _parsers.get(magic)
+    if parser is None:
+        from IPython.core.magic_arguments import MagicArgumentParser
+
+        parser = MagicArgumentParser(prog=magic)
+        for arg in ARGUMENTS[magic]:
+            parser.add_argument(*arg.flags, **arg.options)
+        _parsers[magic] = parser
+    return parser.parse_argstring(line)  # type: ignore[no-any-return]
