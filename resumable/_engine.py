@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resumable import _codec
 from resumable._context import StepContext, entered
 from resumable._records import Blob, Owner, StepPolicy
 from resumable._states import StepState
-from resumable._store.base import Begin, StepRequest, Store
+from resumable._store import Begin, Completion, EncodeError, StepRequest, Store
 from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
 
 MAX_BACKOFF_S = 300.0
@@ -85,7 +84,6 @@ class StepCall:
     errors: list[str] = field(default_factory=list)
     attempt: int = 0
     stale: tuple[str, ...] = ()
-    fresh: bool = False  # the step had no row before this call: no old checkpoints to replace
 
     def begin(self) -> Begin:
         """Ask the store whether to restore or execute; when executing, the step is now running."""
@@ -99,7 +97,6 @@ class StepCall:
         )  # fmt: skip
         self.attempt = begin.attempt
         self.stale = begin.stale
-        self.fresh = begin.fresh
         if begin.action == "execute":
             self._notify(StepState.RUNNING)
         return begin
@@ -134,14 +131,14 @@ class StepCall:
             self._record_failure(exc, duration_s, with_traceback=False)
             raise
         self.store.complete_step(
-            self.run_id, self.step, self.owner, blobs, list(outputs), duration_s, display_blob, reads, self.fresh
+            Completion(self.run_id, self.step, self.owner, tuple(blobs), duration_s, display_blob, reads)
         )
         self._notify(StepState.COMPLETED)
 
     def _encode(self, name: str, value: object) -> Blob:
         try:
             return self.store.encode(name, value)
-        except _codec.EncodeFailure as exc:
+        except EncodeError as exc:
             raise UnserializableOutputError(
                 self.step, self.run_id, exc.name, exc.type_name, exc.reason, self.fix_hint(exc.name)
             ) from exc.__cause__

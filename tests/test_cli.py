@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import resumable
+from resumable._store import close_all
 
 
 def cli(*args: str | Path, check_code: int | None = 0) -> subprocess.CompletedProcess[str]:
@@ -31,7 +32,7 @@ def store_with_run(store_path: Path) -> Path:
         run.step("load", lambda: pd.DataFrame({"id": [1, 2], "amount": [9.5, 3.0]}))
         with pytest.raises(ConnectionError):
             run.step("charge", _refuse)
-    resumable._store.duckdb.close_all()  # the CLI is another process: let go of the file
+    close_all()  # the CLI is another process: let go of the file
     return store_path
 
 

@@ -14,6 +14,8 @@ import pytest
 
 import resumable
 from resumable import StepState
+from resumable._store import close_all
+from resumable._store.duckdb import DuckDBStore
 
 WORKER = """
 import sys, time, pathlib, resumable
@@ -173,9 +175,7 @@ def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path
 def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: Path) -> None:
     """A process that keeps the DuckDB file open makes us wait, then fail naming it."""
     resumable.Pipeline("p", store=store_path).runs()
-    from resumable._store import duckdb as store_module
-
-    store_module.close_all()
+    close_all()
     hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)"
     holder = subprocess.Popen(
         [sys.executable, "-c", hold, str(store_path)],
@@ -186,7 +186,7 @@ def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: P
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(resumable.StoreLockedError) as excinfo:
-            store_module.DuckDBStore(store_path, lock_timeout_s=0.3)
+            DuckDBStore(store_path, lock_timeout_s=0.3)
         assert excinfo.value.holder_pid == holder.pid
         assert f"stayed locked by process {holder.pid}" in str(excinfo.value)
     finally:

@@ -38,8 +38,7 @@ from resumable._headless.notebook import error_output, mark_error, preview, read
 from resumable._headless.progress import Progress, Tracker
 from resumable._keys import NAME_RULE, is_valid_name, new_run_id
 from resumable._owner import current_owner
-from resumable._store import open_store
-from resumable._store.duckdb import DuckDBStore
+from resumable._store import Store, open_store
 from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError
 
 Outcome = Literal["completed", "failed", "kernel_died", "owned"]
@@ -99,7 +98,7 @@ class _Failure:
     traceback: str
 
 
-def _choose_run(store: DuckDBStore, pipeline: str, run_id: str | None, new: bool) -> str:
+def _choose_run(store: Store, pipeline: str, run_id: str | None, new: bool) -> str:
     """``--run-id`` wins; ``--new`` starts a run; otherwise resume the pipeline's latest run."""
     if run_id is not None:
         return run_id
@@ -118,7 +117,7 @@ class _Job:
     pipeline: str
     run_id: str
     params: dict[str, Any]
-    store: DuckDBStore
+    store: Store
     store_path: Path
     kernel: str
     cwd: Path

@@ -182,7 +182,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
             run_id = existing.run_id if existing is not None else None
         run_id = run_id or _keys.new_run_id()
         store.open_run(check_name("run", run_id), pipeline)
-        self._run = NotebookRun(pipeline, run_id, str(getattr(store, "path", "")))
+        self._run = NotebookRun(pipeline, run_id, store.location)
         self._store = store
         set_notebook_run(self._run)
         if existing is None:
