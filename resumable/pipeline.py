@@ -336,7 +336,8 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     opened = _resolve_store(store)
     status = opened.get_step(run_id, step)
     if status is None:
-        raise CheckpointNotFoundError(opened.location, run_id, step)
+        known_run = opened.get_run(run_id) is not None
+        raise CheckpointNotFoundError(opened.location, run_id, step if known_run else None)
     if status.state is not StepState.COMPLETED:
         raise CheckpointNotFoundError(opened.location, run_id, step, state=status.state.value)
     refs = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}

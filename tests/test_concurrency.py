@@ -14,8 +14,7 @@ import pytest
 
 import resumable
 from resumable import StepState
-from resumable._store import close_all
-from resumable._store.duckdb import DuckDBStore
+from resumable._store import forget_all, open_store
 
 WORKER = """
 import sys, time, pathlib, resumable
@@ -172,10 +171,13 @@ def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path
     ]
 
 
-def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: Path) -> None:
+def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A process that keeps the DuckDB file open makes us wait, then fail naming it."""
     resumable.Pipeline("p", store=store_path).runs()
-    close_all()
+    forget_all()
+    monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "0.3")
     hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)"
     holder = subprocess.Popen(
         [sys.executable, "-c", hold, str(store_path)],
@@ -186,7 +188,7 @@ def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: P
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(resumable.StoreLockedError) as excinfo:
-            DuckDBStore(store_path, lock_timeout_s=0.3)
+            open_store(store_path)
         assert excinfo.value.holder_pid == holder.pid
         assert f"stayed locked by process {holder.pid}" in str(excinfo.value)
     finally:

@@ -75,8 +75,12 @@ class DuckDBStore:
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
-        with self._transaction() as con:
-            migrate(con, self.location)
+        try:
+            with self._transaction() as con:
+                migrate(con, self.location)
+        except BaseException:  # a refused store (SchemaVersionError) is let go of at once
+            self._conn.close()
+            raise
         process.track(self)
 
     def __repr__(self) -> str:
