@@ -43,7 +43,7 @@ INLINE_LIMIT = 256 * 1024
 
 
 class EncodeFailure(Exception):
-    """An output could not be pickled; the engine turns this into UnserializableOutputError."""
+    """An output could not be pickled; the store turns this into the seam's ``EncodeError``."""
 
     def __init__(self, name: str, type_name: str, reason: str) -> None:
         self.name = name

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from resumable import _codec
 from resumable._context import StepContext, entered
 from resumable._records import Blob, Owner, StepPolicy
 from resumable._states import StepState
-from resumable._store.base import Begin, StepRequest, Store
+from resumable._store import Begin, Completion, EncodeError, StepRequest, Store
 from resumable._tracebacks import user_traceback
 from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
 
@@ -87,7 +86,6 @@ class StepCall:
     errors: list[str] = field(default_factory=list)
     attempt: int = 0
     stale: tuple[str, ...] = ()
-    fresh: bool = False  # the step had no row before this call: no old checkpoints to replace
 
     def begin(self) -> Begin:
         """Ask the store whether to restore or execute; when executing, the step is now running."""
@@ -101,7 +99,6 @@ class StepCall:
         )  # fmt: skip
         self.attempt = begin.attempt
         self.stale = begin.stale
-        self.fresh = begin.fresh
         if begin.action == "execute":
             self._notify(StepState.RUNNING)
         return begin
@@ -136,14 +133,14 @@ class StepCall:
             self._record_failure(exc, duration_s, None)  # no traceback: the message says it all
             raise
         self.store.complete_step(
-            self.run_id, self.step, self.owner, blobs, list(outputs), duration_s, display_blob, reads, self.fresh
+            Completion(self.run_id, self.step, self.owner, tuple(blobs), duration_s, display_blob, reads)
         )
         self._notify(StepState.COMPLETED)
 
     def _encode(self, name: str, value: object) -> Blob:
         try:
             return self.store.encode(name, value)
-        except _codec.EncodeFailure as exc:
+        except EncodeError as exc:
             variable = None if exc.name == RETURN else exc.name
             raise UnserializableOutputError(
                 self.step, self.run_id, variable, exc.type_name, exc.reason, self.fix_hint(exc.name)

@@ -21,10 +21,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from resumable import _config
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
-from resumable._store import DuckDBStore, open_store
+from resumable._store import open_store
 from resumable._table import step_table
 from resumable._units import human_size, human_time
 from resumable.errors import (
@@ -91,15 +90,6 @@ def store_option(fn: F) -> F:
     )(fn)
 
 
-def _open(store: Path | None) -> DuckDBStore:
-    """The store the command reads; a missing file is an error, never a new empty store."""
-    path = _config.store_path(store)
-    if not path.exists():
-        msg = f"there is no store at '{path}'. Run a pipeline first, or pass --store / set RESUMABLE_STORE."
-        raise CheckpointNotFoundError(msg)
-    return open_store(path)
-
-
 def _console() -> Console:
     """A terminal's own width; piped output is not squeezed into 80 columns (ids stay whole)."""
     return Console() if sys.stdout.isatty() else Console(width=240)
@@ -152,7 +142,7 @@ def main() -> None:
 def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
     with reported_errors():
-        found = _open(store).list_runs(pipeline, limit)
+        found = open_store(store, must_exist=True).list_runs(pipeline, limit)
     if as_json:
         click.echo(json.dumps([_run_json(r) for r in found], indent=2))
         return
@@ -177,11 +167,10 @@ def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) ->
 def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     """Show the steps of RUN_ID with their state, attempts, duration, size and last error."""
     with reported_errors():
-        opened = _open(store)
+        opened = open_store(store, must_exist=True)
         run = opened.reap_dead_owners(run_id, current_owner())
         if run is None:
-            msg = f"run '{run_id}' does not exist in '{opened.path}'. See: resumable runs"
-            raise CheckpointNotFoundError(msg)
+            raise CheckpointNotFoundError(opened.location, run_id)
         steps = opened.list_steps(run_id)
         log = opened.list_events(run_id) if events else []
     if as_json:
@@ -214,7 +203,7 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
 def invalidate(run_id: str, step: str, store: Path | None, downstream: bool) -> None:
     """Send STEP of RUN_ID back to pending so it executes again on the next pass."""
     with reported_errors():
-        changed = _open(store).invalidate(run_id, step, current_owner(), downstream=downstream)
+        changed = open_store(store, must_exist=True).invalidate(run_id, step, current_owner(), downstream=downstream)
     if changed:
         click.echo(f"invalidated in run '{run_id}': {', '.join(changed)}")
     else:
@@ -224,13 +213,14 @@ def invalidate(run_id: str, step: str, store: Path | None, downstream: bool) -> 
 @main.command()
 @store_option
 def gc(store: Path | None) -> None:
-    """Delete checkpoints of steps that are no longer completed, and payload files nothing points to."""
+    """Delete checkpoints of steps that are no longer completed, and payload files nothing points to.
+
+    Payload files written within the last hour stay: a step may be about to record them.
+    """
     with reported_errors():
-        opened = _open(store)
-        rows = opened.drop_superseded_checkpoints()
-        report = opened.gc()
+        report = open_store(store, must_exist=True).gc()
     click.echo(
-        f"removed {rows} superseded checkpoint rows and {report.files_removed} payload files "
+        f"removed {report.checkpoints_removed} superseded checkpoint rows and {report.files_removed} payload files "
         f"({human_size(report.bytes_freed)} freed)"
     )
 
@@ -251,7 +241,7 @@ def gc(store: Path | None) -> None:
 def export(run_id: str, step: str, name: str | None, store: Path | None, output: Path) -> None:
     """Write output NAME of STEP (its return value when omitted) to a file."""
     with reported_errors():
-        value = load(run_id, step, name, store=_open(store))
+        value = load(run_id, step, name, store=open_store(store, must_exist=True))
     suffix = output.suffix.lower()
     if hasattr(value, "to_parquet") and suffix == ".parquet":
         value.to_parquet(output)

@@ -8,15 +8,18 @@ all of ours and nothing of the user's::
      ├─ OptionError(ValueError)              a bad option outside a step (the panel's poll_s)
      ├─ NotInStepError(RuntimeError)         idempotency_key() outside a step
      ├─ NoActiveRunError(RuntimeError)       a decorated step called outside ``with pipe.run()``
-     ├─ StoreError
+     ├─ StoreError                           never raised itself: one subclass per problem
      │   ├─ StorePathError                   the store path is a folder, not writable, not DuckDB
      │   ├─ StoreLockedError                 another process kept the file locked past the limit
+     │   ├─ SchemaVersionError               the store was written by a newer resumable
      │   ├─ RunOwnedError                    another live process owns the run
-     │   ├─ RunExistsError                   a new run was asked for under an existing run's id
-     │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
-     │   ├─ CheckpointNotFoundError          no such run, step or output
+     │   ├─ RunExistsError                   a new run was asked for under an id already taken
+     │   ├─ PipelineMismatchError            a run opened under another pipeline than its own
      │   ├─ ParameterMismatchError           a run resumed with other parameters than it started with
-     │   └─ SchemaVersionError               the store was written by a newer resumable
+     │   ├─ StepChangedError                 another process changed a step this process was running
+     │   ├─ StepRunningError                 a running step cannot be invalidated
+     │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
+     │   └─ CheckpointNotFoundError          no such store, run, step or output
      ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
      ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
      ├─ StepFailed                           retries exhausted: .attempts, .errors
@@ -32,6 +35,7 @@ stored and cross process boundaries (a kernel, a subprocess).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -100,7 +104,11 @@ class NoActiveRunError(ResumableError, RuntimeError):
 
 
 class StoreError(ResumableError):
-    """Something about the store prevents reading or writing it."""
+    """Something about the store prevents reading or writing it.
+
+    Catch it to handle every store problem at once; each problem is raised as its own subclass,
+    which names the objects involved.
+    """
 
 
 class StorePathError(StoreError):
@@ -172,7 +180,64 @@ class CheckpointIntegrityError(StoreError):
 
 
 class CheckpointNotFoundError(StoreError, LookupError):
-    """The run, step or output asked for has no checkpoint."""
+    """The store, run, step or output asked for does not exist, or the step has no checkpoint yet.
+
+    Parameters
+    ----------
+    store
+        Where the store lives, as messages show it.
+    run_id, step
+        What was looked for; None for the levels above the missing one (no ``run_id``: the store
+        itself is missing; no ``step``: the run is).
+    state
+        The step's state when it exists but is not completed.
+    output, outputs
+        The output asked for (None: the step's only one) and the outputs the step has.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        run_id: str | None = None,
+        step: str | None = None,
+        *,
+        state: str | None = None,
+        output: str | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.step = step
+        self.state = state
+        self.output = output
+        self.outputs = None if outputs is None else tuple(outputs)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        run, step = self.run_id, self.step
+        if run is None:
+            return (
+                f"there is no store at '{self.store}'; nothing was created. Run a pipeline first, or pass --store "
+                f"or set RESUMABLE_STORE to an existing store."
+            )
+        if step is None:
+            return f"run '{run}' does not exist in store '{self.store}'. List the runs with: resumable runs"
+        if self.state is not None:
+            return (
+                f"step '{step}' (run '{run}') is {self.state}, not completed, so it has no checkpoint to load. "
+                f"Resume the run to complete it; see its steps with: resumable show {run}"
+            )
+        if self.outputs is not None:
+            return self._output_message(run, step, sorted(self.outputs))
+        return f"run '{run}' has no step '{step}' in store '{self.store}'. See its steps with: resumable show {run}"
+
+    def _output_message(self, run: str, step: str, names: list[str]) -> str:
+        where = f"step '{step}' (run '{run}')"
+        if self.output is not None:
+            return f"{where} has no output '{self.output}'; it has {names}."
+        if names:
+            return f"{where} has outputs {names}; name one, e.g. load({run!r}, {step!r}, {names[0]!r})."
+        return f"{where} stored no outputs, so there is nothing to load."
 
 
 class ParameterMismatchError(StoreError):
@@ -189,7 +254,55 @@ class ParameterMismatchError(StoreError):
 
 
 class SchemaVersionError(StoreError):
-    """The store was written by a newer version of resumable."""
+    """The store was written by a newer version of resumable; it was left untouched."""
+
+    def __init__(self, store: str, found: int, supported: int) -> None:
+        self.store = store
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"store '{store}' has schema version {found}, newer than the {supported} this version of resumable "
+            f"understands. Nothing in it was read or changed. Upgrade resumable to open it."
+        )
+
+
+class PipelineMismatchError(StoreError):
+    """A run was opened under another pipeline than the one it belongs to."""
+
+    def __init__(self, run_id: str, pipeline: str, asked: str) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.asked = asked
+        super().__init__(
+            f"run '{run_id}' belongs to pipeline '{pipeline}', not '{asked}'; nothing was changed. "
+            f"Use another run id, or open it with pipeline '{pipeline}'."
+        )
+
+
+class StepChangedError(StoreError):
+    """Another process changed a step while this process was running it; the attempt was not recorded."""
+
+    def __init__(self, run_id: str, step: str, expected: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.expected = expected
+        super().__init__(
+            f"step '{step}' (run '{run_id}') is no longer '{expected}' in this process: another process changed "
+            f"it. Nothing from this attempt was stored and the step's earlier checkpoints are intact. See what "
+            f"happened with: resumable show {run_id} --events"
+        )
+
+
+class StepRunningError(StoreError):
+    """A running step cannot be invalidated."""
+
+    def __init__(self, run_id: str, step: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        super().__init__(
+            f"step '{step}' (run '{run_id}') is running in this process, so it cannot be invalidated; nothing was "
+            f"changed. Invalidate it once it ends."
+        )
 
 
 class UnserializableOutputError(ResumableError, TypeError):

@@ -286,7 +286,7 @@ class Run:
         """The stored status of one step."""
         status = self.store.get_step(self.run_id, step)
         if status is None:
-            raise CheckpointNotFoundError(f"run '{self.run_id}' has no step '{step}'.")
+            raise CheckpointNotFoundError(self.store.location, self.run_id, step)
         return status
 
     def steps(self) -> list[StepStatus]:
@@ -321,16 +321,22 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
 
     The digest is checked before anything is unpickled; loading is still unpickling, so load only
     stores you trust.
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        When the run has no step ``step``, the step is not completed, it has no output ``name``,
+        or it has several outputs and ``name`` is not given.
+    CheckpointIntegrityError
+        When the stored bytes fail their digest or signature check (nothing is unpickled).
     """
     opened = _resolve_store(store)
     status = opened.get_step(run_id, step)
     if status is None:
-        raise CheckpointNotFoundError(
-            f"run '{run_id}' has no step '{step}' in store '{getattr(opened, 'path', opened)}'."
-        )
+        known_run = opened.get_run(run_id) is not None
+        raise CheckpointNotFoundError(opened.location, run_id, step if known_run else None)
     if status.state is not StepState.COMPLETED:
-        msg = f"step '{step}' (run '{run_id}') is {status.state}, not completed; it has no checkpoint to load."
-        raise CheckpointNotFoundError(msg)
+        raise CheckpointNotFoundError(opened.location, run_id, step, state=status.state.value)
     refs = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
     if name is None:
         if RETURN in refs:
@@ -338,10 +344,7 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
         elif len(refs) == 1:
             name = next(iter(refs))
         else:
-            example = f"load({run_id!r}, {step!r}, {sorted(refs)[0]!r})" if refs else "another step"
-            msg = f"step '{step}' (run '{run_id}') has outputs {sorted(refs)}; name one, e.g. {example}."
-            raise CheckpointNotFoundError(msg)
+            raise CheckpointNotFoundError(opened.location, run_id, step, outputs=list(refs))
     if name not in refs:
-        msg = f"step '{step}' (run '{run_id}') has no output '{name}'; it has {sorted(refs)}."
-        raise CheckpointNotFoundError(msg)
+        raise CheckpointNotFoundError(opened.location, run_id, step, output=name, outputs=list(refs))
     return opened.load_value(refs[name])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from resumable._store import duckdb as store_module
+from resumable._store import forget_all
 
 
 @pytest.fixture
@@ -23,5 +23,4 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "20")
     yield
-    store_module.close_all()
-    store_module._BY_PATH.clear()
+    forget_all()

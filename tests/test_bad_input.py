@@ -11,6 +11,7 @@ import pytest
 
 import resumable
 from resumable import StepState
+from resumable._store import forget_all
 
 
 def _completed_store(store_path: Path) -> resumable.Pipeline:
@@ -165,10 +166,7 @@ def test_checkpoint_whose_bytes_changed_is_refused_not_unpickled(store_path: Pat
 def test_signed_store_refuses_unsigned_checkpoints(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a signing key configured, a checkpoint written without it is refused."""
     _completed_store(store_path)
-    from resumable._store import duckdb as store_module
-
-    store_module.close_all()
-    store_module._BY_PATH.clear()
+    forget_all()
     monkeypatch.setenv("RESUMABLE_SIGNING_KEY", "k3y")
     with pytest.raises(resumable.CheckpointIntegrityError, match="was not signed with the configured key"):
         resumable.load("r1", "good", store=store_path)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import resumable
+from resumable._store import close_all
 
 
 def cli(*args: str | Path, check_code: int | None = 0) -> subprocess.CompletedProcess[str]:
@@ -31,7 +32,7 @@ def store_with_run(store_path: Path) -> Path:
         run.step("load", lambda: pd.DataFrame({"id": [1, 2], "amount": [9.5, 3.0]}))
         with pytest.raises(ConnectionError):
             run.step("charge", _refuse)
-    resumable._store.duckdb.close_all()  # the CLI is another process: let go of the file
+    close_all()  # the CLI is another process: let go of the file
     return store_path
 
 
@@ -87,9 +88,23 @@ def test_export_writes_the_value_in_the_format_asked(store_with_run: Path, tmp_p
 def test_errors_have_their_documented_exit_codes(store_with_run: Path, tmp_path: Path) -> None:
     """A missing run or store exits 6 with a message that says what to do; --help lists the codes."""
     missing = cli("show", "nope", "--store", store_with_run, check_code=6)
-    assert "run 'nope' does not exist" in missing.stderr and "resumable runs" in missing.stderr
-    no_store = cli("runs", "--store", tmp_path / "none" / "store.duckdb", check_code=6)
-    assert "there is no store at" in no_store.stderr
+    assert missing.stderr == (
+        f"error: run 'nope' does not exist in store '{store_with_run}'. List the runs with: resumable runs\n"
+    )
+    nowhere = tmp_path / "none" / "store.duckdb"
+    no_store = cli("runs", "--store", nowhere, check_code=6)
+    assert no_store.stderr == (
+        f"error: there is no store at '{nowhere}'; nothing was created. Run a pipeline first, or pass --store or "
+        f"set RESUMABLE_STORE to an existing store.\n"
+    )
+    assert not nowhere.parent.exists()
     failed_export = cli("export", "r1", "charge", "-o", tmp_path / "x.pkl", "--store", store_with_run, check_code=6)
-    assert "is failed, not completed" in failed_export.stderr
+    assert failed_export.stderr == (
+        "error: step 'charge' (run 'r1') is failed, not completed, so it has no checkpoint to load. Resume the run "
+        "to complete it; see its steps with: resumable show r1\n"
+    )
+    no_step = cli("invalidate", "r1", "ship", "--store", store_with_run, check_code=6)
+    assert no_step.stderr == (
+        f"error: run 'r1' has no step 'ship' in store '{store_with_run}'. See its steps with: resumable show r1\n"
+    )
     assert "4  the run is owned by another live process" in cli("--help").stdout

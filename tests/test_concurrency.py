@@ -16,6 +16,7 @@ import pytest
 
 import resumable
 from resumable import StepState
+from resumable._store import forget_all, open_store
 from resumable._units import human_time
 
 WORKER = """
@@ -178,12 +179,13 @@ def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path
     ]
 
 
-def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: Path) -> None:
+def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A process that keeps the DuckDB file open makes us wait, then fail naming it."""
     resumable.Pipeline("p", store=store_path).runs()
-    from resumable._store import duckdb as store_module
-
-    store_module.close_all()
+    forget_all()
+    monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "0.3")
     hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)"
     holder = subprocess.Popen(
         [sys.executable, "-c", hold, str(store_path)],
@@ -194,7 +196,7 @@ def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(store_path: P
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(resumable.StoreLockedError) as excinfo:
-            store_module.DuckDBStore(store_path, lock_timeout_s=0.3)
+            open_store(store_path)
         assert excinfo.value.holder_pid == holder.pid
         assert str(excinfo.value) == (
             f"store '{store_path}' stayed locked by process {holder.pid} for {excinfo.value.waited_s:.1f} s. "

@@ -449,7 +449,7 @@ def test_a_headless_run_resumes_the_interactive_run_of_a_dotted_notebook(
 
     from resumable._kernel_run import set_notebook_run
     from resumable._magics.magics import DurableMagics
-    from resumable._store import duckdb as store_module
+    from resumable._store import close_all
 
     calls = tmp_path / "calls"
     body = f"open({str(calls)!r}, 'a').write('x')\ntotal = 42"
@@ -467,7 +467,7 @@ def test_a_headless_run_resumes_the_interactive_run_of_a_dotted_notebook(
         set_notebook_run(None)
     (interactive,) = open_store(store_path).list_runs()
     assert interactive.pipeline == "sales.v2"
-    store_module.close_all()  # the kernel is another process: let go of the file
+    close_all()  # the kernel is another process: let go of the file
     result = resumable.execute_notebook(nb, store=store_path, progress=False)
     assert (result.pipeline, result.run_id) == ("sales.v2", interactive.run_id)
     assert result.steps_restored == ("load",)

@@ -40,8 +40,7 @@ from resumable._headless.progress import Progress, Tracker
 from resumable._keys import NAME_RULE, is_valid_name
 from resumable._owner import current_owner
 from resumable._runs import choose_run
-from resumable._store import open_store
-from resumable._store.duckdb import DuckDBStore
+from resumable._store import Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError, RunOwnedError, error_class
 
@@ -110,7 +109,7 @@ class _Job:
     pipeline: str
     run_id: str
     params: dict[str, Any]
-    store: DuckDBStore
+    store: Store
     store_path: Path
     kernel: str
     cwd: Path

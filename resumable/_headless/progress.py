@@ -9,7 +9,7 @@ from typing import Any, Literal
 from resumable._headless.names import step_of
 from resumable._records import Event
 from resumable._states import StepState, Transition
-from resumable._store.duckdb import DuckDBStore
+from resumable._store import Store
 from resumable._units import human_duration
 
 
@@ -56,11 +56,11 @@ class Tracker:
     the run's newer events says what the cell did, and its newest number is the next cell's
     starting point. A ``start`` or ``retry`` event means the step executed in this pass; a
     ``%%durable_step`` cell that succeeded without any event of its step was restored (the magic
-    either restores or starts the step, and starting is always logged). The store is released
-    right after each read so the kernel never waits for this process.
+    either restores or starts the step, and starting is always logged). Holding and releasing the
+    store's file while the kernel writes is the store's business.
     """
 
-    def __init__(self, store: DuckDBStore, run_id: str, progress: Progress) -> None:
+    def __init__(self, store: Store, run_id: str, progress: Progress) -> None:
         self.store = store
         self.run_id = run_id
         self.progress = progress
@@ -69,7 +69,6 @@ class Tracker:
         self.cell_index: int | None = None
         self.step: str | None = None
         self.before = store.last_event_seq()
-        self.store.close()
         self.started = 0.0
 
     def on_cell_start(self, cell: Any, cell_index: int) -> None:
@@ -86,7 +85,6 @@ class Tracker:
 
     def _new_events(self) -> list[Event]:
         events = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
-        self.store.close()
         if events:
             self.before = max(e.seq for e in events)
         return events

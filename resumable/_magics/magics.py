@@ -179,7 +179,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
             raise UsageError(str(exc)) from None
         run_id, pipeline = check_name("run", choice.run_id), choice.pipeline
         store.open_run(run_id, pipeline)
-        self._run = NotebookRun(pipeline, run_id, str(getattr(store, "path", "")))
+        self._run = NotebookRun(pipeline, run_id, store.location)
         self._store = store
         set_notebook_run(self._run)
         note = f" ({JoinedBy.ENVIRONMENT})" if choice.joined_by is JoinedBy.ENVIRONMENT else ""

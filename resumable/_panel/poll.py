@@ -11,7 +11,7 @@ import time
 import weakref
 from typing import Protocol
 
-from resumable._store import DuckDBStore
+from resumable._store import Store
 
 POLL_S = 2.0
 MIN_REDRAW_S = 0.1  # listener-driven redraws at most ten times a second ...
@@ -25,7 +25,7 @@ class Watched(Protocol):
     dirty: bool
     poll_s: float | None
 
-    def store_if_known(self) -> DuckDBStore | None:
+    def store_if_known(self) -> Store | None:
         """The store of the shown run, or None."""
 
     def redraw_soon(self) -> None:
@@ -109,7 +109,7 @@ class Poller:
                 continue
             if store is None or panel.closed:
                 continue
-            key = str(store.path)
+            key = store.location
             if key not in seqs:
                 try:
                     seqs[key] = store.last_event_seq()

@@ -35,7 +35,7 @@ from resumable._panel import poll as _panel_poll
 from resumable._panel import rules
 from resumable._records import RunInfo, StepStatus
 from resumable._states import StepState
-from resumable._store import DuckDBStore, open_store
+from resumable._store import Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import CheckpointNotFoundError, OptionError, ResumableError
 from resumable.pipeline import check_name
@@ -211,7 +211,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ reading the store
 
-    def store_if_known(self) -> DuckDBStore | None:
+    def store_if_known(self) -> Store | None:
         """The store of the shown run; None while there is nothing to show (no file is created)."""
         if self._store_arg is not None:
             return open_store(self._store_arg)
@@ -257,8 +257,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             self._set_rows([])
             return
         if run is None:
-            msg = f"run '{self.run_id}' does not exist in store '{store.path}'. List the runs with: resumable runs"
-            raise CheckpointNotFoundError(msg)
+            raise CheckpointNotFoundError(store.location, self.run_id)
         steps = store.list_steps(self.run_id)
         self._seen_seq = seq
         self._run = run
@@ -434,25 +433,24 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
 
         self._act(action)
 
-    def _require_store(self) -> DuckDBStore:
+    def _require_store(self) -> Store:
         store = self.store_if_known()
-        if store is None:
-            msg = "the panel shows no run yet; run '%durable_run NAME' first."
-            raise CheckpointNotFoundError(msg)
+        assert store is not None, "only called once _legal found the step"
         return store
 
     def _require_run(self) -> str:
-        if self.run_id is None:
-            msg = "the panel shows no run yet; run '%durable_run NAME' first."
-            raise CheckpointNotFoundError(msg)
+        assert self.run_id is not None, "only called once _legal found the step"
         return self.run_id
 
     def _legal(self, step: str, states: tuple[StepState, ...], verb: str) -> StepStatus | None:
         """The step as the store holds it now, or None (with a note) when ``verb`` no longer applies."""
-        status = self._require_store().get_step(self._require_run(), step)
+        store = self.store_if_known()
+        if store is None or self.run_id is None:
+            self._note.value = fmt.note("The panel shows no run yet; run '%durable_run NAME' first.", bad=True)
+            return None
+        status = store.get_step(self.run_id, step)
         if status is None:
-            msg = f"run '{self.run_id}' has no step '{step}' any more."
-            raise CheckpointNotFoundError(msg)
+            raise CheckpointNotFoundError(store.location, self.run_id, step)
         if status.state not in states:
             text = f"Step '{step}' is {status.state.value} now, so there is nothing to {verb}; the panel shows it."
             self._note.value = fmt.note(text, bad=True)

@@ -1,6 +1,21 @@
-"""Storage: the seam (``base``), the schema and the DuckDB implementation."""
+"""Storage: the seam (``base``), ``open_store`` to get one, and the DuckDB implementation.
 
-from resumable._store.base import Begin, CheckpointRef, GcReport, StepRequest, Store
-from resumable._store.duckdb import DuckDBStore, open_store
+Front ends import from here only: the records, :class:`Store` and :func:`open_store`.
+"""
 
-__all__ = ["Begin", "CheckpointRef", "DuckDBStore", "GcReport", "StepRequest", "Store", "open_store"]
+from resumable._store.base import Begin, CheckpointRef, Completion, EncodeError, GcReport, StepRequest, Store
+from resumable._store.process import close_all
+from resumable._store.registry import forget_all, open_store
+
+__all__ = [
+    "Begin",
+    "CheckpointRef",
+    "Completion",
+    "EncodeError",
+    "GcReport",
+    "StepRequest",
+    "Store",
+    "close_all",
+    "forget_all",
+    "open_store",
+]

@@ -1,12 +1,23 @@
 """The store's contract: the records it exchanges and the one seam (``Store``) front ends use.
 
-Every method of a store is one transaction: it happens entirely or not at all.
+A front end (the engine, the Python API, the magics, the panel, the headless executor, the CLI)
+gets a store from :func:`resumable._store.open_store` and talks to it only through the methods of
+:class:`Store`. It never opens, holds or closes a connection: when the store holds a file or a
+connection and when it lets go of it is the store's business. An implementation (DuckDB today,
+PostgreSQL later) keeps every promise written here; the docs of ``DuckDBStore`` only say how.
+
+Words: a *run* (``run_id``) belongs to one *pipeline* and holds *steps*, unique by name within the
+run; a step's state is one of :class:`~resumable._states.StepState` and changes only along
+``resumable._states.TRANSITIONS``, each change appended to the run's event log in the same
+transaction. A *checkpoint* is what a completed step left behind: one serialized value per output
+plus, optionally, its display output. An :class:`~resumable._records.Owner` is a process (and
+kernel); a running step has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
@@ -14,26 +25,30 @@ from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 
 @dataclass(frozen=True, slots=True)
 class StepRequest:
-    """What a front end knows when a step is about to start."""
+    """What a front end knows when a step is about to start (the argument of :meth:`Store.begin_step`)."""
 
     run_id: str
     step: str
     owner: Owner
-    source: str | None = None
+    source: str | None = None  # what the step runs (a cell's code), shown by the panel
     source_digest: str | None = None  # when set, a completed step with another digest re-executes
-    reads: tuple[str, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
-    force: bool = False
+    reads: tuple[str, ...] = ()  # names the step reads: a step that produced one re-executing makes it stale
+    options: dict[str, Any] = field(default_factory=dict)  # retries, backoff, timeout...: stored as JSON
+    force: bool = False  # execute even when the step could restore
 
 
 @dataclass(frozen=True, slots=True)
 class CheckpointRef:
-    """Where one stored output lives; small payloads carry their bytes."""
+    """Where one stored output lives, as :meth:`Store.load_value` needs it.
+
+    Front ends read ``name`` and ``kind`` and hand the whole record back to the store; the other
+    fields are the store's business (a store may keep small payloads' bytes in ``data``).
+    """
 
     run_id: str
     step: str
     name: str
-    kind: str  # 'value' or 'display'
+    kind: str  # 'value' (an output) or 'display' (what the step showed)
     codec: str
     digest: str
     signature: str | None
@@ -44,101 +59,245 @@ class CheckpointRef:
 
 @dataclass(frozen=True, slots=True)
 class Begin:
-    """The store's decision for a starting step."""
+    """The store's decision for a starting step (what :meth:`Store.begin_step` returns)."""
 
     action: Literal["restore", "execute"]
-    attempt: int
-    checkpoints: tuple[CheckpointRef, ...]
-    finished_at: Any  # datetime of the checkpoint being restored
-    stale: tuple[str, ...]  # steps sent back to pending because this one re-executes
-    fresh: bool = False  # the step had no row before: it has no old checkpoints to replace
+    attempt: int  # the attempt now running (execute), or the one that completed (restore)
+    checkpoints: tuple[CheckpointRef, ...]  # restore: every output, for load_value; execute: empty
+    finished_at: datetime | None  # restore: when the checkpoint was made
+    stale: tuple[str, ...]  # execute: completed steps sent back to pending because they read this one's outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A step's successful attempt, everything :meth:`Store.complete_step` records in one transaction."""
+
+    run_id: str
+    step: str
+    owner: Owner  # the process that ran the attempt; the step must still be running under it
+    outputs: tuple[Blob, ...]  # one per output, from :meth:`Store.encode`; each blob's name is the output's
+    duration_s: float
+    display: Blob | None = None  # what the step showed, when it showed anything
+    reads: tuple[str, ...] | None = None  # the names it read, when known only now (None: keep what begin_step got)
 
 
 @dataclass(frozen=True, slots=True)
 class GcReport:
-    """What ``gc`` removed."""
+    """What :meth:`Store.gc` removed."""
 
-    files_removed: int
+    checkpoints_removed: int  # checkpoint rows of steps that are no longer completed
+    files_removed: int  # payload files nothing points to
     bytes_freed: int
 
 
+class EncodeError(Exception):
+    """:meth:`Store.encode` could not serialize a value; nothing was stored.
+
+    Part of the seam's contract, not a user-facing error: the engine turns it into
+    :class:`~resumable.errors.UnserializableOutputError`, adding the step, the run and how to
+    leave the output out. ``__cause__`` is the serializer's own exception.
+    """
+
+    def __init__(self, name: str, type_name: str, reason: str) -> None:
+        self.name = name
+        self.type_name = type_name
+        self.reason = reason
+        super().__init__(name, type_name, reason)
+
+
 class Store(Protocol):
-    """The seam between front ends and storage. ``DuckDBStore`` is the implementation."""
+    """The seam between front ends and storage; ``DuckDBStore`` is today's implementation.
+
+    Every method is one transaction: it happens entirely or not at all, and a reader never sees
+    half of it. Several processes may use one store at once; the store serializes them. Besides
+    what each method lists under Raises, any method may raise a :class:`~resumable.errors.StoreError`
+    saying the store cannot be reached (:class:`~resumable.errors.StoreLockedError`: another
+    process held it too long; :class:`~resumable.errors.StorePathError`: the location cannot hold
+    a store); such an error says nothing about what the store holds, and a write that raised it
+    did not happen. :class:`~resumable.errors.InvalidTransition` from any method is a bug in
+    resumable, never a user error.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, as messages show it and as ``open_store`` accepts it again.
+
+        A DuckDB store's is its file's absolute path; a server's would be its URL without secrets.
+        """
+
+    # ------------------------------------------------------------------ runs
 
     def open_run(self, run_id: str, pipeline: str, params: dict[str, Any] | None = None) -> RunInfo:
-        """Create the run or check an existing one's pipeline and parameters."""
+        """Create the run, or check that the existing one belongs to ``pipeline`` and ``params``.
+
+        ``params`` are recorded as JSON (values JSON cannot hold as their ``repr``) and compared in
+        that form; an existing run opened with no (or empty) ``params`` is not compared.
+
+        Raises
+        ------
+        PipelineMismatchError
+            The run exists under another pipeline.
+        ParameterMismatchError
+            The run exists with other parameters (every difference is listed).
+        """
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        """The run, or None."""
+        """The run with its state derived from its steps, or None when there is no such run."""
 
     def latest_run(self, pipeline: str) -> RunInfo | None:
-        """The newest run of a pipeline."""
+        """The most recently created run of ``pipeline``, or None."""
 
     def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
-        """Runs, newest first."""
+        """Up to ``limit`` runs (of ``pipeline``, or of every pipeline), newest first."""
 
     def claim_run(self, run_id: str, owner: Owner) -> None:
-        """Own the whole run until released; RunOwnedError when another live process does."""
+        """Make ``owner`` the run's only executor until :meth:`release_run` (``with pipe.run()``).
+
+        Claims by one process nest: the run is released when the last claim is. Running steps of
+        dead owners become ``interrupted`` on the way. While the run is claimed, the store may
+        defer writing quick steps (a few tens of milliseconds; see ``journal.py``), so a crash may
+        lose steps that had not returned yet; never one that had.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no such run (:meth:`open_run` creates it).
+        RunOwnedError
+            Another live process owns the run or runs one of its steps.
+        """
 
     def release_run(self, run_id: str, owner: Owner) -> None:
-        """Release a claimed run."""
+        """Write everything deferred for the run, then end ``owner``'s claim (nothing when it holds none)."""
+
+    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
+        """Mark running steps whose owner died ``interrupted``; return the run as it then stands.
+
+        What a reader (CLI, panel) does before showing a run, so it never shows a dead process as
+        running. A live owner is left alone. Returns None when there is no such run.
+        """
+
+    # ------------------------------------------------------------------ steps
 
     def begin_step(self, req: StepRequest) -> Begin:
-        """Restore or start a step; a started step is ``running`` under ``req.owner``."""
+        """Decide whether a step restores or executes; when it executes, it is ``running`` under ``req.owner``.
 
-    def complete_step(
-        self,
-        run_id: str,
-        step: str,
-        owner: Owner,
-        blobs: Sequence[Blob],
-        outputs: Sequence[str],
-        duration_s: float,
-        display: Blob | None = None,
-        reads: Sequence[str] | None = None,
-        fresh: bool = False,
-    ) -> None:
-        """Store every output and mark the step completed in ONE transaction; on error neither happens.
+        A completed step restores unless ``req.force`` or its ``req.source_digest`` differs from the
+        recorded one. When a step that produced outputs before executes again, the completed steps
+        after it that read one of those outputs go back to ``pending`` in the same transaction
+        (``Begin.stale`` lists them). A failed, interrupted or pending step executes; a step that
+        does not exist yet is created.
 
-        ``fresh`` says the step never stored checkpoints before, so there are none to replace.
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no such run.
+        RunOwnedError
+            Another live process owns the run or runs one of its steps.
+        """
+
+    def complete_step(self, done: Completion) -> None:
+        """Store every output and mark the step ``completed`` in ONE transaction; on error neither happens.
+
+        The outputs replace whatever checkpoints the step had. Once this returns, the completion
+        survives the death of the process. A failed commit is not taken as proof that nothing was
+        written: the store reads the state back and returns normally when the completion is there.
+
+        Raises
+        ------
+        StepChangedError
+            The step is no longer running under ``done.owner`` (another process took it over or
+            changed it); nothing was written.
         """
 
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
     ) -> None:
-        """Record a failed attempt."""
+        """Record a failed attempt (``running`` to ``failed``) with its error line and traceback.
+
+        Raises
+        ------
+        StepChangedError
+            The step is no longer running under ``owner``; nothing was written.
+        """
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
-        """Failed or interrupted back to running; returns the attempt number."""
+        """Move a failed or interrupted step back to ``running`` under ``owner``; returns the new attempt number.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no such run or step.
+        RunOwnedError
+            Another live process owns the run or runs one of its steps.
+        """
 
     def invalidate(
         self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"
     ) -> list[str]:
-        """Back to pending; returns the steps changed."""
+        """Send a step (and with ``downstream`` every step after it) back to ``pending``; returns the steps changed.
+
+        Pending steps are skipped. Checkpoints stay until :meth:`gc` or the step's next completion,
+        so an invalidation made by mistake loses nothing until then. All or nothing: when one step
+        cannot be invalidated, none is.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no such run or step.
+        RunOwnedError
+            Another live process owns the run or runs one of its steps.
+        StepRunningError
+            One of the steps is running in this process.
+        """
 
     def get_step(self, run_id: str, step: str) -> StepStatus | None:
-        """One step's status."""
+        """One step's status, or None when the run has no such step (or there is no such run)."""
 
     def list_steps(self, run_id: str) -> list[StepStatus]:
-        """A run's steps in order."""
+        """Every step of a run, in the order they first started (empty for an unknown run)."""
 
     def list_events(self, run_id: str, step: str | None = None) -> list[Event]:
-        """The event log."""
-
-    def checkpoint_refs(self, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
-        """A step's stored outputs."""
-
-    def load_value(self, ref: CheckpointRef) -> Any:
-        """Digest-checked unpickling of one output."""
-
-    def encode(self, name: str, value: object) -> Blob:
-        """Serialize one output (large ones to an fsynced file)."""
-
-    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
-        """Running steps of dead owners become interrupted; returns the run (None: no such run)."""
+        """The event log of a run (or one of its steps), oldest first; events are never rewritten."""
 
     def last_event_seq(self) -> int:
-        """The newest event's number: a cheap way to notice a change made anywhere."""
+        """The newest event's number in the whole store (0 when empty): a cheap way to notice any change."""
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_refs(self, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
+        """Where a step's stored outputs are (display first, then values by name); empty when none."""
+
+    def load_value(self, ref: CheckpointRef) -> Any:
+        """Check a checkpoint's digest (and signature, when a signing key is configured), then unpickle it.
+
+        Loading is unpickling: only load stores you trust.
+
+        Raises
+        ------
+        CheckpointIntegrityError
+            The bytes do not match their digest, the payload is missing, or the signature is
+            missing or wrong; nothing was unpickled.
+        """
+
+    def encode(self, name: str, value: object) -> Blob:
+        """Serialize one output for :meth:`complete_step`; a large one is already durable when this returns.
+
+        Raises
+        ------
+        EncodeError
+            The value cannot be serialized; nothing was stored.
+        """
+
+    def gc(self) -> GcReport:
+        """Delete checkpoints of steps that are no longer completed, then payloads nothing points to.
+
+        Completed steps' checkpoints are never touched, nor payloads a write in progress (in any
+        process) may be about to record.
+        """
 
     def close(self) -> None:
-        """Write what is pending and release the file."""
+        """Write what is deferred and let go of the file or connection now.
+
+        The store stays usable: the next call opens it again. Front ends never need to call this;
+        the store lets go of the file by itself soon after each use (and before a fork, and at exit).
+        """

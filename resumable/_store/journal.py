@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from resumable._records import Blob, Owner
-from resumable._store.base import Begin, StepRequest
+from resumable._records import Owner
+from resumable._store.base import Begin, Completion, StepRequest
 
 GROUP_COMMIT_S = float(os.environ.get("RESUMABLE_GROUP_COMMIT_MS", "50")) / 1000
 # Quick steps written together at most; a process that reaches it writes the batch itself
@@ -34,18 +33,6 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A quick step's outcome, waiting for the next group commit."""
-
-    blobs: tuple[Blob, ...]
-    display: Blob | None
-    outputs: tuple[str, ...]
-    reads: tuple[str, ...] | None
-    duration_s: float
-    finished_at: datetime
-
-
 @dataclass(slots=True)
 class PendingStep:
     """A step started in memory and not yet written."""
@@ -55,6 +42,7 @@ class PendingStep:
     started_at: datetime
     started_mono: float
     completion: Completion | None = None
+    finished_at: datetime | None = None  # when the completion was deferred
 
 
 @dataclass(slots=True)
@@ -79,26 +67,17 @@ class RunJournal:
         self.known_steps.add(req.step)
         self.pending[req.step] = PendingStep(req, self.step_count, utc_now(), time.monotonic())
         self.step_count += 1
-        return Begin("execute", 1, (), None, (), fresh=True)
+        return Begin("execute", 1, (), None, ())
 
-    def try_complete(
-        self,
-        step: str,
-        blobs: Sequence[Blob],
-        display: Blob | None,
-        outputs: Sequence[str],
-        reads: Sequence[str] | None,
-        duration_s: float,
-    ) -> bool:
+    def try_complete(self, done: Completion) -> bool:
         """Defer a completion when the step's start is still unwritten and the window is open."""
-        pending = self.pending.get(step)
+        pending = self.pending.get(done.step)
         if pending is None or pending.completion is not None:
             return False
         if time.monotonic() - pending.started_mono >= GROUP_COMMIT_S:
             return False
-        pending.completion = Completion(
-            tuple(blobs), display, tuple(outputs), None if reads is None else tuple(reads), duration_s, utc_now()
-        )
+        pending.completion = done
+        pending.finished_at = utc_now()
         return True
 
     def take(self) -> list[PendingStep]:

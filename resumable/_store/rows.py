@@ -140,7 +140,7 @@ def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) 
     events: list[EventRow] = []
     checkpoints: list[list[Any]] = []
     for p in steps:
-        req, done = p.req, p.completion
+        req, done, finished_at = p.req, p.completion, p.finished_at
         start = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
         events.append(
             (req.run_id, req.step, start, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", p.started_at)
@@ -149,36 +149,15 @@ def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) 
         if done is not None:
             ok = check_transition(req.step, StepState.RUNNING, StepState.COMPLETED)
             events.append(
-                (
-                    req.run_id,
-                    req.step,
-                    ok,
-                    StepState.RUNNING,
-                    StepState.COMPLETED,
-                    1,
-                    req.owner,
-                    None,
-                    done.finished_at,
-                )
+                (req.run_id, req.step, ok, StepState.RUNNING, StepState.COMPLETED, 1, req.owner, None, finished_at)
             )
             state = StepState.COMPLETED
-            kinds = [(b, "value") for b in done.blobs] + ([(done.display, "display")] if done.display else [])
+            kinds = [(b, "value") for b in done.outputs] + ([(done.display, "display")] if done.display else [])
             checkpoints += [
-                [
-                    req.run_id,
-                    req.step,
-                    b.name,
-                    kind,
-                    b.codec,
-                    b.digest,
-                    b.signature,
-                    b.size,
-                    b.inline,
-                    b.file,
-                    done.finished_at,
-                ]
+                [req.run_id, req.step, b.name, kind, b.codec, b.digest, b.signature, b.size, b.inline, b.file,
+                 finished_at]
                 for b, kind in kinds
-            ]
+            ]  # fmt: skip
         reads = done.reads if done is not None and done.reads is not None else req.reads
         step_rows.append(
             [
@@ -196,12 +175,12 @@ def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) 
                 req.owner.started,
                 req.owner.kernel_id,
                 p.started_at,
-                done.finished_at if done else None,
+                finished_at if done else None,
                 done.duration_s if done else None,
-                json.dumps(list(done.outputs)) if done else "[]",
-                sum(b.size for b in done.blobs) if done else 0,
+                json.dumps([b.name for b in done.outputs]) if done else "[]",
+                sum(b.size for b in done.outputs) if done else 0,
             ]
         )
     insert_rows(con, "steps", STEP_INSERT, step_rows)
     log_events(con, events)
-    insert_rows(con, "checkpoints", CHECKPOINT_INSERT, checkpoints)  # fmt: skip
+    insert_rows(con, "checkpoints", CHECKPOINT_INSERT, checkpoints)

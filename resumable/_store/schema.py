@@ -7,6 +7,10 @@ than guessed at.
 
 from __future__ import annotations
 
+import duckdb
+
+from resumable.errors import SchemaVersionError
+
 SCHEMA_VERSION = 1
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -75,3 +79,17 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
     ],
 }
+
+
+def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
+    """Bring the store to ``SCHEMA_VERSION`` inside the caller's transaction; refuse a newer one untouched."""
+    con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(location, version, SCHEMA_VERSION)
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[number]:
+            con.execute(statement)
+    if version != SCHEMA_VERSION:
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])

@@ -1,0 +1,66 @@
+"""``open_store``: the one way front ends get a store, one per location and process.
+
+It picks the implementation from the location. Today every location is a DuckDB file; a URL
+(``postgresql://...``) is refused until a server store exists, rather than taken for a file name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from urllib.parse import urlsplit
+
+from resumable import _config
+from resumable._store import process
+from resumable._store.base import Store
+from resumable._store.duckdb import DuckDBStore
+from resumable.errors import CheckpointNotFoundError, StorePathError
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_BY_LOCATION: dict[str, Store] = {}
+_LOCK = threading.Lock()
+
+
+def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bool = False) -> Store:
+    """The process-wide store at ``location`` (argument > ``RESUMABLE_STORE`` > the default), opened once.
+
+    Parameters
+    ----------
+    location
+        A file path (relative paths are resolved against the working folder now).
+    must_exist
+        Refuse to create a store that is not there yet (what read-only commands want).
+
+    Raises
+    ------
+    CheckpointNotFoundError
+        With ``must_exist``, when there is no store at the location; nothing was created.
+    StorePathError
+        The location cannot hold a store (a folder, not writable, not a DuckDB file, a URL).
+    SchemaVersionError
+        The store was written by a newer resumable; it is left untouched.
+    """
+    chosen = os.fspath(location) if location is not None else os.environ.get("RESUMABLE_STORE")
+    if chosen and _URL.match(chosen):
+        parts = urlsplit(chosen)
+        shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"  # never a password
+        raise StorePathError(
+            shown, "is a URL, and this version of resumable keeps stores in files only", "Use a file path."
+        )
+    path = _config.store_path(chosen or None)
+    key = str(path)
+    with _LOCK:
+        store = _BY_LOCATION.get(key)
+        if store is None:
+            if must_exist and not path.exists():
+                raise CheckpointNotFoundError(key)
+            store = _BY_LOCATION[key] = DuckDBStore(path)
+        return store
+
+
+def forget_all() -> None:
+    """Close every store of this process and forget them, so the next ``open_store`` opens afresh (tests)."""
+    process.close_all()
+    with _LOCK:
+        _BY_LOCATION.clear()

@@ -1,0 +1,142 @@
+"""Runs and who owns them: creating and finding runs, claiming them, and finding dead owners.
+
+Plain functions over an open transaction; ``DuckDBStore`` opens the transactions and decides what
+is deferred (``journal.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+
+from resumable._owner import is_alive
+from resumable._records import Owner, RunInfo
+from resumable._states import StepState
+from resumable._store.rows import RunView, clock, owner_from, param_differences, run_state, same_process
+from resumable._store.transitions import transition
+from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
+
+# A run's last change is its newest event: derived, so the per-step path writes one row less.
+_UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
+
+
+def find_runs(con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int) -> list[RunInfo]:
+    """Runs matching ``where``, newest first, each with the state derived from its steps."""
+    rows = con.execute(
+        f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, list(s.state)
+           FROM runs r LEFT JOIN steps s USING (run_id)
+           WHERE {where}
+           GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
+        [*params, limit],
+    ).fetchall()
+    out = []
+    for row in rows:
+        states = [s for s in row[5] if s is not None]
+        out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states)))
+    return out
+
+
+def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
+    found = find_runs(con, "r.run_id = ?", [run_id], 1)
+    return found[0] if found else None
+
+
+def list_runs(con: duckdb.DuckDBPyConnection, pipeline: str | None, limit: int) -> list[RunInfo]:
+    return find_runs(con, "? IS NULL OR r.pipeline = ?", [pipeline, pipeline], limit)
+
+
+def open_run(con: duckdb.DuckDBPyConnection, run_id: str, pipeline: str, params: dict[str, Any] | None) -> RunInfo:
+    """Create the run, or check that the existing one belongs to ``pipeline`` and ``params``."""
+    # Parameters as the store records them (JSON), so a resumed run compares like with like.
+    recorded = json.loads(json.dumps(params or {}, sort_keys=True, default=repr))
+    existing = get_run(con, run_id)
+    if existing is None:
+        con.execute(
+            "INSERT INTO runs (run_id, pipeline, created_at, params) VALUES (?, ?, now(), ?)",
+            [run_id, pipeline, json.dumps(recorded, sort_keys=True)],
+        )
+        created = get_run(con, run_id)
+        assert created is not None
+        return created
+    if existing.pipeline != pipeline:
+        raise PipelineMismatchError(run_id, existing.pipeline, pipeline)
+    differences = param_differences(existing.params, recorded)
+    if recorded and differences:
+        raise ParameterMismatchError(run_id, differences)
+    return existing
+
+
+def set_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> set[str]:
+    """Record ``owner`` as the run's executor; returns the names of the run's steps."""
+    con.execute(
+        "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ? WHERE run_id = ?",
+        [owner.host, owner.pid, owner.started, owner.kernel_id, run_id],
+    )
+    return {r[0] for r in con.execute("SELECT step FROM steps WHERE run_id = ?", [run_id]).fetchall()}
+
+
+def clear_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> None:
+    """Forget the run's executor, when it is still ``owner``."""
+    con.execute(
+        """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
+           WHERE run_id = ? AND owner_host = ? AND owner_pid = ?""",
+        [run_id, owner.host, owner.pid],
+    )
+
+
+def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: Owner, step: str = "") -> RunView:
+    """Raise RunOwnedError when another live process holds the run or runs one of its steps.
+
+    Running steps of dead owners become ``interrupted`` on the way. Returns what the one query
+    behind this learned about the run and ``step``, so callers need no second round trip.
+    """
+    # Two plain point queries: DuckDB plans correlated subqueries far more slowly (8 ms vs 1 ms).
+    row = con.execute(
+        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    if row is None:
+        raise CheckpointNotFoundError(location, run_id)
+    pipeline = row[0]
+    holder = owner_from(row[1], row[2], row[3], row[4])
+    if holder is not None and not same_process(holder, me):
+        if is_alive(holder):
+            raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, clock(holder.started), None)
+        con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
+    rows = con.execute(
+        """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
+                  outputs, finished_at
+           FROM steps WHERE run_id = ? AND (step = ? OR state = 'running')""",
+        [run_id, step],
+    ).fetchall()
+    mine = next((r for r in rows if r[0] == step), None)
+    state = mine[1] if mine else None
+    for name, running_state, _, *owner_cols in (r[:7] for r in rows):
+        if running_state != StepState.RUNNING.value:
+            continue
+        owner = owner_from(*owner_cols)
+        if owner is not None and same_process(owner, me):
+            continue
+        if owner is not None and is_alive(owner):
+            raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, clock(owner.started), name)
+        transition(
+            con, run_id, name, StepState.RUNNING, StepState.INTERRUPTED, me,
+            f"owner {owner.describe() if owner else 'unknown'} is gone",
+        )  # fmt: skip
+        if name == step:
+            state = StepState.INTERRUPTED.value
+    if mine is None:
+        return RunView(pipeline, None, None, None, None, None)
+    return RunView(pipeline, state, mine[2], mine[7], mine[8], mine[9])
+
+
+def reap_dead_owners(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: Owner) -> RunInfo | None:
+    """Mark steps whose owner died ``interrupted``; the run as it then stands (None: no such run)."""
+    try:
+        check_owner(con, location, run_id, me)
+    except RunOwnedError:
+        pass  # a live owner: nothing to reap
+    except CheckpointNotFoundError:
+        return None
+    return get_run(con, run_id)

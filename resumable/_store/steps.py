@@ -1,0 +1,174 @@
+"""Steps: deciding restore or execute, staleness, completions, failures, retries and invalidation.
+
+Plain functions over an open transaction; ``DuckDBStore`` opens the transactions, defers quick
+steps (``journal.py``) and reads a failed commit back.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from resumable._records import Event, Owner, StepStatus
+from resumable._states import StepState, check_transition
+from resumable._store import checkpoints
+from resumable._store.base import Begin, Completion, StepRequest
+from resumable._store.rows import STEP_COLUMNS, log_events, status_from
+from resumable._store.runs import check_owner
+from resumable._store.transitions import transition
+from resumable.errors import CheckpointNotFoundError, StepRunningError
+
+_RESTART = """, attempts = attempts + 1, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,
+    started_at = now(), finished_at = NULL, duration_s = NULL"""
+
+
+def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest) -> Begin:
+    """Restore or start a step: the decision of :meth:`Store.begin_step`, in the caller's transaction."""
+    view = check_owner(con, location, req.run_id, req.owner, req.step)
+    owner_params = [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
+    common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options)]
+    if view.state is None:
+        started = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
+        con.execute(
+            """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options,
+                                  owner_host, owner_pid, owner_started, owner_kernel, started_at, outputs,
+                                  output_bytes)
+               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0
+               FROM steps WHERE run_id = ?""",
+            [req.run_id, req.step, *common, *owner_params, req.run_id],
+        )
+        log_events(
+            con, [(req.run_id, req.step, started, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", None)]
+        )
+        return Begin("execute", 1, (), None, ())
+    state = StepState(view.state)
+    reason = state.value
+    if state is StepState.COMPLETED:
+        changed = req.source_digest is not None and view.source_digest != req.source_digest
+        if not changed and not req.force:
+            return Begin(
+                "restore", view.attempts or 0, checkpoints.refs(con, req.run_id, req.step), view.finished_at, ()
+            )
+        reason = "forced" if req.force else "source changed"
+        transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
+        state = StepState.PENDING
+    # A step that produced outputs before and runs again (edited, forced, invalidated, or itself
+    # stale) makes the completed steps that read those outputs stale: chains follow.
+    stale = _invalidate_readers(con, req.run_id, req.step, json.loads(view.outputs or "[]"), req.owner)
+    attempts = transition(
+        con, req.run_id, req.step, state, StepState.RUNNING, req.owner, reason,
+        ", source = ?, source_digest = ?, reads = ?, options = ?" + _RESTART, [*common, *owner_params],
+    )  # fmt: skip
+    return Begin("execute", attempts, (), None, tuple(stale))
+
+
+def _invalidate_readers(
+    con: duckdb.DuckDBPyConnection, run_id: str, step: str, names: list[str], who: Owner
+) -> list[str]:
+    """Send completed steps after ``step`` that read any of ``names`` back to pending (stale)."""
+    if not names:
+        return []
+    rows = con.execute(
+        """SELECT s.step, s.reads FROM steps s, steps me
+           WHERE s.run_id = ? AND me.run_id = s.run_id AND me.step = ? AND s.seq > me.seq
+             AND s.state = 'completed' ORDER BY s.seq""",
+        [run_id, step],
+    ).fetchall()
+    stale = []
+    for other, reads in rows:
+        if set(json.loads(reads)) & set(names):
+            detail = f"stale: upstream step '{step}' re-executed"
+            transition(con, run_id, other, StepState.COMPLETED, StepState.PENDING, who, detail)
+            stale.append(other)
+    return stale
+
+
+def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
+    """Mark the step completed and make ``done``'s outputs its checkpoints, in the caller's transaction."""
+    names = [b.name for b in done.outputs]
+    extra = ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
+    params: list[object] = [json.dumps(names), sum(b.size for b in done.outputs), done.duration_s]
+    if done.reads is not None:
+        extra += ", reads = ?"
+        params.append(json.dumps(list(done.reads)))
+    attempts = transition(
+        con, done.run_id, done.step, StepState.RUNNING, StepState.COMPLETED, done.owner, None, extra, params,
+        owned_by=done.owner,
+    )  # fmt: skip
+    # Checkpoint rows are written only as a step completes, and every entry into 'running' after
+    # the first counts an attempt: on the first attempt there is nothing to replace, so the
+    # DELETE (a statement on every new step) is skipped.
+    checkpoints.replace(con, done.run_id, done.step, done.outputs, done.display, had_checkpoints=attempts > 1)
+
+
+def fail(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    step: str,
+    owner: Owner,
+    error: str,
+    traceback: str | None,
+    duration_s: float,
+) -> None:
+    """Record a failed attempt with its error and traceback."""
+    transition(
+        con, run_id, step, StepState.RUNNING, StepState.FAILED, owner, error.splitlines()[0] if error else None,
+        ", error = ?, traceback = ?, finished_at = now(), duration_s = ?", [error, traceback, duration_s],
+        owned_by=owner,
+    )  # fmt: skip
+
+
+def retry(con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str, owner: Owner) -> int:
+    """Failed or interrupted back to running under ``owner``; returns the attempt number."""
+    view = check_owner(con, location, run_id, owner, step)
+    if view.state is None:
+        raise CheckpointNotFoundError(location, run_id, step)
+    params = [owner.host, owner.pid, owner.started, owner.kernel_id]
+    return transition(con, run_id, step, StepState(view.state), StepState.RUNNING, owner, "retry", _RESTART, params)
+
+
+def invalidate(
+    con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str, who: Owner, downstream: bool, reason: str
+) -> list[str]:
+    """Send a step (and with ``downstream`` every later one) back to pending; returns the steps changed."""
+    check_owner(con, location, run_id, who)
+    row = con.execute("SELECT seq FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+    if row is None:
+        raise CheckpointNotFoundError(location, run_id, step)
+    query = "SELECT step, state FROM steps WHERE run_id = ? AND " + (
+        "seq >= ? ORDER BY seq" if downstream else "seq = ?"
+    )
+    changed = []
+    for name, state in con.execute(query, [run_id, row[0]]).fetchall():
+        if state == StepState.PENDING.value:
+            continue
+        if state == StepState.RUNNING.value:
+            raise StepRunningError(run_id, name)
+        transition(con, run_id, name, StepState(state), StepState.PENDING, who, reason)
+        changed.append(name)
+    return changed
+
+
+def get_step(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> StepStatus | None:
+    row = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+    return status_from(row) if row else None
+
+
+def list_steps(con: duckdb.DuckDBPyConnection, run_id: str) -> list[StepStatus]:
+    rows = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
+    return [status_from(r) for r in rows]
+
+
+def list_events(con: duckdb.DuckDBPyConnection, run_id: str, step: str | None) -> list[Event]:
+    rows = con.execute(
+        """SELECT seq, run_id, step, happened_at, transition, source, target, attempt, host, pid, detail
+           FROM events WHERE run_id = ? AND (? IS NULL OR step = ?) ORDER BY seq""",
+        [run_id, step, step],
+    ).fetchall()
+    return [Event(*r) for r in rows]
+
+
+def last_event_seq(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,226 @@
+"""The store seam as front ends use it: open_store, its errors (whole messages), re-execution and gc."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+import resumable
+from resumable._owner import current_owner
+from resumable._records import Owner
+from resumable._store import Completion, EncodeError, StepRequest, forget_all, open_store
+
+
+def _dead_owner() -> Owner:
+    """The owner record of a process that has exited (this host, a pid that is gone)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=60)
+    return Owner(socket.gethostname(), child.pid, time.time())
+
+
+def test_open_store_gives_one_store_per_location(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit path, RESUMABLE_STORE and a relative path to the same file share one store."""
+    monkeypatch.chdir(store_path.parent.parent)
+    store = open_store(store_path)
+    assert store.location == str(store_path)
+    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    assert open_store() is store
+    assert open_store(Path(".resumable") / "store.duckdb") is store
+
+
+def test_a_url_is_refused_rather_than_taken_for_a_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server URL is not a file path: nothing is created, and the password is never shown."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(resumable.StorePathError) as excinfo:
+        resumable.Pipeline("p", store="postgresql://me:secret@db.internal/shop").runs()
+    assert str(excinfo.value) == (
+        "store 'postgresql://db.internal/shop' is a URL, and this version of resumable keeps stores in files only. "
+        "Use a file path."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_newer_schema_version_is_refused_untouched(store_path: Path) -> None:
+    """A store written by a newer resumable is not guessed at: a clear error, and the file keeps its version."""
+    resumable.Pipeline("p", store=store_path).runs()
+    forget_all()
+    with duckdb.connect(str(store_path)) as con:
+        con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(resumable.SchemaVersionError) as excinfo:
+        resumable.Pipeline("p", store=store_path).runs()
+    assert str(excinfo.value) == (
+        f"store '{store_path}' has schema version 99, newer than the 1 this version of resumable understands. "
+        "Nothing in it was read or changed. Upgrade resumable to open it."
+    )
+    assert (excinfo.value.found, excinfo.value.supported) == (99, 1)
+    with duckdb.connect(str(store_path)) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("99",)
+
+
+def test_run_of_another_pipeline_is_refused(store_path: Path) -> None:
+    """A run id already used by another pipeline is not joined: the message names both pipelines."""
+    with resumable.Pipeline("checkout", store=store_path).run(run_id="order-42"):
+        pass
+    refund = resumable.Pipeline("refund", store=store_path)
+    with pytest.raises(resumable.PipelineMismatchError) as excinfo, refund.run(run_id="order-42"):
+        pass
+    assert str(excinfo.value) == (
+        "run 'order-42' belongs to pipeline 'checkout', not 'refund'; nothing was changed. Use another run id, or "
+        "open it with pipeline 'checkout'."
+    )
+    assert open_store(store_path).get_run("order-42").pipeline == "checkout"  # type: ignore[union-attr]
+
+
+def test_new_run_under_a_taken_id_is_refused(store_path: Path) -> None:
+    """``new=True`` with an id the store has already says so and changes nothing."""
+    pipe = resumable.Pipeline("checkout", store=store_path)
+    with pipe.run(run_id="order-42") as run:
+        run.step("charge", lambda: 1)
+    with pytest.raises(resumable.RunExistsError) as excinfo, pipe.run(run_id="order-42", new=True):
+        pass
+    assert str(excinfo.value) == (
+        "run 'order-42' already exists (pipeline 'checkout'), so it cannot start as a new run; nothing was changed. "
+        "Pass another run id, or resume it (new=False)."
+    )
+
+
+def test_load_names_what_is_missing(store_path: Path) -> None:
+    """resumable.load says which level is missing: the run, the step, or a completed checkpoint."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    with pipe.run(run_id="r1") as run:
+        run.step("good", lambda: 1)
+        with pytest.raises(ZeroDivisionError):
+            run.step("bad", lambda: 1 / 0)
+    with pytest.raises(resumable.CheckpointNotFoundError) as missing_run:
+        resumable.load("r9", "good", store=store_path)
+    assert str(missing_run.value) == (
+        f"run 'r9' does not exist in store '{store_path}'. List the runs with: resumable runs"
+    )
+    with pytest.raises(resumable.CheckpointNotFoundError) as missing_step:
+        resumable.load("r1", "ship", store=store_path)
+    assert str(missing_step.value) == (
+        f"run 'r1' has no step 'ship' in store '{store_path}'. See its steps with: resumable show r1"
+    )
+    with pytest.raises(resumable.CheckpointNotFoundError) as failed:
+        resumable.load("r1", "bad", store=store_path)
+    assert str(failed.value) == (
+        "step 'bad' (run 'r1') is failed, not completed, so it has no checkpoint to load. Resume the run to "
+        "complete it; see its steps with: resumable show r1"
+    )
+    with pytest.raises(resumable.CheckpointNotFoundError) as no_output:
+        resumable.load("r1", "good", "total", store=store_path)
+    assert str(no_output.value) == "step 'good' (run 'r1') has no output 'total'; it has ['return']."
+    assert (no_output.value.run_id, no_output.value.step, no_output.value.output) == ("r1", "good", "total")
+
+
+def test_load_of_a_step_with_several_outputs_asks_for_a_name(store_path: Path) -> None:
+    """A notebook step stores each variable apart; load without a name lists them with an example."""
+    store = open_store(store_path)
+    me = current_owner()
+    store.open_run("r1", "nb")
+    store.begin_step(StepRequest("r1", "split", me))
+    blobs = (store.encode("train", [1, 2]), store.encode("test", [3]))
+    store.complete_step(Completion("r1", "split", me, blobs, 0.1))
+    with pytest.raises(resumable.CheckpointNotFoundError) as excinfo:
+        resumable.load("r1", "split", store=store_path)
+    assert str(excinfo.value) == (
+        "step 'split' (run 'r1') has outputs ['test', 'train']; name one, e.g. load('r1', 'split', 'test')."
+    )
+    assert resumable.load("r1", "split", "train", store=store_path) == [1, 2]
+
+
+def test_running_step_cannot_be_invalidated(store_path: Path) -> None:
+    """Invalidating a step this process is running is refused and changes nothing."""
+    store = open_store(store_path)
+    me = current_owner()
+    store.open_run("r1", "p")
+    store.begin_step(StepRequest("r1", "done", me))
+    store.complete_step(Completion("r1", "done", me, (store.encode("return", 1),), 0.1))
+    store.begin_step(StepRequest("r1", "busy", me))
+    with pytest.raises(resumable.StepRunningError) as excinfo:
+        store.invalidate("r1", "done", me, downstream=True)
+    assert str(excinfo.value) == (
+        "step 'busy' (run 'r1') is running in this process, so it cannot be invalidated; nothing was changed. "
+        "Invalidate it once it ends."
+    )
+    assert [s.state.value for s in store.list_steps("r1")] == ["completed", "running"]
+
+
+def test_completion_after_another_process_took_the_step_over_is_refused(store_path: Path) -> None:
+    """A process taken for dead cannot record a completion over the new state: nothing is stored."""
+    store = open_store(store_path)
+    gone = _dead_owner()
+    store.open_run("r1", "p")
+    store.begin_step(StepRequest("r1", "charge", gone))
+    store.reap_dead_owners("r1", current_owner())  # what the next start (or a CLI) does
+    with pytest.raises(resumable.StepChangedError) as excinfo:
+        store.complete_step(Completion("r1", "charge", gone, (store.encode("return", 1),), 0.1))
+    assert str(excinfo.value) == (
+        "step 'charge' (run 'r1') is no longer 'running' in this process: another process changed it. Nothing from "
+        "this attempt was stored and the step's earlier checkpoints are intact. See what happened with: "
+        "resumable show r1 --events"
+    )
+    assert store.get_step("r1", "charge").state.value == "interrupted"  # type: ignore[union-attr]
+    assert store.checkpoint_refs("r1", "charge") == ()
+
+
+def test_encode_error_is_the_seams_own(store_path: Path) -> None:
+    """Store.encode reports an unpicklable value with the seam's EncodeError, naming the output and its type."""
+    import threading
+
+    with pytest.raises(EncodeError) as excinfo:
+        open_store(store_path).encode("lock", threading.Lock())
+    assert (excinfo.value.name, excinfo.value.type_name) == ("lock", "_thread.lock")
+    assert isinstance(excinfo.value.__cause__, TypeError)
+
+
+def test_a_re_executed_step_replaces_its_checkpoints(store_path: Path) -> None:
+    """After an invalidation, the next completion replaces the checkpoint: a restore returns the new value."""
+    store = open_store(store_path)
+    me = current_owner()
+    store.open_run("r1", "nb")
+    for value in (1, 2):
+        store.begin_step(StepRequest("r1", "make", me))
+        store.complete_step(Completion("r1", "make", me, (store.encode("return", value),), 0.1))
+        store.invalidate("r1", "make", me)
+    assert store.begin_step(StepRequest("r1", "make", me)).attempt == 3
+    store.complete_step(Completion("r1", "make", me, (store.encode("return", 3),), 0.1))
+    (ref,) = store.checkpoint_refs("r1", "make")
+    assert store.load_value(ref) == 3
+    pipe = resumable.Pipeline("p", store=store_path)  # a claimed run: its first completion is deferred
+    with pipe.run(run_id="r2") as run:
+        run.step("make", lambda: 1)
+    store.invalidate("r2", "make", me)
+    with pipe.run(run_id="r2") as run:
+        assert run.step("make", lambda: 2) == 2
+    assert [r.name for r in store.checkpoint_refs("r2", "make")] == ["return"]
+    assert resumable.load("r2", "make", store=store_path) == 2
+
+
+def test_gc_keeps_young_unreferenced_payloads_and_removes_old_ones(store_path: Path) -> None:
+    """A large output encoded but not yet recorded survives gc; an old orphan and superseded rows go."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    big = np.arange(100_000, dtype=np.float64)  # 800 kB: a payload file, not inline bytes
+    with pipe.run(run_id="r1") as run:
+        run.step("old", lambda: big + 1)
+    store = open_store(store_path)
+    payloads = store_path.parent / (store_path.name + ".payloads")
+    (old_file,) = [payloads / r.file for r in store.checkpoint_refs("r1", "old") if r.file]
+    store.invalidate("r1", "old", current_owner())
+    in_flight = store.encode("new", big + 2)  # another step's output, its row not committed yet
+    assert in_flight.file is not None
+    hour_ago = time.time() - 2 * 3600
+    os.utime(old_file, (hour_ago, hour_ago))
+    report = store.gc()
+    assert (report.checkpoints_removed, report.files_removed) == (1, 1)
+    assert report.bytes_freed > 800_000
+    assert not old_file.exists()
+    assert (payloads / in_flight.file).exists()
