@@ -87,8 +87,8 @@ def test_new_run_under_a_taken_id_is_refused(store_path: Path) -> None:
     with pytest.raises(resumable.RunExistsError) as excinfo, pipe.run(run_id="order-42", new=True):
         pass
     assert str(excinfo.value) == (
-        "run 'order-42' already exists (pipeline 'checkout'), so it cannot start as a new run; nothing was changed. "
-        "Pass another run id, or resume it (new=False)."
+        "run 'order-42' of pipeline 'checkout' already exists, so it cannot start as a new run. "
+        "Resume it (leave out new=True / --new), or choose another run id."
     )
 
 
