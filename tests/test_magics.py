@@ -138,6 +138,22 @@ def test_edited_cell_runs_again_and_its_readers_become_stale(
     assert (shell.user_ns["y"], shell.user_ns["z"]) == (11, 5)
 
 
+def test_a_re_executed_step_restores_its_new_outputs_not_the_old_ones(
+    shell: Any, calls: Path, store_path: Path
+) -> None:
+    """After an edit re-executes a step, a new kernel restores the new value, and only the new checkpoint is kept."""
+    step(shell, "a", mark(calls, "a") + "x = 1\nshown = 'one'")
+    fresh_kernel(shell)
+    step(shell, "a", mark(calls, "a") + "x = 10")
+    fresh_kernel(shell)
+    assert step(shell, "a", mark(calls, "a") + "x = 10").error_in_exec is None
+    assert count(calls) == ["a", "a"]
+    assert shell.user_ns["x"] == 10
+    assert "shown" not in shell.user_ns
+    refs = open_store(store_path).checkpoint_refs("r1", "a")
+    assert sorted((r.kind, r.name) for r in refs) == [("value", "x")]
+
+
 def test_whitespace_and_retry_options_do_not_count_as_edits(shell: Any, calls: Path) -> None:
     """Trailing spaces, blank lines and a new --retries keep the checkpoint; --force executes anyway."""
     body = mark(calls, "s") + "v = 1"
