@@ -14,7 +14,9 @@ from resumable._states import RunState, StepState
 from resumable.errors import (
     CheckpointIntegrityError,
     CheckpointNotFoundError,
+    DependencyError,
     DuplicateStepWarning,
+    EffectHeldWarning,
     InvalidTransition,
     KernelDiedError,
     NoActiveRunError,
@@ -36,6 +38,7 @@ from resumable.errors import (
     StoreError,
     StoreLockedError,
     StorePathError,
+    RerunError,
     UnserializableOutputError,
 )
 from resumable.pipeline import Pipeline, Run, idempotency_key, load
@@ -45,7 +48,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
+    "DependencyError",
     "DuplicateStepWarning",
+    "EffectHeldWarning",
     "ExecutionResult",
     "InvalidTransition",
     "KernelDiedError",
@@ -74,6 +79,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StorePathError",
+    "RerunError",
     "UnserializableOutputError",
     "execute_notebook",
     "idempotency_key",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -16,6 +16,8 @@ class StepContext:
     run_id: str
     step: str
     attempt: int
+    key_generation: int = 1
+    asks_key: Callable[[], None] | None = None  # records, before a key is handed out, that the step has effects
 
 
 _current: ContextVar[StepContext | None] = ContextVar("resumable_step", default=None)

@@ -20,6 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from resumable._context import StepContext, entered
+from resumable._inputs import Input
+from resumable._why import Why
 from resumable._records import Blob, Owner, StepPolicy
 from resumable._states import StepState
 from resumable._store import Begin, Completion, EncodeError, StepRequest, Store
@@ -64,6 +66,8 @@ class StepOutcome:
     values: Mapping[str, Any]
     display: Any  # the recorded output (prints, rich results); None when there was none
     finished_at: datetime | None  # when the restored checkpoint was written; None when executed now
+    digests: Mapping[str, str]  # each output's checkpoint digest: the fingerprint readers of it record
+    begin: Begin  # the store's decision (why it ran again, whether an effect step was held)
 
 
 @dataclass
@@ -84,8 +88,15 @@ class StepCall:
     extra_options: dict[str, Any] = field(default_factory=dict)  # stored with the step (the magic's line)
     display: Any = None  # what the body showed; stored with the outputs when ``succeed`` gets none
     errors: list[str] = field(default_factory=list)
+    inputs: Mapping[str, Input] = field(default_factory=dict)
+    effect: bool = False  # declared side-effecting (``--effect``, ``effect=True``)
+    rerun: bool = False  # a deliberate rerun (``--rerun``, ``run.rerun()``)
     attempt: int = 0
     stale: tuple[str, ...] = ()
+    key_generation: int = 1
+    why: Why | None = None  # why a completed step executes again (the store's finding)
+    digests: dict[str, str] = field(default_factory=dict)  # of the outputs of the last successful attempt
+    _marked: bool = False  # this attempt has told the store it has side effects
 
     def begin(self) -> Begin:
         """Ask the store whether to restore or execute; when executing, the step is now running."""
@@ -94,11 +105,14 @@ class StepCall:
                 self.run_id, self.step, self.owner, self.source, self.source_digest, self.reads,
                 {"retries": self.policy.retries, "backoff": self.policy.backoff, "timeout": self.policy.timeout,
                  **self.extra_options},
-                self.force,
+                self.force, self.inputs, self.effect, self.rerun,
             )
         )  # fmt: skip
         self.attempt = begin.attempt
         self.stale = begin.stale
+        self.key_generation = begin.key_generation
+        self.why = begin.why if begin.action == "execute" else None
+        self._marked = begin.effect  # a known effect step starts behind the fence (never deferred)
         if begin.action == "execute":
             self._notify(StepState.RUNNING)
         return begin
@@ -106,6 +120,7 @@ class StepCall:
     def restore(self, begin: Begin) -> StepOutcome:
         """Load every output of a completed step (digests checked before unpickling)."""
         values: dict[str, Any] = {}
+        digests: dict[str, str] = {}
         display = None
         for ref in begin.checkpoints:
             value = self.store.load_value(ref)
@@ -113,11 +128,22 @@ class StepCall:
                 display = value
             else:
                 values[ref.name] = value
-        return StepOutcome(True, values, display, begin.finished_at)
+                digests[ref.name] = ref.digest
+        return StepOutcome(True, values, display, begin.finished_at, digests, begin)
+
+    def executed(self, begin: Begin, outputs: Mapping[str, Any]) -> StepOutcome:
+        """The outcome of an attempt that completed now."""
+        return StepOutcome(False, outputs, self.display, None, dict(self.digests), begin)
 
     def context(self) -> StepContext:
         """The context the body sees (``idempotency_key()`` reads it)."""
-        return StepContext(self.pipeline, self.run_id, self.step, self.attempt)
+        return StepContext(self.pipeline, self.run_id, self.step, self.attempt, self.key_generation, self.asks_key)
+
+    def asks_key(self) -> None:
+        """The body asks for an idempotency key: the step has side effects, recorded before the key exists."""
+        if not self._marked:
+            self.store.mark_effect(self.run_id, self.step, self.owner)
+            self._marked = True
 
     def succeed(
         self, outputs: Mapping[str, Any], duration_s: float, display: Any = None, reads: tuple[str, ...] | None = None
@@ -135,6 +161,7 @@ class StepCall:
         self.store.complete_step(
             Completion(self.run_id, self.step, self.owner, tuple(blobs), duration_s, display_blob, reads)
         )
+        self.digests = {b.name: b.digest for b in blobs}
         self._notify(StepState.COMPLETED)
 
     def _encode(self, name: str, value: object) -> Blob:
@@ -166,8 +193,9 @@ class StepCall:
         self._notify(StepState.FAILED)
 
     def retry(self) -> None:
-        """Start the next attempt."""
+        """Start the next attempt (the key generation stays: the effect has not completed)."""
         self.attempt = self.store.retry_step(self.run_id, self.step, self.owner)
+        self._marked = False
         self._notify(StepState.RUNNING)
 
     def delay_or_raise(self, exc: BaseException, duration_s: float) -> float:
@@ -261,7 +289,7 @@ def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> StepOutco
             call.retry()
             continue
         call.succeed(outputs, time.perf_counter() - started)
-        return StepOutcome(False, outputs, call.display, None)
+        return call.executed(begin, outputs)
 
 
 async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, Any]]]) -> StepOutcome:
@@ -285,4 +313,4 @@ async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, An
             call.retry()
             continue
         call.succeed(outputs, time.perf_counter() - started)
-        return StepOutcome(False, outputs, call.display, None)
+        return call.executed(begin, outputs)

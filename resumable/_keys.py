@@ -39,9 +39,14 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def idempotency_key(pipeline: str, run_id: str, step: str, scope: str | None) -> str:
-    """A token stable across retries, crashes and edits of the step, distinct between runs and steps."""
-    material = "\x00".join((pipeline, run_id, step, scope or ""))
+def idempotency_key(pipeline: str, run_id: str, step: str, scope: str | None, generation: int = 1) -> str:
+    """A token stable across retries, crashes and edits of the step, distinct between runs and steps.
+
+    A deliberate rerun of a completed effect step asks for the next ``generation``: a new token. The
+    first generation's token is the one earlier versions gave, so upgrading changes no key.
+    """
+    parts = (pipeline, run_id, step, scope or "") + ((f"generation {generation}",) if generation > 1 else ())
+    material = "\x00".join(parts)
     return "rsm_" + hashlib.sha256(material.encode()).hexdigest()[:40]
 
 

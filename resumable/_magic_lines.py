@@ -51,7 +51,24 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
             help="Variables to store: 'a,b' stores exactly these, '+a,+b' adds them to the detected ones.",
         ),
         _arg("--exclude", default=None, help="Variables not to store (connections, generators), comma-separated."),
-        _arg("--force", action="store_true", help="Execute even when a checkpoint could be restored."),
+        _arg("--force", action="store_true", help="Execute even when a checkpoint could be restored (not an effect step)."),
+        _arg(
+            "--effect",
+            action="store_true",
+            help="The step has side effects: once completed it never runs again unless asked with --rerun.",
+        ),
+        _arg(
+            "--rerun",
+            action="store_true",
+            help="Run a completed step again, even an effect step (with a new idempotency key), once.",
+        ),
+        _arg(
+            "--depends-on",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="A file the step reads; a change of its content makes the step run again (repeatable).",
+        ),
     ),
     "durable_panel": (
         _arg("run_id", nargs="?", default=None, help="The run to show (default: the kernel's current run)."),

@@ -56,6 +56,9 @@ class StepStatus:
     source: str | None
     owner: Owner | None
     options: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # name -> its fingerprints when the step last started
+    effect: bool = False  # asked for an idempotency key, or declared an effect: never re-executed implicitly
+    key_generation: int = 1  # bumped by each deliberate rerun of a completed effect step
 
     @property
     def error_line(self) -> str | None:

@@ -20,14 +20,17 @@ all of ours and nothing of the user's::
      │   ├─ StepRunningError                 a running step cannot be invalidated
      │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
      │   └─ CheckpointNotFoundError          no such store, run, step or output
-     ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
+     ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
+ ├─ RerunError(ValueError)               --rerun of a step that never completed
+ ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
      ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
      ├─ StepFailed                           retries exhausted: .attempts, .errors
      ├─ InvalidTransition                    a bug in resumable, never user error
      ├─ NotebookExecutionError               .cell_index, .ename, .evalue, .traceback
      ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
      ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
-     └─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
+     ├─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
+ └─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
 
 Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
 stored and cross process boundaries (a kernel, a subprocess).
@@ -353,6 +356,57 @@ class InvalidTransition(ResumableError):
         self.source = source
         self.target = target
         super().__init__(f"step '{step}': no transition from '{source}' to '{target}' (this is a bug in resumable)")
+
+
+class DependencyError(ResumableError, ValueError):
+    """A file a step declares with ``--depends-on`` / ``depends_on=`` cannot be fingerprinted: ``.step``, ``.path``."""
+
+    def __init__(self, step: str, declared: str, resolved: str, problem: str) -> None:
+        self.step = step
+        self.path = declared
+        self.resolved = resolved
+        self.problem = problem
+        shown = declared if declared == resolved else f"{declared}' ('{resolved}"
+        super().__init__(
+            f"step '{step}' depends on '{shown}', which {problem}. Nothing ran and every checkpoint is kept; "
+            "fix the path or the file, or drop it from --depends-on."
+        )
+
+
+class RerunError(ResumableError, ValueError):
+    """``--rerun`` / ``run.rerun()`` named a step that never completed: ``.step``, ``.run_id``, ``.state``."""
+
+    def __init__(self, step: str, run_id: str, state: str | None) -> None:
+        self.step = step
+        self.run_id = run_id
+        self.state = state
+        where = "has never run" if state is None else f"is {state} and has never completed"
+        super().__init__(
+            f"step '{step}' of run '{run_id}' {where}, so there is nothing to run again; nothing ran. "
+            "Remove the rerun request (--rerun, run.rerun): a step that has not completed executes anyway."
+        )
+
+
+class EffectHeldWarning(ResumableError, UserWarning):
+    """A completed side-effecting step was restored, not executed: ``.step``, ``.changed``, ``.how``.
+
+    ``.rerun_generation`` is set when a rerun was asked again for a request already rerun.
+    """
+
+    def __init__(self, step: str, changed: str, how: str, rerun_generation: int | None = None) -> None:
+        self.step = step
+        self.changed = changed
+        self.how = how
+        self.rerun_generation = rerun_generation
+        if rerun_generation is None:
+            text = f"step '{step}' has side effects and {changed}; it was not run again. To do it again: {how}"
+        else:
+            text = (
+                f"step '{step}' has side effects and was already run again for this source and these inputs "
+                f"(key generation {rerun_generation}); it was not run a third time. Remove the rerun request; "
+                f"to do it yet again: {how}"
+            )
+        super().__init__(text)
 
 
 class DuplicateStepWarning(ResumableError, UserWarning):

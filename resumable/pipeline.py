@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
+import warnings
+import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from resumable import _engine, _keys
+from resumable import _engine, _inputs, _keys, _why
 from resumable._context import current_step
 from resumable._engine import RETURN
 from resumable._owner import current_owner
@@ -76,6 +80,42 @@ def make_policy(
     return StepPolicy(retries, float(backoff), kinds, None if timeout is None else float(timeout))
 
 
+@dataclass(frozen=True, slots=True)
+class StepDeclaration:
+    """What a step says about itself besides its policy."""
+
+    effect: bool = False
+    depends_on: tuple[str, ...] = ()
+
+
+def _check_paths(step: str, paths: object) -> tuple[str, ...]:
+    """``depends_on`` as a tuple of paths (a single path is taken as one); anything else is refused."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise StepDefinitionError("depends_on", paths, "give a file path or a list of file paths", step)
+    return tuple(os.fspath(p) for p in paths)
+
+
+def _arguments(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A call's arguments by parameter name (``*args`` items numbered), as messages name them."""
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+    except (TypeError, ValueError):  # the call itself will raise, or the signature is unknown
+        return [(f"argument {i + 1}", v) for i, v in enumerate(args)] + [(k, v) for k, v in kwargs.items()]
+    out: list[tuple[str, Any]] = []
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            out += [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            out += list(value.items())
+        else:
+            out.append((name, value))
+    return out
+
+
+_log = logging.getLogger("resumable")
 _active_run: ContextVar[Run | None] = ContextVar("resumable_run", default=None)
 
 
@@ -128,6 +168,8 @@ class Pipeline:
         backoff: float = 1.0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
+        effect: bool = False,
+        depends_on: Sequence[str | os.PathLike[str]] = (),
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def step(
@@ -140,6 +182,8 @@ class Pipeline:
         backoff: float = 1.0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
+        effect: bool = False,
+        depends_on: Sequence[str | os.PathLike[str]] = (),
     ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
         """Make a function a durable step; usable bare (``@pipe.step``) or called.
 
@@ -155,26 +199,34 @@ class Pipeline:
             Exception classes worth another attempt; others fail at once.
         timeout
             Seconds one attempt may take before it fails with :class:`StepTimeout`.
+        effect
+            The step has side effects (asking for :func:`idempotency_key` makes it one too): once
+            completed it is never called again unless :meth:`Run.rerun` asks for it.
+        depends_on
+            Files the step reads: a change of their content makes a completed step execute again.
 
-        A completed step returns its checkpointed value without calling the function.
+        A completed step returns its checkpointed value without calling the function, as long as
+        it is called with the same arguments (compared by fingerprint: the checkpoint of the step
+        that returned an argument, else its value); otherwise it executes again and logs why.
         """
 
         def decorate(func: Callable[P, R]) -> Callable[P, R]:
             step_name = check_name("step", name or func.__name__)
             policy = make_policy(step_name, retries, backoff, retry_on, timeout)
+            declared = StepDeclaration(effect=bool(effect), depends_on=_check_paths(step_name, depends_on))
             if inspect.iscoroutinefunction(func):
 
                 @functools.wraps(func)
                 async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                     run = self._active(step_name)
-                    return await run._call_async(step_name, policy, func, args, kwargs)  # type: ignore[arg-type]
+                    return await run._call_async(step_name, policy, declared, func, args, kwargs)  # type: ignore[arg-type]
 
                 return async_wrapper  # type: ignore[return-value]
 
             @functools.wraps(func)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 run = self._active(step_name)
-                return run._call(step_name, policy, func, args, kwargs)
+                return run._call(step_name, policy, declared, func, args, kwargs)
 
             return wrapper
 
@@ -214,6 +266,10 @@ class Run:
         self.run_id = run_id
         self._params = params
         self._calls: Counter[str] = Counter()
+        self._reruns: set[str] = set()
+        # What steps of this run returned, by identity, with their checkpoint digests: an argument
+        # that is one of them is fingerprinted by that digest, never hashed again.
+        self._produced: dict[int, tuple[Any, str]] = {}
         self._token: Any = None
         self._owner = current_owner()
 
@@ -244,22 +300,81 @@ class Run:
         n = self._calls[name]
         return name if n == 1 else f"{name}#{n}"
 
-    def _engine_call(self, name: str, policy: StepPolicy) -> _engine.StepCall:
+    def rerun(self, step: str) -> None:
+        """Execute the completed step ``step`` again at its next call, even an effect step (new key generation).
+
+        For an effect step this is the only way it runs again; asked again for the same arguments
+        after it ran, it restores (a rerun is made once). The step must have completed before.
+        """
+        self._reruns.add(check_name("step", step))
+
+    def _remember(self, value: Any, digest: str) -> None:
+        """Keep ``id(value) -> digest`` for as long as the value lives (held strongly when it cannot be weakly)."""
+        key = id(value)
+        try:
+            held: Any = weakref.ref(value, lambda _: self._produced.pop(key, None))
+        except TypeError:  # lists, dicts, tuples: kept alive, so their id stays theirs
+            held = value
+        self._produced[key] = (held, digest)
+
+    def _engine_call(
+        self,
+        name: str,
+        policy: StepPolicy,
+        declared: StepDeclaration,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _engine.StepCall:
+        unique = self._unique_name(name)
+        produced = {key: digest for key, (_, digest) in self._produced.items()}
+        inputs = {label: _inputs.of_argument(v, produced) for label, v in _arguments(fn, args, kwargs)}
+        inputs.update(_inputs.of_file(unique, path) for path in declared.depends_on)
+        rerun = name in self._reruns or unique in self._reruns
+        self._reruns.discard(name)
+        self._reruns.discard(unique)
         return _engine.StepCall(
-            self.store, self.pipeline.name, self.run_id, self._unique_name(name), self._owner, policy,
-            source=name,
+            self.store, self.pipeline.name, self.run_id, unique, self._owner, policy,
+            source=name, inputs=inputs, effect=declared.effect, rerun=rerun,
         )  # fmt: skip
 
+    def _outcome(self, outcome: _engine.StepOutcome, step: str) -> Any:
+        """Remember what the step returned, and say why it ran again or was held."""
+        value = outcome.values[RETURN]
+        digest = outcome.digests.get(RETURN)
+        if digest is not None and not _inputs.is_small_plain(value):
+            self._remember(value, digest)
+        begin = outcome.begin
+        if begin.held is not None and begin.why is not None:
+            warnings.warn(
+                _why.held_warning(
+                    step, begin.why, begin.held, f"run.rerun({step!r}) before calling it",
+                    f"resumable invalidate {self.run_id} {step}", begin.key_generation,
+                ),
+                stacklevel=4,
+            )  # fmt: skip
+        elif not outcome.restored and begin.why:
+            _log.info(_why.runs_again(step, begin.why))
+        return value
+
     def _call(
-        self, name: str, policy: StepPolicy, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        name: str,
+        policy: StepPolicy,
+        declared: StepDeclaration,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> R:
-        outcome = _engine.run_sync(self._engine_call(name, policy), lambda: {RETURN: fn(*args, **kwargs)})
-        return outcome.values[RETURN]  # type: ignore[no-any-return]
+        call = self._engine_call(name, policy, declared, fn, args, kwargs)
+        outcome = _engine.run_sync(call, lambda: {RETURN: fn(*args, **kwargs)})
+        return self._outcome(outcome, call.step)  # type: ignore[no-any-return]
 
     async def _call_async(
         self,
         name: str,
         policy: StepPolicy,
+        declared: StepDeclaration,
         fn: Callable[..., Awaitable[R]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -267,20 +382,28 @@ class Run:
         async def body() -> dict[str, Any]:
             return {RETURN: await fn(*args, **kwargs)}
 
-        outcome = await _engine.run_async(self._engine_call(name, policy), body)
-        return outcome.values[RETURN]  # type: ignore[no-any-return]
+        call = self._engine_call(name, policy, declared, fn, args, kwargs)
+        outcome = await _engine.run_async(call, body)
+        return self._outcome(outcome, call.step)  # type: ignore[no-any-return]
 
     def step(self, name: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run ``fn(*args, **kwargs)`` as the durable step ``name``.
 
-        The keywords ``retries``, ``backoff``, ``retry_on`` and ``timeout`` set the step's policy;
-        every other argument goes to ``fn``.
+        The keywords ``retries``, ``backoff``, ``retry_on`` and ``timeout`` set the step's policy,
+        ``effect`` and ``depends_on`` mean what they mean for :meth:`Pipeline.step`, and
+        ``rerun=True`` asks for a rerun of this call (:meth:`rerun`); every other argument goes to ``fn``.
         """
         options = {k: kwargs.pop(k) for k in ("retries", "backoff", "retry_on", "timeout") if k in kwargs}
-        policy = make_policy(check_name("step", name), **options)
+        effect = bool(kwargs.pop("effect", False))
+        depends_on = kwargs.pop("depends_on", ())
+        step_name = check_name("step", name)
+        policy = make_policy(step_name, **options)
+        declared = StepDeclaration(effect=effect, depends_on=_check_paths(step_name, depends_on))
         if _active_run.get() is not self:
             raise NoActiveRunError(self.pipeline.name, name)
-        return self._call(name, policy, fn, args, kwargs)
+        if kwargs.pop("rerun", False):
+            self.rerun(step_name)
+        return self._call(step_name, policy, declared, fn, args, kwargs)
 
     def status(self, step: str) -> StepStatus:
         """The stored status of one step."""
@@ -313,7 +436,9 @@ def idempotency_key(scope: str | None = None) -> str:
     ctx = current_step()
     if ctx is None:
         raise NotInStepError
-    return _keys.idempotency_key(ctx.pipeline, ctx.run_id, ctx.step, scope)
+    if ctx.asks_key is not None:
+        ctx.asks_key()  # the step is an effect step from now on, and every earlier completion is durable
+    return _keys.idempotency_key(ctx.pipeline, ctx.run_id, ctx.step, scope, ctx.key_generation)
 
 
 def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None) -> Any:

@@ -328,7 +328,12 @@ def test_no_notebook_name_means_pipeline_default(shell: Any) -> None:
         ("s --timeout inf", "step 's': timeout=inf is not valid"),
         ("s --backoff nan", "step 's': backoff=nan is not valid; it is the first delay in seconds: a finite number"),
         ("s --backoff -1", "step 's': backoff=-1.0 is not valid"),
-        ("s --rerun", "unrecognized arguments: --rerun"),
+        (
+            "s --rerun",
+            "step 's' of run 'r1' has never run, so there is nothing to run again; nothing ran. Remove the rerun "
+            "request (--rerun, run.rerun): a step that has not completed executes anyway.",
+        ),
+        ("s --quiet", "unrecognized arguments: --quiet"),
         ("s --outputs 'a b'", "--outputs takes variable names separated by commas"),
         ("s --outputs a,+b", "do not mix the two forms"),
         ("s --retry-on NoSuchError", "--retry-on: 'NoSuchError' is not an exception class"),
@@ -375,18 +380,29 @@ def test_deleted_names_are_deleted_on_restore_too(shell: Any) -> None:
     assert "scratch" not in shell.user_ns
 
 
-def test_idempotency_key_is_stable_across_retries_and_restarts(shell: Any, tmp_path: Path) -> None:
-    """idempotency_key() inside a step returns the same token on every attempt and after a restart."""
+def test_idempotency_key_is_stable_across_retries_and_new_after_a_rerun(
+    shell: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same token on every attempt; --force never repeats the effect; --rerun repeats it once, with a new key."""
     keys = tmp_path / "keys"
     body = (
         f"import resumable\nopen({str(keys)!r}, 'a').write(resumable.idempotency_key() + ' ')\n"
         f"if len(open({str(keys)!r}).read().split()) == 1:\n    raise ConnectionError('first try')\nk = 1"
     )
     step(shell, "pay --retries 1 --backoff 0", body)
-    step(shell, "pay --retries 1 --backoff 0 --force", body)
     tokens = keys.read_text().split()
-    assert len(tokens) == 3
-    assert len(set(tokens)) == 1
+    assert len(tokens) == 2 and len(set(tokens)) == 1
+    capsys.readouterr()
+    step(shell, "pay --retries 1 --backoff 0 --force", body)
+    assert keys.read_text().split() == tokens
+    assert capsys.readouterr().err.strip() == (
+        "step 'pay' has side effects and --force never repeats side effects; it was not run again. "
+        "To do it again: %%durable_step pay --retries 1 --backoff 0 --rerun"
+    )
+    step(shell, "pay --retries 1 --backoff 0 --rerun", body)
+    assert capsys.readouterr().out == "↻ step 'pay' runs again: rerun asked\n"
+    after = keys.read_text().split()
+    assert len(after) == 3 and after[2] != tokens[0]
 
 
 def test_status_table_lists_steps(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:

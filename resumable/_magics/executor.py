@@ -6,7 +6,7 @@ import ast
 import sys
 from typing import Any
 
-from resumable import _capture, _cellast, _engine
+from resumable import _capture, _cellast, _engine, _why
 from resumable._magics.outputs import OutputSpec, collect_outputs
 
 
@@ -33,6 +33,9 @@ class CellExecutor:
         __tracebackhide__ = True
         call = self.call
         tried = len(call.errors)
+        begin_why = call.why
+        if tried == 0 and begin_why:
+            print(_why.runs_again(call.step, begin_why))
         if tried == 0 and call.stale:
             stale = ", ".join(f"'{s}'" for s in call.stale)
             print(f"resumable: step '{call.step}' runs again, so {stale} will run again when reached (stale)")

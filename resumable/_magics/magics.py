@@ -24,12 +24,13 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.capture import RichOutput
 from traitlets import Bool
 
-from resumable import _capture, _cellast, _engine, _magic_lines
+from resumable import _capture, _cellast, _engine, _inputs, _magic_lines, _why
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
 from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
 from resumable._magics.executor import CellExecutor
 from resumable._magics.functions import unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
+from resumable._magics.provenance import Provenance, is_step_cell
 from resumable._owner import current_owner
 from resumable._records import Owner, StepStatus
 from resumable._runs import JoinedBy, choose_run
@@ -37,7 +38,7 @@ from resumable._states import StepState
 from resumable._store import Store, open_store
 from resumable._tracebacks import trim_chain
 from resumable._units import human_time
-from resumable.errors import DuplicateStepWarning, RunExistsError, StepDefinitionError
+from resumable.errors import DependencyError, DuplicateStepWarning, RerunError, RunExistsError, StepDefinitionError
 from resumable.pipeline import check_name, make_policy
 
 MakePanel = Callable[..., Any]  # resumable.panel: handed in by ``%load_ext resumable``
@@ -142,11 +143,24 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self._owner: Owner | None = None
         self._cell: tuple[str | None, str] = (None, "")  # the executing cell's id and source
         self._step_cells: dict[tuple[str, str], str] = {}  # (run, step) -> the cell id that ran it
+        self.provenance = Provenance()
         shell.events.register("pre_run_cell", self.remember_cell)
+        shell.events.register("post_run_cell", self.track_plain_cell)
 
     def remember_cell(self, info: Any) -> None:
         """``pre_run_cell``: which notebook cell is executing (front ends send its id)."""
         self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", "") or "")
+
+    def track_plain_cell(self, result: Any) -> None:
+        """``post_run_cell``: fingerprint what a plain cell bound, for the steps that read it later."""
+        raw = getattr(getattr(result, "info", None), "raw_cell", None) or ""
+        if not raw.strip() or is_step_cell(raw):
+            return
+        try:
+            python = self._ip.transform_cell(raw)
+        except Exception:  # a cell IPython could not transform did not run
+            return
+        self.provenance.after_plain_cell(python, self._ip.user_ns)
 
     def _check_one_cell_per_step(self, run_id: str, name: str, body: str) -> None:
         """Warn when a step name is used by a second cell: each would keep re-running the other."""
@@ -270,31 +284,52 @@ class DurableMagics(Magics):  # type: ignore[misc]
         python = self._ip.transform_cell(cell)
         names = _cellast.analyze(python)  # a SyntaxError stops here or below, before the store is touched
         executor = CellExecutor(self._ip, python, names, spec)
+        namespace = self._ip.user_ns
+        inputs = self.provenance.inputs(names.reads, namespace)
+        try:
+            inputs.update(_inputs.of_file(name, path) for path in args.depends_on)
+        except DependencyError as exc:
+            raise UsageError(str(exc)) from None
         run, store = self._current()
         self._check_one_cell_per_step(run.run_id, name, cell)
         executor.call = call = _engine.StepCall(
             store, run.pipeline, run.run_id, name, self.owner, policy,
             source=cell, source_digest=source_digest(cell, spec), reads=names.reads, force=args.force,
             fix_hint=lambda variable: f"Leave it out with '%%durable_step {_with_exclude(line, variable)}'.",
-            extra_options={"magic_line": line},
+            extra_options={"magic_line": line}, inputs=inputs, effect=args.effect, rerun=args.rerun,
         )  # fmt: skip
+        notice = self.provenance.weak_notice(name, inputs, namespace)
+        if notice is not None:
+            print(notice, file=sys.stderr)
         __tracebackhide__ = True
         try:
             outcome = _engine.run_sync(call, executor.attempt)
+        except RerunError as exc:
+            raise UsageError(str(exc)) from None
         except BaseException as exc:
+            self.provenance.after_step(python, names, inputs, {}, namespace)  # what a failed cell left bound
             trim_chain(exc)  # the traceback starts at the cell's own code, as for a plain cell
             raise
-        if outcome.restored:
-            return self._restore(name, outcome, names)
-        return executor.value
+        value = self._restore(name, outcome, names, line) if outcome.restored else executor.value
+        self.provenance.after_step(python, names, inputs, outcome.digests, namespace)
+        return value
 
-    def _restore(self, name: str, restored: _engine.StepOutcome, names: _cellast.CellNames) -> Any:
+    def _restore(self, name: str, restored: _engine.StepOutcome, names: _cellast.CellNames, line: str) -> Any:
         namespace = self._ip.user_ns
         self._ip.push({k: unwrap(v, namespace) for k, v in restored.values.items()}, interactive=True)
         for gone in names.deletes:
             namespace.pop(gone, None)
         if self.show_restored:
             print(f"↺ restored step '{name}' from checkpoint of {human_time(restored.finished_at) or 'an earlier run'}")
+        begin = restored.begin
+        if begin.held is not None and begin.why is not None:
+            run = self._run.run_id if self._run is not None else "RUN"
+            tokens = [t for t in shlex.split(line) if t != "--force"] + ["--rerun"]
+            held = _why.held_warning(
+                name, begin.why, begin.held, "%%durable_step " + " ".join(shlex.quote(t) for t in tokens),
+                f"resumable invalidate {run} {name}, then run the cell", begin.key_generation,
+            )  # fmt: skip
+            print(str(held), file=sys.stderr)
         if not self.replay_outputs or not restored.display:
             return None
         result = _capture.replay(self._ip, restored.display)

@@ -80,7 +80,7 @@ def collect_outputs(
     return outputs
 
 
-def _normalized(source: str) -> str:
+def normalized(source: str) -> str:
     """The cell as compared for edits: trailing spaces and surrounding blank lines do not count."""
     return "\n".join(line.rstrip() for line in source.strip("\n").splitlines()).strip("\n")
 
@@ -90,6 +90,6 @@ def source_digest(body: str, spec: OutputSpec) -> str:
 
     Retry, backoff and timeout options are left out: changing them does not change the result.
     """
-    parts = [_normalized(body), f"outputs={spec.exact}", f"added={sorted(spec.added)}"]
+    parts = [normalized(body), f"outputs={spec.exact}", f"added={sorted(spec.added)}"]
     parts.append(f"excluded={sorted(spec.excluded)}")
     return _keys.source_digest("\x00".join(parts))

@@ -3,7 +3,17 @@
 Front ends import from here only: the records, :class:`Store` and :func:`open_store`.
 """
 
-from resumable._store.base import Begin, CheckpointRef, Completion, EncodeError, GcReport, StepRequest, Store
+from resumable._store.base import (
+    Begin,
+    CheckpointRef,
+    Completion,
+    EncodeError,
+    GcReport,
+    Held,
+    StepRequest,
+    Store,
+    Why,
+)
 from resumable._store.process import close_all
 from resumable._store.registry import forget_all, open_store
 
@@ -13,8 +23,10 @@ __all__ = [
     "Completion",
     "EncodeError",
     "GcReport",
+    "Held",
     "StepRequest",
     "Store",
+    "Why",
     "close_all",
     "forget_all",
     "open_store",

@@ -16,11 +16,14 @@ kernel); a running step has one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from resumable._inputs import Input
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
+from resumable._why import Held, Why
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,10 @@ class StepRequest:
     source_digest: str | None = None  # when set, a completed step with another digest re-executes
     reads: tuple[str, ...] = ()  # names the step reads: a step that produced one re-executing makes it stale
     options: dict[str, Any] = field(default_factory=dict)  # retries, backoff, timeout...: stored as JSON
-    force: bool = False  # execute even when the step could restore
+    force: bool = False  # execute even when the step could restore (never an effect step: see ``rerun``)
+    inputs: Mapping[str, Input] = field(default_factory=dict)  # what the step reads now, fingerprinted
+    effect: bool = False  # declared a side-effecting step (asking for a key makes it one too)
+    rerun: bool = False  # a deliberate rerun: executes even an effect step, under a new key generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,10 @@ class Begin:
     checkpoints: tuple[CheckpointRef, ...]  # restore: every output, for load_value; execute: empty
     finished_at: datetime | None  # restore: when the checkpoint was made
     stale: tuple[str, ...]  # execute: completed steps sent back to pending because they read this one's outputs
+    key_generation: int = 1  # what ``idempotency_key()`` derives its token from, with the run and step
+    why: Why | None = None  # execute: why a completed step runs again; restore with ``held``: what changed
+    held: Held | None = None  # restore: a completed effect step kept although ``why`` says it could run
+    effect: bool = False  # the step is known to have side effects
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +191,12 @@ class Store(Protocol):
     def begin_step(self, req: StepRequest) -> Begin:
         """Decide whether a step restores or executes; when it executes, it is ``running`` under ``req.owner``.
 
-        A completed step restores unless ``req.force`` or its ``req.source_digest`` differs from the
-        recorded one. When a step that produced outputs before executes again, the completed steps
+        A completed step restores unless ``req.force``, its ``req.source_digest`` differs from the
+        recorded one, or one of ``req.inputs`` differs from the recorded fingerprints
+        (:func:`resumable._inputs.changes`; a step recorded before inputs were tracked compares its
+        source only); ``Begin.why`` says which. A completed effect step (declared, or one that asked
+        for a key) restores even then, with ``Begin.held`` set: it executes only for ``req.rerun``,
+        once per source and inputs, under the next key generation. When a step that produced outputs before executes again, the completed steps
         after it that read one of those outputs go back to ``pending`` in the same transaction
         (``Begin.stale`` lists them). A failed, interrupted or pending step executes; a step that
         does not exist yet is created.
@@ -193,6 +207,8 @@ class Store(Protocol):
             There is no such run.
         RunOwnedError
             Another live process owns the run or runs one of its steps.
+        RerunError
+            ``req.rerun`` for a step that never completed; nothing was written.
         """
 
     def complete_step(self, done: Completion) -> None:
@@ -207,6 +223,19 @@ class Store(Protocol):
         StepChangedError
             The step is no longer running under ``done.owner`` (another process took it over or
             changed it); nothing was written.
+        """
+
+    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
+        """Record that a running step has side effects, after making every earlier completion durable.
+
+        Called when the step asks for an idempotency key, before the key is handed out: no side
+        effect may rest on a completion a crash could take back. From then on the step, once
+        completed, is never executed again unless a rerun is asked for (:attr:`StepRequest.rerun`).
+
+        Raises
+        ------
+        StepChangedError
+            The step is no longer running under ``owner``; nothing was written.
         """
 
     def fail_step(

@@ -239,6 +239,11 @@ class DuckDBStore:
         except Exception:
             return None
 
+    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
+        """Opening the transaction writes every deferred step first: the fence before a side effect."""
+        with self._transaction() as con:
+            steps.mark_effect(con, run_id, step, owner)
+
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
     ) -> None:

@@ -64,6 +64,8 @@ class RunJournal:
         """Start a brand-new step in memory; None when the store must decide (the step exists)."""
         if GROUP_COMMIT_S <= 0 or req.step in self.known_steps or req.owner.pid != self.owner.pid:
             return None
+        if req.effect or req.rerun:  # an effect starts only on top of durable completions (the fence)
+            return None
         self.known_steps.add(req.step)
         self.pending[req.step] = PendingStep(req, self.step_count, utc_now(), time.monotonic())
         self.step_count += 1

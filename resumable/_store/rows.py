@@ -10,13 +10,15 @@ from typing import Any
 
 import duckdb
 
+from resumable._inputs import encode as encode_inputs
 from resumable._records import Owner, StepStatus
 from resumable._states import RunState, StepState, Transition, check_transition
 from resumable._store.journal import PendingStep, utc_now
 
 STEP_COLUMNS = (
     "run_id, step, state, attempts, seq, started_at, finished_at, duration_s, output_bytes, outputs, reads, "
-    "error, traceback, source, owner_host, owner_pid, owner_started, owner_kernel, options, source_digest"
+    "error, traceback, source, owner_host, owner_pid, owner_started, owner_kernel, options, source_digest, "
+    "inputs, effect, key_generation"
 )
 
 
@@ -44,6 +46,9 @@ def status_from(row: Sequence[Any]) -> StepStatus:
         source=row[13],
         owner=owner_from(row[14], row[15], row[16], row[17]),
         options=json.loads(row[18]),
+        inputs=json.loads(row[20] or "{}"),
+        effect=bool(row[21]),
+        key_generation=int(row[22] or 1),
     )
 
 
@@ -57,6 +62,11 @@ class RunView:
     source_digest: str | None
     outputs: str | None
     finished_at: datetime | None
+    inputs: str | None = None
+    effect: bool = False
+    key_generation: int = 1
+    key_used: bool = False
+    rerun_token: str | None = None
 
 
 def run_state(states: list[str]) -> RunState:
@@ -70,7 +80,7 @@ STEP_INSERT = (
     ("source", "VARCHAR"), ("source_digest", "VARCHAR"), ("reads", "VARCHAR"), ("options", "VARCHAR"),
     ("owner_host", "VARCHAR"), ("owner_pid", "INTEGER"), ("owner_started", "DOUBLE"), ("owner_kernel", "VARCHAR"),
     ("started_at", "TIMESTAMPTZ"), ("finished_at", "TIMESTAMPTZ"), ("duration_s", "DOUBLE"), ("outputs", "VARCHAR"),
-    ("output_bytes", "BIGINT"),
+    ("output_bytes", "BIGINT"), ("inputs", "VARCHAR"), ("effect", "BOOLEAN"), ("key_used", "BOOLEAN"),
 )  # fmt: skip
 EVENT_INSERT = (
     ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("happened_at", "TIMESTAMPTZ"), ("transition", "VARCHAR"),
@@ -179,6 +189,9 @@ def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) 
                 done.duration_s if done else None,
                 json.dumps([b.name for b in done.outputs]) if done else "[]",
                 sum(b.size for b in done.outputs) if done else 0,
+                json.dumps(encode_inputs(req.inputs)),
+                req.effect,
+                done is not None,
             ]
         )
     insert_rows(con, "steps", STEP_INSERT, step_rows)

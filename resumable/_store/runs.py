@@ -106,7 +106,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
         con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
     rows = con.execute(
         """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
-                  outputs, finished_at
+                  outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token
            FROM steps WHERE run_id = ? AND (step = ? OR state = 'running')""",
         [run_id, step],
     ).fetchall()
@@ -128,7 +128,10 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
             state = StepState.INTERRUPTED.value
     if mine is None:
         return RunView(pipeline, None, None, None, None, None)
-    return RunView(pipeline, state, mine[2], mine[7], mine[8], mine[9])
+    return RunView(
+        pipeline, state, mine[2], mine[7], mine[8], mine[9], mine[10], bool(mine[11]), int(mine[12] or 1),
+        bool(mine[13]), mine[14],
+    )  # fmt: skip
 
 
 def reap_dead_owners(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: Owner) -> RunInfo | None:

@@ -11,7 +11,7 @@ import duckdb
 
 from resumable.errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -77,6 +77,15 @@ MIGRATIONS: dict[int, list[str]] = {
             file VARCHAR,                       -- large payloads: path in the payload folder
             created_at TIMESTAMPTZ NOT NULL
         )""",
+    ],
+    # What a step read and whether it has side effects (docs/durability.md, "Inputs" and "Effects").
+    2: [
+        # JSON: name -> fingerprints; NULL for steps recorded before inputs were tracked (not compared)
+        "ALTER TABLE steps ADD COLUMN inputs VARCHAR",
+        "ALTER TABLE steps ADD COLUMN effect BOOLEAN DEFAULT false",  # asked for a key, or declared
+        "ALTER TABLE steps ADD COLUMN key_generation INTEGER DEFAULT 1",  # bumped by a deliberate rerun
+        "ALTER TABLE steps ADD COLUMN key_used BOOLEAN DEFAULT false",  # completed under this generation
+        "ALTER TABLE steps ADD COLUMN rerun_token VARCHAR",  # the request a rerun was made for
     ],
 }
 

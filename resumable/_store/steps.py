@@ -6,73 +6,132 @@ steps (``journal.py``) and reads a failed commit back.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 
 import duckdb
 
+from resumable import _inputs
+from resumable import _why as _why_text
+from resumable._inputs import InputChange
 from resumable._records import Event, Owner, StepStatus
 from resumable._states import StepState, check_transition
 from resumable._store import checkpoints
 from resumable._store.base import Begin, Completion, StepRequest
-from resumable._store.rows import STEP_COLUMNS, log_events, status_from
+from resumable._why import Held, Why
+from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
 from resumable._store.runs import check_owner
 from resumable._store.transitions import transition
-from resumable.errors import CheckpointNotFoundError, StepRunningError
+from resumable.errors import CheckpointNotFoundError, RerunError, StepChangedError, StepRunningError
 
 _RESTART = """, attempts = attempts + 1, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,
     started_at = now(), finished_at = NULL, duration_s = NULL"""
+
+
+def _rerun_token(req: StepRequest) -> str:
+    """What a rerun was asked for: the same source and inputs asking again finds it done."""
+    material = json.dumps([req.source_digest, _inputs.encode(req.inputs)], sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _why(view: RunView, req: StepRequest) -> Why:
+    """What differs between the completed step and this request (recorded inputs NULL: not tracked)."""
+    source_changed = req.source_digest is not None and view.source_digest != req.source_digest
+    changed: tuple[InputChange, ...] = ()
+    if view.inputs is not None:
+        changed = tuple(_inputs.changes(_inputs.decode(json.loads(view.inputs)), req.inputs))
+    return Why(source_changed, changed, req.force, req.rerun)
 
 
 def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest) -> Begin:
     """Restore or start a step: the decision of :meth:`Store.begin_step`, in the caller's transaction."""
     view = check_owner(con, location, req.run_id, req.owner, req.step)
     owner_params = [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
-    common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options)]
+    inputs_json = json.dumps(_inputs.encode(req.inputs))
+    common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options), inputs_json]
     if view.state is None:
+        if req.rerun:
+            raise RerunError(req.step, req.run_id, None)
         started = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
         con.execute(
-            """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options,
+            """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
                                   owner_host, owner_pid, owner_started, owner_kernel, started_at, outputs,
-                                  output_bytes)
-               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0
+                                  output_bytes, effect, key_generation, key_used)
+               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0, ?, 1, false
                FROM steps WHERE run_id = ?""",
-            [req.run_id, req.step, *common, *owner_params, req.run_id],
+            [req.run_id, req.step, *common, *owner_params, req.effect, req.run_id],
         )
         log_events(
             con, [(req.run_id, req.step, started, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", None)]
         )
-        return Begin("execute", 1, (), None, ())
+        return Begin("execute", 1, (), None, (), effect=req.effect)
     state = StepState(view.state)
+    effect = view.effect or req.effect
+    ever_completed = view.key_used or view.key_generation > 1 or state is StepState.COMPLETED
+    if req.rerun and not ever_completed:
+        raise RerunError(req.step, req.run_id, state.value)
     reason = state.value
+    why: Why | None = None
+    token = None
     if state is StepState.COMPLETED:
-        changed = req.source_digest is not None and view.source_digest != req.source_digest
-        if not changed and not req.force:
-            return Begin(
-                "restore", view.attempts or 0, checkpoints.refs(con, req.run_id, req.step), view.finished_at, ()
-            )
-        reason = "forced" if req.force else "source changed"
+        why = _why(view, req)
+        restore_as = Begin(
+            "restore", view.attempts or 0, (), view.finished_at, (), view.key_generation, why, None, effect
+        )  # fmt: skip
+        if effect:
+            # A completed side effect is never repeated implicitly: only a rerun asked for this
+            # source and these inputs for the first time executes it, under a new key generation.
+            token = _rerun_token(req) if req.rerun else None
+            if token is None or token == view.rerun_token:
+                held = None
+                if why:
+                    held = Held.RERUN_DONE if token is not None else Held.CHANGED
+                return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step), held=held)
+        elif not why:
+            return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step))
+        reason = _why_text.reason(why)
         transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
         state = StepState.PENDING
     # A step that produced outputs before and runs again (edited, forced, invalidated, or itself
     # stale) makes the completed steps that read those outputs stale: chains follow.
     stale = _invalidate_readers(con, req.run_id, req.step, json.loads(view.outputs or "[]"), req.owner)
+    generation, key_sql = view.key_generation, ""
+    if effect and view.key_used:  # a completed effect executes again only when the user asked: a new key
+        generation, key_sql = generation + 1, ", key_generation = key_generation + 1, key_used = false"
     attempts = transition(
         con, req.run_id, req.step, state, StepState.RUNNING, req.owner, reason,
-        ", source = ?, source_digest = ?, reads = ?, options = ?" + _RESTART, [*common, *owner_params],
+        ", source = ?, source_digest = ?, reads = ?, options = ?, inputs = ?, effect = ?, rerun_token = ?"
+        + key_sql + _RESTART,
+        [*common, effect, token, *owner_params],
     )  # fmt: skip
-    return Begin("execute", attempts, (), None, tuple(stale))
+    return Begin("execute", attempts, (), None, tuple(stale), generation, why, None, effect)
+
+
+def mark_effect(con: duckdb.DuckDBPyConnection, run_id: str, step: str, owner: Owner) -> None:
+    """Record that a running step has side effects (it asked for an idempotency key)."""
+    changed = con.execute(
+        """UPDATE steps SET effect = true WHERE run_id = ? AND step = ? AND state = 'running'
+             AND owner_host = ? AND owner_pid = ? RETURNING step""",
+        [run_id, step, owner.host, owner.pid],
+    ).fetchone()
+    if changed is None:
+        raise StepChangedError(run_id, step, StepState.RUNNING.value)
 
 
 def _invalidate_readers(
     con: duckdb.DuckDBPyConnection, run_id: str, step: str, names: list[str], who: Owner
 ) -> list[str]:
-    """Send completed steps after ``step`` that read any of ``names`` back to pending (stale)."""
+    """Send completed steps after ``step`` that read any of ``names`` back to pending (stale).
+
+    Effect steps stay completed: they are held when reached (their inputs then differ).
+    """
     if not names:
         return []
     rows = con.execute(
         """SELECT s.step, s.reads FROM steps s, steps me
            WHERE s.run_id = ? AND me.run_id = s.run_id AND me.step = ? AND s.seq > me.seq
-             AND s.state = 'completed' ORDER BY s.seq""",
+             AND s.state = 'completed' AND NOT coalesce(s.effect, false) ORDER BY s.seq""",
         [run_id, step],
     ).fetchall()
     stale = []
@@ -87,7 +146,10 @@ def _invalidate_readers(
 def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
     """Mark the step completed and make ``done``'s outputs its checkpoints, in the caller's transaction."""
     names = [b.name for b in done.outputs]
-    extra = ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
+    extra = (
+        ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
+        ", key_used = true"
+    )
     params: list[object] = [json.dumps(names), sum(b.size for b in done.outputs), done.duration_s]
     if done.reads is not None:
         extra += ", reads = ?"
