@@ -4,6 +4,8 @@
    not executed) against the pure restore ``resumable.load`` of the same output. Target <= 1.2x.
 2. A no-op cell under ``%%durable_step`` against the same cell without the magic. Target: at most
    10 ms added.
+3. Deciding that a completed step restores: ten small inputs add at most 1 ms, and reading a
+   restored large frame adds nothing proportional to it (against a skipped no-input step).
 
 Needs the notebook magics (``%load_ext resumable``); without them this concern is skipped with a
 message saying so.
@@ -84,6 +86,19 @@ def measure(store: str, size: int, cells: int, reps: int) -> dict[str, Any]:
         magic.append(_cell(ip, f"%%durable_step noop_{i}\npass"))
     for i in range(cells):
         again.append(_cell(ip, f"%%durable_step noop_{i}\npass"))
+    # Deciding restore or execute: ten small inputs from plain cells, and one restored large frame
+    # (fingerprinted by its checkpoint digest, never hashed), against the no-input skip above.
+    for k in range(10):
+        _cell(ip, f"a{k} = {k}")
+    total = " + ".join(f"a{k}" for k in range(10))
+    _cell(ip, big)  # x is the restored frame again
+    ten, reads_big = [], []
+    for i in range(cells):
+        _cell(ip, f"%%durable_step ten_{i}\ns = {total}")
+        _cell(ip, f"%%durable_step len_{i}\nn = len(x)")
+    for i in range(cells):
+        ten.append(_cell(ip, f"%%durable_step ten_{i}\ns = {total}"))
+        reads_big.append(_cell(ip, f"%%durable_step len_{i}\nn = len(x)"))
     med = statistics.median
     return {
         "nbytes": nbytes,
@@ -92,6 +107,8 @@ def measure(store: str, size: int, cells: int, reps: int) -> dict[str, Any]:
         "plain_cell_s": med(plain),
         "magic_cell_s": med(magic),
         "restored_cell_s": med(again),
+        "restored_ten_inputs_s": med(ten),
+        "restored_reads_big_s": med(reads_big),
     }
 
 
@@ -109,6 +126,8 @@ def run(cfg: Config) -> list[Result | Skipped]:
             return [Skipped(CONCERN, "all", str(exc).strip().splitlines()[-1])]
     ms = 1000.0
     added = (m["magic_cell_s"] - m["plain_cell_s"]) * ms
+    ten_added = (m["restored_ten_inputs_s"] - m["restored_cell_s"]) * ms
+    big_added = (m["restored_reads_big_s"] - m["restored_cell_s"]) * ms
     return [
         Result(CONCERN, f"skip completed step ({label})", m["skip_s"], "s",
                "pure restore (resumable.load)", m["restore_s"], "<= 1.2"),
@@ -118,4 +137,11 @@ def run(cfg: Config) -> list[Result | Skipped]:
         Result(CONCERN, "no-op %%durable_step cell (completed, skipped)", m["restored_cell_s"] * ms, "ms",
                "same cell without the magic", m["plain_cell_s"] * ms,
                note=f"adds {(m['restored_cell_s'] - m['plain_cell_s']) * ms:.2f} ms"),
+        Result(CONCERN, "skipped step with ten small inputs", m["restored_ten_inputs_s"] * ms, "ms",
+               "skipped no-op step (no inputs)", m["restored_cell_s"] * ms,
+               note=f"inputs add {ten_added:.2f} ms; target <= 1 ms: {'ok' if ten_added <= 1 else 'MISS'}"),
+        Result(CONCERN, f"skipped step reading a restored {label}", m["restored_reads_big_s"] * ms, "ms",
+               "skipped no-op step (no inputs)", m["restored_cell_s"] * ms,
+               note=f"adds {big_added:.2f} ms: nothing proportional to the frame (its checkpoint digest is the "
+               f"fingerprint): {'ok' if big_added <= 1 else 'MISS'}"),
     ]  # fmt: skip

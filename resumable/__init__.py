@@ -26,6 +26,7 @@ from resumable.errors import (
     OptionError,
     ParameterMismatchError,
     PipelineMismatchError,
+    RerunError,
     ResumableError,
     RunExistsError,
     RunOwnedError,
@@ -38,7 +39,6 @@ from resumable.errors import (
     StoreError,
     StoreLockedError,
     StorePathError,
-    RerunError,
     UnserializableOutputError,
 )
 from resumable.pipeline import Pipeline, Run, idempotency_key, load
@@ -62,6 +62,7 @@ __all__ = [
     "ParameterMismatchError",
     "Pipeline",
     "PipelineMismatchError",
+    "RerunError",
     "ResumableError",
     "Run",
     "RunExistsError",
@@ -79,7 +80,6 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StorePathError",
-    "RerunError",
     "UnserializableOutputError",
     "execute_notebook",
     "idempotency_key",

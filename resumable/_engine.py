@@ -21,11 +21,11 @@ from typing import Any
 
 from resumable._context import StepContext, entered
 from resumable._inputs import Input
-from resumable._why import Why
 from resumable._records import Blob, Owner, StepPolicy
 from resumable._states import StepState
 from resumable._store import Begin, Completion, EncodeError, StepRequest, Store
 from resumable._tracebacks import user_traceback
+from resumable._why import Why
 from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
 
 MAX_BACKOFF_S = 300.0

@@ -138,34 +138,27 @@ def _digest(*parts: str | bytes) -> str:
 
 def _small_repr(value: object, budget: list[int], depth: int = 0) -> str | None:
     """A canonical repr of a small plain value, or None when the value is not one (or too big)."""
-    if depth > 20:
-        return None
     kind = type(value)
     if kind in _SCALARS:
         text = repr(value)
         budget[0] -= len(text)
         return f"{kind.__name__}:{text}" if budget[0] >= 0 else None
-    if kind in _CONTAINERS:
-        assert isinstance(value, (list, tuple, set, frozenset, dict))
-        if len(value) > SMALL_VALUE_CHARS:
+    if kind not in _CONTAINERS or depth > 20:
+        return None
+    assert isinstance(value, (list, tuple, set, frozenset, dict))
+    if len(value) > SMALL_VALUE_CHARS:
+        return None
+    pairs = value.items() if isinstance(value, dict) else ((item, None) for item in value)
+    items: list[str] = []
+    for key, item in pairs:
+        k = _small_repr(key, budget, depth + 1)
+        v = _small_repr(item, budget, depth + 1) if isinstance(value, dict) else ""
+        if k is None or v is None:
             return None
-        items: list[str] = []
-        if isinstance(value, dict):
-            for key, item in value.items():
-                k, v = _small_repr(key, budget, depth + 1), _small_repr(item, budget, depth + 1)
-                if k is None or v is None:
-                    return None
-                items.append(f"{k}={v}")
-        else:
-            for item in value:
-                r = _small_repr(item, budget, depth + 1)
-                if r is None:
-                    return None
-                items.append(r)
-        if isinstance(value, (set, frozenset, dict)):
-            items.sort()  # equal sets and dicts agree whatever their order
-        return f"{kind.__name__}[{','.join(items)}]"
-    return None
+        items.append(f"{k}={v}" if isinstance(value, dict) else k)
+    if isinstance(value, (set, frozenset, dict)):
+        items.sort()  # equal sets and dicts agree whatever their order
+    return f"{kind.__name__}[{','.join(items)}]"
 
 
 def is_small_plain(value: object) -> bool:
@@ -279,4 +272,3 @@ def of_file(step: str, declared: str) -> tuple[str, Input]:
     modified = datetime.datetime.fromtimestamp(info.st_mtime).strftime("%Y-%m-%d %H:%M:%S")
     shown = f"{info.st_size} bytes, modified {modified}"
     return FILE_PREFIX + os.fspath(declared), Input(origin="file:" + digest, shown=shown)
-

@@ -51,7 +51,11 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
             help="Variables to store: 'a,b' stores exactly these, '+a,+b' adds them to the detected ones.",
         ),
         _arg("--exclude", default=None, help="Variables not to store (connections, generators), comma-separated."),
-        _arg("--force", action="store_true", help="Execute even when a checkpoint could be restored (not an effect step)."),
+        _arg(
+            "--force",
+            action="store_true",
+            help="Execute even when a checkpoint could be restored (not an effect step).",
+        ),
         _arg(
             "--effect",
             action="store_true",

@@ -27,13 +27,21 @@ def step_table(steps: Sequence[StepStatus]) -> Table:
         table.add_row(
             str(i),
             s.step,
-            s.state.value,
+            state_text(s),
             str(s.attempts),
             human_duration(s.duration_s),
             human_size(s.output_bytes),
             s.error_line or "",
         )
     return table
+
+
+def state_text(step: StepStatus) -> str:
+    """``completed``; an effect step says so, with its key generation once a rerun made a new one."""
+    text = step.state.value
+    if step.effect:
+        text += " (effect" + (f", key {step.key_generation})" if step.key_generation > 1 else ")")
+    return text
 
 
 def as_text(renderable: RenderableType, width: int = TEXT_WIDTH) -> str:

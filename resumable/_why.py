@@ -67,7 +67,9 @@ def what_changed(why: Why) -> str:
     return "nothing it depends on changed"
 
 
-def held_warning(step: str, why: Why, held: Held, rerun_how: str, invalidate_how: str, key_generation: int) -> EffectHeldWarning:
+def held_warning(
+    step: str, why: Why, held: Held, rerun_how: str, invalidate_how: str, key_generation: int
+) -> EffectHeldWarning:
     """What a held effect step tells the user (printed by the magics, warned by the Python API)."""
     if held is Held.RERUN_DONE:
         return EffectHeldWarning(step, what_changed(why), invalidate_how, key_generation)

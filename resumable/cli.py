@@ -118,6 +118,9 @@ def _step_json(step: StepStatus) -> dict[str, Any]:
         "started_at": step.started_at.isoformat() if step.started_at else None,
         "finished_at": step.finished_at.isoformat() if step.finished_at else None,
         "error": step.error,
+        "effect": step.effect,
+        "key_generation": step.key_generation,
+        "inputs": step.inputs,
     }
 
 

@@ -366,9 +366,9 @@ class DependencyError(ResumableError, ValueError):
         self.path = declared
         self.resolved = resolved
         self.problem = problem
-        shown = declared if declared == resolved else f"{declared}' ('{resolved}"
+        shown = f"'{declared}'" if declared == resolved else f"'{declared}' ('{resolved}')"
         super().__init__(
-            f"step '{step}' depends on '{shown}', which {problem}. Nothing ran and every checkpoint is kept; "
+            f"step '{step}' depends on {shown}, which {problem}. Nothing ran and every checkpoint is kept; "
             "fix the path or the file, or drop it from --depends-on."
         )
 

@@ -71,13 +71,15 @@ def test_dead_kernel_is_replaced_and_the_notebook_runs_again_from_the_top(tmp_pa
     assert out.metadata["resumable"]["restarts"] == 1
 
 
-def test_parameters_are_injected_recorded_and_a_changed_value_is_refused(tmp_path: Path) -> None:
+def test_parameters_are_injected_recorded_and_a_changed_value_reruns_its_readers(tmp_path: Path) -> None:
     """-p and -f values land in an injected cell after the parameters cell, the run records them, and resuming
-    with another value exits 5 listing the difference."""
+    with another value records it and re-executes the step that reads it, saying why."""
     nb = write_nb(
         tmp_path / "report.ipynb",
         ("region = 'us'\nlimit = 10\nrate = 0.1", ["parameters"]),
-        "print(region, limit * 2, rate, type(rate).__name__)",
+        "%load_ext resumable\nprint(region, limit * 2, rate, type(rate).__name__)",
+        "%%durable_step double\ndoubled = limit * 2\nprint('doubled', doubled)",
+        "%%durable_step label\nlabel = region.upper()",
     )
     (tmp_path / "params.yaml").write_text("limit: 21\nrate: 0.5\n")
     done = cli(
@@ -115,10 +117,18 @@ def test_parameters_are_injected_recorded_and_a_changed_value_is_refused(tmp_pat
     assert run.params == {"limit": 21, "rate": 0.001, "region": "eu-west"}
     store.close()
 
-    changed = cli("execute", nb.name, "--run-id", "r1", "-p", "limit", "22", cwd=tmp_path)
-    assert changed.returncode == 5
-    assert "limit: started with 21, now 22" in changed.stderr
-    assert "--new" in changed.stderr
+    changed = cli("execute", nb.name, "--run-id", "r1", "-p", "limit", "22", "--quiet", cwd=tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    out = nbformat.read(tmp_path / "report.resumable.ipynb", as_version=4)
+    assert outputs_text(out.cells[3]) == (
+        "resumable: resumed run 'r1' of pipeline 'report' (RESUMABLE_RUN_ID): 2 of 2 steps completed\n"
+        "↻ step 'double' runs again: 'limit' changed (21 → 22)\ndoubled 44\n"
+    )
+    assert outputs_text(out.cells[4]).startswith("↺ restored step 'label' from checkpoint of ")
+    store = open_store(tmp_path / ".resumable" / "store.duckdb")
+    run = store.get_run("r1")
+    assert run is not None and run.params == {"limit": 22, "rate": 0.001, "region": "eu-west"}
+    store.close()
 
 
 def test_a_raising_cell_exits_1_with_the_resume_command_and_a_marked_notebook(tmp_path: Path) -> None:
@@ -265,7 +275,6 @@ def test_an_unknown_kernel_is_named_with_the_installed_ones(tmp_path: Path, stor
 @pytest.mark.parametrize(
     ("cell", "problem"),
     [
-        ("%%durable_step load --rerun\nx = 1", "unrecognized arguments: --rerun"),
         ("%%durable_step load --quiet\nx = 1", "unrecognized arguments: --quiet"),
         ("%%durable_step load --retries many\nx = 1", "argument --retries: invalid int value: 'many'"),
         ("%load_ext resumable\n%durable_run shop --rerun", "unrecognized arguments: --rerun"),

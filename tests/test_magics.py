@@ -10,37 +10,23 @@ from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.testing import globalipapp
 from IPython.utils.capture import capture_output
+from ipython_shell import fresh_kernel, started_shell, step
 
-import resumable
 from resumable import StepFailed, StepState, StepTimeout, UnserializableOutputError, load
-from resumable._kernel_run import notebook_run, set_notebook_run
+from resumable._kernel_run import notebook_run
 from resumable._magics import load_ipython_extension
-from resumable._magics.magics import DurableMagics
 from resumable._store import open_store
 from resumable.errors import DuplicateStepWarning
 
 RESTORED = re.compile(r"↺ restored step '(\w+)' from checkpoint of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 
-def fresh_kernel(ip: Any) -> None:
-    """What a kernel restart does to resumable: new magics state, no current run, empty namespace."""
-    ip.register_magics(DurableMagics(ip, make_panel=resumable.panel))
-    set_notebook_run(None)
-    for name in [n for n in ip.user_ns if not n.startswith("_") and n not in ip.user_ns_hidden]:
-        del ip.user_ns[name]
-
-
 @pytest.fixture
 def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
     monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
-    globalipapp.start_ipython()
-    ip = globalipapp.get_ipython()
-    if "resumable" not in ip.extension_manager.loaded:
-        ip.run_line_magic("load_ext", "resumable")
-    fresh_kernel(ip)
+    ip = started_shell()
     yield ip
     fresh_kernel(ip)
 
@@ -49,11 +35,6 @@ def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def calls(tmp_path: Path) -> Path:
     """A file each executed body appends to: proof of execution that survives a 'kernel restart'."""
     return tmp_path / "calls"
-
-
-def step(ip: Any, line: str, body: str) -> Any:
-    """Run a %%durable_step cell the way a notebook does; return the ExecutionResult."""
-    return ip.run_cell(f"%%durable_step {line}\n{body}")
 
 
 def count(calls: Path) -> list[str]:

@@ -219,7 +219,8 @@ def execute_notebook(
         is resumed (as ``%durable_run`` does), or a new one starts when there is none.
     params
         Injected after the cell tagged ``parameters`` and recorded with the run. Resuming a run
-        without ``params`` reuses the ones it started with; different values are an error.
+        without ``params`` reuses the ones it started with; different values are recorded, and
+        the steps that read a changed parameter execute again (effect steps are held).
     max_restarts
         How many times a dead kernel is replaced before giving up.
     timeout
@@ -246,8 +247,6 @@ def execute_notebook(
         A cell raised (or ran past ``timeout``): carries the cell, step, error and resume command.
     KernelDiedError
         The kernel died ``max_restarts + 1`` times.
-    ParameterMismatchError
-        The run started with other parameters.
     RunOwnedError
         Another live process is executing a step of the run.
     NotebookInputError
@@ -285,7 +284,9 @@ def execute_notebook(
     choice = choose_run(opened, pipeline, run_id or pinned, new=new)
     chosen, existing = choice.run_id, choice.existing
     merged = {**(existing.params if existing is not None else {}), **given}
-    opened.open_run(chosen, pipeline, merged)  # ParameterMismatchError lists the differences
+    # A changed parameter is recorded, not refused: the steps that read it see it changed (their
+    # inputs), execute again and say so; completed effect steps are held.
+    opened.open_run(chosen, pipeline, merged, update_params=True)
     resume = resume_command(
         os.fspath(notebook), chosen, os.fspath(output) if output is not None else None,
         os.fspath(store) if store is not None else None, kernel, max_restarts, timeout,

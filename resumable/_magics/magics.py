@@ -30,7 +30,7 @@ from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
 from resumable._magics.executor import CellExecutor
 from resumable._magics.functions import unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
-from resumable._magics.provenance import Provenance, is_step_cell
+from resumable._magics.provenance import Provenance, injected_parameters, is_step_cell
 from resumable._owner import current_owner
 from resumable._records import Owner, StepStatus
 from resumable._runs import JoinedBy, choose_run
@@ -144,6 +144,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self._cell: tuple[str | None, str] = (None, "")  # the executing cell's id and source
         self._step_cells: dict[tuple[str, str], str] = {}  # (run, step) -> the cell id that ran it
         self.provenance = Provenance()
+        self._injected: dict[str, Any] = {}  # parameters a runner injected, recorded with the run joined
         shell.events.register("pre_run_cell", self.remember_cell)
         shell.events.register("post_run_cell", self.track_plain_cell)
 
@@ -161,6 +162,11 @@ class DurableMagics(Magics):  # type: ignore[misc]
         except Exception:  # a cell IPython could not transform did not run
             return
         self.provenance.after_plain_cell(python, self._ip.user_ns)
+        injected = injected_parameters(raw, python, self._ip.user_ns)
+        if injected:
+            self._injected.update(injected)
+            if self._run is not None and self._store is not None:
+                self._store.open_run(self._run.run_id, self._run.pipeline, self._injected, update_params=True)
 
     def _check_one_cell_per_step(self, run_id: str, name: str, body: str) -> None:
         """Warn when a step name is used by a second cell: each would keep re-running the other."""
@@ -192,7 +198,9 @@ class DurableMagics(Magics):  # type: ignore[misc]
         except RunExistsError as exc:
             raise UsageError(str(exc)) from None
         run_id, pipeline = check_name("run", choice.run_id), choice.pipeline
-        store.open_run(run_id, pipeline)
+        # Parameters a runner injected are recorded with the run (``resumable show`` lists them);
+        # changed ones are recorded too: the steps that read them see the change in their inputs.
+        store.open_run(run_id, pipeline, self._injected or None, update_params=True)
         self._run = NotebookRun(pipeline, run_id, store.location)
         self._store = store
         set_notebook_run(self._run)

@@ -28,6 +28,21 @@ def is_step_cell(raw: str) -> bool:
     return raw.lstrip().startswith(_STEP_MAGIC)
 
 
+def injected_parameters(raw: str, python: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a runner's injected parameters cell binds (papermill's and ``resumable execute``'s).
+
+    Both runners start the cell they inject with ``# Parameters``; the kernel sees no cell tags.
+    Only small plain values are taken: they are what a runner can inject.
+    """
+    if not raw.lstrip().startswith("# Parameters"):
+        return {}
+    try:
+        names = _cellast.analyze(python)
+    except SyntaxError:
+        return {}
+    return {n: namespace[n] for n in names.binds if n in namespace and _inputs.is_small_plain(namespace[n])}
+
+
 def _code_names(code: types.CodeType) -> set[str]:
     """Global names a function's code (and the code nested in it) may look up."""
     names = set(code.co_names)
@@ -133,4 +148,3 @@ class Provenance:
             "not picklable to fingerprint; a change of its content will not make the step run again. "
             "Bind it in a cell of this notebook (or a step), or use --force."
         )
-

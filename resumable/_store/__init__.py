@@ -9,13 +9,12 @@ from resumable._store.base import (
     Completion,
     EncodeError,
     GcReport,
-    Held,
     StepRequest,
     Store,
-    Why,
 )
 from resumable._store.process import close_all
 from resumable._store.registry import forget_all, open_store
+from resumable._why import Held, Why
 
 __all__ = [
     "Begin",

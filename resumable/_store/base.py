@@ -137,18 +137,22 @@ class Store(Protocol):
 
     # ------------------------------------------------------------------ runs
 
-    def open_run(self, run_id: str, pipeline: str, params: dict[str, Any] | None = None) -> RunInfo:
+    def open_run(
+        self, run_id: str, pipeline: str, params: dict[str, Any] | None = None, *, update_params: bool = False
+    ) -> RunInfo:
         """Create the run, or check that the existing one belongs to ``pipeline`` and ``params``.
 
         ``params`` are recorded as JSON (values JSON cannot hold as their ``repr``) and compared in
-        that form; an existing run opened with no (or empty) ``params`` is not compared.
+        that form; an existing run opened with no (or empty) ``params`` is not compared. With
+        ``update_params`` other values are recorded instead of refused: a notebook's steps
+        fingerprint the parameters they read, so the ones that read a changed value execute again.
 
         Raises
         ------
         PipelineMismatchError
             The run exists under another pipeline.
         ParameterMismatchError
-            The run exists with other parameters (every difference is listed).
+            The run exists with other parameters (every difference is listed) and not ``update_params``.
         """
 
     def get_run(self, run_id: str) -> RunInfo | None:
@@ -196,9 +200,10 @@ class Store(Protocol):
         (:func:`resumable._inputs.changes`; a step recorded before inputs were tracked compares its
         source only); ``Begin.why`` says which. A completed effect step (declared, or one that asked
         for a key) restores even then, with ``Begin.held`` set: it executes only for ``req.rerun``,
-        once per source and inputs, under the next key generation. When a step that produced outputs before executes again, the completed steps
-        after it that read one of those outputs go back to ``pending`` in the same transaction
-        (``Begin.stale`` lists them). A failed, interrupted or pending step executes; a step that
+        once per source and inputs, under the next key generation. When a step that produced
+        outputs before executes again, the completed steps after it that read one of those outputs
+        go back to ``pending`` in the same transaction (``Begin.stale`` lists them; effect steps
+        stay completed). A failed, interrupted or pending step executes; a step that
         does not exist yet is created.
 
         Raises

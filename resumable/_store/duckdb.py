@@ -142,9 +142,11 @@ class DuckDBStore:
 
     # ------------------------------------------------------------------ runs
 
-    def open_run(self, run_id: str, pipeline: str, params: dict[str, Any] | None = None) -> RunInfo:
+    def open_run(
+        self, run_id: str, pipeline: str, params: dict[str, Any] | None = None, *, update_params: bool = False
+    ) -> RunInfo:
         with self._transaction() as con:
-            return runs.open_run(con, run_id, pipeline, params)
+            return runs.open_run(con, run_id, pipeline, params, update_params)
 
     def get_run(self, run_id: str) -> RunInfo | None:
         with self._transaction() as con:

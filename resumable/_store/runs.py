@@ -47,8 +47,10 @@ def list_runs(con: duckdb.DuckDBPyConnection, pipeline: str | None, limit: int) 
     return find_runs(con, "? IS NULL OR r.pipeline = ?", [pipeline, pipeline], limit)
 
 
-def open_run(con: duckdb.DuckDBPyConnection, run_id: str, pipeline: str, params: dict[str, Any] | None) -> RunInfo:
-    """Create the run, or check that the existing one belongs to ``pipeline`` and ``params``."""
+def open_run(
+    con: duckdb.DuckDBPyConnection, run_id: str, pipeline: str, params: dict[str, Any] | None, update_params: bool
+) -> RunInfo:
+    """Create the run, or check that the existing one belongs to ``pipeline`` and ``params`` (or record new ones)."""
     # Parameters as the store records them (JSON), so a resumed run compares like with like.
     recorded = json.loads(json.dumps(params or {}, sort_keys=True, default=repr))
     existing = get_run(con, run_id)
@@ -64,7 +66,12 @@ def open_run(con: duckdb.DuckDBPyConnection, run_id: str, pipeline: str, params:
         raise PipelineMismatchError(run_id, existing.pipeline, pipeline)
     differences = param_differences(existing.params, recorded)
     if recorded and differences:
-        raise ParameterMismatchError(run_id, differences)
+        if not update_params:
+            raise ParameterMismatchError(run_id, differences)
+        con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [json.dumps(recorded, sort_keys=True), run_id])
+        updated = get_run(con, run_id)
+        assert updated is not None
+        return updated
     return existing
 
 

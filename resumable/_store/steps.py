@@ -19,10 +19,10 @@ from resumable._records import Event, Owner, StepStatus
 from resumable._states import StepState, check_transition
 from resumable._store import checkpoints
 from resumable._store.base import Begin, Completion, StepRequest
-from resumable._why import Held, Why
 from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
 from resumable._store.runs import check_owner
 from resumable._store.transitions import transition
+from resumable._why import Held, Why
 from resumable.errors import CheckpointNotFoundError, RerunError, StepChangedError, StepRunningError
 
 _RESTART = """, attempts = attempts + 1, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,
