@@ -88,8 +88,7 @@ def test_a_new_kernel_running_the_same_cells_restores_every_step(
     """Objects that differ between kernels (a connection, a timestamp, a generator, a figure) made by unchanged
     cells, helpers defined in cells, in-place changes in plain cells: no spurious re-run after a restart."""
     cells = [
-        "import sqlite3, time\nimport numpy as np\nimport pandas as pd\nimport matplotlib\nmatplotlib.use('Agg')\n"
-        "import matplotlib.pyplot as plt",
+        "import sqlite3, time\nimport numpy as np\nimport pandas as pd\nfrom matplotlib.figure import Figure",
         "conn = sqlite3.connect(':memory:')\nstarted = time.time()\nrng = np.random.default_rng(0)",
         "def scale(frame):\n    return frame * factor",
         "factor = 3",
@@ -97,7 +96,8 @@ def test_a_new_kernel_running_the_same_cells_restores_every_step(
         "df['b'] = df['a'] * 2\nitems.append(len(df))",
         "%%durable_step model\n"
         + mark("model")
-        + "scaled = scale(df)\nfig, ax = plt.subplots()\nax.plot(scaled['a'])\ntotal = float(scaled['b'].sum())",
+        + "scaled = scale(df)\nfig = Figure()\nax = fig.subplots()\nax.plot(scaled['a'])\n"
+        + "total = float(scaled['b'].sum())",
         "print(round(total, 6), items)",
     ]
     first = run_cells(shell, cells, capsys)
