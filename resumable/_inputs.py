@@ -230,11 +230,17 @@ def of_unknown(value: object) -> Input:
 
 
 def of_argument(value: object, produced: Mapping[int, str]) -> Input:
-    """A Python-API argument: the checkpoint digest when a step of this run returned it, else by content."""
+    """A Python-API argument: by content up to the pickle limit, else the digest of the step that returned it.
+
+    Content comes first because a returned value may have been changed in place before this call
+    (``rows.append(x)`` between two steps), which its identity cannot show; only a value too large
+    to hash is taken by the checkpoint it came from (so a 1 GB frame is never hashed).
+    """
+    found = of_unknown(value)
     digest = produced.get(id(value))
-    if digest is not None:
-        return of_checkpoint(digest, value)
-    return of_unknown(value)
+    if found.weak and digest is not None:
+        return of_checkpoint(digest)
+    return found
 
 
 _FILE_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime) -> sha256

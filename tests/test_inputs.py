@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from IPython.core.error import UsageError
 from ipython_shell import fresh_kernel, started_shell
 
 import resumable
+from resumable._store import forget_all
 
 JOINED = re.compile(r"^resumable: (started|resumed) run ")
 RESTORED = re.compile(r"^↺ restored step '(\w+)' from checkpoint of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
@@ -332,3 +336,68 @@ def test_python_depends_on_and_effect_declared(store_path: Path, tmp_path: Path)
     with pytest.warns(resumable.EffectHeldWarning), pipe.run(run_id="r1"):
         notify(read())
     assert calls == ["read", "notify", "read"]
+
+
+def test_a_step_result_changed_in_place_before_the_next_call_is_seen(store_path: Path) -> None:
+    """`rows = produce(); rows.append(x); consume(rows)`: the appended value counts, not the identity of rows."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    consumed: list[list[int]] = []
+
+    @pipe.step
+    def produce() -> list[int]:
+        return [1, 2]
+
+    @pipe.step
+    def consume(rows: list[int]) -> int:
+        consumed.append(list(rows))
+        return sum(rows)
+
+    for extra, expected in ((3, 6), (4, 7)):
+        with pipe.run(run_id="r1"):
+            rows = produce()
+            rows.append(extra)
+            assert consume(rows) == expected
+    assert consumed == [[1, 2, 3], [1, 2, 4]]
+
+
+RERUN_SCRIPT = """
+import os, signal, sys
+import resumable
+pipe = resumable.Pipeline("shop", store=sys.argv[1])
+
+@pipe.step
+def charge(amount):
+    key = resumable.idempotency_key()
+    with open(sys.argv[2], "a") as log:
+        log.write(f"{amount} {key}\\n")
+    if sys.argv[3] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return key
+
+with pipe.run(run_id="o1") as run:
+    if sys.argv[4] == "rerun":
+        run.rerun("charge")
+    charge(48)
+"""
+
+
+def test_a_rerun_interrupted_by_a_crash_is_resumed_with_its_key_and_then_counts_as_made(
+    store_path: Path, tmp_path: Path
+) -> None:
+    """SIGKILL inside a rerun: its resume keeps the new key, and the rerun left in the script is not made again."""
+    script, log = tmp_path / "charge.py", tmp_path / "effects.log"
+    script.write_text(RERUN_SCRIPT)
+
+    def attempt(crash: str, rerun: str) -> int:
+        argv = [sys.executable, str(script), str(store_path), str(log), crash, rerun]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).returncode
+
+    assert attempt("live", "plain") == 0
+    assert attempt("die", "rerun") == -signal.SIGKILL
+    assert attempt("live", "rerun") == 0  # resumes the interrupted rerun
+    assert attempt("live", "rerun") == 0  # the rerun was made: restored, not charged a third time
+    keys = [line.split()[1] for line in log.read_text().splitlines()]
+    assert len(keys) == 3 and keys[0] != keys[1] and keys[1] == keys[2]
+    forget_all()
+    status = resumable.Pipeline("shop", store=store_path).store.get_step("o1", "charge")
+    assert status is not None and status.state.value == "completed" and status.key_generation == 2

@@ -73,7 +73,9 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest) -> Be
         raise RerunError(req.step, req.run_id, state.value)
     reason = state.value
     why: Why | None = None
-    token = None
+    # A rerun is consumed by the execution it starts, also when that execution is resumed after a
+    # crash: the token goes with every start the rerun request makes.
+    token = _rerun_token(req) if req.rerun else None
     if state is StepState.COMPLETED:
         why = _why(view, req)
         restore_as = Begin(
@@ -82,7 +84,6 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest) -> Be
         if effect:
             # A completed side effect is never repeated implicitly: only a rerun asked for this
             # source and these inputs for the first time executes it, under a new key generation.
-            token = _rerun_token(req) if req.rerun else None
             if token is None or token == view.rerun_token:
                 held = None
                 if why:
