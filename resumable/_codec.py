@@ -52,6 +52,20 @@ class EncodeFailure(Exception):
         super().__init__(name, type_name, reason)
 
 
+class WriteFailure(Exception):
+    """Writing a payload file failed (a full disk, a read-only file system): not the value's fault.
+
+    ``written`` counts the bytes of the payload produced before the error; the partial file is gone.
+    """
+
+    def __init__(self, name: str, path: Path, error: OSError, written: int) -> None:
+        self.name = name
+        self.path = path
+        self.error = error
+        self.written = written
+        super().__init__(name, str(path), str(error), written)
+
+
 class DigestMismatch(Exception):
     """The bytes read are not the bytes written; nothing was unpickled."""
 
@@ -184,8 +198,11 @@ class _PayloadWriter:
         self._queue.put(view)
         assert self.file is not None
         written = 0
-        while written < view.nbytes:  # FileIO.write may write less than asked
-            written += self.file.write(view[written:]) or 0
+        try:
+            while written < view.nbytes:  # FileIO.write may write less than asked
+                written += self.file.write(view[written:]) or 0
+        except OSError as exc:
+            raise _OwnWriteError(exc) from exc
         self.size += view.nbytes
         if _START_WRITEBACK is not None and self.size - self._written_back >= WRITEBACK_CHUNK:
             _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
@@ -194,12 +211,15 @@ class _PayloadWriter:
 
     def _spill(self) -> None:
         tmp = self.payload_dir / "tmp"
-        tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = tmp / f"{secrets.token_hex(8)}.part"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self.file = io.FileIO(fd, "wb", closefd=True)
-        assert self.memory is not None
-        self.file.write(self.memory.getbuffer())
+        try:
+            tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path = tmp / f"{secrets.token_hex(8)}.part"
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self.file = io.FileIO(fd, "wb", closefd=True)
+            assert self.memory is not None
+            self.file.write(self.memory.getbuffer())
+        except OSError as exc:
+            raise _OwnWriteError(exc) from exc
         self.memory = None
         self._hasher = threading.Thread(target=self._hash_loop, name="resumable-hash-writer", daemon=True)
         self._hasher.start()
@@ -222,13 +242,27 @@ class _PayloadWriter:
                 raise self._hash_error
         if self.file is None:
             return
+        failed = not ok
         try:
             if ok:
                 os.fsync(self.file.fileno())
+        except BaseException:
+            failed = True
+            raise
         finally:
-            self.file.close()
-            if not ok and self.path is not None:
-                self.path.unlink(missing_ok=True)
+            try:
+                self.file.close()
+            finally:
+                if failed and self.path is not None:
+                    self.path.unlink(missing_ok=True)
+
+
+class _OwnWriteError(Exception):
+    """An OSError of our own payload file, told apart from one the value's pickling raised."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+        super().__init__(error)
 
 
 def _write_payload(value: object, name: str, out: _PayloadWriter) -> None:
@@ -237,6 +271,8 @@ def _write_payload(value: object, name: str, out: _PayloadWriter) -> None:
     start = out.size
     try:
         cloudpickle.CloudPickler(out, protocol=5, buffer_callback=buffers.append).dump(value)  # type: ignore[arg-type]
+    except _OwnWriteError:
+        raise  # the disk's fault, not the value's
     except Exception as exc:  # pickle raises TypeError, PicklingError, AttributeError...
         raise EncodeFailure(name, type_name(value), f"{type(exc).__name__}: {exc}") from exc
     pickle_len = out.size - start
@@ -265,10 +301,15 @@ def encode(name: str, value: object, payload_dir: Path, key: bytes | None) -> Bl
     out = _PayloadWriter(payload_dir)
     ok = False
     try:
-        _write_payload(value, name, out)
-        ok = True
-    finally:
-        out.finish(ok)
+        try:
+            _write_payload(value, name, out)
+            ok = True
+        finally:
+            out.finish(ok)
+    except _OwnWriteError as exc:
+        raise WriteFailure(name, payload_dir, exc.error, out.size) from exc.error
+    except OSError as exc:  # the final fsync (a full disk may only show there)
+        raise WriteFailure(name, payload_dir, exc, out.size) from exc
     digest = out.digest.hexdigest()
     signature = sign(digest, key)
     if out.memory is not None:
@@ -276,9 +317,13 @@ def encode(name: str, value: object, payload_dir: Path, key: bytes | None) -> Bl
     assert out.path is not None
     relative = f"{digest[:2]}/{digest}.bin"
     final = payload_dir / relative
-    final.parent.mkdir(mode=0o700, exist_ok=True)
-    out.path.replace(final)
-    _fsync_dir(final.parent)
+    try:
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        out.path.replace(final)
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        out.path.unlink(missing_ok=True)
+        raise WriteFailure(name, payload_dir, exc, out.size) from exc
     return Blob(name, CODEC, digest, out.size, None, relative, signature)
 
 

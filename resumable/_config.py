@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from resumable.errors import SigningKeyError
+
 DEFAULT_STORE = Path(".resumable") / "store.duckdb"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 
@@ -35,11 +37,23 @@ def lock_timeout_s() -> float:
 
 
 def signing_key() -> bytes | None:
-    """The key that signs checkpoints, kept outside the store (env var or a file it names)."""
+    """The key that signs checkpoints, kept outside the store (env var or a file it names).
+
+    A key file that is named but cannot be read raises :class:`SigningKeyError`: silently
+    running without the key would write unsigned checkpoints the signed store later refuses.
+    """
     key = os.environ.get("RESUMABLE_SIGNING_KEY")
     if key:
         return key.encode()
     key_file = os.environ.get("RESUMABLE_SIGNING_KEY_FILE")
     if key_file:
-        return Path(key_file).read_bytes().strip()
+        path = Path(key_file).expanduser()
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            raise SigningKeyError(key_file, "does not exist") from None
+        except IsADirectoryError:
+            raise SigningKeyError(key_file, "is a folder, not a file") from None
+        except OSError as exc:
+            raise SigningKeyError(key_file, f"cannot be read ({exc.strerror or exc})") from None
     return None

@@ -23,10 +23,19 @@ from resumable._context import StepContext, entered
 from resumable._inputs import Input
 from resumable._records import Blob, Owner, StepPolicy
 from resumable._states import StepState
-from resumable._store import Begin, Completion, EncodeError, StepRequest, Store
+from resumable._store import Begin, Completion, EncodeError, StepRequest, Store, WriteFault
 from resumable._tracebacks import user_traceback
 from resumable._why import Why
-from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
+from resumable.errors import (
+    StepFailed,
+    StepTimeout,
+    StoreFullError,
+    StoreReadOnlyError,
+    StoreWriteError,
+    UnserializableOutputError,
+)
+
+_WRITE_ERRORS = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 
 MAX_BACKOFF_S = 300.0
 RETURN = "return"  # the output name of a Python-API step's return value (no cell can bind it)
@@ -148,7 +157,13 @@ class StepCall:
     def succeed(
         self, outputs: Mapping[str, Any], duration_s: float, display: Any = None, reads: tuple[str, ...] | None = None
     ) -> None:
-        """Serialize every output, then mark the step completed in the transaction that stores them."""
+        """Serialize every output, then mark the step completed in the transaction that stores them.
+
+        Every way out leaves the step completed (when the read-back says the commit happened) or
+        failed with the reason in the event log: a value that cannot be pickled, a full or
+        read-only disk, a Ctrl-C while a large output is written or during COMMIT. A Ctrl-C
+        always propagates, also when the step completed, so the program stops.
+        """
         if display is None:
             display = self.display
         try:
@@ -158,11 +173,42 @@ class StepCall:
         except UnserializableOutputError as exc:
             self._record_failure(exc, duration_s, None)  # no traceback: the message says it all
             raise
-        self.store.complete_step(
-            Completion(self.run_id, self.step, self.owner, tuple(blobs), duration_s, display_blob, reads)
-        )
+        except WriteFault as fault:
+            error = self._write_error(fault)
+            self._record_failure(error, duration_s, None)
+            raise error from fault.__cause__
+        except BaseException as exc:  # a Ctrl-C while a large output is written
+            self._record_failure(exc, duration_s, user_traceback(exc), storing=True)
+            raise
+        done = Completion(self.run_id, self.step, self.owner, tuple(blobs), duration_s, display_blob, reads)
+        try:
+            self.store.complete_step(done)
+        except BaseException as exc:
+            if self._completed_anyway(done):  # only a KeyboardInterrupt during COMMIT gets here
+                self.digests = {b.name: b.digest for b in blobs}
+                self._notify(StepState.COMPLETED)
+                raise
+            if isinstance(exc, WriteFault):
+                error = self._write_error(exc)
+                self._record_failure(error, duration_s, None)
+                raise error from exc.__cause__
+            self._record_failure(exc, duration_s, user_traceback(exc), storing=True)
+            raise
         self.digests = {b.name: b.digest for b in blobs}
         self._notify(StepState.COMPLETED)
+
+    def _write_error(self, fault: WriteFault) -> StoreWriteError:
+        kind = _WRITE_ERRORS.get(fault.kind, StoreWriteError)
+        return kind(self.step, self.run_id, fault.path, fault.reason, fault.written, fault.free)
+
+    def _completed_anyway(self, done: Completion) -> bool:
+        """Whether a completion that raised was committed after all (the store's own read-back)."""
+        try:
+            status = self.store.get_step(done.run_id, done.step)
+        except Exception:
+            return False
+        names = {b.name for b in done.outputs}
+        return status is not None and status.state is StepState.COMPLETED and set(status.outputs) == names
 
     def _encode(self, name: str, value: object) -> Blob:
         try:
@@ -183,11 +229,13 @@ class StepCall:
         base = self.policy.backoff * float(2 ** (len(self.errors) - 1))
         return min(base, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
 
-    def _record_failure(self, exc: BaseException, duration_s: float, tb: str | None) -> None:
+    def _record_failure(self, exc: BaseException, duration_s: float, tb: str | None, *, storing: bool = False) -> None:
         if isinstance(exc, KeyboardInterrupt):
             line = "KeyboardInterrupt: interrupted by the user"
         else:
             line = f"{type(exc).__name__}: {exc}"
+        if storing:
+            line += " (while its outputs were being stored)"
         self.errors.append(line)
         self.store.fail_step(self.run_id, self.step, self.owner, line, tb, duration_s)
         self._notify(StepState.FAILED)

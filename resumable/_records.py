@@ -59,6 +59,9 @@ class StepStatus:
     inputs: dict[str, Any] = field(default_factory=dict)  # name -> its fingerprints when the step last started
     effect: bool = False  # asked for an idempotency key, or declared an effect: never re-executed implicitly
     key_generation: int = 1  # bumped by each deliberate rerun of a completed effect step
+    # A step that completed before and whose later attempt has not completed (failed, running,
+    # interrupted) keeps that checkpoint until an attempt completes: the attempt that wrote it.
+    kept_attempt: int | None = None
 
     @property
     def error_line(self) -> str | None:

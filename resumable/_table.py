@@ -37,10 +37,15 @@ def step_table(steps: Sequence[StepStatus]) -> Table:
 
 
 def state_text(step: StepStatus) -> str:
-    """``completed``; an effect step says so, with its key generation once a rerun made a new one."""
+    """``completed``; an effect step says so, with its key generation once a rerun made a new one.
+
+    A step whose latest attempt did not complete names the earlier attempt whose checkpoint it keeps.
+    """
     text = step.state.value
     if step.effect:
         text += " (effect" + (f", key {step.key_generation})" if step.key_generation > 1 else ")")
+    if step.kept_attempt is not None:
+        text += f" (last good checkpoint from attempt {step.kept_attempt} kept)"
     return text
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pickle
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from resumable._table import step_table
 from resumable._units import human_size, human_time
 from resumable.errors import (
     CheckpointNotFoundError,
+    LastGoodCheckpointWarning,
     ParameterMismatchError,
     ResumableError,
     RunOwnedError,
@@ -118,6 +120,7 @@ def _step_json(step: StepStatus) -> dict[str, Any]:
         "started_at": step.started_at.isoformat() if step.started_at else None,
         "finished_at": step.finished_at.isoformat() if step.finished_at else None,
         "error": step.error,
+        "kept_attempt": step.kept_attempt,
         "effect": step.effect,
         "key_generation": step.key_generation,
         "inputs": step.inputs,
@@ -243,8 +246,14 @@ def gc(store: Path | None) -> None:
 )
 def export(run_id: str, step: str, name: str | None, store: Path | None, output: Path) -> None:
     """Write output NAME of STEP (its return value when omitted) to a file."""
-    with reported_errors():
+    with reported_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LastGoodCheckpointWarning)
         value = load(run_id, step, name, store=open_store(store, must_exist=True))
+    for warning in caught:
+        if isinstance(warning.message, LastGoodCheckpointWarning):
+            click.echo(f"note: {warning.message}", err=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     suffix = output.suffix.lower()
     if hasattr(value, "to_parquet") and suffix == ".parquet":
         value.to_parquet(output)

@@ -19,10 +19,14 @@ all of ours and nothing of the user's::
      │   ├─ StepChangedError                 another process changed a step this process was running
      │   ├─ StepRunningError                 a running step cannot be invalidated
      │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
-     │   └─ CheckpointNotFoundError          no such store, run, step or output
+     │   ├─ CheckpointNotFoundError          no such store, run, step or output
+     │   ├─ StoreWriteError                  a step's outputs could not be written (an I/O error)
+     │   │   ├─ StoreFullError               ... because the disk is full (or a quota or file size limit)
+     │   │   └─ StoreReadOnlyError           ... because the store's file system is read-only
+     │   └─ SigningKeyError                  the configured signing-key file is missing or unreadable
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
- ├─ RerunError(ValueError)               --rerun of a step that never completed
- ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
+     ├─ RerunError(ValueError)               --rerun of a step that never completed
+     ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
      ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
      ├─ StepFailed                           retries exhausted: .attempts, .errors
      ├─ InvalidTransition                    a bug in resumable, never user error
@@ -30,7 +34,9 @@ all of ours and nothing of the user's::
      ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
      ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
      ├─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
- └─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
+     ├─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
+     └─ LastGoodCheckpointWarning(UserWarning) a value was loaded from the last good checkpoint of a
+                                             step whose later attempt failed
 
 Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
 stored and cross process boundaries (a kernel, a subprocess).
@@ -308,6 +314,105 @@ class StepRunningError(StoreError):
         )
 
 
+def _size(n: int) -> str:
+    """Bytes as a message shows them (``3.0 MB``); errors import nothing of ours, so this is local."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover - the loop always returns
+
+
+class StoreWriteError(StoreError):
+    """A step's outputs could not be written to the store: an I/O error of the disk or file system.
+
+    The step is recorded as failed (or kept in memory and recorded before the run's next step when
+    even that cannot be written); completed steps and their checkpoints are intact. Subclasses name
+    the two causes a user can fix: :class:`StoreFullError` and :class:`StoreReadOnlyError`.
+
+    Parameters
+    ----------
+    step, run_id
+        The step whose completion failed.
+    path
+        Where the write failed (the payload folder or the database file).
+    reason
+        The operating system's (or DuckDB's) own words, e.g. ``[Errno 5] Input/output error``.
+    written
+        Bytes of the output written before the error, when known.
+    free
+        Bytes free on that file system, when known.
+    """
+
+    happened = "an error while writing"
+
+    def __init__(
+        self, step: str, run_id: str, path: str, reason: str, written: int | None = None, free: int | None = None
+    ) -> None:
+        self.step = step
+        self.run_id = run_id
+        self.path = path
+        self.reason = reason
+        self.written = written
+        self.free = free
+        super().__init__(
+            f"step '{step}' (run '{run_id}'): its outputs could not be stored: {self.happened} at '{path}' "
+            f"({reason}){self._progress()}. The step was marked failed; completed steps and their checkpoints "
+            f"are intact. {self._fix()}"
+        )
+
+    def _progress(self) -> str:
+        return f" after {_size(self.written)} had been written" if self.written else ""
+
+    def _fix(self) -> str:
+        return "Check the disk and the system log, then run the step again."
+
+
+class StoreFullError(StoreWriteError):
+    """The disk holding the store is full (ENOSPC), a quota is exceeded (EDQUOT) or a file size limit hit (EFBIG)."""
+
+    happened = "no space left for them"
+
+    def _progress(self) -> str:
+        done = f" after {_size(self.written)} had been written" if self.written else ""
+        free = f"; {_size(self.free)} are free there" if self.free is not None else ""
+        return done + free
+
+    def _fix(self) -> str:
+        need = f"more than {_size(self.written)}" if self.written else "space"
+        return (
+            f"Free {need} on that disk (or raise the quota or 'ulimit -f'), or point RESUMABLE_STORE at a "
+            f"store on a disk with room, then run the step again."
+        )
+
+
+class StoreReadOnlyError(StoreWriteError):
+    """The store's file system (or folder) does not accept writes (EROFS, EACCES, EPERM)."""
+
+    happened = "the store is read-only"
+
+    def _fix(self) -> str:
+        return (
+            "Make that file system writable again (it may have been remounted read-only after disk errors; "
+            "see the system log), or point RESUMABLE_STORE at a writable store, then run the step again."
+        )
+
+
+class SigningKeyError(StoreError):
+    """The signing-key file named by ``RESUMABLE_SIGNING_KEY_FILE`` cannot be used: ``.path``, ``.problem``."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"the signing-key file '{path}' (RESUMABLE_SIGNING_KEY_FILE) {problem}, so the store was not opened; "
+            f"nothing was read or written and completed steps are intact. Restore the key file at that path "
+            f"(the same key that signed the store's checkpoints), or unset RESUMABLE_SIGNING_KEY_FILE to use "
+            f"the store without signatures."
+        )
+
+
 class UnserializableOutputError(ResumableError, TypeError):
     """A step output cannot be pickled; nothing from the attempt was stored.
 
@@ -407,6 +512,25 @@ class EffectHeldWarning(ResumableError, UserWarning):
                 f"to do it yet again: {how}"
             )
         super().__init__(text)
+
+
+class LastGoodCheckpointWarning(ResumableError, UserWarning):
+    """A value was loaded from the last good checkpoint of a step whose later attempt did not complete.
+
+    ``.attempt`` is the attempt that wrote the checkpoint, ``.state`` the step's state now.
+    """
+
+    def __init__(self, run_id: str, step: str, name: str, attempt: int, state: str, attempts: int) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.name = name
+        self.attempt = attempt
+        self.state = state
+        self.attempts = attempts
+        super().__init__(
+            f"step '{step}' (run '{run_id}') is {state} (attempt {attempts}); output '{name}' was loaded from its "
+            f"last good checkpoint, written by attempt {attempt}. It is kept until an attempt completes."
+        )
 
 
 class DuplicateStepWarning(ResumableError, UserWarning):

@@ -26,6 +26,7 @@ from resumable._store import Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import (
     CheckpointNotFoundError,
+    LastGoodCheckpointWarning,
     NoActiveRunError,
     NotInStepError,
     StepDefinitionError,
@@ -445,7 +446,9 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     """Return a checkpointed value of a completed step (its return value, or the output ``name``).
 
     The digest is checked before anything is unpickled; loading is still unpickling, so load only
-    stores you trust.
+    stores you trust. A step whose latest attempt failed (or is running, or was interrupted) after
+    an earlier attempt completed still has that attempt's checkpoint: it is returned with a
+    :class:`LastGoodCheckpointWarning` naming the attempt.
 
     Raises
     ------
@@ -460,7 +463,8 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     if status is None:
         known_run = opened.get_run(run_id) is not None
         raise CheckpointNotFoundError(opened.location, run_id, step if known_run else None)
-    if status.state is not StepState.COMPLETED:
+    kept = status.state is not StepState.COMPLETED
+    if kept and status.kept_attempt is None:
         raise CheckpointNotFoundError(opened.location, run_id, step, state=status.state.value)
     refs = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
     if name is None:
@@ -472,4 +476,10 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
             raise CheckpointNotFoundError(opened.location, run_id, step, outputs=list(refs))
     if name not in refs:
         raise CheckpointNotFoundError(opened.location, run_id, step, output=name, outputs=list(refs))
-    return opened.load_value(refs[name])
+    value = opened.load_value(refs[name])
+    if kept and status.kept_attempt is not None:
+        warning = LastGoodCheckpointWarning(
+            run_id, step, name, status.kept_attempt, status.state.value, status.attempts
+        )
+        warnings.warn(warning, stacklevel=2)
+    return value

@@ -58,3 +58,8 @@ def why_not_runnable(shell: Any, current: NotebookRun | None, run_id: str | None
             f"Join this one first: %durable_run {pipeline or 'NAME'} --run-id {run_id}"
         )
     return None
+
+
+def restorable(status: StepStatus) -> bool:
+    """Whether Restore applies: the step is not completed but keeps an earlier attempt's checkpoint."""
+    return status.state is not StepState.COMPLETED and status.kept_attempt is not None

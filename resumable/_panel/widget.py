@@ -57,19 +57,22 @@ class StepRow:
         self.retry = widgets.Button(description="Retry", icon="repeat", button_style="warning")
         self.rerun = widgets.Button(description="Rerun", icon="refresh")
         self.invalidate = widgets.Button(description="Invalidate", icon="undo")
+        self.restore = widgets.Button(description="Restore", icon="download")
         self.show_traceback = widgets.ToggleButton(description="traceback", icon="chevron-down")
         self.traceback = widgets.HTML(layout=widgets.Layout(display="none"))
-        for button in (self.retry, self.rerun, self.invalidate, self.show_traceback):
+        for button in (self.retry, self.rerun, self.invalidate, self.restore, self.show_traceback):
             button.layout = widgets.Layout(width="auto", min_width="6.5em", flex="0 0 auto")
         self.retry.add_class("rsm-retry")
         self.rerun.add_class("rsm-rerun")
         self.invalidate.add_class("rsm-invalidate")
+        self.restore.add_class("rsm-restore")
         self.retry.on_click(lambda _b: panel.retry(step))
         self.rerun.on_click(lambda _b: panel.rerun(step))
         self.invalidate.on_click(lambda _b: panel.invalidate(step))
+        self.restore.on_click(lambda _b: panel.restore(step))
         self.show_traceback.observe(self._toggle, names="value")
         line = widgets.HBox(
-            [self.badge, self.info, self.retry, self.rerun, self.invalidate, self.show_traceback],
+            [self.badge, self.info, self.retry, self.rerun, self.invalidate, self.restore, self.show_traceback],
             layout=widgets.Layout(align_items="center", width="100%"),
         )
         self.box = widgets.VBox([line, self.traceback], layout=widgets.Layout(width="100%"))
@@ -98,6 +101,13 @@ class StepRow:
             None,
             f"Send '{status.step}' back to pending; it runs again when its cell runs",
         )
+        _offer(
+            self.restore,
+            rules.restorable(status),
+            why_not_runnable,
+            f"Load the outputs of the last good checkpoint (attempt {status.kept_attempt}) into this kernel; "
+            f"'{status.step}' stays {state.value}",
+        )
         has_tb = bool(status.traceback)
         self.show_traceback.layout.display = "" if has_tb else "none"
         if not has_tb and self.show_traceback.value:
@@ -115,7 +125,8 @@ class StepRow:
     def close(self) -> None:
         """Close every widget of the row."""
         for widget in (
-            self.badge, self.info, self.retry, self.rerun, self.invalidate, self.show_traceback, self.traceback,
+            self.badge, self.info, self.retry, self.rerun, self.invalidate, self.restore, self.show_traceback,
+            self.traceback,
             self._line, self.box,
         ):  # fmt: skip
             widget.close()
@@ -430,6 +441,29 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             )
             names = ", ".join(f"'{n}'" for n in changed) or "nothing"
             self._note.value = fmt.note(f"Invalidated {names}: pending, to run again when reached.")
+
+        self._act(action)
+
+    def restore(self, step: str) -> None:
+        """Load the last good checkpoint of a step whose later attempt failed into the kernel's namespace.
+
+        The step's state does not change: it stays failed (or interrupted) until an attempt completes.
+        """
+
+        def action() -> None:
+            states = (StepState.FAILED, StepState.INTERRUPTED, StepState.PENDING)
+            status = self._legal(step, states, "restore")
+            if status is None or status.kept_attempt is None or self._why_not_runnable() is not None:
+                self._note.value = fmt.note(f"Step '{step}' keeps no earlier checkpoint to restore here.", bad=True)
+                return
+            store = self._require_store()
+            refs = [r for r in store.checkpoint_refs(self._require_run(), step) if r.kind == "value"]
+            self._shell_or_none().push({r.name: store.load_value(r) for r in refs}, interactive=True)
+            names = ", ".join(f"'{r.name}'" for r in refs) or "no outputs"
+            self._note.value = fmt.note(
+                f"Restored {names} of step '{step}' from its last good checkpoint (attempt {status.kept_attempt}); "
+                f"the step is still {status.state.value}."
+            )
 
         self._act(action)
 

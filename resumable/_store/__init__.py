@@ -11,6 +11,7 @@ from resumable._store.base import (
     GcReport,
     StepRequest,
     Store,
+    WriteFault,
 )
 from resumable._store.process import close_all
 from resumable._store.registry import forget_all, open_store
@@ -26,6 +27,7 @@ __all__ = [
     "StepRequest",
     "Store",
     "Why",
+    "WriteFault",
     "close_all",
     "forget_all",
     "open_store",

@@ -115,6 +115,25 @@ class EncodeError(Exception):
         super().__init__(name, type_name, reason)
 
 
+class WriteFault(Exception):
+    """The store could not write a step's outputs or its completion: the disk's fault, not the value's.
+
+    Part of the seam's contract like :class:`EncodeError`: the engine turns it into
+    :class:`~resumable.errors.StoreFullError`, :class:`~resumable.errors.StoreReadOnlyError` or
+    :class:`~resumable.errors.StoreWriteError`, adding the step and the run. ``kind`` is ``full``,
+    ``read_only`` or ``write``; ``written`` the bytes of the output written before the error and
+    ``free`` the bytes free where it failed, when known. ``__cause__`` is the original error.
+    """
+
+    def __init__(self, kind: str, path: str, reason: str, written: int | None = None, free: int | None = None) -> None:
+        self.kind = kind
+        self.path = path
+        self.reason = reason
+        self.written = written
+        self.free = free
+        super().__init__(kind, path, reason, written, free)
+
+
 class Store(Protocol):
     """The seam between front ends and storage; ``DuckDBStore`` is today's implementation.
 

@@ -16,7 +16,8 @@ import duckdb
 
 from resumable import _codec
 from resumable._records import Blob
-from resumable._store.base import CheckpointRef, EncodeError
+from resumable._store import faults
+from resumable._store.base import CheckpointRef, EncodeError, WriteFault
 from resumable.errors import CheckpointIntegrityError
 
 # An unreferenced payload file younger than this may belong to a write in progress in some process:
@@ -63,10 +64,14 @@ def replace(
 
 
 def drop_superseded(con: duckdb.DuckDBPyConnection) -> int:
-    """Delete checkpoint rows of steps that are not completed; returns how many."""
+    """Delete checkpoint rows of steps sent back to pending (invalidated, stale) or gone; returns how many.
+
+    A step that is running, failed or interrupted keeps the checkpoint of its last completed
+    attempt: it is the last good result until a new attempt completes (and replaces it).
+    """
     rows = con.execute(
         """DELETE FROM checkpoints c WHERE NOT EXISTS (
-               SELECT 1 FROM steps s WHERE s.run_id = c.run_id AND s.step = c.step AND s.state = 'completed')
+               SELECT 1 FROM steps s WHERE s.run_id = c.run_id AND s.step = c.step AND s.state <> 'pending')
            RETURNING 1"""
     ).fetchall()
     return len(rows)
@@ -85,11 +90,20 @@ class Payloads:
         self.signing_key = signing_key
 
     def encode(self, name: str, value: object) -> Blob:
-        """Serialize an output; a large one lands fsynced in the folder. EncodeError when it cannot."""
+        """Serialize an output; a large one lands fsynced in the folder.
+
+        EncodeError when the value cannot be pickled; WriteFault when the folder cannot take it
+        (a full disk, a read-only file system).
+        """
         try:
             return _codec.encode(name, value, self.folder, self.signing_key)
         except _codec.EncodeFailure as exc:
             raise EncodeError(exc.name, exc.type_name, exc.reason) from exc.__cause__
+        except _codec.WriteFailure as exc:
+            fault = faults.classify(exc.error, self.folder, exc.written)
+            if fault is None:  # pragma: no cover - an OSError always classifies
+                fault = WriteFault(faults.WRITE, str(self.folder), str(exc.error), exc.written)
+            raise fault from exc.error
 
     def load(self, ref: CheckpointRef) -> Any:
         """Check the signature (with a key configured) and the digest, then unpickle."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,39 @@ import duckdb
 from resumable import _config
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import StepState
-from resumable._store import checkpoints, process, runs, steps
+from resumable._store import checkpoints, faults, process, runs, steps
 from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, RunJournal
 from resumable._store.rows import write_quick_steps
 from resumable._store.schema import migrate
+from resumable.errors import ResumableError
+
+# Steps this process is executing now, by (store, run, step). A step of this process found
+# 'running' in the store but not here was left behind by an attempt whose end could not be
+# recorded; it is recovered as interrupted instead of blocking its run.
+_IN_FLIGHT: set[tuple[str, str, str]] = set()
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _raise_as_interrupt(exc: BaseException) -> None:
+    """Re-raise a Ctrl-C as Python's KeyboardInterrupt (DuckDB reports it as an Exception); others as they are."""
+    if isinstance(exc, Exception) and faults.interrupted(exc):
+        raise KeyboardInterrupt from exc
+    raise exc
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFailure:
+    """A failed attempt that could not be written when it happened (a full disk, a Ctrl-C in COMMIT)."""
+
+    run_id: str
+    step: str
+    owner: Owner
+    error: str
+    traceback: str | None
+    duration_s: float
+    since: float  # monotonic: when it was kept
 
 
 class DuckDBStore:
@@ -75,6 +104,7 @@ class DuckDBStore:
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
+        self._failures: list[PendingFailure] = []  # written first by the next transaction
         try:
             with self._transaction() as con:
                 migrate(con, self.location)
@@ -103,6 +133,7 @@ class DuckDBStore:
     def after_fork_in_child(self) -> None:
         """A forked child starts with fresh locks and nothing pending of its parent's."""
         self._journals.clear()
+        self._failures = []
         self._journal_lock = threading.Lock()
         self._conn.forget_inherited()
 
@@ -111,20 +142,33 @@ class DuckDBStore:
     def oldest_pending(self) -> float | None:
         """When the oldest unwritten step started (a full batch is written at once by ``begin_step``)."""
         with self._journal_lock:
-            return min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
+            times = [t for j in self._journals.values() if (t := j.oldest_pending()) is not None]
+            times += [f.since for f in self._failures]
+            return min(times, default=None)
 
     def write_pending(self, con: duckdb.DuckDBPyConnection) -> object:
-        """Write every journal's quick steps inside the open transaction; returns what was taken."""
+        """Write every journal's quick steps, then kept failures, inside the open transaction.
+
+        Returns what was taken.
+        """
         with self._journal_lock:
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
+            failures, self._failures = self._failures, []
         for _, pending in taken:
             write_quick_steps(con, pending)
-        return taken
+        for failure in failures:
+            steps.fail_if_running(con, failure.run_id, failure.step, failure.owner, failure.error,
+                                  failure.traceback, failure.duration_s)  # fmt: skip
+        return taken, failures
 
     def restore_pending(self, taken: object) -> None:
         """Put unwritten steps back after a failed transaction, unless the commit happened after all."""
-        assert isinstance(taken, list)
-        for journal, pending in taken:
+        assert isinstance(taken, tuple)
+        journals, failures = taken
+        if failures:  # written only while the step is still running: putting them back is always safe
+            with self._journal_lock:
+                self._failures[:0] = failures
+        for journal, pending in journals:
             if not pending:
                 continue
             try:
@@ -190,7 +234,10 @@ class DuckDBStore:
     def begin_step(self, req: StepRequest) -> Begin:
         """A new step of a run this process owns starts in memory, written with the next group commit."""
         journal = self._journals.get(req.run_id)
-        if journal is not None:
+        key = (self.location, req.run_id, req.step)
+        with _IN_FLIGHT_LOCK:
+            abandoned = key not in _IN_FLIGHT
+        if journal is not None and not self._failures:  # kept failures are written before any new step
             with self._journal_lock:
                 first_of_window = not journal.pending
                 quick = journal.try_begin(req)
@@ -203,10 +250,13 @@ class DuckDBStore:
                         pass
                 elif first_of_window:
                     self._conn.wake()
+                self._started(key)
                 return quick
         with self._conn.lock:
             with self._transaction() as con:
-                begin = steps.begin(con, self.location, req)
+                begin = steps.begin(con, self.location, req, abandoned=abandoned)
+            if begin.action == "execute":
+                self._started(key)
             if journal is not None:
                 with self._journal_lock:
                     if req.step not in journal.known_steps:
@@ -214,26 +264,49 @@ class DuckDBStore:
                         journal.step_count += 1
             return begin
 
+    @staticmethod
+    def _started(key: tuple[str, str, str]) -> None:
+        with _IN_FLIGHT_LOCK:
+            _IN_FLIGHT.add(key)
+
+    def _ended(self, run_id: str, step: str) -> None:
+        with _IN_FLIGHT_LOCK:
+            _IN_FLIGHT.discard((self.location, run_id, step))
+
     def complete_step(self, done: Completion) -> None:
         """A quick step's completion is deferred with its start; otherwise written and, on error, read back.
 
         A commit that raises may still have happened (DuckDB reports an interrupt during COMMIT
-        after writing), so on failure the state is read back before the error is believed.
+        after writing), so on failure the state is read back before the error is believed. When
+        it did happen, an ``Exception`` is dropped (the step is completed) but a KeyboardInterrupt
+        still propagates: the user asked the program to stop. When it did not, a full or read-only
+        disk is raised as a :class:`WriteFault`, anything else as it came.
         """
         journal = self._journals.get(done.run_id)
         if journal is not None:
             with self._journal_lock:
                 if journal.try_complete(done):
+                    self._ended(done.run_id, done.step)
                     return
         try:
             with self._transaction() as con:
                 steps.complete(con, done)
-        except BaseException:
+        except BaseException as exc:
+            stop = faults.interrupted(exc)
             status = self._read_back(done.run_id, done.step)
             names = {b.name for b in done.outputs}
             if status is not None and status.state is StepState.COMPLETED and set(status.outputs) == names:
+                self._ended(done.run_id, done.step)
+                if stop or not isinstance(exc, Exception):
+                    _raise_as_interrupt(exc)
                 return
+            if stop:
+                _raise_as_interrupt(exc)
+            fault = faults.classify(exc, self.path.parent) if isinstance(exc, Exception) else None
+            if fault is not None:
+                raise fault from exc
             raise
+        self._ended(done.run_id, done.step)
 
     def _read_back(self, run_id: str, step: str) -> StepStatus | None:
         try:
@@ -249,12 +322,40 @@ class DuckDBStore:
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
     ) -> None:
-        with self._transaction() as con:
-            steps.fail(con, run_id, step, owner, error, traceback, duration_s)
+        """Record a failed attempt; when that cannot be written now, keep it for the next transaction.
+
+        A failure that is not written would leave the step 'running' under this live process:
+        its run blocked for every other process and the step unable to start again here. So a
+        write that fails (a full disk, a Ctrl-C during COMMIT) is read back, and a failure not
+        found there is kept in memory and written first by the next transaction of this store
+        (the next step's start at the latest; the housekeeper retries before). A
+        KeyboardInterrupt still propagates; other write errors do not hide the step's own error.
+        """
+        try:
+            with self._transaction() as con:
+                steps.fail(con, run_id, step, owner, error, traceback, duration_s)
+        except ResumableError:  # another process changed the step: it is not this process's to fail
+            self._ended(run_id, step)
+            raise
+        except BaseException as exc:
+            status = self._read_back(run_id, step)
+            if status is None or status.state is StepState.RUNNING:
+                with self._journal_lock:
+                    self._failures.append(
+                        PendingFailure(run_id, step, owner, error, traceback, duration_s, time.monotonic())
+                    )
+                self._conn.wake()
+            self._ended(run_id, step)
+            if faults.interrupted(exc) or not isinstance(exc, Exception):
+                _raise_as_interrupt(exc)
+            return
+        self._ended(run_id, step)
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
         with self._transaction() as con:
-            return steps.retry(con, self.location, run_id, step, owner)
+            attempt = steps.retry(con, self.location, run_id, step, owner)
+        self._started((self.location, run_id, step))
+        return attempt
 
     def invalidate(
         self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"

@@ -44,9 +44,21 @@ def _why(view: RunView, req: StepRequest) -> Why:
     return Why(source_changed, changed, req.force, req.rerun)
 
 
-def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest) -> Begin:
-    """Restore or start a step: the decision of :meth:`Store.begin_step`, in the caller's transaction."""
+ABANDONED = "left running by this process: its last attempt ended without being recorded"
+
+
+def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, abandoned: bool = False) -> Begin:
+    """Restore or start a step: the decision of :meth:`Store.begin_step`, in the caller's transaction.
+
+    ``abandoned``: this process is not executing the step now, so if the store still shows it
+    running under this process, that attempt's end was never recorded; it becomes interrupted
+    and starts again, instead of failing as a transition from running to running.
+    """
     view = check_owner(con, location, req.run_id, req.owner, req.step)
+    if abandoned and view.state == StepState.RUNNING.value:
+        transition(con, req.run_id, req.step, StepState.RUNNING, StepState.INTERRUPTED, req.owner, ABANDONED,
+                   owned_by=req.owner)  # fmt: skip
+        view = replace(view, state=StepState.INTERRUPTED.value)
     owner_params = [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
     inputs_json = json.dumps(_inputs.encode(req.inputs))
     common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options), inputs_json]
@@ -182,6 +194,26 @@ def fail(
     )  # fmt: skip
 
 
+def fail_if_running(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    step: str,
+    owner: Owner,
+    error: str,
+    traceback: str | None,
+    duration_s: float,
+) -> bool:
+    """Record a kept failure, unless the step is no longer running under ``owner`` (its commit happened)."""
+    row = con.execute(
+        "SELECT state FROM steps WHERE run_id = ? AND step = ? AND owner_host = ? AND owner_pid = ?",
+        [run_id, step, owner.host, owner.pid],
+    ).fetchone()
+    if row is None or row[0] != StepState.RUNNING.value:
+        return False
+    fail(con, run_id, step, owner, error, traceback, duration_s)
+    return True
+
+
 def retry(con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str, owner: Owner) -> int:
     """Failed or interrupted back to running under ``owner``; returns the attempt number."""
     view = check_owner(con, location, run_id, owner, step)
@@ -215,12 +247,34 @@ def invalidate(
 
 def get_step(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> StepStatus | None:
     row = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
-    return status_from(row) if row else None
+    return _with_kept(con, run_id, [status_from(row)])[0] if row else None
 
 
 def list_steps(con: duckdb.DuckDBPyConnection, run_id: str) -> list[StepStatus]:
     rows = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
-    return [status_from(r) for r in rows]
+    return _with_kept(con, run_id, [status_from(r) for r in rows])
+
+
+def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStatus]) -> list[StepStatus]:
+    """Name the attempt whose checkpoint a not-completed step still keeps (its last completed one).
+
+    Checkpoint rows are replaced only when an attempt completes, so rows of a step that is not
+    completed are those of its last completion. Only steps past their first attempt can have
+    any, so the usual listing costs no extra query.
+    """
+    candidates = [s.step for s in found if s.state is not StepState.COMPLETED and s.attempts > 1]
+    if not candidates:
+        return found
+    kept = dict(
+        con.execute(
+            """SELECT e.step, max(e.attempt) FROM events e
+               WHERE e.run_id = ? AND e.target = 'completed' AND list_contains(?, e.step)
+                 AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.run_id = e.run_id AND c.step = e.step)
+               GROUP BY e.step""",
+            [run_id, candidates],
+        ).fetchall()
+    )
+    return [replace(s, kept_attempt=int(kept[s.step])) if s.step in kept else s for s in found]
 
 
 def list_events(con: duckdb.DuckDBPyConnection, run_id: str, step: str | None) -> list[Event]:
