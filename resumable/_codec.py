@@ -55,7 +55,8 @@ class EncodeFailure(Exception):
 class WriteFailure(Exception):
     """Writing a payload file failed (a full disk, a read-only file system): not the value's fault.
 
-    ``written`` counts the bytes of the payload produced before the error; the partial file is gone.
+    ``written`` counts the bytes the payload needed up to the error (a lower bound of its size);
+    the partial file is gone.
     """
 
     def __init__(self, name: str, path: Path, error: OSError, written: int) -> None:
@@ -185,6 +186,7 @@ class _PayloadWriter:
         self._hasher: threading.Thread | None = None
         self._hash_error: BaseException | None = None
         self._written_back = 0
+        self.needed = 0  # bytes the payload needed so far when a write of ours failed
 
     def write(self, data: bytes | memoryview | pickle.PickleBuffer) -> int:
         view = memoryview(data).cast("B")
@@ -194,35 +196,42 @@ class _PayloadWriter:
                 self.memory.write(view)
                 self.size += view.nbytes
                 return view.nbytes
-            self._spill()
+            self._checked(self._spill, view)
         self._queue.put(view)
-        assert self.file is not None
-        written = 0
-        try:
-            while written < view.nbytes:  # FileIO.write may write less than asked
-                written += self.file.write(view[written:]) or 0
-        except OSError as exc:
-            raise _OwnWriteError(exc) from exc
+        self._checked(self._write_all, view)
         self.size += view.nbytes
         if _START_WRITEBACK is not None and self.size - self._written_back >= WRITEBACK_CHUNK:
+            assert self.file is not None
             _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
             self._written_back = self.size
         return view.nbytes
 
-    def _spill(self) -> None:
-        tmp = self.payload_dir / "tmp"
+    def _checked(self, write: Callable[[memoryview], None], view: memoryview) -> None:
+        """Run one of our own file writes; an OSError is the disk's, with the bytes the payload needed so far."""
         try:
-            tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.path = tmp / f"{secrets.token_hex(8)}.part"
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            self.file = io.FileIO(fd, "wb", closefd=True)
-            assert self.memory is not None
-            self.file.write(self.memory.getbuffer())
+            write(view)
         except OSError as exc:
+            self.needed = self.size + view.nbytes
             raise _OwnWriteError(exc) from exc
+
+    def _write_all(self, view: memoryview) -> None:
+        assert self.file is not None
+        written = 0
+        while written < view.nbytes:  # FileIO.write may write less than asked
+            written += self.file.write(view[written:]) or 0
+
+    def _spill(self, _view: memoryview) -> None:
+        tmp = self.payload_dir / "tmp"
+        tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = tmp / f"{secrets.token_hex(8)}.part"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.file = io.FileIO(fd, "wb", closefd=True)
+        assert self.memory is not None
+        self.file.write(self.memory.getbuffer())
         self.memory = None
-        self._hasher = threading.Thread(target=self._hash_loop, name="resumable-hash-writer", daemon=True)
-        self._hasher.start()
+        hasher = threading.Thread(target=self._hash_loop, name="resumable-hash-writer", daemon=True)
+        hasher.start()
+        self._hasher = hasher  # only once started: finish() joins it (a Ctrl-C inside start() leaves it idle)
 
     def _hash_loop(self) -> None:
         # Keeps draining after an error so the writer never blocks on a full queue.
@@ -241,6 +250,8 @@ class _PayloadWriter:
             if self._hash_error is not None and ok:
                 raise self._hash_error
         if self.file is None:
+            if not ok and self.path is not None:  # interrupted between creating the file and opening it
+                self.path.unlink(missing_ok=True)
             return
         failed = not ok
         try:
@@ -307,7 +318,7 @@ def encode(name: str, value: object, payload_dir: Path, key: bytes | None) -> Bl
         finally:
             out.finish(ok)
     except _OwnWriteError as exc:
-        raise WriteFailure(name, payload_dir, exc.error, out.size) from exc.error
+        raise WriteFailure(name, payload_dir, exc.error, max(out.needed, out.size)) from exc.error
     except OSError as exc:  # the final fsync (a full disk may only show there)
         raise WriteFailure(name, payload_dir, exc, out.size) from exc
     digest = out.digest.hexdigest()

@@ -27,6 +27,7 @@ from resumable._store import Begin, Completion, EncodeError, StepRequest, Store,
 from resumable._tracebacks import user_traceback
 from resumable._why import Why
 from resumable.errors import (
+    StepChangedError,
     StepFailed,
     StepTimeout,
     StoreFullError,
@@ -174,9 +175,9 @@ class StepCall:
             self._record_failure(exc, duration_s, None)  # no traceback: the message says it all
             raise
         except WriteFault as fault:
-            error = self._write_error(fault)
-            self._record_failure(error, duration_s, None)
-            raise error from fault.__cause__
+            full = self._write_error(fault)
+            self._record_failure(full, duration_s, None)
+            raise full from fault.__cause__
         except BaseException as exc:  # a Ctrl-C while a large output is written
             self._record_failure(exc, duration_s, user_traceback(exc), storing=True)
             raise
@@ -185,21 +186,34 @@ class StepCall:
             self.store.complete_step(done)
         except BaseException as exc:
             if self._completed_anyway(done):  # only a KeyboardInterrupt during COMMIT gets here
-                self.digests = {b.name: b.digest for b in blobs}
-                self._notify(StepState.COMPLETED)
+                self._completed(blobs)
                 raise
-            if isinstance(exc, WriteFault):
-                error = self._write_error(exc)
-                self._record_failure(error, duration_s, None)
+            error = self._write_error(exc) if isinstance(exc, WriteFault) else None
+            try:
+                if error is not None:
+                    self._record_failure(error, duration_s, None)
+                else:
+                    self._record_failure(exc, duration_s, user_traceback(exc), storing=True)
+            except StepChangedError:
+                # DuckDB may finish an interrupted COMMIT after reporting the interrupt, so the first
+                # read-back can miss it: a step no longer running when its failure is written has
+                # completed after all (or another process took it, and then it is not ours).
+                if not self._completed_anyway(done):
+                    raise
+                self._completed(blobs)
+                raise exc from None
+            if error is not None:
                 raise error from exc.__cause__
-            self._record_failure(exc, duration_s, user_traceback(exc), storing=True)
             raise
+        self._completed(blobs)
+
+    def _completed(self, blobs: list[Blob]) -> None:
         self.digests = {b.name: b.digest for b in blobs}
         self._notify(StepState.COMPLETED)
 
     def _write_error(self, fault: WriteFault) -> StoreWriteError:
         kind = _WRITE_ERRORS.get(fault.kind, StoreWriteError)
-        return kind(self.step, self.run_id, fault.path, fault.reason, fault.written, fault.free)
+        return kind(self.step, self.run_id, fault.path, fault.reason, fault.needed, fault.free)
 
     def _completed_anyway(self, done: Completion) -> bool:
         """Whether a completion that raised was committed after all (the store's own read-back)."""

@@ -219,8 +219,9 @@ def invalidate(run_id: str, step: str, store: Path | None, downstream: bool) -> 
 @main.command()
 @store_option
 def gc(store: Path | None) -> None:
-    """Delete checkpoints of steps that are no longer completed, and payload files nothing points to.
+    """Delete checkpoints of steps sent back to pending, and payload files nothing points to.
 
+    A failed, running or interrupted step keeps the checkpoint of its last completed attempt.
     Payload files written within the last hour stay: a step may be about to record them.
     """
     with reported_errors():

@@ -336,34 +336,34 @@ class StoreWriteError(StoreError):
     step, run_id
         The step whose completion failed.
     path
-        Where the write failed (the payload folder or the database file).
+        Where the write failed (the payload folder, or the store's folder for the database file).
     reason
         The operating system's (or DuckDB's) own words, e.g. ``[Errno 5] Input/output error``.
-    written
-        Bytes of the output written before the error, when known.
+    needed
+        Bytes the outputs needed at least (what was written, plus the write that failed), when known.
     free
-        Bytes free on that file system, when known.
+        Bytes free on that file system after the failed write was cleaned up, when known.
     """
 
-    happened = "an error while writing"
+    happened = "an error while writing them"
 
     def __init__(
-        self, step: str, run_id: str, path: str, reason: str, written: int | None = None, free: int | None = None
+        self, step: str, run_id: str, path: str, reason: str, needed: int | None = None, free: int | None = None
     ) -> None:
         self.step = step
         self.run_id = run_id
         self.path = path
         self.reason = reason
-        self.written = written
+        self.needed = needed
         self.free = free
         super().__init__(
             f"step '{step}' (run '{run_id}'): its outputs could not be stored: {self.happened} at '{path}' "
-            f"({reason}){self._progress()}. The step was marked failed; completed steps and their checkpoints "
-            f"are intact. {self._fix()}"
+            f"({reason}){self._sizes()}. The step was marked failed; completed steps and their checkpoints are "
+            f"intact. {self._fix()}"
         )
 
-    def _progress(self) -> str:
-        return f" after {_size(self.written)} had been written" if self.written else ""
+    def _sizes(self) -> str:
+        return ""
 
     def _fix(self) -> str:
         return "Check the disk and the system log, then run the step again."
@@ -374,16 +374,31 @@ class StoreFullError(StoreWriteError):
 
     happened = "no space left for them"
 
-    def _progress(self) -> str:
-        done = f" after {_size(self.written)} had been written" if self.written else ""
-        free = f"; {_size(self.free)} are free there" if self.free is not None else ""
-        return done + free
+    def __init__(
+        self, step: str, run_id: str, path: str, reason: str, needed: int | None = None, free: int | None = None
+    ) -> None:
+        # EFBIG: not the disk but this process's file size limit; free space says nothing then.
+        self.size_limit = "File too large" in reason
+        if self.size_limit:
+            self.happened = "a file reached this process's file size limit ('ulimit -f')"
+        super().__init__(step, run_id, path, reason, needed, free)
+
+    def _sizes(self) -> str:
+        parts = []
+        if self.needed:
+            parts.append(f"they need at least {_size(self.needed)}")
+        if self.free is not None and not self.size_limit:
+            parts.append(f"{_size(self.free)} are free there")
+        return "; " + " and ".join(parts) if parts else ""
 
     def _fix(self) -> str:
-        need = f"more than {_size(self.written)}" if self.written else "space"
+        if self.size_limit:
+            above = f" above {_size(self.needed)}" if self.needed else ""
+            return f"Raise the limit{above} ('ulimit -f unlimited'), then run the step again."
+        room = f"at least {_size(self.needed)}" if self.needed else "space"
         return (
-            f"Free {need} on that disk (or raise the quota or 'ulimit -f'), or point RESUMABLE_STORE at a "
-            f"store on a disk with room, then run the step again."
+            f"Make {room} free on that disk (or raise the quota), or point RESUMABLE_STORE at a store on a "
+            f"disk with room, then run the step again."
         )
 
 

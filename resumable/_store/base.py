@@ -121,17 +121,17 @@ class WriteFault(Exception):
     Part of the seam's contract like :class:`EncodeError`: the engine turns it into
     :class:`~resumable.errors.StoreFullError`, :class:`~resumable.errors.StoreReadOnlyError` or
     :class:`~resumable.errors.StoreWriteError`, adding the step and the run. ``kind`` is ``full``,
-    ``read_only`` or ``write``; ``written`` the bytes of the output written before the error and
+    ``read_only`` or ``write``; ``needed`` the bytes the output needed at least and
     ``free`` the bytes free where it failed, when known. ``__cause__`` is the original error.
     """
 
-    def __init__(self, kind: str, path: str, reason: str, written: int | None = None, free: int | None = None) -> None:
+    def __init__(self, kind: str, path: str, reason: str, needed: int | None = None, free: int | None = None) -> None:
         self.kind = kind
         self.path = path
         self.reason = reason
-        self.written = written
+        self.needed = needed
         self.free = free
-        super().__init__(kind, path, reason, written, free)
+        super().__init__(kind, path, reason, needed, free)
 
 
 class Store(Protocol):
@@ -240,13 +240,19 @@ class Store(Protocol):
 
         The outputs replace whatever checkpoints the step had. Once this returns, the completion
         survives the death of the process. A failed commit is not taken as proof that nothing was
-        written: the store reads the state back and returns normally when the completion is there.
+        written: the store reads the state back and returns normally when the completion is there,
+        except after a Ctrl-C, which is raised as KeyboardInterrupt either way (the caller reads
+        the state back to learn which).
 
         Raises
         ------
         StepChangedError
             The step is no longer running under ``done.owner`` (another process took it over or
             changed it); nothing was written.
+        WriteFault
+            The disk is full or read-only; nothing was written.
+        KeyboardInterrupt
+            A Ctrl-C during the write (DuckDB's "Query interrupted" included), written or not.
         """
 
     def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
@@ -267,10 +273,16 @@ class Store(Protocol):
     ) -> None:
         """Record a failed attempt (``running`` to ``failed``) with its error line and traceback.
 
+        A failure that cannot be written now (a full disk, a Ctrl-C during COMMIT) is kept in
+        memory and written by the store's next transaction, before the run's next step starts;
+        a step is never left ``running`` under a live process that no longer runs it.
+
         Raises
         ------
         StepChangedError
             The step is no longer running under ``owner``; nothing was written.
+        KeyboardInterrupt
+            A Ctrl-C during the write; the failure is written or kept as above.
         """
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
@@ -339,13 +351,17 @@ class Store(Protocol):
         ------
         EncodeError
             The value cannot be serialized; nothing was stored.
+        WriteFault
+            The payload folder cannot take it (a full disk, a read-only file system); the partial
+            file was removed.
         """
 
     def gc(self) -> GcReport:
-        """Delete checkpoints of steps that are no longer completed, then payloads nothing points to.
+        """Delete checkpoints of steps sent back to pending, then payloads nothing points to.
 
-        Completed steps' checkpoints are never touched, nor payloads a write in progress (in any
-        process) may be about to record.
+        Completed steps' checkpoints are never touched, nor the last good checkpoint of a step that
+        is running, failed or interrupted, nor payloads a write in progress (in any process) may be
+        about to record.
         """
 
     def close(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,6 @@ class PendingFailure:
     error: str
     traceback: str | None
     duration_s: float
-    since: float  # monotonic: when it was kept
 
 
 class DuckDBStore:
@@ -104,7 +102,7 @@ class DuckDBStore:
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
-        self._failures: list[PendingFailure] = []  # written first by the next transaction
+        self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
         try:
             with self._transaction() as con:
                 migrate(con, self.location)
@@ -124,10 +122,36 @@ class DuckDBStore:
         return self._conn.lock_timeout_s
 
     def _transaction(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        if self._failures:
+            self._flush_failures(strict=False)
         return self._conn.transaction()
+
+    def _flush_failures(self, *, strict: bool) -> None:
+        """Write kept failures in a transaction of their own; keep them again when that fails.
+
+        Reads go on when the disk still refuses (``strict=False``): a full disk must not also hide
+        the store. The start of a step (``strict=True``) does not: no step starts on top of an
+        unrecorded failure.
+        """
+        with self._journal_lock:
+            failures, self._failures = self._failures, []
+        if not failures:
+            return
+        try:
+            with self._conn.transaction() as con:
+                for f in failures:
+                    steps.fail_if_running(con, f.run_id, f.step, f.owner, f.error, f.traceback, f.duration_s)
+        except BaseException as exc:
+            # Written only while the step still runs under its owner: keeping them again is always safe.
+            with self._journal_lock:
+                self._failures[:0] = failures
+            if strict or not isinstance(exc, Exception):
+                raise
 
     def close(self) -> None:
         """Write what is pending and release the file now (it is reopened on the next use)."""
+        if self._failures:
+            self._flush_failures(strict=False)
         self._conn.close()
 
     def after_fork_in_child(self) -> None:
@@ -142,33 +166,20 @@ class DuckDBStore:
     def oldest_pending(self) -> float | None:
         """When the oldest unwritten step started (a full batch is written at once by ``begin_step``)."""
         with self._journal_lock:
-            times = [t for j in self._journals.values() if (t := j.oldest_pending()) is not None]
-            times += [f.since for f in self._failures]
-            return min(times, default=None)
+            return min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
 
     def write_pending(self, con: duckdb.DuckDBPyConnection) -> object:
-        """Write every journal's quick steps, then kept failures, inside the open transaction.
-
-        Returns what was taken.
-        """
+        """Write every journal's quick steps inside the open transaction; returns what was taken."""
         with self._journal_lock:
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
-            failures, self._failures = self._failures, []
         for _, pending in taken:
             write_quick_steps(con, pending)
-        for failure in failures:
-            steps.fail_if_running(con, failure.run_id, failure.step, failure.owner, failure.error,
-                                  failure.traceback, failure.duration_s)  # fmt: skip
-        return taken, failures
+        return taken
 
     def restore_pending(self, taken: object) -> None:
         """Put unwritten steps back after a failed transaction, unless the commit happened after all."""
-        assert isinstance(taken, tuple)
-        journals, failures = taken
-        if failures:  # written only while the step is still running: putting them back is always safe
-            with self._journal_lock:
-                self._failures[:0] = failures
-        for journal, pending in journals:
+        assert isinstance(taken, list)
+        for journal, pending in taken:
             if not pending:
                 continue
             try:
@@ -237,7 +248,9 @@ class DuckDBStore:
         key = (self.location, req.run_id, req.step)
         with _IN_FLIGHT_LOCK:
             abandoned = key not in _IN_FLIGHT
-        if journal is not None and not self._failures:  # kept failures are written before any new step
+        if self._failures:  # no step starts on top of a failure not yet written
+            self._flush_failures(strict=True)
+        if journal is not None:
             with self._journal_lock:
                 first_of_window = not journal.pending
                 quick = journal.try_begin(req)
@@ -327,8 +340,8 @@ class DuckDBStore:
         A failure that is not written would leave the step 'running' under this live process:
         its run blocked for every other process and the step unable to start again here. So a
         write that fails (a full disk, a Ctrl-C during COMMIT) is read back, and a failure not
-        found there is kept in memory and written first by the next transaction of this store
-        (the next step's start at the latest; the housekeeper retries before). A
+        found there is kept in memory and written before the next transaction of this store (a
+        read, the panel's poll, closing), and at the latest before the run's next step starts. A
         KeyboardInterrupt still propagates; other write errors do not hide the step's own error.
         """
         try:
@@ -341,10 +354,7 @@ class DuckDBStore:
             status = self._read_back(run_id, step)
             if status is None or status.state is StepState.RUNNING:
                 with self._journal_lock:
-                    self._failures.append(
-                        PendingFailure(run_id, step, owner, error, traceback, duration_s, time.monotonic())
-                    )
-                self._conn.wake()
+                    self._failures.append(PendingFailure(run_id, step, owner, error, traceback, duration_s))
             self._ended(run_id, step)
             if faults.interrupted(exc) or not isinstance(exc, Exception):
                 _raise_as_interrupt(exc)

@@ -1,0 +1,407 @@
+"""Faults while a step's outputs are stored: a Ctrl-C, a full disk, a read-only store, a missing key.
+
+Interrupts are injected at the real points (a pickling hook, ``_thread.interrupt_main`` while a
+large checkpoint is written, SIGINT timers aimed at the completion and its COMMIT); full and
+read-only disks are real (a small tmpfs and a read-only bind mount in a user namespace, or a file
+size limit). After each fault the step is failed (or completed, when the commit happened), the
+cell runs again in the same shell, and another process can use the run.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ipython_shell import fresh_kernel, started_shell, step
+
+import resumable
+from resumable import SigningKeyError, StepState, StoreFullError, StoreReadOnlyError
+from resumable._store import open_store
+
+SIGINT_TRIALS = int(os.environ.get("RESUMABLE_SIGINT_TRIALS", "12"))
+STORING = "KeyboardInterrupt: interrupted by the user (while its outputs were being stored)"
+
+OTHER_PROCESS = """
+import sys, resumable
+pipe = resumable.Pipeline(sys.argv[2], store=sys.argv[1])
+with pipe.run(run_id=sys.argv[3]) as run:
+    print(run.step("from_elsewhere", lambda: 7))
+"""
+
+
+def run_elsewhere(store: Path, pipeline: str, run_id: str) -> subprocess.CompletedProcess[str]:
+    """Another process runs a step of the run (it would get RunOwnedError if a step were left running)."""
+    return subprocess.run(
+        [sys.executable, "-c", OTHER_PROCESS, str(store), pipeline, run_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
+    ip = started_shell()
+    ip.run_line_magic("durable_run", "nb")
+    yield ip
+    fresh_kernel(ip)
+
+
+INTERRUPTING = '''
+class Interrupting:
+    """Pickling it raises KeyboardInterrupt once, as a Ctrl-C during the checkpoint write does."""
+    armed = True
+    def __reduce__(self):
+        if Interrupting.armed:
+            Interrupting.armed = False
+            raise KeyboardInterrupt
+        return (Interrupting, ())
+'''
+
+
+def test_ctrl_c_while_outputs_are_pickled_leaves_the_step_failed(shell: Any, store_path: Path) -> None:
+    """A Ctrl-C while a cell's outputs are stored: the step is failed with the reason, other processes can
+    use the run, and running the cell again works (no 'running' to 'running')."""
+    shell.run_cell(INTERRUPTING)
+    first = step(shell, "big", "value = Interrupting()")
+    assert isinstance(first.error_in_exec, KeyboardInterrupt)
+    store = open_store(store_path)
+    status = store.get_step("r1", "big")
+    assert status is not None
+    assert (status.state, status.error) == (StepState.FAILED, STORING)
+    assert store.list_events("r1", "big")[-1].detail == STORING
+    elsewhere = run_elsewhere(store_path, "nb", "r1")
+    assert (elsewhere.returncode, elsewhere.stdout, elsewhere.stderr) == (0, "7\n", "")
+    again = step(shell, "big", "value = Interrupting()")
+    assert again.error_in_exec is None
+    status = store.get_step("r1", "big")
+    assert status is not None
+    assert (status.state, status.attempts) == (StepState.COMPLETED, 2)
+
+
+def _interrupt_once_writing(payloads: Path) -> threading.Thread:
+    """Interrupt the main thread as soon as a large payload file is being written (polls the folder)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any((payloads / "tmp").glob("*.part")):
+                _thread.interrupt_main()
+                return
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
+BIG_CELL = "chunks = [bytes([i]) * 2**20 for i in range(160)]  # 160 MB, written in 1 MB pieces"
+
+
+def test_ctrl_c_during_a_large_checkpoint_write(shell: Any, store_path: Path) -> None:
+    """A real interrupt while 160 MB are written: the step is failed, no partial file stays, another
+    process can run the run, and the same cell run again completes."""
+    payloads = store_path.parent / (store_path.name + ".payloads")
+    watcher = _interrupt_once_writing(payloads)
+    first = step(shell, "big", BIG_CELL)
+    watcher.join(timeout=60)
+    assert isinstance(first.error_in_exec, KeyboardInterrupt)
+    store = open_store(store_path)
+    status = store.get_step("r1", "big")
+    assert status is not None
+    assert (status.state, status.error) == (StepState.FAILED, STORING)
+    assert list((payloads / "tmp").glob("*.part")) == []
+    elsewhere = run_elsewhere(store_path, "nb", "r1")
+    assert (elsewhere.returncode, elsewhere.stdout) == (0, "7\n"), elsewhere.stderr
+    again = step(shell, "big", BIG_CELL)
+    assert again.error_in_exec is None
+    assert store.get_step("r1", "big").state is StepState.COMPLETED  # type: ignore[union-attr]
+    chunks = resumable.load("r1", "big", "chunks", store=store_path)
+    assert (len(chunks), chunks[159][:1]) == (160, bytes([159]))
+
+
+SIGINT_CAMPAIGN = r"""
+import json, os, random, signal, statistics, sys, threading, time
+import resumable
+from resumable import StepState
+
+store, trials, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(seed)
+pipe = resumable.Pipeline("p", store=store)
+timers = []
+ended = []
+
+def body(n, delay):
+    value = os.urandom(n)
+    if delay is not None:
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+        timers.append(timer)
+        timer.start()  # aimed at the completion: encoding, the payload's fsync, the COMMIT, the read-back
+    ended.append(time.perf_counter())
+    return value
+
+# How long the completion takes here: the delays are spread over it.
+spans = {}
+for n in (100_000, 3_000_000):
+    took = []
+    for i in range(3):
+        with pipe.run(run_id="warm") as run:
+            run.step(f"w{n}-{i}", body, n, None)
+            took.append(time.perf_counter() - ended[-1])
+    spans[n] = statistics.median(took)
+
+outcomes = {"completed": 0, "failed": 0, "after": 0, "swallowed": 0, "bad": []}
+for t in range(trials):
+    name, n = f"s{t}", rng.choice(list(spans))
+    delay = rng.uniform(0, spans[n] * 1.2)
+    try:
+        with pipe.run(run_id="r1") as run:
+            try:
+                run.step(name, body, n, delay)
+            except KeyboardInterrupt:
+                status = run.status(name)
+                if status.state is StepState.COMPLETED:
+                    outcomes["completed"] += 1
+                elif status.state is StepState.FAILED and status.error.startswith("KeyboardInterrupt"):
+                    outcomes["failed"] += 1
+                else:
+                    outcomes["bad"].append([name, status.state.value, status.error])
+                continue
+            try:
+                timers[-1].join()
+                for _ in range(10000):  # pending signals are handled at the loop's backward jumps
+                    pass
+            except KeyboardInterrupt:
+                outcomes["after"] += 1
+                continue
+            outcomes["swallowed"] += 1
+    except KeyboardInterrupt:  # landed in the run's own exit: the step had returned
+        outcomes["after"] += 1
+    # Run the step again in this process: it restores or executes, never 'running' to 'running'.
+    with pipe.run(run_id="r1") as run:
+        run.step(name, body, n, None)
+        if run.status(name).state is not StepState.COMPLETED:
+            outcomes["bad"].append([name, "not completed after a rerun", None])
+print(json.dumps(outcomes))
+"""
+
+
+def test_sigint_aimed_at_the_completion_always_stops_and_never_leaves_a_step_running(store_path: Path) -> None:
+    """SIGINT at random points of the completion (encoding, fsync, COMMIT, read-back): the program always
+    stops (no Ctrl-C is swallowed), the step is completed or failed, and it runs again in the same process."""
+    out = subprocess.run(
+        [sys.executable, "-c", SIGINT_CAMPAIGN, str(store_path), str(SIGINT_TRIALS), "1125"],
+        capture_output=True,
+        text=True,
+        timeout=60 + 10 * SIGINT_TRIALS,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    outcomes = json.loads(out.stdout)
+    print(f"SIGINT campaign, {SIGINT_TRIALS} trials: {outcomes}")
+    assert outcomes["bad"] == []
+    assert outcomes["swallowed"] == 0
+    assert outcomes["completed"] + outcomes["failed"] + outcomes["after"] == SIGINT_TRIALS
+    assert outcomes["completed"] + outcomes["failed"] > 0  # the campaign did hit the completion
+
+
+# ------------------------------------------------------------------ full and read-only disks
+
+NAMESPACES = shutil.which("unshare") is not None and (
+    subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, timeout=30, check=False
+    ).returncode
+    == 0
+)
+needs_namespaces = pytest.mark.skipif(
+    not NAMESPACES, reason="needs 'unshare --user --mount' to mount a small tmpfs or a read-only bind mount"
+)
+
+DISK_SCRIPT = r"""
+import json, os, subprocess, sys
+import resumable
+
+folder, mode = sys.argv[1], sys.argv[2]
+store = os.path.join(folder, "store.duckdb")
+pipe = resumable.Pipeline("p", store=store)
+report = {}
+with pipe.run(run_id="r1") as run:
+    report["small"] = run.step("small", lambda: 41)
+    if mode == "read-only":
+        subprocess.run(["mount", "--bind", folder, folder], check=True)
+        subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+    try:
+        run.step("big", lambda: b"x" * 20_000_000)
+    except resumable.StoreError as exc:
+        report["error"] = [type(exc).__name__, str(exc), exc.path, exc.needed, exc.free]
+    status = run.status("big")
+    report["big"] = [status.state.value, status.error]
+    report["loaded"] = resumable.load("r1", "small", store=store)
+    if mode == "full":
+        report["retried"] = run.step("big", lambda: "small enough")  # a second call: 'big#2'
+print(json.dumps(report))
+"""
+
+
+def _in_namespace(tmp_path: Path, script: str, *args: str, mount: str) -> dict[str, Any]:
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    shell_line = f'{mount} && exec {sys.executable} -c "$0" {folder} {" ".join(args)}'.replace("FOLDER", str(folder))
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", shell_line, script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "0"},
+    )
+    assert out.returncode == 0, out.stderr
+    report: dict[str, Any] = json.loads(out.stdout)
+    report["folder"] = str(folder)
+    return report
+
+
+@needs_namespaces
+def test_full_disk_is_reported_as_a_full_disk(tmp_path: Path) -> None:
+    """A 20 MB output on a disk with 8 MB: StoreFullError saying where, how much is needed and free; the step
+    is failed, the completed step loads, and a smaller output then completes."""
+    report = _in_namespace(tmp_path, DISK_SCRIPT, "full", mount="mount -t tmpfs -o size=8m tmpfs FOLDER")
+    name, message, path, needed, free = report["error"]
+    assert name == "StoreFullError"
+    assert path == f"{report['folder']}/store.duckdb.payloads"
+    assert 0 < needed <= 20_000_000 + 1000 and free < 8_400_000
+    expected = StoreFullError("big", "r1", path, "[Errno 28] No space left on device", needed, free)
+    assert message == str(expected)
+    assert message.startswith(
+        f"step 'big' (run 'r1'): its outputs could not be stored: no space left for them at '{path}' "
+        "([Errno 28] No space left on device); they need at least "
+    )
+    assert message.endswith(
+        "The step was marked failed; completed steps and their checkpoints are intact. "
+        f"Make at least {message.split('they need at least ')[1].split(' and ')[0]} free on that disk (or raise "
+        "the quota), or point RESUMABLE_STORE at a store on a disk with room, then run the step again."
+    )
+    assert report["big"] == ["failed", f"StoreFullError: {message}"]
+    assert report["loaded"] == 41
+    assert report["retried"] == "small enough"
+
+
+@needs_namespaces
+def test_read_only_store_is_reported_as_read_only(tmp_path: Path) -> None:
+    """The store's file system turns read-only under a live run: StoreReadOnlyError with the whole message,
+    and the completed step still loads."""
+    report = _in_namespace(tmp_path, DISK_SCRIPT, "read-only", mount="true")
+    name, message, path, _, _ = report["error"]
+    assert name == "StoreReadOnlyError"
+    assert message == (
+        f"step 'big' (run 'r1'): its outputs could not be stored: the store is read-only at '{path}' "
+        f"([Errno 30] Read-only file system: '{path}'). The step was marked failed; completed steps and their "
+        "checkpoints are intact. Make that file system writable again (it may have been remounted read-only after "
+        "disk errors; see the system log), or point RESUMABLE_STORE at a writable store, then run the step again."
+    )
+    # The failure could not be written either (the database is read-only too): it was kept in memory,
+    # so the step shows 'running' only to this process until the store is writable again.
+    assert report["big"][0] in {"failed", "running"}
+    assert report["loaded"] == 41
+
+
+FILE_SIZE_LIMIT = r"""
+import json, resource, signal, sys
+import resumable
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (8_000_000, 8_000_000))
+pipe = resumable.Pipeline("p", store=sys.argv[1])
+with pipe.run(run_id="r1") as run:
+    run.step("small", lambda: 1)
+    try:
+        run.step("big", lambda: bytes(20_000_000))
+    except resumable.StoreFullError as exc:
+        print(json.dumps([str(exc), run.status("big").state.value]))
+"""
+
+
+def test_file_size_limit_is_reported_as_no_space(store_path: Path) -> None:
+    """A write past 'ulimit -f' (EFBIG) is a StoreFullError, not 'cannot be pickled'; the step is failed."""
+    out = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMIT, str(store_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    message, state = json.loads(out.stdout)
+    assert state == "failed"
+    payloads = f"{store_path}.payloads"
+    assert message == (
+        f"step 'big' (run 'r1'): its outputs could not be stored: a file reached this process's file size limit "
+        f"('ulimit -f') at '{payloads}' ([Errno 27] File too large); they need at least 20.0 MB. The step was "
+        "marked failed; completed steps and their checkpoints are intact. Raise the limit above 20.0 MB "
+        "('ulimit -f unlimited'), then run the step again."
+    )
+    assert "cannot be pickled" not in message
+
+
+# ------------------------------------------------------------------ the signing key
+
+
+def test_missing_signing_key_file(store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key file that is named but missing is our error naming the path, not pathlib's FileNotFoundError."""
+    missing = tmp_path / "keys" / "resumable.key"
+    monkeypatch.setenv("RESUMABLE_SIGNING_KEY_FILE", str(missing))
+    with pytest.raises(SigningKeyError) as excinfo:
+        resumable.Pipeline("p", store=store_path).runs()
+    assert str(excinfo.value) == (
+        f"the signing-key file '{missing}' (RESUMABLE_SIGNING_KEY_FILE) does not exist, so the store was not opened; "
+        "nothing was read or written and completed steps are intact. Restore the key file at that path (the same "
+        "key that signed the store's checkpoints), or unset RESUMABLE_SIGNING_KEY_FILE to use the store without "
+        "signatures."
+    )
+
+
+def test_signing_key_that_is_a_folder(store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key path that names a folder says so."""
+    monkeypatch.setenv("RESUMABLE_SIGNING_KEY_FILE", str(tmp_path))
+    with pytest.raises(SigningKeyError, match=r"\(RESUMABLE_SIGNING_KEY_FILE\) is a folder, not a file, so the"):
+        resumable.Pipeline("p", store=store_path).runs()
+
+
+def test_cli_reports_a_missing_signing_key_with_exit_6(store_path: Path, tmp_path: Path) -> None:
+    """The CLI prints our message and exits 6 (the store cannot be used), no traceback."""
+    resumable.Pipeline("p", store=store_path).run(run_id="r1").__enter__().__exit__(None, None, None)
+    env = {**os.environ, "RESUMABLE_SIGNING_KEY_FILE": str(tmp_path / "gone.key")}
+    out = subprocess.run(
+        [sys.executable, "-m", "resumable", "runs", "--store", str(store_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 6
+    assert out.stderr.startswith(f"error: the signing-key file '{tmp_path / 'gone.key'}' (RESUMABLE_SIGNING_KEY_FILE)")
+    assert "Traceback" not in out.stderr
+
+
+def test_store_errors_are_told_apart() -> None:
+    """The new classes sit under StoreError (exit 6 in the CLI) and survive pickling with their attributes."""
+    import pickle
+
+    full = StoreFullError("s", "r", "/p", "[Errno 28] No space left on device", 5_000_000, 0)
+    again = pickle.loads(pickle.dumps(full))
+    assert (type(again), str(again), again.needed) == (StoreFullError, str(full), 5_000_000)
+    assert issubclass(StoreReadOnlyError, resumable.StoreWriteError)
+    assert issubclass(StoreFullError, resumable.StoreError)
