@@ -27,6 +27,7 @@ from resumable._store import Begin, Completion, EncodeError, StepRequest, Store,
 from resumable._tracebacks import user_traceback
 from resumable._why import Why
 from resumable.errors import (
+    ResumableError,
     StepChangedError,
     StepFailed,
     StepTimeout,
@@ -110,14 +111,19 @@ class StepCall:
 
     def begin(self) -> Begin:
         """Ask the store whether to restore or execute; when executing, the step is now running."""
-        begin = self.store.begin_step(
-            StepRequest(
-                self.run_id, self.step, self.owner, self.source, self.source_digest, self.reads,
-                {"retries": self.policy.retries, "backoff": self.policy.backoff, "timeout": self.policy.timeout,
-                 **self.extra_options},
-                self.force, self.inputs, self.effect, self.rerun,
-            )
+        request = StepRequest(
+            self.run_id, self.step, self.owner, self.source, self.source_digest, self.reads,
+            {"retries": self.policy.retries, "backoff": self.policy.backoff, "timeout": self.policy.timeout,
+             **self.extra_options},
+            self.force, self.inputs, self.effect, self.rerun,
         )  # fmt: skip
+        try:
+            begin = self.store.begin_step(request)
+        except ResumableError:
+            raise  # refused (owned, changed, bad rerun): nothing was started
+        except BaseException as exc:
+            self._undo_start(exc)
+            raise
         self.attempt = begin.attempt
         self.stale = begin.stale
         self.key_generation = begin.key_generation
@@ -211,6 +217,24 @@ class StepCall:
         self.digests = {b.name: b.digest for b in blobs}
         self._notify(StepState.COMPLETED)
 
+    def _undo_start(self, exc: BaseException) -> None:
+        """A start that raised (a Ctrl-C during its COMMIT) may have happened: fail it, so it is not left running.
+
+        The store's own guard catches what this read-back misses: a step found running under this
+        process that the process no longer runs becomes interrupted when it starts again.
+        """
+        try:
+            status = self.store.get_step(self.run_id, self.step)
+        except Exception:
+            return
+        owner = status.owner if status is not None else None
+        if status is None or status.state is not StepState.RUNNING or owner is None:
+            return
+        if (owner.host, owner.pid) != (self.owner.host, self.owner.pid):
+            return
+        line = f"{_line(exc)} (while the step was starting)"
+        self.store.fail_step(self.run_id, self.step, self.owner, line, None, 0.0)
+
     def _write_error(self, fault: WriteFault) -> StoreWriteError:
         kind = _WRITE_ERRORS.get(fault.kind, StoreWriteError)
         return kind(self.step, self.run_id, fault.path, fault.reason, fault.needed, fault.free)
@@ -244,10 +268,7 @@ class StepCall:
         return min(base, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
 
     def _record_failure(self, exc: BaseException, duration_s: float, tb: str | None, *, storing: bool = False) -> None:
-        if isinstance(exc, KeyboardInterrupt):
-            line = "KeyboardInterrupt: interrupted by the user"
-        else:
-            line = f"{type(exc).__name__}: {exc}"
+        line = _line(exc)
         if storing:
             line += " (while its outputs were being stored)"
         self.errors.append(line)
@@ -256,7 +277,13 @@ class StepCall:
 
     def retry(self) -> None:
         """Start the next attempt (the key generation stays: the effect has not completed)."""
-        self.attempt = self.store.retry_step(self.run_id, self.step, self.owner)
+        try:
+            self.attempt = self.store.retry_step(self.run_id, self.step, self.owner)
+        except ResumableError:
+            raise
+        except BaseException as exc:
+            self._undo_start(exc)
+            raise
         self._marked = False
         self._notify(StepState.RUNNING)
 
@@ -287,6 +314,13 @@ class StepCall:
                 listener(event)
             except Exception:  # a broken panel must never break a step
                 pass
+
+
+def _line(exc: BaseException) -> str:
+    """An error's one line, as the event log records it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "KeyboardInterrupt: interrupted by the user"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @contextmanager

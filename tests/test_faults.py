@@ -144,36 +144,48 @@ pipe = resumable.Pipeline("p", store=store)
 timers = []
 ended = []
 
+def sigint_in(delay):
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+    timers.append(timer)
+    timer.start()
+
 def body(n, delay):
     value = os.urandom(n)
     if delay is not None:
-        timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
-        timers.append(timer)
-        timer.start()  # aimed at the completion: encoding, the payload's fsync, the COMMIT, the read-back
+        sigint_in(delay)  # aimed at the completion: encoding, the payload's fsync, the COMMIT, the read-back
     ended.append(time.perf_counter())
     return value
 
-# How long the completion takes here: the delays are spread over it.
+# How long a whole step and its completion take here: the delays are spread over them.
 spans = {}
 for n in (100_000, 3_000_000):
-    took = []
+    whole, completion = [], []
     for i in range(3):
         with pipe.run(run_id="warm") as run:
+            started = time.perf_counter()
             run.step(f"w{n}-{i}", body, n, None)
-            took.append(time.perf_counter() - ended[-1])
-    spans[n] = statistics.median(took)
+            whole.append(time.perf_counter() - started)
+            completion.append(time.perf_counter() - ended[-1])
+    spans[n] = (statistics.median(whole), statistics.median(completion))
 
-outcomes = {"completed": 0, "failed": 0, "after": 0, "swallowed": 0, "bad": []}
+outcomes = {"completed": 0, "failed": 0, "not_started": 0, "after": 0, "swallowed": 0, "bad": []}
 for t in range(trials):
     name, n = f"s{t}", rng.choice(list(spans))
-    delay = rng.uniform(0, spans[n] * 1.2)
+    whole, completion = spans[n]
+    aim_whole = t % 2 == 1  # odd trials: anywhere in the step (its start too); even: its completion
     try:
         with pipe.run(run_id="r1") as run:
             try:
-                run.step(name, body, n, delay)
+                if aim_whole:
+                    sigint_in(rng.uniform(0, whole * 1.2))
+                    run.step(name, body, n, None)
+                else:
+                    run.step(name, body, n, rng.uniform(0, completion * 1.2))
             except KeyboardInterrupt:
-                status = run.status(name)
-                if status.state is StepState.COMPLETED:
+                status = run.store.get_step("r1", name)
+                if status is None:
+                    outcomes["not_started"] += 1
+                elif status.state is StepState.COMPLETED:
                     outcomes["completed"] += 1
                 elif status.state is StepState.FAILED and status.error.startswith("KeyboardInterrupt"):
                     outcomes["failed"] += 1
@@ -188,20 +200,22 @@ for t in range(trials):
                 outcomes["after"] += 1
                 continue
             outcomes["swallowed"] += 1
-    except KeyboardInterrupt:  # landed in the run's own exit: the step had returned
+    except KeyboardInterrupt:  # landed in the run's own start or exit
         outcomes["after"] += 1
-    # Run the step again in this process: it restores or executes, never 'running' to 'running'.
-    with pipe.run(run_id="r1") as run:
-        run.step(name, body, n, None)
-        if run.status(name).state is not StepState.COMPLETED:
-            outcomes["bad"].append([name, "not completed after a rerun", None])
+    finally:
+        # Run the step again in this process: it restores or executes, never 'running' to 'running'.
+        with pipe.run(run_id="r1") as run:
+            run.step(name, body, n, None)
+            if run.status(name).state is not StepState.COMPLETED:
+                outcomes["bad"].append([name, "not completed after a rerun", None])
 print(json.dumps(outcomes))
 """
 
 
 def test_sigint_aimed_at_the_completion_always_stops_and_never_leaves_a_step_running(store_path: Path) -> None:
-    """SIGINT at random points of the completion (encoding, fsync, COMMIT, read-back): the program always
-    stops (no Ctrl-C is swallowed), the step is completed or failed, and it runs again in the same process."""
+    """SIGINT at random points of a step, half aimed at its completion (encoding, fsync, COMMIT, read-back): the
+    program always stops (no Ctrl-C is swallowed), the step is completed, failed or not started (never left
+    running), and it runs again in the same process."""
     out = subprocess.run(
         [sys.executable, "-c", SIGINT_CAMPAIGN, str(store_path), str(SIGINT_TRIALS), "1125"],
         capture_output=True,
@@ -214,7 +228,7 @@ def test_sigint_aimed_at_the_completion_always_stops_and_never_leaves_a_step_run
     print(f"SIGINT campaign, {SIGINT_TRIALS} trials: {outcomes}")
     assert outcomes["bad"] == []
     assert outcomes["swallowed"] == 0
-    assert outcomes["completed"] + outcomes["failed"] + outcomes["after"] == SIGINT_TRIALS
+    assert sum(outcomes[k] for k in ("completed", "failed", "not_started", "after")) == SIGINT_TRIALS
     assert outcomes["completed"] + outcomes["failed"] > 0  # the campaign did hit the completion
 
 
