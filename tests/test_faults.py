@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -254,9 +255,6 @@ pipe = resumable.Pipeline("p", store=store)
 report = {}
 with pipe.run(run_id="r1") as run:
     report["small"] = run.step("small", lambda: 41)
-    if mode == "read-only":
-        subprocess.run(["mount", "--bind", folder, folder], check=True)
-        subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
     try:
         run.step("big", lambda: b"x" * 20_000_000)
     except resumable.StoreError as exc:
@@ -266,6 +264,47 @@ with pipe.run(run_id="r1") as run:
     report["loaded"] = resumable.load("r1", "small", store=store)
     if mode == "full":
         report["retried"] = run.step("big", lambda: "small enough")  # a second call: 'big#2'
+        # Fill the disk: now the COMMIT of an inline output fails, and so does writing the failure.
+        filler = os.path.join(folder, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(bytes(65536))
+                    f.flush()
+            except OSError:
+                pass
+        try:
+            run.step("inline", lambda: os.urandom(200_000))
+        except resumable.StoreError as exc:
+            report["commit_error"] = [type(exc).__name__, str(exc)]
+        os.unlink(filler)  # space again: the kept failure is written before the next use of the store
+        status = run.status("inline")
+        report["inline"] = [status.state.value, status.error]
+        report["after"] = run.step("next", lambda: "next step runs")
+print(json.dumps(report))
+"""
+
+READ_ONLY_SCRIPT = r"""
+import json, os, subprocess, sys
+import resumable
+
+folder = sys.argv[1]
+store = os.path.join(folder, "store.duckdb")
+pipe = resumable.Pipeline("p", store=store)
+report = {}
+with pipe.run(run_id="r1") as run:
+    run.step("small", lambda: 41)
+    subprocess.run(["mount", "--bind", folder, folder], check=True)
+    subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
+    try:
+        run.step("big", lambda: b"x" * 20_000_000)
+    except resumable.StoreError as exc:
+        report["error"] = [type(exc).__name__, str(exc), exc.path]
+    # The failure cannot be written either; once the file system takes writes again, it is.
+    subprocess.run(["mount", "-o", "remount,rw,bind", folder], check=True)
+    status = run.status("big")
+    report["big"] = [status.state.value, status.error]
+    report["loaded"] = resumable.load("r1", "small", store=store)
 print(json.dumps(report))
 """
 
@@ -311,24 +350,36 @@ def test_full_disk_is_reported_as_a_full_disk(tmp_path: Path) -> None:
     assert report["big"] == ["failed", f"StoreFullError: {message}"]
     assert report["loaded"] == 41
     assert report["retried"] == "small enough"
+    name, commit_message = report["commit_error"]
+    assert name == "StoreFullError"
+    folder = re.escape(report["folder"])
+    pattern = (
+        f"step 'inline' \\(run 'r1'\\): its outputs could not be stored: no space left for them at '{folder}' "
+        f'\\(TransactionContext Error: Failed to commit: Could not write file "{folder}/store.duckdb.wal": '
+        "No space left on device\\); [0-9.]+ k?B are free there. The step was marked failed; completed steps and "
+        "their checkpoints are intact. Make space free on that disk \\(or raise the quota\\), or point "
+        "RESUMABLE_STORE at a store on a disk with room, then run the step again."
+    )
+    assert re.fullmatch(pattern, commit_message), commit_message
+    assert report["inline"] == ["failed", f"StoreFullError: {commit_message}"]
+    assert report["after"] == "next step runs"
 
 
 @needs_namespaces
 def test_read_only_store_is_reported_as_read_only(tmp_path: Path) -> None:
     """The store's file system turns read-only under a live run: StoreReadOnlyError with the whole message,
     and the completed step still loads."""
-    report = _in_namespace(tmp_path, DISK_SCRIPT, "read-only", mount="true")
-    name, message, path, _, _ = report["error"]
+    report = _in_namespace(tmp_path, READ_ONLY_SCRIPT, mount="true")
+    name, message, path = report["error"]
     assert name == "StoreReadOnlyError"
+    assert path == f"{report['folder']}/store.duckdb.payloads"
     assert message == (
         f"step 'big' (run 'r1'): its outputs could not be stored: the store is read-only at '{path}' "
         f"([Errno 30] Read-only file system: '{path}'). The step was marked failed; completed steps and their "
         "checkpoints are intact. Make that file system writable again (it may have been remounted read-only after "
         "disk errors; see the system log), or point RESUMABLE_STORE at a writable store, then run the step again."
     )
-    # The failure could not be written either (the database is read-only too): it was kept in memory,
-    # so the step shows 'running' only to this process until the store is writable again.
-    assert report["big"][0] in {"failed", "running"}
+    assert report["big"] == ["failed", f"StoreReadOnlyError: {message}"]
     assert report["loaded"] == 41
 
 

@@ -29,7 +29,7 @@ from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, RunJournal
 from resumable._store.rows import write_quick_steps
 from resumable._store.schema import migrate
-from resumable.errors import ResumableError
+from resumable.errors import InvalidTransition, StepChangedError
 
 # Steps this process is executing now, by (store, run, step). A step of this process found
 # 'running' in the store but not here was left behind by an attempt whose end could not be
@@ -347,15 +347,21 @@ class DuckDBStore:
         try:
             with self._transaction() as con:
                 steps.fail(con, run_id, step, owner, error, traceback, duration_s)
-        except ResumableError:  # another process changed the step: it is not this process's to fail
+        except (StepChangedError, InvalidTransition):  # not this process's step to fail (any more)
             self._ended(run_id, step)
             raise
         except BaseException as exc:
-            status = self._read_back(run_id, step)
+            again: BaseException | None = None
+            try:
+                status = self._read_back(run_id, step)
+            except BaseException as second:  # a second Ctrl-C: keep the failure all the same
+                status, again = None, second
             if status is None or status.state is StepState.RUNNING:
                 with self._journal_lock:
                     self._failures.append(PendingFailure(run_id, step, owner, error, traceback, duration_s))
             self._ended(run_id, step)
+            if again is not None:
+                raise again from exc
             if faults.interrupted(exc) or not isinstance(exc, Exception):
                 _raise_as_interrupt(exc)
             return
