@@ -470,3 +470,54 @@ def test_store_errors_are_told_apart() -> None:
     assert (type(again), str(again), again.needed) == (StoreFullError, str(full), 5_000_000)
     assert issubclass(StoreReadOnlyError, resumable.StoreWriteError)
     assert issubclass(StoreFullError, resumable.StoreError)
+
+
+# ------------------------------------------------------------------ a real kernel
+
+
+def _reply(kc: Any, msg_id: str, timeout: float) -> dict[str, Any]:
+    """The shell reply to one execute request (other replies are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") == msg_id:
+            content: dict[str, Any] = msg["content"]
+            return content
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_kernel_during_a_large_checkpoint_write(store_path: Path, tmp_path: Path) -> None:
+    """The kernel is interrupted (SIGINT from its manager, as the stop button does) while a 160 MB checkpoint is
+    written: the cell reports KeyboardInterrupt, the step is failed, another process runs the run, and running
+    the cell again in the same kernel completes it."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESUMABLE_", "JPY_"))}
+    env["RESUMABLE_STORE"] = str(store_path)
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    try:
+        setup = kc.execute_interactive("%load_ext resumable\n%durable_run nb --run-id k1", timeout=120)
+        assert setup["content"]["status"] == "ok"
+        cell = f"%%durable_step big\n{BIG_CELL}"
+        payloads = store_path.parent / (store_path.name + ".payloads")
+        msg_id = kc.execute(cell)
+        deadline = time.monotonic() + 120
+        while not any((payloads / "tmp").glob("*.part")):
+            assert time.monotonic() < deadline, "the checkpoint was never written"
+            time.sleep(0.0005)
+        km.interrupt_kernel()
+        reply = _reply(kc, msg_id, 120)
+        assert (reply["status"], reply.get("ename")) == ("error", "KeyboardInterrupt")
+        status = open_store(store_path).get_step("k1", "big")
+        assert status is not None
+        assert (status.state, status.error) == (StepState.FAILED, STORING)
+        elsewhere = run_elsewhere(store_path, "nb", "k1")
+        assert (elsewhere.returncode, elsewhere.stdout) == (0, "7\n"), elsewhere.stderr
+        again = kc.execute_interactive(cell, timeout=120)
+        assert again["content"]["status"] == "ok"
+        status = open_store(store_path).get_step("k1", "big")
+        assert status is not None
+        assert (status.state, status.attempts) == (StepState.COMPLETED, 2)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
