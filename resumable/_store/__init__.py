@@ -12,7 +12,7 @@ from resumable._store.base import (
     StepRequest,
     Store,
 )
-from resumable._store.process import close_all
+from resumable._store.process import close_all, stop_at_exit
 from resumable._store.registry import forget_all, open_store
 from resumable._why import Held, Why
 
@@ -29,4 +29,5 @@ __all__ = [
     "close_all",
     "forget_all",
     "open_store",
+    "stop_at_exit",
 ]

@@ -93,6 +93,7 @@ class FileConnection:
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file this process opened
         self._removal: StoreRemovedError | None = None  # found, not yet told to the user's code
         self._fresh = False  # the file was created by the last connect
+        self._stopped = False  # at exit: no housekeeper any more; the file is closed after each transaction
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self._check_path()
 
@@ -211,6 +212,8 @@ class FileConnection:
     def wake(self) -> None:
         """Make sure the housekeeper runs and looks again at what is due."""
         with self.lock:
+            if self._stopped:
+                return
             if self._housekeeper is None or not self._housekeeper.is_alive():
                 self._housekeeper = threading.Thread(target=self._housekeep, name="resumable-store", daemon=True)
                 self._housekeeper.start()
@@ -228,6 +231,9 @@ class FileConnection:
         """Commit pending writes when their window closes; close the file once idle or held too long."""
         with self.lock:
             while True:
+                if self._stopped:
+                    self._housekeeper = None
+                    return
                 now = time.monotonic()
                 due = self._due_pending()
                 deadlines = [] if due is None else [due]
@@ -264,6 +270,25 @@ class FileConnection:
         self.lock = threading.Condition(threading.RLock())
         self._con = None
         self._housekeeper = None
+        self._stopped = False
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """At exit: write what is pending, release the file, stop the housekeeper and join it.
+
+        DuckDB must not be inside a daemon thread while the interpreter finalizes (it aborts the
+        process). A transaction after this still works, on the calling thread, and closes the file
+        at its end.
+        """
+        with self.lock:
+            self._stopped = True
+            housekeeper = self._housekeeper
+            self.lock.notify_all()
+            try:
+                self.close()
+            finally:
+                self.lock.notify_all()
+        if housekeeper is not None and housekeeper is not threading.current_thread():
+            housekeeper.join(timeout_s)
 
     def close(self) -> None:
         """Write what is pending and release the file now (it is reopened on the next use)."""
@@ -287,20 +312,7 @@ class FileConnection:
             DuckDB refused; the transaction was rolled back and the file let go of.
         """
         with self.lock:
-            self._raise_removal()
-            if self._con is not None:
-                self._check_same_file()
-            held_s = time.monotonic() - self._opened_at
-            if self._con is not None and held_s > MIN_HOLD_S and filelock.others_waiting(self.path):
-                self._hand_over()
-            if self._con is None:
-                gap = self._released_at + RELEASE_GAP_S - time.monotonic()
-                if gap > 0:
-                    time.sleep(gap)
-                self._con = self._connect()
-                self._opened_at = time.monotonic()
-                self.wake()
-            con = self._con
+            con = self._ready()
             taken: object = None
             try:
                 con.execute("BEGIN TRANSACTION")
@@ -313,21 +325,45 @@ class FileConnection:
                 con.execute("COMMIT")
                 self._check_same_file()  # a commit into a removed file is not a commit
             except BaseException as exc:
-                try:
-                    con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
-                if self.pending is not None and taken is not None and not isinstance(exc, StoreRemovedError):
-                    self.pending.restore_pending(taken)
+                self._failed(con, exc, taken)
                 if isinstance(exc, duckdb.Error) and not isinstance(exc, duckdb.InterruptException):
-                    try:
-                        self._close_locked()  # a failed file is opened afresh next time
-                    except Exception:
-                        pass
                     raise self._wrap(exc) from exc
                 raise
             finally:
                 self._last_used = time.monotonic()
+                if self._stopped:  # no housekeeper to let go of the file later
+                    self._close_locked()
+
+    def _ready(self) -> duckdb.DuckDBPyConnection:
+        """The open file for the next transaction: checked to be the same file, handed over, or opened."""
+        self._raise_removal()
+        if self._con is not None:
+            self._check_same_file()
+        held_s = time.monotonic() - self._opened_at
+        if self._con is not None and held_s > MIN_HOLD_S and filelock.others_waiting(self.path):
+            self._hand_over()
+        if self._con is None:
+            gap = self._released_at + RELEASE_GAP_S - time.monotonic()
+            if gap > 0:
+                time.sleep(gap)
+            self._con = self._connect()
+            self._opened_at = time.monotonic()
+            self.wake()
+        return self._con
+
+    def _failed(self, con: duckdb.DuckDBPyConnection, exc: BaseException, taken: object) -> None:
+        """Roll back; put back pending writes (unless the store is gone); let go of a file DuckDB failed on."""
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        if self.pending is not None and taken is not None and not isinstance(exc, StoreRemovedError):
+            self.pending.restore_pending(taken)
+        if isinstance(exc, duckdb.Error):
+            try:
+                self._close_locked()  # a failed file is opened afresh next time
+            except Exception:  # the error being raised says more than a failed close
+                pass
 
 
 def _is_torn(lowered: str) -> bool:

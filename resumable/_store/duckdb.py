@@ -101,6 +101,10 @@ class DuckDBStore:
         """Write what is pending and release the file now (it is reopened on the next use)."""
         self._conn.close()
 
+    def shutdown(self) -> None:
+        """At exit: write what is pending, release the file and join the housekeeper thread."""
+        self._conn.shutdown()
+
     def after_fork_in_child(self) -> None:
         """A forked child starts with fresh locks and nothing pending of its parent's."""
         self._journals.clear()
