@@ -95,6 +95,7 @@ class FileConnection:
         self._fresh = False  # the file was created by the last connect
         self._stopped = False  # at exit: no housekeeper any more; the file is closed after each transaction
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
+        self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
 
     def _check_path(self) -> None:
@@ -193,12 +194,23 @@ class FileConnection:
             return
         self._removal = StoreRemovedError(str(self.path), "deleted" if now is None else "replaced by another file")
         self._identity = None  # the next open adopts (or creates) whatever file is at the path
+        if self.on_removed is not None:
+            self.on_removed()
         if self._con is not None:
             try:
                 self._close_locked()
             except Exception:  # the old file is gone; nothing of it is worth an error of its own
                 pass
         self._raise_removal()
+
+    def check_file(self) -> None:
+        """Raise StoreRemovedError when the file is gone or replaced: one stat, for steps decided in memory."""
+        if self._removal is None and (self._identity is None or self._file_identity() == self._identity):
+            return
+        with self.lock:
+            self._raise_removal()
+            if self._identity is not None:
+                self._check_same_file()
 
     def _raise_removal(self) -> None:
         """Raise a found removal; it counts as told once it reaches code of the user's (not a daemon thread)."""
