@@ -108,25 +108,46 @@ def acquire(store: Path, timeout_s: float) -> None:
         if held.count > 0:
             held.count += 1
             return
+        deadline = time.monotonic() + timeout_s
+        while True:
+            fd = _open(store, path)
+            try:
+                _wait_for_lock(fd, store, deadline, timeout_s)
+                if _same_file(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)  # closing the only descriptor releases a lock taken just now too
+                raise
+            os.close(fd)  # the lock file was deleted or replaced while we waited: lock the one there now
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            problem = f"cannot have its lock file '{path.name}' beside it ({exc.strerror})"
-            raise StorePathError(str(store), problem, "Choose a writable folder.") from exc
-        try:
-            _wait_for_lock(fd, store, timeout_s)
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
-        except BaseException:
-            os.close(fd)  # closing the only descriptor releases a lock taken just now too
-            raise
+        except OSError:  # the pid is only for messages
+            pass
         held.fd = fd
         held.count = 1
 
 
-def _wait_for_lock(fd: int, store: Path, timeout_s: float) -> None:
+def _open(store: Path, path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        problem = f"cannot have its lock file '{path.name}' beside it ({exc.strerror})"
+        raise StorePathError(str(store), problem, "Choose a writable folder.") from exc
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the locked descriptor is still the file at ``path`` (not one deleted meanwhile)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _wait_for_lock(fd: int, store: Path, deadline: float, timeout_s: float) -> None:
     start = time.monotonic()
-    deadline = start + timeout_s
     delay = 0.001
     waited = False
     try:
