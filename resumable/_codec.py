@@ -157,6 +157,14 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+def shutdown() -> None:
+    """Join the hashing threads (at exit, before the interpreter finalizes)."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
 def digest_of(view: memoryview) -> str:
     """The chunked digest of bytes in memory, chunks hashed in parallel (hashlib releases the GIL)."""
     n = max(1, -(-view.nbytes // CHUNK))

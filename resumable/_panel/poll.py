@@ -11,7 +11,7 @@ import time
 import weakref
 from typing import Protocol
 
-from resumable._store import Store
+from resumable._store import Store, stop_at_exit
 
 POLL_S = 2.0
 MIN_REDRAW_S = 0.1  # listener-driven redraws at most ten times a second ...
@@ -48,10 +48,13 @@ class Poller:
         self._panels: weakref.WeakSet[Watched] = weakref.WeakSet()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stopped = False
 
     def add(self, panel: Watched) -> None:
         with self._lock:
             self._panels.add(panel)
+            if self._stopped:
+                return
             self._wake.set()  # a waiting thread picks up the new panel's poll interval
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="resumable-panel-poll", daemon=True)
@@ -66,6 +69,15 @@ class Poller:
         """Redraw the dirty panels now."""
         self._wake.set()
 
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread for good and wait for it (at exit, before the stores close: it reads them)."""
+        with self._lock:
+            self._stopped = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+
     @property
     def thread(self) -> threading.Thread | None:
         """The thread, while one runs."""
@@ -77,12 +89,14 @@ class Poller:
         while True:
             with self._lock:
                 panels = [p for p in self._panels if not p.closed]
-                if not panels:
+                if not panels or self._stopped:
                     self._thread = None
                     return
             intervals = [p.poll_s for p in panels if p.poll_s is not None]
             self._wake.wait(max(0.0, next_poll - time.monotonic()) if intervals else None)
             self._wake.clear()
+            if self._stopped:
+                continue  # leaves at the top of the loop, under the lock
             try:
                 if any(p.dirty for p in panels):
                     gap = max(MIN_REDRAW_S, cost / REDRAW_SHARE)
@@ -119,3 +133,4 @@ class Poller:
 
 
 POLLER = Poller()
+stop_at_exit(POLLER.stop)

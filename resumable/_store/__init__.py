@@ -13,7 +13,7 @@ from resumable._store.base import (
     Store,
     WriteFault,
 )
-from resumable._store.process import close_all
+from resumable._store.process import close_all, stop_at_exit
 from resumable._store.registry import forget_all, open_store
 from resumable._why import Held, Why
 
@@ -31,4 +31,5 @@ __all__ = [
     "close_all",
     "forget_all",
     "open_store",
+    "stop_at_exit",
 ]

@@ -99,6 +99,7 @@ class DuckDBStore:
         self._conn.pending = self
         self.window_s = GROUP_COMMIT_S
         self._journals: dict[str, RunJournal] = {}
+        self._opened: dict[str, tuple[str, dict[str, Any] | None]] = {}  # runs this process opened
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
@@ -109,6 +110,8 @@ class DuckDBStore:
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
             self._conn.close()
             raise
+        self._conn.on_create = self._recreate
+        self._conn.on_removed = self._forget_removed
         process.track(self)
 
     def __repr__(self) -> str:
@@ -153,6 +156,26 @@ class DuckDBStore:
         if self._failures:
             self._flush_failures(strict=False)
         self._conn.close()
+
+    def shutdown(self) -> None:
+        """At exit: write what is pending, release the file and join the housekeeper thread."""
+        self._conn.shutdown()
+
+    def _forget_removed(self) -> None:
+        """The store file was removed: what was pending belonged to it and went with it."""
+        with self._journal_lock:
+            for journal in self._journals.values():
+                journal.pending.clear()
+                journal.known_steps.clear()
+                journal.step_count = 0
+
+    def _recreate(self, con: duckdb.DuckDBPyConnection) -> None:
+        """A new store file after the old one was removed: its tables, and the runs this process has open."""
+        migrate(con, self.location)
+        for run_id, (pipeline, params) in self._opened.items():
+            runs.open_run(con, run_id, pipeline, params, False)
+        for journal in self._journals.values():
+            runs.set_owner(con, journal.run_id, journal.owner)
 
     def after_fork_in_child(self) -> None:
         """A forked child starts with fresh locks and nothing pending of its parent's."""
@@ -201,7 +224,9 @@ class DuckDBStore:
         self, run_id: str, pipeline: str, params: dict[str, Any] | None = None, *, update_params: bool = False
     ) -> RunInfo:
         with self._transaction() as con:
-            return runs.open_run(con, run_id, pipeline, params, update_params)
+            opened = runs.open_run(con, run_id, pipeline, params, update_params)
+        self._opened[run_id] = (opened.pipeline, opened.params)
+        return opened
 
     def get_run(self, run_id: str) -> RunInfo | None:
         with self._transaction() as con:
@@ -251,6 +276,7 @@ class DuckDBStore:
         if self._failures:  # no step starts on top of a failure not yet written
             self._flush_failures(strict=True)
         if journal is not None:
+            self._conn.check_file()  # decided in memory: still the file this process opened?
             with self._journal_lock:
                 first_of_window = not journal.pending
                 quick = journal.try_begin(req)
@@ -297,6 +323,7 @@ class DuckDBStore:
         """
         journal = self._journals.get(done.run_id)
         if journal is not None:
+            self._conn.check_file()
             with self._journal_lock:
                 if journal.try_complete(done):
                     self._ended(done.run_id, done.step)

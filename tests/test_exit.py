@@ -1,0 +1,99 @@
+"""Leaving the interpreter after a panel was shown: exit status 0, every background thread joined first.
+
+A daemon thread still inside DuckDB while Python finalizes aborts the process (``terminate called
+after throwing an instance of ''``). The exit handler stops the panel's poll, closes every store
+and joins its housekeeper before that (issue 11 §5). Each script and kernel registers, before it
+imports resumable, an exit handler of its own that runs last and writes which resumable threads
+are still alive then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+REPORT_THREADS = """
+import atexit, json, threading
+def _report(path={report!r}):
+    alive = sorted(t.name for t in threading.enumerate() if t.name.startswith("resumable") and t.is_alive())
+    with open(path, "w") as f:
+        json.dump(alive, f)
+atexit.register(_report)  # before resumable is imported: runs after resumable's own exit handler
+"""
+
+SCRIPT = """
+import sys
+store = sys.argv[1]
+import resumable
+pipe = resumable.Pipeline("p", store=store)
+with pipe.run(run_id="r1") as run:
+    run.step("a", lambda: 1)
+shown = resumable.panel("r1", store=store, poll_s=0.005)
+with pipe.run(run_id="r1") as run:
+    for i in range(30):
+        run.step(f"quick{i}", lambda: list(range(100)))
+    run.step("last", lambda: 2)  # still pending in the group commit as the script ends
+print("done", flush=True)
+"""
+
+CELLS = [
+    "%load_ext resumable",
+    "%durable_run shop --run-id k1",
+    "%%durable_step load\nrows = list(range(1000))",
+    "import resumable\nshown = resumable.panel(poll_s=0.005)\nshown",
+    "%%durable_step total\ntotal = sum(rows)",
+]
+
+
+def _alive_at_exit(report: Path) -> list[str]:
+    return json.loads(report.read_text())
+
+
+@pytest.mark.timeout(900)
+def test_twenty_scripts_that_show_a_panel_exit_0(tmp_path: Path) -> None:
+    """Each script shows a panel, runs quick steps and ends: status 0, no abort, no resumable thread left."""
+    for n in range(20):
+        report = tmp_path / f"threads{n}.json"
+        out = subprocess.run(
+            [sys.executable, "-c", REPORT_THREADS.format(report=str(report)) + SCRIPT, str(tmp_path / f"s{n}.duckdb")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (n, out.returncode, out.stderr) == (n, 0, "")
+        assert out.stdout == "done\n"
+        assert _alive_at_exit(report) == []
+
+
+@pytest.mark.timeout(900)
+def test_five_kernels_that_show_a_panel_shut_down_with_status_0(tmp_path: Path) -> None:
+    """A real kernel runs steps, displays a panel and is shut down: its process exits 0 with nothing on stderr."""
+    for n in range(5):
+        report = tmp_path / f"threads{n}.json"
+        stderr_path = tmp_path / f"kernel{n}.stderr"
+        env = {**os.environ, "RESUMABLE_STORE": str(tmp_path / f"k{n}.duckdb")}
+        km = KernelManager(kernel_name="python3")
+        with open(stderr_path, "w") as stderr:
+            km.start_kernel(env=env, cwd=str(tmp_path), stderr=stderr)
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=120)
+            for code in [REPORT_THREADS.format(report=str(report)), *CELLS]:
+                reply = kc.execute_interactive(code, timeout=120, output_hook=lambda msg: None)
+                assert reply["content"]["status"] == "ok", (n, code, reply["content"])
+        finally:
+            kc.stop_channels()
+            process = km.provisioner.process if km.provisioner is not None else None  # type: ignore[attr-defined]
+            km.shutdown_kernel(now=False)
+        assert process is not None
+        assert process.wait(timeout=60) == 0, stderr_path.read_text()
+        assert "terminate called" not in stderr_path.read_text()
+        assert _alive_at_exit(report) == []
