@@ -51,6 +51,12 @@ class PendingWrites(Protocol):
     def restore_pending(self, taken: object) -> None:
         """Put back what a failed transaction did not write."""
 
+    def committed(self, taken: object) -> None:
+        """What a transaction wrote has been committed."""
+
+    def sync_pending(self) -> None:
+        """Make pending writes survive a power cut before a commit that may wait (a log fsync)."""
+
 
 class FileConnection:
     """One DuckDB file, opened for transactions and released soon after.
@@ -199,6 +205,8 @@ class FileConnection:
                     continue
                 if due is not None and now >= due:
                     try:
+                        if self.pending is not None:  # durable within the window even if the file is busy
+                            self.pending.sync_pending()
                         with self.transaction():
                             pass  # opening a transaction writes what is pending
                     except Exception:  # kept pending; the next transaction retries
@@ -260,3 +268,5 @@ class FileConnection:
                 raise
             finally:
                 self._last_used = time.monotonic()
+            if self.pending is not None and taken is not None:
+                self.pending.committed(taken)
