@@ -89,13 +89,17 @@ class DuckDBStore:
         self._log_folder = folder_for(self.path)
         self._log = CompletionLog(self._log_folder, current_owner())
         self._log_applied = 0  # the count this process last recorded in the store
+        self._migrated = False  # dead logs are replayed only into a store at this schema version
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
         try:
             with self._transaction() as con:
                 migrate(con, self.location)
+                self._migrated = True
+                replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
                 replay.prune(con, self._log_folder)
+            self.committed(_Taken([], 0, replayed))
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
             self._conn.close()
             raise
@@ -148,7 +152,9 @@ class DuckDBStore:
         a dead process had logged for it are in the store. The steps taken and the count of log
         records they cover are taken together, so the count written with them is exact.
         """
-        replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+        replayed = []
+        if self._migrated:
+            replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
         with self._journal_lock:
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
             records = self._log.records
