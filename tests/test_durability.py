@@ -218,3 +218,22 @@ def test_a_bad_durability_is_refused_with_the_choices(tmp_path: Path) -> None:
     with pytest.raises(resumable.OptionError) as excinfo:
         resumable.Pipeline("p", store=tmp_path / "s.duckdb", durability="fast")
     assert str(excinfo.value) == "durability='fast' is not valid; expected 'durable' (the default) or 'deferred'."
+
+
+def test_a_process_that_had_the_store_open_sees_a_dead_writers_steps_before_it_decides(tmp_path: Path) -> None:
+    """A long-lived process (a kernel, a panel) replays a dead process's log at its next transaction."""
+    import resumable
+    from resumable._store import forget_all
+
+    store = resumable.Pipeline("durable", store=tmp_path / "s" / "store.duckdb").store
+    try:
+        assert store.list_runs() == []
+        slow = {"RESUMABLE_GROUP_COMMIT_MS": "60000"}
+        before = _made(_killed(_start(tmp_path, "durable", "after-make1", 2, effects=False, **slow)))
+        assert [(s.step, s.state.value) for s in store.list_steps("r")] == [
+            ("make0", "completed"),
+            ("make1", "completed"),
+        ]
+        assert resumable.load("r", "make1", store=tmp_path / "s" / "store.duckdb") == before["make1"]
+    finally:
+        forget_all()

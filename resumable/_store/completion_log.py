@@ -107,7 +107,7 @@ def dead_logs(folder: Path, me: str) -> dict[str, list[LogFile]]:
     """
     try:
         entries = list(os.scandir(folder))
-    except FileNotFoundError:
+    except OSError:  # no folder yet (nothing was ever deferred), or one this user cannot read
         return {}
     here = _host(socket.gethostname())
     found: dict[str, list[LogFile]] = {}

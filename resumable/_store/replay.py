@@ -59,14 +59,20 @@ def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location:
         last = applied
         merged = QuickRows([], [], [])
         for log in files:
-            records, torn = read_records(log.path)
+            try:
+                records, torn = read_records(log.path)
+            except OSError as exc:  # unreadable here: left in place for a process that can read it
+                _log.warning("completion log %s cannot be read (%s); left in place", log.path, exc)
+                continue
             if torn:
                 _log.info("completion log %s ends in a torn record (a crash mid-write); it is dropped", log.path)
+            readable = True
             for payload in records:
                 try:
                     number, rows = decode_quick_rows(payload)
-                except (ValueError, TypeError) as exc:  # intact bytes we cannot read: keep the file, say so
-                    _log.warning("completion log %s holds a record that cannot be read (%s); skipped", log.path, exc)
+                except (ValueError, TypeError) as exc:  # intact bytes this version cannot read: keep the file
+                    _log.warning("completion log %s holds a record that cannot be read (%s); kept", log.path, exc)
+                    readable = False
                     continue
                 if number <= applied:
                     continue
@@ -74,13 +80,14 @@ def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location:
                 merged.steps.extend(rows.steps)
                 merged.events.extend(rows.events)
                 merged.checkpoints.extend(rows.checkpoints)
+            if readable:
+                done.append(log)
         fresh = _not_yet_stored(con, merged)
         insert_quick_rows(con, fresh)
         if last > applied:
             record_applied(con, process, last)
         if fresh.steps:
             _log.info("store %s: %d completed step(s) of dead process %s replayed", location, len(fresh.steps), process)
-        done.extend(files)
     return done
 
 
