@@ -137,7 +137,7 @@ def run(cfg: Config) -> list[Result | Skipped]:
         each = run_worker("step", "measure_ours", {"store": str(Path(tmp) / "e" / "store.duckdb"),
                                                    "steps": cfg.steps, "plain_calls": cfg.plain_calls},
                           env={"RESUMABLE_GROUP_COMMIT_MS": "0"})  # fmt: skip
-        out.append(Result(CONCERN, "no-op step (new, executes), durability 'durable' (default)", ours["executed_ms"],
+        out.append(Result(CONCERN, "no-op step (new, executes, default durability)", ours["executed_ms"],
                           "ms", "plain call", ours["plain_ms"],
                           note=f"median per call; adds {ours['executed_ms'] - ours['plain_ms']:.2f} ms"))  # fmt: skip
         out.append(Result(CONCERN, "alternative: durability 'deferred' (quick steps of the last 50 ms may rerun)",
