@@ -125,9 +125,17 @@ class DuckDBStore:
         """
         with self._conn.lock:
             self._conn.close()
-            with self._journal_lock:
-                if not any(j.pending for j in self._journals.values()):
-                    self._log.close()
+            self._drop_log_if_applied()
+
+    def _drop_log_if_applied(self) -> None:
+        """Remove this process's completion logs once every record is in the store (call with the connection lock).
+
+        Holding the connection's lock means no transaction is half done, so nothing pending means
+        every record appended so far has been committed.
+        """
+        with self._journal_lock:
+            if not any(j.pending for j in self._journals.values()):
+                self._log.close()
 
     def after_fork_in_child(self) -> None:
         """A forked child starts with fresh locks, its own completion log, and nothing pending of its parent's."""
@@ -240,6 +248,8 @@ class DuckDBStore:
                     return
                 del self._journals[run_id]
             runs.clear_owner(con, run_id, owner)
+        with self._conn.lock:
+            self._drop_log_if_applied()
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
         with self._transaction() as con:
