@@ -60,7 +60,8 @@ with pipe.run(run_id=run_id) as run:
         print(f"make{i} {order_id}", flush=True)
         die(f"after-make{i}")
         if effects == "1":
-            run.step(f"pay{i}", pay, order_id, i, effect=True)
+            # Declared an effect (fenced as it starts), or made one by asking for a key (fenced then).
+            run.step(f"pay{i}", pay, order_id, i, effect=i % 2 == 0)
             print(f"paid{i}", flush=True)
             die(f"after-pay{i}")
 print("done", flush=True)
