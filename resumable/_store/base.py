@@ -223,8 +223,10 @@ class Store(Protocol):
         """Store every output and mark the step ``completed`` in ONE transaction; on error neither happens.
 
         The outputs replace whatever checkpoints the step had. Once this returns, the completion
-        survives the death of the process. A failed commit is not taken as proof that nothing was
-        written: the store reads the state back and returns normally when the completion is there.
+        survives the death of the process (unless the run was claimed with durability 'deferred':
+        then a quick step may be lost within the group-commit window). A failed commit is not taken
+        as proof that nothing was written: the store reads the state back and returns normally when
+        the completion is there.
 
         Raises
         ------

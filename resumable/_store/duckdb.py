@@ -2,11 +2,13 @@
 
 This class holds the file (``connection.py``), opens one transaction per public method, and
 decides what is deferred: quick steps of a run this process owns are committed in groups
-(``journal.py``). What each transaction does lives by job: ``runs.py`` (runs and ownership),
-``steps.py`` (restore or execute, staleness, completions), ``checkpoints.py`` (checkpoint rows,
-payload files, gc), ``transitions.py`` (the one state change), ``schema.py`` (tables and
-migrations), ``rows.py`` (rows to records). Together they are the only place that imports duckdb
-or holds SQL.
+(``journal.py``), each first appended to this process's completion log (``completion_log.py``) so
+that it survives the death of the process as it returns; every transaction first replays the logs
+of dead processes (``replay.py``). What each transaction does lives by job: ``runs.py`` (runs and
+ownership), ``steps.py`` (restore or execute, staleness, completions), ``checkpoints.py``
+(checkpoint rows, payload files, gc), ``transitions.py`` (the one state change), ``schema.py``
+(tables and migrations), ``rows.py`` (rows to records). Together they are the only place that
+imports duckdb or holds SQL.
 """
 
 from __future__ import annotations
