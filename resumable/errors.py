@@ -11,6 +11,9 @@ all of ours and nothing of the user's::
      ├─ StoreError                           never raised itself: one subclass per problem
      │   ├─ StorePathError                   the store path is a folder, not writable, not DuckDB
      │   ├─ StoreLockedError                 another process kept the file locked past the limit
+     │   ├─ StoreDatabaseError               DuckDB refused a read or write (its message is kept)
+     │   │   └─ StoreCorruptError            the file cannot be read as a database
+     │   ├─ StoreRemovedError                the store file was deleted or replaced under this process
      │   ├─ SchemaVersionError               the store was written by a newer resumable
      │   ├─ RunOwnedError                    another live process owns the run
      │   ├─ RunExistsError                   a new run was asked for under an id already taken
@@ -135,6 +138,46 @@ class StoreLockedError(StoreError):
             f"store '{path}' stayed locked by {who} for {waited_s:.1f} s. resumable holds the file "
             f"only for short transactions, so a long hold means that process keeps it open "
             f"(a DuckDB shell or notebook connection?). Close it, or raise RESUMABLE_LOCK_TIMEOUT."
+        )
+
+
+class StoreDatabaseError(StoreError):
+    """DuckDB refused a read or write of the store; ``.detail`` is DuckDB's own message."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"store '{path}' could not be read or written: {detail.strip()}. What was being written was not "
+            f"stored; completed steps already in the store are kept. Try again; if it repeats, check the disk "
+            f"and the file's permissions."
+        )
+
+
+class StoreCorruptError(StoreDatabaseError):
+    """The store file cannot be read as a database (a damaged header or block)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        StoreError.__init__(
+            self,
+            f"store '{path}' cannot be read as a database ({detail.strip()}). Nothing in it was changed. "
+            f"Keep a copy of the file (and its .wal, if any) before anything else; restore it from a backup, "
+            f"or point RESUMABLE_STORE at a new file.",
+        )
+
+
+class StoreRemovedError(StoreError):
+    """The store file was deleted or replaced while this process was using it."""
+
+    def __init__(self, path: str, how: str) -> None:
+        self.path = path
+        self.how = how
+        super().__init__(
+            f"store '{path}' was {how} while this process was using it, so what it was writing was not stored "
+            f"(steps completed into the old file went with it). The next step creates a new, empty store at "
+            f"'{path}' and runs from the start; to keep the old steps, put the file back first."
         )
 
 

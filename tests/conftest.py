@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,3 +25,19 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "20")
     yield
     forget_all()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--campaign-runs",
+        type=int,
+        default=None,
+        help="Trials of the multi-process store campaign (default 5, or RESUMABLE_CAMPAIGN_RUNS).",
+    )
+
+
+@pytest.fixture
+def campaign_runs(request: pytest.FixtureRequest) -> int:
+    """How many trials the multi-process campaign runs: --campaign-runs > RESUMABLE_CAMPAIGN_RUNS > 5."""
+    chosen = request.config.getoption("--campaign-runs")
+    return int(chosen if chosen is not None else os.environ.get("RESUMABLE_CAMPAIGN_RUNS", "5"))

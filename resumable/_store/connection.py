@@ -4,8 +4,15 @@ DuckDB lets one process at a time hold the database file, and a connect costs ab
 :class:`FileConnection` opens the file for a transaction and keeps it open only for a short idle
 time (``idle_close_s``) and never longer than ``max_hold_s`` in one stretch; after such a forced
 release it leaves a short gap, so a CLI or a panel in another process gets in within about a
-second even during a run of many quick steps. A locked file is retried with backoff up to
-``lock_timeout_s`` and then reported with the holder's pid.
+second even during a run of many quick steps. The whole stretch from ``duckdb.connect`` to
+``close`` is held under this process's lock on the store (``filelock.py``), because DuckDB reads
+the file's header before it takes its own lock; waiting for it is bounded by ``lock_timeout_s``
+and then reported with the holder's pid.
+
+Every DuckDB error leaves here as one of ours naming the store (``StoreDatabaseError``,
+``StoreCorruptError``), and the file's identity (device and inode) is checked around every
+transaction: a store deleted or replaced under this process raises ``StoreRemovedError`` instead
+of letting writes land in a file nobody will read again.
 
 A helper thread (the housekeeper) closes the file when it is due, and commits the store's pending
 writes (group commit, ``journal.py``) when their window closes.
@@ -18,23 +25,30 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
 
-from resumable.errors import StoreError, StoreLockedError, StorePathError
+from resumable._store import filelock
+from resumable.errors import (
+    StoreCorruptError,
+    StoreDatabaseError,
+    StoreLockedError,
+    StorePathError,
+    StoreRemovedError,
+)
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
+_LOCKED = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)  # not "block at location"
 # After a forced release, the file is left alone this long so a waiting process can take it.
 RELEASE_GAP_S = 0.015
-# A process waiting for the file says so with a marker file; the holder then hands the file over
-# at its next transaction and waits up to this long for the waiter to take it.
-HANDOFF_MAX_S = 0.3
-MARKER_FRESH_S = 2.0
 MIN_HOLD_S = 0.02
+# A torn read by a process outside resumable (a DuckDB shell writing the file) is read again this long.
+CORRUPT_RETRY_S = 1.0
+_CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
 
 
 class PendingWrites(Protocol):
@@ -82,6 +96,10 @@ class FileConnection:
         self._opened_at = 0.0
         self._last_used = 0.0
         self._released_at = 0.0
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file this process opened
+        self._removal: StoreRemovedError | None = None  # found, not yet told to the user's code
+        self._fresh = False  # the file was created by the last connect
+        self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self._check_path()
 
     def _check_path(self) -> None:
@@ -110,67 +128,91 @@ class FileConnection:
                     "resumable left it untouched; point RESUMABLE_STORE or store= at another file.",
                 )
 
-    @property
-    def _marker(self) -> Path:
-        return self.path.with_name(self.path.name + ".waiting")
-
-    def _others_waiting(self) -> bool:
-        """Whether another process has said, recently, that it waits for the file (one stat)."""
-        try:
-            return time.time() - self._marker.stat().st_mtime < MARKER_FRESH_S
-        except FileNotFoundError:
-            return False
-
     def _hand_over(self) -> None:
-        """Release the file to a waiting process and give it a moment to take it."""
+        """Release the file to a waiting process; the next open lets it go first (``filelock``)."""
         self._close_locked()
-        deadline = time.monotonic() + HANDOFF_MAX_S
-        while self._others_waiting() and time.monotonic() < deadline:
-            time.sleep(0.002)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        """Open the file, waiting with backoff while another process holds it.
+        """Take this process's lock on the store, then open the file; the lock is held until close.
 
-        While waiting, a marker file tells the holder (if it is resumable) to hand the file over at
-        its next transaction, so a reader does not have to hit the holder's short release gaps.
+        While waiting, a marker file tells the holder to hand the file over at its next
+        transaction, so a reader does not have to hit the holder's short release gaps.
         """
         deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.002
-        created = not self.path.exists()
-        marker: Path | None = None
+        filelock.acquire(self.path, self.lock_timeout_s)
         try:
-            while True:
-                try:
-                    con = duckdb.connect(str(self.path), config={"threads": 1})
-                    break
-                except duckdb.IOException as exc:
-                    if "lock" in str(exc).lower():
-                        marker = self._marker
-                        marker.touch()
-                    self._retry_or_raise(exc, deadline)
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.01)
-        finally:
-            if marker is not None:
-                marker.unlink(missing_ok=True)
-        if created:
-            for candidate in (self.path, Path(str(self.path) + ".wal")):
-                if candidate.exists():
-                    candidate.chmod(0o600)
+            if self._identity is not None:
+                self._check_same_file()
+            created = not self.path.exists()
+            con = self._open(deadline)
+            if created:
+                for candidate in (self.path, Path(str(self.path) + ".wal")):
+                    if candidate.exists():
+                        candidate.chmod(0o600)
+            self._identity = self._file_identity()
+            self._fresh = created
+        except BaseException:
+            filelock.release(self.path)
+            raise
         return con
 
-    def _retry_or_raise(self, exc: duckdb.IOException, deadline: float) -> None:
-        """Return when a failed open is worth another try; raise our own error otherwise."""
+    def _open(self, deadline: float) -> duckdb.DuckDBPyConnection:
+        """``duckdb.connect`` under our lock: retried while a process outside resumable holds the file."""
+        delay = 0.002
+        torn_until = time.monotonic() + CORRUPT_RETRY_S
+        while True:
+            try:
+                return duckdb.connect(str(self.path), config={"threads": 1})
+            except duckdb.Error as exc:
+                text = str(exc).lower()
+                if _LOCKED.search(text):
+                    if time.monotonic() >= deadline:
+                        match = _LOCK_PID.search(str(exc))
+                        holder = int(match.group(1)) if match else None
+                        raise StoreLockedError(str(self.path), holder, self.lock_timeout_s) from exc
+                elif not (_is_torn(text) and time.monotonic() < torn_until):
+                    raise self._wrap(exc) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.01)
+
+    def _wrap(self, exc: duckdb.Error) -> Exception:
+        """Our own error for a DuckDB error, naming the store."""
         text = str(exc)
-        if "lock" not in text.lower():
-            if "not a valid DuckDB" in text:
-                raise StorePathError(
-                    str(self.path), "exists but is not a DuckDB database", "Point the store elsewhere."
-                ) from exc
-            raise StoreError(f"store '{self.path}' cannot be opened: {text}") from exc
-        if time.monotonic() >= deadline:
-            match = _LOCK_PID.search(text)
-            raise StoreLockedError(str(self.path), int(match.group(1)) if match else None, self.lock_timeout_s) from exc
+        if "not a valid duckdb" in text.lower():
+            return StorePathError(str(self.path), "exists but is not a DuckDB database", "Point the store elsewhere.")
+        if _is_torn(text.lower()):
+            return StoreCorruptError(str(self.path), text)
+        return StoreDatabaseError(str(self.path), text)
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _check_same_file(self) -> None:
+        """Raise StoreRemovedError when the file this process opened is gone or another file took its place."""
+        now = self._file_identity()
+        if now == self._identity:
+            return
+        self._removal = StoreRemovedError(str(self.path), "deleted" if now is None else "replaced by another file")
+        self._identity = None  # the next open adopts (or creates) whatever file is at the path
+        if self._con is not None:
+            try:
+                self._close_locked()
+            except Exception:  # the old file is gone; nothing of it is worth an error of its own
+                pass
+        self._raise_removal()
+
+    def _raise_removal(self) -> None:
+        """Raise a found removal; it counts as told once it reaches code of the user's (not a daemon thread)."""
+        removal = self._removal
+        if removal is None:
+            return
+        if not threading.current_thread().daemon:
+            self._removal = None
+        raise removal
 
     def wake(self) -> None:
         """Make sure the housekeeper runs and looks again at what is due."""
@@ -216,11 +258,14 @@ class FileConnection:
 
     def _close_locked(self) -> None:
         if self._con is not None:
+            con, self._con = self._con, None
             try:
-                self._con.close()
+                con.close()
+            except duckdb.Error as exc:
+                raise self._wrap(exc) from exc
             finally:
-                self._con = None
                 self._released_at = time.monotonic()
+                filelock.release(self.path)
 
     def forget_inherited(self) -> None:
         """In a forked child: drop the parent's handle (never close it here) and start afresh."""
@@ -239,9 +284,22 @@ class FileConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction; pending writes are written first, inside it."""
+        """One transaction; pending writes are written first, inside it.
+
+        Raises
+        ------
+        StoreRemovedError
+            The file was deleted or replaced since this process opened it (checked before the
+            transaction and again after its commit); nothing was written to a new file.
+        StoreDatabaseError
+            DuckDB refused; the transaction was rolled back and the file let go of.
+        """
         with self.lock:
-            if self._con is not None and time.monotonic() - self._opened_at > MIN_HOLD_S and self._others_waiting():
+            self._raise_removal()
+            if self._con is not None:
+                self._check_same_file()
+            held_s = time.monotonic() - self._opened_at
+            if self._con is not None and held_s > MIN_HOLD_S and filelock.others_waiting(self.path):
                 self._hand_over()
             if self._con is None:
                 gap = self._released_at + RELEASE_GAP_S - time.monotonic()
@@ -251,22 +309,41 @@ class FileConnection:
                 self._opened_at = time.monotonic()
                 self.wake()
             con = self._con
-            con.execute("BEGIN TRANSACTION")
             taken: object = None
             try:
+                con.execute("BEGIN TRANSACTION")
+                if self._fresh and self.on_create is not None:
+                    self.on_create(con)  # a store created anew after the old one was removed
+                self._fresh = False
                 if self.pending is not None:
                     taken = self.pending.write_pending(con)
                 yield con
                 con.execute("COMMIT")
-            except BaseException:
+                self._check_same_file()  # a commit into a removed file is not a commit
+            except BaseException as exc:
                 try:
                     con.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
-                if self.pending is not None and taken is not None:
+                if self.pending is not None and taken is not None and not isinstance(exc, StoreRemovedError):
                     self.pending.restore_pending(taken)
+                if isinstance(exc, duckdb.Error) and not isinstance(exc, duckdb.InterruptException):
+                    try:
+                        self._close_locked()  # a failed file is opened afresh next time
+                    except Exception:
+                        pass
+                    raise self._wrap(exc) from exc
                 raise
             finally:
                 self._last_used = time.monotonic()
-            if self.pending is not None and taken is not None:
-                self.pending.committed(taken)
+            self._committed(taken)
+
+    def _committed(self, taken: object) -> None:
+        """Tell the pending writes that what they had taken is committed."""
+        if self.pending is not None and taken is not None:
+            self.pending.committed(taken)
+
+
+def _is_torn(lowered: str) -> bool:
+    """Whether a DuckDB message says the file's bytes could not be read as a database."""
+    return any(mark in lowered for mark in _CORRUPT)

@@ -105,6 +105,7 @@ class DuckDBStore:
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
             self._conn.close()
             raise
+        self._conn.on_create = lambda con: migrate(con, self.location)  # a store re-created after removal
         process.track(self)
 
     def __repr__(self) -> str:

@@ -2,7 +2,8 @@
 
 DuckDB is not fork-safe: a child that inherits an open database crashes when it opens the file
 again. So before a fork the parent writes what is pending and lets go of every file (a 15 ms
-reconnect later), and the child starts with fresh locks and nothing pending of its parent's.
+reconnect later), and the child starts with fresh locks and nothing pending of its parent's; a
+store lock the parent still holds (another thread mid-transaction) stays the parent's.
 Subprocesses started by ``subprocess`` do not run these hooks.
 """
 
@@ -12,6 +13,8 @@ import atexit
 import os
 import weakref
 from typing import Protocol
+
+from resumable._store import filelock
 
 
 class ProcessBound(Protocol):
@@ -42,6 +45,7 @@ def close_all() -> None:
 
 
 def _after_fork_in_child() -> None:
+    filelock.forget_inherited()
     for store in list(_OPEN):
         store.after_fork_in_child()
 

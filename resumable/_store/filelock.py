@@ -1,0 +1,178 @@
+"""One advisory lock per store file, held by a process from before DuckDB opens the file until after it closes.
+
+DuckDB reads a database file's header before it takes its own file lock. A process opening the
+file while another process writes it (a commit, or the checkpoint DuckDB runs on close) can read
+a torn header: it then fails with ``Could not read enough bytes`` or a checksum error, and the
+other process's commit was seen lost. So every resumable process takes an exclusive ``flock`` on a
+sibling file (``store.duckdb.lock``, created 0600) before ``duckdb.connect`` and releases it only
+after ``close``: no two resumable processes ever have the file open at once.
+
+A process waiting for the lock says so by touching a marker file (``store.duckdb.waiting``): the
+holder hands the file over at its next transaction, and a process about to take the lock again
+right after releasing it first lets a waiting process go (``flock`` itself is not fair: a process
+that releases and re-takes in a loop could starve the others past their timeout).
+
+The lock belongs to the process, not to one connection: several connections of one process to
+the same file share it through a count (DuckDB shares one database instance between them too),
+and it is released when the last one closes. The holder's pid is written into the lock file, so a
+process that waited too long can say who holds it. A forked child closes its inherited descriptor
+without unlocking it (the parent's lock lives on the same open file description).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resumable.errors import StoreLockedError, StorePathError
+
+
+@dataclass(slots=True)
+class _Held:
+    """This process's hold on one lock file: its descriptor while held, and how many connections share it."""
+
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+    fd: int | None = None
+    count: int = 0
+
+
+# A waiter's marker counts as fresh this long; a process about to re-take the lock lets a fresh
+# waiter go first, for at most HANDOFF_MAX_S.
+MARKER_FRESH_S = 2.0
+HANDOFF_MAX_S = 0.3
+
+_HELD: dict[str, _Held] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def lock_path(store: Path) -> Path:
+    """The lock file beside a store file."""
+    return store.with_name(store.name + ".lock")
+
+
+def waiting_path(store: Path) -> Path:
+    """The marker a process waiting for the lock touches."""
+    return store.with_name(store.name + ".waiting")
+
+
+def others_waiting(store: Path) -> bool:
+    """Whether a process has said, recently, that it waits for the lock (one stat)."""
+    try:
+        return time.time() - waiting_path(store).stat().st_mtime < MARKER_FRESH_S
+    except OSError:
+        return False
+
+
+def _say_waiting(store: Path) -> None:
+    try:
+        waiting_path(store).touch(mode=0o600)
+    except OSError:  # only a hint; the wait is bounded anyway
+        pass
+
+
+def _entry(key: str) -> _Held:
+    with _HELD_LOCK:
+        held = _HELD.get(key)
+        if held is None:
+            held = _HELD[key] = _Held()
+        return held
+
+
+def holder_pid(store: Path) -> int | None:
+    """The pid that last took the lock (the holder while the lock is held), or None when unknown."""
+    try:
+        text = lock_path(store).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def acquire(store: Path, timeout_s: float) -> None:
+    """Take this process's hold on ``store``'s lock, waiting up to ``timeout_s`` for other processes.
+
+    Raises
+    ------
+    StoreLockedError
+        Another process held the lock for longer than ``timeout_s``; names its pid.
+    StorePathError
+        The lock file cannot be created beside the store.
+    """
+    path = lock_path(store)
+    held = _entry(str(path))
+    with held.mutex:
+        if held.count > 0:
+            held.count += 1
+            return
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            problem = f"cannot have its lock file '{path.name}' beside it ({exc.strerror})"
+            raise StorePathError(str(store), problem, "Choose a writable folder.") from exc
+        try:
+            _wait_for_lock(fd, store, timeout_s)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except BaseException:
+            os.close(fd)  # closing the only descriptor releases a lock taken just now too
+            raise
+        held.fd = fd
+        held.count = 1
+
+
+def _wait_for_lock(fd: int, store: Path, timeout_s: float) -> None:
+    start = time.monotonic()
+    deadline = start + timeout_s
+    delay = 0.001
+    waited = False
+    try:
+        while True:
+            polite = not waited and time.monotonic() - start < HANDOFF_MAX_S and others_waiting(store)
+            if not polite:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass
+                else:
+                    return
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(str(store), holder_pid(store), timeout_s)
+                waited = True
+                _say_waiting(store)
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.01)
+    finally:
+        if waited:
+            waiting_path(store).unlink(missing_ok=True)
+
+
+def release(store: Path) -> None:
+    """Give back one connection's share; the lock is released when the last share goes."""
+    held = _entry(str(lock_path(store)))
+    with held.mutex:
+        if held.count == 0:
+            return
+        held.count -= 1
+        if held.count == 0 and held.fd is not None:
+            fd, held.fd = held.fd, None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+
+def forget_inherited() -> None:
+    """In a forked child: close the parent's descriptors without unlocking (the lock stays the parent's)."""
+    global _HELD_LOCK  # noqa: PLW0603 - the parent's mutexes may have been held by a thread that is gone
+    for held in _HELD.values():
+        if held.fd is not None:
+            try:
+                os.close(held.fd)
+            except OSError:
+                pass
+    _HELD.clear()
+    _HELD_LOCK = threading.Lock()
