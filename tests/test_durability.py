@@ -238,3 +238,21 @@ def test_a_process_that_had_the_store_open_sees_a_dead_writers_steps_before_it_d
         assert resumable.load("r", "make1", store=tmp_path / "s" / "store.duckdb") == before["make1"]
     finally:
         forget_all()
+
+
+def test_a_dead_log_of_a_removed_store_does_not_leak_into_its_replacement(tmp_path: Path) -> None:
+    """The store removed after the crash: a new store at the path gets none of the old store's steps."""
+    import resumable
+    from resumable._store import forget_all
+
+    slow = {"RESUMABLE_GROUP_COMMIT_MS": "60000"}
+    _killed(_start(tmp_path, "durable", "after-make1", 2, effects=False, **slow))
+    assert len(_store_files(tmp_path)[1]) == 1
+    for leftover in (tmp_path / "s").glob("store.duckdb*"):
+        if leftover.is_file():
+            leftover.unlink()
+    assert resumable.Pipeline("durable", store=tmp_path / "s" / "store.duckdb").runs() == []
+    forget_all()
+    with duckdb.connect(str(tmp_path / "s" / "store.duckdb")) as con:
+        assert con.execute("SELECT count(*) FROM steps").fetchone() == (0,)
+    assert _store_files(tmp_path)[1] == []

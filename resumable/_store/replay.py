@@ -33,20 +33,30 @@ def _applied(con: duckdb.DuckDBPyConnection, process: str) -> int:
 
 
 def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> QuickRows:
-    """Only the rows of steps the store does not hold yet (a replay applies a step at most once)."""
+    """Only the rows of steps the store does not hold yet, of runs it does hold.
+
+    A replay applies a step at most once. A run is always written before any of its steps, so a
+    run the store does not know means the log was written for a store that has since been removed
+    or replaced at this path: its rows do not belong here.
+    """
     if not rows.steps:
         return rows
     runs = sorted({r[0] for r in rows.steps})
+    known = {r for (r,) in con.execute("SELECT run_id FROM runs WHERE list_contains(?, run_id)", [runs]).fetchall()}
     held = {
         (run_id, step)
         for run_id, step in con.execute(
             "SELECT run_id, step FROM steps WHERE list_contains(?, run_id)", [runs]
         ).fetchall()
     }
+
+    def keep(row: list[object]) -> bool:
+        return row[0] in known and (row[0], row[1]) not in held
+
     return QuickRows(
-        [r for r in rows.steps if (r[0], r[1]) not in held],
-        [r for r in rows.events if (r[0], r[1]) not in held],
-        [r for r in rows.checkpoints if (r[0], r[1]) not in held],
+        [r for r in rows.steps if keep(r)],
+        [r for r in rows.events if keep(r)],
+        [r for r in rows.checkpoints if keep(r)],
     )
 
 
