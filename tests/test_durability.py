@@ -59,6 +59,8 @@ with pipe.run(run_id=run_id) as run:
         order_id = run.step(f"make{i}", make)
         print(f"make{i} {order_id}", flush=True)
         die(f"after-make{i}")
+        if kill == f"step-after-make{i}":  # the next step kills its own process
+            run.step(f"boom{i}", die, kill)
         if effects == "1":
             # Declared an effect (fenced as it starts), or made one by asking for a key (fenced then).
             run.step(f"pay{i}", pay, order_id, i, effect=i % 2 == 0)
@@ -110,7 +112,7 @@ def _killed(proc: subprocess.Popen[str]) -> str:
 
 def test_a_step_that_returned_is_restored_after_the_process_kills_itself_right_after(tmp_path: Path) -> None:
     """The default: a fresh uuid4 returned by a step comes back the same after a SIGKILL one instruction later."""
-    before = _made(_killed(_start(tmp_path, "durable", "after-make0", 1, effects=False)))
+    before = _made(_killed(_start(tmp_path, "durable", "step-after-make0", 1, effects=False)))
     assert list(before) == ["make0"]
     first = _resume(tmp_path, "durable", 2, effects=False)
     assert first["make0"] == before["make0"]
@@ -123,7 +125,13 @@ def test_a_step_that_returned_is_restored_after_the_process_kills_itself_right_a
 
 def test_the_uuid_survives_an_aimed_kill_in_both_modes(tmp_path: Path) -> None:
     """Durable: returned steps survive any kill. Deferred: the fence before an effect makes them survive it."""
-    for mode, point in (("durable", "after-make1"), ("deferred", "in-pay1"), ("durable", "in-pay1")):
+    aimed = [
+        ("durable", "after-make1"),
+        ("durable", "step-after-make1"),
+        ("deferred", "in-pay1"),
+        ("durable", "in-pay1"),
+    ]
+    for mode, point in aimed:
         tmp = tmp_path / f"{mode}-{point}"
         tmp.mkdir()
         out = _killed(_start(tmp, mode, point, 3, effects=True))
@@ -141,7 +149,7 @@ def test_random_kills_between_quick_steps_and_effects_never_charge_a_key_twice(t
     """A campaign of SIGKILLs, aimed and random: one order per key, and (durable) no returned step re-executed."""
     rng = random.Random(f"durability-{mode}")
     orders = 4
-    points = [f"{p}{i}" for i in range(orders) for p in ("after-make", "in-pay", "after-pay")]
+    points = [f"{p}{i}" for i in range(orders) for p in ("after-make", "step-after-make", "in-pay", "after-pay")]
     for trial in range(TRIALS):
         tmp = tmp_path / f"trial-{trial}"
         tmp.mkdir()
