@@ -264,3 +264,17 @@ def test_a_dead_log_of_a_removed_store_does_not_leak_into_its_replacement(tmp_pa
     with duckdb.connect(str(tmp_path / "s" / "store.duckdb")) as con:
         assert con.execute("SELECT count(*) FROM steps").fetchone() == (0,)
     assert _store_files(tmp_path)[1] == []
+
+
+def test_a_record_whose_checksum_fails_is_dropped_and_the_ones_before_it_kept(tmp_path: Path) -> None:
+    """Damaged bytes in the last record are never applied: its step executes again, the earlier ones restore."""
+    slow = {"RESUMABLE_GROUP_COMMIT_MS": "60000"}
+    before = _made(_killed(_start(tmp_path, "durable", "after-make2", 3, effects=False, **slow)))
+    (log,) = _store_files(tmp_path)[1]
+    data = bytearray(log.read_bytes())
+    data[-3] ^= 0xFF  # inside the last record's payload
+    log.write_bytes(bytes(data))
+    after = _resume(tmp_path, "durable", 3, effects=False)
+    assert after["make0"] == before["make0"] and after["make1"] == before["make1"]
+    assert after["make2"] != before["make2"]
+    assert _store_files(tmp_path)[1] == []
