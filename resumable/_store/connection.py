@@ -247,7 +247,7 @@ class FileConnection:
                     continue
                 if due is not None and now >= due:
                     try:
-                        if self.pending is not None:  # durable within the window even if the file is busy
+                        if self.pending is not None and self._con is None:  # opening may wait: fsync first
                             self.pending.sync_pending()
                         with self.transaction():
                             pass  # opening a transaction writes what is pending
