@@ -6,9 +6,10 @@ Precedence everywhere: explicit argument > ``RESUMABLE_*`` environment variable 
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 
-from resumable.errors import SigningKeyError
+from resumable.errors import OptionError, SigningKeyError
 
 DEFAULT_STORE = Path(".resumable") / "store.duckdb"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
@@ -28,6 +29,23 @@ def store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 def env_run_id() -> str | None:
     """The run id a headless executor asked this process to join."""
     return os.environ.get("RESUMABLE_RUN_ID") or None
+
+
+class Durability(str, Enum):
+    """What a returned step's completion survives (docs/durability.md says each in one sentence)."""
+
+    DURABLE = "durable"  # the death of its process at once, a power cut within the group-commit window
+    DEFERRED = "deferred"  # quick steps of the last window may run again after a crash (explicit choice)
+
+
+def durability(explicit: str | Durability | None = None) -> Durability:
+    """The durability mode: argument > ``RESUMABLE_DURABILITY`` > ``durable``."""
+    raw = explicit if explicit is not None else (os.environ.get("RESUMABLE_DURABILITY") or Durability.DURABLE)
+    try:
+        return Durability(raw)
+    except ValueError:
+        where = "durability" if explicit is not None else "RESUMABLE_DURABILITY"
+        raise OptionError(where, raw, "expected 'durable' (the default) or 'deferred'") from None
 
 
 def lock_timeout_s() -> float:

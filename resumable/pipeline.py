@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from resumable import _engine, _inputs, _keys, _why
+from resumable import _config, _engine, _inputs, _keys, _why
 from resumable._context import current_step
 from resumable._engine import RETURN
 from resumable._owner import current_owner
@@ -130,6 +130,17 @@ class Pipeline:
     store
         A path to the DuckDB file, a store object, or None for ``RESUMABLE_STORE`` or
         ``.resumable/store.duckdb``.
+    durability
+        ``"durable"`` (the default; ``RESUMABLE_DURABILITY`` sets it too): a step that has returned
+        survives the death of the process. ``"deferred"``: quick steps that returned within the
+        last 50 ms may execute again after a crash (a little faster; docs/durability.md). In both,
+        every earlier completion is on disk before ``idempotency_key()`` returns or an effect
+        step starts.
+
+    Raises
+    ------
+    OptionError
+        ``durability`` (or ``RESUMABLE_DURABILITY``) is neither ``"durable"`` nor ``"deferred"``.
 
     Examples
     --------
@@ -140,8 +151,9 @@ class Pipeline:
     ...     receipt = charge(order)
     """
 
-    def __init__(self, name: str, store: StoreArg = None) -> None:
+    def __init__(self, name: str, store: StoreArg = None, *, durability: str | None = None) -> None:
         self.name = check_name("pipeline", name)
+        self.durability = _config.durability(durability)
         self._store_arg = store
         self._store: Store | None = None
 
@@ -285,7 +297,7 @@ class Run:
     def __enter__(self) -> Run:
         store = self.store
         store.open_run(self.run_id, self.pipeline.name, self._params)
-        store.claim_run(self.run_id, self._owner)
+        store.claim_run(self.run_id, self._owner, self.pipeline.durability)
         self._token = _active_run.set(self)
         return self
 

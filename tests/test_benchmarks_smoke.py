@@ -21,5 +21,7 @@ def test_quick_step_benchmark_prints_a_ratio() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    ratio_line = r"^\[step\] no-op step \(new, executes\): [\d.]+ ms \| plain call: .* \| ratio [\d.]+"
+    ratio_line = (
+        r"^\[step\] no-op step \(new, executes, default durability\): [\d.]+ ms \| plain call: .* \| ratio [\d.]+"
+    )
     assert re.search(ratio_line, proc.stdout, re.MULTILINE), proc.stdout

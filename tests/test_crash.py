@@ -65,7 +65,8 @@ def _trial(index: int, tmp: Path, url: str, rng: random.Random, pause_s: float) 
         # Slow steps: each completion is committed before the step returns; the pause after each
         # effect is the window between a side effect and its checkpoint.
         (0.05, TRIALS),
-        # Quick steps: completions wait for a group commit, so a kill loses whole groups.
+        # Quick steps: completions are logged before they return and committed in groups, so kills
+        # land around group commits and replays of the dead process's completion log.
         (0.0, max(TRIALS // 2, 1)),
     ],
 )

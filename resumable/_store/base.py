@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from resumable._config import Durability
 from resumable._inputs import Input
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._why import Held, Why
@@ -183,13 +184,15 @@ class Store(Protocol):
     def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
         """Up to ``limit`` runs (of ``pipeline``, or of every pipeline), newest first."""
 
-    def claim_run(self, run_id: str, owner: Owner) -> None:
+    def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """Make ``owner`` the run's only executor until :meth:`release_run` (``with pipe.run()``).
 
         Claims by one process nest: the run is released when the last claim is. Running steps of
         dead owners become ``interrupted`` on the way. While the run is claimed, the store may
-        defer writing quick steps (a few tens of milliseconds; see ``journal.py``), so a crash may
-        lose steps that had not returned yet; never one that had.
+        defer committing quick steps (a few tens of milliseconds; see ``journal.py``). With
+        ``durability`` 'durable' (the default) a step that has returned survives the death of the
+        process all the same; with 'deferred' the quick steps of the last window may run again
+        after a crash. In both, ``mark_effect`` and the start of an effect step commit them first.
 
         Raises
         ------
@@ -239,10 +242,11 @@ class Store(Protocol):
         """Store every output and mark the step ``completed`` in ONE transaction; on error neither happens.
 
         The outputs replace whatever checkpoints the step had. Once this returns, the completion
-        survives the death of the process. A failed commit is not taken as proof that nothing was
-        written: the store reads the state back and returns normally when the completion is there,
-        except after a Ctrl-C, which is raised as KeyboardInterrupt either way (the caller reads
-        the state back to learn which).
+        survives the death of the process (unless the run was claimed with durability 'deferred':
+        then a quick step may be lost within the group-commit window). A failed commit is not taken
+        as proof that nothing was written: the store reads the state back and returns normally when
+        the completion is there, except after a Ctrl-C, which is raised as KeyboardInterrupt either
+        way (the caller reads the state back to learn which).
 
         Raises
         ------

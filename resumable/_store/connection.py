@@ -65,6 +65,12 @@ class PendingWrites(Protocol):
     def restore_pending(self, taken: object) -> None:
         """Put back what a failed transaction did not write."""
 
+    def committed(self, taken: object) -> None:
+        """What a transaction wrote has been committed."""
+
+    def sync_pending(self) -> None:
+        """Make pending writes survive a power cut before a commit that may wait (a log fsync)."""
+
 
 class FileConnection:
     """One DuckDB file, opened for transactions and released soon after.
@@ -259,6 +265,8 @@ class FileConnection:
                     continue
                 if due is not None and now >= due:
                     try:
+                        if self.pending is not None and self._con is None:  # opening may wait: fsync first
+                            self.pending.sync_pending()
                         with self.transaction():
                             pass  # opening a transaction writes what is pending
                     except Exception:  # kept pending; the next transaction retries
@@ -345,6 +353,12 @@ class FileConnection:
                 self._last_used = time.monotonic()
                 if self._stopped:  # no housekeeper to let go of the file later
                     self._close_locked()
+            self._committed(taken)
+
+    def _committed(self, taken: object) -> None:
+        """Tell the pending writes that what they had taken is committed."""
+        if self.pending is not None and taken is not None:
+            self.pending.committed(taken)
 
     def _ready(self) -> duckdb.DuckDBPyConnection:
         """The open file for the next transaction: checked to be the same file, handed over, or opened."""

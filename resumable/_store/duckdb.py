@@ -2,11 +2,13 @@
 
 This class holds the file (``connection.py``), opens one transaction per public method, and
 decides what is deferred: quick steps of a run this process owns are committed in groups
-(``journal.py``). What each transaction does lives by job: ``runs.py`` (runs and ownership),
-``steps.py`` (restore or execute, staleness, completions), ``checkpoints.py`` (checkpoint rows,
-payload files, gc), ``transitions.py`` (the one state change), ``schema.py`` (tables and
-migrations), ``rows.py`` (rows to records). Together they are the only place that imports duckdb
-or holds SQL.
+(``journal.py``), each first appended to this process's completion log (``completion_log.py``) so
+that it survives the death of the process as it returns; every transaction first replays the logs
+of dead processes (``replay.py``). What each transaction does lives by job: ``runs.py`` (runs and
+ownership), ``steps.py`` (restore or execute, staleness, completions), ``checkpoints.py``
+(checkpoint rows, payload files, gc), ``transitions.py`` (the one state change), ``schema.py``
+(tables and migrations), ``rows.py`` (rows to records). Together they are the only place that
+imports duckdb or holds SQL.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from typing import Any
 import duckdb
 
 from resumable import _config
+from resumable._config import Durability
+from resumable._owner import current_owner
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import StepState
-from resumable._store import checkpoints, faults, process, runs, steps
+from resumable._store import checkpoints, faults, process, replay, runs, steps
 from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest
+from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
-from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, RunJournal
-from resumable._store.rows import write_quick_steps
+from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, RunJournal
+from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_steps
 from resumable._store.schema import migrate
 from resumable.errors import InvalidTransition, StepChangedError
 
@@ -55,6 +60,15 @@ class PendingFailure:
     error: str
     traceback: str | None
     duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """What one transaction took to write: deferred steps, the log records they cover, dead logs replayed."""
+
+    steps: list[tuple[RunJournal, list[PendingStep]]]
+    records: int
+    replayed: list[LogFile]
 
 
 class DuckDBStore:
@@ -100,6 +114,11 @@ class DuckDBStore:
         self.window_s = GROUP_COMMIT_S
         self._journals: dict[str, RunJournal] = {}
         self._opened: dict[str, tuple[str, dict[str, Any] | None]] = {}  # runs this process opened
+        # Deferred completions are appended here before their step returns (durability 'durable').
+        self._log_folder = folder_for(self.path)
+        self._log = CompletionLog(self._log_folder, current_owner())
+        self._log_applied = 0  # the count this process last recorded in the store
+        self._migrated = False  # dead logs are replayed only into a store at this schema version
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
@@ -107,6 +126,10 @@ class DuckDBStore:
         try:
             with self._transaction() as con:
                 migrate(con, self.location)
+                self._migrated = True
+                replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+                replay.prune(con, self._log_folder)
+            self.committed(_Taken([], 0, replayed))
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
             self._conn.close()
             raise
@@ -152,18 +175,36 @@ class DuckDBStore:
                 raise
 
     def close(self) -> None:
-        """Write what is pending and release the file now (it is reopened on the next use)."""
+        """Write what is pending and release the file now (it is reopened on the next use).
+
+        Once everything deferred is in the store, this process's completion logs are removed.
+        """
         if self._failures:
             self._flush_failures(strict=False)
-        self._conn.close()
+        with self._conn.lock:
+            self._conn.close()
+            self._drop_log_if_applied()
+
+    def _drop_log_if_applied(self) -> None:
+        """Remove this process's completion logs once every record is in the store (call with the connection lock).
+
+        Holding the connection's lock means no transaction is half done, so nothing pending means
+        every record appended so far has been committed.
+        """
+        with self._journal_lock:
+            if not any(j.pending for j in self._journals.values()):
+                self._log.close()
 
     def shutdown(self) -> None:
         """At exit: write what is pending, release the file and join the housekeeper thread."""
         self._conn.shutdown()
+        with self._conn.lock:
+            self._drop_log_if_applied()
 
     def _forget_removed(self) -> None:
-        """The store file was removed: what was pending belonged to it and went with it."""
+        """The store file was removed: what was pending belonged to it and went with it (its log too)."""
         with self._journal_lock:
+            self._log.close()
             for journal in self._journals.values():
                 journal.pending.clear()
                 journal.known_steps.clear()
@@ -178,10 +219,13 @@ class DuckDBStore:
             runs.set_owner(con, journal.run_id, journal.owner)
 
     def after_fork_in_child(self) -> None:
-        """A forked child starts with fresh locks and nothing pending of its parent's."""
+        """A forked child starts with fresh locks, its own completion log, and nothing pending of its parent's."""
         self._journals.clear()
         self._failures = []
         self._journal_lock = threading.Lock()
+        self._log.forget_inherited()
+        self._log = CompletionLog(self._log_folder, current_owner())
+        self._log_applied = 0
         self._conn.forget_inherited()
 
     # ------------------------------------------------------------------ group commit (journal.py)
@@ -192,17 +236,51 @@ class DuckDBStore:
             return min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
 
     def write_pending(self, con: duckdb.DuckDBPyConnection) -> object:
-        """Write every journal's quick steps inside the open transaction; returns what was taken."""
+        """Replay dead processes' completion logs, then write every journal's quick steps, in the open transaction.
+
+        Replaying first means no transaction decides anything about a run before the completions
+        a dead process had logged for it are in the store. The steps taken and the count of log
+        records they cover are taken together, so the count written with them is exact.
+        """
+        replayed = []
+        if self._migrated:
+            replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
         with self._journal_lock:
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
+            records = self._log.records
+            self._log.rotate_if_large()
         for _, pending in taken:
             write_quick_steps(con, pending)
-        return taken
+        if records > self._log_applied:
+            replay.record_applied(con, self._log.key, records)
+        return _Taken(taken, records, replayed)
+
+    def sync_pending(self) -> None:
+        """Put the completion log on disk before a group commit that may have to wait for the file.
+
+        A failed fsync is not fatal: the commit that follows puts the same steps on disk.
+        """
+        try:
+            self._log.sync()
+        except OSError:
+            pass
+
+    def committed(self, taken: object) -> None:
+        """After the commit: the log files it covered and the dead logs it replayed are no longer needed."""
+        assert isinstance(taken, _Taken)
+        self._log_applied = max(self._log_applied, taken.records)
+        try:
+            with self._journal_lock:
+                self._log.applied_all()
+            for log in taken.replayed:
+                log.path.unlink(missing_ok=True)
+        except OSError:  # a file left behind is replayed as already applied, then removed again
+            pass
 
     def restore_pending(self, taken: object) -> None:
         """Put unwritten steps back after a failed transaction, unless the commit happened after all."""
-        assert isinstance(taken, list)
-        for journal, pending in taken:
+        assert isinstance(taken, _Taken)
+        for journal, pending in taken.steps:
             if not pending:
                 continue
             try:
@@ -240,14 +318,14 @@ class DuckDBStore:
         with self._transaction() as con:
             return runs.list_runs(con, pipeline, limit)
 
-    def claim_run(self, run_id: str, owner: Owner) -> None:
+    def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """While it owns the run, this process decides new steps in memory and commits quick ones in groups."""
         with self._transaction() as con:
             runs.check_owner(con, self.location, run_id, owner)
             known = runs.set_owner(con, run_id, owner)
             journal = self._journals.get(run_id)
             if journal is None:
-                self._journals[run_id] = RunJournal(run_id, owner, known, len(known))
+                self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability)
             else:
                 journal.claims += 1
 
@@ -260,6 +338,8 @@ class DuckDBStore:
                     return
                 del self._journals[run_id]
             runs.clear_owner(con, run_id, owner)
+        with self._conn.lock:
+            self._drop_log_if_applied()
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
         with self._transaction() as con:
@@ -324,10 +404,9 @@ class DuckDBStore:
         journal = self._journals.get(done.run_id)
         if journal is not None:
             self._conn.check_file()
-            with self._journal_lock:
-                if journal.try_complete(done):
-                    self._ended(done.run_id, done.step)
-                    return
+            if self._defer_completion(journal, done):
+                self._ended(done.run_id, done.step)
+                return
         try:
             with self._transaction() as con:
                 steps.complete(con, done)
@@ -347,6 +426,29 @@ class DuckDBStore:
                 raise fault from exc
             raise
         self._ended(done.run_id, done.step)
+
+    def _defer_completion(self, journal: RunJournal, done: Completion) -> bool:
+        """Defer a quick step's completion; unless durability is 'deferred', log it before returning.
+
+        One ``write`` of the step's rows to the completion log makes the completion survive the
+        death of this process; a log that cannot be written (a full disk) means the completion is
+        committed the slow way instead, before the step returns.
+        """
+        with self._journal_lock:
+            pending = journal.try_complete(done)
+            if pending is None:
+                return False
+            if journal.durability is Durability.DEFERRED:
+                return True
+            try:
+                self._log.append(encode_quick_rows(self._log.next_number, quick_rows([pending])))
+            except OSError:
+                journal.undo_complete(pending)
+                return False
+            except BaseException:
+                journal.undo_complete(pending)
+                raise
+            return True
 
     def _read_back(self, run_id: str, step: str) -> StepStatus | None:
         try:

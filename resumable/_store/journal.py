@@ -6,8 +6,14 @@ a durable no-op step several times dearer than the work it guards. While a proce
 memory and write its start and its completion later, together with other quick steps, in one
 transaction. The window is short (``GROUP_COMMIT_S``), and only steps that finish inside it are
 deferred: a step running longer has its ``running`` row written when the window closes, and its
-completion is committed before the step returns. A crash inside the window loses at most the
-quick steps of that window; they execute again on resume, with the same idempotency keys.
+completion is committed before the step returns.
+
+By default (durability ``durable``) a deferred completion is also appended to the process's
+completion log (``completion_log.py``) before the step returns, so a crash inside the window loses
+nothing that returned. With durability ``deferred`` (an explicit choice) it is not: a crash inside
+the window loses the quick steps of that window, and they execute again on resume, with the same
+idempotency keys. In both modes an effect step and ``idempotency_key()`` commit every deferred step
+first (the fence).
 
 This module holds no SQL: it only records what the store module will write.
 """
@@ -19,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from resumable._config import Durability
 from resumable._records import Owner
 from resumable._store.base import Begin, Completion, StepRequest
 
@@ -53,6 +60,7 @@ class RunJournal:
     owner: Owner
     known_steps: set[str]
     step_count: int
+    durability: Durability = Durability.DURABLE
     claims: int = 1
     pending: dict[str, PendingStep] = field(default_factory=dict)
 
@@ -71,16 +79,21 @@ class RunJournal:
         self.step_count += 1
         return Begin("execute", 1, (), None, ())
 
-    def try_complete(self, done: Completion) -> bool:
+    def try_complete(self, done: Completion) -> PendingStep | None:
         """Defer a completion when the step's start is still unwritten and the window is open."""
         pending = self.pending.get(done.step)
         if pending is None or pending.completion is not None:
-            return False
+            return None
         if time.monotonic() - pending.started_mono >= GROUP_COMMIT_S:
-            return False
+            return None
         pending.completion = done
         pending.finished_at = utc_now()
-        return True
+        return pending
+
+    def undo_complete(self, pending: PendingStep) -> None:
+        """The completion could not be logged: it is written the slow way, before the step returns."""
+        pending.completion = None
+        pending.finished_at = None
 
     def take(self) -> list[PendingStep]:
         """Hand every unwritten step to the writer, oldest first."""

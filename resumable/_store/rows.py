@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -134,18 +135,31 @@ def param_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def log_events(con: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> None:
-    """Append to the event log (one statement for several rows); a None time means now."""
-    values = [
+def event_values(rows: Sequence[EventRow]) -> list[list[Any]]:
+    """Event-log rows as inserted (``EVENT_INSERT``); a None time means now."""
+    return [
         [run_id, step, at or utc_now(), transition.value, source.value if source else None, target.value, attempt,
          who.host, who.pid, detail]
         for run_id, step, transition, source, target, attempt, who, detail, at in rows
     ]  # fmt: skip
-    insert_rows(con, "events", EVENT_INSERT, values)
 
 
-def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) -> None:
-    """Write quick steps in one go: rows in their final state, every event, every checkpoint."""
+def log_events(con: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> None:
+    """Append to the event log (one statement for several rows); a None time means now."""
+    insert_rows(con, "events", EVENT_INSERT, event_values(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class QuickRows:
+    """Every row that records quick steps: what a group commit inserts and a completion log holds."""
+
+    steps: list[list[Any]]
+    events: list[list[Any]]
+    checkpoints: list[list[Any]]
+
+
+def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
+    """Rows of quick steps in their final state, every event, every checkpoint."""
     step_rows: list[list[Any]] = []
     events: list[EventRow] = []
     checkpoints: list[list[Any]] = []
@@ -194,6 +208,44 @@ def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) 
                 done is not None,
             ]
         )
-    insert_rows(con, "steps", STEP_INSERT, step_rows)
-    log_events(con, events)
-    insert_rows(con, "checkpoints", CHECKPOINT_INSERT, checkpoints)
+    return QuickRows(step_rows, event_values(events), checkpoints)
+
+
+def insert_quick_rows(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> None:
+    """Insert quick steps' rows: one statement per table, whatever their number."""
+    insert_rows(con, "steps", STEP_INSERT, rows.steps)
+    insert_rows(con, "events", EVENT_INSERT, rows.events)
+    insert_rows(con, "checkpoints", CHECKPOINT_INSERT, rows.checkpoints)
+
+
+def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) -> None:
+    """Write quick steps in one go: rows in their final state, every event, every checkpoint."""
+    insert_quick_rows(con, quick_rows(steps))
+
+
+def _to_json(value: object) -> object:
+    if isinstance(value, datetime):
+        return {"$t": value.isoformat()}
+    if isinstance(value, bytes):
+        return {"$b": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"a quick step's row holds a {type(value).__name__}")
+
+
+def _from_json(obj: dict[str, Any]) -> object:
+    if len(obj) == 1:
+        if "$t" in obj:
+            return datetime.fromisoformat(obj["$t"])
+        if "$b" in obj:
+            return base64.b64decode(obj["$b"])
+    return obj
+
+
+def encode_quick_rows(number: int, rows: QuickRows) -> bytes:
+    """Rows as the ``number``-th completion-log record: JSON (plain data, never pickle: replay runs no code)."""
+    return json.dumps([number, rows.steps, rows.events, rows.checkpoints], default=_to_json).encode()
+
+
+def decode_quick_rows(payload: bytes) -> tuple[int, QuickRows]:
+    """The number and the rows a completion-log record holds."""
+    number, steps, events, checkpoints = json.loads(payload, object_hook=_from_json)
+    return int(number), QuickRows(steps, events, checkpoints)

@@ -11,7 +11,7 @@ import duckdb
 
 from resumable.errors import SchemaVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -86,6 +86,15 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE steps ADD COLUMN key_generation INTEGER DEFAULT 1",  # bumped by a deliberate rerun
         "ALTER TABLE steps ADD COLUMN key_used BOOLEAN DEFAULT false",  # completed under this generation
         "ALTER TABLE steps ADD COLUMN rerun_token VARCHAR",  # the request a rerun was made for
+    ],
+    # How far each process's completion log has been applied (completion_log.py, replay.py): a
+    # group commit updates its row in the same transaction, so a replay never applies a record twice.
+    3: [
+        """CREATE TABLE completion_logs (
+            process VARCHAR PRIMARY KEY,        -- host_pid_started, as the log files are named
+            applied BIGINT NOT NULL,            -- records 1..applied are in this store
+            updated_at TIMESTAMPTZ NOT NULL
+        )""",
     ],
 }
 

@@ -1,0 +1,115 @@
+"""Completion logs in the store: how far each is applied, and replaying the logs of dead processes.
+
+A group commit records, in its own transaction, how many records of its process's completion log
+it has applied (``record_applied``). Any transaction on the store first replays the logs of
+processes that died (``replay_dead``): their records past the applied count become rows, in the
+caller's transaction, before the caller decides anything about a run; the files are removed only
+after that transaction committed. A step that is already in the store is never inserted twice,
+whatever the count says, so a replay interrupted after its commit and before the removal is
+harmless when it runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import duckdb
+
+from resumable._store.completion_log import LogFile, dead_logs, read_records
+from resumable._store.rows import QuickRows, decode_quick_rows, insert_quick_rows
+
+_log = logging.getLogger("resumable")
+
+
+def record_applied(con: duckdb.DuckDBPyConnection, process: str, applied: int) -> None:
+    """Records 1..``applied`` of ``process``'s log are in the store (inside the group commit's transaction)."""
+    con.execute("INSERT OR REPLACE INTO completion_logs VALUES (?, ?, now())", [process, applied])
+
+
+def _applied(con: duckdb.DuckDBPyConnection, process: str) -> int:
+    row = con.execute("SELECT applied FROM completion_logs WHERE process = ?", [process]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> QuickRows:
+    """Only the rows of steps the store does not hold yet, of runs it does hold.
+
+    A replay applies a step at most once. A run is always written before any of its steps, so a
+    run the store does not know means the log was written for a store that has since been removed
+    or replaced at this path: its rows do not belong here.
+    """
+    if not rows.steps:
+        return rows
+    runs = sorted({r[0] for r in rows.steps})
+    known = {r for (r,) in con.execute("SELECT run_id FROM runs WHERE list_contains(?, run_id)", [runs]).fetchall()}
+    held = {
+        (run_id, step)
+        for run_id, step in con.execute(
+            "SELECT run_id, step FROM steps WHERE list_contains(?, run_id)", [runs]
+        ).fetchall()
+    }
+
+    def keep(row: list[object]) -> bool:
+        return row[0] in known and (row[0], row[1]) not in held
+
+    return QuickRows(
+        [r for r in rows.steps if keep(r)],
+        [r for r in rows.events if keep(r)],
+        [r for r in rows.checkpoints if keep(r)],
+    )
+
+
+def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location: str) -> list[LogFile]:
+    """Apply the unapplied records of every dead process's log; returns the files to remove after commit."""
+    found = dead_logs(folder, me)
+    done: list[LogFile] = []
+    for process, files in found.items():
+        applied = _applied(con, process)
+        last = applied
+        merged = QuickRows([], [], [])
+        for log in files:
+            try:
+                records, torn = read_records(log.path)
+            except OSError as exc:  # unreadable here: left in place for a process that can read it
+                _log.warning("completion log %s cannot be read (%s); left in place", log.path, exc)
+                continue
+            if torn:
+                _log.info("completion log %s ends in a torn record (a crash mid-write); it is dropped", log.path)
+            readable = True
+            for payload in records:
+                try:
+                    number, rows = decode_quick_rows(payload)
+                except (ValueError, TypeError) as exc:  # intact bytes this version cannot read: keep the file
+                    _log.warning("completion log %s holds a record that cannot be read (%s); kept", log.path, exc)
+                    readable = False
+                    continue
+                if number <= applied:
+                    continue
+                last = max(last, number)
+                merged.steps.extend(rows.steps)
+                merged.events.extend(rows.events)
+                merged.checkpoints.extend(rows.checkpoints)
+            if readable:
+                done.append(log)
+        fresh = _not_yet_stored(con, merged)
+        insert_quick_rows(con, fresh)
+        if last > applied:
+            record_applied(con, process, last)
+        if fresh.steps:
+            _log.info("store %s: %d completed step(s) of dead process %s replayed", location, len(fresh.steps), process)
+    return done
+
+
+def prune(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    """Forget the applied counts of processes whose logs are all gone (checked when a store is opened)."""
+    rows = con.execute("SELECT process FROM completion_logs").fetchall()
+    if not rows:
+        return
+    try:
+        present = {p.name.rsplit("_", 1)[0] for p in folder.iterdir()}
+    except FileNotFoundError:
+        present = set()
+    gone = [process for (process,) in rows if process not in present]
+    if gone:
+        con.execute("DELETE FROM completion_logs WHERE list_contains(?, process)", [gone])
