@@ -90,6 +90,9 @@ def classify(exc: BaseException, path: Path, needed: int | None = None) -> Write
     kind = kind_of(exc)
     if kind is None:
         return None
-    reason = next((str(link) for link in _chain(exc) if isinstance(link, OSError)), None) or str(exc)
+    chain = _chain(exc)
+    # The innermost report says it best: the OS's, else DuckDB's own (not our wrapping of it).
+    reason = next((str(link) for link in chain if isinstance(link, OSError)), None)
+    reason = reason or next((str(link) for link in chain if isinstance(link, duckdb.Error)), None) or str(exc)
     reason = reason.splitlines()[0] if reason else type(exc).__name__
     return WriteFault(kind, str(path), reason, needed, free_bytes(path) if kind == FULL else None)
