@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from resumable.errors import SigningKeyError
+
 DEFAULT_STORE = Path(".resumable") / "store.duckdb"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 
@@ -40,6 +42,12 @@ def signing_key() -> bytes | None:
     if key:
         return key.encode()
     key_file = os.environ.get("RESUMABLE_SIGNING_KEY_FILE")
-    if key_file:
-        return Path(key_file).read_bytes().strip()
-    return None
+    if not key_file:
+        return None
+    try:
+        content = Path(key_file).read_bytes().strip()
+    except OSError as exc:
+        raise SigningKeyError(key_file, f"cannot be read ({exc.strerror or exc})") from None
+    if not content:  # an empty key would sign with a key anyone knows
+        raise SigningKeyError(key_file, "is empty")
+    return content

@@ -11,6 +11,7 @@ all of ours and nothing of the user's::
      ├─ StoreError                           never raised itself: one subclass per problem
      │   ├─ StorePathError                   the store path is a folder, not writable, not DuckDB
      │   ├─ StoreLockedError                 another process kept the file locked past the limit
+     │   ├─ SigningKeyError                  the signing-key file is missing, unreadable or empty
      │   ├─ SchemaVersionError               the store was written by a newer resumable
      │   ├─ RunOwnedError                    another live process owns the run
      │   ├─ RunExistsError                   a new run was asked for under an id already taken
@@ -30,7 +31,8 @@ all of ours and nothing of the user's::
      ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
      ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
      ├─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
- └─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
+ ├─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
+ └─ SecretNotStoredWarning(UserWarning)  outputs named like secrets were left out of a checkpoint
 
 Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
 stored and cross process boundaries (a kernel, a subprocess).
@@ -135,6 +137,18 @@ class StoreLockedError(StoreError):
             f"store '{path}' stayed locked by {who} for {waited_s:.1f} s. resumable holds the file "
             f"only for short transactions, so a long hold means that process keeps it open "
             f"(a DuckDB shell or notebook connection?). Close it, or raise RESUMABLE_LOCK_TIMEOUT."
+        )
+
+
+class SigningKeyError(StoreError):
+    """The signing-key file named by ``RESUMABLE_SIGNING_KEY_FILE`` cannot be used: ``.path``, ``.problem``."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"signing key file '{path}' {problem}; no checkpoint was written or loaded, and stored ones are "
+            f"intact. Put the key in that file, or unset RESUMABLE_SIGNING_KEY_FILE to work without signatures."
         )
 
 
@@ -407,6 +421,21 @@ class EffectHeldWarning(ResumableError, UserWarning):
                 f"to do it yet again: {how}"
             )
         super().__init__(text)
+
+
+class SecretNotStoredWarning(ResumableError, UserWarning):
+    """Outputs whose names look like secrets were left out of a step's checkpoint: ``.step``, ``.names``."""
+
+    def __init__(self, step: str, names: Sequence[str]) -> None:
+        self.step = step
+        self.names = tuple(names)
+        listed = ", ".join(f"'{n}'" for n in self.names)
+        super().__init__(
+            f"step '{step}': {listed} look{'s' if len(self.names) == 1 else ''} like a secret and "
+            f"{'was' if len(self.names) == 1 else 'were'} not stored in its checkpoint, so a restore will not bring "
+            f"{'it' if len(self.names) == 1 else 'them'} back. Read secrets in a cell that is not a step; to store "
+            f"one anyway, name it in --outputs (e.g. '--outputs +{self.names[0]}')."
+        )
 
 
 class DuplicateStepWarning(ResumableError, UserWarning):

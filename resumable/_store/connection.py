@@ -37,6 +37,22 @@ MARKER_FRESH_S = 2.0
 MIN_HOLD_S = 0.02
 
 
+def private_wal(path: Path) -> None:
+    """Create the database's write-ahead log private to the user (0600) before DuckDB writes to it.
+
+    DuckDB creates ``<store>.wal`` itself with the default mode (0644 under the usual umask) and
+    deletes it at every checkpoint, and a crash can leave it behind holding checkpoint bytes in
+    clear. An existing file is opened, not recreated, by DuckDB, so creating it first (one system
+    call per transaction) keeps its mode ours.
+    """
+    try:
+        os.close(os.open(str(path) + ".wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:  # a read-only folder: DuckDB will not write a log there either
+        pass
+
+
 class PendingWrites(Protocol):
     """Writes a store defers; the connection commits them with the next transaction."""
 
@@ -140,7 +156,7 @@ class FileConnection:
                 except duckdb.IOException as exc:
                     if "lock" in str(exc).lower():
                         marker = self._marker
-                        marker.touch()
+                        marker.touch(mode=0o600)
                     self._retry_or_raise(exc, deadline)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.01)
@@ -243,6 +259,7 @@ class FileConnection:
                 self._opened_at = time.monotonic()
                 self.wake()
             con = self._con
+            private_wal(self.path)
             con.execute("BEGIN TRANSACTION")
             taken: object = None
             try:

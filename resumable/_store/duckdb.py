@@ -220,6 +220,7 @@ class DuckDBStore:
         A commit that raises may still have happened (DuckDB reports an interrupt during COMMIT
         after writing), so on failure the state is read back before the error is believed.
         """
+        done = self._payloads.bind(done)
         journal = self._journals.get(done.run_id)
         if journal is not None:
             with self._journal_lock:
