@@ -12,6 +12,7 @@ from resumable._headless import ExecutionResult, execute_notebook
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState, StepState
 from resumable.errors import (
+    ArgumentTypeError,
     CheckpointIntegrityError,
     CheckpointNotFoundError,
     DependencyError,
@@ -25,6 +26,7 @@ from resumable.errors import (
     NotInStepError,
     OptionError,
     ParameterMismatchError,
+    ParameterValueError,
     PipelineMismatchError,
     RerunError,
     ResumableError,
@@ -48,6 +50,7 @@ from resumable.pipeline import Pipeline, Run, idempotency_key, load
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
     "DependencyError",
@@ -62,6 +65,7 @@ __all__ = [
     "NotebookInputError",
     "OptionError",
     "ParameterMismatchError",
+    "ParameterValueError",
     "Pipeline",
     "PipelineMismatchError",
     "RerunError",

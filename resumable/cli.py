@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from resumable import _params
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._store import open_store
@@ -101,7 +102,7 @@ def _run_json(run: RunInfo) -> dict[str, Any]:
         "pipeline": run.pipeline,
         "state": run.state.value,
         "steps": run.step_count,
-        "params": run.params,
+        "params": _params.jsonable(run.params),
         "created_at": run.created_at.isoformat(),
         "updated_at": run.updated_at.isoformat(),
     }
@@ -145,7 +146,7 @@ def main() -> None:
 def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
     with reported_errors():
-        found = open_store(store, must_exist=True).list_runs(pipeline, limit)
+        found = open_store(store, must_exist=True, read_only=True).list_runs(pipeline, limit)
     if as_json:
         click.echo(json.dumps([_run_json(r) for r in found], indent=2))
         return
@@ -170,7 +171,7 @@ def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) ->
 def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     """Show the steps of RUN_ID with their state, attempts, duration, size and last error."""
     with reported_errors():
-        opened = open_store(store, must_exist=True)
+        opened = open_store(store, must_exist=True, read_only=True)
         run = opened.reap_dead_owners(run_id, current_owner())
         if run is None:
             raise CheckpointNotFoundError(opened.location, run_id)
@@ -244,7 +245,7 @@ def gc(store: Path | None) -> None:
 def export(run_id: str, step: str, name: str | None, store: Path | None, output: Path) -> None:
     """Write output NAME of STEP (its return value when omitted) to a file."""
     with reported_errors():
-        value = load(run_id, step, name, store=open_store(store, must_exist=True))
+        value = load(run_id, step, name, store=open_store(store, must_exist=True, read_only=True))
     suffix = output.suffix.lower()
     if hasattr(value, "to_parquet") and suffix == ".parquet":
         value.to_parquet(output)

@@ -6,6 +6,7 @@ all of ours and nothing of the user's::
     ResumableError
      ├─ StepDefinitionError(ValueError)      bad options or names: raised when the step is defined
      ├─ OptionError(ValueError)              a bad option outside a step (the panel's poll_s)
+     ├─ ArgumentTypeError(TypeError)         an argument of the wrong type (store=0, load(0, ...))
      ├─ NotInStepError(RuntimeError)         idempotency_key() outside a step
      ├─ NoActiveRunError(RuntimeError)       a decorated step called outside ``with pipe.run()``
      ├─ StoreError                           never raised itself: one subclass per problem
@@ -21,9 +22,10 @@ all of ours and nothing of the user's::
      │   ├─ StepRunningError                 a running step cannot be invalidated
      │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
      │   └─ CheckpointNotFoundError          no such store, run, step or output
+     ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
- ├─ RerunError(ValueError)               --rerun of a step that never completed
- ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
+     ├─ RerunError(ValueError)               --rerun of a step that never completed
+     ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
      ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
      ├─ StepFailed                           retries exhausted: .attempts, .errors
      ├─ InvalidTransition                    a bug in resumable, never user error
@@ -31,8 +33,8 @@ all of ours and nothing of the user's::
      ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
      ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
      ├─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
- ├─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
- └─ SecretNotStoredWarning(UserWarning)  outputs named like secrets were left out of a checkpoint
+     ├─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
+     └─ SecretNotStoredWarning(UserWarning)  outputs named like secrets were left out of a checkpoint
 
 Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
 stored and cross process boundaries (a kernel, a subprocess).
@@ -84,6 +86,16 @@ class OptionError(ResumableError, ValueError):
         self.value = value
         self.expected = expected
         super().__init__(f"{option}={value!r} is not valid; {expected}.")
+
+
+class ArgumentTypeError(ResumableError, TypeError):
+    """An argument of a public function has the wrong type: ``.argument``, ``.value``, ``.expected``."""
+
+    def __init__(self, argument: str, value: object, expected: str) -> None:
+        self.argument = argument
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{argument} must be {expected}, not {type(value).__name__} ({value!r}); nothing was changed.")
 
 
 class NotInStepError(ResumableError, RuntimeError):
@@ -267,6 +279,23 @@ class ParameterMismatchError(StoreError):
         super().__init__(
             f"run '{run_id}' started with other parameters:\n{lines}\n"
             f"Resume it with its original parameters, or start a new run with --new."
+        )
+
+
+class ParameterValueError(ResumableError, ValueError):
+    """A run parameter cannot be recorded so that it comes back as it was: ``.name``, ``.value``, ``.problem``."""
+
+    def __init__(self, name: object, value: object, problem: str) -> None:
+        self.name = name
+        self.value = value
+        self.problem = problem
+        try:
+            shown = repr(value)
+        except Exception:  # a repr that raises still gets a message
+            shown = f"<{type(value).__name__}>"
+        super().__init__(
+            f"parameter {name!r} = {shown} ({type(value).__name__}) cannot be recorded with the run: {problem}; "
+            f"nothing was stored. Use strings, numbers, booleans, None, and lists, tuples, sets or dicts of them."
         )
 
 

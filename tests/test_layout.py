@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
         "_tracebacks",
         "_magic_lines",
         "_secrets",
+        "_params",
     },
     {"_codec", "_owner", "_inputs", "_why"},
     {"_store"},

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from resumable import _config
+from resumable import _config, _params
 from resumable._headless import params as _headless_params
 from resumable._headless.kernel import check_kernel, client_class, execute_or_interrupt, ipc_config
 from resumable._headless.lock import executor_lock
@@ -89,6 +89,7 @@ class ExecutionResult:
         for key in ("notebook", "output", "store"):
             doc[key] = str(doc[key])
         doc["duration_s"] = round(self.duration_s, 3)
+        doc["params"] = _params.jsonable(self.params)
         return doc
 
 

@@ -80,8 +80,11 @@ class FileConnection:
         :class:`StoreLockedError`.
     """
 
-    def __init__(self, path: Path, lock_timeout_s: float, idle_close_s: float, max_hold_s: float) -> None:
+    def __init__(
+        self, path: Path, lock_timeout_s: float, idle_close_s: float, max_hold_s: float, *, read_only: bool = False
+    ) -> None:
         self.path = path
+        self.read_only = read_only  # opened read-only: a store this user may read but not write
         self.lock_timeout_s = lock_timeout_s
         self.idle_close_s = idle_close_s
         self.max_hold_s = max_hold_s
@@ -98,6 +101,9 @@ class FileConnection:
         where = str(self.path)
         if self.path.is_dir():
             raise StorePathError(where, "is a folder", f"Name a file inside it, e.g. '{self.path / 'store.duckdb'}'.")
+        if self.read_only:
+            self._check_header(where)
+            return
         parent = self.path.parent
         try:
             if not parent.exists():
@@ -110,6 +116,9 @@ class FileConnection:
             raise StorePathError(
                 where, "is not writable by this user", "Fix its permissions or point RESUMABLE_STORE elsewhere."
             )
+        self._check_header(where)
+
+    def _check_header(self, where: str) -> None:
         if self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, "rb") as f:
                 head = f.read(12)
@@ -146,17 +155,20 @@ class FileConnection:
         """
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.002
-        created = not self.path.exists()
+        created = not self.path.exists() and not self.read_only
         marker: Path | None = None
         try:
             while True:
                 try:
-                    con = duckdb.connect(str(self.path), config={"threads": 1})
+                    con = duckdb.connect(str(self.path), read_only=self.read_only, config={"threads": 1})
                     break
                 except duckdb.IOException as exc:
                     if "lock" in str(exc).lower():
-                        marker = self._marker
-                        marker.touch(mode=0o600)
+                        try:
+                            self._marker.touch(mode=0o600)
+                            marker = self._marker
+                        except OSError:  # a folder this user cannot write: wait without a marker
+                            pass
                     self._retry_or_raise(exc, deadline)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.01)
@@ -259,7 +271,8 @@ class FileConnection:
                 self._opened_at = time.monotonic()
                 self.wake()
             con = self._con
-            private_wal(self.path)
+            if not self.read_only:
+                private_wal(self.path)
             con.execute("BEGIN TRANSACTION")
             taken: object = None
             try:

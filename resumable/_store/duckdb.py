@@ -27,7 +27,7 @@ from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, St
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, RunJournal
 from resumable._store.rows import write_quick_steps
-from resumable._store.schema import migrate
+from resumable._store.schema import check_readable, migrate
 
 
 class DuckDBStore:
@@ -45,6 +45,9 @@ class DuckDBStore:
         :class:`StoreLockedError`; default ``RESUMABLE_LOCK_TIMEOUT`` or 30 s.
     idle_close_s, max_hold_s
         The file is let go of after this long unused, and at the latest after this long held.
+    read_only
+        Open the file read-only, for a store this user may read but not write (``resumable show``
+        of a store on a read-only disk): reads work, dead owners are not reaped, writes are refused.
 
     Raises
     ------
@@ -61,13 +64,19 @@ class DuckDBStore:
         lock_timeout_s: float | None = None,
         idle_close_s: float = 0.1,
         max_hold_s: float = 0.5,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.location = str(self.path)
         self.payload_dir = self.path.parent / (self.path.name + ".payloads")
         self._payloads = checkpoints.Payloads(self.payload_dir, _config.signing_key())
         self._conn = FileConnection(
-            self.path, _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s, idle_close_s, max_hold_s
+            self.path,
+            _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s,
+            idle_close_s,
+            max_hold_s,
+            read_only=read_only,
         )
         self._conn.pending = self
         self.window_s = GROUP_COMMIT_S
@@ -77,7 +86,10 @@ class DuckDBStore:
         self._journal_lock = threading.Lock()
         try:
             with self._transaction() as con:
-                migrate(con, self.location)
+                if read_only:
+                    check_readable(con, self.location)
+                else:
+                    migrate(con, self.location)
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
             self._conn.close()
             raise
@@ -182,7 +194,10 @@ class DuckDBStore:
             runs.clear_owner(con, run_id, owner)
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
+        """A read-only store is shown as it is: its dead owners' steps are reaped by the next writer."""
         with self._transaction() as con:
+            if self.read_only:
+                return runs.get_run(con, run_id)
             return runs.reap_dead_owners(con, self.location, run_id, me)
 
     # ------------------------------------------------------------------ steps

@@ -6,15 +6,15 @@ is deferred (``journal.py``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import duckdb
 
+from resumable import _params
 from resumable._owner import is_alive
 from resumable._records import Owner, RunInfo
 from resumable._states import StepState
-from resumable._store.rows import RunView, clock, owner_from, param_differences, run_state, same_process
+from resumable._store.rows import RunView, clock, owner_from, run_state, same_process
 from resumable._store.transitions import transition
 from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
 
@@ -34,7 +34,7 @@ def find_runs(con: duckdb.DuckDBPyConnection, where: str, params: list[Any], lim
     out = []
     for row in rows:
         states = [s for s in row[5] if s is not None]
-        out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states)))
+        out.append(RunInfo(row[0], row[1], row[2], row[3], _params.decode(row[4]), run_state(states), len(states)))
     return out
 
 
@@ -50,25 +50,30 @@ def list_runs(con: duckdb.DuckDBPyConnection, pipeline: str | None, limit: int) 
 def open_run(
     con: duckdb.DuckDBPyConnection, run_id: str, pipeline: str, params: dict[str, Any] | None, update_params: bool
 ) -> RunInfo:
-    """Create the run, or check that the existing one belongs to ``pipeline`` and ``params`` (or record new ones)."""
-    # Parameters as the store records them (JSON), so a resumed run compares like with like.
-    recorded = json.loads(json.dumps(params or {}, sort_keys=True, default=repr))
+    """Create the run, or check that the existing one belongs to ``pipeline`` and ``params`` (or record new ones).
+
+    Parameters are recorded as Python literals (``_params``); a value that cannot come back as it
+    was raises ParameterValueError before anything is written.
+    """
+    encoded = _params.encode(params or {})
     existing = get_run(con, run_id)
     if existing is None:
         con.execute(
             "INSERT INTO runs (run_id, pipeline, created_at, params) VALUES (?, ?, now(), ?)",
-            [run_id, pipeline, json.dumps(recorded, sort_keys=True)],
+            [run_id, pipeline, encoded],
         )
         created = get_run(con, run_id)
         assert created is not None
         return created
     if existing.pipeline != pipeline:
         raise PipelineMismatchError(run_id, existing.pipeline, pipeline)
-    differences = param_differences(existing.params, recorded)
-    if recorded and differences:
+    row = con.execute("SELECT params FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    assert row is not None
+    differences = _params.differences(row[0], params or {})
+    if params and differences:
         if not update_params:
             raise ParameterMismatchError(run_id, differences)
-        con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [json.dumps(recorded, sort_keys=True), run_id])
+        con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [encoded, run_id])
         updated = get_run(con, run_id)
         assert updated is not None
         return updated

@@ -102,3 +102,14 @@ def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
             con.execute(statement)
     if version != SCHEMA_VERSION:
         con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+
+def check_readable(con: duckdb.DuckDBPyConnection, location: str) -> None:
+    """For a store opened read-only: refuse a newer schema; an older one is read as it is (never migrated)."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "meta" not in tables:
+        return
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(location, version, SCHEMA_VERSION)
