@@ -42,6 +42,7 @@ from resumable.errors import (
     StepTimeout,
     StoreError,
     StoreLockedError,
+    StoreLogTornWarning,
     StorePathError,
     UnserializableOutputError,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "StepTimeout",
     "StoreError",
     "StoreLockedError",
+    "StoreLogTornWarning",
     "StorePathError",
     "UnserializableOutputError",
     "execute_notebook",

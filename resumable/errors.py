@@ -34,6 +34,7 @@ all of ours and nothing of the user's::
      ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
      ├─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
      ├─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
+     ├─ StoreLogTornWarning(UserWarning)     the store's write-ahead log lost committed bytes (a torn write)
      └─ SecretNotStoredWarning(UserWarning)  outputs named like secrets were left out of a checkpoint
 
 Each class keeps its identifiers as attributes and defines ``__reduce__`` because errors are
@@ -464,6 +465,21 @@ class SecretNotStoredWarning(ResumableError, UserWarning):
             f"{'was' if len(self.names) == 1 else 'were'} not stored in its checkpoint, so a restore will not bring "
             f"{'it' if len(self.names) == 1 else 'them'} back. Read secrets in a cell that is not a step; to store "
             f"one anyway, name it in --outputs (e.g. '--outputs +{self.names[0]}')."
+        )
+
+
+class StoreLogTornWarning(ResumableError, UserWarning):
+    """The store's write-ahead log was found shorter than what had been committed to it: ``.path``, ``.missing``."""
+
+    def __init__(self, path: str, missing: int) -> None:
+        self.path = path
+        self.missing = missing
+        super().__init__(
+            f"store '{path}': its write-ahead log ('{path}.wal') is {missing} bytes shorter than what was committed "
+            f"to it (a torn write, a failing disk, or a copy taken while it was written). The changes at its end are "
+            f"lost: steps recorded there as completed will run again on the next resume, and effect steps among "
+            f"them repeat their side effects unless the service honours their idempotency keys. See what the store "
+            f"holds with: resumable runs"
         )
 
 

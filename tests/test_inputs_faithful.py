@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,57 @@ def test_a_read_only_store_can_be_listed_shown_and_loaded(tmp_path: Path) -> Non
         f"error: store '{store}' is not writable by this user. Fix its permissions or point RESUMABLE_STORE "
         "elsewhere.\n"
     )
+
+
+CRASHING_WRITER = """
+import os, sys, resumable
+pipe = resumable.Pipeline("p", store=sys.argv[1])
+with pipe.run(run_id="r1") as run:
+    for i in range(5):
+        run.step(f"s{i}", lambda: "x" * 50)
+    run.step("fence", resumable.idempotency_key)  # every earlier completion is committed first
+    os.kill(os.getpid(), 9)
+"""
+
+
+def _crash_after_steps(store_path: Path) -> Path:
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(store_path)], capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == -9, done.stderr
+    wal = Path(str(store_path) + ".wal")
+    assert wal.stat().st_size > 0
+    return wal
+
+
+def test_a_torn_write_ahead_log_is_reported_once(store_path: Path) -> None:
+    """A log cut short after a crash loses committed steps; the next open says so, with our warning, once."""
+    wal = _crash_after_steps(store_path)
+    committed = wal.stat().st_size
+    with open(wal, "r+b") as f:  # a torn tail: the same file, shorter
+        f.truncate(committed - 100)
+    with pytest.warns(resumable.StoreLogTornWarning) as warned:
+        steps = open_store(store_path).list_steps("r1")
+    assert [str(w.message) for w in warned if isinstance(w.message, resumable.StoreLogTornWarning)] == [
+        f"store '{store_path}': its write-ahead log ('{store_path}.wal') is 100 bytes shorter than what was "
+        "committed to it (a torn write, a failing disk, or a copy taken while it was written). The changes at its "
+        "end are lost: steps recorded there as completed will run again on the next resume, and effect steps among "
+        "them repeat their side effects unless the service honours their idempotency keys. See what the store "
+        "holds with: resumable runs"
+    ]
+    assert [s.step for s in steps if s.state is resumable.StepState.COMPLETED][:4] == ["s0", "s1", "s2", "s3"]
+    forget_all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_store(store_path).list_steps("r1")  # told once
+
+
+def test_a_crash_without_a_torn_log_warns_nothing(store_path: Path) -> None:
+    """A SIGKILL after commits leaves a whole log: it replays and no warning is given."""
+    _crash_after_steps(store_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        steps = open_store(store_path).list_steps("r1")
+    completed = [s.step for s in steps if s.state is resumable.StepState.COMPLETED]
+    assert completed[:5] == ["s0", "s1", "s2", "s3", "s4"]  # the fence too, when its group commit made it

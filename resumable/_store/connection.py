@@ -25,6 +25,7 @@ from typing import Protocol
 
 import duckdb
 
+from resumable._store import walmark
 from resumable.errors import StoreError, StoreLockedError, StorePathError
 
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
@@ -37,20 +38,19 @@ MARKER_FRESH_S = 2.0
 MIN_HOLD_S = 0.02
 
 
-def private_wal(path: Path) -> None:
+def private_wal(path: Path) -> bool:
     """Create the database's write-ahead log private to the user (0600) before DuckDB writes to it.
 
     DuckDB creates ``<store>.wal`` itself with the default mode (0644 under the usual umask) and
     deletes it at every checkpoint, and a crash can leave it behind holding checkpoint bytes in
     clear. An existing file is opened, not recreated, by DuckDB, so creating it first (one system
-    call per transaction) keeps its mode ours.
+    call per transaction) keeps its mode ours. Returns whether it created the log.
     """
     try:
         os.close(os.open(str(path) + ".wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-    except OSError:  # a read-only folder: DuckDB will not write a log there either
-        pass
+    except OSError:  # it exists; or a read-only folder, where DuckDB will not write a log either
+        return False
+    return True
 
 
 class PendingWrites(Protocol):
@@ -156,6 +156,7 @@ class FileConnection:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.002
         created = not self.path.exists() and not self.read_only
+        walmark.check(self.path)
         marker: Path | None = None
         try:
             while True:
@@ -271,8 +272,8 @@ class FileConnection:
                 self._opened_at = time.monotonic()
                 self.wake()
             con = self._con
-            if not self.read_only:
-                private_wal(self.path)
+            if not self.read_only and private_wal(self.path):
+                walmark.record(self.path)
             con.execute("BEGIN TRANSACTION")
             taken: object = None
             try:
@@ -280,6 +281,8 @@ class FileConnection:
                     taken = self.pending.write_pending(con)
                 yield con
                 con.execute("COMMIT")
+                if not self.read_only:
+                    walmark.record(self.path)
             except BaseException:
                 try:
                     con.execute("ROLLBACK")
