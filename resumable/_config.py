@@ -12,6 +12,7 @@ from resumable.errors import SigningKeyError
 
 DEFAULT_STORE = Path(".resumable") / "store.duckdb"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+DEFAULT_LEASE_S = 60.0
 
 
 def store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -34,6 +35,16 @@ def lock_timeout_s() -> float:
     """How long to wait for another process to release the store's file."""
     raw = os.environ.get("RESUMABLE_LOCK_TIMEOUT")
     return float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
+
+
+def lease_s() -> float:
+    """How long a process's ownership lasts unless it renews it (it renews at a third of this)."""
+    raw = os.environ.get("RESUMABLE_LEASE_S")
+    try:
+        value = float(raw) if raw else DEFAULT_LEASE_S
+    except ValueError:
+        return DEFAULT_LEASE_S
+    return value if 0 < value < float("inf") else DEFAULT_LEASE_S
 
 
 def signing_key() -> bytes | None:

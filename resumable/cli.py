@@ -215,6 +215,28 @@ def invalidate(run_id: str, step: str, store: Path | None, downstream: bool) -> 
 
 
 @main.command()
+@click.argument("run_id")
+@store_option
+def unlock(run_id: str, store: Path | None) -> None:
+    """Release RUN_ID from an owner that cannot answer (another host, no lease).
+
+    That is a process on another host (a container restarted under a new name, a renamed laptop)
+    whose lease has not run out yet, or one recorded before ownership leases. A live owner on
+    this host is never released (exit 4): stop it first. The owner's running steps become
+    interrupted, each logged as an event, and resume on the next start. Only unlock a run whose
+    owner you know is gone: otherwise two processes may run its steps at once.
+    """
+    with reported_errors():
+        done = open_store(store, must_exist=True).unlock_run(run_id, current_owner())
+    if not done.owners:
+        click.echo(f"run '{run_id}' had no owner; nothing changed")
+        return
+    owners = ", ".join(o.describe() for o in done.owners)
+    steps = ", ".join(done.steps) or "none"
+    click.echo(f"unlocked run '{run_id}': released {owners}; steps now interrupted: {steps}")
+
+
+@main.command()
 @store_option
 def gc(store: Path | None) -> None:
     """Delete checkpoints of steps that are no longer completed, and payload files nothing points to.

@@ -20,10 +20,11 @@ from typing import Any
 import duckdb
 
 from resumable import _config
+from resumable._owner import current_owner
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import StepState
-from resumable._store import checkpoints, process, runs, steps
-from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest
+from resumable._store import checkpoints, lease, process, runs, steps
+from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest, Unlocked
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, RunJournal
 from resumable._store.rows import write_quick_steps
@@ -84,6 +85,7 @@ class DuckDBStore:
         # Quick steps touch only their journal, under this lock, so they never wait for a commit in
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
+        self._keeper: lease.LeaseKeeper | None = None
         try:
             with self._transaction() as con:
                 if read_only:
@@ -109,11 +111,24 @@ class DuckDBStore:
         return self._conn.transaction()
 
     def close(self) -> None:
-        """Write what is pending and release the file now (it is reopened on the next use)."""
+        """Write what is pending and release the file now (it is reopened on the next use).
+
+        The lease keeper stops too (before a fork, at exit): no thread of ours is inside DuckDB
+        while the interpreter shuts down. It starts again when this process next takes a run or a step.
+        """
+        if self._keeper is not None:
+            self._keeper.stop()
         self._conn.close()
+
+    def _lease(self) -> lease.LeaseKeeper:
+        """This process's lease keeper for the store (a forked child gets its own)."""
+        if self._keeper is None or self._keeper.owner.pid != os.getpid():
+            self._keeper = lease.LeaseKeeper(self._transaction, current_owner(), _config.lease_s())
+        return self._keeper
 
     def after_fork_in_child(self) -> None:
         """A forked child starts with fresh locks and nothing pending of its parent's."""
+        self._keeper = None
         self._journals.clear()
         self._journal_lock = threading.Lock()
         self._conn.forget_inherited()
@@ -177,6 +192,7 @@ class DuckDBStore:
         with self._transaction() as con:
             runs.check_owner(con, self.location, run_id, owner)
             known = runs.set_owner(con, run_id, owner)
+            self._lease().claimed(con)
             journal = self._journals.get(run_id)
             if journal is None:
                 self._journals[run_id] = RunJournal(run_id, owner, known, len(known))
@@ -192,6 +208,10 @@ class DuckDBStore:
                     return
                 del self._journals[run_id]
             runs.clear_owner(con, run_id, owner)
+
+    def unlock_run(self, run_id: str, who: Owner) -> Unlocked:
+        with self._transaction() as con:
+            return runs.unlock(con, self.location, run_id, who)
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
         """A read-only store is shown as it is: its dead owners' steps are reaped by the next writer."""
@@ -222,6 +242,8 @@ class DuckDBStore:
         with self._conn.lock:
             with self._transaction() as con:
                 begin = steps.begin(con, self.location, req)
+                if begin.action == "execute":
+                    self._lease().claimed(con)
             if journal is not None:
                 with self._journal_lock:
                     if req.step not in journal.known_steps:

@@ -11,9 +11,11 @@ from typing import Any
 import duckdb
 
 from resumable import _params
-from resumable._owner import is_alive
+from resumable._owner import is_alive, is_local
 from resumable._records import Owner, RunInfo
 from resumable._states import StepState
+from resumable._store.base import Unlocked
+from resumable._store.lease import owner_alive
 from resumable._store.rows import RunView, clock, owner_from, run_state, same_process
 from resumable._store.transitions import transition
 from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
@@ -113,7 +115,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
     pipeline = row[0]
     holder = owner_from(row[1], row[2], row[3], row[4])
     if holder is not None and not same_process(holder, me):
-        if is_alive(holder):
+        if owner_alive(con, holder):
             raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, clock(holder.started), None)
         con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
     rows = con.execute(
@@ -130,7 +132,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
         owner = owner_from(*owner_cols)
         if owner is not None and same_process(owner, me):
             continue
-        if owner is not None and is_alive(owner):
+        if owner is not None and owner_alive(con, owner):
             raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, clock(owner.started), name)
         transition(
             con, run_id, name, StepState.RUNNING, StepState.INTERRUPTED, me,
@@ -155,3 +157,46 @@ def reap_dead_owners(con: duckdb.DuckDBPyConnection, location: str, run_id: str,
     except CheckpointNotFoundError:
         return None
     return get_run(con, run_id)
+
+
+def unlock(con: duckdb.DuckDBPyConnection, location: str, run_id: str, who: Owner) -> Unlocked:
+    """Release the run from every owner except a live one on this host (RunOwnedError, nothing changed)."""
+    row = con.execute(
+        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    if row is None:
+        raise CheckpointNotFoundError(location, run_id)
+    pipeline = row[0]
+    running = [
+        (r[0], owner_from(r[1], r[2], r[3], r[4]))
+        for r in con.execute(
+            """SELECT step, owner_host, owner_pid, owner_started, owner_kernel FROM steps
+               WHERE run_id = ? AND state = 'running' ORDER BY seq""",
+            [run_id],
+        ).fetchall()
+    ]
+    holders: list[tuple[str | None, Owner | None]] = [(None, owner_from(row[1], row[2], row[3], row[4])), *running]
+    for step, owner in holders:
+        if owner is not None and is_local(owner) and is_alive(owner):
+            raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, clock(owner.started), step)
+    released: list[Owner] = []
+    for _, owner in holders:
+        if owner is not None and not any(same_process(owner, o) for o in released):
+            released.append(owner)
+    con.execute(
+        """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
+           WHERE run_id = ?""",
+        [run_id],
+    )
+    for step, owner in running:
+        gone = owner.describe() if owner is not None else "unknown"
+        transition(
+            con,
+            run_id,
+            step,
+            StepState.RUNNING,
+            StepState.INTERRUPTED,
+            who,
+            f"unlocked by the user: owner {gone} released",
+        )
+    return Unlocked(tuple(released), tuple(step for step, _ in running))

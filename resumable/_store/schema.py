@@ -11,7 +11,7 @@ import duckdb
 
 from resumable.errors import SchemaVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -86,6 +86,18 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE steps ADD COLUMN key_generation INTEGER DEFAULT 1",  # bumped by a deliberate rerun
         "ALTER TABLE steps ADD COLUMN key_used BOOLEAN DEFAULT false",  # completed under this generation
         "ALTER TABLE steps ADD COLUMN rerun_token VARCHAR",  # the request a rerun was made for
+    ],
+    # Ownership leases (docs/durability.md, "Who owns a run"): a process that owns a run or runs a
+    # step keeps its lease here and renews it, so an owner on another host that stops renewing
+    # (a container restarted under a new name) no longer holds its runs once the lease expires.
+    3: [
+        """CREATE TABLE leases (
+            host VARCHAR NOT NULL,
+            pid INTEGER NOT NULL,
+            started DOUBLE NOT NULL,            -- the process's start time, as owners record it
+            expires DOUBLE NOT NULL,            -- seconds since the epoch, by the owner's clock
+            PRIMARY KEY (host, pid, started)
+        )""",
     ],
 }
 
