@@ -262,6 +262,10 @@ def execute_notebook(
     started = time.perf_counter()
     _check_options(run_id, new, max_restarts, timeout)
     nb_path = Path(notebook)
+    for what, path_given in (("notebook", notebook), ("output", output)):
+        text = os.fspath(path_given) if path_given is not None else None
+        if text is not None and (not text or "\x00" in text or not Path(text).name):
+            raise NotebookInputError(what, text, "is not a file name", "Pass the path of an .ipynb file.")
     out_path = Path(output) if output is not None else default_output(nb_path)
     if out_path.absolute() == nb_path.absolute():
         fix = "Pick another path so the input stays as written."
