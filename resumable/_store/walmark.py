@@ -40,14 +40,13 @@ def record(path: Path) -> None:
         st = _wal(path).stat()
         data = struct.pack(_FORMAT, st.st_ino, st.st_size)
     except FileNotFoundError:  # checkpointed: everything is in the database file
-        data = b""
+        data = struct.pack(_FORMAT, 0, 0)  # always 16 bytes: one write, no truncate
     try:
         fd = os.open(mark_file(path), os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError:  # a folder this process cannot write: nothing to compare later
         return
     try:
         os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
 
