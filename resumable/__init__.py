@@ -12,6 +12,7 @@ from resumable._headless import ExecutionResult, execute_notebook
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState, StepState
 from resumable.errors import (
+    ArgumentTypeError,
     CheckpointIntegrityError,
     CheckpointNotFoundError,
     DependencyError,
@@ -26,12 +27,14 @@ from resumable.errors import (
     NotInStepError,
     OptionError,
     ParameterMismatchError,
+    ParameterValueError,
     PipelineMismatchError,
     RerunError,
     ResumableError,
     RunExistsError,
     RunOwnedError,
     SchemaVersionError,
+    SecretNotStoredWarning,
     SigningKeyError,
     StepChangedError,
     StepDefinitionError,
@@ -43,6 +46,7 @@ from resumable.errors import (
     StoreError,
     StoreFullError,
     StoreLockedError,
+    StoreLogTornWarning,
     StorePathError,
     StoreReadOnlyError,
     StoreRemovedError,
@@ -54,6 +58,7 @@ from resumable.pipeline import Pipeline, Run, idempotency_key, load
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
     "DependencyError",
@@ -69,6 +74,7 @@ __all__ = [
     "NotebookInputError",
     "OptionError",
     "ParameterMismatchError",
+    "ParameterValueError",
     "Pipeline",
     "PipelineMismatchError",
     "RerunError",
@@ -79,6 +85,7 @@ __all__ = [
     "RunOwnedError",
     "RunState",
     "SchemaVersionError",
+    "SecretNotStoredWarning",
     "SigningKeyError",
     "StepChangedError",
     "StepDefinitionError",
@@ -92,6 +99,7 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreLockedError",
+    "StoreLogTornWarning",
     "StorePathError",
     "StoreReadOnlyError",
     "StoreRemovedError",

@@ -18,11 +18,13 @@ import ctypes
 import hashlib
 import hmac
 import io
+import json
 import mmap
 import os
 import pickle
 import queue
 import secrets
+import socket
 import struct
 import sys
 import threading
@@ -33,7 +35,8 @@ from typing import Any
 
 import cloudpickle
 
-from resumable._records import Blob
+from resumable._owner import current_owner, is_alive
+from resumable._records import Blob, Owner
 
 CODEC = "cloudpickle-p5"
 CHUNK = 16 * 1024 * 1024
@@ -230,8 +233,9 @@ class _PayloadWriter:
 
     def _spill(self, _view: memoryview) -> None:
         tmp = self.payload_dir / "tmp"
-        tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = tmp / f"{secrets.token_hex(8)}.part"
+        make_private_dir(tmp)
+        # Named after the writing process, so gc can tell a killed write's leftover from a live one.
+        self.path = tmp / f"{part_prefix()}{secrets.token_hex(8)}.part"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.file = io.FileIO(fd, "wb", closefd=True)
         assert self.memory is not None
@@ -304,15 +308,35 @@ def _write_payload(value: object, name: str, out: _PayloadWriter) -> None:
     out.write(footer + struct.pack("<I", len(footer)) + END)
 
 
-def sign(digest: str, key: bytes | None) -> str | None:
-    """The HMAC of a digest under the configured key, or None when no key is configured."""
+SIGNATURE_VERSION = 2
+_SIGNATURE_PREFIX = f"v{SIGNATURE_VERSION}:"
+
+
+def sign(key: bytes | None, digest: str, run_id: str, step: str, kind: str, name: str) -> str | None:
+    """The HMAC binding a digest to its place (run, step, kind, output name), or None without a key.
+
+    Version 1 signed the digest alone, so a validly signed row copied to another step or output
+    verified there too. The place is encoded as a JSON list, so no two places share a message.
+    """
     if key is None:
         return None
-    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+    message = json.dumps(["resumable-checkpoint", SIGNATURE_VERSION, run_id, step, kind, name, digest])
+    return _SIGNATURE_PREFIX + hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def encode(name: str, value: object, payload_dir: Path, key: bytes | None) -> Blob:
+def signature_version(signature: str) -> int:
+    """The scheme a stored signature was made with (1: the digest alone, written before version 2)."""
+    head, sep, _ = signature.partition(":")
+    if sep and head.startswith("v") and head[1:].isdigit():
+        return int(head[1:])
+    return 1
+
+
+def encode(name: str, value: object, payload_dir: Path) -> Blob:
     """Serialize ``value``; small results stay in memory, large ones land fsynced in ``payload_dir``.
+
+    The blob is not signed yet: its signature binds it to a run and step, which the store knows
+    only when it records the blob (``Payloads.bind``).
 
     A file is written under a temporary name, fsynced and renamed to its digest before the caller
     records it, so a row never points to a missing or partial file.
@@ -330,20 +354,53 @@ def encode(name: str, value: object, payload_dir: Path, key: bytes | None) -> Bl
     except OSError as exc:  # the final fsync (a full disk may only show there)
         raise WriteFailure(name, payload_dir, exc, out.size) from exc
     digest = out.digest.hexdigest()
-    signature = sign(digest, key)
     if out.memory is not None:
-        return Blob(name, CODEC, digest, out.size, out.memory.getvalue(), None, signature)
+        return Blob(name, CODEC, digest, out.size, out.memory.getvalue(), None, None)
     assert out.path is not None
     relative = f"{digest[:2]}/{digest}.bin"
     final = payload_dir / relative
     try:
-        final.parent.mkdir(mode=0o700, exist_ok=True)
+        make_private_dir(final.parent)
         out.path.replace(final)
         _fsync_dir(final.parent)
     except OSError as exc:
         out.path.unlink(missing_ok=True)
         raise WriteFailure(name, payload_dir, exc, out.size) from exc
-    return Blob(name, CODEC, digest, out.size, None, relative, signature)
+    return Blob(name, CODEC, digest, out.size, None, relative, None)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents private to the user (0700), whatever the umask."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        folder.chmod(0o700)
+
+
+def part_prefix() -> str:
+    """``PID-START-`` of this process: the start of its temporary payload files' names."""
+    me = current_owner()
+    return f"{me.pid}-{me.started:.2f}-"
+
+
+def part_writer_alive(name: str) -> bool | None:
+    """Whether the process that named a ``.part`` file still runs; None when the name does not say."""
+    pid, _, rest = name.partition("-")
+    started, sep, _ = rest.partition("-")
+    if not sep or not pid.isdigit():
+        return None
+    try:
+        owner = Owner(socket.gethostname(), int(pid), float(started), None)
+    except ValueError:
+        return None
+    return is_alive(owner)
 
 
 def _fsync_dir(path: Path) -> None:

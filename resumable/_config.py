@@ -13,6 +13,7 @@ from resumable.errors import OptionError, SigningKeyError
 
 DEFAULT_STORE = Path(".resumable") / "store.duckdb"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+DEFAULT_LEASE_S = 60.0
 
 
 def store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -54,6 +55,16 @@ def lock_timeout_s() -> float:
     return float(raw) if raw else DEFAULT_LOCK_TIMEOUT_S
 
 
+def lease_s() -> float:
+    """How long a process's ownership lasts unless it renews it (it renews at a third of this)."""
+    raw = os.environ.get("RESUMABLE_LEASE_S")
+    try:
+        value = float(raw) if raw else DEFAULT_LEASE_S
+    except ValueError:
+        return DEFAULT_LEASE_S
+    return value if 0 < value < float("inf") else DEFAULT_LEASE_S
+
+
 def signing_key() -> bytes | None:
     """The key that signs checkpoints, kept outside the store (env var or a file it names).
 
@@ -64,14 +75,16 @@ def signing_key() -> bytes | None:
     if key:
         return key.encode()
     key_file = os.environ.get("RESUMABLE_SIGNING_KEY_FILE")
-    if key_file:
-        path = Path(key_file).expanduser()
-        try:
-            return path.read_bytes().strip()
-        except FileNotFoundError:
-            raise SigningKeyError(key_file, "does not exist") from None
-        except IsADirectoryError:
-            raise SigningKeyError(key_file, "is a folder, not a file") from None
-        except OSError as exc:
-            raise SigningKeyError(key_file, f"cannot be read ({exc.strerror or exc})") from None
-    return None
+    if not key_file:
+        return None
+    try:
+        content = Path(key_file).expanduser().read_bytes().strip()
+    except FileNotFoundError:
+        raise SigningKeyError(key_file, "does not exist") from None
+    except IsADirectoryError:
+        raise SigningKeyError(key_file, "is a folder, not a file") from None
+    except OSError as exc:
+        raise SigningKeyError(key_file, f"cannot be read ({exc.strerror or exc})") from None
+    if not content:  # an empty key would sign with a key anyone knows
+        raise SigningKeyError(key_file, "is empty")
+    return content

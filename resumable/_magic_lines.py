@@ -104,4 +104,13 @@ def parse(magic: str, line: str) -> argparse.Namespace:
         for arg in ARGUMENTS[magic]:
             parser.add_argument(*arg.flags, **arg.options)
         _parsers[magic] = parser
-    return parser.parse_argstring(line)  # type: ignore[no-any-return]
+    try:
+        return parser.parse_argstring(line)  # type: ignore[no-any-return]
+    except ValueError as exc:  # shlex: "No closing quotation", "No escaped character"
+        from IPython.core.error import UsageError
+
+        prefix = "%%" if magic == "durable_step" else "%"
+        raise UsageError(
+            f"{prefix}{magic} {line.strip()}: the line cannot be split into arguments ({exc}). Close the quote, "
+            f"or leave quotes out: names and options need none."
+        ) from None

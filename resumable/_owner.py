@@ -22,11 +22,16 @@ def current_owner(kernel_id: str | None = None) -> Owner:
     return Owner(socket.gethostname(), pid, _process_started(pid), kernel_id)
 
 
+def is_local(owner: Owner) -> bool:
+    """Whether ``owner`` was recorded on this host, where its process can be checked directly."""
+    return owner.host == socket.gethostname()
+
+
 def is_alive(owner: Owner) -> bool:
     """Whether the recorded process still runs; a reused pid does not count.
 
-    An owner on another host cannot be checked from here and counts as alive: resumable never
-    takes a run away from a process it cannot see.
+    An owner on another host cannot be checked from here and counts as alive; the store then asks
+    its lease (``_store/lease.py``), which a live owner renews.
     """
     if owner.host != socket.gethostname():
         return True

@@ -22,6 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from resumable import _params
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._store import open_store
@@ -103,7 +104,7 @@ def _run_json(run: RunInfo) -> dict[str, Any]:
         "pipeline": run.pipeline,
         "state": run.state.value,
         "steps": run.step_count,
-        "params": run.params,
+        "params": _params.jsonable(run.params),
         "created_at": run.created_at.isoformat(),
         "updated_at": run.updated_at.isoformat(),
     }
@@ -148,7 +149,7 @@ def main() -> None:
 def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
     with reported_errors():
-        found = open_store(store, must_exist=True).list_runs(pipeline, limit)
+        found = open_store(store, must_exist=True, read_only=True).list_runs(pipeline, limit)
     if as_json:
         click.echo(json.dumps([_run_json(r) for r in found], indent=2))
         return
@@ -173,7 +174,7 @@ def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) ->
 def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     """Show the steps of RUN_ID with their state, attempts, duration, size and last error."""
     with reported_errors():
-        opened = open_store(store, must_exist=True)
+        opened = open_store(store, must_exist=True, read_only=True)
         run = opened.reap_dead_owners(run_id, current_owner())
         if run is None:
             raise CheckpointNotFoundError(opened.location, run_id)
@@ -217,6 +218,28 @@ def invalidate(run_id: str, step: str, store: Path | None, downstream: bool) -> 
 
 
 @main.command()
+@click.argument("run_id")
+@store_option
+def unlock(run_id: str, store: Path | None) -> None:
+    """Release RUN_ID from an owner that cannot answer (another host, no lease).
+
+    That is a process on another host (a container restarted under a new name, a renamed laptop)
+    whose lease has not run out yet, or one recorded before ownership leases. A live owner on
+    this host is never released (exit 4): stop it first. The owner's running steps become
+    interrupted, each logged as an event, and resume on the next start. Only unlock a run whose
+    owner you know is gone: otherwise two processes may run its steps at once.
+    """
+    with reported_errors():
+        done = open_store(store, must_exist=True).unlock_run(run_id, current_owner())
+    if not done.owners:
+        click.echo(f"run '{run_id}' had no owner; nothing changed")
+        return
+    owners = ", ".join(o.describe() for o in done.owners)
+    steps = ", ".join(done.steps) or "none"
+    click.echo(f"unlocked run '{run_id}': released {owners}; steps now interrupted: {steps}")
+
+
+@main.command()
 @store_option
 def gc(store: Path | None) -> None:
     """Delete checkpoints of steps sent back to pending, and payload files nothing points to.
@@ -249,7 +272,7 @@ def export(run_id: str, step: str, name: str | None, store: Path | None, output:
     """Write output NAME of STEP (its return value when omitted) to a file."""
     with reported_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LastGoodCheckpointWarning)
-        value = load(run_id, step, name, store=open_store(store, must_exist=True))
+        value = load(run_id, step, name, store=open_store(store, must_exist=True, read_only=True))
     for warning in caught:
         if isinstance(warning.message, LastGoodCheckpointWarning):
             click.echo(f"note: {warning.message}", err=True)

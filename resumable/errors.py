@@ -6,6 +6,7 @@ all of ours and nothing of the user's::
     ResumableError
      ├─ StepDefinitionError(ValueError)      bad options or names: raised when the step is defined
      ├─ OptionError(ValueError)              a bad option outside a step (the panel's poll_s)
+     ├─ ArgumentTypeError(TypeError)         an argument of the wrong type (store=0, load(0, ...))
      ├─ NotInStepError(RuntimeError)         idempotency_key() outside a step
      ├─ NoActiveRunError(RuntimeError)       a decorated step called outside ``with pipe.run()``
      ├─ StoreError                           never raised itself: one subclass per problem
@@ -26,7 +27,8 @@ all of ours and nothing of the user's::
      │   ├─ StoreWriteError                  a step's outputs could not be written (an I/O error)
      │   │   ├─ StoreFullError               ... because the disk is full (or a quota or file size limit)
      │   │   └─ StoreReadOnlyError           ... because the store's file system is read-only
-     │   └─ SigningKeyError                  the configured signing-key file is missing or unreadable
+     │   └─ SigningKeyError                  the signing-key file is missing, unreadable or empty
+     ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
      ├─ RerunError(ValueError)               --rerun of a step that never completed
      ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
@@ -91,6 +93,16 @@ class OptionError(ResumableError, ValueError):
         self.value = value
         self.expected = expected
         super().__init__(f"{option}={value!r} is not valid; {expected}.")
+
+
+class ArgumentTypeError(ResumableError, TypeError):
+    """An argument of a public function has the wrong type: ``.argument``, ``.value``, ``.expected``."""
+
+    def __init__(self, argument: str, value: object, expected: str) -> None:
+        self.argument = argument
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{argument} must be {expected}, not {type(value).__name__} ({value!r}); nothing was changed.")
 
 
 class NotInStepError(ResumableError, RuntimeError):
@@ -302,6 +314,23 @@ class ParameterMismatchError(StoreError):
         super().__init__(
             f"run '{run_id}' started with other parameters:\n{lines}\n"
             f"Resume it with its original parameters, or start a new run with --new."
+        )
+
+
+class ParameterValueError(ResumableError, ValueError):
+    """A run parameter cannot be recorded so that it comes back as it was: ``.name``, ``.value``, ``.problem``."""
+
+    def __init__(self, name: object, value: object, problem: str) -> None:
+        self.name = name
+        self.value = value
+        self.problem = problem
+        try:
+            shown = repr(value)
+        except Exception:  # a repr that raises still gets a message
+            shown = f"<{type(value).__name__}>"
+        super().__init__(
+            f"parameter {name!r} = {shown} ({type(value).__name__}) cannot be recorded with the run: {problem}; "
+            f"nothing was stored. Use strings, numbers, booleans, None, and lists, tuples, sets or dicts of them."
         )
 
 
@@ -588,6 +617,36 @@ class LastGoodCheckpointWarning(ResumableError, UserWarning):
         super().__init__(
             f"step '{step}' (run '{run_id}') is {state} (attempt {attempts}); output '{name}' was loaded from its "
             f"last good checkpoint, written by attempt {attempt}. It is kept until an attempt completes."
+        )
+
+
+class SecretNotStoredWarning(ResumableError, UserWarning):
+    """Outputs whose names look like secrets were left out of a step's checkpoint: ``.step``, ``.names``."""
+
+    def __init__(self, step: str, names: Sequence[str]) -> None:
+        self.step = step
+        self.names = tuple(names)
+        listed = ", ".join(f"'{n}'" for n in self.names)
+        super().__init__(
+            f"step '{step}': {listed} look{'s' if len(self.names) == 1 else ''} like a secret and "
+            f"{'was' if len(self.names) == 1 else 'were'} not stored in its checkpoint, so a restore will not bring "
+            f"{'it' if len(self.names) == 1 else 'them'} back. Read secrets in a cell that is not a step; to store "
+            f"one anyway, name it in --outputs (e.g. '--outputs +{self.names[0]}')."
+        )
+
+
+class StoreLogTornWarning(ResumableError, UserWarning):
+    """The store's write-ahead log was found shorter than what had been committed to it: ``.path``, ``.missing``."""
+
+    def __init__(self, path: str, missing: int) -> None:
+        self.path = path
+        self.missing = missing
+        super().__init__(
+            f"store '{path}': its write-ahead log ('{path}.wal') is {missing} bytes shorter than what was committed "
+            f"to it (a torn write, a failing disk, or a copy taken while it was written). The changes at its end are "
+            f"lost: steps recorded there as completed will run again on the next resume, and effect steps among "
+            f"them repeat their side effects unless the service honours their idempotency keys. See what the store "
+            f"holds with: resumable runs"
         )
 
 

@@ -25,6 +25,7 @@ from resumable._states import StepState
 from resumable._store import Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import (
+    ArgumentTypeError,
     CheckpointNotFoundError,
     LastGoodCheckpointWarning,
     NoActiveRunError,
@@ -38,10 +39,23 @@ R = TypeVar("R")
 StoreArg = str | os.PathLike[str] | Store | None
 
 
+def _is_store(store: object) -> bool:
+    return all(callable(getattr(store, m, None)) for m in ("get_step", "checkpoint_refs", "load_value", "open_run"))
+
+
 def _resolve_store(store: StoreArg) -> Store:
     if store is None or isinstance(store, (str, os.PathLike)):
         return open_store(store)
+    if not _is_store(store):
+        raise ArgumentTypeError("store", store, "a file path (str or os.PathLike) or a store")
     return store
+
+
+def _check_text(argument: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a non-string where a run id, step or output name is expected (``load(0, 0, 0)``)."""
+    if isinstance(value, str) or (optional and value is None):
+        return
+    raise ArgumentTypeError(argument, value, "a string" + (" or None" if optional else ""))
 
 
 def check_name(kind: str, name: object) -> str:
@@ -154,6 +168,8 @@ class Pipeline:
     def __init__(self, name: str, store: StoreArg = None, *, durability: str | None = None) -> None:
         self.name = check_name("pipeline", name)
         self.durability = _config.durability(durability)
+        if not (store is None or isinstance(store, (str, os.PathLike)) or _is_store(store)):
+            raise ArgumentTypeError("store", store, "a file path (str or os.PathLike) or a store")
         self._store_arg = store
         self._store: Store | None = None
 
@@ -470,7 +486,12 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     CheckpointIntegrityError
         When the stored bytes fail their digest or signature check (nothing is unpickled).
     """
-    opened = _resolve_store(store)
+    _check_text("run_id", run_id)
+    _check_text("step", step)
+    _check_text("name", name, optional=True)
+    # Loading only reads: a store this user cannot write is opened read-only rather than refused.
+    opened = open_store(store, read_only=True) if store is None or isinstance(store, (str, os.PathLike)) else None
+    opened = opened or _resolve_store(store)
     status = opened.get_step(run_id, step)
     if status is None:
         known_run = opened.get_run(run_id) is not None

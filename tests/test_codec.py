@@ -12,7 +12,7 @@ from resumable import _codec
 
 
 def _round_trip(value: object, tmp_path: Path) -> object:
-    blob = _codec.encode("x", value, tmp_path, None)
+    blob = _codec.encode("x", value, tmp_path)
     return _codec.decode(blob.inline, tmp_path / blob.file if blob.file else None, blob.digest)
 
 
@@ -29,7 +29,7 @@ def test_large_frame_spans_several_chunks_and_comes_back_equal(tmp_path: Path, m
             "s": [f"order-{k}" for k in range(n)],
         }
     )
-    blob = _codec.encode("frame", frame, tmp_path, None)
+    blob = _codec.encode("frame", frame, tmp_path)
     assert blob.file is not None and blob.size > 4 * _codec.CHUNK
     restored = _codec.decode(None, tmp_path / blob.file, blob.digest)
     pd.testing.assert_frame_equal(restored, frame)
@@ -39,7 +39,7 @@ def test_large_frame_spans_several_chunks_and_comes_back_equal(tmp_path: Path, m
 def test_restored_arrays_are_writable_and_private(tmp_path: Path) -> None:
     """A restored array can be modified in place without changing the stored checkpoint."""
     array = np.arange(3_000_000, dtype=np.int64)
-    blob = _codec.encode("a", array, tmp_path, None)
+    blob = _codec.encode("a", array, tmp_path)
     first = _codec.decode(None, tmp_path / str(blob.file), blob.digest)
     first[:10] = -1
     second = _codec.decode(None, tmp_path / str(blob.file), blob.digest)
@@ -50,7 +50,7 @@ def test_restored_arrays_are_writable_and_private(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [None, 0, "text", {"nested": [1, 2.5, ("t",)]}, np.zeros(10)])
 def test_small_values_stay_inline(tmp_path: Path, value: object) -> None:
     """Small outputs live in the database row, not in a file, and restore equal."""
-    blob = _codec.encode("v", value, tmp_path, None)
+    blob = _codec.encode("v", value, tmp_path)
     assert blob.inline is not None and blob.file is None
     restored = _codec.decode(blob.inline, None, blob.digest)
     if isinstance(value, np.ndarray):
@@ -61,7 +61,7 @@ def test_small_values_stay_inline(tmp_path: Path, value: object) -> None:
 
 def test_truncated_payload_file_is_refused(tmp_path: Path) -> None:
     """A payload cut short is reported as a digest failure, not unpickled."""
-    blob = _codec.encode("a", np.ones(1_000_000), tmp_path, None)
+    blob = _codec.encode("a", np.ones(1_000_000), tmp_path)
     path = tmp_path / str(blob.file)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(_codec.DigestMismatch):
@@ -76,7 +76,7 @@ def test_unpicklable_value_leaves_no_temporary_file(tmp_path: Path) -> None:
             raise TypeError("cannot pickle Bad")
 
     with pytest.raises(_codec.EncodeFailure) as excinfo:
-        _codec.encode("v", [np.ones(1_000_000), Bad()], tmp_path, None)
+        _codec.encode("v", [np.ones(1_000_000), Bad()], tmp_path)
     assert excinfo.value.type_name == "list"
     assert not list(tmp_path.glob("tmp/*"))
 

@@ -215,8 +215,8 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], ex
         (
             {"params": {"fn": print}},
             "parameter 'fn' = <built-in function print> (builtin_function_or_method) cannot be written into the "
-            "notebook as a Python literal (invalid syntax (<unknown>, line 1)). Use strings, numbers, booleans, "
-            "None, lists or dicts of them.",
+            "notebook as a Python literal (its repr is not a Python literal (SyntaxError)). Use strings, numbers, "
+            "booleans, None, and lists, tuples, sets or dicts of them.",
         ),
         (
             {"run_id": "r1", "new": True},

@@ -60,7 +60,7 @@ def test_newer_schema_version_is_refused_untouched(store_path: Path) -> None:
         f"store '{store_path}' has schema version 99, newer than the 3 this version of resumable understands. "
         "Nothing in it was read or changed. Upgrade resumable to open it."
     )
-    assert (excinfo.value.found, excinfo.value.supported) == (99, 3)
+    assert (excinfo.value.found, excinfo.value.supported) == (99, 4)
     with duckdb.connect(str(store_path)) as con:
         assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("99",)
 

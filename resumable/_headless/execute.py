@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from resumable import _config
+from resumable import _config, _params
 from resumable._headless import params as _headless_params
 from resumable._headless.kernel import check_kernel, client_class, execute_or_interrupt, ipc_config
 from resumable._headless.lock import executor_lock
@@ -89,6 +89,7 @@ class ExecutionResult:
         for key in ("notebook", "output", "store"):
             doc[key] = str(doc[key])
         doc["duration_s"] = round(self.duration_s, 3)
+        doc["params"] = _params.jsonable(self.params)
         return doc
 
 
@@ -261,6 +262,10 @@ def execute_notebook(
     started = time.perf_counter()
     _check_options(run_id, new, max_restarts, timeout)
     nb_path = Path(notebook)
+    for what, path_given in (("notebook", notebook), ("output", output)):
+        text = os.fspath(path_given) if path_given is not None else None
+        if text is not None and (not text or "\x00" in text or not Path(text).name):
+            raise NotebookInputError(what, text, "is not a file name", "Pass the path of an .ipynb file.")
     out_path = Path(output) if output is not None else default_output(nb_path)
     if out_path.absolute() == nb_path.absolute():
         fix = "Pick another path so the input stays as written."

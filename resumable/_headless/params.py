@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from resumable.errors import NotebookInputError
+from resumable import _params
+from resumable.errors import NotebookInputError, ParameterValueError
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"
@@ -42,15 +43,13 @@ def check_name(name: object) -> str:
 
 
 def check_value(name: str, value: Any) -> Any:
-    """A value must survive ``repr`` -> Python source -> the store's JSON record."""
+    """A value must survive ``repr`` -> Python source -> the store's record, and come back equal."""
     try:
-        ast.literal_eval(repr(value))
-    except (ValueError, SyntaxError) as exc:
-        problem = (
-            f"= {value!r} ({type(value).__name__}) cannot be written into the notebook as a Python literal ({exc})"
-        )
-        fix = "Use strings, numbers, booleans, None, lists or dicts of them."
-        raise NotebookInputError("parameter", name, problem, fix) from None
+        _params.literal(name, value)
+    except ParameterValueError as exc:
+        problem = f"= {exc.value!r} ({type(value).__name__}) cannot be written into the notebook as a Python literal"
+        fix = "Use strings, numbers, booleans, None, and lists, tuples, sets or dicts of them."
+        raise NotebookInputError("parameter", name, f"{problem} ({exc.problem})", fix) from None
     return value
 
 
@@ -81,7 +80,7 @@ def collect(pairs: Iterable[tuple[str, str]] = (), file: str | Path | None = Non
     """Parameters from ``-f FILE`` overridden by ``-p NAME VALUE`` pairs (the later flag wins)."""
     params: dict[str, Any] = load_file(file) if file is not None else {}
     for name, text in pairs:
-        params[check_name(name)] = parse_value(text)
+        params[check_name(name)] = check_value(name, parse_value(text))
     return params
 
 

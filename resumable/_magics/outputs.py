@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,8 @@ from IPython.core.error import UsageError
 
 from resumable import _cellast, _keys
 from resumable._magics.functions import NotebookFunction
-from resumable.errors import StepDefinitionError
+from resumable._secrets import looks_secret
+from resumable.errors import SecretNotStoredWarning, StepDefinitionError
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,9 @@ def collect_outputs(
     """The values to store after the cell ran, each under its own name.
 
     Detected names the cell did not end up binding (a branch not taken) are skipped; a name given
-    with ``--outputs`` must exist. Modules a cell merely used (``sys.path.append``) are not stored.
+    with ``--outputs`` must exist. A detected name that looks like a secret (``_secrets``) is left
+    out unless ``--outputs`` names it, and the user is told once. Modules a cell merely used
+    (``sys.path.append``) are not stored.
     """
     explicit = spec.exact if spec.exact is not None else spec.added
     if spec.exact is not None:
@@ -65,6 +69,7 @@ def collect_outputs(
     else:
         chosen = list(dict.fromkeys([*names.binds, *names.mutates, *spec.added]))
     outputs: dict[str, Any] = {}
+    secrets: list[str] = []
     for name in chosen:
         if name in spec.excluded:
             continue
@@ -76,8 +81,24 @@ def collect_outputs(
         value = namespace[name]
         if name not in names.binds and name not in explicit and isinstance(value, types.ModuleType):
             continue
+        if name not in explicit and looks_secret(name):
+            secrets.append(name)
+            continue
         outputs[name] = NotebookFunction.wrap(value, namespace)
+    if secrets:
+        _tell_once(step, tuple(secrets))
     return outputs
+
+
+_told: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def _tell_once(step: str, names: tuple[str, ...]) -> None:
+    """Warn about left-out secrets once per step and set of names in this process, not on every attempt."""
+    if (step, names) in _told:
+        return
+    _told.add((step, names))
+    warnings.warn(SecretNotStoredWarning(step, names), stacklevel=4)
 
 
 def normalized(source: str) -> str:

@@ -9,7 +9,6 @@ text at a contrast of at least 4.5:1, which reads the same on either theme.
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 from resumable._records import RunInfo, StepStatus
@@ -96,7 +95,7 @@ def traceback_block(text: str | None) -> str:
 def _params(params: dict[str, Any]) -> str:
     if not params:
         return "none"
-    text = json.dumps(params, sort_keys=True, default=repr)
+    text = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()))  # as `resumable show` prints them
     if len(text) > MAX_PARAMS_CHARS:
         text = text[: MAX_PARAMS_CHARS - 1] + "\u2026"
     return html.escape(text)

@@ -101,6 +101,14 @@ class GcReport:
     bytes_freed: int
 
 
+@dataclass(frozen=True, slots=True)
+class Unlocked:
+    """What :meth:`Store.unlock_run` released."""
+
+    owners: tuple[Owner, ...]  # the owners the run was taken from (none: it was not owned)
+    steps: tuple[str, ...]  # their running steps, now ``interrupted``
+
+
 class EncodeError(Exception):
     """:meth:`Store.encode` could not serialize a value; nothing was stored.
 
@@ -204,6 +212,20 @@ class Store(Protocol):
 
     def release_run(self, run_id: str, owner: Owner) -> None:
         """Write everything deferred for the run, then end ``owner``'s claim (nothing when it holds none)."""
+
+    def unlock_run(self, run_id: str, who: Owner) -> Unlocked:
+        """Take the run from owners that cannot be asked (another host, an expired or missing lease).
+
+        Its running steps become ``interrupted`` (each change logged as an event naming the owner
+        released) and the run's owner is cleared, in one transaction.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no such run.
+        RunOwnedError
+            An owner on this host is still running: nothing was changed.
+        """
 
     def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
         """Mark running steps whose owner died ``interrupted``; return the run as it then stands.

@@ -7,6 +7,8 @@ functions work inside a transaction the store opened.
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ import duckdb
 from resumable import _codec
 from resumable._records import Blob
 from resumable._store import faults
-from resumable._store.base import CheckpointRef, EncodeError, WriteFault
+from resumable._store.base import CheckpointRef, Completion, EncodeError, WriteFault
 from resumable.errors import CheckpointIntegrityError
 
 # An unreferenced payload file younger than this may belong to a write in progress in some process:
@@ -96,7 +98,7 @@ class Payloads:
         (a full disk, a read-only file system).
         """
         try:
-            return _codec.encode(name, value, self.folder, self.signing_key)
+            return _codec.encode(name, value, self.folder)
         except _codec.EncodeFailure as exc:
             raise EncodeError(exc.name, exc.type_name, exc.reason) from exc.__cause__
         except _codec.WriteFailure as exc:
@@ -105,33 +107,83 @@ class Payloads:
                 fault = WriteFault(faults.WRITE, str(self.folder), str(exc.error), exc.written)
             raise fault from exc.error
 
+    def bind(self, done: Completion) -> Completion:
+        """Sign each blob for its place (run, step, kind, name), so a row copied elsewhere fails its check."""
+        if self.signing_key is None:
+            return done
+
+        def signed(blob: Blob, kind: str) -> Blob:
+            key = self.signing_key
+            return dataclasses.replace(
+                blob, signature=_codec.sign(key, blob.digest, done.run_id, done.step, kind, blob.name)
+            )
+
+        display = signed(done.display, "display") if done.display is not None else None
+        return dataclasses.replace(done, outputs=tuple(signed(b, "value") for b in done.outputs), display=display)
+
     def load(self, ref: CheckpointRef) -> Any:
-        """Check the signature (with a key configured) and the digest, then unpickle."""
-        if self.signing_key is not None and ref.signature != _codec.sign(ref.digest, self.signing_key):
-            reason = "was not signed with the configured key" if ref.signature is None else "has a bad signature"
-            raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, reason)
-        file = self.folder / ref.file if ref.file else None
+        """Check the file's place, the signature (with a key configured) and the digest, then unpickle."""
+        file = self._payload_file(ref) if ref.file else None
+        if self.signing_key is not None:
+            self._check_signature(ref)
         try:
             return _codec.decode(ref.data, file, ref.digest)
         except _codec.DigestMismatch as exc:
             raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, f"failed its digest check ({exc})") from None
 
+    def _payload_file(self, ref: CheckpointRef) -> Path:
+        """The row's file, refused before any read unless it lies inside the payload folder."""
+        assert ref.file is not None
+        relative = Path(ref.file)
+        folder = self.folder.resolve()
+        candidate = (self.folder / relative).resolve()
+        if relative.is_absolute() or ".." in relative.parts or not candidate.is_relative_to(folder):
+            raise CheckpointIntegrityError(
+                ref.run_id, ref.step, ref.name, f"points to a file outside the store's payload folder ({ref.file!r})"
+            )
+        return candidate
+
+    def _check_signature(self, ref: CheckpointRef) -> None:
+        if ref.signature is None:
+            raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, "was not signed with the configured key")
+        version = _codec.signature_version(ref.signature)
+        if version != _codec.SIGNATURE_VERSION:
+            reason = (
+                f"carries a version-{version} signature, which did not bind a checkpoint to its run and step, "
+                f"so it is no longer trusted"
+            )
+            raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, reason)
+        expected = _codec.sign(self.signing_key, ref.digest, ref.run_id, ref.step, ref.kind, ref.name)
+        if expected is None or not hmac.compare_digest(ref.signature, expected):
+            raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, "has a bad signature")
+
     def remove_unreferenced(self, referenced: set[str]) -> tuple[int, int]:
-        """Delete files no row points to, except young ones; returns (files removed, bytes freed)."""
+        """Delete files no row points to, except young ones; returns (files removed, bytes freed).
+
+        A ``.part`` file (a payload being written) is removed as soon as the process named in it is
+        gone, whatever its age: that write was killed and can never be recorded.
+        """
         removed = 0
         freed = 0
         if not self.folder.exists():
             return removed, freed
         now = time.time()
         for file in self.folder.rglob("*"):
-            if not file.is_file():
+            if not file.is_file() or file.is_symlink():
                 continue
             if file.relative_to(self.folder).as_posix() in referenced:
                 continue
-            stat = file.stat()
-            if now - stat.st_mtime < WRITE_GRACE_S:
+            try:
+                stat = file.stat()
+            except FileNotFoundError:  # its writer renamed or removed it meanwhile
+                continue
+            if file.suffix == ".part":
+                writer_alive = _codec.part_writer_alive(file.name)
+                if writer_alive or (writer_alive is None and now - stat.st_mtime < WRITE_GRACE_S):
+                    continue
+            elif now - stat.st_mtime < WRITE_GRACE_S:
                 continue
             freed += stat.st_size
-            file.unlink()
+            file.unlink(missing_ok=True)
             removed += 1
         return removed, freed

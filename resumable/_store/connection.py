@@ -32,7 +32,7 @@ from typing import Protocol
 
 import duckdb
 
-from resumable._store import filelock
+from resumable._store import filelock, walmark
 from resumable.errors import (
     StoreCorruptError,
     StoreDatabaseError,
@@ -49,6 +49,21 @@ MIN_HOLD_S = 0.02
 # A torn read by a process outside resumable (a DuckDB shell writing the file) is read again this long.
 CORRUPT_RETRY_S = 1.0
 _CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
+
+
+def private_wal(path: Path) -> bool:
+    """Create the database's write-ahead log private to the user (0600) before DuckDB writes to it.
+
+    DuckDB creates ``<store>.wal`` itself with the default mode (0644 under the usual umask) and
+    deletes it at every checkpoint, and a crash can leave it behind holding checkpoint bytes in
+    clear. An existing file is opened, not recreated, by DuckDB, so creating it first (one system
+    call per transaction) keeps its mode ours. Returns whether it created the log.
+    """
+    try:
+        os.close(os.open(str(path) + ".wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # it exists; or a read-only folder, where DuckDB will not write a log either
+        return False
+    return True
 
 
 class PendingWrites(Protocol):
@@ -84,8 +99,11 @@ class FileConnection:
         :class:`StoreLockedError`.
     """
 
-    def __init__(self, path: Path, lock_timeout_s: float, idle_close_s: float, max_hold_s: float) -> None:
+    def __init__(
+        self, path: Path, lock_timeout_s: float, idle_close_s: float, max_hold_s: float, *, read_only: bool = False
+    ) -> None:
         self.path = path
+        self.read_only = read_only  # opened read-only: a store this user may read but not write
         self.lock_timeout_s = lock_timeout_s
         self.idle_close_s = idle_close_s
         self.max_hold_s = max_hold_s
@@ -108,6 +126,9 @@ class FileConnection:
         where = str(self.path)
         if self.path.is_dir():
             raise StorePathError(where, "is a folder", f"Name a file inside it, e.g. '{self.path / 'store.duckdb'}'.")
+        if self.read_only:
+            self._check_header(where)
+            return
         parent = self.path.parent
         try:
             if not parent.exists():
@@ -120,6 +141,9 @@ class FileConnection:
             raise StorePathError(
                 where, "is not writable by this user", "Fix its permissions or point RESUMABLE_STORE elsewhere."
             )
+        self._check_header(where)
+
+    def _check_header(self, where: str) -> None:
         if self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, "rb") as f:
                 head = f.read(12)
@@ -141,11 +165,12 @@ class FileConnection:
         transaction, so a reader does not have to hit the holder's short release gaps.
         """
         deadline = time.monotonic() + self.lock_timeout_s
-        filelock.acquire(self.path, self.lock_timeout_s)
+        filelock.acquire(self.path, self.lock_timeout_s, read_only=self.read_only)
         try:
             if self._identity is not None:
                 self._check_same_file()
-            created = not self.path.exists()
+            created = not self.path.exists() and not self.read_only
+            walmark.check(self.path)
             con = self._open(deadline)
             if created:
                 for candidate in (self.path, Path(str(self.path) + ".wal")):
@@ -164,7 +189,7 @@ class FileConnection:
         torn_until = time.monotonic() + CORRUPT_RETRY_S
         while True:
             try:
-                return duckdb.connect(str(self.path), config={"threads": 1})
+                return duckdb.connect(str(self.path), read_only=self.read_only, config={"threads": 1})
             except duckdb.Error as exc:
                 text = str(exc).lower()
                 if _LOCKED.search(text):
@@ -333,6 +358,8 @@ class FileConnection:
         """
         with self.lock:
             con = self._ready()
+            if not self.read_only and private_wal(self.path):
+                walmark.record(self.path)
             taken: object = None
             try:
                 con.execute("BEGIN TRANSACTION")
@@ -344,6 +371,8 @@ class FileConnection:
                 yield con
                 con.execute("COMMIT")
                 self._check_same_file()  # a commit into a removed file is not a commit
+                if not self.read_only:
+                    walmark.record(self.path)
             except BaseException as exc:
                 self._failed(con, exc, taken)
                 if isinstance(exc, duckdb.Error) and not isinstance(exc, duckdb.InterruptException):

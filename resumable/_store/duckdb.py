@@ -27,13 +27,13 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import StepState
-from resumable._store import checkpoints, faults, process, replay, runs, steps
-from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest
+from resumable._store import checkpoints, faults, lease, process, replay, runs, steps
+from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest, Unlocked
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, RunJournal
 from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_steps
-from resumable._store.schema import migrate
+from resumable._store.schema import check_readable, migrate
 from resumable.errors import InvalidTransition, StepChangedError
 
 # Steps this process is executing now, by (store, run, step). A step of this process found
@@ -86,6 +86,9 @@ class DuckDBStore:
         :class:`StoreLockedError`; default ``RESUMABLE_LOCK_TIMEOUT`` or 30 s.
     idle_close_s, max_hold_s
         The file is let go of after this long unused, and at the latest after this long held.
+    read_only
+        Open the file read-only, for a store this user may read but not write (``resumable show``
+        of a store on a read-only disk): reads work, dead owners are not reaped, writes are refused.
 
     Raises
     ------
@@ -102,13 +105,19 @@ class DuckDBStore:
         lock_timeout_s: float | None = None,
         idle_close_s: float = 0.1,
         max_hold_s: float = 0.5,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.location = str(self.path)
         self.payload_dir = self.path.parent / (self.path.name + ".payloads")
         self._payloads = checkpoints.Payloads(self.payload_dir, _config.signing_key())
         self._conn = FileConnection(
-            self.path, _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s, idle_close_s, max_hold_s
+            self.path,
+            _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s,
+            idle_close_s,
+            max_hold_s,
+            read_only=read_only,
         )
         self._conn.pending = self
         self.window_s = GROUP_COMMIT_S
@@ -123,12 +132,17 @@ class DuckDBStore:
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
+        self._keeper: lease.LeaseKeeper | None = None
         try:
+            replayed: list[LogFile] = []
             with self._transaction() as con:
-                migrate(con, self.location)
-                self._migrated = True
-                replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
-                replay.prune(con, self._log_folder)
+                if read_only:  # shown as it is: dead processes' logs are replayed by the next writer
+                    check_readable(con, self.location)
+                else:
+                    migrate(con, self.location)
+                    self._migrated = True
+                    replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+                    replay.prune(con, self._log_folder)
             self.committed(_Taken([], 0, replayed))
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
             self._conn.close()
@@ -177,8 +191,12 @@ class DuckDBStore:
     def close(self) -> None:
         """Write what is pending and release the file now (it is reopened on the next use).
 
-        Once everything deferred is in the store, this process's completion logs are removed.
+        Once everything deferred is in the store, this process's completion logs are removed. The
+        lease keeper stops too (before a fork, at exit): no thread of ours is inside DuckDB while the
+        interpreter shuts down. It starts again when this process next takes a run or a step.
         """
+        if self._keeper is not None:
+            self._keeper.stop()
         if self._failures:
             self._flush_failures(strict=False)
         with self._conn.lock:
@@ -196,7 +214,9 @@ class DuckDBStore:
                 self._log.close()
 
     def shutdown(self) -> None:
-        """At exit: write what is pending, release the file and join the housekeeper thread."""
+        """At exit: stop the lease keeper, write what is pending, release the file and join the housekeeper."""
+        if self._keeper is not None:
+            self._keeper.stop()
         self._conn.shutdown()
         with self._conn.lock:
             self._drop_log_if_applied()
@@ -218,8 +238,15 @@ class DuckDBStore:
         for journal in self._journals.values():
             runs.set_owner(con, journal.run_id, journal.owner)
 
+    def _lease(self) -> lease.LeaseKeeper:
+        """This process's lease keeper for the store (a forked child gets its own)."""
+        if self._keeper is None or self._keeper.owner.pid != os.getpid():
+            self._keeper = lease.LeaseKeeper(self._transaction, current_owner(), _config.lease_s())
+        return self._keeper
+
     def after_fork_in_child(self) -> None:
         """A forked child starts with fresh locks, its own completion log, and nothing pending of its parent's."""
+        self._keeper = None
         self._journals.clear()
         self._failures = []
         self._journal_lock = threading.Lock()
@@ -323,6 +350,7 @@ class DuckDBStore:
         with self._transaction() as con:
             runs.check_owner(con, self.location, run_id, owner)
             known = runs.set_owner(con, run_id, owner)
+            self._lease().claimed(con)
             journal = self._journals.get(run_id)
             if journal is None:
                 self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability)
@@ -341,8 +369,15 @@ class DuckDBStore:
         with self._conn.lock:
             self._drop_log_if_applied()
 
-    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
+    def unlock_run(self, run_id: str, who: Owner) -> Unlocked:
         with self._transaction() as con:
+            return runs.unlock(con, self.location, run_id, who)
+
+    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
+        """A read-only store is shown as it is: its dead owners' steps are reaped by the next writer."""
+        with self._transaction() as con:
+            if self.read_only:
+                return runs.get_run(con, run_id)
             return runs.reap_dead_owners(con, self.location, run_id, me)
 
     # ------------------------------------------------------------------ steps
@@ -374,6 +409,8 @@ class DuckDBStore:
         with self._conn.lock:
             with self._transaction() as con:
                 begin = steps.begin(con, self.location, req, abandoned=abandoned)
+                if begin.action == "execute":
+                    self._lease().claimed(con)
             if begin.action == "execute":
                 self._started(key)
             if journal is not None:
@@ -401,6 +438,7 @@ class DuckDBStore:
         still propagates: the user asked the program to stop. When it did not, a full or read-only
         disk is raised as a :class:`WriteFault`, anything else as it came.
         """
+        done = self._payloads.bind(done)
         journal = self._journals.get(done.run_id)
         if journal is not None:
             self._conn.check_file()

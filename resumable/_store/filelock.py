@@ -92,8 +92,12 @@ def holder_pid(store: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def acquire(store: Path, timeout_s: float) -> None:
+def acquire(store: Path, timeout_s: float, *, read_only: bool = False) -> None:
     """Take this process's hold on ``store``'s lock, waiting up to ``timeout_s`` for other processes.
+
+    ``read_only``: a reader of a store in a folder it cannot write. It locks the lock file when it
+    can open one (a writer made it); when there is none and none can be made, no process has ever
+    written through resumable's lock there, so it reads without one.
 
     Raises
     ------
@@ -110,7 +114,10 @@ def acquire(store: Path, timeout_s: float) -> None:
             return
         deadline = time.monotonic() + timeout_s
         while True:
-            fd = _open(store, path)
+            fd = _open(store, path, read_only)
+            if fd is None:
+                held.count = 1  # nothing to lock: see above
+                return
             try:
                 _wait_for_lock(fd, store, deadline, timeout_s)
                 if _same_file(fd, path):
@@ -128,10 +135,15 @@ def acquire(store: Path, timeout_s: float) -> None:
         held.count = 1
 
 
-def _open(store: Path, path: Path) -> int:
+def _open(store: Path, path: Path, read_only: bool) -> int | None:
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
+        if read_only:
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # flock works on a read-only descriptor
+            except OSError:
+                return None
         problem = f"cannot have its lock file '{path.name}' beside it ({exc.strerror})"
         raise StorePathError(str(store), problem, "Choose a writable folder.") from exc
 

@@ -9,20 +9,23 @@ from __future__ import annotations
 import os
 import re
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from resumable import _config
 from resumable._store import process
 from resumable._store.base import Store
 from resumable._store.duckdb import DuckDBStore
-from resumable.errors import CheckpointNotFoundError, StorePathError
+from resumable.errors import ArgumentTypeError, CheckpointNotFoundError, StorePathError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _BY_LOCATION: dict[str, Store] = {}
 _LOCK = threading.Lock()
 
 
-def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bool = False) -> Store:
+def open_store(
+    location: str | os.PathLike[str] | None = None, *, must_exist: bool = False, read_only: bool = False
+) -> Store:
     """The process-wide store at ``location`` (argument > ``RESUMABLE_STORE`` > the default), opened once.
 
     Parameters
@@ -31,6 +34,9 @@ def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bo
         A file path (relative paths are resolved against the working folder now).
     must_exist
         Refuse to create a store that is not there yet (what read-only commands want).
+    read_only
+        The caller only reads: a store this user cannot write is opened read-only instead of
+        refused (a writable one is opened as usual, so dead owners are still reaped).
 
     Raises
     ------
@@ -41,7 +47,18 @@ def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bo
     SchemaVersionError
         The store was written by a newer resumable; it is left untouched.
     """
+    if location is not None and not isinstance(location, (str, os.PathLike)):
+        raise ArgumentTypeError("store", location, "a file path (str or os.PathLike) or a store")
     chosen = os.fspath(location) if location is not None else os.environ.get("RESUMABLE_STORE")
+    if not isinstance(chosen, (str, type(None))):  # a PathLike of bytes
+        raise ArgumentTypeError("store", location, "a file path (str or os.PathLike) or a store")
+    if location is not None and not chosen:
+        raise StorePathError(
+            "", "is empty", "Name a file, e.g. '.resumable/store.duckdb', or pass None for the default."
+        )
+    if chosen and "\x00" in chosen:
+        shown = chosen.replace("\x00", "\\x00")
+        raise StorePathError(shown, "contains a NUL byte, which no file name can hold", "Choose another path.")
     if chosen and _URL.match(chosen):
         parts = urlsplit(chosen)
         shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"  # never a password
@@ -52,11 +69,20 @@ def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bo
     key = str(path)
     with _LOCK:
         store = _BY_LOCATION.get(key)
+        if store is not None and not read_only and getattr(store, "read_only", False):
+            _BY_LOCATION.pop(key).close()  # opened for reading before; a writer needs the file writable
+            store = None
         if store is None:
             if must_exist and not path.exists():
                 raise CheckpointNotFoundError(key)
-            store = _BY_LOCATION[key] = DuckDBStore(path)
+            opened_read_only = read_only and path.exists() and not _writable(path)
+            store = _BY_LOCATION[key] = DuckDBStore(path, read_only=opened_read_only)
         return store
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the store file and create its log beside it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
 
 
 def forget_all() -> None:

@@ -123,18 +123,6 @@ def clock(epoch: float) -> str:
     return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def param_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        if key not in new:
-            out.append(f"{key}: started with {old[key]!r}, now missing")
-        elif key not in old:
-            out.append(f"{key}: not set at the start, now {new[key]!r}")
-        elif old[key] != new[key]:
-            out.append(f"{key}: started with {old[key]!r}, now {new[key]!r}")
-    return out
-
-
 def event_values(rows: Sequence[EventRow]) -> list[list[Any]]:
     """Event-log rows as inserted (``EVENT_INSERT``); a None time means now."""
     return [

@@ -6,15 +6,17 @@ is deferred (``journal.py``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import duckdb
 
-from resumable._owner import is_alive
+from resumable import _params
+from resumable._owner import is_alive, is_local
 from resumable._records import Owner, RunInfo
 from resumable._states import StepState
-from resumable._store.rows import RunView, clock, owner_from, param_differences, run_state, same_process
+from resumable._store.base import Unlocked
+from resumable._store.lease import owner_alive
+from resumable._store.rows import RunView, clock, owner_from, run_state, same_process
 from resumable._store.transitions import transition
 from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
 
@@ -34,7 +36,7 @@ def find_runs(con: duckdb.DuckDBPyConnection, where: str, params: list[Any], lim
     out = []
     for row in rows:
         states = [s for s in row[5] if s is not None]
-        out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states)))
+        out.append(RunInfo(row[0], row[1], row[2], row[3], _params.decode(row[4]), run_state(states), len(states)))
     return out
 
 
@@ -50,25 +52,30 @@ def list_runs(con: duckdb.DuckDBPyConnection, pipeline: str | None, limit: int) 
 def open_run(
     con: duckdb.DuckDBPyConnection, run_id: str, pipeline: str, params: dict[str, Any] | None, update_params: bool
 ) -> RunInfo:
-    """Create the run, or check that the existing one belongs to ``pipeline`` and ``params`` (or record new ones)."""
-    # Parameters as the store records them (JSON), so a resumed run compares like with like.
-    recorded = json.loads(json.dumps(params or {}, sort_keys=True, default=repr))
+    """Create the run, or check that the existing one belongs to ``pipeline`` and ``params`` (or record new ones).
+
+    Parameters are recorded as Python literals (``_params``); a value that cannot come back as it
+    was raises ParameterValueError before anything is written.
+    """
+    encoded = _params.encode(params or {})
     existing = get_run(con, run_id)
     if existing is None:
         con.execute(
             "INSERT INTO runs (run_id, pipeline, created_at, params) VALUES (?, ?, now(), ?)",
-            [run_id, pipeline, json.dumps(recorded, sort_keys=True)],
+            [run_id, pipeline, encoded],
         )
         created = get_run(con, run_id)
         assert created is not None
         return created
     if existing.pipeline != pipeline:
         raise PipelineMismatchError(run_id, existing.pipeline, pipeline)
-    differences = param_differences(existing.params, recorded)
-    if recorded and differences:
+    row = con.execute("SELECT params FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    assert row is not None
+    differences = _params.differences(row[0], params or {})
+    if params and differences:
         if not update_params:
             raise ParameterMismatchError(run_id, differences)
-        con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [json.dumps(recorded, sort_keys=True), run_id])
+        con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [encoded, run_id])
         updated = get_run(con, run_id)
         assert updated is not None
         return updated
@@ -108,7 +115,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
     pipeline = row[0]
     holder = owner_from(row[1], row[2], row[3], row[4])
     if holder is not None and not same_process(holder, me):
-        if is_alive(holder):
+        if owner_alive(con, holder):
             raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, clock(holder.started), None)
         con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
     rows = con.execute(
@@ -125,7 +132,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
         owner = owner_from(*owner_cols)
         if owner is not None and same_process(owner, me):
             continue
-        if owner is not None and is_alive(owner):
+        if owner is not None and owner_alive(con, owner):
             raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, clock(owner.started), name)
         transition(
             con, run_id, name, StepState.RUNNING, StepState.INTERRUPTED, me,
@@ -150,3 +157,46 @@ def reap_dead_owners(con: duckdb.DuckDBPyConnection, location: str, run_id: str,
     except CheckpointNotFoundError:
         return None
     return get_run(con, run_id)
+
+
+def unlock(con: duckdb.DuckDBPyConnection, location: str, run_id: str, who: Owner) -> Unlocked:
+    """Release the run from every owner except a live one on this host (RunOwnedError, nothing changed)."""
+    row = con.execute(
+        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    if row is None:
+        raise CheckpointNotFoundError(location, run_id)
+    pipeline = row[0]
+    running = [
+        (r[0], owner_from(r[1], r[2], r[3], r[4]))
+        for r in con.execute(
+            """SELECT step, owner_host, owner_pid, owner_started, owner_kernel FROM steps
+               WHERE run_id = ? AND state = 'running' ORDER BY seq""",
+            [run_id],
+        ).fetchall()
+    ]
+    holders: list[tuple[str | None, Owner | None]] = [(None, owner_from(row[1], row[2], row[3], row[4])), *running]
+    for step, owner in holders:
+        if owner is not None and is_local(owner) and is_alive(owner):
+            raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, clock(owner.started), step)
+    released: list[Owner] = []
+    for _, owner in holders:
+        if owner is not None and not any(same_process(owner, o) for o in released):
+            released.append(owner)
+    con.execute(
+        """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
+           WHERE run_id = ?""",
+        [run_id],
+    )
+    for step, owner in running:
+        gone = owner.describe() if owner is not None else "unknown"
+        transition(
+            con,
+            run_id,
+            step,
+            StepState.RUNNING,
+            StepState.INTERRUPTED,
+            who,
+            f"unlocked by the user: owner {gone} released",
+        )
+    return Unlocked(tuple(released), tuple(step for step, _ in running))

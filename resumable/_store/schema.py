@@ -11,7 +11,7 @@ import duckdb
 
 from resumable.errors import SchemaVersionError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -96,6 +96,18 @@ MIGRATIONS: dict[int, list[str]] = {
             updated_at TIMESTAMPTZ NOT NULL
         )""",
     ],
+    # Ownership leases (docs/durability.md, "Who owns a run"): a process that owns a run or runs a
+    # step keeps its lease here and renews it, so an owner on another host that stops renewing
+    # (a container restarted under a new name) no longer holds its runs once the lease expires.
+    4: [
+        """CREATE TABLE leases (
+            host VARCHAR NOT NULL,
+            pid INTEGER NOT NULL,
+            started DOUBLE NOT NULL,            -- the process's start time, as owners record it
+            expires DOUBLE NOT NULL,            -- seconds since the epoch, by the owner's clock
+            PRIMARY KEY (host, pid, started)
+        )""",
+    ],
 }
 
 
@@ -111,3 +123,14 @@ def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
             con.execute(statement)
     if version != SCHEMA_VERSION:
         con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+
+def check_readable(con: duckdb.DuckDBPyConnection, location: str) -> None:
+    """For a store opened read-only: refuse a newer schema; an older one is read as it is (never migrated)."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "meta" not in tables:
+        return
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(location, version, SCHEMA_VERSION)

@@ -1,0 +1,112 @@
+"""Ownership leases: how long a process's claim on its runs and running steps holds without news from it.
+
+On its own host an owner is checked directly (is the process with that pid and start time still
+running?). On another host it cannot be: before leases such an owner counted as alive forever,
+so a run whose owner was recorded under a host name that no longer exists (a container restarted
+under a new name, a renamed laptop) could never be resumed. Now a process that owns anything
+keeps a row in ``leases`` with an expiry, and a helper thread renews it at a third of the lease
+while the process owns a run or runs a step. An owner on another host is alive while its lease
+runs, and gone after; an owner recorded before leases existed has none and still counts as alive
+(``resumable unlock`` releases it). Expiry times are the owner's clock: hosts sharing a store
+need clocks that agree within a small part of the lease.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import duckdb
+
+from resumable._owner import is_alive, is_local
+from resumable._records import Owner
+
+
+def renew(con: duckdb.DuckDBPyConnection, owner: Owner, lease_s: float) -> None:
+    """Record (or extend) ``owner``'s lease to ``lease_s`` seconds from now."""
+    con.execute(
+        "INSERT OR REPLACE INTO leases (host, pid, started, expires) VALUES (?, ?, ?, ?)",
+        [owner.host, owner.pid, owner.started, time.time() + lease_s],
+    )
+
+
+def expires(con: duckdb.DuckDBPyConnection, owner: Owner) -> float | None:
+    """When ``owner``'s lease runs out (seconds since the epoch), or None when it never had one."""
+    row = con.execute(
+        "SELECT expires FROM leases WHERE host = ? AND pid = ? AND abs(started - ?) < 1.0 ORDER BY expires DESC",
+        [owner.host, owner.pid, owner.started],
+    ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def owner_alive(con: duckdb.DuckDBPyConnection, owner: Owner) -> bool:
+    """Whether ``owner`` still holds what it owns: its process runs (this host) or its lease runs (another)."""
+    if is_local(owner):
+        return is_alive(owner)
+    until = expires(con, owner)
+    return until is None or until > time.time()
+
+
+def owns_anything(con: duckdb.DuckDBPyConnection, owner: Owner) -> bool:
+    """Whether ``owner`` holds a run or runs a step (what keeps its lease worth renewing)."""
+    row = con.execute(
+        """SELECT EXISTS (SELECT 1 FROM runs WHERE owner_host = ? AND owner_pid = ?)
+               OR EXISTS (SELECT 1 FROM steps WHERE state = 'running' AND owner_host = ? AND owner_pid = ?)""",
+        [owner.host, owner.pid, owner.host, owner.pid],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+class LeaseKeeper:
+    """Renews this process's lease in one store while the process owns something there.
+
+    Started when the process first becomes an owner; each round is one short transaction. It ends
+    by itself once the process owns nothing, and at :meth:`stop` (the store's close, at exit).
+    """
+
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+        owner: Owner,
+        lease_s: float,
+    ) -> None:
+        self._transaction = transaction
+        self.owner = owner
+        self.lease_s = lease_s
+        self._renewed_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def claimed(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The process just became an owner inside ``con``'s transaction: make sure its lease runs, and keep it."""
+        now = time.monotonic()
+        if now - self._renewed_at > self.lease_s / 3:
+            renew(con, self.owner, self.lease_s)
+            self._renewed_at = now
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="resumable-lease", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                with self._transaction() as con:
+                    if not owns_anything(con, self.owner):
+                        return
+                    renew(con, self.owner, self.lease_s)
+                    self._renewed_at = time.monotonic()
+            except Exception:  # noqa: S112 - the file is busy or gone: the next round tries again
+                continue
+
+    def stop(self) -> None:
+        """End the renewing thread (the lease then runs out unless the process claims again)."""
+        self._stop.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
