@@ -33,6 +33,7 @@ from resumable.errors import (
     StepTimeout,
     StoreFullError,
     StoreReadOnlyError,
+    StoreRemovedError,
     StoreWriteError,
     UnserializableOutputError,
 )
@@ -190,6 +191,8 @@ class StepCall:
         done = Completion(self.run_id, self.step, self.owner, tuple(blobs), duration_s, display_blob, reads)
         try:
             self.store.complete_step(done)
+        except StoreRemovedError:
+            raise  # the store went with what it held: there is no step left in it to mark failed
         except BaseException as exc:
             if self._completed_anyway(done):  # only a KeyboardInterrupt during COMMIT gets here
                 self._completed(blobs)

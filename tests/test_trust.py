@@ -170,12 +170,12 @@ def test_store_wal_and_payload_folder_are_private(store_path: Path) -> None:
 
 
 def test_the_waiting_marker_is_private(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """While this process waits for a file another process holds, its marker file is 0600."""
+    """While this process waits for the store's lock another process holds, its marker file is 0600."""
     resumable.Pipeline("p", store=store_path).runs()
     forget_all()
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(store_path)!r}); print('held', "
-         "flush=True); sys.stdin.read()"],
+        [sys.executable, "-c", f"import sys; from pathlib import Path; from resumable._store import filelock; "
+         f"filelock.acquire(Path({str(store_path)!r}), 5); print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     marker = Path(str(store_path) + ".waiting")
@@ -214,11 +214,13 @@ def test_an_empty_or_missing_key_file_is_refused(
     with pytest.raises(resumable.SigningKeyError) as excinfo:
         resumable.load("r1", "a", store=store_path)
     assert str(excinfo.value) == (
-        f"signing key file '{key_file}' is empty; no checkpoint was written or loaded, and stored ones are intact. "
-        "Put the key in that file, or unset RESUMABLE_SIGNING_KEY_FILE to work without signatures."
+        f"the signing-key file '{key_file}' (RESUMABLE_SIGNING_KEY_FILE) is empty, so the store was not opened; "
+        "nothing was read or written and completed steps are intact. Restore the key file at that path (the same "
+        "key that signed the store's checkpoints), or unset RESUMABLE_SIGNING_KEY_FILE to use the store without "
+        "signatures."
     )
     key_file.unlink()
-    with pytest.raises(resumable.SigningKeyError, match=r"cannot be read \(No such file or directory\)"):
+    with pytest.raises(resumable.SigningKeyError, match="does not exist"):
         resumable.load("r1", "a", store=store_path)
     key_file.write_text(KEY)
     with pytest.raises(resumable.CheckpointIntegrityError, match="was not signed with the configured key"):
