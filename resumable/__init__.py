@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from resumable._headless import ExecutionResult, execute_notebook
+from resumable._query import StoreReader, connect
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState, StepState
 from resumable.errors import (
@@ -26,6 +27,7 @@ from resumable.errors import (
     OptionError,
     ParameterMismatchError,
     PipelineMismatchError,
+    QueryError,
     RerunError,
     ResumableError,
     RunExistsError,
@@ -62,6 +64,7 @@ __all__ = [
     "ParameterMismatchError",
     "Pipeline",
     "PipelineMismatchError",
+    "QueryError",
     "RerunError",
     "ResumableError",
     "Run",
@@ -80,7 +83,9 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StorePathError",
+    "StoreReader",
     "UnserializableOutputError",
+    "connect",
     "execute_notebook",
     "idempotency_key",
     "load",

@@ -9,20 +9,24 @@ from resumable._store.base import (
     Completion,
     EncodeError,
     GcReport,
+    QueryResult,
     StepRequest,
     Store,
 )
 from resumable._store.process import close_all
 from resumable._store.registry import forget_all, open_store
+from resumable._store.views import VIEW_NAMES
 from resumable._why import Held, Why
 
 __all__ = [
+    "VIEW_NAMES",
     "Begin",
     "CheckpointRef",
     "Completion",
     "EncodeError",
     "GcReport",
     "Held",
+    "QueryResult",
     "StepRequest",
     "Store",
     "Why",

@@ -62,10 +62,16 @@ class FileConnection:
     lock_timeout_s
         How long to wait for another process to release the file before raising
         :class:`StoreLockedError`.
+    read_only
+        Open the file read-only (readers: ``resumable runs``, ``show``, ``sql``): nothing is created,
+        migrated or written, and a write-ahead log a crash left behind is read, not applied.
     """
 
-    def __init__(self, path: Path, lock_timeout_s: float, idle_close_s: float, max_hold_s: float) -> None:
+    def __init__(
+        self, path: Path, lock_timeout_s: float, idle_close_s: float, max_hold_s: float, *, read_only: bool = False
+    ) -> None:
         self.path = path
+        self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
         self.idle_close_s = idle_close_s
         self.max_hold_s = max_hold_s
@@ -82,6 +88,9 @@ class FileConnection:
         where = str(self.path)
         if self.path.is_dir():
             raise StorePathError(where, "is a folder", f"Name a file inside it, e.g. '{self.path / 'store.duckdb'}'.")
+        if self.read_only:
+            self._check_duckdb(where)
+            return
         parent = self.path.parent
         try:
             if not parent.exists():
@@ -94,6 +103,9 @@ class FileConnection:
             raise StorePathError(
                 where, "is not writable by this user", "Fix its permissions or point RESUMABLE_STORE elsewhere."
             )
+        self._check_duckdb(where)
+
+    def _check_duckdb(self, where: str) -> None:
         if self.path.exists() and self.path.stat().st_size > 0:
             with open(self.path, "rb") as f:
                 head = f.read(12)
@@ -122,8 +134,8 @@ class FileConnection:
         while self._others_waiting() and time.monotonic() < deadline:
             time.sleep(0.002)
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        """Open the file, waiting with backoff while another process holds it.
+    def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """Open the file (read-only when asked), waiting with backoff while another process holds it.
 
         While waiting, a marker file tells the holder (if it is resumable) to hand the file over at
         its next transaction, so a reader does not have to hit the holder's short release gaps.
@@ -135,7 +147,7 @@ class FileConnection:
         try:
             while True:
                 try:
-                    con = duckdb.connect(str(self.path), config={"threads": 1})
+                    con = duckdb.connect(str(self.path), read_only=read_only, config={"threads": 1})
                     break
                 except duckdb.IOException as exc:
                     if "lock" in str(exc).lower():
@@ -147,7 +159,7 @@ class FileConnection:
         finally:
             if marker is not None:
                 marker.unlink(missing_ok=True)
-        if created:
+        if created and not read_only:
             for candidate in (self.path, Path(str(self.path) + ".wal")):
                 if candidate.exists():
                     candidate.chmod(0o600)
@@ -239,7 +251,7 @@ class FileConnection:
                 gap = self._released_at + RELEASE_GAP_S - time.monotonic()
                 if gap > 0:
                     time.sleep(gap)
-                self._con = self._connect()
+                self._con = self._connect(read_only=self.read_only)
                 self._opened_at = time.monotonic()
                 self.wake()
             con = self._con
@@ -260,3 +272,26 @@ class FileConnection:
                 raise
             finally:
                 self._last_used = time.monotonic()
+
+    @contextmanager
+    def reading_session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection of its own, read-only, for one user query (``resumable sql``); closed after it.
+
+        The query changes the connection's settings for good (external access off, configuration
+        locked), so it never gets the shared handle: that one is let go of first, after writing
+        what is pending so the query sees it, and the new connection takes the file the same way.
+        """
+        with self.lock:
+            if self._due_pending() is not None:
+                with self.transaction():
+                    pass
+            self._close_locked()
+            con = self._connect(read_only=True)
+            try:
+                yield con
+            finally:
+                try:
+                    con.close()
+                finally:
+                    self._released_at = time.monotonic()
+                    self.lock.notify_all()

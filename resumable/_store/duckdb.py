@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,13 @@ import duckdb
 
 from resumable import _config
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
-from resumable._states import StepState
-from resumable._store import checkpoints, process, runs, steps
-from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest
+from resumable._states import RunState, StepState
+from resumable._store import checkpoints, process, runs, steps, views
+from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, QueryResult, StepRequest
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, RunJournal
 from resumable._store.rows import write_quick_steps
-from resumable._store.schema import migrate
+from resumable._store.schema import check_version, migrate
 
 
 class DuckDBStore:
@@ -45,6 +46,9 @@ class DuckDBStore:
         :class:`StoreLockedError`; default ``RESUMABLE_LOCK_TIMEOUT`` or 30 s.
     idle_close_s, max_hold_s
         The file is let go of after this long unused, and at the latest after this long held.
+    read_only
+        Open the file read-only, for commands that only read (``resumable runs``, ``show``): the
+        store must exist and be at this version's schema; nothing is created, migrated or written.
 
     Raises
     ------
@@ -61,13 +65,19 @@ class DuckDBStore:
         lock_timeout_s: float | None = None,
         idle_close_s: float = 0.1,
         max_hold_s: float = 0.5,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.location = str(self.path)
         self.payload_dir = self.path.parent / (self.path.name + ".payloads")
         self._payloads = checkpoints.Payloads(self.payload_dir, _config.signing_key())
         self._conn = FileConnection(
-            self.path, _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s, idle_close_s, max_hold_s
+            self.path,
+            _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s,
+            idle_close_s,
+            max_hold_s,
+            read_only=read_only,
         )
         self._conn.pending = self
         self.window_s = GROUP_COMMIT_S
@@ -77,7 +87,10 @@ class DuckDBStore:
         self._journal_lock = threading.Lock()
         try:
             with self._transaction() as con:
-                migrate(con, self.location)
+                if read_only:
+                    check_version(con, self.location)
+                else:
+                    migrate(con, self.location)
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
             self._conn.close()
             raise
@@ -156,9 +169,16 @@ class DuckDBStore:
         found = self.list_runs(pipeline, limit=1)
         return found[0] if found else None
 
-    def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
+    def list_runs(
+        self,
+        pipeline: str | None = None,
+        limit: int = 100,
+        *,
+        state: RunState | None = None,
+        since: datetime | None = None,
+    ) -> list[RunInfo]:
         with self._transaction() as con:
-            return runs.list_runs(con, pipeline, limit)
+            return runs.list_runs(con, pipeline, limit, state, since)
 
     def claim_run(self, run_id: str, owner: Owner) -> None:
         """While it owns the run, this process decides new steps in memory and commits quick ones in groups."""
@@ -289,6 +309,12 @@ class DuckDBStore:
 
     def encode(self, name: str, value: object) -> Blob:
         return self._payloads.encode(name, value)
+
+    def query(self, sql: str) -> QueryResult:
+        """On a read-only connection of its own (``views.py``), whether this store was opened read-only or not."""
+        with self._conn.reading_session() as con:
+            views.prepare(con)
+            return views.run_query(con, sql)
 
     def gc(self) -> GcReport:
         """Rows first, in one transaction, so the files only they pointed to are unreferenced next."""

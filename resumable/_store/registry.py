@@ -22,7 +22,9 @@ _BY_LOCATION: dict[str, Store] = {}
 _LOCK = threading.Lock()
 
 
-def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bool = False) -> Store:
+def open_store(
+    location: str | os.PathLike[str] | None = None, *, must_exist: bool = False, read_only: bool = False
+) -> Store:
     """The process-wide store at ``location`` (argument > ``RESUMABLE_STORE`` > the default), opened once.
 
     Parameters
@@ -31,6 +33,9 @@ def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bo
         A file path (relative paths are resolved against the working folder now).
     must_exist
         Refuse to create a store that is not there yet (what read-only commands want).
+    read_only
+        For commands that only read: open the file read-only (it must exist), so the command
+        cannot change it. A store this process already opened for writing is returned as it is.
 
     Raises
     ------
@@ -52,10 +57,13 @@ def open_store(location: str | os.PathLike[str] | None = None, *, must_exist: bo
     key = str(path)
     with _LOCK:
         store = _BY_LOCATION.get(key)
+        if store is not None and not read_only and getattr(store, "read_only", False):
+            store.close()  # a reader opened it first; this caller writes
+            store = None
         if store is None:
-            if must_exist and not path.exists():
+            if (must_exist or read_only) and not path.exists():
                 raise CheckpointNotFoundError(key)
-            store = _BY_LOCATION[key] = DuckDBStore(path)
+            store = _BY_LOCATION[key] = DuckDBStore(path, read_only=read_only)
         return store
 
 

@@ -7,13 +7,16 @@ is deferred (``journal.py``).
 from __future__ import annotations
 
 import json
+from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import duckdb
 
 from resumable._owner import is_alive
 from resumable._records import Owner, RunInfo
-from resumable._states import StepState
+from resumable._states import RunState, StepState
+from resumable._store.liveness import dead_owners, shown_state
 from resumable._store.rows import RunView, clock, owner_from, param_differences, run_state, same_process
 from resumable._store.transitions import transition
 from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
@@ -22,19 +25,37 @@ from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, Pi
 _UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
 
 
-def find_runs(con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int) -> list[RunInfo]:
-    """Runs matching ``where``, newest first, each with the state derived from its steps."""
+def find_runs(
+    con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int, state: RunState | None = None
+) -> list[RunInfo]:
+    """Runs matching ``where`` (and ``state``), newest first, each with its state derived from its steps.
+
+    States are as a reader sees them: a running step whose owner died counts as interrupted
+    (``liveness.py``); nothing is written. The state is known only after the query, so with
+    ``state`` the limit is applied here rather than in SQL.
+    """
     rows = con.execute(
-        f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, list(s.state)
+        f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params,
+                  list({{'s': s.state, 'h': s.owner_host, 'p': s.owner_pid, 't': s.owner_started}})
+                      FILTER (WHERE s.step IS NOT NULL),
+                  coalesce(sum(s.duration_s), 0)
            FROM runs r LEFT JOIN steps s USING (run_id)
            WHERE {where}
-           GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
-        [*params, limit],
+           GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC {"" if state else "LIMIT ?"}""",
+        [*params] if state else [*params, limit],
     ).fetchall()
+    dead = dead_owners(con) if any(s["s"] == StepState.RUNNING.value for r in rows for s in r[5] or []) else frozenset()
     out = []
     for row in rows:
-        states = [s for s in row[5] if s is not None]
-        out.append(RunInfo(row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states)))
+        states = [shown_state(s["s"], (s["h"], s["p"], s["t"]), dead) for s in row[5] or []]
+        run = RunInfo(
+            row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states),
+            dict(sorted(Counter(states).items())), float(row[6]),
+        )  # fmt: skip
+        if state is None or run.state is state:
+            out.append(run)
+            if len(out) >= limit:
+                break
     return out
 
 
@@ -43,8 +64,20 @@ def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
     return found[0] if found else None
 
 
-def list_runs(con: duckdb.DuckDBPyConnection, pipeline: str | None, limit: int) -> list[RunInfo]:
-    return find_runs(con, "? IS NULL OR r.pipeline = ?", [pipeline, pipeline], limit)
+def list_runs(
+    con: duckdb.DuckDBPyConnection,
+    pipeline: str | None,
+    limit: int,
+    state: RunState | None = None,
+    since: datetime | None = None,
+) -> list[RunInfo]:
+    return find_runs(
+        con,
+        "(? IS NULL OR r.pipeline = ?) AND (?::TIMESTAMPTZ IS NULL OR r.created_at >= ?::TIMESTAMPTZ)",
+        [pipeline, pipeline, since, since],
+        limit,
+        state,
+    )
 
 
 def open_run(
