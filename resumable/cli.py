@@ -319,7 +319,15 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
 # ---------------------------------------------------------------- sql
 
 
-@main.command(epilog=exit_codes_help(*_READ_CODES))
+_SQL_EXAMPLE = """\b
+Examples:
+  resumable sql "SELECT state, count(*) AS runs FROM runs GROUP BY state"
+  resumable sql "SELECT * FROM attempts WHERE outcome = 'failed'" --csv > failed.csv
+
+"""
+
+
+@main.command(epilog=_SQL_EXAMPLE + exit_codes_help(*_READ_CODES))
 @click.argument("query")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list of objects.")
@@ -330,7 +338,7 @@ def sql(query: str, store: Path | None, as_json: bool, as_csv: bool) -> None:
     The views are runs, steps, attempts, events, checkpoints (without the bytes), inputs and
     parameters; docs/sql.md lists their columns and example queries. The store is opened
     read-only and the query cannot read or write other files, attach databases or load
-    extensions. Example: resumable sql "SELECT state, count(*) FROM runs GROUP BY state"
+    extensions. Into a pipe or a file the table is plain tab-separated lines.
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined; pick one.")
@@ -569,7 +577,7 @@ def execute(
     sys.exit(code)
 
 
-@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_FAILED, EXIT_USAGE))
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE))
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("resumable-demo"))
 def demo(folder: Path) -> None:
     """Watch a checkout survive a crash: charge, reserve, courier (the kernel dies here), email.

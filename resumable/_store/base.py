@@ -180,7 +180,8 @@ class Store(Protocol):
 
         Read honestly and without writing: a running step whose owner process is gone counts as
         ``interrupted`` (so does the run); the stored row changes only when a process resumes the run.
-        The same holds for :meth:`list_runs`, :meth:`get_step`, :meth:`list_steps` and :meth:`query`.
+        The same holds for :meth:`list_runs`, :meth:`get_step`, :meth:`list_steps` and :meth:`query`; a
+        process that claims the run or starts a step makes the change (``owner_died``, in the event log).
         """
 
     def latest_run(self, pipeline: str) -> RunInfo | None:
@@ -218,13 +219,6 @@ class Store(Protocol):
 
     def release_run(self, run_id: str, owner: Owner) -> None:
         """Write everything deferred for the run, then end ``owner``'s claim (nothing when it holds none)."""
-
-    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
-        """Mark running steps whose owner died ``interrupted``; return the run as it then stands.
-
-        Readers do not need this (they show such steps as interrupted without writing); a process
-        about to act on the run may. A live owner is left alone. Returns None when there is no such run.
-        """
 
     # ------------------------------------------------------------------ steps
 

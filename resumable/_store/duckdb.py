@@ -201,10 +201,6 @@ class DuckDBStore:
                 del self._journals[run_id]
             runs.clear_owner(con, run_id, owner)
 
-    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
-        with self._transaction() as con:
-            return runs.reap_dead_owners(con, self.location, run_id, me)
-
     # ------------------------------------------------------------------ steps
 
     def begin_step(self, req: StepRequest) -> Begin:

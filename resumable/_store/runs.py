@@ -172,14 +172,3 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
         pipeline, state, mine[2], mine[7], mine[8], mine[9], mine[10], bool(mine[11]), int(mine[12] or 1),
         bool(mine[13]), mine[14],
     )  # fmt: skip
-
-
-def reap_dead_owners(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: Owner) -> RunInfo | None:
-    """Mark steps whose owner died ``interrupted``; the run as it then stands (None: no such run)."""
-    try:
-        check_owner(con, location, run_id, me)
-    except RunOwnedError:
-        pass  # a live owner: nothing to reap
-    except CheckpointNotFoundError:
-        return None
-    return get_run(con, run_id)
