@@ -26,15 +26,15 @@ class StoreReader:
     views = VIEW_NAMES
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        self._location = store.location
 
     def __repr__(self) -> str:
-        return f"StoreReader({self._store.location!r})"
+        return f"StoreReader({self._location!r})"
 
     @property
     def location(self) -> str:
         """The store this reader queries."""
-        return self._store.location
+        return self._location
 
     def sql(self, query: str) -> QueryResult:
         """Run one query; ``.rows``, ``.columns``, ``.to_dicts()`` and ``.df()`` give the result.
@@ -45,7 +45,9 @@ class StoreReader:
             The query failed, or was refused because it reaches outside the store (files,
             databases, extensions) or tries to change it; nothing was changed.
         """
-        return self._store.query(query)
+        # The process's store as it is now: if this process has since opened it for writing, the
+        # query takes turns with that handle (DuckDB refuses two differently opened handles).
+        return open_store(self._location, read_only=True).query(query)
 
     def close(self) -> None:
         """Nothing to release (the file is held only during a query); here for ``with`` blocks."""

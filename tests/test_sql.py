@@ -230,14 +230,19 @@ def test_connect_to_a_missing_store_creates_nothing(tmp_path: Path) -> None:
 
 def test_connect_in_the_process_that_writes_the_store(store_path: Path) -> None:
     """A notebook can query its own store between steps: the reader and the writer take turns on the file."""
+    with resumable.Pipeline("p", store=store_path).run(run_id="r0") as run:
+        run.step("a", lambda: 0)
+    forget_all()
+    db = resumable.connect(store_path)  # opened read-only first, then the same process writes
+    assert db.sql("SELECT count(*) FROM steps").rows == ((1,),)
     pipe = resumable.Pipeline("p", store=store_path)
     with pipe.run(run_id="r1") as run:
         run.step("a", lambda: 1)
-        db = resumable.connect(store_path)
-        assert db.sql("SELECT step, state FROM steps").rows == (("a", "completed"),)
+        assert db.sql("SELECT step, state FROM steps WHERE run_id = 'r1'").rows == (("a", "completed"),)
         run.step("b", lambda: 2)
-    assert db.sql("SELECT count(*) FROM steps WHERE state = 'completed'").rows == ((2,),)
-    assert db.sql("SELECT step, state FROM steps ORDER BY seq").df()["state"].tolist() == ["completed", "completed"]
+    assert db.sql("SELECT count(*) FROM steps WHERE run_id = 'r1' AND state = 'completed'").rows == ((2,),)
+    frame = db.sql("SELECT step, state FROM steps WHERE run_id = 'r1' ORDER BY seq").df()
+    assert frame["state"].tolist() == ["completed", "completed"]
 
 
 def test_sql_while_another_process_runs_a_step(store_path: Path, tmp_path: Path) -> None:
@@ -253,3 +258,22 @@ def test_sql_while_another_process_runs_a_step(store_path: Path, tmp_path: Path)
         worker.kill()
         worker.communicate(timeout=30)
     forget_all()
+
+
+def test_a_reader_waits_for_a_foreign_holder_then_names_it(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that keeps the file open: sql and runs wait the configured time, then exit 6 naming its pid."""
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(history)], stdout=subprocess.PIPE, text=True)
+    monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "0.5")
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        for args in (("sql", "SELECT 1"), ("runs",)):
+            out = cli(*args, "--store", history, code=6)
+            assert out.stderr == (
+                f"error: store '{history}' stayed locked by process {holder.pid} for 0.5 s. resumable holds the file "
+                "only for short transactions, so a long hold means that process keeps it open (a DuckDB shell or "
+                "notebook connection?). Close it, or raise RESUMABLE_LOCK_TIMEOUT.\n"
+            )
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)

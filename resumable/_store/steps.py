@@ -219,7 +219,9 @@ def invalidate(
 def get_step(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> StepStatus | None:
     """The step as a reader sees it: a dead owner's running step reads as interrupted (nothing is written)."""
     row = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
-    return _honest(row, dead_owners(con, run_id)) if row else None
+    if row is None:
+        return None
+    return _honest(row, dead_owners(con, run_id) if row[2] == StepState.RUNNING.value else frozenset())
 
 
 def _honest(row: Sequence[Any], dead: frozenset[OwnerKey]) -> StepStatus:
