@@ -134,3 +134,25 @@ def test_runs_options_are_checked_with_a_clear_message(three_runs: Path, args: t
     out = cli("runs", *args, "--store", three_runs, code=2)
     assert out.stderr.splitlines()[-1] == f"Error: {message}"
     assert "Traceback" not in out.stderr
+
+
+def test_the_panel_turns_a_killed_step_interrupted_on_its_next_tick_without_writing(
+    store_path: Path, tmp_path: Path
+) -> None:
+    """A panel showing another process's running step: after SIGKILL the poll redraws it interrupted; no event."""
+    worker = start_worker(store_path, "nightly-1", tmp_path / "started")
+    try:
+        shown = resumable.panel("nightly-1", store=store_path, poll_s=None)
+        assert shown.rows["crunch"].state is StepState.RUNNING
+    finally:
+        kill(worker)
+    try:
+        store = open_store(store_path)
+        seq = store.last_event_seq()
+        shown.poll_tick(seq)  # what the shared poll thread does each tick: the store's events did not change
+        assert shown.rows["crunch"].state is StepState.INTERRUPTED
+        assert ">interrupted</span>" in shown.rows["crunch"].badge.value
+        assert store.last_event_seq() == seq
+        assert shown.rows["crunch"].retry.layout.display != "none"  # Retry is offered
+    finally:
+        shown.close()
