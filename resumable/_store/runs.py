@@ -7,7 +7,6 @@ is deferred (``journal.py``).
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -25,32 +24,41 @@ from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, Pi
 _UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
 
 
+_STATE_COUNTS = ", ".join(f"count(s.step) FILTER (WHERE s.state = '{state.value}')" for state in StepState)
+
+
 def find_runs(
     con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int, state: RunState | None = None
 ) -> list[RunInfo]:
     """Runs matching ``where`` (and ``state``), newest first, each with its state derived from its steps.
 
     States are as a reader sees them: a running step whose owner died counts as interrupted
-    (``liveness.py``); nothing is written. The state is known only after the query, so with
-    ``state`` the limit is applied here rather than in SQL.
+    (``liveness.py``); nothing is written. Steps are counted by state in SQL; only running steps'
+    owners come back, to be checked. The state is known only after the query, so with ``state``
+    the limit is applied here rather than in SQL.
     """
     rows = con.execute(
         f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params,
-                  list({{'s': s.state, 'h': s.owner_host, 'p': s.owner_pid, 't': s.owner_started}})
-                      FILTER (WHERE s.step IS NOT NULL),
-                  coalesce(sum(s.duration_s), 0)
+                  list({{'h': s.owner_host, 'p': s.owner_pid, 't': s.owner_started}})
+                      FILTER (WHERE s.state = 'running'),
+                  coalesce(sum(s.duration_s), 0), {_STATE_COUNTS}
            FROM runs r LEFT JOIN steps s USING (run_id)
            WHERE {where}
            GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC {"" if state else "LIMIT ?"}""",
         [*params] if state else [*params, limit],
     ).fetchall()
-    dead = dead_owners(con) if any(s["s"] == StepState.RUNNING.value for r in rows for s in r[5] or []) else frozenset()
+    dead = dead_owners(con) if any(row[5] for row in rows) else frozenset()
     out = []
     for row in rows:
-        states = [shown_state(s["s"], (s["h"], s["p"], s["t"]), dead) for s in row[5] or []]
+        counts = {s.value: int(n) for s, n in zip(StepState, row[7:], strict=True)}
+        for owner in row[5] or []:
+            if shown_state(StepState.RUNNING.value, (owner["h"], owner["p"], owner["t"]), dead) != "running":
+                counts[StepState.RUNNING.value] -= 1
+                counts[StepState.INTERRUPTED.value] += 1
+        present = {k: n for k, n in sorted(counts.items()) if n}
         run = RunInfo(
-            row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(states), len(states),
-            dict(sorted(Counter(states).items())), float(row[6]),
+            row[0], row[1], row[2], row[3], json.loads(row[4]), run_state(list(present)), sum(present.values()),
+            present, float(row[6]),
         )  # fmt: skip
         if state is None or run.state is state:
             out.append(run)
