@@ -12,6 +12,7 @@ from resumable._headless import ExecutionResult, execute_notebook
 from resumable._query import StoreReader, connect
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState, StepState
+from resumable._store import QueryResult
 from resumable.errors import (
     CheckpointIntegrityError,
     CheckpointNotFoundError,
@@ -65,6 +66,7 @@ __all__ = [
     "Pipeline",
     "PipelineMismatchError",
     "QueryError",
+    "QueryResult",
     "RerunError",
     "ResumableError",
     "Run",

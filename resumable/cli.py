@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
@@ -133,8 +134,8 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[object]], *, no_
     table = Table(*columns)
     for i in no_wrap:  # what users copy into the next command: never wrapped
         table.columns[i].no_wrap = True
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+    for row in rows:  # Text: a value such as '[red]' is shown as it is, never taken for markup
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     _console().print(table)
 
 

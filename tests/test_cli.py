@@ -139,3 +139,28 @@ def test_tables_are_plain_tab_separated_lines_into_a_pipe(store_with_run: Path) 
     assert all("│" not in line and "━" not in line for line in lines)  # no box drawing
     query = "SELECT 'a' || chr(9) || 'b' AS v, 'x' || chr(10) || 'y' AS w"
     assert cli("sql", query, "--store", store_with_run).stdout == "v\tw\na\\tb\tx\\ny\n"
+
+
+def test_read_commands_never_migrate_an_older_store(tmp_path: Path) -> None:
+    """A store at an older schema is left as it is by runs, show and sql, with a message saying what to do."""
+    import duckdb
+
+    from resumable._store.schema import MIGRATIONS, SCHEMA_VERSION
+
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for statement in MIGRATIONS[1]:
+        con.execute(statement)
+    con.close()
+    before = old.read_bytes()
+    for args in (("runs",), ("show", "r1"), ("sql", "SELECT 1")):
+        out = cli(*args, "--store", old, check_code=6)
+        assert out.stderr == (
+            f"error: store '{old}' is at schema version 1, older than this resumable's ({SCHEMA_VERSION}), and a "
+            "command that only "
+            "reads does not upgrade it. Run a pipeline or any command that writes to the store (resumable gc) once, "
+            "then read it again.\n"
+        )
+    assert old.read_bytes() == before
