@@ -286,12 +286,11 @@ class FileConnection:
                 with self.transaction():
                     pass
             self._close_locked()
-            con = self._connect(read_only=True)
+            # Opened and closed by the same two methods as every other handle (one place for the
+            # file's lock discipline); the lock is held throughout, so no transaction can use it.
+            self._con = self._connect(read_only=True)
             try:
-                yield con
+                yield self._con
             finally:
-                try:
-                    con.close()
-                finally:
-                    self._released_at = time.monotonic()
-                    self.lock.notify_all()
+                self._close_locked()
+                self.lock.notify_all()
