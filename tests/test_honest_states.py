@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,40 @@ def test_the_panel_turns_a_killed_step_interrupted_on_its_next_tick_without_writ
         assert shown.rows["crunch"].retry.layout.display != "none"  # Retry is offered
     finally:
         shown.close()
+
+
+BUSY = """
+import pathlib, sys, resumable
+store, ready = sys.argv[1], pathlib.Path(sys.argv[2])
+pipe = resumable.Pipeline("busy", store=store)
+n = 0
+with pipe.run(run_id="busy-1") as run:
+    while True:
+        run.step(f"s{n}", lambda: b"x" * 1000)
+        n += 1
+        if n == 3000:  # past many 50 ms group-commit windows
+            ready.touch()
+"""
+
+
+def test_reading_after_a_kill_mid_write_leaves_the_files_as_they_were(store_path: Path, tmp_path: Path) -> None:
+    """SIGKILL while quick steps are being committed (a write-ahead log may be left): readers apply nothing."""
+    ready = tmp_path / "ready"
+    writer = subprocess.Popen([sys.executable, "-c", BUSY, str(store_path), str(ready)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer never got going"
+            time.sleep(0.01)
+    finally:
+        writer.kill()
+        writer.communicate(timeout=30)
+    before = fingerprint(store_path)
+    listed = json.loads(cli("runs", "--json", "--store", store_path).stdout)
+    # Quick steps of the last group-commit window are lost (docs/durability.md), never a returned
+    # step's completion read as something else: what was committed reads completed or interrupted.
+    assert [(r["run_id"], r["state"]) for r in listed] in ([("busy-1", "interrupted")], [("busy-1", "completed")])
+    cli("show", "busy-1", "--store", store_path)
+    counted = cli("sql", "SELECT count(*) AS n FROM steps", "--json", "--store", store_path).stdout
+    assert json.loads(counted)[0]["n"] >= 1
+    assert fingerprint(store_path) == before
