@@ -99,8 +99,11 @@ def test_views_show_what_the_store_holds(history: Path) -> None:
     )
     assert "data" not in db.sql("SELECT * FROM checkpoints LIMIT 0").columns
     assert db.sql("SELECT count(*) FROM inputs WHERE step = 'transform'").rows[0][0] == 3
-    states = {r["run_id"]: r["state"] for r in json.loads(cli("runs", "--json", "--store", history).stdout)}
+    listed = json.loads(cli("runs", "--json", "--store", history).stdout)
+    states = {r["run_id"]: r["state"] for r in listed}
     assert dict(db.sql("SELECT run_id, state FROM runs").rows) == states
+    durations = dict(db.sql("SELECT run_id, duration_s FROM runs").rows)
+    assert all(abs(durations[r["run_id"]] - r["duration_s"]) < 1e-3 for r in listed)
     assert states == {
         "etl-1": "completed", "etl-2": "completed", "etl-3": "failed", "co-1": "completed", "nightly-1": "interrupted",
     }  # fmt: skip

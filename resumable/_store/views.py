@@ -34,6 +34,7 @@ VIEWS: dict[str, str] = {
                coalesce(s.key_generation, 1) AS key_generation, s.owner_host, s.owner_pid, s.source
         FROM {{db}}.main.steps s JOIN {{db}}.main.runs r USING (run_id)""",
     "runs": """
+        SELECT *, epoch(updated_at) - epoch(created_at) AS duration_s FROM (
         SELECT r.run_id, r.pipeline,
                CASE WHEN count(s.step) = 0 THEN 'empty'
                     WHEN bool_or(s.state = 'running') THEN 'running'
@@ -54,7 +55,7 @@ VIEWS: dict[str, str] = {
                coalesce(sum(s.duration_s), 0) AS step_time_s,
                coalesce((SELECT sum(c.size) FROM {db}.main.checkpoints c WHERE c.run_id = r.run_id), 0) AS stored_bytes
         FROM {db}.main.runs r LEFT JOIN temp.main.steps s USING (run_id)
-        GROUP BY r.run_id, r.pipeline, r.created_at, r.params""",
+        GROUP BY r.run_id, r.pipeline, r.created_at, r.params)""",
     "events": """
         SELECT e.seq, e.run_id, r.pipeline, e.step, e.happened_at, e.transition, e.source AS from_state,
                e.target AS to_state, e.attempt, e.host, e.pid, e.detail
