@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from resumable._headless import ExecutionResult, execute_notebook
+from resumable._query import StoreReader, connect
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState, StepState
+from resumable._store import QueryResult
 from resumable.errors import (
     ArgumentTypeError,
     CheckpointIntegrityError,
@@ -29,6 +31,7 @@ from resumable.errors import (
     ParameterMismatchError,
     ParameterValueError,
     PipelineMismatchError,
+    QueryError,
     RerunError,
     ResumableError,
     RunExistsError,
@@ -77,6 +80,8 @@ __all__ = [
     "ParameterValueError",
     "Pipeline",
     "PipelineMismatchError",
+    "QueryError",
+    "QueryResult",
     "RerunError",
     "ResumableError",
     "Run",
@@ -102,9 +107,11 @@ __all__ = [
     "StoreLogTornWarning",
     "StorePathError",
     "StoreReadOnlyError",
+    "StoreReader",
     "StoreRemovedError",
     "StoreWriteError",
     "UnserializableOutputError",
+    "connect",
     "execute_notebook",
     "idempotency_key",
     "load",

@@ -34,6 +34,13 @@ class RunInfo:
     params: dict[str, Any]
     state: RunState  # derived from its steps
     step_count: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # steps by state (as a reader sees them)
+    step_time_s: float = 0.0  # the steps' durations added up (the last attempt of each)
+
+    @property
+    def duration_s(self) -> float:
+        """From the run's creation to its last change: how long it has been going, or went."""
+        return max(0.0, (self.updated_at - self.created_at).total_seconds())
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,17 +23,18 @@ def step_table(steps: Sequence[StepStatus]) -> Table:
     """One row per step, in the order the steps first ran."""
     table = Table(*COLUMNS)
     table.columns[1].no_wrap = True  # step names are copied into the next command: never wrapped
-    for i, s in enumerate(steps, 1):
-        table.add_row(
-            str(i),
-            s.step,
-            state_text(s),
-            str(s.attempts),
-            human_duration(s.duration_s),
-            human_size(s.output_bytes),
-            s.error_line or "",
-        )
+    for row in step_rows(steps):
+        table.add_row(*row)
     return table
+
+
+def step_rows(steps: Sequence[StepStatus]) -> list[tuple[str, ...]]:
+    """The cells of :func:`step_table` as text (``resumable show`` prints them tab-separated into a pipe)."""
+    return [
+        (str(i), s.step, state_text(s), str(s.attempts), human_duration(s.duration_s), human_size(s.output_bytes),
+         s.error_line or "")
+        for i, s in enumerate(steps, 1)
+    ]  # fmt: skip
 
 
 def state_text(step: StepStatus) -> str:

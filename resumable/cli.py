@@ -1,37 +1,41 @@
 """The ``resumable`` command: thin click commands over the public API, with exit codes and --json.
 
-Exit codes
-----------
-0 success; 1 a step or cell failed; 2 usage error; 3 kernel restarts exhausted; 4 the run is owned
-by another live process; 5 the run was started with other parameters; 6 the store cannot be used
-(locked, not a store, integrity failure, no such run or step).
+The exit codes live in one table, :data:`EXIT_CODES`; every command's --help lists the ones it can
+return. Commands that only read open the store read-only and never change it. Tables are drawn for
+a terminal and written as plain tab-separated lines into a pipe or a file.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import pickle
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from resumable import _params
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
-from resumable._store import open_store
-from resumable._table import step_table
-from resumable._units import human_size, human_time
+from resumable._states import RunState
+from resumable._store import QueryResult, open_store
+from resumable._table import COLUMNS, step_rows
+from resumable._units import human_duration, human_size, human_time
 from resumable.errors import (
     CheckpointNotFoundError,
     LastGoodCheckpointWarning,
     ParameterMismatchError,
+    QueryError,
     ResumableError,
     RunOwnedError,
     StoreError,
@@ -46,16 +50,31 @@ EXIT_OWNED = 4
 EXIT_PARAMS = 5
 EXIT_STORE = 6
 
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  success
-  1  a step or cell failed
-  2  usage error
-  3  kernel restarts exhausted (resumable execute)
-  4  the run is owned by another live process
-  5  the run was started with other parameters
-  6  the store cannot be used (locked, not a store, integrity failure, no such run or step)
-"""
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
+
+# The one home for the exit-code table: the group's --help lists every code, each command's --help
+# the codes it can return (``exit_codes_help``), and docs/cli.md repeats them (checked by a test).
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "a step or cell failed",
+    EXIT_USAGE: "usage error (a bad option, argument or query)",
+    EXIT_RESTARTS_EXHAUSTED: "kernel restarts exhausted",
+    EXIT_OWNED: "the run is owned by another live process",
+    EXIT_PARAMS: "the run was started with other parameters",
+    EXIT_STORE: "the store cannot be used (locked, not a store, integrity failure, no such run or step)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C",
+}
+
+
+def exit_codes_help(*codes: int) -> str:
+    """The ``Exit codes:`` block of a command's --help: the listed codes, in order (click keeps its lines)."""
+    lines = [f"  {code:>3}  {EXIT_CODES[code]}" for code in sorted(codes)]
+    return "\b\nExit codes:\n" + "\n".join(lines) + "\n"
+
+
+EXIT_CODES_HELP = exit_codes_help(*EXIT_CODES)
+# What a command that reads the store can return.
+_READ_CODES = (EXIT_OK, EXIT_USAGE, EXIT_STORE)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,6 +85,8 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_OWNED
     if isinstance(exc, ParameterMismatchError):
         return EXIT_PARAMS
+    if isinstance(exc, QueryError):
+        return EXIT_USAGE
     if isinstance(exc, StoreError):
         return EXIT_STORE
     return EXIT_FAILED
@@ -98,15 +119,41 @@ def _console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=240)
 
 
+def _tsv_cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[object]], *, no_wrap: Sequence[int] = (0,)) -> None:
+    """A table: drawn by rich on a terminal, plain tab-separated lines (a header first) into a pipe or file.
+
+    In the plain form a tab, a newline or a backslash inside a value is written as a backslash and
+    ``t``, ``n`` or a second backslash, so every row is one line with one tab between cells.
+    """
+    if not sys.stdout.isatty():
+        for row in (columns, *rows):
+            click.echo("\t".join(_tsv_cell(v) for v in row))
+        return
+    table = Table(*columns)
+    for i in no_wrap:  # what users copy into the next command: never wrapped
+        table.columns[i].no_wrap = True
+    for row in rows:  # Text: a value such as '[red]' is shown as it is, never taken for markup
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+    _console().print(table)
+
+
 def _run_json(run: RunInfo) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "pipeline": run.pipeline,
         "state": run.state.value,
         "steps": run.step_count,
+        "steps_by_state": run.counts,
         "params": _params.jsonable(run.params),
         "created_at": run.created_at.isoformat(),
         "updated_at": run.updated_at.isoformat(),
+        "duration_s": run.duration_s,
+        "step_time_s": run.step_time_s,
     }
 
 
@@ -141,41 +188,107 @@ def main() -> None:
     """Durable notebooks and pipelines: list runs, inspect and invalidate steps, execute notebooks."""
 
 
-@main.command()
+# ---------------------------------------------------------------- runs
+
+
+class _Count(click.ParamType[int]):
+    """A whole number of 1 or more, refused with a message that names the option and an example."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number < 1 or isinstance(value, float):
+            self.fail(
+                f"{value!r} is not a number of runs; give a whole number of 1 or more, e.g. --limit 20", param, ctx
+            )
+        return number
+
+
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class _Since(click.ParamType[datetime]):
+    """``30m``, ``12h``, ``7d``, ``2w`` (that long ago), or a date or time such as ``2026-12-01``."""
+
+    name = "AGE|DATE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        amount, unit = text[:-1], text[-1:].lower()
+        if unit in _SINCE_UNITS and amount.replace(".", "", 1).isdigit():
+            return datetime.now(timezone.utc) - timedelta(seconds=float(amount) * _SINCE_UNITS[unit])
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is neither an age like 30m, 12h, 7d or 2w nor a date like 2026-12-01", param, ctx)
+        return moment if moment.tzinfo else moment.astimezone()
+
+
+def _counts_text(run: RunInfo) -> str:
+    return ", ".join(f"{n} {state}" for state, n in run.counts.items()) or "none"
+
+
+@main.command(epilog=exit_codes_help(*_READ_CODES))
 @store_option
 @click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
-@click.option("--limit", default=50, show_default=True, help="At most this many runs, newest first.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in RunState]),
+    default=None,
+    help="Only runs in this state (a run whose process died reads as interrupted).",
+)
+@click.option("--since", type=_Since(), default=None, help="Only runs started since then: 30m, 12h, 7d, 2w or a date.")
+@click.option("--limit", type=_Count(), default=50, show_default=True, help="At most this many runs, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def runs(store: Path | None, pipeline: str | None, limit: int, as_json: bool) -> None:
-    """List runs, newest first."""
+def runs(
+    store: Path | None, pipeline: str | None, state: str | None, since: datetime | None, limit: int, as_json: bool
+) -> None:
+    """List runs, newest first, with their state, duration and steps by state.
+
+    Read-only: the store is not changed. A run whose process died shows as interrupted.
+    """
     with reported_errors():
-        found = open_store(store, must_exist=True, read_only=True).list_runs(pipeline, limit)
+        found = open_store(store, read_only=True).list_runs(
+            pipeline, limit, state=RunState(state) if state else None, since=since
+        )
     if as_json:
         click.echo(json.dumps([_run_json(r) for r in found], indent=2))
         return
     if not found:
-        click.echo("no runs yet")
+        click.echo("no runs match" if pipeline or state or since else "no runs yet", err=not sys.stdout.isatty())
         return
-    table = Table()
-    table.add_column("run", no_wrap=True)  # what users copy into the next command: never wrapped
-    for column in ("pipeline", "state", "steps", "updated", "parameters"):
-        table.add_column(column)
-    for r in found:
-        params = ", ".join(f"{k}={v!r}" for k, v in r.params.items())
-        table.add_row(r.run_id, r.pipeline, r.state.value, str(r.step_count), human_time(r.updated_at), params)
-    _console().print(table)
+    print_table(
+        ("run", "pipeline", "state", "steps", "duration", "updated", "parameters"),
+        [
+            (r.run_id, r.pipeline, r.state.value, _counts_text(r), human_duration(r.duration_s),
+             human_time(r.updated_at), ", ".join(f"{k}={v!r}" for k, v in r.params.items()))
+            for r in found
+        ],
+    )  # fmt: skip
 
 
-@main.command()
+# ---------------------------------------------------------------- show
+
+
+@main.command(epilog=exit_codes_help(*_READ_CODES))
 @click.argument("run_id")
 @store_option
 @click.option("--events", is_flag=True, help="Also print the run's event log.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
-    """Show the steps of RUN_ID with their state, attempts, duration, size and last error."""
+    """Show the steps of RUN_ID with their state, attempts, duration, size and last error.
+
+    Read-only: the store is not changed. A step whose process died shows as interrupted.
+    """
     with reported_errors():
-        opened = open_store(store, must_exist=True, read_only=True)
-        run = opened.reap_dead_owners(run_id, current_owner())
+        opened = open_store(store, read_only=True)
+        run = opened.get_run(run_id)
         if run is None:
             raise CheckpointNotFoundError(opened.location, run_id)
         steps = opened.list_steps(run_id)
@@ -190,19 +303,89 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
             ]  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
-    console = _console()
     params = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "none"
-    console.print(f"run [bold]{run.run_id}[/] of pipeline [bold]{run.pipeline}[/]: {run.state} (parameters: {params})")
-    console.print(step_table(steps))
+    headline = f"run {run.run_id} of pipeline {run.pipeline}: {run.state} (parameters: {params})"
+    if sys.stdout.isatty():
+        _console().print(headline, markup=False, highlight=False)
+    else:
+        click.echo(headline)
+    print_table(COLUMNS, step_rows(steps), no_wrap=(1,))
     if events:
-        log_table = Table("seq", "when", "step", "change", "attempt", "pid", "detail")
-        for e in log:
-            change = f"{e.source or '-'} -> {e.target}"
-            log_table.add_row(str(e.seq), human_time(e.at), e.step, change, str(e.attempt), str(e.pid), e.detail or "")
-        console.print(log_table)
+        print_table(
+            ("seq", "when", "step", "change", "attempt", "pid", "detail"),
+            [
+                (e.seq, human_time(e.at), e.step, f"{e.source or '-'} -> {e.target}", e.attempt, e.pid, e.detail or "")
+                for e in log
+            ],
+            no_wrap=(2,),
+        )
 
 
-@main.command()
+# ---------------------------------------------------------------- sql
+
+
+_SQL_EXAMPLE = """\b
+Examples:
+  resumable sql "SELECT state, count(*) AS runs FROM runs GROUP BY state"
+  resumable sql "SELECT * FROM attempts WHERE outcome = 'failed'" --csv > failed.csv
+
+"""
+
+
+@main.command(epilog=_SQL_EXAMPLE + exit_codes_help(*_READ_CODES))
+@click.argument("query")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list of objects.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV with a header line.")
+def sql(query: str, store: Path | None, as_json: bool, as_csv: bool) -> None:
+    """Run a read-only SQL QUERY over the store's views and print the rows.
+
+    The views are runs, steps, attempts, events, checkpoints (without the bytes), inputs and
+    parameters; docs/sql.md lists their columns and example queries. The store is opened
+    read-only and the query cannot read or write other files, attach databases or load
+    extensions. Into a pipe or a file the table is plain tab-separated lines.
+    """
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv cannot be combined; pick one.")
+    with reported_errors():
+        result = open_store(store, read_only=True).query(query)
+    if as_json:
+        click.echo(json.dumps(_json_rows(result), indent=2, default=_json_value))
+    elif as_csv:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        click.echo(out.getvalue(), nl=False)
+    else:
+        print_table(result.columns, result.rows, no_wrap=())
+
+
+def _json_rows(result: QueryResult) -> list[dict[str, Any]]:
+    """One object per row; JSON columns (parameters, outputs) nested as JSON rather than as text."""
+    nested = [kind == "JSON" for kind in result.types]
+    return [
+        {
+            c: json.loads(v) if is_json and isinstance(v, str) else v
+            for c, v, is_json in zip(result.columns, row, nested, strict=True)
+        }
+        for row in result.rows
+    ]
+
+
+def _json_value(value: object) -> object:
+    """Dates as ISO text, bytes as hex; everything else JSON cannot hold as its text."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
+# ---------------------------------------------------------------- invalidate, gc, export
+
+
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_OWNED, EXIT_STORE))
 @click.argument("run_id")
 @click.argument("step")
 @store_option
@@ -217,7 +400,7 @@ def invalidate(run_id: str, step: str, store: Path | None, downstream: bool) -> 
         click.echo(f"step '{step}' of run '{run_id}' was already pending; nothing changed")
 
 
-@main.command()
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_OWNED, EXIT_STORE))
 @click.argument("run_id")
 @store_option
 def unlock(run_id: str, store: Path | None) -> None:
@@ -239,7 +422,7 @@ def unlock(run_id: str, store: Path | None) -> None:
     click.echo(f"unlocked run '{run_id}': released {owners}; steps now interrupted: {steps}")
 
 
-@main.command()
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_STORE))
 @store_option
 def gc(store: Path | None) -> None:
     """Delete checkpoints of steps sent back to pending, and payload files nothing points to.
@@ -255,7 +438,11 @@ def gc(store: Path | None) -> None:
     )
 
 
-@main.command()
+# Formats that only a table (a pandas DataFrame or anything with the same writer) can be written in.
+_TABLE_FORMATS = {".parquet": ("Parquet", "to_parquet"), ".csv": ("CSV", "to_csv")}
+
+
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_STORE))
 @click.argument("run_id")
 @click.argument("step")
 @click.argument("name", required=False)
@@ -266,23 +453,44 @@ def gc(store: Path | None) -> None:
     "output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write: .csv, .parquet or .json for DataFrames, .json for plain data, else pickle.",
+    help="Where to write: .parquet or .csv for DataFrames only, .json for DataFrames and plain data, "
+    "any other name (.pkl) a pickle.",
 )
 def export(run_id: str, step: str, name: str | None, store: Path | None, output: Path) -> None:
-    """Write output NAME of STEP (its return value when omitted) to a file."""
+    """Write output NAME of STEP (its return value when omitted) to a file.
+
+    The format follows the file name. A .parquet or .csv name is refused for a value that is not
+    a DataFrame, rather than given bytes of another format; the message says what to use.
+    """
     with reported_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LastGoodCheckpointWarning)
-        value = load(run_id, step, name, store=open_store(store, must_exist=True, read_only=True))
+        value = load(run_id, step, name, store=open_store(store, read_only=True))
     for warning in caught:
         if isinstance(warning.message, LastGoodCheckpointWarning):
             click.echo(f"note: {warning.message}", err=True)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
     suffix = output.suffix.lower()
-    if hasattr(value, "to_parquet") and suffix == ".parquet":
-        value.to_parquet(output)
-    elif hasattr(value, "to_csv") and suffix == ".csv":
-        value.to_csv(output, index=False)
+    shown = f"output '{name or 'return'}' of step '{step}' (run '{run_id}')"
+    if suffix in _TABLE_FORMATS:
+        label, writer = _TABLE_FORMATS[suffix]
+        if not hasattr(value, writer):
+            kind = type(value).__name__
+            click.echo(
+                f"error: {shown} is a {kind}, not a DataFrame, so it cannot be written as {label}; nothing was "
+                f"written. Use {output.with_suffix('.json').name} for JSON (plain data) or "
+                f"{output.with_suffix('.pkl').name} for a pickle.",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+        try:
+            if suffix == ".csv":
+                value.to_csv(output, index=False)
+            else:
+                value.to_parquet(output)
+        except ImportError as exc:
+            click.echo(f"error: writing {label} needs a library that is not installed ({exc}); use .csv", err=True)
+            sys.exit(EXIT_USAGE)
     elif hasattr(value, "to_json") and suffix == ".json":
         value.to_json(output, orient="records")
     elif suffix == ".json":
@@ -307,7 +515,7 @@ _EXECUTE_EXIT = {
 }
 
 
-@main.command(epilog=EXIT_CODES_HELP)
+@main.command(epilog=exit_codes_help(*EXIT_CODES))
 @click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
@@ -374,7 +582,7 @@ def execute(
             timeout=timeout, kernel=kernel, store=store, progress=not quiet, raise_on_error=False,
         )  # fmt: skip
     except KeyboardInterrupt:
-        sys.exit(130)  # the resume command was printed; 128 + SIGINT, as shells report it
+        sys.exit(EXIT_INTERRUPTED)  # the resume command was printed
     except NotebookInputError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))
@@ -403,7 +611,7 @@ def execute(
     sys.exit(code)
 
 
-@main.command()
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STORE))
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=Path("resumable-demo"))
 def demo(folder: Path) -> None:
     """Watch a checkout survive a crash: charge, reserve, courier (the kernel dies here), email.

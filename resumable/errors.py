@@ -31,6 +31,7 @@ all of ours and nothing of the user's::
      ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
      ├─ RerunError(ValueError)               --rerun of a step that never completed
+     ├─ QueryError(ValueError)               a ``resumable sql`` query failed or was refused; nothing changed
      ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
      ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
      ├─ StepFailed                           retries exhausted: .attempts, .errors
@@ -563,6 +564,20 @@ class DependencyError(ResumableError, ValueError):
             f"step '{step}' depends on {shown}, which {problem}. Nothing ran and every checkpoint is kept; "
             "fix the path or the file, or drop it from --depends-on."
         )
+
+
+class QueryError(ResumableError, ValueError):
+    """A query of ``resumable sql`` or ``resumable.connect().sql()`` failed or was refused: ``.query``, ``.problem``.
+
+    Queries open the store read-only with DuckDB's external access off, so nothing was changed.
+    """
+
+    def __init__(self, query: str, problem: str, hint: str, detail: str | None = None) -> None:
+        self.query = query
+        self.problem = problem
+        self.detail = detail
+        said = f" (DuckDB: {detail})" if detail else ""
+        super().__init__(f"the query {problem}{said}. {hint}")
 
 
 class RerunError(ResumableError, ValueError):

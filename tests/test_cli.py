@@ -108,3 +108,59 @@ def test_errors_have_their_documented_exit_codes(store_with_run: Path, tmp_path:
         f"error: run 'r1' has no step 'ship' in store '{store_with_run}'. See its steps with: resumable show r1\n"
     )
     assert "4  the run is owned by another live process" in cli("--help").stdout
+
+
+def test_export_writes_parquet_only_for_a_dataframe(store_path: Path, tmp_path: Path) -> None:
+    """A .parquet or .csv name for a list is refused, saying what to use; a frame becomes real Parquet."""
+    pipe = resumable.Pipeline("shop", store=store_path)
+    with pipe.run(run_id="r1") as run:
+        run.step("rows", lambda: [{"id": 1}, {"id": 2}])
+        run.step("frame", lambda: pd.DataFrame({"id": [1, 2]}))
+    close_all()
+    for suffix, label in ((".parquet", "Parquet"), (".csv", "CSV")):
+        refused = cli("export", "r1", "rows", "-o", tmp_path / f"rows{suffix}", "--store", store_path, check_code=2)
+        assert refused.stderr == (
+            f"error: output 'return' of step 'rows' (run 'r1') is a list, not a DataFrame, so it cannot be written as "
+            f"{label}; nothing was written. Use rows.json for JSON (plain data) or rows.pkl for a pickle.\n"
+        )
+        assert not (tmp_path / f"rows{suffix}").exists()
+    cli("export", "r1", "rows", "-o", tmp_path / "rows.json", "--store", store_path)
+    assert json.loads((tmp_path / "rows.json").read_text()) == [{"id": 1}, {"id": 2}]
+    cli("export", "r1", "frame", "-o", tmp_path / "frame.parquet", "--store", store_path)
+    assert (tmp_path / "frame.parquet").read_bytes()[:4] == b"PAR1"
+    assert pd.read_parquet(tmp_path / "frame.parquet")["id"].tolist() == [1, 2]
+
+
+def test_tables_are_plain_tab_separated_lines_into_a_pipe(store_with_run: Path) -> None:
+    """Off a terminal: a header line, one line per row, tabs between cells, a tab inside a value escaped."""
+    lines = cli("show", "r1", "--store", store_with_run).stdout.splitlines()
+    assert lines[1] == "#\tstep\tstate\tattempts\tduration\tsize\tlast error"
+    assert [line.split("\t")[1:3] for line in lines[2:]] == [["load", "completed"], ["charge", "failed"]]
+    assert all("│" not in line and "━" not in line for line in lines)  # no box drawing
+    query = "SELECT 'a' || chr(9) || 'b' AS v, 'x' || chr(10) || 'y' AS w"
+    assert cli("sql", query, "--store", store_with_run).stdout == "v\tw\na\\tb\tx\\ny\n"
+
+
+def test_read_commands_never_migrate_an_older_store(tmp_path: Path) -> None:
+    """A store at an older schema is left as it is by runs, show and sql, with a message saying what to do."""
+    import duckdb
+
+    from resumable._store.schema import MIGRATIONS, SCHEMA_VERSION
+
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    for statement in MIGRATIONS[1]:
+        con.execute(statement)
+    con.close()
+    before = old.read_bytes()
+    for args in (("runs",), ("show", "r1"), ("sql", "SELECT 1")):
+        out = cli(*args, "--store", old, check_code=6)
+        assert out.stderr == (
+            f"error: store '{old}' is at schema version 1, older than this resumable's ({SCHEMA_VERSION}), and a "
+            "command that only "
+            "reads does not upgrade it. Run a pipeline or any command that writes to the store (resumable gc) once, "
+            "then read it again.\n"
+        )
+    assert old.read_bytes() == before

@@ -165,7 +165,9 @@ def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path
     worker.wait(timeout=30)
     pipe = resumable.Pipeline("p", store=store_path)
     store = pipe.store
-    assert store.get_step("r1", "long").state is StepState.RUNNING  # type: ignore[union-attr]
+    # Read honestly before anyone resumes: interrupted, though no event has been written yet.
+    assert store.get_step("r1", "long").state is StepState.INTERRUPTED  # type: ignore[union-attr]
+    assert [e.target for e in store.list_events("r1", "long")] == ["running"]
     with pipe.run(run_id="r1") as run:
         assert run.step("quick", lambda: 99) == 1  # restored, not re-run
         assert run.status("long").state is StepState.INTERRUPTED

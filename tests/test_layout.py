@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     },
     {"_codec", "_owner", "_inputs", "_why"},
     {"_store"},
-    {"_context", "_kernel_run", "_runs", "_table", "_engine", "_capture"},
+    {"_context", "_kernel_run", "_runs", "_table", "_engine", "_capture", "_query"},
     {"pipeline"},
     {"_magics", "_panel", "_headless", "cli", "_demo"},
     {"__init__", "__main__"},

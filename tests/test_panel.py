@@ -209,7 +209,7 @@ def test_buttons_are_offered_only_for_legal_transitions(shell: Any, panels: Any,
     store.begin_step(StepRequest("r1", "crashed", dead, "x = 1", "d", (), {"magic_line": "crashed"}))
     p.rows["load"].invalidate.click()
     p.refresh()
-    p._refresh_all()  # as the Refresh button does: the dead owner's step becomes interrupted
+    p._refresh_all()  # as the Refresh button does: the dead owner's step reads as interrupted
     shown = {name: row.state for name, row in p.rows.items()}
     assert set(shown.values()) == {StepState.PENDING, StepState.FAILED, StepState.INTERRUPTED}
     for row in p.rows.values():

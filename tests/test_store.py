@@ -160,7 +160,8 @@ def test_completion_after_another_process_took_the_step_over_is_refused(store_pa
     gone = _dead_owner()
     store.open_run("r1", "p")
     store.begin_step(StepRequest("r1", "charge", gone))
-    store.reap_dead_owners("r1", current_owner())  # what the next start (or a CLI) does
+    store.claim_run("r1", current_owner())  # what the next start does: the dead owner's step becomes interrupted
+    store.release_run("r1", current_owner())
     with pytest.raises(resumable.StepChangedError) as excinfo:
         store.complete_step(Completion("r1", "charge", gone, (store.encode("return", 1),), 0.1))
     assert str(excinfo.value) == (

@@ -29,11 +29,11 @@ from IPython.core.getipython import get_ipython
 
 from resumable import _engine
 from resumable._kernel_run import notebook_run
-from resumable._owner import current_owner
+from resumable._owner import current_owner, is_alive
 from resumable._panel import format as fmt
 from resumable._panel import poll as _panel_poll
 from resumable._panel import rules
-from resumable._records import RunInfo, StepStatus
+from resumable._records import Owner, RunInfo, StepStatus
 from resumable._states import StepState
 from resumable._store import Store, open_store
 from resumable._units import is_seconds
@@ -169,7 +169,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._lock = threading.RLock()
         self.dirty = False  # a redraw is due (set by listeners, done by the poll thread)
         self._seen_seq = -1
-        self._running_elsewhere = False
+        self._running_elsewhere: set[Owner] = set()
         self._poll_failed = False
         self._was_viewed = False
         self._setting_runs = False
@@ -240,11 +240,8 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             self._redraw()
 
     def _refresh_all(self) -> None:
-        """Refresh, including the list of runs and the states of dead owners' steps."""
+        """Refresh, including the list of runs (a dead owner's steps read as interrupted; nothing is written)."""
         with self._lock:
-            store = self.store_if_known()
-            if store is not None and self.run_id is not None:
-                store.reap_dead_owners(self.run_id, self._owner)
             self.dirty = False
             self._redraw(runs=True)
 
@@ -277,9 +274,12 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             self._set_runs(store.list_runs(run.pipeline, limit=50), run.run_id)
         else:  # keep the shown run's entry (its state) current without listing every run again
             self._set_runs([], run.run_id)
-        self._running_elsewhere = any(
-            s.state is StepState.RUNNING and s.owner is not None and s.owner.pid != self._owner.pid for s in steps
-        )
+        # Steps running in another process: the poll redraws when that process dies, because a
+        # dead owner's step reads as interrupted without any event being written.
+        self._running_elsewhere = {
+            s.owner for s in steps
+            if s.state is StepState.RUNNING and s.owner is not None and s.owner.pid != self._owner.pid
+        }  # fmt: skip
         self._set_rows(steps)
 
     def _set_runs(self, runs: list[RunInfo], chosen: str) -> None:
@@ -373,15 +373,10 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         if not self.watched:
             return
         try:
-            if self._running_elsewhere and self.run_id is not None:
-                # A step running in another process: notice if that process died.
-                store = self.store_if_known()
-                if store is not None:
-                    store.reap_dead_owners(self.run_id, self._owner)
-                    seq = store.last_event_seq()
+            owner_died = any(not is_alive(owner) for owner in self._running_elsewhere)
         except Exception:  # the next tick tries again; the panel must not raise here
-            pass
-        if seq != self._seen_seq:
+            owner_died = False
+        if seq != self._seen_seq or owner_died:
             self.redraw_soon()
 
     def _guarded(self, action: Any) -> bool:

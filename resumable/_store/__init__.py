@@ -9,21 +9,25 @@ from resumable._store.base import (
     Completion,
     EncodeError,
     GcReport,
+    QueryResult,
     StepRequest,
     Store,
     WriteFault,
 )
 from resumable._store.process import close_all, stop_at_exit
 from resumable._store.registry import forget_all, open_store
+from resumable._store.views import VIEW_NAMES
 from resumable._why import Held, Why
 
 __all__ = [
+    "VIEW_NAMES",
     "Begin",
     "CheckpointRef",
     "Completion",
     "EncodeError",
     "GcReport",
     "Held",
+    "QueryResult",
     "StepRequest",
     "Store",
     "Why",

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 from resumable._config import Durability
 from resumable._inputs import Input
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
+from resumable._states import RunState
 from resumable._why import Held, Why
 
 
@@ -109,6 +110,25 @@ class Unlocked:
     steps: tuple[str, ...]  # their running steps, now ``interrupted``
 
 
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """What a read-only query returned (:meth:`Store.query`): column names, DuckDB types and rows."""
+
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """One dict per row, by column name."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def df(self) -> Any:
+        """The rows as a pandas DataFrame (pandas must be installed)."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self.rows), columns=list(self.columns))
+
+
 class EncodeError(Exception):
     """:meth:`Store.encode` could not serialize a value; nothing was stored.
 
@@ -184,13 +204,30 @@ class Store(Protocol):
         """
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        """The run with its state derived from its steps, or None when there is no such run."""
+        """The run with its state derived from its steps, or None when there is no such run.
+
+        Read honestly and without writing: a running step whose owner process is gone counts as
+        ``interrupted`` (so does the run); the stored row changes only when a process resumes the run.
+        The same holds for :meth:`list_runs`, :meth:`get_step`, :meth:`list_steps` and :meth:`query`; a
+        process that claims the run or starts a step makes the change (``owner_died``, in the event log).
+        """
 
     def latest_run(self, pipeline: str) -> RunInfo | None:
         """The most recently created run of ``pipeline``, or None."""
 
-    def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
-        """Up to ``limit`` runs (of ``pipeline``, or of every pipeline), newest first."""
+    def list_runs(
+        self,
+        pipeline: str | None = None,
+        limit: int = 100,
+        *,
+        state: RunState | None = None,
+        since: datetime | None = None,
+    ) -> list[RunInfo]:
+        """Up to ``limit`` runs (of ``pipeline``, or of every pipeline), newest first.
+
+        With ``state`` only runs in that state, with ``since`` only runs created at or after it.
+        States are as a reader sees them (see :meth:`get_run`).
+        """
 
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """Make ``owner`` the run's only executor until :meth:`release_run` (``with pipe.run()``).
@@ -225,13 +262,6 @@ class Store(Protocol):
             There is no such run.
         RunOwnedError
             An owner on this host is still running: nothing was changed.
-        """
-
-    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
-        """Mark running steps whose owner died ``interrupted``; return the run as it then stands.
-
-        What a reader (CLI, panel) does before showing a run, so it never shows a dead process as
-        running. A live owner is left alone. Returns None when there is no such run.
         """
 
     # ------------------------------------------------------------------ steps
@@ -388,6 +418,19 @@ class Store(Protocol):
         Completed steps' checkpoints are never touched, nor the last good checkpoint of a step that
         is running, failed or interrupted, nor payloads a write in progress (in any process) may be
         about to record.
+        """
+
+    def query(self, sql: str) -> QueryResult:
+        """Run one read-only SQL query against the documented views (docs/sql.md); never writes.
+
+        The query sees ``runs``, ``steps``, ``attempts``, ``events``, ``checkpoints`` (without the
+        bytes), ``inputs`` and ``parameters``, and nothing outside the store: it cannot read or
+        write files, attach databases, or install or load extensions.
+
+        Raises
+        ------
+        QueryError
+            The query failed or was refused; the message says which and why.
         """
 
     def close(self) -> None:

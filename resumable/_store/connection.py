@@ -97,6 +97,9 @@ class FileConnection:
     lock_timeout_s
         How long to wait for another process to release the file before raising
         :class:`StoreLockedError`.
+    read_only
+        Open the file read-only (readers: ``resumable runs``, ``show``, ``sql``): nothing is created,
+        migrated or written, and a write-ahead log a crash left behind is read, not applied.
     """
 
     def __init__(
@@ -158,20 +161,23 @@ class FileConnection:
         """Release the file to a waiting process; the next open lets it go first (``filelock``)."""
         self._close_locked()
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        """Take this process's lock on the store, then open the file; the lock is held until close.
+    def _connect(self, *, read_only: bool | None = None) -> duckdb.DuckDBPyConnection:
+        """Take this process's lock on the store, then open the file (read-only when asked or configured).
+
+        The lock is held until close.
 
         While waiting, a marker file tells the holder to hand the file over at its next
         transaction, so a reader does not have to hit the holder's short release gaps.
         """
+        read_only = self.read_only if read_only is None else read_only
         deadline = time.monotonic() + self.lock_timeout_s
-        filelock.acquire(self.path, self.lock_timeout_s, read_only=self.read_only)
+        filelock.acquire(self.path, self.lock_timeout_s, read_only=read_only)
         try:
             if self._identity is not None:
                 self._check_same_file()
-            created = not self.path.exists() and not self.read_only
+            created = not self.path.exists() and not read_only
             walmark.check(self.path)
-            con = self._open(deadline)
+            con = self._open(deadline, read_only)
             if created:
                 for candidate in (self.path, Path(str(self.path) + ".wal")):
                     if candidate.exists():
@@ -183,13 +189,13 @@ class FileConnection:
             raise
         return con
 
-    def _open(self, deadline: float) -> duckdb.DuckDBPyConnection:
+    def _open(self, deadline: float, read_only: bool) -> duckdb.DuckDBPyConnection:
         """``duckdb.connect`` under our lock: retried while a process outside resumable holds the file."""
         delay = 0.002
         torn_until = time.monotonic() + CORRUPT_RETRY_S
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=self.read_only, config={"threads": 1})
+                return duckdb.connect(str(self.path), read_only=read_only, config={"threads": 1})
             except duckdb.Error as exc:
                 text = str(exc).lower()
                 if _LOCKED.search(text):
@@ -419,6 +425,28 @@ class FileConnection:
                 self._close_locked()  # a failed file is opened afresh next time
             except Exception:  # the error being raised says more than a failed close
                 pass
+
+    @contextmanager
+    def reading_session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection of its own, read-only, for one user query (``resumable sql``); closed after it.
+
+        The query changes the connection's settings for good (external access off, configuration
+        locked), so it never gets the shared handle: that one is let go of first, after writing
+        what is pending so the query sees it, and the new connection takes the file the same way.
+        """
+        with self.lock:
+            if self._due_pending() is not None:
+                with self.transaction():
+                    pass
+            self._close_locked()
+            # Opened and closed by the same two methods as every other handle (one place for the
+            # file's lock discipline); the lock is held throughout, so no transaction can use it.
+            self._con = self._connect(read_only=True)
+            try:
+                yield self._con
+            finally:
+                self._close_locked()
+                self.lock.notify_all()
 
 
 def _is_torn(lowered: str) -> bool:

@@ -17,6 +17,7 @@ import os
 import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,14 @@ from resumable import _config
 from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
-from resumable._states import StepState
-from resumable._store import checkpoints, faults, lease, process, replay, runs, steps
-from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, StepRequest, Unlocked
+from resumable._states import RunState, StepState
+from resumable._store import checkpoints, faults, lease, process, replay, runs, steps, views
+from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, QueryResult, StepRequest, Unlocked
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, RunJournal
 from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_steps
-from resumable._store.schema import check_readable, migrate
+from resumable._store.schema import check_version, migrate
 from resumable.errors import InvalidTransition, StepChangedError
 
 # Steps this process is executing now, by (store, run, step). A step of this process found
@@ -87,8 +88,9 @@ class DuckDBStore:
     idle_close_s, max_hold_s
         The file is let go of after this long unused, and at the latest after this long held.
     read_only
-        Open the file read-only, for a store this user may read but not write (``resumable show``
-        of a store on a read-only disk): reads work, dead owners are not reaped, writes are refused.
+        Open the file read-only, for commands that only read (``resumable runs``, ``show``): the
+        store must exist and be at this version's schema; nothing is created, migrated or written
+        (a dead process's completion log is replayed by the next writer, not by a reader).
 
     Raises
     ------
@@ -137,7 +139,7 @@ class DuckDBStore:
             replayed: list[LogFile] = []
             with self._transaction() as con:
                 if read_only:  # shown as it is: dead processes' logs are replayed by the next writer
-                    check_readable(con, self.location)
+                    check_version(con, self.location)
                 else:
                     migrate(con, self.location)
                     self._migrated = True
@@ -341,9 +343,16 @@ class DuckDBStore:
         found = self.list_runs(pipeline, limit=1)
         return found[0] if found else None
 
-    def list_runs(self, pipeline: str | None = None, limit: int = 100) -> list[RunInfo]:
+    def list_runs(
+        self,
+        pipeline: str | None = None,
+        limit: int = 100,
+        *,
+        state: RunState | None = None,
+        since: datetime | None = None,
+    ) -> list[RunInfo]:
         with self._transaction() as con:
-            return runs.list_runs(con, pipeline, limit)
+            return runs.list_runs(con, pipeline, limit, state, since)
 
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """While it owns the run, this process decides new steps in memory and commits quick ones in groups."""
@@ -372,13 +381,6 @@ class DuckDBStore:
     def unlock_run(self, run_id: str, who: Owner) -> Unlocked:
         with self._transaction() as con:
             return runs.unlock(con, self.location, run_id, who)
-
-    def reap_dead_owners(self, run_id: str, me: Owner) -> RunInfo | None:
-        """A read-only store is shown as it is: its dead owners' steps are reaped by the next writer."""
-        with self._transaction() as con:
-            if self.read_only:
-                return runs.get_run(con, run_id)
-            return runs.reap_dead_owners(con, self.location, run_id, me)
 
     # ------------------------------------------------------------------ steps
 
@@ -573,6 +575,12 @@ class DuckDBStore:
 
     def encode(self, name: str, value: object) -> Blob:
         return self._payloads.encode(name, value)
+
+    def query(self, sql: str) -> QueryResult:
+        """On a read-only connection of its own (``views.py``), whether this store was opened read-only or not."""
+        with self._conn.reading_session() as con:
+            views.prepare(con)
+            return views.run_query(con, sql)
 
     def gc(self) -> GcReport:
         """Rows first, in one transaction, so the files only they pointed to are unreferenced next."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from resumable import _config
@@ -35,8 +34,8 @@ def open_store(
     must_exist
         Refuse to create a store that is not there yet (what read-only commands want).
     read_only
-        The caller only reads: a store this user cannot write is opened read-only instead of
-        refused (a writable one is opened as usual, so dead owners are still reaped).
+        For commands that only read: open the file read-only (it must exist), so the command
+        cannot change it. A store this process already opened for writing is returned as it is.
 
     Raises
     ------
@@ -73,16 +72,10 @@ def open_store(
             _BY_LOCATION.pop(key).close()  # opened for reading before; a writer needs the file writable
             store = None
         if store is None:
-            if must_exist and not path.exists():
+            if (must_exist or read_only) and not path.exists():
                 raise CheckpointNotFoundError(key)
-            opened_read_only = read_only and path.exists() and not _writable(path)
-            store = _BY_LOCATION[key] = DuckDBStore(path, read_only=opened_read_only)
+            store = _BY_LOCATION[key] = DuckDBStore(path, read_only=read_only)
         return store
-
-
-def _writable(path: Path) -> bool:
-    """Whether this process may write the store file and create its log beside it."""
-    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
 
 
 def forget_all() -> None:

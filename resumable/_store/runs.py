@@ -6,6 +6,7 @@ is deferred (``journal.py``).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -13,9 +14,10 @@ import duckdb
 from resumable import _params
 from resumable._owner import is_alive, is_local
 from resumable._records import Owner, RunInfo
-from resumable._states import StepState
+from resumable._states import RunState, StepState
 from resumable._store.base import Unlocked
 from resumable._store.lease import owner_alive
+from resumable._store.liveness import dead_owners, shown_state
 from resumable._store.rows import RunView, clock, owner_from, run_state, same_process
 from resumable._store.transitions import transition
 from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
@@ -24,19 +26,46 @@ from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, Pi
 _UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
 
 
-def find_runs(con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int) -> list[RunInfo]:
-    """Runs matching ``where``, newest first, each with the state derived from its steps."""
+_STATE_COUNTS = ", ".join(f"count(s.step) FILTER (WHERE s.state = '{state.value}')" for state in StepState)
+
+
+def find_runs(
+    con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int, state: RunState | None = None
+) -> list[RunInfo]:
+    """Runs matching ``where`` (and ``state``), newest first, each with its state derived from its steps.
+
+    States are as a reader sees them: a running step whose owner died counts as interrupted
+    (``liveness.py``); nothing is written. Steps are counted by state in SQL; only running steps'
+    owners come back, to be checked. The state is known only after the query, so with ``state``
+    the limit is applied here rather than in SQL.
+    """
     rows = con.execute(
-        f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, list(s.state)
+        f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params,
+                  list({{'h': s.owner_host, 'p': s.owner_pid, 't': s.owner_started}})
+                      FILTER (WHERE s.state = 'running'),
+                  coalesce(sum(s.duration_s), 0), {_STATE_COUNTS}
            FROM runs r LEFT JOIN steps s USING (run_id)
            WHERE {where}
-           GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?""",
-        [*params, limit],
+           GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC {"" if state else "LIMIT ?"}""",
+        [*params] if state else [*params, limit],
     ).fetchall()
+    dead = dead_owners(con) if any(row[5] for row in rows) else frozenset()
     out = []
     for row in rows:
-        states = [s for s in row[5] if s is not None]
-        out.append(RunInfo(row[0], row[1], row[2], row[3], _params.decode(row[4]), run_state(states), len(states)))
+        counts = {s.value: int(n) for s, n in zip(StepState, row[7:], strict=True)}
+        for owner in row[5] or []:
+            if shown_state(StepState.RUNNING.value, (owner["h"], owner["p"], owner["t"]), dead) != "running":
+                counts[StepState.RUNNING.value] -= 1
+                counts[StepState.INTERRUPTED.value] += 1
+        present = {k: n for k, n in sorted(counts.items()) if n}
+        run = RunInfo(
+            row[0], row[1], row[2], row[3], _params.decode(row[4]), run_state(list(present)), sum(present.values()),
+            present, float(row[6]),
+        )  # fmt: skip
+        if state is None or run.state is state:
+            out.append(run)
+            if len(out) >= limit:
+                break
     return out
 
 
@@ -45,8 +74,20 @@ def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
     return found[0] if found else None
 
 
-def list_runs(con: duckdb.DuckDBPyConnection, pipeline: str | None, limit: int) -> list[RunInfo]:
-    return find_runs(con, "? IS NULL OR r.pipeline = ?", [pipeline, pipeline], limit)
+def list_runs(
+    con: duckdb.DuckDBPyConnection,
+    pipeline: str | None,
+    limit: int,
+    state: RunState | None = None,
+    since: datetime | None = None,
+) -> list[RunInfo]:
+    return find_runs(
+        con,
+        "(? IS NULL OR r.pipeline = ?) AND (?::TIMESTAMPTZ IS NULL OR r.created_at >= ?::TIMESTAMPTZ)",
+        [pipeline, pipeline, since, since],
+        limit,
+        state,
+    )
 
 
 def open_run(
@@ -146,17 +187,6 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
         pipeline, state, mine[2], mine[7], mine[8], mine[9], mine[10], bool(mine[11]), int(mine[12] or 1),
         bool(mine[13]), mine[14],
     )  # fmt: skip
-
-
-def reap_dead_owners(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: Owner) -> RunInfo | None:
-    """Mark steps whose owner died ``interrupted``; the run as it then stands (None: no such run)."""
-    try:
-        check_owner(con, location, run_id, me)
-    except RunOwnedError:
-        pass  # a live owner: nothing to reap
-    except CheckpointNotFoundError:
-        return None
-    return get_run(con, run_id)
 
 
 def unlock(con: duckdb.DuckDBPyConnection, location: str, run_id: str, who: Owner) -> Unlocked:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import duckdb
 
-from resumable.errors import SchemaVersionError
+from resumable.errors import SchemaVersionError, StoreError
 
 SCHEMA_VERSION = 4
 
@@ -125,12 +125,18 @@ def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
         con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 
-def check_readable(con: duckdb.DuckDBPyConnection, location: str) -> None:
-    """For a store opened read-only: refuse a newer schema; an older one is read as it is (never migrated)."""
-    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "meta" not in tables:
-        return
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+def check_version(con: duckdb.DuckDBPyConnection, location: str) -> None:
+    """For a read-only open: the store must be at ``SCHEMA_VERSION`` already (nothing is migrated)."""
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'").fetchone()
+    row = (
+        con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if exists and exists[0] else None
+    )
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(location, version, SCHEMA_VERSION)
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"store '{location}' is at schema version {version}, older than this resumable's "
+            f"({SCHEMA_VERSION}), and a command that only reads does not upgrade it. Run a pipeline or any "
+            "command that writes to the store (resumable gc) once, then read it again."
+        )

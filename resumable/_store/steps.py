@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import duckdb
 
@@ -19,6 +21,7 @@ from resumable._records import Event, Owner, StepStatus
 from resumable._states import StepState, check_transition
 from resumable._store import checkpoints
 from resumable._store.base import Begin, Completion, StepRequest
+from resumable._store.liveness import OwnerKey, dead_owners, shown_state
 from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
 from resumable._store.runs import check_owner
 from resumable._store.transitions import transition
@@ -246,13 +249,24 @@ def invalidate(
 
 
 def get_step(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> StepStatus | None:
+    """The step as a reader sees it: a dead owner's running step reads as interrupted (nothing is written)."""
     row = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
-    return _with_kept(con, run_id, [status_from(row)])[0] if row else None
+    if row is None:
+        return None
+    found = _honest(row, dead_owners(con, run_id) if row[2] == StepState.RUNNING.value else frozenset())
+    return _with_kept(con, run_id, [found])[0]
+
+
+def _honest(row: Sequence[Any], dead: frozenset[OwnerKey]) -> StepStatus:
+    state = shown_state(row[2], (row[14], row[15], row[16]), dead)
+    return status_from(row if state == row[2] else (*row[:2], state, *row[3:]))
 
 
 def list_steps(con: duckdb.DuckDBPyConnection, run_id: str) -> list[StepStatus]:
+    """Every step of the run, a dead owner's running steps shown as interrupted (nothing is written)."""
     rows = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
-    return _with_kept(con, run_id, [status_from(r) for r in rows])
+    dead = dead_owners(con, run_id) if any(r[2] == StepState.RUNNING.value for r in rows) else frozenset()
+    return _with_kept(con, run_id, [_honest(r, dead) for r in rows])
 
 
 def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStatus]) -> list[StepStatus]:

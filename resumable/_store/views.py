@@ -1,0 +1,156 @@
+"""The documented views of ``resumable sql`` and ``resumable.connect()``, and the read-only query path.
+
+A query runs on a connection of its own that opened the store file read-only. Before the user's
+SQL sees it, the connection gets TEMP views over the store's tables (``runs``, ``steps``,
+``attempts``, ``events``, ``checkpoints`` without the bytes, ``inputs``, ``parameters``; their
+columns are documented in docs/sql.md and stay stable across versions, unlike the tables), then
+DuckDB's external access is switched off and the configuration locked: the query can read the
+store and nothing else. It cannot write a file (``COPY ... TO``), read one (``read_csv``,
+``glob``), attach a database or install or load an extension, and it cannot switch that back on.
+
+States are as every reader shows them: a running step whose owner is gone reads as
+``interrupted`` (``liveness.py``), computed when the query runs; nothing is written.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from resumable._store.base import QueryResult
+from resumable._store.liveness import dead_owners
+from resumable.errors import QueryError
+
+# {db} is the store's catalog: the views shadow the tables' names, so they name the tables in full.
+_STEP_STATE = """CASE WHEN s.state = 'running' AND EXISTS (
+        SELECT 1 FROM temp.main._dead_owners d
+        WHERE d.host IS NOT DISTINCT FROM s.owner_host AND d.pid IS NOT DISTINCT FROM s.owner_pid
+          AND d.started IS NOT DISTINCT FROM s.owner_started) THEN 'interrupted' ELSE s.state END"""
+
+VIEWS: dict[str, str] = {
+    "steps": f"""
+        SELECT s.run_id, r.pipeline, s.step, s.seq, {_STEP_STATE} AS state, s.attempts,
+               s.started_at, s.finished_at, s.duration_s, s.output_bytes,
+               CAST(s.outputs AS JSON) AS outputs, s.error, coalesce(s.effect, false) AS effect,
+               coalesce(s.key_generation, 1) AS key_generation, s.owner_host, s.owner_pid, s.source
+        FROM {{db}}.main.steps s JOIN {{db}}.main.runs r USING (run_id)""",
+    "runs": """
+        SELECT *, epoch(updated_at) - epoch(created_at) AS duration_s FROM (
+        SELECT r.run_id, r.pipeline,
+               CASE WHEN count(s.step) = 0 THEN 'empty'
+                    WHEN bool_or(s.state = 'running') THEN 'running'
+                    WHEN bool_or(s.state = 'failed') THEN 'failed'
+                    WHEN bool_or(s.state = 'interrupted') THEN 'interrupted'
+                    WHEN bool_and(s.state = 'completed') THEN 'completed'
+                    ELSE 'pending' END AS state,
+               r.created_at,
+               coalesce((SELECT max(e.happened_at) FROM {db}.main.events e WHERE e.run_id = r.run_id),
+                        r.created_at) AS updated_at,
+               CAST(r.params AS JSON) AS params,
+               count(s.step) AS steps,
+               count(s.step) FILTER (WHERE s.state = 'completed') AS completed,
+               count(s.step) FILTER (WHERE s.state = 'failed') AS failed,
+               count(s.step) FILTER (WHERE s.state = 'interrupted') AS interrupted,
+               count(s.step) FILTER (WHERE s.state = 'running') AS running,
+               count(s.step) FILTER (WHERE s.state = 'pending') AS pending,
+               coalesce(sum(s.duration_s), 0) AS step_time_s,
+               coalesce((SELECT sum(c.size) FROM {db}.main.checkpoints c WHERE c.run_id = r.run_id), 0) AS stored_bytes
+        FROM {db}.main.runs r LEFT JOIN temp.main.steps s USING (run_id)
+        GROUP BY r.run_id, r.pipeline, r.created_at, r.params)""",
+    "events": """
+        SELECT e.seq, e.run_id, r.pipeline, e.step, e.happened_at, e.transition, e.source AS from_state,
+               e.target AS to_state, e.attempt, e.host, e.pid, e.detail
+        FROM {db}.main.events e JOIN {db}.main.runs r USING (run_id)""",
+    "attempts": """
+        SELECT run_id, pipeline, step, attempt, happened_at AS started_at, ended_at AS finished_at,
+               date_diff('millisecond', happened_at, ended_at) / 1000.0 AS duration_s,
+               coalesce(outcome, CASE WHEN st.state = 'interrupted' THEN 'interrupted' ELSE 'running' END) AS outcome,
+               CASE WHEN outcome = 'failed' THEN end_detail END AS error, host, pid
+        FROM (
+            SELECT e.*, lead(e.happened_at) OVER w AS ended_at, lead(e.to_state) OVER w AS outcome,
+                   lead(e.detail) OVER w AS end_detail
+            FROM temp.main.events e
+            WINDOW w AS (PARTITION BY e.run_id, e.step ORDER BY e.seq)
+        ) a LEFT JOIN temp.main.steps st USING (run_id, pipeline, step)
+        WHERE a.to_state = 'running'""",
+    "checkpoints": """
+        SELECT c.run_id, r.pipeline, c.step, c.name, c.kind, c.codec, c.size, c.data IS NOT NULL AS inline,
+               c.file, c.digest, c.signature IS NOT NULL AS signed, c.created_at
+        FROM {db}.main.checkpoints c JOIN {db}.main.runs r USING (run_id)""",
+    "inputs": """
+        SELECT s.run_id, r.pipeline, s.step, i.key AS name,
+               json_extract_string(i.value, '$.origin') AS origin,
+               json_extract_string(i.value, '$.shown') AS shown,
+               coalesce(CAST(json_extract(i.value, '$.weak') AS BOOLEAN), false) AS weak
+        FROM {db}.main.steps s JOIN {db}.main.runs r USING (run_id), json_each(s.inputs) i
+        WHERE s.inputs IS NOT NULL""",
+    "parameters": """
+        SELECT r.run_id, r.pipeline, p.key AS name, CAST(p.value AS JSON) AS value
+        FROM {db}.main.runs r, json_each(r.params) p""",
+}
+#: The order docs/sql.md lists them in.
+VIEW_NAMES = ("runs", "steps", "attempts", "events", "checkpoints", "inputs", "parameters")
+
+
+def prepare(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the views on a read-only connection, then switch off external access and lock the settings."""
+    row = con.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    db = '"' + str(row[0]).replace('"', '""') + '"'
+    dead = dead_owners(con)  # before the views: here 'steps' still names the table
+    con.execute("CREATE TEMP TABLE _dead_owners (host VARCHAR, pid INTEGER, started DOUBLE)")
+    if dead:
+        con.executemany("INSERT INTO temp.main._dead_owners VALUES (?, ?, ?)", [list(k) for k in dead])
+    for name, body in VIEWS.items():
+        con.execute(f"CREATE TEMP VIEW {name} AS {body.format(db=db)}")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> QueryResult:
+    """Run the user's SQL on a prepared connection; DuckDB's refusals become :class:`QueryError`."""
+    if not sql.strip():
+        raise QueryError(sql, "is empty", _TRY)
+    try:
+        cursor = con.execute(sql)
+        if cursor.description is None:
+            return QueryResult((), (), ())
+        columns = tuple(d[0] for d in cursor.description)
+        types = tuple(str(d[1]) for d in cursor.description)
+        rows = tuple(tuple(r) for r in cursor.fetchall())
+    except duckdb.PermissionException as exc:
+        raise QueryError(sql, _refusal(sql, str(exc)), _OUTSIDE, _first_line(str(exc))) from None
+    except duckdb.Error as exc:
+        raise QueryError(sql, _failure(exc), _TRY, _first_line(str(exc))) from None
+    return QueryResult(columns, types, rows)
+
+
+_TRY = "Query the views " + ", ".join(VIEW_NAMES) + " (their columns are listed in docs/sql.md)."
+_OUTSIDE = (
+    "Queries read the store's views and nothing else; nothing was written. To keep a result, print it with "
+    "--csv or --json and redirect the output to a file."
+)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _refusal(sql: str, text: str) -> str:
+    words = sql.split(maxsplit=1)
+    first = words[0].upper() if words else ""
+    if first in {"INSTALL", "LOAD", "FORCE"} or "extension" in text.lower():
+        return "was refused: it installs or loads a DuckDB extension"
+    if first == "ATTACH":
+        return "was refused: it attaches another database"
+    if first in {"COPY", "EXPORT"}:
+        return "was refused: it copies data to or from a file"
+    return "was refused: it reads a file outside the store"
+
+
+def _failure(exc: duckdb.Error) -> str:
+    text = str(exc)
+    if "configuration has been locked" in text:
+        return "was refused: it changes DuckDB's settings, which are locked for queries"
+    if "read-only" in text.lower() or "read only" in text.lower():
+        return "was refused: it changes the store, which queries open read-only"
+    return "failed"
