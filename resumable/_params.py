@@ -4,7 +4,10 @@ Parameters used to be stored as JSON, which cannot hold what ``-p`` accepts: ``{
 failed to encode at all, and ``set()`` or ``[0j]`` came back from a resumed run as the strings
 ``'set()'`` and ``['0j']``. Now each value is kept as its ``repr``, and only values whose ``repr``
 reads back (``ast.literal_eval``) as an equal value of the same type are accepted, so a resumed run
-gets exactly what it started with. Rows written before hold plain JSON and are read as such.
+gets exactly what it started with. When every value survives JSON unchanged (strings, numbers,
+booleans, None, lists and string-keyed dicts of them: nearly every run), the row is plain JSON, so
+``resumable sql`` and any JSON tool read it as it is; otherwise it is ``{"$literals": {name: repr}}``.
+Rows written by older versions are plain JSON and are read as such.
 """
 
 from __future__ import annotations
@@ -44,12 +47,22 @@ def literal(name: str, value: Any) -> str:
     return text
 
 
+def _json_faithful(value: Any) -> bool:
+    try:
+        return _same(json.loads(json.dumps(value)), value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
 def encode(params: Mapping[str, Any]) -> str:
-    """The stored text of ``params``: ``{"$literals": {name: repr}}``, names sorted."""
+    """The stored text of ``params``, names sorted: plain JSON when it keeps every value, else literals."""
     for name in params:
         if not isinstance(name, str):
             raise ParameterValueError(name, params[name], "its name is not a string")
-    return json.dumps({FORMAT_KEY: {name: literal(name, params[name]) for name in sorted(params)}})
+    shown = {name: literal(name, params[name]) for name in sorted(params)}  # refuses what cannot be kept
+    if all(_json_faithful(params[name]) for name in shown):
+        return json.dumps({name: params[name] for name in shown})
+    return json.dumps({FORMAT_KEY: shown})
 
 
 def literals(text: str) -> dict[str, str] | None:
@@ -72,37 +85,25 @@ def decode(text: str) -> dict[str, Any]:
 def differences(old_text: str, new: Mapping[str, Any]) -> list[str]:
     """What changed between the recorded parameters and ``new``, one line per name.
 
-    Values are compared by their literals, so a change of type (``1`` to ``True``) counts. A row
-    written as JSON is compared with ``new`` as JSON saw it, so an old run does not differ from
-    the parameters it was started with.
+    Values are compared with their types, so a change of type (``1`` to ``True``) counts. A row
+    written as plain JSON (by this version, or by an older one that wrote every row so) is compared
+    with ``new`` as JSON sees it, so an old run does not differ from the parameters it started with.
     """
-    recorded = literals(old_text)
-    if recorded is None:
-        old: dict[str, Any] = decode(old_text)
-        given = json.loads(json.dumps(dict(new), sort_keys=True, default=repr))
-        old_shown = {k: repr(v) for k, v in old.items()}
-        new_shown = {k: repr(v) for k, v in given.items()}
-    else:
-        old_shown = recorded
-        new_shown = {k: literal(k, v) for k, v in new.items()}
+    old = decode(old_text)
+    new_shown = {k: literal(k, v) for k, v in new.items()}  # refuses a value that cannot be recorded
+    if literals(old_text) is None:
+        new = json.loads(json.dumps(dict(new), default=repr))
     out = []
-    for key in sorted(set(old_shown) | set(new_shown)):
+    for key in sorted(set(old) | set(new_shown)):
         if key not in new_shown:
-            out.append(f"{key}: started with {old_shown[key]}, now missing")
-        elif key not in old_shown:
+            out.append(f"{key}: started with {old[key]!r}, now missing")
+        elif key not in old:
             out.append(f"{key}: not set at the start, now {new_shown[key]}")
-        elif old_shown[key] != new_shown[key]:
-            out.append(f"{key}: started with {old_shown[key]}, now {new_shown[key]}")
+        elif not _same(old[key], new[key]):
+            out.append(f"{key}: started with {old[key]!r}, now {new_shown[key]}")
     return out
 
 
 def jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` for a JSON document (``--json``): a value JSON keeps as it is, else its Python literal."""
-    out: dict[str, Any] = {}
-    for name, value in params.items():
-        try:
-            kept = _same(json.loads(json.dumps(value)), value)
-        except (TypeError, ValueError, RecursionError):
-            kept = False
-        out[name] = value if kept else repr(value)
-    return out
+    return {name: value if _json_faithful(value) else repr(value) for name, value in params.items()}

@@ -69,10 +69,13 @@ def kill(worker: subprocess.Popen[str]) -> None:
 
 
 def fingerprint(store: Path) -> dict[str, str]:
-    """Every file of the store (the database, its log, payloads, markers) by name and content digest."""
+    """Every file of the store (the database, its log, payloads, marks) by name and content digest.
+
+    The lock file is left out: it holds only the pid of whoever took the lock last, readers included.
+    """
     found = {}
     for path in sorted(store.parent.rglob("*")):
-        if path.is_file():
+        if path.is_file() and path.name != store.name + ".lock":
             found[str(path.relative_to(store.parent))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
