@@ -27,7 +27,8 @@ from ipython_shell import fresh_kernel, started_shell, step
 
 import resumable
 from resumable import SigningKeyError, StepState, StoreFullError, StoreReadOnlyError
-from resumable._store import open_store
+from resumable._owner import current_owner
+from resumable._store import StepRequest, open_store
 
 SIGINT_TRIALS = int(os.environ.get("RESUMABLE_SIGINT_TRIALS", "12"))
 STORING = "KeyboardInterrupt: interrupted by the user (while its outputs were being stored)"
@@ -521,3 +522,24 @@ def test_ctrl_c_in_a_real_kernel_during_a_large_checkpoint_write(store_path: Pat
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_step_this_process_left_running_starts_again_as_interrupted(store_path: Path) -> None:
+    """The last guard: a step the store shows running under this process, which the process no longer runs
+    (its end could not be recorded at all), is recovered as interrupted when it starts again, never
+    'no transition from running to running'."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    with pipe.run(run_id="r1") as run:
+        store = run.store
+        begin = store.begin_step(StepRequest("r1", "lost", current_owner(), None, None, (), {}))
+        assert begin.action == "execute"
+        store._ended("r1", "lost")  # type: ignore[attr-defined]  # the attempt ended; nothing was recorded
+        assert run.step("lost", lambda: 5) == 5
+        status = run.status("lost")
+        assert (status.state, status.attempts) == (StepState.COMPLETED, 2)
+        changes = [(e.source, e.target, e.detail) for e in store.list_events("r1", "lost")]
+        assert changes[1:] == [
+            ("running", "interrupted", "left running by this process: its last attempt ended without being recorded"),
+            ("interrupted", "running", "interrupted"),
+            ("running", "completed", None),
+        ]
