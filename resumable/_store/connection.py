@@ -242,6 +242,8 @@ class FileConnection:
             finally:
                 self._con = None
                 self._released_at = time.monotonic()
+            if not self.read_only:
+                walmark.record(self.path)  # closing checkpoints and removes the log
 
     def forget_inherited(self) -> None:
         """In a forked child: drop the parent's handle (never close it here) and start afresh."""
