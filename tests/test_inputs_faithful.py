@@ -246,3 +246,31 @@ def test_a_crash_without_a_torn_log_warns_nothing(store_path: Path) -> None:
         steps = open_store(store_path).list_steps("r1")
     completed = [s.step for s in steps if s.state is resumable.StepState.COMPLETED]
     assert completed[:5] == ["s0", "s1", "s2", "s3", "s4"]  # the fence too, when its group commit made it
+
+
+def test_a_headless_run_resumed_without_p_gets_its_parameters_back_exactly(tmp_path: Path) -> None:
+    """-p s "set()" -p c "[0j]": resumed without -p, the kernel gets a set and a complex list again, not strings."""
+    from notebook_files import write_nb
+
+    nb = write_nb(
+        tmp_path / "typed.ipynb",
+        ("s = None\nc = None\nx = None", ["parameters"]),
+        "print(type(s).__name__, type(c[0]).__name__, sorted(x, key=str))",
+    )
+
+    def execute(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "resumable", "execute", nb.name, "--run-id", "r1", "--quiet", *extra],
+            capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path,
+        )  # fmt: skip
+
+    first = execute("-p", "s", "set()", "-p", "c", "[0j]", "-p", "x", "{1: 2, 'a': 3}")
+    assert first.returncode == 0, first.stderr
+    resumed = execute()
+    assert resumed.returncode == 0, resumed.stderr
+    import nbformat
+
+    out = nbformat.read(tmp_path / "typed.resumable.ipynb", as_version=4)
+    assert out.cells[1].metadata["tags"] == ["injected-parameters"]
+    assert "c = [0j]\ns = set()\nx = {1: 2, 'a': 3}" in out.cells[1].source  # by name, as recorded
+    assert out.cells[2].outputs[0]["text"] == "set complex [1, 'a']\n"

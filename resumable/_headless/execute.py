@@ -368,7 +368,7 @@ def _finish(
     nb.metadata["resumable"] = {
         "run_id": job.run_id,
         "pipeline": job.pipeline,
-        "params": job.params,
+        "params": _params.jsonable(job.params),  # notebook metadata is JSON: a set is kept as its literal
         "outcome": outcome,
         "restarts": len(passes) - 1,
         "steps_executed": list(last.executed),

@@ -314,6 +314,8 @@ class FileConnection:
                 raise self._wrap(exc) from exc
             finally:
                 self._released_at = time.monotonic()
+                if not self.read_only:
+                    walmark.record(self.path)  # closing checkpoints and removes the log
                 filelock.release(self.path)
 
     def forget_inherited(self) -> None:

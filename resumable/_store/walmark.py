@@ -11,6 +11,10 @@ is written after the commit it describes). Before the next open, a log that is t
 shorter than its mark lost committed bytes, and the user is warned. The check cannot see a log
 whose tail was overwritten in place rather than cut (DuckDB refuses most of those with a checksum
 error), nor a log lost together with its mark.
+
+It relies on DuckDB removing the log when it checkpoints (as 2.0 does, at commit or close) rather
+than cutting it to zero in place, and on the mark being written again right after each commit and
+close, while the writer still holds or has just let go of the file.
 """
 
 from __future__ import annotations
