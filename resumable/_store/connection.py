@@ -314,9 +314,11 @@ class FileConnection:
                 raise self._wrap(exc) from exc
             finally:
                 self._released_at = time.monotonic()
-                if not self.read_only:
-                    walmark.record(self.path)  # closing checkpoints and removes the log
-                filelock.release(self.path)
+                try:
+                    if not self.read_only:
+                        walmark.record(self.path)  # closing checkpoints and removes the log
+                finally:
+                    filelock.release(self.path)
 
     def forget_inherited(self) -> None:
         """In a forked child: drop the parent's handle (never close it here) and start afresh."""
