@@ -12,8 +12,10 @@ import threading
 from urllib.parse import urlsplit
 
 from resumable import _config
+from resumable._owner import current_owner
 from resumable._store import process
 from resumable._store.base import Store
+from resumable._store.completion_log import dead_logs, folder_for, process_key
 from resumable._store.duckdb import DuckDBStore
 from resumable.errors import ArgumentTypeError, CheckpointNotFoundError, StorePathError
 
@@ -74,7 +76,11 @@ def open_store(
         if store is None:
             if (must_exist or read_only) and not path.exists():
                 raise CheckpointNotFoundError(key)
-            store = _BY_LOCATION[key] = DuckDBStore(path, read_only=read_only)
+            # A dead process's completion log holds steps that returned (so a resume restores them):
+            # a reader that found one would show them interrupted, so it opens for writing and puts
+            # them into the store first, the one write a read command makes (docs/durability.md).
+            writes_log = read_only and bool(dead_logs(folder_for(path), process_key(current_owner())))
+            store = _BY_LOCATION[key] = DuckDBStore(path, read_only=read_only and not writes_log)
         return store
 
 
