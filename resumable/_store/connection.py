@@ -27,6 +27,10 @@ import duckdb
 
 from resumable.errors import StoreError, StoreLockedError, StorePathError
 
+# Jitter from a generator of our own: the global one belongs to the user's notebook (a seeded
+# ``random`` must give the same draws whether or not a retry happened in between).
+_JITTER = random.Random()
+
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 # After a forced release, the file is left alone this long so a waiting process can take it.
 RELEASE_GAP_S = 0.015
@@ -142,7 +146,7 @@ class FileConnection:
                         marker = self._marker
                         marker.touch()
                     self._retry_or_raise(exc, deadline)
-                time.sleep(delay * (0.5 + random.random()))
+                time.sleep(delay * (0.5 + _JITTER.random()))
                 delay = min(delay * 2, 0.01)
         finally:
             if marker is not None:
