@@ -56,6 +56,8 @@ def summarize(value: Any, depth: int = 0) -> Any:
         return ["dict", [[repr(k), summarize(v, depth + 1)] for k, v in value.items()]]
     if isinstance(value, (set, frozenset)):
         return ["set", sorted(repr(v) for v in value)]
+    if isinstance(value, np.ndarray) and value.dtype == object:  # e.g. plt.subplots' array of Axes
+        return ["ndarray", list(value.shape), [summarize(v, depth + 1) for v in value.ravel()]]
     if isinstance(value, np.ndarray):
         return ["ndarray", str(value.dtype), list(value.shape), _sha(np.ascontiguousarray(value).tobytes())]
     if isinstance(value, (pd.DataFrame, pd.Series)):
