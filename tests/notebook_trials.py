@@ -247,6 +247,7 @@ class Trial:
     rerun_executed: list[str] = field(default_factory=list)  # the full rerun afterwards: must stay empty
     rerun_reruns: list[tuple[str, str]] = field(default_factory=list)
     rerun_differs: list[str] = field(default_factory=list)
+    rerun_done: bool = False
     seconds: float = 0.0
 
     @property
@@ -267,6 +268,10 @@ class Trial:
             verdict += f" [expected: {'; '.join(self.expected)}]"
         reruns = ", ".join(f"{s}: {r}" for s, r in self.reruns) or "none"
         again = "every step restored" if self.rerun_clean else f"executed {self.rerun_executed} {self.rerun_reruns}"
+        if not self.rerun_done:
+            again = "not run"
+        elif self.rerun_differs:
+            again += f", differs from plain: {self.rerun_differs}"
         return (
             f"{self.notebook}/{self.mode} kill {self.point}: {self.cells} cells, {self.steps} steps, "
             f"{len(self.restored)} restored, {len(self.executed)} executed after {self.restarts} restart(s), "
@@ -335,6 +340,7 @@ def run_trial(
         trial.outputs_differ = output_differences(nb, ref.outputs, notebook_outputs(output, nb))
         (folder / DUMP).unlink()
     if rerun and not trial.error:
+        trial.rerun_done = True
         again, error = _execute(path, folder, env)
         trial.rerun_reruns, _ = _reruns(folder, seen)
         if again is None or error:
@@ -365,13 +371,15 @@ def plan(
     return chosen
 
 
-def campaign(chosen: list[tuple[str, str, KillPoint]], root: Path, workers: int = 2, echo: bool = False) -> list[Trial]:
+def campaign(
+    chosen: list[tuple[str, str, KillPoint]], root: Path, workers: int = 2, echo: bool = False, rerun: bool = True
+) -> list[Trial]:
     """Run the planned trials (plain references first, once per notebook), ``workers`` at a time."""
     refs = {name: plain_run(NOTEBOOKS[name], root / f"plain-{name}") for name in sorted({c[0] for c in chosen})}
 
     def one(numbered: tuple[int, tuple[str, str, KillPoint]]) -> Trial:
         i, (name, mode, point) = numbered
-        trial = run_trial(NOTEBOOKS[name], mode, point, root / f"trial-{i}-{name}-{mode}", refs[name])
+        trial = run_trial(NOTEBOOKS[name], mode, point, root / f"trial-{i}-{name}-{mode}", refs[name], rerun)
         if echo:
             print(trial.line(), flush=True)
         return trial
@@ -395,7 +403,8 @@ def report(found: list[Trial]) -> str:
             f"re-runs {sum(reasons.values())} ({', '.join(f'{r}: {n}' for r, n in reasons.items()) or 'none'}); "
             f"equal to plain: {sum(t.matched for t in clean)}/{len(clean)} outside hidden-state windows, "
             f"{sum(t.matched for t in group if t.expected)}/{len(group) - len(clean)} inside; "
-            f"full reruns with every step restored: {sum(t.rerun_clean for t in group)}/{len(group)}"
+            f"full reruns with every step restored: {sum(t.rerun_clean for t in group if t.rerun_done)}/"
+            f"{sum(t.rerun_done for t in group)}"
         )
     return "\n".join(lines)
 
