@@ -262,7 +262,7 @@ class Trial:
     def line(self) -> str:
         verdict = "same as plain" if self.matched else "DIFFERS"
         if not self.matched:
-            error = f", {self.error}" if self.error else ""
+            error = f", {self.error.strip().splitlines()[0]}" if self.error else ""
             verdict += f" (variables {self.variables_differ}, outputs {self.outputs_differ}{error})"
         if self.expected:
             verdict += f" [expected: {'; '.join(self.expected)}]"
