@@ -40,6 +40,10 @@ from resumable.errors import (
 
 _WRITE_ERRORS = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 
+# Jitter from a generator of our own: the global one belongs to the user's notebook (a seeded
+# ``random`` must give the same draws whether or not a retry happened in between).
+_JITTER = random.Random()
+
 MAX_BACKOFF_S = 300.0
 RETURN = "return"  # the output name of a Python-API step's return value (no cell can bind it)
 
@@ -268,7 +272,7 @@ class StepCall:
         if self.attempt > self.policy.retries:  # attempts after the first are the retries
             return None
         base = self.policy.backoff * float(2 ** (len(self.errors) - 1))
-        return min(base, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+        return min(base, MAX_BACKOFF_S) * (0.5 + _JITTER.random() / 2)
 
     def _record_failure(self, exc: BaseException, duration_s: float, tb: str | None, *, storing: bool = False) -> None:
         line = _line(exc)

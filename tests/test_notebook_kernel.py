@@ -25,6 +25,10 @@ from resumable._store import open_store
 pytestmark = pytest.mark.slow  # real kernels: seconds each, still run by default
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+HELD_CHARGE = (
+    "step 'charge' has side effects and its inputs changed ('total'); it was not run again. "
+    "To do it again: %%durable_step charge --retries 2 --rerun\n"
+)
 CHECK = 'print("CHECK", type(orders).__name__, orders.to_json(), repr(total))'
 
 
@@ -120,3 +124,40 @@ def test_papermill_resumes_latest_run(tmp_path: Path) -> None:
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert "resumed run" in text_of(out.cells[cell_index(out, "%durable_run")])
     assert_resumed(out, tmp_path, tmp_path / "store.duckdb")
+
+
+def streams_of(cell: Any) -> tuple[str, str]:
+    out = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stdout")
+    return out, "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stderr")
+
+
+def test_the_quickstart_edit_of_load_holds_the_charge(tmp_path: Path) -> None:
+    """The quickstart's suggested edit (tea qty 2 → 3, Run All again): load and total run again and say why,
+    the charge is held with the one-line message the notebook shows, and the card is charged once."""
+    shutil.copy(QUICKSTART, tmp_path / "quickstart.ipynb")
+    env = kernel_env(tmp_path / "store.duckdb", None)
+    argv = [sys.executable, "-m", "resumable", "execute", "quickstart.ipynb", "--run-id", "qs", "--quiet"]
+    first = run_cli(argv, tmp_path, env)
+    assert first.returncode == 0, first.stderr[-2000:]  # the crash in step 3, then the resume
+    nb = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
+    load = nb.cells[cell_index(nb, "%%durable_step load")]
+    assert '"qty": [2, 6, 1]' in load.source
+    load.source = load.source.replace('"qty": [2, 6, 1]', '"qty": [3, 6, 1]')
+    nbformat.write(nb, tmp_path / "quickstart.ipynb")
+    edited = run_cli(argv, tmp_path, env)
+    assert edited.returncode == 0, edited.stderr[-2000:]
+    out = nbformat.read(tmp_path / "quickstart.resumable.ipynb", as_version=4)
+    load_out, _ = streams_of(out.cells[cell_index(out, "%%durable_step load")])
+    assert load_out == (
+        "↻ step 'load' runs again: its source changed\n"
+        "resumable: step 'load' runs again, so 'total' will run again when reached (stale)\nloaded 3 order lines\n"
+    )
+    total_out, _ = streams_of(out.cells[cell_index(out, "%%durable_step total")])
+    assert total_out.splitlines()[-1] == "total: 52.50"
+    charge_out, charge_err = streams_of(out.cells[cell_index(out, "%%durable_step charge")])
+    assert charge_out.startswith("↺ restored step 'charge' from checkpoint of ")
+    assert charge_out.endswith("charged 48.00\n")  # the receipt of the charge that happened
+    assert charge_err == HELD_CHARGE
+    assert HELD_CHARGE.strip() in "".join(c.source for c in nb.cells if c.cell_type == "markdown").replace("\n", " ")
+    effects = (tmp_path / "quickstart-effects.log").read_text().splitlines()
+    assert [e.split()[0] for e in effects] == ["load", "total", "charge", "load", "total"]  # one charge

@@ -501,3 +501,36 @@ def test_invalidate_is_refused_while_another_process_owns_the_run(shell: Any, pa
         assert owner.stdin is not None
         owner.stdin.close()
         owner.wait(timeout=30)
+
+
+def test_rerun_of_a_held_effect_step_runs_it_once_under_a_new_key_generation(
+    shell: Any, panels: Any, tmp_path: Path
+) -> None:
+    """A completed effect step is held when its input changes; Rerun in the panel runs it again deliberately,
+    with a new idempotency key (key generation 2), and running its cell afterwards restores that rerun."""
+    charges = tmp_path / "charges"
+    body = (
+        "import resumable\nkey = resumable.idempotency_key()\n"
+        f"open({str(charges)!r}, 'a').write(f'{{amount}} {{key}}\\n')"
+    )
+    shell.run_cell("amount = 48.0").raise_error()
+    shell.run_cell(f"%%durable_step charge\n{body}").raise_error()
+    first_key = shell.user_ns["key"]
+    shell.run_cell("amount = 52.5").raise_error()
+    shell.run_cell(f"%%durable_step charge\n{body}").raise_error()  # held: restored, not charged again
+    assert charges.read_text() == f"48.0 {first_key}\n"
+    p = panels()
+    assert visible(p.rows["charge"].rerun)
+    p.rows["charge"].rerun.click()
+    amounts_and_keys = [line.split() for line in charges.read_text().splitlines()]
+    assert [a for a, _ in amounts_and_keys] == ["48.0", "52.5"]
+    second_key = amounts_and_keys[1][1]
+    assert second_key != first_key  # a payment API sees a new request, not a replay of the first key
+    status = open_store().get_step("r1", "charge")
+    assert status is not None and status.state is StepState.COMPLETED
+    assert status.effect and status.key_generation == 2
+    assert "Ran step 'charge': completed." in note_text(p)
+    assert_rows_match_store(p)
+    shell.run_cell(f"%%durable_step charge\n{body}").raise_error()  # the notebook run again: restores the rerun
+    assert shell.user_ns["key"] == second_key
+    assert len(charges.read_text().splitlines()) == 2

@@ -250,3 +250,40 @@ def test_a_run_resumed_with_other_parameters_is_refused(store_path: Path) -> Non
         "  - region: started with 'eu', now 'us'\n"
         "Resume it with its original parameters, or start a new run with --new."
     )
+
+
+def test_a_retry_and_a_contended_store_leave_the_users_random_sequence_alone(store_path: Path) -> None:
+    """A seeded ``random`` gives the same draws whether or not a step was retried or the store was busy:
+    resumable's jitter comes from a generator of its own."""
+    import random
+    import subprocess
+    import sys
+
+    pipe = resumable.Pipeline("p", store=store_path)
+    failures = [ConnectionError("reset by peer")]
+
+    @pipe.step(retries=1, backoff=0.001)
+    def flaky() -> int:
+        if failures:
+            raise failures.pop()
+        return 7
+
+    random.seed(5)
+    expected = [random.random() for _ in range(3)]
+    random.seed(5)
+    with pipe.run(run_id="r1"):
+        assert flaky() == 7
+    assert pipe.store.get_step("r1", "flaky").attempts == 2  # type: ignore[union-attr]
+    assert [random.random() for _ in range(3)] == expected
+    # Another process holds the store file: opening it waits with jitter until the file is free.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time\ncon = duckdb.connect(sys.argv[1])\n"
+         "print('held', flush=True)\ntime.sleep(0.4)\ncon.close()", str(store_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    resumable._store.forget_all()
+    random.seed(5)
+    assert [r.run_id for r in resumable.Pipeline("p", store=store_path).store.list_runs(None, 5)] == ["r1"]
+    assert holder.wait(timeout=30) == 0
+    assert [random.random() for _ in range(3)] == expected

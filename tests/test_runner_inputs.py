@@ -1,12 +1,19 @@
 """A changed parameter under every notebook runner: its readers execute again and say why, a completed
-effect is held, and an unchanged parameter restores everything. Real kernels, started by papermill and
-`jupyter nbconvert --execute` as subprocesses (`resumable execute` is covered in test_headless.py)."""
+effect is held, and an unchanged parameter restores everything. Real kernels, started by papermill,
+`jupyter nbconvert --execute` and a JupyterLab server as subprocesses (`resumable execute` is covered in
+test_headless.py)."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +98,141 @@ def test_nbconvert_after_an_edited_parameters_cell_reruns_its_reader_and_holds_t
     nbformat.write(nb, nb_path)
     run([*argv, nb_path.name], tmp_path)
     assert_second_pass(nbformat.read(tmp_path / "out.ipynb", as_version=4), tmp_path, "eu", "us")
+
+
+class LabServer:
+    """JupyterLab's server on 127.0.0.1 with a random port and token, driven as its front end drives it:
+    a session made over REST, cells sent as ``execute_request`` messages on the kernel's websocket."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.token = secrets.token_hex(16)
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [
+            sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]  # fmt: skip
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            argv.append("--allow-root")
+        self.log = root.parent / "jupyterlab.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while True:
+            assert self.proc.poll() is None, f"JupyterLab exited:\n{self.log.read_text()[-3000:]}"
+            try:
+                self.api("GET", "/api/status")
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert time.monotonic() < deadline, f"JupyterLab did not start:\n{self.log.read_text()[-3000:]}"
+                time.sleep(0.1)  # polling the server's status until it answers
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=data, method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            text = reply.read()
+        return json.loads(text) if text else None
+
+    def run_notebook(self, nb_path: Path) -> list[tuple[str, str]]:
+        """Open a session on the notebook (a new kernel), run every code cell in order, close the session.
+
+        Returns each cell's (stdout, stderr); a cell that raises stops the run, as Run All does.
+        """
+        import websocket
+
+        nb = nbformat.read(nb_path, as_version=4)
+        session = self.api("POST", "/api/sessions", {
+            "path": nb_path.name, "name": nb_path.name, "type": "notebook", "kernel": {"name": "python3"},
+        })  # fmt: skip
+        kernel_id = session["kernel"]["id"]
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels?session_id={session['id']}",
+            header=[f"Authorization: token {self.token}"], timeout=120,
+        )  # fmt: skip
+        outputs = []
+        try:
+            for cell in nb.cells:
+                if cell.cell_type != "code":
+                    continue
+                out, err, status = self._execute(ws, session["id"], cell)
+                outputs.append((out, err))
+                assert status == "ok", f"cell {cell.source[:40]!r} failed: {err}"
+        finally:
+            ws.close()
+            self.api("DELETE", f"/api/sessions/{session['id']}")
+        return outputs
+
+    @staticmethod
+    def _execute(ws: Any, session: str, cell: Any) -> tuple[str, str, str]:
+        msg_id = secrets.token_hex(8)
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": session, "username": "lab",
+                       "version": "5.3", "date": ""},
+            "parent_header": {}, "channel": "shell", "buffers": [],
+            "metadata": {"cellId": cell.get("id", msg_id), "deletedCells": [], "recordTiming": False},
+            "content": {"code": cell.source, "silent": False, "store_history": True, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))  # fmt: skip
+        streams = {"stdout": "", "stderr": ""}
+        status, idle = None, False
+        while status is None or not idle:
+            msg = json.loads(ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                streams[msg["content"]["name"]] += msg["content"]["text"]
+            elif kind == "error":
+                streams["stderr"] += f"{msg['content']['ename']}: {msg['content']['evalue']}"
+            elif kind == "execute_reply":
+                status = msg["content"]["status"]
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                idle = True
+        return streams["stdout"], streams["stderr"], status
+
+    def close(self) -> None:
+        try:
+            self.api("POST", "/api/shutdown")
+            self.proc.wait(timeout=30)
+        except (urllib.error.URLError, OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def test_jupyterlab_with_a_changed_parameter_reruns_its_reader_and_holds_the_effect(tmp_path: Path) -> None:
+    """Run All in JupyterLab (a real server, a new kernel each time) on one run: the same parameter restores
+    every step; the parameters cell edited from 'eu' to 'us' re-runs the reader and holds the effect."""
+    root = tmp_path / "root"
+    root.mkdir()
+    nb_path = write_nb(root / "report.ipynb", PARAMETERS, *CELLS)
+    env = env_for(tmp_path)
+    env.update(JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"), IPYTHONDIR=str(tmp_path / "ipython"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"))  # fmt: skip
+    lab = LabServer(root, env)
+    try:
+        first = lab.run_notebook(nb_path)
+        assert first[2] == ("published eu\n", "")
+        same = lab.run_notebook(nb_path)
+        for out, err in same[2:4]:
+            assert out.startswith("↺ restored step '") and err == ""
+        assert same[2][0].endswith("published eu\n") and same[4] == ("sent: published eu\n", "")
+        nb = nbformat.read(nb_path, as_version=4)
+        nb.cells[0].source = 'region = "us"'
+        nbformat.write(nb, nb_path)
+        changed = lab.run_notebook(nb_path)
+    finally:
+        lab.close()
+    assert changed[2] == ("↻ step 'summary' runs again: 'region' changed ('eu' → 'us')\npublished us\n", "")
+    assert changed[3][0].startswith("↺ restored step 'publish' from checkpoint of ")
+    assert changed[3][1] == HELD
+    assert changed[4] == ("sent: published eu\n", "")
+    assert (root / "published.log").read_text() == "published eu\n"  # the effect happened once

@@ -41,6 +41,10 @@ from resumable.errors import (
     StoreRemovedError,
 )
 
+# Jitter from a generator of our own: the global one belongs to the user's notebook (a seeded
+# ``random`` must give the same draws whether or not a retry happened in between).
+_JITTER = random.Random()
+
 _LOCK_PID = re.compile(r"\(PID (\d+)\)")
 _LOCKED = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)  # not "block at location"
 # After a forced release, the file is left alone this long so a waiting process can take it.
@@ -205,7 +209,7 @@ class FileConnection:
                         raise StoreLockedError(str(self.path), holder, self.lock_timeout_s) from exc
                 elif not (_is_torn(text) and time.monotonic() < torn_until):
                     raise self._wrap(exc) from exc
-            time.sleep(delay * (0.5 + random.random()))
+            time.sleep(delay * (0.5 + _JITTER.random()))
             delay = min(delay * 2, 0.01)
 
     def _wrap(self, exc: duckdb.Error) -> Exception:

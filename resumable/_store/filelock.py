@@ -48,6 +48,8 @@ HANDOFF_MAX_S = 0.3
 
 _HELD: dict[str, _Held] = {}
 _HELD_LOCK = threading.Lock()
+# Waits draw from a generator of their own: the notebook's global ``random`` sequence is the user's.
+_JITTER = random.Random()
 
 
 def lock_path(store: Path) -> Path:
@@ -176,7 +178,7 @@ def _wait_for_lock(fd: int, store: Path, deadline: float, timeout_s: float) -> N
                     raise StoreLockedError(str(store), holder_pid(store), timeout_s)
                 waited = True
                 _say_waiting(store)
-            time.sleep(delay * (0.5 + random.random()))
+            time.sleep(delay * (0.5 + _JITTER.random()))
             delay = min(delay * 2, 0.01)
     finally:
         if waited:
