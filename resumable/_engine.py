@@ -29,6 +29,9 @@ from resumable._why import Why
 from resumable.errors import StepFailed, StepTimeout, UnserializableOutputError
 
 MAX_BACKOFF_S = 300.0
+# The jitter draws from a generator of its own: a retry must not advance the notebook's global
+# ``random`` sequence, or a retried step would shift every later draw of the user's code.
+_JITTER = random.Random()
 RETURN = "return"  # the output name of a Python-API step's return value (no cell can bind it)
 
 
@@ -181,7 +184,7 @@ class StepCall:
         if self.attempt > self.policy.retries:  # attempts after the first are the retries
             return None
         base = self.policy.backoff * float(2 ** (len(self.errors) - 1))
-        return min(base, MAX_BACKOFF_S) * (0.5 + random.random() / 2)
+        return min(base, MAX_BACKOFF_S) * (0.5 + _JITTER.random() / 2)
 
     def _record_failure(self, exc: BaseException, duration_s: float, tb: str | None) -> None:
         if isinstance(exc, KeyboardInterrupt):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from resumable import _engine, _inputs, _keys, _why
+from resumable import _aliases, _engine, _inputs, _keys, _why
 from resumable._context import current_step
 from resumable._engine import RETURN
 from resumable._owner import current_owner
@@ -462,7 +462,8 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
         raise CheckpointNotFoundError(opened.location, run_id, step if known_run else None)
     if status.state is not StepState.COMPLETED:
         raise CheckpointNotFoundError(opened.location, run_id, step, state=status.state.value)
-    refs = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
+    every = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
+    refs = {n: r for n, r in every.items() if not n.startswith("<")}  # <state>, <shared>: not outputs
     if name is None:
         if RETURN in refs:
             name = RETURN
@@ -472,4 +473,7 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
             raise CheckpointNotFoundError(opened.location, run_id, step, outputs=list(refs))
     if name not in refs:
         raise CheckpointNotFoundError(opened.location, run_id, step, output=name, outputs=list(refs))
-    return opened.load_value(refs[name])
+    value = opened.load_value(refs[name])
+    if isinstance(value, _aliases.SharedRef) and _aliases.SHARED in every:  # stored with those sharing its memory
+        return opened.load_value(every[_aliases.SHARED])[value.name]
+    return value

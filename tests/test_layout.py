@@ -12,7 +12,7 @@ PACKAGE = Path(resumable.__file__).parent
 # Lower layers never import higher ones; front ends never import each other (except cli -> _headless).
 LAYERS: list[set[str]] = [
     {"errors", "_records", "_states", "_keys", "_config", "_cellast", "_units", "_tracebacks", "_magic_lines"},
-    {"_codec", "_owner", "_inputs", "_why"},
+    {"_codec", "_owner", "_inputs", "_why", "_fingerprint", "_aliases"},
     {"_store"},
     {"_context", "_kernel_run", "_runs", "_table", "_engine", "_capture"},
     {"pipeline"},

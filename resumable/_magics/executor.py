@@ -1,13 +1,39 @@
-"""Executes a ``%%durable_step`` cell for the engine, one attempt per call."""
+"""Executes a ``%%durable_step`` cell for the engine, one attempt per call.
+
+Besides the names the cell binds, an attempt stores what the cell changed without binding it:
+objects it read whose content fingerprint changed while it ran (``rng.normal()``, a helper's
+``items.append``), variables sharing memory with its outputs (pickled together with them), and
+the ``<state>`` pseudo-output (global random states, settings, setup magics: ``hidden``).
+"""
 
 from __future__ import annotations
 
 import ast
 import sys
+import types
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from resumable import _capture, _cellast, _engine, _why
+from resumable import _aliases, _capture, _cellast, _engine, _fingerprint, _inputs, _why
+from resumable._magics import hidden
+from resumable._magics.functions import NotebookFunction
 from resumable._magics.outputs import OutputSpec, collect_outputs
+
+Tell = Callable[[str, str], None]  # (variable, what could not be done): the magics say it once
+
+
+def _data(value: object) -> bool:
+    """Whether a variable holds data a step may change (not a module, function, class or small plain value)."""
+    if isinstance(value, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, NotebookFunction)):
+        return False
+    return not _inputs.is_small_plain(value)
+
+
+def data_variables(namespace: dict[str, Any], hidden_names: Iterable[str]) -> dict[str, Any]:
+    """The notebook's own data variables (not IPython's ``In``/``Out``/``_``, not modules or functions)."""
+    skip = set(hidden_names)
+    return {n: v for n, v in namespace.items() if not n.startswith("_") and n not in skip and _data(v)}
 
 
 class CellExecutor:
@@ -15,10 +41,24 @@ class CellExecutor:
 
     call: _engine.StepCall  # set once the store is known
 
-    def __init__(self, shell: Any, python: str, names: _cellast.CellNames, spec: OutputSpec) -> None:
+    def __init__(
+        self,
+        shell: Any,
+        python: str,
+        names: _cellast.CellNames,
+        spec: OutputSpec,
+        raw: str = "",
+        watch: Iterable[str] = (),
+        tell: Tell | None = None,
+    ) -> None:
         self.shell = shell
         self.names = names
         self.spec = spec
+        self.raw = raw  # the cell as written: its setup magics are run again on restore
+        # What the cell read and may change in place without the syntax showing it.
+        skip = {*names.binds, *names.mutates, *spec.excluded}
+        self.watch = [n for n in dict.fromkeys(watch) if n not in skip]
+        self.tell = tell or (lambda name, problem: None)
         self.value: Any = None
         self.filename = filename = shell.compile.cache(python, shell.execution_count, raw_code=python)
         tree = shell.transform_ast(shell.compile.ast_parse(python, filename=filename))
@@ -47,6 +87,8 @@ class CellExecutor:
             )
         namespace = self.shell.user_ns
         self.value = None
+        before = self._fingerprints(namespace)
+        settings = hidden.settings()
         with _capture.tee(self.shell) as recording:
             exec(self.body_code, self.shell.user_global_ns, namespace)  # noqa: S102 - the user's own cell
             if self.last_code is not None:
@@ -55,4 +97,38 @@ class CellExecutor:
                     self.value = value
                     recording.result(*self.shell.display_formatter.format(value))
         call.display = recording.outputs()
-        return collect_outputs(call.step, self.names, self.spec, namespace)
+        outputs = collect_outputs(call.step, self.names, self.spec, namespace)
+        for name, print_before in before.items():
+            changed = name in namespace and _fingerprint.fingerprint(namespace[name]).digest != print_before
+            if name not in outputs and changed:
+                outputs[name] = NotebookFunction.wrap(namespace[name], namespace)
+        outputs = self._share(outputs, namespace)
+        outputs[hidden.STATE] = hidden.capture(settings, self.raw)
+        return outputs
+
+    def _fingerprints(self, namespace: dict[str, Any]) -> dict[str, str]:
+        """Content fingerprints of what the cell read, before it runs (what has none is told, once)."""
+        out: dict[str, str] = {}
+        for name in self.watch:
+            if name not in namespace or not _data(namespace[name]):
+                continue
+            found = _fingerprint.fingerprint(namespace[name])
+            if found.digest is None:
+                self.tell(name, found.problem or "cannot be fingerprinted")
+            else:
+                out[name] = found.digest
+        return out
+
+    def _share(self, outputs: dict[str, Any], namespace: dict[str, Any]) -> dict[str, Any]:
+        """Add the variables that share memory with the outputs, and pickle the sharing ones together."""
+        others = data_variables(namespace, self.shell.user_ns_hidden)
+        others = {n: v for n, v in others.items() if n not in self.spec.excluded}
+        shared, added = _aliases.sharing(outputs, others)
+        outputs = {**outputs, **{n: others[n] for n in sorted(added)}}
+        if not shared:
+            return outputs
+        token = uuid.uuid4().hex
+        outputs[_aliases.SHARED] = {n: outputs[n] for n in sorted(shared)}
+        for name in shared:
+            outputs[name] = _aliases.SharedRef(name, token)
+        return outputs

@@ -128,7 +128,9 @@ class Provenance:
     ) -> None:
         """Record a step's outputs by their checkpoints; what it bound but did not store, by its source."""
         source = normalized(python)
-        for name in (*names.binds, *names.mutates):
+        # Besides what the syntax shows, a step stores what it changed in place and what shares memory with it.
+        found = [n for n in digests if not n.startswith("<")]
+        for name in dict.fromkeys([*names.binds, *names.mutates, *found]):
             if name in digests:
                 self.known[name] = _inputs.of_checkpoint(digests[name], namespace.get(name))
             elif name in namespace:
