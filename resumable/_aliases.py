@@ -22,6 +22,7 @@ import sys
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 #: Objects walked from one step's outputs, at most.
 WALK_LIMIT = 20_000
@@ -126,9 +127,49 @@ class SharedRef:
     token: str
 
 
+@dataclass(frozen=True, slots=True)
+class ArrayView:
+    """A numpy array stored as a window on the array owning its memory (pickle alone would copy each view)."""
+
+    owner: Any  # the ndarray that owns the memory, pickled once for every view on it
+    offset: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: Any
+
+    def array(self) -> Any:
+        numpy = sys.modules["numpy"]
+        return numpy.ndarray(self.shape, self.dtype, buffer=self.owner, offset=self.offset, strides=self.strides)
+
+
+def pack(group: Mapping[str, object]) -> dict[str, object]:
+    """The values to pickle together, numpy arrays sharing memory replaced by views on their owner."""
+    numpy = sys.modules.get("numpy")
+    out = dict(group)
+    if numpy is None:
+        return out
+    for name, value in group.items():
+        owner: Any = _owner(value)
+        if owner is None or owner is value or not isinstance(owner, numpy.ndarray) or owner.base is not None:
+            continue
+        if not owner.flags.c_contiguous:
+            continue
+        assert isinstance(value, numpy.ndarray)
+        start = owner.__array_interface__["data"][0]
+        offset = value.__array_interface__["data"][0] - start
+        out[name] = ArrayView(owner, offset, value.shape, value.strides, value.dtype)
+    return out
+
+
+def unpack(group: Mapping[str, object]) -> dict[str, object]:
+    """The values :func:`pack` stored, views made views again."""
+    return {n: v.array() if isinstance(v, ArrayView) else v for n, v in group.items()}
+
+
 def resolve(values: Mapping[str, object]) -> dict[str, object]:
     """A step's restored outputs with every :class:`SharedRef` replaced by its value (pseudo-outputs left out)."""
-    group = values.get(SHARED)
+    stored = values.get(SHARED)
+    group = unpack(stored) if isinstance(stored, dict) else None
     out: dict[str, object] = {}
     for name, value in values.items():
         if name.startswith("<"):

@@ -475,5 +475,5 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
         raise CheckpointNotFoundError(opened.location, run_id, step, output=name, outputs=list(refs))
     value = opened.load_value(refs[name])
     if isinstance(value, _aliases.SharedRef) and _aliases.SHARED in every:  # stored with those sharing its memory
-        return opened.load_value(every[_aliases.SHARED])[value.name]
+        return _aliases.unpack(opened.load_value(every[_aliases.SHARED]))[value.name]
     return value

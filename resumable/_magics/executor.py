@@ -15,19 +15,21 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from resumable import _aliases, _capture, _cellast, _engine, _fingerprint, _inputs, _why
+from resumable import _aliases, _capture, _cellast, _engine, _fingerprint, _why
 from resumable._magics import hidden
 from resumable._magics.functions import NotebookFunction
 from resumable._magics.outputs import OutputSpec, collect_outputs
 
+_NOT_DATA = (
+    types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, NotebookFunction,
+    int, float, complex, str, bytes, bool, type(None), range,
+)  # fmt: skip
 Tell = Callable[[str, str], None]  # (variable, what could not be done): the magics say it once
 
 
 def _data(value: object) -> bool:
-    """Whether a variable holds data a step may change (not a module, function, class or small plain value)."""
-    if isinstance(value, (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, NotebookFunction)):
-        return False
-    return not _inputs.is_small_plain(value)
+    """Whether a variable holds data a step may change (not a module, function, class or immutable scalar)."""
+    return not isinstance(value, _NOT_DATA)
 
 
 def data_variables(namespace: dict[str, Any], hidden_names: Iterable[str]) -> dict[str, Any]:
@@ -128,7 +130,7 @@ class CellExecutor:
         if not shared:
             return outputs
         token = uuid.uuid4().hex
-        outputs[_aliases.SHARED] = {n: outputs[n] for n in sorted(shared)}
+        outputs[_aliases.SHARED] = _aliases.pack({n: outputs[n] for n in sorted(shared)})
         for name in shared:
             outputs[name] = _aliases.SharedRef(name, token)
         return outputs
