@@ -36,6 +36,9 @@ HANDOFF_MAX_S = 0.3
 MARKER_FRESH_S = 2.0
 MIN_HOLD_S = 0.02
 
+# Waits draw from a generator of their own: the notebook's global ``random`` sequence is the user's.
+_JITTER = random.Random()
+
 
 class PendingWrites(Protocol):
     """Writes a store defers; the connection commits them with the next transaction."""
@@ -142,7 +145,7 @@ class FileConnection:
                         marker = self._marker
                         marker.touch()
                     self._retry_or_raise(exc, deadline)
-                time.sleep(delay * (0.5 + random.random()))
+                time.sleep(delay * (0.5 + _JITTER.random()))
                 delay = min(delay * 2, 0.01)
         finally:
             if marker is not None:
