@@ -32,7 +32,7 @@ import cloudpickle
 #: Buffers up to this size are hashed whole.
 FULL_HASH_BYTES = 1024 * 1024
 #: Buffers up to this size are summed by rows and by columns; larger ones by rows only.
-COLUMN_SUMS_BYTES = 64 * 1024 * 1024
+COLUMN_SUMS_BYTES = 8 * 1024 * 1024
 #: The pickled structure (everything but the large buffers) is hashed up to this many bytes.
 INBAND_LIMIT_BYTES = 64 * 1024 * 1024
 _ROW_WORDS = 512  # 4 KB rows of 64-bit words
@@ -57,12 +57,48 @@ class _Sink(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        size = len(data)
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        if size > FULL_HASH_BYTES:  # an array pickle wrote in band (a datetime column): summed, not hashed
+            self.hash.update(_buffer_digest(view))
+            return size
         self.left -= size
         if self.left < 0:
             raise OverflowError
-        self.hash.update(data)
+        self.hash.update(view)
         return size
+
+
+def _array_parts(*parts: Any) -> None:
+    """Never called: the stand-in an array is fingerprinted as (its type, shape or lengths, and buffers)."""
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles numpy and pyarrow arrays (pandas' columns) as their buffers, out of band, instead of copying them."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and type(obj) is numpy.ndarray and not obj.dtype.hasobject:
+            flat = obj.ravel(order="K")  # a view when the array is contiguous in either order
+            if flat.base is obj or flat is obj or numpy.shares_memory(flat, obj):
+                # datetime arrays offer no buffer, so numpy's own pickle copies them in band: viewed as bytes
+                data = pickle.PickleBuffer(flat.view(numpy.uint8))
+                return (_array_parts, ("ndarray", str(obj.dtype), obj.shape, obj.strides, data))
+            return NotImplemented
+        pa = sys.modules.get("pyarrow")
+        if pa is None:
+            return NotImplemented
+        pandas_arrow = getattr(sys.modules.get("pandas.core.arrays.arrow.array"), "ArrowExtensionArray", None)
+        if pandas_arrow is not None and isinstance(obj, pandas_arrow):  # its own pickle copies every chunk
+            return (_array_parts, (type(obj).__qualname__, str(obj.dtype), obj._pa_array))
+        if not isinstance(obj, (pa.Array, pa.ChunkedArray)):
+            return NotImplemented
+        chunks = obj.chunks if isinstance(obj, pa.ChunkedArray) else [obj]
+        parts: list[Any] = [str(obj.type)]
+        for chunk in chunks:
+            parts += [chunk.offset, len(chunk)]
+            parts += [pickle.PickleBuffer(b) if b is not None else None for b in chunk.buffers()]
+        return (_array_parts, tuple(parts))
 
 
 def _buffer_digest(view: memoryview) -> bytes:
@@ -87,7 +123,7 @@ def fingerprint(value: object) -> Fingerprint:
     sink = _Sink(INBAND_LIMIT_BYTES)
     buffers: list[pickle.PickleBuffer] = []
     try:
-        pickle.Pickler(sink, protocol=5, buffer_callback=buffers.append).dump(value)
+        _Pickler(sink, protocol=5, buffer_callback=buffers.append).dump(value)
     except OverflowError:
         return Fingerprint(None, "is too large to fingerprint")
     except Exception:  # a lambda or a notebook class inside: cloudpickle takes those (by value)

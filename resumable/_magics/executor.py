@@ -12,6 +12,7 @@ import ast
 import sys
 import types
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,11 +26,21 @@ _NOT_DATA = (
     int, float, complex, str, bytes, bool, type(None), range,
 )  # fmt: skip
 Tell = Callable[[str, str], None]  # (variable, what could not be done): the magics say it once
+# name -> (id of the value, a weak reference to it when it takes one, its fingerprint after the last step read it)
+Known = dict[str, tuple[int, Any, str]]
 
 
 def _data(value: object) -> bool:
     """Whether a variable holds data a step may change (not a module, function, class or immutable scalar)."""
     return not isinstance(value, _NOT_DATA)
+
+
+def _weak(value: object) -> Any:
+    """A weak reference to ``value`` when it takes one (a DataFrame, an array), else None (a list: id only)."""
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return None
 
 
 def data_variables(namespace: dict[str, Any], hidden_names: Iterable[str]) -> dict[str, Any]:
@@ -52,6 +63,7 @@ class CellExecutor:
         raw: str = "",
         watch: Iterable[str] = (),
         tell: Tell | None = None,
+        known: Known | None = None,
     ) -> None:
         self.shell = shell
         self.names = names
@@ -61,6 +73,7 @@ class CellExecutor:
         skip = {*names.binds, *names.mutates, *spec.excluded}
         self.watch = [n for n in dict.fromkeys(watch) if n not in skip]
         self.tell = tell or (lambda name, problem: None)
+        self.known: Known = known if known is not None else {}
         self.value: Any = None
         self.filename = filename = shell.compile.cache(python, shell.execution_count, raw_code=python)
         tree = shell.transform_ast(shell.compile.ast_parse(python, filename=filename))
@@ -101,9 +114,14 @@ class CellExecutor:
         call.display = recording.outputs()
         outputs = collect_outputs(call.step, self.names, self.spec, namespace)
         for name, print_before in before.items():
-            changed = name in namespace and _fingerprint.fingerprint(namespace[name]).digest != print_before
-            if name not in outputs and changed:
-                outputs[name] = NotebookFunction.wrap(namespace[name], namespace)
+            if name not in namespace:
+                continue
+            value = namespace[name]
+            now = _fingerprint.fingerprint(value).digest
+            if now is not None:
+                self.known[name] = (id(value), _weak(value), now)
+            if name not in outputs and now != print_before:
+                outputs[name] = NotebookFunction.wrap(value, namespace)
         outputs = self._share(outputs, namespace)
         outputs[hidden.STATE] = hidden.capture(settings, self.raw)
         return outputs
@@ -114,7 +132,14 @@ class CellExecutor:
         for name in self.watch:
             if name not in namespace or not _data(namespace[name]):
                 continue
-            found = _fingerprint.fingerprint(namespace[name])
+            value = namespace[name]
+            cached = self.known.get(name)
+            if cached is not None and cached[0] == id(value) and (cached[1] is None or cached[1]() is value):
+                # The fingerprint the last step reading it took afterwards: one pass per step, not two. A
+                # plain cell that changed it since makes this step store it, which is harmless.
+                out[name] = cached[2]
+                continue
+            found = _fingerprint.fingerprint(value)
             if found.digest is None:
                 self.tell(name, found.problem or "cannot be fingerprinted")
             else:

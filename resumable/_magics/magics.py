@@ -28,7 +28,7 @@ from resumable import _aliases, _capture, _cellast, _engine, _inputs, _magic_lin
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
 from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
 from resumable._magics import hidden
-from resumable._magics.executor import CellExecutor
+from resumable._magics.executor import CellExecutor, Known
 from resumable._magics.functions import rebind_class, unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
 from resumable._magics.provenance import Provenance, injected_parameters, is_step_cell
@@ -147,6 +147,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self.provenance = Provenance()
         self._injected: dict[str, Any] = {}  # parameters a runner injected, recorded with the run joined
         self._unseen_told: set[str] = set()  # variables whose in-place changes cannot be seen, told once
+        self._known: Known = {}  # fingerprints steps took of what they read: the next reader's "before"
         shell.events.register("pre_run_cell", self.remember_cell)
         shell.events.register("post_run_cell", self.track_plain_cell)
 
@@ -296,7 +297,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         namespace = self._ip.user_ns
         inputs = self.provenance.inputs(names.reads, namespace)
         watch = () if args.no_inplace_check else [n for n in inputs if not n.startswith(_inputs.FILE_PREFIX)]
-        executor = CellExecutor(self._ip, python, names, spec, cell, watch, self._tell_unseen(name))
+        executor = CellExecutor(self._ip, python, names, spec, cell, watch, self._tell_unseen(name), self._known)
         try:
             inputs.update(_inputs.of_file(name, path) for path in args.depends_on)
         except DependencyError as exc:
