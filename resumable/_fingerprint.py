@@ -6,14 +6,18 @@ The notebook front end fingerprints what a step read before the body runs and ag
 name whose fingerprint changed is checkpointed with the step's outputs.
 
 How a value is fingerprinted: it is pickled (protocol 5) into a hash, with large buffers (numpy
-arrays, the columns of a DataFrame) handed out of band and not copied. A buffer up to
-:data:`FULL_HASH_BYTES` is hashed whole; a larger one by the sums of its 4 KB rows taken as 64-bit
-words (about 25 ms per GB), and up to :data:`COLUMN_SUMS_BYTES` also by its column sums. Any change
-of a value, and any move of a value to another row, changes the row sums; what they cannot see is
-a reordering of values *within* one 4 KB row of a buffer larger than :data:`COLUMN_SUMS_BYTES`, or
-changes whose sums cancel exactly. What pickles to more than :data:`INBAND_LIMIT_BYTES` apart from
-its buffers (a list of ten million tuples) or cannot be pickled (a generator, an open file) has no
-fingerprint: the caller says so, naming the variable.
+arrays, the columns of a DataFrame, pyarrow arrays) handed out of band and not copied. A buffer up
+to :data:`FULL_HASH_BYTES` is hashed whole; a larger one by the sums of its 4 KB rows taken as
+64-bit words, and up to :data:`COLUMN_SUMS_BYTES` also by its column sums. Any change of a value,
+and any move of a value to another row, changes the row sums; they cannot see a reordering of
+values *within* one 4 KB row of a buffer larger than :data:`COLUMN_SUMS_BYTES`, or changes whose
+sums cancel exactly. A buffer larger than :data:`ROW_SUMS_BYTES` has only :data:`SAMPLE_BYTES` of
+rows summed, spread evenly (so a 1 GB frame costs milliseconds, not a pass over memory on every
+step): a change of a few values between the rows read goes unseen there, while a change to many
+values, or to the object's structure (a column added, a shape changed), is seen. What pickles to
+more than :data:`INBAND_LIMIT_BYTES` apart from its buffers (a list of ten million tuples) or
+cannot be pickled (a generator, an open file) has no fingerprint: the caller says so, naming the
+variable.
 
 Pure: no store, no IPython.
 """
@@ -33,6 +37,10 @@ import cloudpickle
 FULL_HASH_BYTES = 1024 * 1024
 #: Buffers up to this size are summed by rows and by columns; larger ones by rows only.
 COLUMN_SUMS_BYTES = 8 * 1024 * 1024
+#: Buffers up to this size have every row summed; of a larger one, rows spread evenly are.
+ROW_SUMS_BYTES = 64 * 1024 * 1024
+#: How much of a buffer larger than :data:`ROW_SUMS_BYTES` is read.
+SAMPLE_BYTES = 4 * 1024 * 1024
 #: The pickled structure (everything but the large buffers) is hashed up to this many bytes.
 INBAND_LIMIT_BYTES = 64 * 1024 * 1024
 _ROW_WORDS = 512  # 4 KB rows of 64-bit words
@@ -111,6 +119,10 @@ def _buffer_digest(view: memoryview) -> bytes:
     rows = len(words) // _ROW_WORDS
     block = words[: rows * _ROW_WORDS].reshape(rows, _ROW_WORDS)
     h = hashlib.sha1(size.to_bytes(8, "little"), usedforsecurity=False)
+    if size > ROW_SUMS_BYTES:  # rows spread evenly, the last one included: SAMPLE_BYTES read, not all
+        stride = -(-rows // (SAMPLE_BYTES // (_ROW_WORDS * 8)))
+        h.update(block[-1:].sum(axis=1, dtype=numpy.uint64).tobytes())
+        block = block[::stride]  # a view: summed where it lies, never copied
     h.update(block.sum(axis=1, dtype=numpy.uint64).tobytes())  # sums wrap around: exact, never rounded
     if size <= COLUMN_SUMS_BYTES:
         h.update(block.sum(axis=0, dtype=numpy.uint64).tobytes())

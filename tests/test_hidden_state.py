@@ -22,6 +22,8 @@ import pandas as pd
 import pytest
 from ipython_shell import fresh_kernel, started_shell
 
+import resumable
+from resumable._fingerprint import fingerprint
 from resumable._store import open_store
 
 RESTORED = re.compile(r"^↺ restored step '\w+' from checkpoint of [\d:\- ]+\n", re.MULTILINE)
@@ -249,3 +251,38 @@ def test_the_inplace_check_can_be_turned_off_for_a_step(
     store = open_store(store_path)
     assert store.get_step("off", "quiet").outputs == ()  # type: ignore[union-attr]
     assert store.get_step("off", "seen").outputs == ("counts",)  # type: ignore[union-attr]
+
+
+def test_outputs_stored_together_load_one_by_one(
+    shell: Any, capsys: pytest.CaptureFixture[str], store_path: Path
+) -> None:
+    """`resumable.load` returns a variable stored with others sharing its memory; pseudo-outputs are not listed."""
+    new_kernel(shell)
+    run(shell, [STEP.format("make") + "a = [1]\nb = a\nn = 3"], capsys, "load")
+    assert resumable.load("load", "make", "b", store=store_path) == [1]
+    assert open_store(store_path).get_step("load", "make").outputs == ("a", "b", "n")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "values[-1] = 1.5",  # the last row: always read
+        "values[:] = 2.0",  # every value
+        "values.sort()",
+        "frame.loc[3, 'note'] = 'changed'",  # an arrow string column
+        "frame['extra'] = 1",  # the structure
+        "frame.loc[10, 'amount'] = -1.0",  # a small column: every row read
+    ],
+)
+def test_fingerprints_see_changes_made_in_place(change: str) -> None:
+    """A fingerprint taken after a change differs from the one before, for arrays and frames large and small."""
+    rng = np.random.default_rng(0)
+    namespace = {
+        "values": rng.random(12_000_000),  # 96 MB: its rows are sampled
+        "frame": pd.DataFrame({"amount": rng.random(1000), "note": [f"n{i}" for i in range(1000)]}),
+    }
+    before = {n: fingerprint(v).digest for n, v in namespace.items()}
+    assert before == {n: fingerprint(v).digest for n, v in namespace.items()}  # unchanged: the same
+    exec(change, {}, namespace)
+    after = {n: fingerprint(v).digest for n, v in namespace.items()}
+    assert [n for n in namespace if before[n] != after[n]] == re.findall(r"^\w+", change)
