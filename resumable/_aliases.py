@@ -81,9 +81,14 @@ def _surface(value: object) -> set[int]:
     owner = _owner(value)
     if owner is not None:
         out.add(id(owner))
-    children = _children(value)
-    if len(children) <= WALK_LIMIT:
-        out |= {id(c) for c in children if _counted(c)}
+        if not value.dtype.hasobject:  # type: ignore[attr-defined]
+            return out  # the elements of a numeric array are not objects another variable can hold
+    try:
+        large = len(value) > WALK_LIMIT  # type: ignore[arg-type]
+    except Exception:  # not sized
+        large = False
+    if not large:
+        out |= {id(c) for c in _children(value) if _counted(c)}
     return out
 
 

@@ -35,6 +35,17 @@ def _data(value: object) -> bool:
     return not isinstance(value, _NOT_DATA)
 
 
+def _worth_telling(value: object, problem: str | None) -> bool:
+    """Whether a read without a fingerprint is worth a warning.
+
+    A large object might be changed in place unseen, and an iterator (a generator, a file) is
+    advanced by reading it, which a restore cannot bring back. A connection or a client that
+    cannot be pickled holds no state a later cell computes from, and warning about every one
+    would drown the warnings that matter.
+    """
+    return not (problem or "").startswith("cannot be pickled") or hasattr(type(value), "__next__")
+
+
 def _weak(value: object) -> Any:
     """A weak reference to ``value`` when it takes one (a DataFrame, an array), else None (a list: id only)."""
     try:
@@ -140,10 +151,10 @@ class CellExecutor:
                 out[name] = cached[2]
                 continue
             found = _fingerprint.fingerprint(value)
-            if found.digest is None:
-                self.tell(name, found.problem or "cannot be fingerprinted")
-            else:
+            if found.digest is not None:
                 out[name] = found.digest
+            elif _worth_telling(value, found.problem):
+                self.tell(name, found.problem or "cannot be fingerprinted")
         return out
 
     def _share(self, outputs: dict[str, Any], namespace: dict[str, Any]) -> dict[str, Any]:
