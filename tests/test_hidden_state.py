@@ -286,3 +286,18 @@ def test_fingerprints_see_changes_made_in_place(change: str) -> None:
     exec(change, {}, namespace)
     after = {n: fingerprint(v).digest for n, v in namespace.items()}
     assert [n for n in namespace if before[n] != after[n]] == re.findall(r"^\w+", change)
+
+
+def test_a_variable_sharing_an_output_that_cannot_be_pickled_is_left_out(
+    shell: Any, capsys: pytest.CaptureFixture[str], store_path: Path
+) -> None:
+    """A dict holding a step's list and a lock shares memory with it but cannot be stored: the step still completes."""
+    new_kernel(shell)
+    cells = [
+        "import threading\nbox = {'lock': threading.Lock()}",
+        STEP.format("make") + "rows = []",
+        "box['rows'] = rows",
+        STEP.format("grow") + "rows.append(1)",
+    ]
+    run(shell, cells, capsys, "refused")
+    assert open_store(store_path).get_step("refused", "grow").outputs == ("rows",)  # type: ignore[union-attr]

@@ -74,7 +74,7 @@ def test_outputs_are_the_names_bound_each_stored_separately(
     )
     assert step(shell, "many --exclude fh", body).error_in_exec is None
     store = open_store(store_path)
-    assert {r.name for r in store.checkpoint_refs("r1", "many") if r.kind == "value" and r.name != "<state>"} == {
+    assert {r.name for r in store.checkpoint_refs("r1", "many") if r.kind == "value"} == {
         "json", "a", "b", "i", "f", "K", "w",
     }  # fmt: skip
     assert step(shell, "narrow --outputs a,b", "a = 1\nb = 2\nscratch = 3").error_in_exec is None
@@ -132,7 +132,7 @@ def test_a_re_executed_step_restores_its_new_outputs_not_the_old_ones(
     assert shell.user_ns["x"] == 10
     assert "shown" not in shell.user_ns
     refs = open_store(store_path).checkpoint_refs("r1", "a")
-    assert sorted((r.kind, r.name) for r in refs) == [("value", "<state>"), ("value", "x")]
+    assert sorted((r.kind, r.name) for r in refs) == [("value", "x")]
 
 
 def test_whitespace_and_retry_options_do_not_count_as_edits(shell: Any, calls: Path) -> None:

@@ -134,7 +134,9 @@ class CellExecutor:
             if name not in outputs and now != print_before:
                 outputs[name] = NotebookFunction.wrap(value, namespace)
         outputs = self._share(outputs, namespace)
-        outputs[hidden.STATE] = hidden.capture(settings, self.raw)
+        state = hidden.capture(settings, self.raw)
+        if state:
+            outputs[hidden.STATE] = state
         return outputs
 
     def _fingerprints(self, namespace: dict[str, Any]) -> dict[str, str]:
@@ -162,6 +164,13 @@ class CellExecutor:
         others = data_variables(namespace, self.shell.user_ns_hidden)
         others = {n: v for n, v in others.items() if n not in self.spec.excluded}
         shared, added = _aliases.sharing(outputs, others)
+        # A variable met through its parts (a dict holding an output and a connection) may not pickle:
+        # it is left out rather than failing a step that stored fine before.
+        refused = {n for n in added if _fingerprint.fingerprint(others[n]).digest is None}
+        added -= refused
+        shared -= refused
+        if len(shared) < 2:  # sharing needs two
+            shared = set()
         outputs = {**outputs, **{n: others[n] for n in sorted(added)}}
         if not shared:
             return outputs

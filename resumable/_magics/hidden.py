@@ -3,11 +3,12 @@
 A restored step does not run, so whatever it did besides binding variables would be lost: the
 global random generators it advanced (``np.random.seed(1)`` in one step, draws in the next), the
 settings it made (``plt.style.use``, ``mpl.rc``, ``pd.set_option``) and the setup magics it ran
-(``%matplotlib inline``, ``%load_ext``). Each executed step stores a ``<state>`` pseudo-output:
+(``%matplotlib inline``, ``%load_ext``). An executed step that did any of these stores a
+``<state>`` pseudo-output:
 
-- the states of Python's ``random`` and of numpy's legacy global ``RandomState`` after the step
-  (small: a few kilobytes), put back on restore, so later draws continue where an uninterrupted
-  run would have;
+- the states of Python's ``random`` and of numpy's legacy global ``RandomState`` after the step,
+  when the step changed them (a few kilobytes), put back on restore, so later draws continue
+  where an uninterrupted run would have;
 - the matplotlib ``rcParams`` and pandas options the step changed (the difference between before
   and after), made again on restore;
 - the setup line magics in the step's source (:data:`SETUP_MAGICS`), run again on restore: they
@@ -63,9 +64,25 @@ def _rc_params() -> dict[str, Any]:
     return {k: v for k, v in dict.items(mpl.rcParams) if k not in _RC_SKIPPED}
 
 
-def settings() -> dict[str, dict[str, Any]]:
-    """The settings a step may change, taken before it runs."""
-    return {"matplotlib": _rc_params(), "pandas": _pandas_options()}
+def _numpy_state() -> Any:
+    numpy = sys.modules.get("numpy")
+    return numpy.random.get_state() if numpy is not None else None
+
+
+def _same_numpy_state(a: Any, b: Any) -> bool:
+    """Whether two ``np.random.get_state()`` tuples are equal (one holds an array)."""
+    if a is None or b is None:
+        return a is b
+    numpy = sys.modules["numpy"]
+    return bool(a[0] == b[0] and numpy.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:]))
+
+
+def settings() -> dict[str, Any]:
+    """What a step may change besides its variables, taken before it runs."""
+    return {
+        "matplotlib": _rc_params(), "pandas": _pandas_options(),
+        "random": random.getstate(), "numpy": _numpy_state(),
+    }  # fmt: skip
 
 
 def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,13 +110,18 @@ def setup_magics(raw: str) -> list[tuple[str, str]]:
     return found
 
 
-def capture(before: Mapping[str, Mapping[str, Any]], raw: str) -> dict[str, Any]:
-    """The ``<state>`` of a step that just ran: random states, settings it changed, setup magics it ran."""
-    state: dict[str, Any] = {"random": random.getstate()}
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        state["numpy"] = numpy.random.get_state()
+def capture(before: Mapping[str, Any], raw: str) -> dict[str, Any]:
+    """The ``<state>`` of a step that just ran: what it changed of the random states and settings, its setup magics.
+
+    Empty when the step changed none of them (most steps): nothing more is stored. A random state
+    the step did not advance needs no restoring: the cells before it leave it as they did.
+    """
+    state: dict[str, Any] = {}
     now = settings()
+    if now["random"] != before.get("random"):
+        state["random"] = now["random"]
+    if not _same_numpy_state(now["numpy"], before.get("numpy")):
+        state["numpy"] = now["numpy"]
     for kind in ("matplotlib", "pandas"):
         delta = _changed(before.get(kind, {}), now[kind])
         if delta:
