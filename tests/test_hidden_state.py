@@ -239,18 +239,20 @@ def test_a_retry_does_not_shift_the_notebooks_random_sequence(
 def test_the_inplace_check_can_be_turned_off_for_a_step(
     shell: Any, capsys: pytest.CaptureFixture[str], store_path: Path
 ) -> None:
-    """`--no-inplace-check`: the step does not fingerprint what it reads, so a change in place is not stored."""
+    """`--no-inplace-check` (and `--outputs a,b`, exactly these): a change in place the syntax hides is not stored."""
     new_kernel(shell)
     cells = [
         "import numpy as np",
         STEP.format("make") + "counts = np.zeros(3, dtype=int)",
         STEP.format("quiet --no-inplace-check") + "np.add.at(counts, [0], 1)",
         STEP.format("seen") + "np.add.at(counts, [1], 1)",
+        STEP.format("exact --outputs n") + "np.add.at(counts, [2], 1)\nn = 1",  # exactly these: nothing added
     ]
     run(shell, cells, capsys, "off")
     store = open_store(store_path)
     assert store.get_step("off", "quiet").outputs == ()  # type: ignore[union-attr]
     assert store.get_step("off", "seen").outputs == ("counts",)  # type: ignore[union-attr]
+    assert store.get_step("off", "exact").outputs == ("n",)  # type: ignore[union-attr]
 
 
 def test_outputs_stored_together_load_one_by_one(

@@ -82,7 +82,8 @@ class CellExecutor:
         self.raw = raw  # the cell as written: its setup magics are run again on restore
         # What the cell read and may change in place without the syntax showing it.
         skip = {*names.binds, *names.mutates, *spec.excluded}
-        self.watch = [n for n in dict.fromkeys(watch) if n not in skip]
+        # ``--outputs a,b`` says exactly what to store: nothing is added to it.
+        self.watch = [n for n in dict.fromkeys(watch) if n not in skip] if spec.exact is None else []
         self.tell = tell or (lambda name, problem: None)
         self.known: Known = known if known is not None else {}
         self.value: Any = None
@@ -162,7 +163,7 @@ class CellExecutor:
     def _share(self, outputs: dict[str, Any], namespace: dict[str, Any]) -> dict[str, Any]:
         """Add the variables that share memory with the outputs, and pickle the sharing ones together."""
         others = data_variables(namespace, self.shell.user_ns_hidden)
-        others = {n: v for n, v in others.items() if n not in self.spec.excluded}
+        others = {n: v for n, v in others.items() if n not in self.spec.excluded and self.spec.exact is None}
         shared, added = _aliases.sharing(outputs, others)
         # A variable met through its parts (a dict holding an output and a connection) may not pickle:
         # it is left out rather than failing a step that stored fine before.
