@@ -119,15 +119,16 @@ def test_figure_parts_drawn_on_in_later_steps_stay_one_figure(shell: Any, capsys
 
 
 def test_np_add_at_and_a_helper_appending_are_kept(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    """`np.add.at(counts, ...)` and `items.append(...)` inside a helper the step calls: the changes survive."""
+    """`np.add.at(counts, ...)`, `items.append(...)` in a helper and in a notebook class's method: kept."""
     cells = [
-        "import numpy as np\ndef record(v):\n    items.append(v)",
+        "import numpy as np\ndef record(v):\n    items.append(v)\nclass Log:\n    def add(self, v):\n"
+        "        entries.append(v)\nlog = Log()\nentries = []",
         STEP.format("make") + "counts = np.zeros(4, dtype=int)\nitems = []",
-        STEP.format("count") + "np.add.at(counts, [0, 1, 1], 1)\nrecord('one')",
-        STEP.format("again") + "np.add.at(counts, [3], 5)\nrecord('two')",
-        "print(counts.tolist(), items)",
+        STEP.format("count") + "np.add.at(counts, [0, 1, 1], 1)\nrecord('one')\nlog.add(1)",
+        STEP.format("again") + "np.add.at(counts, [3], 5)\nrecord('two')\nlog.add(2)",
+        "print(counts.tolist(), items, entries)",
     ]
-    compare(shell, cells, capsys, ["counts", "items"])
+    compare(shell, cells, capsys, ["counts", "items", "entries"])
 
 
 def test_a_generator_object_is_named_in_a_warning(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
