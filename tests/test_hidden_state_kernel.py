@@ -44,13 +44,23 @@ CELLS = [
 
 
 def _shown(cell: nbformat.NotebookNode) -> list[str]:
-    """What a cell showed, without resumable's own lines (which say whether it restored)."""
-    out = []
+    """What a cell showed, without resumable's own lines (which say whether it restored).
+
+    Stream chunks are joined first: the kernel may split one print into several outputs.
+    """
+    merged: list[tuple[str, str]] = []
     for output in cell.get("outputs", []):
+        kind = output["output_type"] + ":" + output.get("name", "")
         text = output.get("text") or output.get("data", {}).get("text/plain", "")
+        if merged and merged[-1][0] == kind and kind.startswith("stream"):
+            merged[-1] = (kind, merged[-1][1] + text)
+        else:
+            merged.append((kind, text))
+    out = []
+    for kind, text in merged:
         kept = [line for line in text.splitlines() if not line.startswith(("resumable: ", "↺ restored step"))]
         if kept and "CPU times" not in text:  # %%time's own figures differ between any two runs
-            out.append(f"{output['output_type']}: " + "\n".join(kept))
+            out.append(f"{kind} " + "\n".join(kept))
     return out
 
 
