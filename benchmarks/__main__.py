@@ -21,6 +21,7 @@ CONCERNS = {
     "memory": "memory",
     "notebook": "notebook",
     "headless": "headless",
+    "inplace": "inplace",
 }
 
 

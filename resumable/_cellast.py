@@ -11,6 +11,8 @@ Top level means module scope: the bodies of ``if``, ``for``, ``while``, ``try``,
   assignment with a value, ``for`` and ``with ... as`` targets, ``:=`` (also inside
   comprehensions), ``import``, ``def``, ``class``, ``match`` captures, and names a function declares
   ``global`` and assigns. ``del name`` unbinds; binding it again later binds it again.
+- magics that run code in the notebook's namespace: the code of ``%time`` and ``%%time`` and
+  ``%%capture`` (and the variable ``%%capture`` binds) counts as the cell's own.
 - mutates: a name the cell did not bind first and changes in place, seen in the syntax: an
   attribute or item assigned or deleted (``df["x"] = 1``, ``cfg.seed += 1``, ``del d[k]``), a
   call with ``inplace=True`` on it (``df.drop(columns="x", inplace=True)``), or a call of one of
@@ -258,6 +260,16 @@ class _TopLevel:
             self.load_target(target)
             self.mutate(target)
 
+    def magic_code(self, source: str, binds: tuple[str, ...]) -> None:
+        """The code a ``%time``/``%%time``/``%%capture`` magic runs in the notebook's namespace, as if inline."""
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # IPython syntax inside the magic's code: what Python can read is all we see
+            return
+        self.block(tree.body)
+        for name in binds:
+            self.bind(name)
+
     # ------------------------------------------------------------------ expressions
 
     def expr(self, node: ast.expr) -> None:  # noqa: PLR0912 - one branch per expression kind
@@ -281,6 +293,9 @@ class _TopLevel:
                     self.expr(child.value)
             if _mutates_receiver(node):
                 self.mutate(node.func.value)  # type: ignore[attr-defined]
+            code = _magic_code(node)
+            if code is not None:
+                self.magic_code(*code)
         else:
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.expr):
@@ -307,6 +322,31 @@ class _TopLevel:
             for name in _free_names(scope)[0]:
                 if name not in local:
                     self.read(name)
+
+
+def _magic_code(call: ast.Call) -> tuple[str, tuple[str, ...]] | None:
+    """``get_ipython().run_cell_magic('time', '', code)`` (what ``%%time`` becomes): the code and any bound name.
+
+    Only the magics that run their code in the notebook's namespace count: ``%time``, ``%%time``
+    and ``%%capture`` (whose line names a variable it binds); ``%timeit`` runs the code in a
+    function of its own and binds nothing.
+    """
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr in ("run_cell_magic", "run_line_magic")):
+        return None
+    if not (isinstance(func.value, ast.Call) and isinstance(func.value.func, ast.Name)):
+        return None
+    if func.value.func.id != "get_ipython" or call.keywords:
+        return None
+    args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in call.args]
+    if func.attr == "run_line_magic" and len(args) == 2 and args[0] == "time" and args[1] is not None:
+        return args[1], ()
+    if func.attr == "run_cell_magic" and len(args) == 3 and args[0] in ("time", "capture") and args[2] is not None:
+        bound: tuple[str, ...] = ()
+        if args[0] == "capture" and args[1] is not None:
+            bound = tuple(t for t in args[1].split() if not t.startswith("-") and t.isidentifier())[:1]
+        return args[2], bound
+    return None
 
 
 def _mutates_receiver(call: ast.Call) -> bool:

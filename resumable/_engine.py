@@ -45,6 +45,9 @@ _WRITE_ERRORS = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 _JITTER = random.Random()
 
 MAX_BACKOFF_S = 300.0
+# The jitter draws from a generator of its own: a retry must not advance the notebook's global
+# ``random`` sequence, or a retried step would shift every later draw of the user's code.
+_JITTER = random.Random()
 RETURN = "return"  # the output name of a Python-API step's return value (no cell can bind it)
 
 

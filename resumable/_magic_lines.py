@@ -73,6 +73,11 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
             metavar="PATH",
             help="A file the step reads; a change of its content makes the step run again (repeatable).",
         ),
+        _arg(
+            "--no-inplace-check",
+            action="store_true",
+            help="Do not fingerprint what the step reads to find objects it changes in place (saves the time).",
+        ),
     ),
     "durable_panel": (
         _arg("run_id", nargs="?", default=None, help="The run to show (default: the kernel's current run)."),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from resumable import _config, _engine, _inputs, _keys, _why
+from resumable import _aliases, _config, _engine, _inputs, _keys, _why
 from resumable._context import current_step
 from resumable._engine import RETURN
 from resumable._owner import current_owner
@@ -499,7 +499,8 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     kept = status.state is not StepState.COMPLETED
     if kept and status.kept_attempt is None:
         raise CheckpointNotFoundError(opened.location, run_id, step, state=status.state.value)
-    refs = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
+    every = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
+    refs = {n: r for n, r in every.items() if not n.startswith("<")}  # <state>, <shared>: not outputs
     if name is None:
         if RETURN in refs:
             name = RETURN
@@ -515,4 +516,6 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
             run_id, step, name, status.kept_attempt, status.state.value, status.attempts
         )
         warnings.warn(warning, stacklevel=2)
+    if isinstance(value, _aliases.SharedRef) and _aliases.SHARED in every:  # stored with those sharing its memory
+        value = _aliases.unpack(opened.load_value(every[_aliases.SHARED]))[value.name]
     return value

@@ -97,3 +97,26 @@ def test_syntax_error_is_raised() -> None:
     """Invalid Python is the user's SyntaxError, not a silent empty result."""
     with pytest.raises(SyntaxError):
         analyze("x = = 1")
+
+
+@pytest.mark.parametrize(
+    ("source", "binds", "reads"),
+    [
+        (
+            "get_ipython().run_cell_magic('time', '', 'total = 0\\nfor i in r:\\n    total += i\\n')",
+            ("i", "total"),
+            ("r",),
+        ),
+        ("get_ipython().run_line_magic('time', 'y = f(x)')", ("y",), ("f", "x")),
+        ("get_ipython().run_cell_magic('capture', 'out --no-stderr', 'q = 1\\n')", ("q", "out"), ()),
+        ("get_ipython().run_line_magic('timeit', 'w = 1')", (), ()),  # timeit binds nothing in the notebook
+        ("get_ipython().run_cell_magic('time', '', '!ls\\n')", (), ()),  # IPython syntax inside: not read
+    ],
+)
+def test_code_run_by_time_and_capture_magics_counts_as_the_cells(
+    source: str, binds: tuple[str, ...], reads: tuple[str, ...]
+) -> None:
+    """`%%time` over a loop binding `total`, `%time y = f()`, `%%capture out`: what they bind is the cell's."""
+    names = analyze(source)
+    assert names.binds == binds
+    assert tuple(n for n in names.reads if n != "get_ipython") == reads

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
         "_secrets",
         "_params",
     },
-    {"_codec", "_owner", "_inputs", "_why"},
+    {"_codec", "_owner", "_inputs", "_why", "_fingerprint", "_aliases"},
     {"_store"},
     {"_context", "_kernel_run", "_runs", "_table", "_engine", "_capture", "_query"},
     {"pipeline"},

@@ -1,13 +1,63 @@
-"""Executes a ``%%durable_step`` cell for the engine, one attempt per call."""
+"""Executes a ``%%durable_step`` cell for the engine, one attempt per call.
+
+Besides the names the cell binds, an attempt stores what the cell changed without binding it:
+objects it read whose content fingerprint changed while it ran (``rng.normal()``, a helper's
+``items.append``), variables sharing memory with its outputs (pickled together with them), and
+the ``<state>`` pseudo-output (global random states, settings, setup magics: ``hidden``).
+"""
 
 from __future__ import annotations
 
 import ast
 import sys
+import types
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from resumable import _capture, _cellast, _engine, _why
+from resumable import _aliases, _capture, _cellast, _engine, _fingerprint, _why
+from resumable._magics import hidden
+from resumable._magics.functions import NotebookFunction
 from resumable._magics.outputs import OutputSpec, collect_outputs
+
+_NOT_DATA = (
+    types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, NotebookFunction,
+    int, float, complex, str, bytes, bool, type(None), range,
+)  # fmt: skip
+Tell = Callable[[str, str], None]  # (variable, what could not be done): the magics say it once
+# name -> (id of the value, a weak reference to it when it takes one, its fingerprint after the last step read it)
+Known = dict[str, tuple[int, Any, str]]
+
+
+def _data(value: object) -> bool:
+    """Whether a variable holds data a step may change (not a module, function, class or immutable scalar)."""
+    return not isinstance(value, _NOT_DATA)
+
+
+def _worth_telling(value: object, problem: str | None) -> bool:
+    """Whether a read without a fingerprint is worth a warning.
+
+    A large object might be changed in place unseen, and an iterator (a generator, a file) is
+    advanced by reading it, which a restore cannot bring back. A connection or a client that
+    cannot be pickled holds no state a later cell computes from, and warning about every one
+    would drown the warnings that matter.
+    """
+    return not (problem or "").startswith("cannot be pickled") or hasattr(type(value), "__next__")
+
+
+def _weak(value: object) -> Any:
+    """A weak reference to ``value`` when it takes one (a DataFrame, an array), else None (a list: id only)."""
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return None
+
+
+def data_variables(namespace: dict[str, Any], hidden_names: Iterable[str]) -> dict[str, Any]:
+    """The notebook's own data variables (not IPython's ``In``/``Out``/``_``, not modules or functions)."""
+    skip = set(hidden_names)
+    return {n: v for n, v in namespace.items() if not n.startswith("_") and n not in skip and _data(v)}
 
 
 class CellExecutor:
@@ -15,10 +65,27 @@ class CellExecutor:
 
     call: _engine.StepCall  # set once the store is known
 
-    def __init__(self, shell: Any, python: str, names: _cellast.CellNames, spec: OutputSpec) -> None:
+    def __init__(
+        self,
+        shell: Any,
+        python: str,
+        names: _cellast.CellNames,
+        spec: OutputSpec,
+        raw: str = "",
+        watch: Iterable[str] = (),
+        tell: Tell | None = None,
+        known: Known | None = None,
+    ) -> None:
         self.shell = shell
         self.names = names
         self.spec = spec
+        self.raw = raw  # the cell as written: its setup magics are run again on restore
+        # What the cell read and may change in place without the syntax showing it.
+        skip = {*names.binds, *names.mutates, *spec.excluded}
+        # ``--outputs a,b`` says exactly what to store: nothing is added to it.
+        self.watch = [n for n in dict.fromkeys(watch) if n not in skip] if spec.exact is None else []
+        self.tell = tell or (lambda name, problem: None)
+        self.known: Known = known if known is not None else {}
         self.value: Any = None
         self.filename = filename = shell.compile.cache(python, shell.execution_count, raw_code=python)
         tree = shell.transform_ast(shell.compile.ast_parse(python, filename=filename))
@@ -47,6 +114,8 @@ class CellExecutor:
             )
         namespace = self.shell.user_ns
         self.value = None
+        before = self._fingerprints(namespace)
+        settings = hidden.settings()
         with _capture.tee(self.shell) as recording:
             exec(self.body_code, self.shell.user_global_ns, namespace)  # noqa: S102 - the user's own cell
             if self.last_code is not None:
@@ -55,4 +124,59 @@ class CellExecutor:
                     self.value = value
                     recording.result(*self.shell.display_formatter.format(value))
         call.display = recording.outputs()
-        return collect_outputs(call.step, self.names, self.spec, namespace)
+        outputs = collect_outputs(call.step, self.names, self.spec, namespace)
+        for name, print_before in before.items():
+            if name not in namespace:
+                continue
+            value = namespace[name]
+            now = _fingerprint.fingerprint(value).digest
+            if now is not None:
+                self.known[name] = (id(value), _weak(value), now)
+            if name not in outputs and now != print_before:
+                outputs[name] = NotebookFunction.wrap(value, namespace)
+        outputs = self._share(outputs, namespace)
+        state = hidden.capture(settings, self.raw)
+        if state:
+            outputs[hidden.STATE] = state
+        return outputs
+
+    def _fingerprints(self, namespace: dict[str, Any]) -> dict[str, str]:
+        """Content fingerprints of what the cell read, before it runs (what has none is told, once)."""
+        out: dict[str, str] = {}
+        for name in self.watch:
+            if name not in namespace or not _data(namespace[name]):
+                continue
+            value = namespace[name]
+            cached = self.known.get(name)
+            if cached is not None and cached[0] == id(value) and (cached[1] is None or cached[1]() is value):
+                # The fingerprint the last step reading it took afterwards: one pass per step, not two. A
+                # plain cell that changed it since makes this step store it, which is harmless.
+                out[name] = cached[2]
+                continue
+            found = _fingerprint.fingerprint(value)
+            if found.digest is not None:
+                out[name] = found.digest
+            elif _worth_telling(value, found.problem):
+                self.tell(name, found.problem or "cannot be fingerprinted")
+        return out
+
+    def _share(self, outputs: dict[str, Any], namespace: dict[str, Any]) -> dict[str, Any]:
+        """Add the variables that share memory with the outputs, and pickle the sharing ones together."""
+        others = data_variables(namespace, self.shell.user_ns_hidden)
+        others = {n: v for n, v in others.items() if n not in self.spec.excluded and self.spec.exact is None}
+        shared, added = _aliases.sharing(outputs, others)
+        # A variable met through its parts (a dict holding an output and a connection) may not pickle:
+        # it is left out rather than failing a step that stored fine before.
+        refused = {n for n in added if _fingerprint.fingerprint(others[n]).digest is None}
+        added -= refused
+        shared -= refused
+        if len(shared) < 2:  # sharing needs two
+            shared = set()
+        outputs = {**outputs, **{n: others[n] for n in sorted(added)}}
+        if not shared:
+            return outputs
+        token = uuid.uuid4().hex
+        outputs[_aliases.SHARED] = _aliases.pack({n: outputs[n] for n in sorted(shared)})
+        for name in shared:
+            outputs[name] = _aliases.SharedRef(name, token)
+        return outputs

@@ -24,11 +24,12 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.capture import RichOutput
 from traitlets import Bool
 
-from resumable import _capture, _cellast, _engine, _inputs, _magic_lines, _why
+from resumable import _aliases, _capture, _cellast, _engine, _inputs, _magic_lines, _why
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
 from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
-from resumable._magics.executor import CellExecutor
-from resumable._magics.functions import unwrap
+from resumable._magics import hidden
+from resumable._magics.executor import CellExecutor, Known
+from resumable._magics.functions import rebind_class, unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
 from resumable._magics.provenance import Provenance, injected_parameters, is_step_cell
 from resumable._owner import current_owner
@@ -145,6 +146,8 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self._step_cells: dict[tuple[str, str], str] = {}  # (run, step) -> the cell id that ran it
         self.provenance = Provenance()
         self._injected: dict[str, Any] = {}  # parameters a runner injected, recorded with the run joined
+        self._unseen_told: set[str] = set()  # variables whose in-place changes cannot be seen, told once
+        self._known: Known = {}  # fingerprints steps took of what they read: the next reader's "before"
         shell.events.register("pre_run_cell", self.remember_cell)
         shell.events.register("post_run_cell", self.track_plain_cell)
 
@@ -290,9 +293,10 @@ class DurableMagics(Magics):  # type: ignore[misc]
         spec = parse_output_spec(args.outputs, args.exclude)
         python = self._ip.transform_cell(cell)
         names = _cellast.analyze(python)  # a SyntaxError stops here or below, before the store is touched
-        executor = CellExecutor(self._ip, python, names, spec)
         namespace = self._ip.user_ns
         inputs = self.provenance.inputs(names.reads, namespace)
+        watch = () if args.no_inplace_check else [n for n in inputs if not n.startswith(_inputs.FILE_PREFIX)]
+        executor = CellExecutor(self._ip, python, names, spec, cell, watch, self._tell_unseen(name), self._known)
         try:
             inputs.update(_inputs.of_file(name, path) for path in args.depends_on)
         except DependencyError as exc:
@@ -321,11 +325,40 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self.provenance.after_step(python, names, inputs, outcome.digests, namespace)
         return value
 
+    def _tell_unseen(self, step: str) -> Callable[[str, str], None]:
+        """Once per variable: a read whose changes in place cannot be seen, what that means, and the fix."""
+
+        def tell(variable: str, problem: str) -> None:
+            if variable in self._unseen_told:
+                return
+            self._unseen_told.add(variable)
+            kind = type(self._ip.user_ns.get(variable)).__name__
+            if problem.startswith("cannot be pickled"):
+                after = (
+                    "it cannot be checkpointed either, so after a restore it is as the cell that made it left it. "
+                    "Make and use it within one step, or keep what it yields in a list."
+                )
+            else:
+                after = f"if the step changes it, store it too: %%durable_step {step} --outputs +{variable}"
+            print(
+                f"resumable: step '{step}' reads '{variable}' ({kind}), which {problem}; a change the step makes "
+                f"to it in place is not seen: {after}",
+                file=sys.stderr,
+            )
+
+        return tell
+
     def _restore(self, name: str, restored: _engine.StepOutcome, names: _cellast.CellNames, line: str) -> Any:
         namespace = self._ip.user_ns
-        self._ip.push({k: unwrap(v, namespace) for k, v in restored.values.items()}, interactive=True)
+        values = {k: unwrap(v, namespace) for k, v in _aliases.resolve(restored.values).items()}
+        for value in values.values():
+            rebind_class(value, namespace)
+        self._ip.push(values, interactive=True)
         for gone in names.deletes:
             namespace.pop(gone, None)
+        for problem in hidden.apply(restored.values.get(hidden.STATE), self._ip):
+            print(f"resumable: step '{name}' was restored but its setting could not be made again: {problem}",
+                  file=sys.stderr)  # fmt: skip
         if self.show_restored:
             print(f"↺ restored step '{name}' from checkpoint of {human_time(restored.finished_at) or 'an earlier run'}")
         begin = restored.begin

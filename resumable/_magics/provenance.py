@@ -61,6 +61,23 @@ def _function_of(value: object) -> types.FunctionType | None:
     return None
 
 
+def _method_names(value: object) -> set[str]:
+    """Global names the methods of a notebook class (or of a notebook object's class) may look up.
+
+    ``acc.add(v)`` whose method appends to a notebook list makes that list something the step
+    reads (and may change in place), as a helper function's globals are.
+    """
+    cls = value if isinstance(value, type) else type(value)
+    if cls.__module__ != "__main__":
+        return set()
+    names: set[str] = set()
+    for member in vars(cls).values():
+        func = getattr(member, "__func__", None) or getattr(member, "fget", None) or member
+        if isinstance(func, types.FunctionType):
+            names |= _code_names(func.__code__)
+    return names
+
+
 class Provenance:
     """The fingerprint of every variable the kernel has seen bound, by name."""
 
@@ -94,6 +111,8 @@ class Provenance:
             fn = _function_of(value)
             if fn is not None and depth < _FUNCTION_DEPTH:
                 todo += [(n, depth + 1) for n in sorted(_code_names(fn.__code__)) if n != name]
+            elif depth < _FUNCTION_DEPTH:
+                todo += [(n, depth + 1) for n in sorted(_method_names(value)) if n != name]
         return out
 
     def after_plain_cell(self, python: str, namespace: Mapping[str, Any]) -> None:
@@ -128,7 +147,9 @@ class Provenance:
     ) -> None:
         """Record a step's outputs by their checkpoints; what it bound but did not store, by its source."""
         source = normalized(python)
-        for name in (*names.binds, *names.mutates):
+        # Besides what the syntax shows, a step stores what it changed in place and what shares memory with it.
+        found = [n for n in digests if not n.startswith("<")]
+        for name in dict.fromkeys([*names.binds, *names.mutates, *found]):
             if name in digests:
                 self.known[name] = _inputs.of_checkpoint(digests[name], namespace.get(name))
             elif name in namespace:

@@ -40,7 +40,8 @@ def status_from(row: Sequence[Any]) -> StepStatus:
         finished_at=row[6],
         duration_s=row[7],
         output_bytes=row[8],
-        outputs=tuple(json.loads(row[9])),
+        # ``<state>`` and ``<shared>`` are pseudo-outputs a notebook step stores beside its variables.
+        outputs=tuple(n for n in json.loads(row[9]) if not n.startswith("<")),
         reads=tuple(json.loads(row[10])),
         error=row[11],
         traceback=row[12],
