@@ -61,9 +61,8 @@ def hidden_trials(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, s
     [
         pytest.param(
             *key, id=f"{key[0]}-{key[1]}-{key[2].label(NOTEBOOKS[key[0]]).replace(' ', '-')}",
-            marks=pytest.mark.xfail(strict=True, reason="hidden state not preserved yet: " + "; ".join(kinds)),
         )
-        for key, kinds in hidden_points().items()
+        for key in hidden_points()
     ],
 )  # fmt: skip
 def test_a_kill_after_a_cell_with_hidden_state_resumes_to_the_plain_runs_results(
