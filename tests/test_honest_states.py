@@ -174,7 +174,8 @@ with pipe.run(run_id="busy-1") as run:
 
 
 def test_reading_after_a_kill_mid_write_leaves_the_files_as_they_were(store_path: Path, tmp_path: Path) -> None:
-    """SIGKILL while quick steps are being committed (a write-ahead log may be left): readers apply nothing."""
+    """SIGKILL while quick steps are being committed (a write-ahead log may be left): the first reader puts
+    the steps the writer had logged as returned into the store, and from then on readers change no byte."""
     ready = tmp_path / "ready"
     writer = subprocess.Popen([sys.executable, "-c", BUSY, str(store_path), str(ready)], stderr=subprocess.PIPE)
     try:
@@ -185,11 +186,12 @@ def test_reading_after_a_kill_mid_write_leaves_the_files_as_they_were(store_path
     finally:
         writer.kill()
         writer.communicate(timeout=30)
-    before = fingerprint(store_path)
     listed = json.loads(cli("runs", "--json", "--store", store_path).stdout)
-    # Quick steps of the last group-commit window are lost (docs/durability.md), never a returned
-    # step's completion read as something else: what was committed reads completed or interrupted.
+    # Every step that returned is in its completion log (docs/durability.md) and this first read put
+    # them into the store: what the writer finished reads completed, what it was running interrupted.
     assert [(r["run_id"], r["state"]) for r in listed] in ([("busy-1", "interrupted")], [("busy-1", "completed")])
+    before = fingerprint(store_path)
+    assert json.loads(cli("runs", "--json", "--store", store_path).stdout) == listed
     cli("show", "busy-1", "--store", store_path)
     counted = cli("sql", "SELECT count(*) AS n FROM steps", "--json", "--store", store_path).stdout
     assert json.loads(counted)[0]["n"] >= 1

@@ -89,8 +89,9 @@ class DuckDBStore:
         The file is let go of after this long unused, and at the latest after this long held.
     read_only
         Open the file read-only, for commands that only read (``resumable runs``, ``show``): the
-        store must exist and be at this version's schema; nothing is created, migrated or written
-        (a dead process's completion log is replayed by the next writer, not by a reader).
+        store must exist and be at this version's schema; nothing is created, migrated or written.
+        ``holds_unreplayed_log`` then says whether a dead process logged steps the file lacks
+        (``open_store`` opens such a store for writing instead, to put them in).
 
     Raises
     ------
@@ -135,11 +136,14 @@ class DuckDBStore:
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
         self._keeper: lease.LeaseKeeper | None = None
+        # Read-only: a dead process's log holds steps that returned and are not in the file yet.
+        self.holds_unreplayed_log = False
         try:
             replayed: list[LogFile] = []
             with self._transaction() as con:
-                if read_only:  # shown as it is: dead processes' logs are replayed by the next writer
+                if read_only:  # shown as it is; see ``holds_unreplayed_log``
                     check_version(con, self.location)
+                    self.holds_unreplayed_log = replay.unreplayed(con, self._log_folder, self._log.key)
                 else:
                     migrate(con, self.location)
                     self._migrated = True

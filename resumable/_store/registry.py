@@ -12,10 +12,8 @@ import threading
 from urllib.parse import urlsplit
 
 from resumable import _config
-from resumable._owner import current_owner
 from resumable._store import process
 from resumable._store.base import Store
-from resumable._store.completion_log import dead_logs, folder_for, process_key
 from resumable._store.duckdb import DuckDBStore
 from resumable.errors import ArgumentTypeError, CheckpointNotFoundError, StorePathError
 
@@ -76,11 +74,14 @@ def open_store(
         if store is None:
             if (must_exist or read_only) and not path.exists():
                 raise CheckpointNotFoundError(key)
-            # A dead process's completion log holds steps that returned (so a resume restores them):
-            # a reader that found one would show them interrupted, so it opens for writing and puts
-            # them into the store first, the one write a read command makes (docs/durability.md).
-            writes_log = read_only and bool(dead_logs(folder_for(path), process_key(current_owner())))
-            store = _BY_LOCATION[key] = DuckDBStore(path, read_only=read_only and not writes_log)
+            store = DuckDBStore(path, read_only=read_only)
+            if store.holds_unreplayed_log:
+                # A dead process logged steps that returned (a resume restores them) and the file
+                # does not hold them yet: shown read-only they would read as interrupted, so they are
+                # put into the store first, the one write a read command makes (docs/durability.md).
+                store.close()
+                store = DuckDBStore(path)
+            _BY_LOCATION[key] = store
         return store
 
 

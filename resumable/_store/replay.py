@@ -101,6 +101,25 @@ def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location:
     return done
 
 
+def unreplayed(con: duckdb.DuckDBPyConnection, folder: Path, me: str) -> bool:
+    """Whether a dead process's log holds a completed step the store does not have yet (reads only)."""
+    for process, files in dead_logs(folder, me).items():
+        applied = _applied(con, process)
+        for log in files:
+            try:
+                records, _ = read_records(log.path)
+            except OSError:
+                continue
+            for payload in records:
+                try:
+                    number, rows = decode_quick_rows(payload)
+                except (ValueError, TypeError):
+                    continue
+                if number > applied and _not_yet_stored(con, rows).steps:
+                    return True
+    return False
+
+
 def prune(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
     """Forget the applied counts of processes whose logs are all gone (checked when a store is opened)."""
     rows = con.execute("SELECT process FROM completion_logs").fetchall()
