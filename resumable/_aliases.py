@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from resumable._keys import is_pseudo_output
+
 #: Objects walked from one step's outputs, at most.
 WALK_LIMIT = 20_000
 
@@ -177,7 +179,7 @@ def resolve(values: Mapping[str, object]) -> dict[str, object]:
     group = unpack(stored) if isinstance(stored, dict) else None
     out: dict[str, object] = {}
     for name, value in values.items():
-        if name.startswith("<"):
+        if is_pseudo_output(name):
             continue
         out[name] = group[value.name] if isinstance(value, SharedRef) and isinstance(group, dict) else value
     return out

@@ -45,9 +45,6 @@ _WRITE_ERRORS = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 _JITTER = random.Random()
 
 MAX_BACKOFF_S = 300.0
-# The jitter draws from a generator of its own: a retry must not advance the notebook's global
-# ``random`` sequence, or a retried step would shift every later draw of the user's code.
-_JITTER = random.Random()
 RETURN = "return"  # the output name of a Python-API step's return value (no cell can bind it)
 
 
@@ -255,8 +252,7 @@ class StepCall:
             status = self.store.get_step(done.run_id, done.step)
         except Exception:
             return False
-        names = {b.name for b in done.outputs}
-        return status is not None and status.state is StepState.COMPLETED and set(status.outputs) == names
+        return done.found_in(status)
 
     def _encode(self, name: str, value: object) -> Blob:
         try:

@@ -53,3 +53,12 @@ def idempotency_key(pipeline: str, run_id: str, step: str, scope: str | None, ge
 def source_digest(source: str) -> str:
     """The digest that tells an edited cell from an unchanged one."""
     return hashlib.sha256(source.encode()).hexdigest()[:32]
+
+
+def is_pseudo_output(name: str) -> bool:
+    """Whether a stored name is one a notebook step keeps beside its variables (``<state>``, ``<shared>``).
+
+    No variable can be named so; the store keeps them with the step's outputs, and everything a
+    user sees (``load``, ``show``, the completion read-back) leaves them out.
+    """
+    return name.startswith("<")

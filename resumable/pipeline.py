@@ -500,7 +500,7 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     if kept and status.kept_attempt is None:
         raise CheckpointNotFoundError(opened.location, run_id, step, state=status.state.value)
     every = {r.name: r for r in opened.checkpoint_refs(run_id, step) if r.kind == "value"}
-    refs = {n: r for n, r in every.items() if not n.startswith("<")}  # <state>, <shared>: not outputs
+    refs = {n: r for n, r in every.items() if not _keys.is_pseudo_output(n)}  # <state>, <shared>: not outputs
     if name is None:
         if RETURN in refs:
             name = RETURN

@@ -22,6 +22,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import resumable
+
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = int(os.environ.get("RESUMABLE_DURABILITY_TRIALS", "4"))
 
@@ -278,3 +280,31 @@ def test_a_record_whose_checksum_fails_is_dropped_and_the_ones_before_it_kept(tm
     assert after["make0"] == before["make0"] and after["make1"] == before["make1"]
     assert after["make2"] != before["make2"]
     assert _store_files(tmp_path)[1] == []
+
+
+FAILED_CALL = """
+import os, sys
+import resumable
+from resumable._owner import current_owner
+from resumable.errors import ResumableError
+
+pipe = resumable.Pipeline("p", store=sys.argv[1])
+with pipe.run(run_id="r1") as run:
+    print("made", run.step("a", lambda: 42), flush=True)  # deferred: logged, not yet in DuckDB
+    try:
+        pipe.store.invalidate("r1", "no-such-step", current_owner())  # a write that raises, rolls back
+    except ResumableError as exc:
+        print("refused", type(exc).__name__, flush=True)
+    os._exit(9)  # dies before the next group commit
+"""
+
+
+def test_a_step_that_returned_survives_a_refused_write_and_a_crash_right_after(tmp_path: Path) -> None:
+    """A refused write rolls back the quick steps it was carrying; reading the state back must not mark
+    their log records applied, or the replay after the crash would skip a step that had returned."""
+    store = tmp_path / "store.duckdb"
+    args = [sys.executable, "-c", FAILED_CALL, str(store)]
+    proc = subprocess.run(args, check=False, capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["made 42", "refused CheckpointNotFoundError"]
+    assert resumable.load("r1", "a", store=store) == 42

@@ -543,3 +543,21 @@ def test_a_step_this_process_left_running_starts_again_as_interrupted(store_path
             ("interrupted", "running", "interrupted"),
             ("running", "completed", None),
         ]
+
+
+def test_a_read_back_finds_a_completion_stored_with_pseudo_outputs(store_path: Path) -> None:
+    """A notebook step that changed the random state stores ``<state>`` beside its variables. When its
+    commit raises but happened, the read-back must still find it completed: a step reported failed
+    ("nothing was stored") while it is completed would invite a deliberate rerun of an effect."""
+    from resumable._store import Completion
+
+    store = open_store(store_path)
+    me = current_owner()
+    store.open_run("r1", "p")
+    store.begin_step(StepRequest("r1", "draw", me))
+    done = Completion("r1", "draw", me, (store.encode("x", 1), store.encode("<state>", {"random": 3})), 0.1)
+    assert not done.found_in(store.get_step("r1", "draw"))  # still running: not stored
+    store.complete_step(done)
+    status = store.get_step("r1", "draw")
+    assert status is not None and status.outputs == ("x",)
+    assert done.found_in(status)

@@ -304,3 +304,41 @@ def test_a_variable_sharing_an_output_that_cannot_be_pickled_is_left_out(
     ]
     run(shell, cells, capsys, "refused")
     assert open_store(store_path).get_step("refused", "grow").outputs == ("rows",)  # type: ignore[union-attr]
+
+
+def test_a_plain_cell_between_two_readers_does_not_hide_a_change_back(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain cell changes `cfg` in place after a step read it; the next step changes it back through a
+    helper. The change back must be stored: the fingerprint the first reader took is stale by then."""
+    cells = [
+        "def set_debug(c, v):\n    c['debug'] = v",
+        STEP.format("make") + "cfg = {'debug': False}",
+        STEP.format("size") + "n = len(cfg)",
+        "cfg['debug'] = True",
+        STEP.format("reset") + "set_debug(cfg, False)\nm = 1",
+        "print(cfg)",
+    ]
+    compare(shell, cells, capsys, ["cfg", "n", "m"])
+
+
+def test_a_secret_changed_in_place_or_sharing_an_output_is_not_stored(shell: Any, store_path: Path) -> None:
+    """Variables a step stores beyond what it bound (changed through a helper, sharing an output's memory)
+    are left out when they look like secrets, and the user is told, as for bound ones."""
+    from resumable.errors import SecretNotStoredWarning
+
+    shell.run_cell("def refresh(c):\n    c['token'] = 'new-token'")
+    shell.run_cell("credentials = {'token': 'old'}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SecretNotStoredWarning)
+        assert shell.run_cell("%%durable_step renew\nrefresh(credentials)\nrenewed = True").success
+        assert shell.run_cell("rows = [1, 2]\napi_secrets = {'pw': 'x', 'rows': rows}").success
+        assert shell.run_cell("%%durable_step grow\nrows.append(3)\ntotal = sum(rows)").success
+    told = [str(w.message) for w in caught if isinstance(w.message, SecretNotStoredWarning)]
+    assert any("'credentials'" in t for t in told), told
+    assert any("'api_secrets'" in t for t in told), told
+    store = open_store(store_path)
+    run_id = store.latest_run("default").run_id  # type: ignore[union-attr]
+    stored = {step: {r.name for r in store.checkpoint_refs(run_id, step)} for step in ("renew", "grow")}
+    assert "credentials" not in stored["renew"] and "renewed" in stored["renew"]
+    assert "api_secrets" not in stored["grow"] and {"rows", "total"} <= stored["grow"]

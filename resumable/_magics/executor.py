@@ -19,7 +19,7 @@ from typing import Any
 from resumable import _aliases, _capture, _cellast, _engine, _fingerprint, _why
 from resumable._magics import hidden
 from resumable._magics.functions import NotebookFunction
-from resumable._magics.outputs import OutputSpec, collect_outputs
+from resumable._magics.outputs import OutputSpec, collect_outputs, withhold_secrets
 
 _NOT_DATA = (
     types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, NotebookFunction,
@@ -125,8 +125,9 @@ class CellExecutor:
                     recording.result(*self.shell.display_formatter.format(value))
         call.display = recording.outputs()
         outputs = collect_outputs(call.step, self.names, self.spec, namespace)
+        withheld = withhold_secrets(call.step, self.spec, [n for n in before if n in namespace and n not in outputs])
         for name, print_before in before.items():
-            if name not in namespace:
+            if name not in namespace or name in withheld:
                 continue
             value = namespace[name]
             now = _fingerprint.fingerprint(value).digest
@@ -149,8 +150,8 @@ class CellExecutor:
             value = namespace[name]
             cached = self.known.get(name)
             if cached is not None and cached[0] == id(value) and (cached[1] is None or cached[1]() is value):
-                # The fingerprint the last step reading it took afterwards: one pass per step, not two. A
-                # plain cell that changed it since makes this step store it, which is harmless.
+                # The fingerprint the last step reading it took afterwards: one pass per step, not two.
+                # Any plain cell in between clears these (``DurableMagics.remember_cell``).
                 out[name] = cached[2]
                 continue
             found = _fingerprint.fingerprint(value)
@@ -164,6 +165,8 @@ class CellExecutor:
         """Add the variables that share memory with the outputs, and pickle the sharing ones together."""
         others = data_variables(namespace, self.shell.user_ns_hidden)
         others = {n: v for n, v in others.items() if n not in self.spec.excluded and self.spec.exact is None}
+        secret = withhold_secrets(self.call.step, self.spec, [n for n in others if n not in outputs])
+        others = {n: v for n, v in others.items() if n not in secret}
         shared, added = _aliases.sharing(outputs, others)
         # A variable met through its parts (a dict holding an output and a connection) may not pickle:
         # it is left out rather than failing a step that stored fine before.

@@ -152,8 +152,14 @@ class DurableMagics(Magics):  # type: ignore[misc]
         shell.events.register("post_run_cell", self.track_plain_cell)
 
     def remember_cell(self, info: Any) -> None:
-        """``pre_run_cell``: which notebook cell is executing (front ends send its id)."""
+        """``pre_run_cell``: which notebook cell is executing (front ends send its id).
+
+        Any other cell may change in place what the last step read, so the fingerprints steps took
+        afterwards are no longer a next step's "before": it takes them afresh.
+        """
         self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", "") or "")
+        if not is_step_cell(self._cell[1]):
+            self._known.clear()
 
     def track_plain_cell(self, result: Any) -> None:
         """``post_run_cell``: fingerprint what a plain cell bound, for the steps that read it later."""

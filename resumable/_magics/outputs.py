@@ -90,6 +90,19 @@ def collect_outputs(
     return outputs
 
 
+def withhold_secrets(step: str, spec: OutputSpec, names: list[str]) -> set[str]:
+    """The secret-looking ones among ``names`` a step would store beyond what it bound.
+
+    Those are variables it changed in place or that share memory with an output. Unless
+    ``--outputs`` names them they are left out like bound ones, and the user is told once.
+    """
+    explicit = spec.exact if spec.exact is not None else spec.added
+    withheld = {n for n in names if n not in explicit and looks_secret(n)}
+    if withheld:
+        _tell_once(step, tuple(sorted(withheld)))
+    return withheld
+
+
 _told: set[tuple[str, tuple[str, ...]]] = set()
 
 

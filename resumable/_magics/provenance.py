@@ -16,6 +16,7 @@ from typing import Any
 
 from resumable import _cellast, _inputs
 from resumable._inputs import Input
+from resumable._keys import is_pseudo_output
 from resumable._magics.functions import NotebookFunction
 from resumable._magics.outputs import normalized
 
@@ -148,7 +149,7 @@ class Provenance:
         """Record a step's outputs by their checkpoints; what it bound but did not store, by its source."""
         source = normalized(python)
         # Besides what the syntax shows, a step stores what it changed in place and what shares memory with it.
-        found = [n for n in digests if not n.startswith("<")]
+        found = [n for n in digests if not is_pseudo_output(n)]
         for name in dict.fromkeys([*names.binds, *names.mutates, *found]):
             if name in digests:
                 self.known[name] = _inputs.of_checkpoint(digests[name], namespace.get(name))

@@ -23,8 +23,9 @@ from typing import Any, Literal, Protocol
 
 from resumable._config import Durability
 from resumable._inputs import Input
+from resumable._keys import is_pseudo_output
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
-from resumable._states import RunState
+from resumable._states import RunState, StepState
 from resumable._why import Held, Why
 
 
@@ -91,6 +92,15 @@ class Completion:
     duration_s: float
     display: Blob | None = None  # what the step showed, when it showed anything
     reads: tuple[str, ...] | None = None  # the names it read, when known only now (None: keep what begin_step got)
+
+    def found_in(self, status: StepStatus | None) -> bool:
+        """Whether ``status``, read back after a commit that raised, shows this completion stored.
+
+        Compared by the outputs a user sees: pseudo-outputs (``<state>``, ``<shared>``) are stored
+        too but never listed in a status, so counting them would call every such commit lost.
+        """
+        names = {b.name for b in self.outputs if not is_pseudo_output(b.name)}
+        return status is not None and status.state is StepState.COMPLETED and set(status.outputs) == names
 
 
 @dataclass(frozen=True, slots=True)

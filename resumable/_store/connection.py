@@ -70,10 +70,6 @@ def private_wal(path: Path) -> bool:
     return True
 
 
-# Waits draw from a generator of their own: the notebook's global ``random`` sequence is the user's.
-_JITTER = random.Random()
-
-
 class PendingWrites(Protocol):
     """Writes a store defers; the connection commits them with the next transaction."""
 

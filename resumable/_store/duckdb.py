@@ -317,17 +317,30 @@ class DuckDBStore:
             if not pending:
                 continue
             try:
-                with self._transaction() as con:
-                    first = pending[0]
-                    written = con.execute(
-                        "SELECT count(*) FROM steps WHERE run_id = ? AND step = ?", [journal.run_id, first.req.step]
-                    ).fetchone()
+                written = self._read_back_written(journal.run_id, pending[0].req.step)
             except Exception:
                 written = None
             if written is None or written[0] == 0:
                 with self._journal_lock:
                     for step in pending:
                         journal.pending.setdefault(step.req.step, step)
+
+    def _read_back_written(self, run_id: str, step: str) -> tuple[Any, ...] | None:
+        """Whether a failed transaction's step is in the store, read WITHOUT writing anything pending.
+
+        A read-back through ``_transaction`` would run ``write_pending`` again, and record as applied
+        the log records of the very steps whose rows were just rolled back: a crash before the next
+        group commit would then make the replay skip them, losing steps that had returned.
+        """
+        with self._conn.lock:
+            saved, self._conn.pending = self._conn.pending, None
+            try:
+                with self._conn.transaction() as con:
+                    return con.execute(
+                        "SELECT count(*) FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
+                    ).fetchone()
+            finally:
+                self._conn.pending = saved
 
     # ------------------------------------------------------------------ runs
 
@@ -457,8 +470,7 @@ class DuckDBStore:
         except BaseException as exc:
             stop = faults.interrupted(exc)
             status = self._read_back(done.run_id, done.step)
-            names = {b.name for b in done.outputs}
-            if status is not None and status.state is StepState.COMPLETED and set(status.outputs) == names:
+            if done.found_in(status):
                 self._ended(done.run_id, done.step)
                 if stop or not isinstance(exc, Exception):
                     _raise_as_interrupt(exc)

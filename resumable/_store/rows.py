@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from resumable._inputs import encode as encode_inputs
+from resumable._keys import is_pseudo_output
 from resumable._records import Owner, StepStatus
 from resumable._states import RunState, StepState, Transition, check_transition
 from resumable._store.journal import PendingStep, utc_now
@@ -41,7 +42,7 @@ def status_from(row: Sequence[Any]) -> StepStatus:
         duration_s=row[7],
         output_bytes=row[8],
         # ``<state>`` and ``<shared>`` are pseudo-outputs a notebook step stores beside its variables.
-        outputs=tuple(n for n in json.loads(row[9]) if not n.startswith("<")),
+        outputs=tuple(n for n in json.loads(row[9]) if not is_pseudo_output(n)),
         reads=tuple(json.loads(row[10])),
         error=row[11],
         traceback=row[12],
