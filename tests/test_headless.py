@@ -508,3 +508,20 @@ def test_a_step_refused_in_the_kernel_because_another_process_owns_the_run_is_ow
         pid_file = tmp_path / "holder.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_cell_failing_with_a_usage_error_reports_that_error_not_a_timeout(tmp_path: Path) -> None:
+    """IPython reports an unknown magic only in the execute reply, with no error output: the run still names it."""
+    nb = write_nb(tmp_path / "magic.ipynb", "x = 1", "%nosuchmagic", "print('never')")
+    done = cli("execute", nb.name, "--run-id", "m1", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: cell 1 raised UsageError: Line magic function `%nosuchmagic` not found.\n"
+        "  cell 1:\n"
+        "    %nosuchmagic\n"
+        "The executed notebook, with the error marked, is at magic.resumable.ipynb.\n"
+        "Completed steps are checkpointed. Fix the cell, then resume with:\n"
+        "  resumable execute magic.ipynb --run-id m1\n"
+    )
+    out = nbformat.read(tmp_path / "magic.resumable.ipynb", as_version=4)
+    assert "UsageError: Line magic function `%nosuchmagic` not found." in out.cells[0].source

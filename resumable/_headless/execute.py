@@ -35,7 +35,14 @@ from resumable._headless.names import (
     pipeline_of,
     resume_command,
 )
-from resumable._headless.notebook import error_output, mark_error, preview, read_notebook, write_notebook
+from resumable._headless.notebook import (
+    error_output,
+    mark_error,
+    preview,
+    read_notebook,
+    strip_ansi,
+    write_notebook,
+)
 from resumable._headless.progress import Progress, Tracker
 from resumable._keys import NAME_RULE, is_valid_name
 from resumable._owner import current_owner
@@ -150,10 +157,14 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         cell = nb.cells[index]
         tracker.classify(cell, ending="failed")
         found = error_output(cell)
-        if isinstance(exc, CellTimeoutError) or found is None:
+        if isinstance(exc, CellTimeoutError):
             # The kernel may still report the interrupt that stopped the cell; the cause is the timeout.
             limit = f"{job.timeout:g} s" if job.timeout is not None else "its time limit"
             found = ("CellTimeoutError", f"the cell ran longer than --timeout {limit} and was stopped", "")
+        elif found is None:
+            # Some errors leave no error output: IPython prints a UsageError (an unknown magic, a bad
+            # magic option) on stderr and reports it only in the execute reply, which nbclient carries.
+            found = _reply_error(exc)
         failure = _Failure(index, tracker.step, *found)
     except RuntimeError as exc:
         if "Kernel didn't respond" not in str(exc) and "Kernel died" not in str(exc):
@@ -175,6 +186,15 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         tracker.step if outcome != "completed" else None,
     )
     return nb, report, failure
+
+
+def _reply_error(exc: BaseException) -> tuple[str, str, str]:
+    """The error the kernel's execute reply named, for a cell that left no error output."""
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    if evalue is None:
+        evalue = str(exc)
+    return str(ename), strip_ansi(str(evalue)), ""
 
 
 def _check_options(run_id: str | None, new: bool, max_restarts: int, timeout: float | None) -> None:
