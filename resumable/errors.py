@@ -7,6 +7,7 @@ all of ours and nothing of the user's::
      ├─ StepDefinitionError(ValueError)      bad options or names: raised when the step is defined
      ├─ OptionError(ValueError)              a bad option outside a step (the panel's poll_s)
      ├─ ArgumentTypeError(TypeError)         an argument of the wrong type (store=0, load(0, ...))
+     ├─ AsyncStepError(TypeError)            run.step was given an async function: await run.astep
      ├─ NotInStepError(RuntimeError)         idempotency_key() outside a step
      ├─ NoActiveRunError(RuntimeError)       a decorated step called outside ``with pipe.run()``
      ├─ StoreError                           never raised itself: one subclass per problem
@@ -104,6 +105,27 @@ class ArgumentTypeError(ResumableError, TypeError):
         self.value = value
         self.expected = expected
         super().__init__(f"{argument} must be {expected}, not {type(value).__name__} ({value!r}); nothing was changed.")
+
+
+class AsyncStepError(ResumableError, TypeError):
+    """``run.step`` was given an async function (or one that returned an awaitable): ``.step``, ``.function``.
+
+    ``run.step`` calls its function and checkpoints what it returns; an async function returns a
+    coroutine, which is neither the result nor storable. ``await run.astep(...)`` awaits it.
+    """
+
+    def __init__(self, step: str, function: str, returned: bool = False) -> None:
+        self.step = step
+        self.function = function
+        self.returned = returned
+        if returned:
+            what = f"{function} returned an awaitable instead of a result, so nothing was checkpointed"
+        else:
+            what = f"{function} is an async function, so run.step would only create its coroutine; it was not called"
+        super().__init__(
+            f"step '{step}': {what}. Inside async code, use await run.astep({step!r}, {function}, ...) "
+            f"instead (or decorate the function with '@pipe.step' and await its call)."
+        )
 
 
 class NotInStepError(ResumableError, RuntimeError):
