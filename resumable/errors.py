@@ -51,8 +51,40 @@ stored and cross process boundaries (a kernel, a subprocess).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
+
+FrontEnd = Literal["python", "command"]
+_FRONT_END: ContextVar[FrontEnd | None] = ContextVar("resumable_front_end", default=None)
+
+
+@contextmanager
+def front_end(name: FrontEnd) -> Iterator[None]:
+    """Word the errors raised inside for one front end: a message names the options the user can type.
+
+    ``"command"`` (the ``resumable`` command line) says ``--new`` and ``--store``, ``"python"`` says
+    ``new=True`` and ``store=``; outside both (a notebook, ``execute_notebook``) a message names both.
+    """
+    if _FRONT_END.get() is not None:  # the outermost wins: the command line calling load() keeps its words
+        yield
+        return
+    token = _FRONT_END.set(name)
+    try:
+        yield
+    finally:
+        _FRONT_END.reset(token)
+
+
+def option_words(python: str, command: str) -> str:
+    """How a message names an option: as the current front end spells it, or both ways when it is unknown."""
+    chosen = _FRONT_END.get()
+    if chosen == "python":
+        return python
+    if chosen == "command":
+        return command
+    return f"{python} / {command}"
 
 
 class ResumableError(Exception):
@@ -248,7 +280,7 @@ class RunExistsError(StoreError):
         self.pipeline = pipeline
         super().__init__(
             f"run '{run_id}' of pipeline '{pipeline}' already exists, so it cannot start as a new run. "
-            f"Resume it (leave out new=True / --new), or choose another run id."
+            f"Resume it (leave out {option_words('new=True', '--new')}), or choose another run id."
         )
 
 
@@ -304,8 +336,8 @@ class CheckpointNotFoundError(StoreError, LookupError):
         run, step = self.run_id, self.step
         if run is None:
             return (
-                f"there is no store at '{self.store}'; nothing was created. Run a pipeline first, or pass --store "
-                f"or set RESUMABLE_STORE to an existing store."
+                f"there is no store at '{self.store}'; nothing was created. Run a pipeline first, or pass "
+                f"{option_words('store=', '--store')} or set RESUMABLE_STORE to an existing store."
             )
         if step is None:
             return f"run '{run}' does not exist in store '{self.store}'. List the runs with: resumable runs"
@@ -323,7 +355,9 @@ class CheckpointNotFoundError(StoreError, LookupError):
         if self.output is not None:
             return f"{where} has no output '{self.output}'; it has {names}."
         if names:
-            return f"{where} has outputs {names}; name one, e.g. load({run!r}, {step!r}, {names[0]!r})."
+            python = f"load({run!r}, {step!r}, {names[0]!r})"
+            command = f"resumable export {run} {step} {names[0]} -o FILE"
+            return f"{where} has outputs {names}; name one, e.g. {option_words(python, command)}."
         return f"{where} stored no outputs, so there is nothing to load."
 
 
@@ -336,7 +370,7 @@ class ParameterMismatchError(StoreError):
         lines = "\n".join(f"  - {d}" for d in differences)
         super().__init__(
             f"run '{run_id}' started with other parameters:\n{lines}\n"
-            f"Resume it with its original parameters, or start a new run with --new."
+            f"Resume it with its original parameters, or start a new run with {option_words('new=True', '--new')}."
         )
 
 

@@ -32,6 +32,7 @@ from resumable.errors import (
     NoActiveRunError,
     NotInStepError,
     StepDefinitionError,
+    front_end,
 )
 
 P = ParamSpec("P")
@@ -178,6 +179,7 @@ class Pipeline:
     ...     receipt = charge(order)
     """
 
+    @front_end("python")  # errors name new=True, store=
     def __init__(self, name: str, store: StoreArg = None, *, durability: str | None = None) -> None:
         self.name = check_name("pipeline", name)
         self.durability = _config.durability(durability)
@@ -280,6 +282,7 @@ class Pipeline:
             raise NoActiveRunError(self.name, step)
         return run
 
+    @front_end("python")  # errors name new=True, store=
     def run(self, run_id: str | None = None, new: bool = False, params: dict[str, Any] | None = None) -> Run:
         """A run of this pipeline, to use as a context manager.
 
@@ -323,6 +326,7 @@ class Run:
         """The pipeline's store."""
         return self.pipeline.store
 
+    @front_end("python")  # errors name new=True, store=
     def __enter__(self) -> Run:
         store = self.store
         store.open_run(self.run_id, self.pipeline.name, self._params)
@@ -521,6 +525,7 @@ def idempotency_key(scope: str | None = None) -> str:
     return _keys.idempotency_key(ctx.pipeline, ctx.run_id, ctx.step, scope, ctx.key_generation)
 
 
+@front_end("python")
 def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None) -> Any:
     """Return a checkpointed value of a completed step (its return value, or the output ``name``).
 

@@ -220,8 +220,8 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], ex
         ),
         (
             {"run_id": "r1", "new": True},
-            "run id 'r1' was given together with new=True / --new. Pass a run id to resume or name a run, "
-            "or new=True / --new to start one, not both.",
+            "run id 'r1' was given together with new=True. Pass a run id to resume or name a run, "
+            "or new=True to start one, not both.",
         ),
         (
             {"run_id": "-bad"},

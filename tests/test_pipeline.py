@@ -267,7 +267,7 @@ def test_run_id_comes_from_environment_or_is_generated(store_path: Path, monkeyp
         pass
     assert str(excinfo.value) == (
         "run 'nightly-7' of pipeline 'p' already exists, so it cannot start as a new run. "
-        "Resume it (leave out new=True / --new), or choose another run id."
+        "Resume it (leave out new=True), or choose another run id."
     )
     with pipe.run(new=True) as d:  # RESUMABLE_RUN_ID wins over new: a supervisor restarts into its run
         pass
@@ -289,7 +289,7 @@ def test_a_run_resumed_with_other_parameters_is_refused(store_path: Path) -> Non
         "run 'r1' started with other parameters:\n"
         "  - limit: started with 3, now missing\n"
         "  - region: started with 'eu', now 'us'\n"
-        "Resume it with its original parameters, or start a new run with --new."
+        "Resume it with its original parameters, or start a new run with new=True."
     )
 
 

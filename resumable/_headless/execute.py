@@ -49,7 +49,15 @@ from resumable._owner import current_owner
 from resumable._runs import choose_run
 from resumable._store import Store, open_store
 from resumable._units import is_seconds
-from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError, RunOwnedError, error_class
+from resumable.errors import (
+    KernelDiedError,
+    NotebookExecutionError,
+    NotebookInputError,
+    RunOwnedError,
+    error_class,
+    front_end,
+    option_words,
+)
 
 Outcome = Literal["completed", "failed", "kernel_died", "owned"]
 
@@ -199,8 +207,9 @@ def _reply_error(exc: BaseException) -> tuple[str, str, str]:
 
 def _check_options(run_id: str | None, new: bool, max_restarts: int, timeout: float | None) -> None:
     if run_id is not None and new:
-        fix = "Pass a run id to resume or name a run, or new=True / --new to start one, not both."
-        raise NotebookInputError("run id", run_id, "was given together with new=True / --new", fix)
+        new_words = option_words("new=True", "--new")
+        fix = f"Pass a run id to resume or name a run, or {new_words} to start one, not both."
+        raise NotebookInputError("run id", run_id, f"was given together with {new_words}", fix)
     if run_id is not None and not is_valid_name(run_id):
         raise NotebookInputError("run id", run_id, "is not valid", f"Use {NAME_RULE}.")
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
@@ -211,6 +220,7 @@ def _check_options(run_id: str | None, new: bool, max_restarts: int, timeout: fl
         raise NotebookInputError("timeout", timeout, "is not valid", fix)
 
 
+@front_end("python")  # errors name new=True; the command line, calling this, keeps its --new
 def execute_notebook(
     notebook: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -302,7 +312,8 @@ def execute_notebook(
             f"pins its run with '%durable_run {pipeline} --run-id {pinned}', which its kernel obeys, "
             f"so it cannot run as {repr(run_id) if run_id else 'a new run'}"
         )
-        fix = "Drop --run-id/--new, or remove --run-id from the notebook's %durable_run."
+        drop = option_words("run_id= / new=", "--run-id/--new")
+        fix = f"Drop {drop}, or remove --run-id from the notebook's %durable_run."
         raise NotebookInputError("notebook", str(nb_path), problem, fix)
     store_path = _config.store_path(store)
     opened = open_store(store_path)
