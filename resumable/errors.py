@@ -747,6 +747,7 @@ class NotebookExecutionError(ResumableError):
         preview: str | None = None,
         output: str | None = None,
         resume_command: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         self.cell_index = cell_index
         self.ename = ename
@@ -755,6 +756,7 @@ class NotebookExecutionError(ResumableError):
         self.step = step
         self.output = output
         self.resume_command = resume_command
+        self.params = dict(params or {})  # the parameters a corrected resume would pass again
         where = f"step '{step}' (cell {cell_index})" if step else f"cell {cell_index}"
         lines = [f"{where} raised {ename}: {evalue}"]
         if preview:
@@ -763,6 +765,14 @@ class NotebookExecutionError(ResumableError):
             lines.append(f"The executed notebook, with the error marked, is at {output}.")
         if resume_command:
             lines.append(f"Completed steps are checkpointed. Fix the cell, then resume with:\n  {resume_command}")
+        if resume_command and self.params:
+            # A resume without -p reuses the recorded values, so a bad one would fail the same way.
+            kept = ", ".join(f"{name}={value!r}" for name, value in self.params.items())
+            again = " ".join(f"-p {name} VALUE" for name in self.params)
+            lines.append(
+                f"If a parameter caused the error, resume with it corrected (the run keeps {kept} until then; "
+                f"the steps that read a changed parameter run again):\n  {resume_command} {again}"
+            )
         super().__init__("\n".join(lines))
 
 

@@ -132,6 +132,7 @@ class _Job:
     timeout: float | None
     socket_dir: str
     progress: Progress
+    hinted: dict[str, Any]  # the parameters a failure's hint offers to correct: those given, else the run's
 
 
 def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassReport, _Failure | None]:
@@ -335,6 +336,7 @@ def execute_notebook(
             source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
             Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
             tempfile.mkdtemp(prefix="resumable-kernel-"), Progress(progress, pipeline, chosen),
+            {name: merged[name] for name in (given or merged)},
         )  # fmt: skip
         try:
             final_nb, passes, failure = _execute_passes(job, max_restarts)
@@ -387,7 +389,7 @@ def _finish(
         error = NotebookExecutionError(
             failure.cell_index, failure.ename, failure.evalue, failure.traceback, failure.step,
             preview=preview(nb.cells[failure.cell_index].source, failure.cell_index),
-            output=str(out_path), resume_command=resume,
+            output=str(out_path), resume_command=resume, params=job.hinted,
         )  # fmt: skip
         mark_error(nb, failure.cell_index, f"{failure.ename}: {failure.evalue}", resume)
     elif last.outcome == "kernel_died":
