@@ -15,6 +15,7 @@ from resumable._states import RunState, StepState
 from resumable._store import QueryResult
 from resumable.errors import (
     ArgumentTypeError,
+    AsyncStepError,
     CheckpointIntegrityError,
     CheckpointNotFoundError,
     DependencyError,
@@ -62,6 +63,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentTypeError",
+    "AsyncStepError",
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
     "DependencyError",

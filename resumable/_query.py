@@ -12,6 +12,7 @@ import os
 from types import TracebackType
 
 from resumable._store import VIEW_NAMES, QueryResult, Store, open_store
+from resumable.errors import front_end
 
 
 class StoreReader:
@@ -61,6 +62,7 @@ class StoreReader:
         self.close()
 
 
+@front_end("python")
 def connect(store: str | os.PathLike[str] | None = None) -> StoreReader:
     """Read-only SQL access to a store's runs, steps, attempts, events, checkpoints, inputs and parameters.
 

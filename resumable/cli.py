@@ -39,6 +39,7 @@ from resumable.errors import (
     ResumableError,
     RunOwnedError,
     StoreError,
+    front_end,
 )
 from resumable.pipeline import load
 
@@ -184,8 +185,10 @@ class OrderedGroup(click.Group):
 
 @click.group(cls=OrderedGroup, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="resumable")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Durable notebooks and pipelines: list runs, inspect and invalidate steps, execute notebooks."""
+    ctx.with_resource(front_end("command"))  # our errors name --new and --store, not new=True and store=
 
 
 # ---------------------------------------------------------------- runs

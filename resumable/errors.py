@@ -7,6 +7,7 @@ all of ours and nothing of the user's::
      ├─ StepDefinitionError(ValueError)      bad options or names: raised when the step is defined
      ├─ OptionError(ValueError)              a bad option outside a step (the panel's poll_s)
      ├─ ArgumentTypeError(TypeError)         an argument of the wrong type (store=0, load(0, ...))
+     ├─ AsyncStepError(TypeError)            run.step was given an async function: await run.astep
      ├─ NotInStepError(RuntimeError)         idempotency_key() outside a step
      ├─ NoActiveRunError(RuntimeError)       a decorated step called outside ``with pipe.run()``
      ├─ StoreError                           never raised itself: one subclass per problem
@@ -50,8 +51,40 @@ stored and cross process boundaries (a kernel, a subprocess).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal
+
+FrontEnd = Literal["python", "command"]
+_FRONT_END: ContextVar[FrontEnd | None] = ContextVar("resumable_front_end", default=None)
+
+
+@contextmanager
+def front_end(name: FrontEnd) -> Iterator[None]:
+    """Word the errors raised inside for one front end: a message names the options the user can type.
+
+    ``"command"`` (the ``resumable`` command line) says ``--new`` and ``--store``, ``"python"`` says
+    ``new=True`` and ``store=``; outside both (a notebook, ``execute_notebook``) a message names both.
+    """
+    if _FRONT_END.get() is not None:  # the outermost wins: the command line calling load() keeps its words
+        yield
+        return
+    token = _FRONT_END.set(name)
+    try:
+        yield
+    finally:
+        _FRONT_END.reset(token)
+
+
+def option_words(python: str, command: str) -> str:
+    """How a message names an option: as the current front end spells it, or both ways when it is unknown."""
+    chosen = _FRONT_END.get()
+    if chosen == "python":
+        return python
+    if chosen == "command":
+        return command
+    return f"{python} / {command}"
 
 
 class ResumableError(Exception):
@@ -104,6 +137,27 @@ class ArgumentTypeError(ResumableError, TypeError):
         self.value = value
         self.expected = expected
         super().__init__(f"{argument} must be {expected}, not {type(value).__name__} ({value!r}); nothing was changed.")
+
+
+class AsyncStepError(ResumableError, TypeError):
+    """``run.step`` was given an async function (or one that returned an awaitable): ``.step``, ``.function``.
+
+    ``run.step`` calls its function and checkpoints what it returns; an async function returns a
+    coroutine, which is neither the result nor storable. ``await run.astep(...)`` awaits it.
+    """
+
+    def __init__(self, step: str, function: str, returned: bool = False) -> None:
+        self.step = step
+        self.function = function
+        self.returned = returned
+        if returned:
+            what = f"{function} returned an awaitable instead of a result, so nothing was checkpointed"
+        else:
+            what = f"{function} is an async function, so run.step would only create its coroutine; it was not called"
+        super().__init__(
+            f"step '{step}': {what}. Inside async code, use await run.astep({step!r}, {function}, ...) "
+            f"instead (or decorate the function with '@pipe.step' and await its call)."
+        )
 
 
 class NotInStepError(ResumableError, RuntimeError):
@@ -226,7 +280,7 @@ class RunExistsError(StoreError):
         self.pipeline = pipeline
         super().__init__(
             f"run '{run_id}' of pipeline '{pipeline}' already exists, so it cannot start as a new run. "
-            f"Resume it (leave out new=True / --new), or choose another run id."
+            f"Resume it (leave out {option_words('new=True', '--new')}), or choose another run id."
         )
 
 
@@ -282,8 +336,8 @@ class CheckpointNotFoundError(StoreError, LookupError):
         run, step = self.run_id, self.step
         if run is None:
             return (
-                f"there is no store at '{self.store}'; nothing was created. Run a pipeline first, or pass --store "
-                f"or set RESUMABLE_STORE to an existing store."
+                f"there is no store at '{self.store}'; nothing was created. Run a pipeline first, or pass "
+                f"{option_words('store=', '--store')} or set RESUMABLE_STORE to an existing store."
             )
         if step is None:
             return f"run '{run}' does not exist in store '{self.store}'. List the runs with: resumable runs"
@@ -301,7 +355,9 @@ class CheckpointNotFoundError(StoreError, LookupError):
         if self.output is not None:
             return f"{where} has no output '{self.output}'; it has {names}."
         if names:
-            return f"{where} has outputs {names}; name one, e.g. load({run!r}, {step!r}, {names[0]!r})."
+            python = f"load({run!r}, {step!r}, {names[0]!r})"
+            command = f"resumable export {run} {step} {names[0]} -o FILE"
+            return f"{where} has outputs {names}; name one, e.g. {option_words(python, command)}."
         return f"{where} stored no outputs, so there is nothing to load."
 
 
@@ -314,7 +370,7 @@ class ParameterMismatchError(StoreError):
         lines = "\n".join(f"  - {d}" for d in differences)
         super().__init__(
             f"run '{run_id}' started with other parameters:\n{lines}\n"
-            f"Resume it with its original parameters, or start a new run with --new."
+            f"Resume it with its original parameters, or start a new run with {option_words('new=True', '--new')}."
         )
 
 
@@ -691,6 +747,7 @@ class NotebookExecutionError(ResumableError):
         preview: str | None = None,
         output: str | None = None,
         resume_command: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         self.cell_index = cell_index
         self.ename = ename
@@ -699,6 +756,7 @@ class NotebookExecutionError(ResumableError):
         self.step = step
         self.output = output
         self.resume_command = resume_command
+        self.params = dict(params or {})  # the parameters a corrected resume would pass again
         where = f"step '{step}' (cell {cell_index})" if step else f"cell {cell_index}"
         lines = [f"{where} raised {ename}: {evalue}"]
         if preview:
@@ -707,6 +765,14 @@ class NotebookExecutionError(ResumableError):
             lines.append(f"The executed notebook, with the error marked, is at {output}.")
         if resume_command:
             lines.append(f"Completed steps are checkpointed. Fix the cell, then resume with:\n  {resume_command}")
+        if resume_command and self.params:
+            # A resume without -p reuses the recorded values, so a bad one would fail the same way.
+            kept = ", ".join(f"{name}={value!r}" for name, value in self.params.items())
+            again = " ".join(f"-p {name} VALUE" for name in self.params)
+            lines.append(
+                f"If a parameter caused the error, resume with it corrected (the run keeps {kept} until then; "
+                f"the steps that read a changed parameter run again):\n  {resume_command} {again}"
+            )
         super().__init__("\n".join(lines))
 
 

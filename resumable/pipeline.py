@@ -26,11 +26,13 @@ from resumable._store import Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import (
     ArgumentTypeError,
+    AsyncStepError,
     CheckpointNotFoundError,
     LastGoodCheckpointWarning,
     NoActiveRunError,
     NotInStepError,
     StepDefinitionError,
+    front_end,
 )
 
 P = ParamSpec("P")
@@ -130,6 +132,18 @@ def _arguments(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
     return out
 
 
+def _is_async(fn: object) -> bool:
+    """An ``async def`` function, a partial of one, or an object whose ``__call__`` is one."""
+    call = type(fn).__dict__.get("__call__") if not inspect.isroutine(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _function_name(fn: object) -> str:
+    """How a message names the function: its name, else its type's."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    return str(getattr(target, "__name__", None) or type(target).__name__)
+
+
 _log = logging.getLogger("resumable")
 _active_run: ContextVar[Run | None] = ContextVar("resumable_run", default=None)
 
@@ -165,6 +179,7 @@ class Pipeline:
     ...     receipt = charge(order)
     """
 
+    @front_end("python")  # errors name new=True, store=
     def __init__(self, name: str, store: StoreArg = None, *, durability: str | None = None) -> None:
         self.name = check_name("pipeline", name)
         self.durability = _config.durability(durability)
@@ -267,6 +282,7 @@ class Pipeline:
             raise NoActiveRunError(self.name, step)
         return run
 
+    @front_end("python")  # errors name new=True, store=
     def run(self, run_id: str | None = None, new: bool = False, params: dict[str, Any] | None = None) -> Run:
         """A run of this pipeline, to use as a context manager.
 
@@ -310,6 +326,7 @@ class Run:
         """The pipeline's store."""
         return self.pipeline.store
 
+    @front_end("python")  # errors name new=True, store=
     def __enter__(self) -> Run:
         store = self.store
         store.open_run(self.run_id, self.pipeline.name, self._params)
@@ -421,18 +438,56 @@ class Run:
         The keywords ``retries``, ``backoff``, ``retry_on`` and ``timeout`` set the step's policy,
         ``effect`` and ``depends_on`` mean what they mean for :meth:`Pipeline.step`, and
         ``rerun=True`` asks for a rerun of this call (:meth:`rerun`); every other argument goes to ``fn``.
+        An async ``fn`` is refused before it is called (:class:`AsyncStepError`): use :meth:`astep`.
         """
+        step_name = check_name("step", name)
+        if _is_async(fn):  # checked first: calling it would only make a coroutine nobody awaits
+            raise AsyncStepError(step_name, _function_name(fn))
+        policy, declared = self._declare(step_name, kwargs)
+
+        def body() -> dict[str, Any]:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):  # a plain function that hands back a coroutine
+                if inspect.iscoroutine(value):
+                    value.close()  # never awaited, on purpose: say so ourselves, not in a RuntimeWarning
+                raise AsyncStepError(step_name, _function_name(fn), returned=True)
+            return {RETURN: value}
+
+        call = self._engine_call(step_name, policy, declared, fn, args, kwargs)
+        outcome = _engine.run_sync(call, body)
+        return self._outcome(outcome, call.step)  # type: ignore[no-any-return]
+
+    async def astep(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``await run.astep(name, fn, ...)``: :meth:`step` for an async ``fn``, awaited in this event loop.
+
+        Takes the same keywords as :meth:`step`; ``timeout`` cancels the coroutine. A plain ``fn``
+        is called as :meth:`step` would, and an awaitable it returns is awaited.
+        """
+        step_name = check_name("step", name)
+        policy, declared = self._declare(step_name, kwargs)
+
+        async def body() -> dict[str, Any]:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+            return {RETURN: value}
+
+        call = self._engine_call(step_name, policy, declared, fn, args, kwargs)
+        outcome = await _engine.run_async(call, body)
+        return self._outcome(outcome, call.step)
+
+    def _declare(self, step_name: str, kwargs: dict[str, Any]) -> tuple[StepPolicy, StepDeclaration]:
+        """Take the step's own keywords out of ``kwargs`` (the rest go to the function)."""
         options = {k: kwargs.pop(k) for k in ("retries", "backoff", "retry_on", "timeout") if k in kwargs}
         effect = bool(kwargs.pop("effect", False))
         depends_on = kwargs.pop("depends_on", ())
-        step_name = check_name("step", name)
         policy = make_policy(step_name, **options)
         declared = StepDeclaration(effect=effect, depends_on=_check_paths(step_name, depends_on))
         if _active_run.get() is not self:
-            raise NoActiveRunError(self.pipeline.name, name)
+            raise NoActiveRunError(self.pipeline.name, step_name)
         if kwargs.pop("rerun", False):
             self.rerun(step_name)
-        return self._call(step_name, policy, declared, fn, args, kwargs)
+        return policy, declared
 
     def status(self, step: str) -> StepStatus:
         """The stored status of one step."""
@@ -470,6 +525,7 @@ def idempotency_key(scope: str | None = None) -> str:
     return _keys.idempotency_key(ctx.pipeline, ctx.run_id, ctx.step, scope, ctx.key_generation)
 
 
+@front_end("python")
 def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None) -> Any:
     """Return a checkpointed value of a completed step (its return value, or the output ``name``).
 

@@ -164,3 +164,40 @@ def test_read_commands_never_migrate_an_older_store(tmp_path: Path) -> None:
             "then read it again.\n"
         )
     assert old.read_bytes() == before
+
+
+def test_messages_name_the_commands_own_options_not_python_keywords(tmp_path: Path, store_path: Path) -> None:
+    """Through the command line, our errors say --new, --store and 'resumable export', never new=True, store= or
+    load(...); the Python API keeps its own words for the same errors."""
+    nb = tmp_path / "ok.ipynb"
+    nb.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    both = cli("execute", nb, "--run-id", "r1", "--new", "--store", store_path, check_code=2)
+    assert both.stderr.splitlines()[-1] == (
+        "Error: run id 'r1' was given together with --new. Pass a run id to resume or name a run, or --new to "
+        "start one, not both."
+    )
+    not_a_store = tmp_path / "notes.duckdb"
+    not_a_store.write_text("my notes, not a database\n")
+    refused = cli("runs", "--store", not_a_store, check_code=6)
+    assert refused.stderr == (
+        f"error: store '{not_a_store}' exists but is not a DuckDB database. resumable left it untouched; point "
+        "--store or RESUMABLE_STORE at another file.\n"
+    )
+    assert not_a_store.read_text() == "my notes, not a database\n"
+
+    pipe = resumable.Pipeline("shop", store=store_path)
+    with pipe.run(run_id="r1") as run:
+        run.step("split", lambda: 1)
+    with pytest.raises(resumable.RunExistsError) as exists, pipe.run(run_id="r1", new=True):
+        pass
+    assert str(exists.value) == (
+        "run 'r1' of pipeline 'shop' already exists, so it cannot start as a new run. Resume it (leave out "
+        "new=True), or choose another run id."
+    )
+    close_all()
+    with pytest.raises(resumable.StorePathError) as python_words:
+        resumable.load("r1", "split", store=not_a_store)
+    assert str(python_words.value) == (
+        f"store '{not_a_store}' exists but is not a DuckDB database. resumable left it untouched; point store= or "
+        "RESUMABLE_STORE at another file."
+    )

@@ -220,8 +220,8 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], ex
         ),
         (
             {"run_id": "r1", "new": True},
-            "run id 'r1' was given together with new=True / --new. Pass a run id to resume or name a run, "
-            "or new=True / --new to start one, not both.",
+            "run id 'r1' was given together with new=True. Pass a run id to resume or name a run, "
+            "or new=True to start one, not both.",
         ),
         (
             {"run_id": "-bad"},
@@ -508,3 +508,56 @@ def test_a_step_refused_in_the_kernel_because_another_process_owns_the_run_is_ow
         pid_file = tmp_path / "holder.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_cell_failing_with_a_usage_error_reports_that_error_not_a_timeout(tmp_path: Path) -> None:
+    """IPython reports an unknown magic only in the execute reply, with no error output: the run still names it."""
+    nb = write_nb(tmp_path / "magic.ipynb", "x = 1", "%nosuchmagic", "print('never')")
+    done = cli("execute", nb.name, "--run-id", "m1", "--quiet", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: cell 1 raised UsageError: Line magic function `%nosuchmagic` not found.\n"
+        "  cell 1:\n"
+        "    %nosuchmagic\n"
+        "The executed notebook, with the error marked, is at magic.resumable.ipynb.\n"
+        "Completed steps are checkpointed. Fix the cell, then resume with:\n"
+        "  resumable execute magic.ipynb --run-id m1\n"
+    )
+    out = nbformat.read(tmp_path / "magic.resumable.ipynb", as_version=4)
+    assert "UsageError: Line magic function `%nosuchmagic` not found." in out.cells[0].source
+
+
+def test_a_failure_caused_by_a_parameter_gives_a_resume_command_that_corrects_it(tmp_path: Path) -> None:
+    """After '-p limit abc' fails a step, the message offers the resume command with '-p limit VALUE'; run with a
+    good value, it completes the run (a resume without -p would reuse 'abc' and fail the same way)."""
+    nb = write_nb(
+        tmp_path / "limits.ipynb",
+        ("limit = 10", ["parameters"]),
+        "%load_ext resumable",
+        "%%durable_step parse\nn = int(limit)\nprint('n', n)",
+    )
+    failed = cli("execute", nb.name, "--run-id", "bad-1", "-p", "limit", "abc", "--quiet", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "error: step 'parse' (cell 3) raised ValueError: invalid literal for int() with base 10: 'abc'\n"
+        "  cell 3:\n"
+        "    %%durable_step parse\n"
+        "    n = int(limit)\n"
+        "    print('n', n)\n"
+        "The executed notebook, with the error marked, is at limits.resumable.ipynb.\n"
+        "Completed steps are checkpointed. Fix the cell, then resume with:\n"
+        "  resumable execute limits.ipynb --run-id bad-1\n"
+        "If a parameter caused the error, resume with it corrected (the run keeps limit='abc' until then; the steps "
+        "that read a changed parameter run again):\n"
+        "  resumable execute limits.ipynb --run-id bad-1 -p limit VALUE\n"
+    )
+    hinted = failed.stderr.splitlines()[-1].split()
+    assert hinted[-1] == "VALUE"
+    fixed = cli(*hinted[1:-1], "12", "--quiet", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    out = nbformat.read(tmp_path / "limits.resumable.ipynb", as_version=4)
+    assert outputs_text(out.cells[3]).endswith("n 12\n")
+    store = open_store(tmp_path / ".resumable" / "store.duckdb")
+    run = store.get_run("bad-1")
+    assert run is not None and run.params == {"limit": 12}
+    store.close()

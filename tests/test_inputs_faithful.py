@@ -61,7 +61,7 @@ def test_a_change_of_type_is_a_change(store_path: Path) -> None:
     assert str(excinfo.value) == (
         "run 'r1' started with other parameters:\n  - n: started with 1, now True\n"
         "  - s: started with {1}, now missing\n"
-        "Resume it with its original parameters, or start a new run with --new."
+        "Resume it with its original parameters, or start a new run with new=True."
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -147,6 +148,46 @@ def test_async_steps_restore_retry_and_time_out(store_path: Path) -> None:
         asyncio.run(hanging())
 
 
+def test_run_step_refuses_an_async_function_and_run_astep_awaits_it(store_path: Path) -> None:
+    """run.step of an async function raises our error naming await run.astep before calling it (no coroutine is
+    made, so no 'never awaited' warning); await run.astep checkpoints the awaited result and restores it."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    calls = 0
+
+    async def fetch(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        return x + 1
+
+    async def main() -> tuple[int, int]:
+        with pipe.run(run_id="r1") as run:
+            with pytest.raises(resumable.AsyncStepError) as refused:
+                run.step("a", fetch, 1)
+            assert str(refused.value) == (
+                "step 'a': fetch is an async function, so run.step would only create its coroutine; it was not "
+                "called. Inside async code, use await run.astep('a', fetch, ...) instead (or decorate the function "
+                "with '@pipe.step' and await its call)."
+            )
+            with pytest.raises(resumable.AsyncStepError) as returned:
+                run.step("b", lambda: fetch(5))
+            assert str(returned.value) == (
+                "step 'b': <lambda> returned an awaitable instead of a result, so nothing was checkpointed. Inside "
+                "async code, use await run.astep('b', <lambda>, ...) instead (or decorate the function with "
+                "'@pipe.step' and await its call)."
+            )
+            return await run.astep("a", fetch, 1), await run.astep("c", lambda: fetch(10), retries=1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine never awaited would warn: none may
+        assert asyncio.run(main()) == (2, 11)
+        assert calls == 2  # fetch(5) was made only to be closed: it never ran
+        assert asyncio.run(main()) == (2, 11)
+    assert calls == 2  # the second pass restored both
+    assert resumable.load("r1", "a", store=store_path) == 2
+    assert pipe.run(run_id="r1").status("b").state is StepState.FAILED
+
+
 def test_idempotency_key_is_stable_per_step_and_distinct_between_runs(store_path: Path) -> None:
     """Retries see one key; another step or run sees another; outside a step it is an error."""
     pipe = resumable.Pipeline("p", store=store_path)
@@ -226,7 +267,7 @@ def test_run_id_comes_from_environment_or_is_generated(store_path: Path, monkeyp
         pass
     assert str(excinfo.value) == (
         "run 'nightly-7' of pipeline 'p' already exists, so it cannot start as a new run. "
-        "Resume it (leave out new=True / --new), or choose another run id."
+        "Resume it (leave out new=True), or choose another run id."
     )
     with pipe.run(new=True) as d:  # RESUMABLE_RUN_ID wins over new: a supervisor restarts into its run
         pass
@@ -248,7 +289,7 @@ def test_a_run_resumed_with_other_parameters_is_refused(store_path: Path) -> Non
         "run 'r1' started with other parameters:\n"
         "  - limit: started with 3, now missing\n"
         "  - region: started with 'eu', now 'us'\n"
-        "Resume it with its original parameters, or start a new run with --new."
+        "Resume it with its original parameters, or start a new run with new=True."
     )
 
 

@@ -225,7 +225,7 @@ def test_connect_to_a_missing_store_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(resumable.CheckpointNotFoundError) as excinfo:
         resumable.connect(nowhere)
     assert str(excinfo.value) == (
-        f"there is no store at '{nowhere}'; nothing was created. Run a pipeline first, or pass --store or set "
+        f"there is no store at '{nowhere}'; nothing was created. Run a pipeline first, or pass store= or set "
         "RESUMABLE_STORE to an existing store."
     )
     assert not nowhere.parent.exists()

@@ -88,7 +88,7 @@ def test_new_run_under_a_taken_id_is_refused(store_path: Path) -> None:
         pass
     assert str(excinfo.value) == (
         "run 'order-42' of pipeline 'checkout' already exists, so it cannot start as a new run. "
-        "Resume it (leave out new=True / --new), or choose another run id."
+        "Resume it (leave out new=True), or choose another run id."
     )
 
 

@@ -35,14 +35,29 @@ from resumable._headless.names import (
     pipeline_of,
     resume_command,
 )
-from resumable._headless.notebook import error_output, mark_error, preview, read_notebook, write_notebook
+from resumable._headless.notebook import (
+    error_output,
+    mark_error,
+    preview,
+    read_notebook,
+    strip_ansi,
+    write_notebook,
+)
 from resumable._headless.progress import Progress, Tracker
 from resumable._keys import NAME_RULE, is_valid_name
 from resumable._owner import current_owner
 from resumable._runs import choose_run
 from resumable._store import Store, open_store
 from resumable._units import is_seconds
-from resumable.errors import KernelDiedError, NotebookExecutionError, NotebookInputError, RunOwnedError, error_class
+from resumable.errors import (
+    KernelDiedError,
+    NotebookExecutionError,
+    NotebookInputError,
+    RunOwnedError,
+    error_class,
+    front_end,
+    option_words,
+)
 
 Outcome = Literal["completed", "failed", "kernel_died", "owned"]
 
@@ -117,6 +132,7 @@ class _Job:
     timeout: float | None
     socket_dir: str
     progress: Progress
+    hinted: dict[str, Any]  # the parameters a failure's hint offers to correct: those given, else the run's
 
 
 def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassReport, _Failure | None]:
@@ -150,10 +166,14 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         cell = nb.cells[index]
         tracker.classify(cell, ending="failed")
         found = error_output(cell)
-        if isinstance(exc, CellTimeoutError) or found is None:
+        if isinstance(exc, CellTimeoutError):
             # The kernel may still report the interrupt that stopped the cell; the cause is the timeout.
             limit = f"{job.timeout:g} s" if job.timeout is not None else "its time limit"
             found = ("CellTimeoutError", f"the cell ran longer than --timeout {limit} and was stopped", "")
+        elif found is None:
+            # Some errors leave no error output: IPython prints a UsageError (an unknown magic, a bad
+            # magic option) on stderr and reports it only in the execute reply, which nbclient carries.
+            found = _reply_error(exc)
         failure = _Failure(index, tracker.step, *found)
     except RuntimeError as exc:
         if "Kernel didn't respond" not in str(exc) and "Kernel died" not in str(exc):
@@ -177,10 +197,20 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
     return nb, report, failure
 
 
+def _reply_error(exc: BaseException) -> tuple[str, str, str]:
+    """The error the kernel's execute reply named, for a cell that left no error output."""
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    if evalue is None:
+        evalue = str(exc)
+    return str(ename), strip_ansi(str(evalue)), ""
+
+
 def _check_options(run_id: str | None, new: bool, max_restarts: int, timeout: float | None) -> None:
     if run_id is not None and new:
-        fix = "Pass a run id to resume or name a run, or new=True / --new to start one, not both."
-        raise NotebookInputError("run id", run_id, "was given together with new=True / --new", fix)
+        new_words = option_words("new=True", "--new")
+        fix = f"Pass a run id to resume or name a run, or {new_words} to start one, not both."
+        raise NotebookInputError("run id", run_id, f"was given together with {new_words}", fix)
     if run_id is not None and not is_valid_name(run_id):
         raise NotebookInputError("run id", run_id, "is not valid", f"Use {NAME_RULE}.")
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
@@ -191,6 +221,7 @@ def _check_options(run_id: str | None, new: bool, max_restarts: int, timeout: fl
         raise NotebookInputError("timeout", timeout, "is not valid", fix)
 
 
+@front_end("python")  # errors name new=True; the command line, calling this, keeps its --new
 def execute_notebook(
     notebook: str | os.PathLike[str],
     output: str | os.PathLike[str] | None = None,
@@ -282,7 +313,8 @@ def execute_notebook(
             f"pins its run with '%durable_run {pipeline} --run-id {pinned}', which its kernel obeys, "
             f"so it cannot run as {repr(run_id) if run_id else 'a new run'}"
         )
-        fix = "Drop --run-id/--new, or remove --run-id from the notebook's %durable_run."
+        drop = option_words("run_id= / new=", "--run-id/--new")
+        fix = f"Drop {drop}, or remove --run-id from the notebook's %durable_run."
         raise NotebookInputError("notebook", str(nb_path), problem, fix)
     store_path = _config.store_path(store)
     opened = open_store(store_path)
@@ -304,6 +336,7 @@ def execute_notebook(
             source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
             Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
             tempfile.mkdtemp(prefix="resumable-kernel-"), Progress(progress, pipeline, chosen),
+            {name: merged[name] for name in (given or merged)},
         )  # fmt: skip
         try:
             final_nb, passes, failure = _execute_passes(job, max_restarts)
@@ -356,7 +389,7 @@ def _finish(
         error = NotebookExecutionError(
             failure.cell_index, failure.ename, failure.evalue, failure.traceback, failure.step,
             preview=preview(nb.cells[failure.cell_index].source, failure.cell_index),
-            output=str(out_path), resume_command=resume,
+            output=str(out_path), resume_command=resume, params=job.hinted,
         )  # fmt: skip
         mark_error(nb, failure.cell_index, f"{failure.ename}: {failure.evalue}", resume)
     elif last.outcome == "kernel_died":

@@ -39,6 +39,7 @@ from resumable.errors import (
     StoreLockedError,
     StorePathError,
     StoreRemovedError,
+    option_words,
 )
 
 # Jitter from a generator of our own: the global one belongs to the user's notebook (a seeded
@@ -158,7 +159,8 @@ class FileConnection:
                 raise StorePathError(
                     where,
                     "exists but is not a DuckDB database",
-                    "resumable left it untouched; point RESUMABLE_STORE or store= at another file.",
+                    f"resumable left it untouched; point {option_words('store=', '--store')} or RESUMABLE_STORE "
+                    "at another file.",
                 )
 
     def _hand_over(self) -> None:
