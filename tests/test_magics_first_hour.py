@@ -66,3 +66,41 @@ def test_an_extra_word_after_the_options_is_still_argparse_s_message(shell: Any)
     result = step(shell, "s --retries 2 extra", "v = 1")
     assert isinstance(result.error_in_exec, UsageError)
     assert str(result.error_in_exec) == "unrecognized arguments: extra"
+
+
+def test_a_copied_cell_with_the_same_step_name_is_refused_before_it_runs(
+    shell: Any, store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy that kept its step name does not run, and the first cell's checkpoint is kept.
+
+    A pass over the notebook refuses the copy every time; running the copy again at once moves
+    the step to it; a panel's Retry (not from a cell) is never refused.
+    """
+    ran = tmp_path / "ran"
+    copy = f"%%durable_step load\nopen({str(ran)!r}, 'a').write('copy ')\nx = 2"
+    shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").raise_error()
+    capsys.readouterr()
+    refused = shell.run_cell(copy, cell_id="cell-b")
+    assert isinstance(refused.error_in_exec, UsageError)
+    assert str(refused.error_in_exec) == (
+        "step 'load' of run 'r1' belongs to another cell of this notebook, which ran it in this kernel. This cell "
+        "did not run, and that cell's checkpoint is kept. Two cells sharing a step name overwrite each other's "
+        "checkpoint: give this cell its own name ('%%durable_step load_2'). If you moved the step here from that "
+        "cell, run this cell again."
+    )
+    captured = capsys.readouterr()
+    assert "_magics" not in captured.out + captured.err  # a plain line: no source location of ours
+    assert not ran.exists()
+    assert shell.user_ns["x"] == 1
+    status = open_store(store_path).get_step("r1", "load")
+    assert status is not None and status.source == "x = 1\n"
+    # A pass over the notebook: the first cell runs in between, so the copy is refused again.
+    shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").raise_error()
+    assert isinstance(shell.run_cell(copy, cell_id="cell-b").error_in_exec, UsageError)
+    assert not ran.exists()
+    # Asked twice in a row: the step moved to the copy's cell, and the first cell is now the other one.
+    shell.run_cell(copy, cell_id="cell-b").raise_error()
+    assert ran.read_text() == "copy "
+    assert isinstance(shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").error_in_exec, UsageError)
+    shell.run_cell_magic("durable_step", "load", "x = 3")  # not from a cell (a panel's Retry): never refused
+    assert shell.user_ns["x"] == 3

@@ -14,7 +14,6 @@ import importlib
 import os
 import shlex
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from resumable._states import StepState
 from resumable._store import Store, open_store
 from resumable._tracebacks import trim_chain
 from resumable._units import human_time
-from resumable.errors import DependencyError, DuplicateStepWarning, RerunError, RunExistsError, StepDefinitionError
+from resumable.errors import DependencyError, DuplicateStepError, RerunError, RunExistsError, StepDefinitionError
 from resumable.pipeline import check_name, make_policy
 
 MakePanel = Callable[..., Any]  # resumable.panel: handed in by ``%load_ext resumable``
@@ -144,6 +143,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self._owner: Owner | None = None
         self._cell: tuple[str | None, str] = (None, "")  # the executing cell's id and source
         self._step_cells: dict[tuple[str, str], str] = {}  # (run, step) -> the cell id that ran it
+        self._refused: dict[tuple[str, str], str] = {}  # (run, step) -> the cell last refused its name
         self.provenance = Provenance()
         self._injected: dict[str, Any] = {}  # parameters a runner injected, recorded with the run joined
         self._unseen_told: set[str] = set()  # variables whose in-place changes cannot be seen, told once
@@ -172,13 +172,25 @@ class DurableMagics(Magics):  # type: ignore[misc]
                 self._store.open_run(self._run.run_id, self._run.pipeline, self._injected, update_params=True)
 
     def _check_one_cell_per_step(self, run_id: str, name: str, body: str) -> None:
-        """Warn when a step name is used by a second cell: each would keep re-running the other."""
+        """Refuse a step name another cell of this kernel ran, before anything executes or is written.
+
+        The second cell would overwrite the first one's checkpoint. Running the refused cell again
+        at once moves the step to it; a pass over the notebook (the first cell runs in between)
+        refuses it again, so "Run All" never overwrites.
+        """
         cell_id, raw = self._cell
         if cell_id is None or body.strip() not in raw:  # not run from a cell (a panel's Retry)
             return
-        first = self._step_cells.setdefault((run_id, name), cell_id)
-        if first != cell_id:
-            warnings.warn(DuplicateStepWarning(name), stacklevel=2)
+        key = (run_id, name)
+        first = self._step_cells.setdefault(key, cell_id)
+        if first == cell_id:
+            self._refused.pop(key, None)
+            return
+        if self._refused.pop(key, None) == cell_id:  # asked twice in a row: the step moved here
+            self._step_cells[key] = cell_id
+            return
+        self._refused[key] = cell_id
+        raise UsageError(str(DuplicateStepError(name, run_id)))
 
     # ------------------------------------------------------------------ the current run
 
