@@ -104,3 +104,49 @@ def test_a_copied_cell_with_the_same_step_name_is_refused_before_it_runs(
     assert isinstance(shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").error_in_exec, UsageError)
     shell.run_cell_magic("durable_step", "load", "x = 3")  # not from a cell (a panel's Retry): never refused
     assert shell.user_ns["x"] == 3
+
+
+def test_top_level_await_in_a_step_cell_runs_on_the_shell_s_loop_and_restores(
+    shell: Any, store_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``await`` at the top of a step cell works as in a plain cell: on the loop the shell awaits cells on.
+
+    A future made on that loop by an earlier cell is awaited (on another loop it would fail), the
+    last expression is the cell's value, and the step restores without awaiting anything again.
+    """
+    ran = tmp_path / "ran"
+    shell.run_cell(
+        "import asyncio\nawait asyncio.sleep(0)\nloop = asyncio.get_running_loop()\nfut = loop.create_future()"
+    ).raise_error()
+    body = f"open({str(ran)!r}, 'a').write('ran ')\nloop.call_soon(fut.set_result, 5)\n"
+    body += "v = await fut\nprint('got', v)\nv * 2"
+    first = step(shell, "fetch", body)
+    first.raise_error()
+    assert first.result == 10
+    assert "got 5\n" in capsys.readouterr().out
+    assert open_store(store_path).get_step("r1", "fetch").outputs == ("v",)  # type: ignore[union-attr]
+    slow = f"import asyncio\nopen({str(ran)!r}, 'a').write('slow ')\nawait asyncio.sleep(0)\nw = 3\nw + 1"
+    step(shell, "slow", slow).raise_error()
+    fresh_kernel(shell)
+    again = step(shell, "slow", slow)
+    again.raise_error()
+    assert shell.user_ns["w"] == 3
+    assert again.result.data["text/plain"] == "4"
+    assert ran.read_text() == "ran slow "
+
+
+def test_an_awaiting_step_that_fails_shows_the_cell_s_line_and_no_syntax_error(shell: Any) -> None:
+    """A failure after an ``await`` is the user's own error at the cell's own line."""
+    result = step(shell, "boom", "import asyncio\nawait asyncio.sleep(0)\n1 / 0")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    tb = result.error_in_exec.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    assert tb is not None and tb.tb_lineno == 3
+
+
+def test_an_awaiting_step_run_without_a_cell_runs_to_completion(shell: Any) -> None:
+    """A panel's Retry calls the magic directly, with nothing awaiting it: the step still runs, once."""
+    value = shell.run_cell_magic("durable_step", "direct", "import asyncio\nawait asyncio.sleep(0)\nw = 7\nw")
+    assert value == 7
+    assert shell.user_ns["w"] == 7

@@ -9,6 +9,7 @@ the ``<state>`` pseudo-output (global random states, settings, setup magics: ``h
 from __future__ import annotations
 
 import ast
+import inspect
 import sys
 import types
 import uuid
@@ -91,13 +92,45 @@ class CellExecutor:
         tree = shell.transform_ast(shell.compile.ast_parse(python, filename=filename))
         # The last expression is evaluated apart, as IPython does, so its value becomes Out[n].
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        self.body_code = shell.compile(tree, filename, "exec")
-        self.last_code = shell.compile(ast.Expression(last.value), filename, "eval") if last is not None else None
+        # Top-level ``await`` compiles as IPython compiles it in a plain cell: to a coroutine.
+        with shell.compile.extra_flags(ast.PyCF_ALLOW_TOP_LEVEL_AWAIT):
+            self.body_code = shell.compile(tree, filename, "exec")
+            self.last_code = shell.compile(ast.Expression(last.value), filename, "eval") if last is not None else None
+        codes = (self.body_code, self.last_code)
+        self.is_async = any(c is not None and c.co_flags & inspect.CO_COROUTINE for c in codes)
         self.quiet = python.rstrip().endswith(";")
 
     def attempt(self) -> dict[str, Any]:
         """One execution of the cell; returns the outputs to store."""
         __tracebackhide__ = True
+        before, settings = self._begin()
+        with _capture.tee(self.shell) as recording:
+            exec(self.body_code, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S102 - the user's own cell
+            if self.last_code is not None:
+                self._result(eval(self.last_code, self.shell.user_global_ns, self.shell.user_ns), recording)  # noqa: S307
+        return self._end(before, settings, recording)
+
+    async def attempt_async(self) -> dict[str, Any]:
+        """One execution of a cell with top-level ``await``, on the loop the cell is awaited on."""
+        __tracebackhide__ = True
+        before, settings = self._begin()
+        with _capture.tee(self.shell) as recording:
+            body = eval(self.body_code, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S307 - the user's cell
+            if inspect.iscoroutine(body):
+                await body
+            if self.last_code is not None:
+                value = eval(self.last_code, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S307
+                self._result(await value if inspect.iscoroutine(value) else value, recording)
+        return self._end(before, settings, recording)
+
+    def _result(self, value: Any, recording: _capture.Recording) -> None:
+        """The value of the cell's last expression, shown as ``Out[n]`` and recorded for a restore."""
+        if value is not None and not self.quiet:
+            self.value = value
+            recording.result(*self.shell.display_formatter.format(value))
+
+    def _begin(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """Say why the step executes (or which attempt this is); fingerprint what it reads."""
         call = self.call
         tried = len(call.errors)
         begin_why = call.why
@@ -112,17 +145,13 @@ class CellExecutor:
                 f"(attempt {tried} failed: {call.errors[-1]})",
                 file=sys.stderr,
             )
-        namespace = self.shell.user_ns
         self.value = None
-        before = self._fingerprints(namespace)
-        settings = hidden.settings()
-        with _capture.tee(self.shell) as recording:
-            exec(self.body_code, self.shell.user_global_ns, namespace)  # noqa: S102 - the user's own cell
-            if self.last_code is not None:
-                value = eval(self.last_code, self.shell.user_global_ns, namespace)  # noqa: S307
-                if value is not None and not self.quiet:
-                    self.value = value
-                    recording.result(*self.shell.display_formatter.format(value))
+        return self._fingerprints(self.shell.user_ns), hidden.settings()
+
+    def _end(self, before: dict[str, str], settings: dict[str, Any], recording: _capture.Recording) -> dict[str, Any]:
+        """The outputs to store once the cell's code has run."""
+        call = self.call
+        namespace = self.shell.user_ns
         call.display = recording.outputs()
         outputs = collect_outputs(call.step, self.names, self.spec, namespace)
         for name, print_before in before.items():
