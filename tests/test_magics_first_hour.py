@@ -14,6 +14,7 @@ import pytest
 from IPython.core.error import UsageError
 from ipython_shell import fresh_kernel, started_shell, step
 
+from resumable import StepTimeout
 from resumable._store import open_store
 
 
@@ -150,3 +151,11 @@ def test_an_awaiting_step_run_without_a_cell_runs_to_completion(shell: Any) -> N
     value = shell.run_cell_magic("durable_step", "direct", "import asyncio\nawait asyncio.sleep(0)\nw = 7\nw")
     assert value == 7
     assert shell.user_ns["w"] == 7
+
+
+def test_an_awaiting_step_past_its_timeout_is_cancelled(shell: Any) -> None:
+    """``--timeout`` cancels an awaiting cell on the shell's loop: StepTimeout, nothing bound."""
+    result = step(shell, "slow --timeout 0.2", "import asyncio\nawait asyncio.sleep(30)\nlate = 1")
+    assert isinstance(result.error_in_exec, StepTimeout)
+    assert str(result.error_in_exec) == str(StepTimeout("slow", 0.2))
+    assert "late" not in shell.user_ns
