@@ -159,3 +159,46 @@ def test_an_awaiting_step_past_its_timeout_is_cancelled(shell: Any) -> None:
     assert isinstance(result.error_in_exec, StepTimeout)
     assert str(result.error_in_exec) == str(StepTimeout("slow", 0.2))
     assert "late" not in shell.user_ns
+
+
+@pytest.fixture
+def plain_colors(shell: Any) -> Iterator[None]:
+    """Tracebacks without terminal colors, so the test reads the text the user reads."""
+    before = shell.colors
+    shell.run_line_magic("colors", "nocolor")
+    yield
+    shell.run_line_magic("colors", before)
+
+
+@pytest.mark.parametrize("await_first", [False, True])
+def test_a_failing_step_shows_the_user_s_cell_with_its_number_and_line(
+    shell: Any, plain_colors: None, capsys: pytest.CaptureFixture[str], await_first: bool
+) -> None:
+    """The traceback starts at the cell's own line under the cell's own number, as a plain cell's does.
+
+    Not at ``get_ipython().run_cell_magic(...)`` nor IPython's frame that calls the magic.
+    """
+    shell.run_cell("def helper():\n    raise KeyError('deep')", store_history=True).raise_error()
+    helper_number = shell.execution_count - 1
+    head = "import asyncio\nawait asyncio.sleep(0)\n" if await_first else ""
+    step(shell, "first", "w = 0").raise_error()  # the run is joined: its line is not part of what is checked
+    number = shell.execution_count  # the label the front end shows on the cell: In [number]
+    capsys.readouterr()
+    result = shell.run_cell(f"%%durable_step boom\n{head}x = 1\nhelper()", store_history=True)
+    assert isinstance(result.error_in_exec, KeyError)
+    shown = capsys.readouterr().out
+    line = 4 if await_first else 2
+    context = "      2 await asyncio.sleep(0)\n      3 x = 1\n" if await_first else "      1 x = 1\n"
+    assert shown.strip("\n") == (
+        "---------------------------------------------------------------------------\n"
+        "KeyError                                  Traceback (most recent call last)\n"
+        f"Cell In[{number}], line {line}\n"
+        f"{context}"
+        f"----> {line} helper()\n"
+        "\n"
+        f"Cell In[{helper_number}], line 2, in helper()\n"
+        "      1 def helper():\n"
+        "----> 2     raise KeyError('deep')\n"
+        "\n"
+        "KeyError: 'deep'"
+    )

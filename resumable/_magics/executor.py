@@ -9,6 +9,7 @@ the ``<state>`` pseudo-output (global random states, settings, setup magics: ``h
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import sys
 import types
@@ -53,6 +54,22 @@ def _weak(value: object) -> Any:
         return weakref.ref(value)
     except TypeError:
         return None
+
+
+def show_from_the_cell(shell: Any, error: BaseException) -> None:
+    """Make IPython show ``error`` from the step cell's own code on, as it shows a plain cell's error.
+
+    IPython would start the traceback at the line it runs for any cell magic
+    (``get_ipython().run_cell_magic(...)``) and its own ``run_cell_magic`` frame, burying the cell's
+    line under two frames that are not the user's. IPython asks an exception for
+    ``_render_traceback_`` first; the rendering is a list of strings, so the exception still pickles.
+    ``%tb`` and ``%debug`` keep the full traceback.
+    """
+    try:
+        lines = shell.InteractiveTB.structured_traceback(type(error), error, error.__traceback__, tb_offset=0)
+        error._render_traceback_ = functools.partial(list, lines)  # type: ignore[attr-defined]
+    except Exception:
+        pass
 
 
 def data_variables(namespace: dict[str, Any], hidden_names: Iterable[str]) -> dict[str, Any]:

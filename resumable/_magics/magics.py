@@ -31,7 +31,7 @@ from resumable._inputs import Input
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
 from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
 from resumable._magics import awaiting, hidden
-from resumable._magics.executor import CellExecutor, Known
+from resumable._magics.executor import CellExecutor, Known, show_from_the_cell
 from resumable._magics.functions import rebind_class, unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
 from resumable._magics.provenance import Provenance, injected_parameters, is_step_cell
@@ -398,6 +398,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
             return UsageError(str(exc))
         self.provenance.after_step(step.python, step.names, step.inputs, {}, self._ip.user_ns)  # what it left bound
         trim_chain(exc)  # the traceback starts at the cell's own code, as for a plain cell
+        show_from_the_cell(self._ip, exc)
         return exc
 
     def _done(self, step: _Step, outcome: _engine.StepOutcome) -> Any:
