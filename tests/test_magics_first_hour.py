@@ -202,3 +202,28 @@ def test_a_failing_step_shows_the_user_s_cell_with_its_number_and_line(
         "\n"
         "KeyError: 'deep'"
     )
+
+
+def test_an_edited_step_says_why_it_runs_again_before_its_output(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The edited cell itself says why it executes instead of restoring (then its readers' line).
+
+    Also after a kernel restart, and for a changed input of a plain cell it reads.
+    """
+    shell.run_cell("threshold = 0.5").raise_error()
+    step(shell, "a", "x = 1").raise_error()
+    step(shell, "b", "y = x + 1").raise_error()
+    step(shell, "c", "keep = threshold").raise_error()
+    capsys.readouterr()
+    fresh_kernel(shell)
+    step(shell, "a", "x = 2\nprint('a ran')").raise_error()
+    assert capsys.readouterr().out == (
+        "resumable: resumed run 'r1' of pipeline 'default' (RESUMABLE_RUN_ID): 3 of 3 steps completed\n"
+        "↻ step 'a' runs again: its source changed\n"
+        "resumable: step 'a' runs again, so 'b' will run again when reached (stale)\n"
+        "a ran\n"
+    )
+    shell.run_cell("threshold = 0.7").raise_error()
+    step(shell, "c", "keep = threshold").raise_error()
+    assert capsys.readouterr().out == "↻ step 'c' runs again: 'threshold' changed (0.5 → 0.7)\n"
