@@ -227,3 +227,14 @@ def test_an_edited_step_says_why_it_runs_again_before_its_output(
     shell.run_cell("threshold = 0.7").raise_error()
     step(shell, "c", "keep = threshold").raise_error()
     assert capsys.readouterr().out == "↻ step 'c' runs again: 'threshold' changed (0.5 → 0.7)\n"
+
+
+def test_with_autoawait_off_an_awaiting_step_runs_on_a_loop_of_its_own(shell: Any) -> None:
+    """``%autoawait off``: IPython awaits no cell, so the step runs to completion on its own loop."""
+    shell.run_line_magic("autoawait", "off")
+    try:
+        result = step(shell, "own", "import asyncio\nawait asyncio.sleep(0)\nz = 4\nz")
+    finally:
+        shell.run_line_magic("autoawait", "on")
+    result.raise_error()
+    assert (result.result, shell.user_ns["z"]) == (4, 4)

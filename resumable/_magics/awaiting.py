@@ -53,6 +53,13 @@ def awaits(python: str) -> bool:
     return bool(code.co_flags & inspect.CO_COROUTINE)
 
 
+def _awaits_cells_on_asyncio(shell: Any) -> bool:
+    """Whether IPython (and ipykernel) await a cell that awaits, on asyncio: not with ``%autoawait off`` or trio."""
+    from IPython.core.interactiveshell import _asyncio_runner  # type: ignore[attr-defined]
+
+    return bool(getattr(shell, "autoawait", False)) and getattr(shell, "loop_runner", None) is _asyncio_runner
+
+
 class AwaitStepCells:
     """``input_transformers_post``: a step cell whose body awaits becomes an awaited call of the magic."""
 
@@ -60,6 +67,8 @@ class AwaitStepCells:
         self.shell = shell
 
     def __call__(self, lines: list[str]) -> list[str]:
+        if not _awaits_cells_on_asyncio(self.shell):  # the magic then runs the step on a loop of its own
+            return lines
         found = _step_call("".join(lines))
         if found is None:
             return lines
