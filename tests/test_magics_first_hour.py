@@ -238,3 +238,22 @@ def test_with_autoawait_off_an_awaiting_step_runs_on_a_loop_of_its_own(shell: An
         shell.run_line_magic("autoawait", "on")
     result.raise_error()
     assert (result.result, shell.user_ns["z"]) == (4, 4)
+
+
+def test_the_stored_traceback_names_the_cell_not_a_temporary_file(shell: Any, store_path: Path) -> None:
+    """``resumable show`` and the panel read ``Cell In[N], line L``, as the notebook showed it."""
+    shell.run_cell("def helper():\n    raise KeyError('deep')", store_history=True).raise_error()
+    helper_number = shell.execution_count - 1
+    number = shell.execution_count
+    result = shell.run_cell("%%durable_step boom\nx = 1\nhelper()", store_history=True)
+    assert isinstance(result.error_in_exec, KeyError)
+    status = open_store(store_path).get_step("r1", "boom")
+    assert status is not None
+    assert status.traceback == (
+        "Traceback (most recent call last):\n"
+        f"  Cell In[{number}], line 2, in <module>\n"
+        "    helper()\n"
+        f"  Cell In[{helper_number}], line 2, in helper\n"
+        "    raise KeyError('deep')\n"
+        "KeyError: 'deep'\n"
+    )

@@ -40,7 +40,7 @@ from resumable._records import Owner, StepStatus
 from resumable._runs import JoinedBy, choose_run
 from resumable._states import StepState
 from resumable._store import Store, open_store
-from resumable._tracebacks import trim_chain
+from resumable._tracebacks import label_files, trim_chain
 from resumable._units import human_time
 from resumable.errors import DependencyError, DuplicateStepError, RerunError, RunExistsError, StepDefinitionError
 from resumable.pipeline import check_name, make_policy
@@ -178,6 +178,13 @@ class DurableMagics(Magics):  # type: ignore[misc]
         shell.events.register("pre_run_cell", self.remember_cell)
         shell.events.register("post_run_cell", self.track_plain_cell)
         awaiting.install(shell)  # a step cell with top-level ``await`` is awaited like a plain one
+        label_files(self._cell_label)  # stored tracebacks say ``Cell In[16]``, not a temporary file
+
+    def _cell_label(self, filename: str) -> str | None:
+        """``Cell In[16]`` for the file IPython compiled a cell into; None for any other file."""
+        format_code_name = getattr(self._ip.compile, "format_code_name", None)  # IPython 8 and later
+        found = format_code_name(filename) if format_code_name is not None else None
+        return f"{found[0]} {found[1]}" if found else None
 
     def remember_cell(self, info: Any) -> None:
         """``pre_run_cell``: which notebook cell is executing (front ends send its id)."""
