@@ -10,6 +10,7 @@ magics themselves) is imported on first use, never when this module is imported.
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -101,6 +102,8 @@ def arguments(magic: str) -> Callable[[F], F]:
 
 def parse(magic: str, line: str) -> argparse.Namespace:
     """The arguments of one magic line; raises IPython's ``UsageError`` naming what is wrong."""
+    from IPython.core.error import UsageError
+
     parser = _parsers.get(magic)
     if parser is None:
         from IPython.core.magic_arguments import MagicArgumentParser
@@ -109,13 +112,38 @@ def parse(magic: str, line: str) -> argparse.Namespace:
         for arg in ARGUMENTS[magic]:
             parser.add_argument(*arg.flags, **arg.options)
         _parsers[magic] = parser
+    prefix = "%%" if magic == "durable_step" else "%"
     try:
         return parser.parse_argstring(line)  # type: ignore[no-any-return]
     except ValueError as exc:  # shlex: "No closing quotation", "No escaped character"
-        from IPython.core.error import UsageError
-
-        prefix = "%%" if magic == "durable_step" else "%"
         raise UsageError(
             f"{prefix}{magic} {line.strip()}: the line cannot be split into arguments ({exc}). Close the quote, "
             f"or leave quotes out: names and options need none."
         ) from None
+    except UsageError:
+        spaced = _name_with_spaces(magic, line)
+        if spaced is None:
+            raise
+        kind, words, rest = spaced
+        fixed = " ".join(["_".join(words), *rest])
+        raise UsageError(
+            f"{prefix}{magic} {line.strip()}: a {kind} name cannot contain spaces. "
+            f"Join the words, for example '{prefix}{magic} {fixed}'."
+        ) from None
+
+
+_NAMED = {"durable_step": "step", "durable_run": "pipeline"}  # the magics whose first word is a name
+
+
+def _name_with_spaces(magic: str, line: str) -> tuple[str, list[str], list[str]] | None:
+    """``('step', ['my', 'step'], ['--retries', '2'])`` when several words come before any option.
+
+    argparse would call the second word an "unrecognized argument", which does not say that the
+    user meant one name.
+    """
+    kind = _NAMED.get(magic)
+    if kind is None:
+        return None
+    tokens = line.split()
+    words = [t for t in itertools.takewhile(lambda t: not t.startswith("-"), tokens)]
+    return (kind, words, tokens[len(words) :]) if len(words) > 1 else None

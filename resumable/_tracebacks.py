@@ -6,11 +6,34 @@ failed cell; both cut resumable's calling frames off the front with :func:`witho
 
 from __future__ import annotations
 
+import re
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_FILE_LINE = re.compile(r'^(\s*)File "([^"]+)", line (\d+)', re.MULTILINE)
+_labels: list[Callable[[str], str | None]] = []  # at most one: the notebook's cells
+
+
+def label_files(labeler: Callable[[str], str | None]) -> None:
+    """Name code files as the user knows them in stored tracebacks (``Cell In[16]``, not a temporary file).
+
+    The magics hand in IPython's names for the cells it compiled; pure Python has none.
+    """
+    _labels[:] = [labeler]
+
+
+def _labelled(text: str) -> str:
+    if not _labels:
+        return text
+
+    def name(match: re.Match[str]) -> str:
+        label = _labels[0](match.group(2))
+        return match.group(0) if label is None else f"{match.group(1)}{label}, line {match.group(3)}"
+
+    return _FILE_LINE.sub(name, text)
 
 
 def _ours(tb: TracebackType) -> bool:
@@ -27,7 +50,7 @@ def without_our_frames(tb: TracebackType | None) -> TracebackType | None:
 def user_traceback(exc: BaseException) -> str:
     """The traceback text to store: from the user's first frame on (all of it when none is the user's)."""
     tb = without_our_frames(exc.__traceback__) or exc.__traceback__
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    return _labelled("".join(traceback.format_exception(type(exc), exc, tb)))
 
 
 def trim_chain(error: BaseException) -> None:

@@ -32,6 +32,7 @@ all of ours and nothing of the user's::
      ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
      ├─ RerunError(ValueError)               --rerun of a step that never completed
+ ├─ DuplicateStepError(ValueError)       a second notebook cell ran a step name another cell ran
      ├─ QueryError(ValueError)               a ``resumable sql`` query failed or was refused; nothing changed
      ├─ UnserializableOutputError(TypeError) .step, .variable, .type_name
      ├─ StepTimeout(TimeoutError)            one attempt ran past ``timeout``; retried like any error
@@ -40,7 +41,7 @@ all of ours and nothing of the user's::
      ├─ NotebookExecutionError               .cell_index, .ename, .evalue, .traceback
      ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
      ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
-     ├─ DuplicateStepWarning(UserWarning)    two notebook cells share a step name (a warning)
+     ├─ DuplicateStepWarning(UserWarning)    no longer issued (DuplicateStepError); kept for filters
      ├─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
      └─ LastGoodCheckpointWarning(UserWarning) a value was loaded from the last good checkpoint of a
                                              step whose later attempt failed
@@ -722,7 +723,10 @@ class StoreLogTornWarning(ResumableError, UserWarning):
 
 
 class DuplicateStepWarning(ResumableError, UserWarning):
-    """Two notebook cells use one step name; nothing is lost, but each re-runs the other."""
+    """No longer issued: a second cell with a step name is refused (:class:`DuplicateStepError`).
+
+    Kept so code that filters it still imports.
+    """
 
     def __init__(self, step: str) -> None:
         self.step = step
@@ -730,6 +734,25 @@ class DuplicateStepWarning(ResumableError, UserWarning):
             f"step '{step}' was run by another cell of this notebook before. Two cells sharing a step "
             f"name replace each other's checkpoint and re-run on every pass: give this cell its own "
             f"name ('%%durable_step {step}_2'), or ignore this if you moved the step here."
+        )
+
+
+class DuplicateStepError(ResumableError, ValueError):
+    """A second notebook cell ran a step name another cell ran in this kernel: ``.step``, ``.run_id``.
+
+    Refused before the cell executes: the second cell would overwrite the first one's checkpoint,
+    and each would then re-run the other on every pass. Running the refused cell again right away
+    makes it the step's cell (the step was moved there on purpose).
+    """
+
+    def __init__(self, step: str, run_id: str) -> None:
+        self.step = step
+        self.run_id = run_id
+        super().__init__(
+            f"step '{step}' of run '{run_id}' belongs to another cell of this notebook, which ran it in this "
+            f"kernel. This cell did not run, and that cell's checkpoint is kept. Two cells sharing a step name "
+            f"overwrite each other's checkpoint: give this cell its own name ('%%durable_step {step}_2'). "
+            f"If you moved the step here from that cell, run this cell again."
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from resumable import StepFailed, StepState, StepTimeout, UnserializableOutputEr
 from resumable._kernel_run import notebook_run
 from resumable._magics import load_ipython_extension
 from resumable._store import open_store
-from resumable.errors import DuplicateStepWarning
 
 RESTORED = re.compile(r"↺ restored step '(\w+)' from checkpoint of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
@@ -470,19 +468,3 @@ def test_notebook_function_loads_as_a_function_outside_the_notebook(shell: Any, 
     step(shell, "define", "def double(x):\n    return 2 * x")
     loaded = load("r1", "define", "double", store=store_path)
     assert loaded(21) == 42
-
-
-def test_a_second_cell_with_the_same_step_name_is_warned_about(shell: Any) -> None:
-    """Copying a cell and forgetting to rename its step: a warning says both cells would keep re-running."""
-    shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").raise_error()
-    with pytest.warns(DuplicateStepWarning) as warned:
-        shell.run_cell("%%durable_step load\nx = 2", cell_id="cell-b").raise_error()
-    assert [str(w.message) for w in warned] == [
-        "step 'load' was run by another cell of this notebook before. Two cells sharing a step name replace "
-        "each other's checkpoint and re-run on every pass: give this cell its own name ('%%durable_step load_2'), "
-        "or ignore this if you moved the step here."
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        shell.run_cell("%%durable_step load\nx = 1", cell_id="cell-a").raise_error()  # its own cell: fine
-        shell.run_cell_magic("durable_step", "load", "x = 3")  # not from a cell (a panel's Retry): fine

@@ -1,8 +1,9 @@
 """The IPython extension: ``%load_ext resumable`` registers :class:`~resumable._magics.magics.DurableMagics`.
 
-``magics`` holds the magics, ``executor`` runs a cell's attempts and trims tracebacks, ``outputs``
-reads ``--outputs``/``--exclude`` and collects the values to store, ``functions`` checkpoints
-notebook functions as code. IPython's magic machinery is imported only when the extension loads.
+``magics`` holds the magics, ``executor`` runs a cell's attempts and trims tracebacks, ``awaiting``
+has IPython await a step cell that awaits, ``outputs`` reads ``--outputs``/``--exclude`` and
+collects the values to store, ``functions`` checkpoints notebook functions as code.
+IPython's magic machinery is imported only when the extension loads.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ the ``<state>`` pseudo-output (global random states, settings, setup magics: ``h
 from __future__ import annotations
 
 import ast
+import functools
+import inspect
 import sys
 import types
 import uuid
@@ -54,6 +56,22 @@ def _weak(value: object) -> Any:
         return None
 
 
+def show_from_the_cell(shell: Any, error: BaseException) -> None:
+    """Make IPython show ``error`` from the step cell's own code on, as it shows a plain cell's error.
+
+    IPython would start the traceback at the line it runs for any cell magic
+    (``get_ipython().run_cell_magic(...)``) and its own ``run_cell_magic`` frame, burying the cell's
+    line under two frames that are not the user's. IPython asks an exception for
+    ``_render_traceback_`` first; the rendering is a list of strings, so the exception still pickles.
+    ``%tb`` and ``%debug`` keep the full traceback.
+    """
+    try:
+        lines = shell.InteractiveTB.structured_traceback(type(error), error, error.__traceback__, tb_offset=0)
+        error._render_traceback_ = functools.partial(list, lines)  # type: ignore[attr-defined]
+    except Exception:
+        pass
+
+
 def data_variables(namespace: dict[str, Any], hidden_names: Iterable[str]) -> dict[str, Any]:
     """The notebook's own data variables (not IPython's ``In``/``Out``/``_``, not modules or functions)."""
     skip = set(hidden_names)
@@ -91,13 +109,45 @@ class CellExecutor:
         tree = shell.transform_ast(shell.compile.ast_parse(python, filename=filename))
         # The last expression is evaluated apart, as IPython does, so its value becomes Out[n].
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        self.body_code = shell.compile(tree, filename, "exec")
-        self.last_code = shell.compile(ast.Expression(last.value), filename, "eval") if last is not None else None
+        # Top-level ``await`` compiles as IPython compiles it in a plain cell: to a coroutine.
+        with shell.compile.extra_flags(ast.PyCF_ALLOW_TOP_LEVEL_AWAIT):
+            self.body_code = shell.compile(tree, filename, "exec")
+            self.last_code = shell.compile(ast.Expression(last.value), filename, "eval") if last is not None else None
+        codes = (self.body_code, self.last_code)
+        self.is_async = any(c is not None and c.co_flags & inspect.CO_COROUTINE for c in codes)
         self.quiet = python.rstrip().endswith(";")
 
     def attempt(self) -> dict[str, Any]:
         """One execution of the cell; returns the outputs to store."""
         __tracebackhide__ = True
+        before, settings = self._begin()
+        with _capture.tee(self.shell) as recording:
+            exec(self.body_code, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S102 - the user's own cell
+            if self.last_code is not None:
+                self._result(eval(self.last_code, self.shell.user_global_ns, self.shell.user_ns), recording)  # noqa: S307
+        return self._end(before, settings, recording)
+
+    async def attempt_async(self) -> dict[str, Any]:
+        """One execution of a cell with top-level ``await``, on the loop the cell is awaited on."""
+        __tracebackhide__ = True
+        before, settings = self._begin()
+        with _capture.tee(self.shell) as recording:
+            body = eval(self.body_code, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S307 - the user's cell
+            if inspect.iscoroutine(body):
+                await body
+            if self.last_code is not None:
+                value = eval(self.last_code, self.shell.user_global_ns, self.shell.user_ns)  # noqa: S307
+                self._result(await value if inspect.iscoroutine(value) else value, recording)
+        return self._end(before, settings, recording)
+
+    def _result(self, value: Any, recording: _capture.Recording) -> None:
+        """The value of the cell's last expression, shown as ``Out[n]`` and recorded for a restore."""
+        if value is not None and not self.quiet:
+            self.value = value
+            recording.result(*self.shell.display_formatter.format(value))
+
+    def _begin(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """Say why the step executes (or which attempt this is); fingerprint what it reads."""
         call = self.call
         tried = len(call.errors)
         begin_why = call.why
@@ -112,17 +162,13 @@ class CellExecutor:
                 f"(attempt {tried} failed: {call.errors[-1]})",
                 file=sys.stderr,
             )
-        namespace = self.shell.user_ns
         self.value = None
-        before = self._fingerprints(namespace)
-        settings = hidden.settings()
-        with _capture.tee(self.shell) as recording:
-            exec(self.body_code, self.shell.user_global_ns, namespace)  # noqa: S102 - the user's own cell
-            if self.last_code is not None:
-                value = eval(self.last_code, self.shell.user_global_ns, namespace)  # noqa: S307
-                if value is not None and not self.quiet:
-                    self.value = value
-                    recording.result(*self.shell.display_formatter.format(value))
+        return self._fingerprints(self.shell.user_ns), hidden.settings()
+
+    def _end(self, before: dict[str, str], settings: dict[str, Any], recording: _capture.Recording) -> dict[str, Any]:
+        """The outputs to store once the cell's code has run."""
+        call = self.call
+        namespace = self.shell.user_ns
         call.display = recording.outputs()
         outputs = collect_outputs(call.step, self.names, self.spec, namespace)
         withheld = withhold_secrets(call.step, self.spec, [n for n in before if n in namespace and n not in outputs])

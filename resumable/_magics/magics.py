@@ -9,13 +9,15 @@ that is also recorded (``_capture``), and the namespace the cell runs in.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import importlib
 import os
 import shlex
 import sys
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,11 @@ from IPython.utils.capture import RichOutput
 from traitlets import Bool
 
 from resumable import _aliases, _capture, _cellast, _engine, _inputs, _magic_lines, _why
+from resumable._inputs import Input
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
 from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
-from resumable._magics import hidden
-from resumable._magics.executor import CellExecutor, Known
+from resumable._magics import awaiting, hidden
+from resumable._magics.executor import CellExecutor, Known, show_from_the_cell
 from resumable._magics.functions import rebind_class, unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
 from resumable._magics.provenance import Provenance, injected_parameters, is_step_cell
@@ -37,9 +40,9 @@ from resumable._records import Owner, StepStatus
 from resumable._runs import JoinedBy, choose_run
 from resumable._states import StepState
 from resumable._store import Store, open_store
-from resumable._tracebacks import trim_chain
+from resumable._tracebacks import label_files, trim_chain
 from resumable._units import human_time
-from resumable.errors import DependencyError, DuplicateStepWarning, RerunError, RunExistsError, StepDefinitionError
+from resumable.errors import DependencyError, DuplicateStepError, RerunError, RunExistsError, StepDefinitionError
 from resumable.pipeline import check_name, make_policy
 
 MakePanel = Callable[..., Any]  # resumable.panel: handed in by ``%load_ext resumable``
@@ -124,6 +127,29 @@ def _kernel_id() -> str | None:
     return name[len("kernel-") :] if name.startswith("kernel-") else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A ``%%durable_step`` cell ready for the engine: what its checks and analysis found."""
+
+    name: str
+    line: str
+    python: str  # the cell as IPython transformed it
+    names: _cellast.CellNames
+    inputs: dict[str, Input]
+    executor: CellExecutor
+    call: _engine.StepCall
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a step that awaits when nothing awaits the magic: on a loop of its own (a thread's, when one runs)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1, thread_name_prefix="resumable-step") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 @magics_class
 class DurableMagics(Magics):  # type: ignore[misc]
     """Durable notebook cells. Configure notebook-wide defaults with ``c.DurableMagics.<name>``."""
@@ -144,12 +170,21 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self._owner: Owner | None = None
         self._cell: tuple[str | None, str] = (None, "")  # the executing cell's id and source
         self._step_cells: dict[tuple[str, str], str] = {}  # (run, step) -> the cell id that ran it
+        self._refused: dict[tuple[str, str], str] = {}  # (run, step) -> the cell last refused its name
         self.provenance = Provenance()
         self._injected: dict[str, Any] = {}  # parameters a runner injected, recorded with the run joined
         self._unseen_told: set[str] = set()  # variables whose in-place changes cannot be seen, told once
         self._known: Known = {}  # fingerprints steps took of what they read: the next reader's "before"
         shell.events.register("pre_run_cell", self.remember_cell)
         shell.events.register("post_run_cell", self.track_plain_cell)
+        awaiting.install(shell)  # a step cell with top-level ``await`` is awaited like a plain one
+        label_files(self._cell_label)  # stored tracebacks say ``Cell In[16]``, not a temporary file
+
+    def _cell_label(self, filename: str) -> str | None:
+        """``Cell In[16]`` for the file IPython compiled a cell into; None for any other file."""
+        format_code_name = getattr(self._ip.compile, "format_code_name", None)  # IPython 8 and later
+        found = format_code_name(filename) if format_code_name is not None else None
+        return f"{found[0]} {found[1]}" if found else None
 
     def remember_cell(self, info: Any) -> None:
         """``pre_run_cell``: which notebook cell is executing (front ends send its id).
@@ -178,13 +213,25 @@ class DurableMagics(Magics):  # type: ignore[misc]
                 self._store.open_run(self._run.run_id, self._run.pipeline, self._injected, update_params=True)
 
     def _check_one_cell_per_step(self, run_id: str, name: str, body: str) -> None:
-        """Warn when a step name is used by a second cell: each would keep re-running the other."""
+        """Refuse a step name another cell of this kernel ran, before anything executes or is written.
+
+        The second cell would overwrite the first one's checkpoint. Running the refused cell again
+        at once moves the step to it; a pass over the notebook (the first cell runs in between)
+        refuses it again, so "Run All" never overwrites.
+        """
         cell_id, raw = self._cell
         if cell_id is None or body.strip() not in raw:  # not run from a cell (a panel's Retry)
             return
-        first = self._step_cells.setdefault((run_id, name), cell_id)
-        if first != cell_id:
-            warnings.warn(DuplicateStepWarning(name), stacklevel=2)
+        key = (run_id, name)
+        first = self._step_cells.setdefault(key, cell_id)
+        if first == cell_id:
+            self._refused.pop(key, None)
+            return
+        if self._refused.pop(key, None) == cell_id:  # asked twice in a row: the step moved here
+            self._step_cells[key] = cell_id
+            return
+        self._refused[key] = cell_id
+        raise UsageError(str(DuplicateStepError(name, run_id)))
 
     # ------------------------------------------------------------------ the current run
 
@@ -287,6 +334,44 @@ class DurableMagics(Magics):  # type: ignore[misc]
         Outputs are the variables the cell binds at top level, plus variables from earlier cells it
         visibly changes in place (``rows.append(x)``, ``df.drop(..., inplace=True)``, ``d[k] = v``).
         """
+        __tracebackhide__ = True
+        step = self._prepare(line, cell)
+        if step.executor.is_async:  # not awaited (a panel's Retry): run it on a loop of its own
+            return _run_to_completion(self._execute_async(step))
+        try:
+            outcome = _engine.run_sync(step.call, step.executor.attempt)
+        except BaseException as exc:
+            error = self._failed(step, exc)
+            if error is exc:
+                raise
+            raise error from None
+        return self._done(step, outcome)
+
+    async def durable_step_awaited(self, line: str, cell: str) -> Any:
+        """``%%durable_step`` for a cell with top-level ``await``, awaited on the cell's event loop.
+
+        IPython calls it for such a cell (see :mod:`resumable._magics.awaiting`), as it awaits a
+        plain cell that awaits: in a kernel, on the kernel's loop.
+        """
+        __tracebackhide__ = True
+        return await self._execute_async(self._prepare(line, cell))
+
+    async def _execute_async(self, step: _Step) -> Any:
+        __tracebackhide__ = True
+        try:
+            if step.executor.is_async:
+                outcome = await _engine.run_async(step.call, step.executor.attempt_async)
+            else:
+                outcome = _engine.run_sync(step.call, step.executor.attempt)
+        except BaseException as exc:
+            error = self._failed(step, exc)
+            if error is exc:
+                raise
+            raise error from None
+        return self._done(step, outcome)
+
+    def _prepare(self, line: str, cell: str) -> _Step:
+        """Check the line, analyse the cell and join the run: everything before the engine decides."""
         args = _magic_lines.parse("durable_step", line)
         if not args.name:
             raise UsageError("%%durable_step needs a step name, for example '%%durable_step load_data'.")
@@ -318,17 +403,22 @@ class DurableMagics(Magics):  # type: ignore[misc]
         notice = self.provenance.weak_notice(name, inputs, namespace)
         if notice is not None:
             print(notice, file=sys.stderr)
-        __tracebackhide__ = True
-        try:
-            outcome = _engine.run_sync(call, executor.attempt)
-        except RerunError as exc:
-            raise UsageError(str(exc)) from None
-        except BaseException as exc:
-            self.provenance.after_step(python, names, inputs, {}, namespace)  # what a failed cell left bound
-            trim_chain(exc)  # the traceback starts at the cell's own code, as for a plain cell
-            raise
-        value = self._restore(name, outcome, names, line) if outcome.restored else executor.value
-        self.provenance.after_step(python, names, inputs, outcome.digests, namespace)
+        return _Step(name, line, python, names, inputs, executor, call)
+
+    def _failed(self, step: _Step, exc: BaseException) -> BaseException:
+        """The error to raise for a step that raised: a one-line UsageError for a misuse, else its own."""
+        if isinstance(exc, RerunError):
+            return UsageError(str(exc))
+        self.provenance.after_step(step.python, step.names, step.inputs, {}, self._ip.user_ns)  # what it left bound
+        trim_chain(exc)  # the traceback starts at the cell's own code, as for a plain cell
+        show_from_the_cell(self._ip, exc)
+        return exc
+
+    def _done(self, step: _Step, outcome: _engine.StepOutcome) -> Any:
+        """Bring a restored step's outputs back; the value the cell shows as ``Out[n]``."""
+        restored = outcome.restored
+        value = self._restore(step.name, outcome, step.names, step.line) if restored else step.executor.value
+        self.provenance.after_step(step.python, step.names, step.inputs, outcome.digests, self._ip.user_ns)
         return value
 
     def _tell_unseen(self, step: str) -> Callable[[str, str], None]:

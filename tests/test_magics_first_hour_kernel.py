@@ -1,0 +1,49 @@
+"""The first hour's notebook edges in a real Jupyter kernel (issue 12 §8): what ipykernel shows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow  # a real kernel: seconds
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_await_on_the_kernel_s_loop_and_a_failure_shown_from_the_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step awaits a future an earlier cell made on the kernel's loop; a failing step shows its own cell."""
+    monkeypatch.setenv("RESUMABLE_STORE", str(tmp_path / "store.duckdb"))
+    monkeypatch.setenv("RESUMABLE_RUN_ID", "k1")
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    cells = [
+        "%load_ext resumable",
+        "import asyncio\nloop = asyncio.get_running_loop()\nfut = loop.create_future()",
+        "%%durable_step fetch\nloop.call_soon(fut.set_result, 5)\nv = await fut\nprint('got', v)\nv * 2",
+        "%%durable_step boom\nawait asyncio.sleep(0)\nx = 1\n1 / 0",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(
+        nb, timeout=60, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    fetch, boom = nb.cells[2], nb.cells[3]
+    assert [o.get("text") for o in fetch.outputs if o.output_type == "stream"] == [
+        "resumable: started run 'k1' of pipeline 'default' (RESUMABLE_RUN_ID)\ngot 5\n"
+    ]
+    assert [o.data["text/plain"] for o in fetch.outputs if o.output_type == "execute_result"] == ["10"]
+    (error,) = [o for o in boom.outputs if o.output_type == "error"]
+    assert ANSI.sub("", "\n".join(error.traceback)) == (
+        "---------------------------------------------------------------------------\n"
+        "ZeroDivisionError                         Traceback (most recent call last)\n"
+        f"Cell In[{boom.execution_count}], line 3\n"
+        "      1 await asyncio.sleep(0)\n"
+        "      2 x = 1\n"
+        "----> 3 1 / 0\n"
+        "\n"
+        "ZeroDivisionError: division by zero"
+    )
