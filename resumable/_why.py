@@ -143,7 +143,7 @@ def explain(step: str, events: list[Event], source: str | None, previous_source:
         elif before.source == "completed" and reason == detail:
             kind, line = _kind(reason), reason
         else:
-            kind, line = "invalidated", f"invalidated: {reason}"
+            kind, line = "invalidated", f"invalidated ({reason})"
     diff = ""
     if previous_source is not None and source is not None:
         if kind != "source_changed" and "its source changed" not in line:

@@ -127,6 +127,30 @@ def test_a_step_whose_owner_was_killed_says_so_when_it_runs_again(store_path: Pa
     )
 
 
+def test_an_invalidated_step_and_the_panel_rows(
+    shell: Any, store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resumable invalidate` is a reason too; the panel shows each step's why line under its numbers."""
+    step(shell, "load", "n = 1")
+    step(shell, "mail --effect", "sent = n")
+    step(shell, "mail --effect", "sent = n + 1")  # edited: held
+    subprocess.run(
+        [sys.executable, "-m", "resumable", "invalidate", "r1", "load", "--store", str(store_path)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    step(shell, "load", "n = 1")
+    assert magic(shell, capsys, "load") == "step 'load', attempt 2: invalidated (user asked)\n"
+    shown = resumable.panel("r1", store=store_path, poll_s=None)
+    try:
+        assert '<div class="rsm-why rsm-muted">why: invalidated (user asked)</div>' in shown.rows["load"].info.value
+        assert (
+            '<div class="rsm-why rsm-muted">why: held because it has side effects (its source changed); '
+            "it last ran for: first run</div>"
+        ) in shown.rows["mail"].info.value
+    finally:
+        shown.close()
+
+
 def test_unknown_run_or_step_is_our_error(store_path: Path, shell: Any) -> None:
     step(shell, "load", "n = 1")
     """A step or run that is not there: exit 6 and the store's own not-found message."""
