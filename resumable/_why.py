@@ -111,31 +111,18 @@ def _kind(detail: str) -> str:
     return "inputs_changed" if " changed (" in detail or "changed" in detail else "invalidated"
 
 
-def explain(step: str, events: list[Event], source: str | None, previous_source: str | None) -> Explanation | None:
-    """What made ``step`` start its last attempt, from its events (oldest first); None if it never started.
-
-    Each decision leaves its reason in the log: ``new`` on a first start; the reason of a completed
-    step that executes again on its ``completed → pending`` event; ``stale: ...`` when an upstream
-    step re-ran; the error of a failed attempt and the dead owner of an interrupted one on the event
-    that ended it; ``held`` events for effect steps restored rather than repeated.
-    """
-    starts = [i for i, e in enumerate(events) if e.target == "running"]
-    if not starts:
-        return None
-    i = starts[-1]
-    start = events[i]
-    before = events[i - 1] if i > 0 else None
+def _start_reason(start: Event, before: Event | None) -> tuple[str, str]:
+    """The kind and line of one start, from its own event and the one before it."""
     detail = start.detail or ""
     if detail == "new" or before is None:
-        kind, line = "first_run", "first run"
-    elif before.target == "failed":
+        return "first_run", "first run"
+    if before.target == "failed":
         kind, line = "retried", f"retried after error: {before.detail or 'unknown error'}"
     elif before.target == "interrupted":
-        why_gone = before.detail or "its owner is gone"
-        if why_gone.startswith("owner ") and why_gone.endswith(" is gone"):
-            kind, line = "owner_died", f"started again after a dead owner interrupted it ({why_gone})"
-        else:
-            kind, line = "owner_died", f"started again after it was interrupted ({why_gone})"
+        gone = before.detail or "its owner is gone"
+        dead = gone.startswith("owner ") and gone.endswith(" is gone")
+        kind = "owner_died"
+        line = f"started again after {'a dead owner interrupted it' if dead else 'it was interrupted'} ({gone})"
     else:  # back to pending first: an edit, an input, --force, a rerun, an upstream re-run, or the user
         reason = before.detail or detail
         if reason.startswith("stale: "):
@@ -144,6 +131,26 @@ def explain(step: str, events: list[Event], source: str | None, previous_source:
             kind, line = _kind(reason), reason
         else:
             kind, line = "invalidated", f"invalidated ({reason})"
+    prefix = f"{before.target}; "
+    if detail.startswith(prefix):  # inputs that differ from the attempt before (``steps.begin``)
+        line += "; " + detail[len(prefix) :]
+    return kind, line
+
+
+def explain(step: str, events: list[Event], source: str | None, previous_source: str | None) -> Explanation | None:
+    """What made ``step`` start its last attempt, from its events (oldest first); None if it never started.
+
+    Each decision leaves its reason in the log: ``new`` on a first start; the reason of a completed
+    step that executes again on its ``completed → pending`` event; ``stale: ...`` when an upstream
+    step re-ran; the error of a failed attempt and the dead owner of an interrupted one on the event
+    that ended it; inputs that differ on a restart's own event; ``held`` events for effect steps
+    restored rather than repeated. ``previous_source`` (kept by an edit) gives the diff.
+    """
+    starts = [i for i, e in enumerate(events) if e.target == "running"]
+    if not starts:
+        return None
+    i = starts[-1]
+    kind, line = _start_reason(events[i], events[i - 1] if i > 0 else None)
     diff = ""
     if previous_source is not None and source is not None:
         if kind != "source_changed" and "its source changed" not in line:
@@ -155,7 +162,7 @@ def explain(step: str, events: list[Event], source: str | None, previous_source:
             )
         )  # fmt: skip
     held = next((e.detail for e in reversed(events[i + 1 :]) if e.transition == "held"), None)
-    return Explanation(step, kind, line, start.attempt, held, diff)
+    return Explanation(step, kind, line, events[i].attempt, held, diff)
 
 
 def explain_all(events: list[Event]) -> dict[str, Explanation]:

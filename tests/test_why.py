@@ -75,7 +75,9 @@ def test_a_changed_input_an_upstream_rerun_and_force(
     step(shell, "pick", "chosen = threshold * 2")
     assert magic(shell, capsys, "pick") == "step 'pick', attempt 2: 'threshold' changed (0.5 → 0.7)\n"
     step(shell, "report", "text = str(chosen)")
-    assert why(store_path, "r1", "report").stdout == "step 'report', attempt 2: stale: upstream step 'pick' re-ran\n"
+    assert why(store_path, "r1", "report").stdout == (
+        "step 'report', attempt 2: stale: upstream step 'pick' re-ran; 'chosen' changed (1.0 → 1.4)\n"
+    )
     step(shell, "report --force", "text = str(chosen)")
     assert why(store_path, "r1", "report").stdout == "step 'report', attempt 3: forced\n"
     assert json.loads(why(store_path, "r1", "report", "--json").stdout)["kind"] == "forced"
@@ -91,6 +93,14 @@ def test_a_retry_after_an_error_names_the_error(shell: Any, store_path: Path, tm
     assert why(store_path, "r1", "fetch").stdout == (
         f"step 'fetch', attempt 2: retried after error: FileNotFoundError: [Errno 2] No such file or directory: "
         f"'{flag}'\n"
+    )
+    shell.run_cell("limit = -1")
+    step(shell, "check", "assert limit > 0, 'limit must be positive'")
+    shell.run_cell("limit = 5")
+    step(shell, "check", "assert limit > 0, 'limit must be positive'")
+    assert why(store_path, "r1", "check").stdout == (
+        "step 'check', attempt 2: retried after error: AssertionError: limit must be positive; "
+        "'limit' changed (-1 → 5)\n"
     )
     step(shell, "parse", "raise ValueError('bad row')")
     step(shell, "parse", "parsed = 3")

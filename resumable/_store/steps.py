@@ -112,6 +112,10 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, ab
         reason = _why_text.reason(why)
         transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
         state = StepState.PENDING
+    elif view.inputs is not None:  # failed, interrupted or pending: say which inputs differ too (``why``)
+        changed = _inputs.changes(_inputs.decode(json.loads(view.inputs)), req.inputs)
+        if changed:
+            reason = f"{reason}; {_inputs.describe(changed)}"
     # A step that produced outputs before and runs again (edited, forced, invalidated, or itself
     # stale) makes the completed steps that read those outputs stale: chains follow.
     stale = _invalidate_readers(con, req.run_id, req.step, json.loads(view.outputs or "[]"), req.owner)
