@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 from history_store import kill, start_worker
 from ipython_shell import fresh_kernel, started_shell, step
 
 import resumable
 from resumable._owner import current_owner
+from resumable._store import forget_all
 
 
 @pytest.fixture
@@ -172,3 +174,20 @@ def test_unknown_run_or_step_is_our_error(store_path: Path, shell: Any) -> None:
     assert why(store_path, "r2", "load", code=6).stderr == (
         f"error: run 'r2' does not exist in store '{store_path}'. List the runs with: resumable runs\n"
     )
+
+
+def test_a_version_4_store_gains_the_previous_source_and_keeps_its_steps(store_path: Path) -> None:
+    """Migration 5 adds the column the diff needs; steps recorded before it are kept and explained."""
+    pipe = resumable.Pipeline("p", store=store_path)
+    with pipe.run(run_id="old") as run:
+        run.step("load", lambda: 1)
+    forget_all()
+    with duckdb.connect(str(store_path)) as con:
+        con.execute("ALTER TABLE steps DROP COLUMN previous_source")
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    with resumable.Pipeline("p", store=store_path).run(run_id="old") as run:
+        assert run.step("load", lambda: 1) == 1  # restored: the step is kept
+    forget_all()
+    assert why(store_path, "old", "load").stdout == "step 'load', attempt 1: first run\n"
+    with duckdb.connect(str(store_path)) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
