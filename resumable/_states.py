@@ -70,6 +70,9 @@ class Transition(str, Enum):
     RETRY = "retry"
     INVALIDATE = "invalidate"
     OWNER_DIED = "owner_died"
+    # Not a change of state: a completed effect step was reached while something it depends on had
+    # changed, and restored rather than repeated. Logged so ``resumable why`` can say so.
+    HELD = "held"
 
 
 TRANSITIONS: dict[tuple[StepState, StepState], Transition] = {

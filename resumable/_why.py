@@ -7,10 +7,12 @@ them; the Python API logs them or warns. Pure: no store, no IPython.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from enum import Enum
 
 from resumable._inputs import InputChange, describe
+from resumable._records import Event
 from resumable.errors import EffectHeldWarning
 
 
@@ -74,3 +76,106 @@ def held_warning(
     if held is Held.RERUN_DONE:
         return EffectHeldWarning(step, what_changed(why), invalidate_how, key_generation)
     return EffectHeldWarning(step, what_changed(why), rerun_how)
+
+
+# ---------------------------------------------------------------- reading the reasons back
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a step last executed (or was held), as read back from its event log by ``resumable why``."""
+
+    step: str
+    kind: str  # first_run, source_changed, inputs_changed, forced, rerun, stale, retried, owner_died, invalidated
+    line: str  # what the user reads: ``its source changed``, ``retried after error: ValueError: boom``
+    attempt: int
+    held: str | None = None  # set when the step was last restored, not repeated, because it has side effects
+    diff: str = ""  # the edit, as a unified diff, when its source changed
+
+    def text(self) -> str:
+        """The lines ``resumable why`` and ``%durable_why`` print."""
+        head = f"step '{self.step}', attempt {self.attempt}: {self.line}"
+        if self.held is not None:
+            head += f"\nstep '{self.step}' was then held because it has side effects: {self.held}"
+            head += " (restored, not repeated)"
+        return head + ("\n" + self.diff.rstrip("\n") if self.diff else "")
+
+
+def _kind(detail: str) -> str:
+    if detail.startswith("rerun asked"):
+        return "rerun"
+    if detail.startswith("forced"):
+        return "forced"
+    if detail.startswith("its source changed"):
+        return "source_changed"
+    return "inputs_changed" if " changed (" in detail or "changed" in detail else "invalidated"
+
+
+def _start_reason(start: Event, before: Event | None) -> tuple[str, str]:
+    """The kind and line of one start, from its own event and the one before it."""
+    detail = start.detail or ""
+    if detail == "new" or before is None:
+        return "first_run", "first run"
+    if before.target == "failed":
+        kind, line = "retried", f"retried after error: {before.detail or 'unknown error'}"
+    elif before.target == "interrupted":
+        gone = before.detail or "its owner is gone"
+        dead = gone.startswith("owner ") and gone.endswith(" is gone")
+        kind = "owner_died"
+        line = f"started again after {'a dead owner interrupted it' if dead else 'it was interrupted'} ({gone})"
+    else:  # back to pending first: an edit, an input, --force, a rerun, an upstream re-run, or the user
+        reason = before.detail or detail
+        if reason.startswith("stale: "):
+            kind, line = "stale", reason.replace("re-executed", "re-ran")
+        elif before.source == "completed" and reason == detail:
+            kind, line = _kind(reason), reason
+        else:
+            kind, line = "invalidated", f"invalidated ({reason})"
+    prefix = f"{before.target}; "
+    if detail.startswith(prefix):  # inputs that differ from the attempt before (``steps.begin``)
+        line += "; " + detail[len(prefix) :]
+    return kind, line
+
+
+def explain(step: str, events: list[Event], source: str | None, previous_source: str | None) -> Explanation | None:
+    """What made ``step`` start its last attempt, from its events (oldest first); None if it never started.
+
+    Each decision leaves its reason in the log: ``new`` on a first start; the reason of a completed
+    step that executes again on its ``completed → pending`` event; ``stale: ...`` when an upstream
+    step re-ran; the error of a failed attempt and the dead owner of an interrupted one on the event
+    that ended it; inputs that differ on a restart's own event; ``held`` events for effect steps
+    restored rather than repeated. ``previous_source`` (kept by an edit) gives the diff.
+    """
+    starts = [i for i, e in enumerate(events) if e.target == "running"]
+    if not starts:
+        return None
+    i = starts[-1]
+    kind, line = _start_reason(events[i], events[i - 1] if i > 0 else None)
+    diff = ""
+    if previous_source is not None and source is not None:
+        if kind != "source_changed" and "its source changed" not in line:
+            line += "; its source changed"
+        diff = "".join(
+            difflib.unified_diff(
+                previous_source.splitlines(keepends=True), source.splitlines(keepends=True),
+                f"{step} (before)", f"{step} (now)",
+            )
+        )  # fmt: skip
+    held = next((e.detail for e in reversed(events[i + 1 :]) if e.transition == "held"), None)
+    return Explanation(step, kind, line, events[i].attempt, held, diff)
+
+
+def explain_all(events: list[Event]) -> dict[str, Explanation]:
+    """Each step's explanation from a run's whole log (the panel's why lines; no diff, sources not read)."""
+    by_step: dict[str, list[Event]] = {}
+    for event in events:
+        by_step.setdefault(event.step, []).append(event)
+    found = {step: explain(step, log, None, None) for step, log in by_step.items()}
+    return {step: e for step, e in found.items() if e is not None}
+
+
+def short_line(found: Explanation) -> str:
+    """One line for a panel row: ``why: its source changed``, or the hold first when held."""
+    if found.held is not None:
+        return f"why: held because it has side effects ({found.held}); it last ran for: {found.line}"
+    return f"why: {found.line}"

@@ -31,6 +31,7 @@ from resumable._states import RunState
 from resumable._store import QueryResult, open_store
 from resumable._table import COLUMNS, step_rows
 from resumable._units import human_duration, human_size, human_time
+from resumable._why import explain
 from resumable.errors import (
     CheckpointNotFoundError,
     LastGoodCheckpointWarning,
@@ -322,6 +323,39 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
             ],
             no_wrap=(2,),
         )
+
+
+# ---------------------------------------------------------------- why
+
+
+@main.command(epilog=exit_codes_help(*_READ_CODES))
+@click.argument("run_id")
+@click.argument("step")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def why(run_id: str, step: str, store: Path | None, as_json: bool) -> None:
+    """Say why STEP of RUN_ID last executed, or was held, from the store's event log.
+
+    First run; its source changed (with a diff of the edit); an input changed (old -> new);
+    an upstream step re-ran (stale); forced; retried after which error; a dead owner
+    interrupted it; held because it has side effects. Read-only: the store is not changed.
+    """
+    with reported_errors():
+        opened = open_store(store, read_only=True)
+        status = opened.get_step(run_id, step)
+        if status is None:
+            if opened.get_run(run_id) is None:
+                raise CheckpointNotFoundError(opened.location, run_id)
+            raise CheckpointNotFoundError(opened.location, run_id, step)
+        found = explain(step, opened.list_events(run_id, step), status.source, opened.previous_source(run_id, step))
+        if found is None:  # a step row is written with its first start: not reached in practice
+            raise CheckpointNotFoundError(opened.location, run_id, step)
+    if as_json:
+        doc = {"run_id": run_id, "step": step, "state": status.state.value, "attempt": found.attempt,
+               "kind": found.kind, "why": found.line, "held": found.held, "diff": found.diff}  # fmt: skip
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    click.echo(found.text())
 
 
 # ---------------------------------------------------------------- sql

@@ -57,10 +57,10 @@ def test_newer_schema_version_is_refused_untouched(store_path: Path) -> None:
     with pytest.raises(resumable.SchemaVersionError) as excinfo:
         resumable.Pipeline("p", store=store_path).runs()
     assert str(excinfo.value) == (
-        f"store '{store_path}' has schema version 99, newer than the 4 this version of resumable understands. "
+        f"store '{store_path}' has schema version 99, newer than the 5 this version of resumable understands. "
         "Nothing in it was read or changed. Upgrade resumable to open it."
     )
-    assert (excinfo.value.found, excinfo.value.supported) == (99, 4)
+    assert (excinfo.value.found, excinfo.value.supported) == (99, 5)
     with duckdb.connect(str(store_path)) as con:
         assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("99",)
 

@@ -308,6 +308,27 @@ class DurableMagics(Magics):  # type: ignore[misc]
         store = open_store(run.store_path)  # a dead owner's steps read as interrupted; nothing is written
         print(status_text(run, store.list_steps(run.run_id)))
 
+    @line_magic
+    def durable_why(self, line: str) -> None:
+        """Why STEP of the current run last executed, or was held: ``resumable why`` as a magic."""
+        name = line.strip()
+        if not name or len(name.split()) != 1:
+            raise UsageError("%durable_why needs one step name, for example '%durable_why train'.")
+        run = notebook_run() or self._run
+        if run is None:
+            raise UsageError(
+                "%durable_why: no run yet. Start one with '%durable_run NAME' or run a '%%durable_step' cell."
+            )
+        store = open_store(run.store_path)
+        status = store.get_step(run.run_id, name)
+        found = None
+        if status is not None:
+            found = _why.explain(name, store.list_events(run.run_id, name), status.source,
+                                 store.previous_source(run.run_id, name))  # fmt: skip
+        if found is None:
+            raise UsageError(f"%durable_why: run '{run.run_id}' has no step '{name}' yet.")
+        print(found.text())
+
     @_magic_lines.arguments("durable_panel")
     @line_magic
     def durable_panel(self, line: str) -> Any:

@@ -45,6 +45,7 @@ CSS = """
 .rsm-panel pre.rsm-tb { background: var(--jp-layout-color2); color: var(--jp-content-font-color1);
   border: 1px solid var(--jp-border-color1); padding: 6px 8px; margin: 2px 0 6px 0; max-height: 24em;
   overflow: auto; white-space: pre-wrap; font-family: var(--jp-code-font-family); font-size: 12px; }
+.rsm-panel .rsm-why { white-space: normal; overflow-wrap: anywhere; font-size: 12px; line-height: 1.4; }
 .rsm-panel .rsm-note { color: var(--jp-ui-font-color1); }
 .rsm-panel .rsm-note.rsm-bad { color: var(--jp-error-color1, #cf222e); }
 </style>
@@ -66,8 +67,11 @@ def attempts(count: int) -> str:
     return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
-def step_info(status: StepStatus) -> str:
-    """The row's text: name, attempts, last duration, stored output size and the error's first line."""
+def step_info(status: StepStatus, why: str = "") -> str:
+    """The row's text: name, attempts, duration, stored size, the error's first line, and ``why``.
+
+    ``why`` is the step's line from ``resumable why`` (without the diff): why it last executed.
+    """
     stored = size(status.output_bytes) if status.state is StepState.COMPLETED else UNKNOWN
     error = status.error_line or ""
     if len(error) > MAX_ERROR_CHARS:
@@ -82,6 +86,8 @@ def step_info(status: StepStatus) -> str:
     if error:  # on its own line, so a long message wraps instead of squeezing the numbers
         title = html.escape(status.error_line or "", quote=True)
         facts += f'<div class="rsm-error" title="{title}">{html.escape(error)}</div>'
+    if why:
+        facts += f'<div class="rsm-why rsm-muted">{html.escape(why)}</div>'
     return f'<div class="rsm-facts">{facts}</div>'
 
 

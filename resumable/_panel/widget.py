@@ -27,7 +27,7 @@ from typing import Any
 import ipywidgets as widgets
 from IPython.core.getipython import get_ipython
 
-from resumable import _engine
+from resumable import _engine, _why
 from resumable._kernel_run import notebook_run
 from resumable._owner import current_owner, is_alive
 from resumable._panel import format as fmt
@@ -51,7 +51,7 @@ class StepRow:
     def __init__(self, panel: StepPanel, step: str) -> None:
         self.step = step
         self.state: StepState | None = None  # the state drawn, always a value read from the store
-        self._drawn: tuple[StepStatus, str | None] | None = None
+        self._drawn: tuple[StepStatus, str | None, str] | None = None
         self.badge = widgets.HTML(layout=widgets.Layout(width="8em"))
         self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", overflow="hidden"))
         self.retry = widgets.Button(description="Retry", icon="repeat", button_style="warning")
@@ -83,11 +83,11 @@ class StepRow:
         self.traceback.layout.display = "" if change["new"] else "none"
         self.show_traceback.icon = "chevron-up" if change["new"] else "chevron-down"
 
-    def draw(self, status: StepStatus, why_not_runnable: str | None) -> None:
+    def draw(self, status: StepStatus, why_not_runnable: str | None, why: str = "") -> None:
         """Show ``status``; offer each button only where the transition table allows its action."""
-        if self._drawn == (status, why_not_runnable):
+        if self._drawn == (status, why_not_runnable, why):
             return  # unchanged: setting the same traits again would still cost time on every redraw
-        self._drawn = (status, why_not_runnable)
+        self._drawn = (status, why_not_runnable, why)
         # Buttons first, badge last: the browser applies changes in order, so whenever the badge
         # names a state, the buttons beside it already match that state.
         state = status.state
@@ -113,7 +113,7 @@ class StepRow:
         if not has_tb and self.show_traceback.value:
             self.show_traceback.value = False
         self.traceback.value = fmt.traceback_block(status.traceback)
-        self.info.value = fmt.step_info(status)
+        self.info.value = fmt.step_info(status, why)
         wanted = f"rsm-state-{state.value}"
         if wanted not in self.box._dom_classes:  # each class change is a message to the browser
             for cls in [c for c in self.box._dom_classes if c.startswith("rsm-state-")]:
@@ -280,7 +280,8 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             s.owner for s in steps
             if s.state is StepState.RUNNING and s.owner is not None and s.owner.pid != self._owner.pid
         }  # fmt: skip
-        self._set_rows(steps)
+        whys = _why.explain_all(store.list_events(self.run_id))
+        self._set_rows(steps, {name: _why.short_line(found) for name, found in whys.items()})
 
     def _set_runs(self, runs: list[RunInfo], chosen: str) -> None:
         """Fill the run selector (``runs`` empty: relabel the shown run only), selecting ``chosen``."""
@@ -299,14 +300,14 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         finally:
             self._setting_runs = False
 
-    def _set_rows(self, steps: list[StepStatus]) -> None:
+    def _set_rows(self, steps: list[StepStatus], whys: dict[str, str] | None = None) -> None:
         why_not = self._why_not_runnable()
         names = [s.step for s in steps]
         for status in steps:
             row = self.rows.get(status.step)
             if row is None:
                 row = self.rows[status.step] = StepRow(self, status.step)
-            row.draw(status, rules.no_source(status) or why_not)
+            row.draw(status, rules.no_source(status) or why_not, (whys or {}).get(status.step, ""))
         for gone in [n for n in self.rows if n not in names]:
             self.rows.pop(gone).close()
         boxes = tuple(self.rows[n].box for n in names)

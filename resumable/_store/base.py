@@ -390,6 +390,9 @@ class Store(Protocol):
     def list_events(self, run_id: str, step: str | None = None) -> list[Event]:
         """The event log of a run (or one of its steps), oldest first; events are never rewritten."""
 
+    def previous_source(self, run_id: str, step: str) -> str | None:
+        """The step's source before the edit that made it last start again (None when no edit did)."""
+
     def last_event_seq(self) -> int:
         """The newest event's number in the whole store (0 when empty): a cheap way to notice any change."""
 

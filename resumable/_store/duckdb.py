@@ -576,6 +576,10 @@ class DuckDBStore:
         with self._transaction() as con:
             return steps.list_events(con, run_id, step)
 
+    def previous_source(self, run_id: str, step: str) -> str | None:
+        with self._transaction() as con:
+            return steps.previous_source(con, run_id, step)
+
     def last_event_seq(self) -> int:
         with self._transaction() as con:
             return steps.last_event_seq(con)

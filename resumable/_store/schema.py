@@ -11,7 +11,7 @@ import duckdb
 
 from resumable.errors import SchemaVersionError, StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -107,6 +107,11 @@ MIGRATIONS: dict[int, list[str]] = {
             expires DOUBLE NOT NULL,            -- seconds since the epoch, by the owner's clock
             PRIMARY KEY (host, pid, started)
         )""",
+    ],
+    # Why a step ran (``resumable why``): the source it had before an edit made it execute again,
+    # so the edit can be shown as a diff (NULL when its last start was not caused by an edit).
+    5: [
+        "ALTER TABLE steps ADD COLUMN previous_source VARCHAR",
     ],
 }
 

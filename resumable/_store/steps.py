@@ -18,7 +18,7 @@ from resumable import _inputs
 from resumable import _why as _why_text
 from resumable._inputs import InputChange
 from resumable._records import Event, Owner, StepStatus
-from resumable._states import StepState, check_transition
+from resumable._states import StepState, Transition, check_transition
 from resumable._store import checkpoints
 from resumable._store.base import Begin, Completion, StepRequest
 from resumable._store.liveness import OwnerKey, dead_owners, shown_state
@@ -103,23 +103,33 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, ab
                 held = None
                 if why:
                     held = Held.RERUN_DONE if token is not None else Held.CHANGED
+                    detail = _why_text.what_changed(why)
+                    log_events(con, [(req.run_id, req.step, Transition.HELD, state, state, view.attempts or 0,
+                                      req.owner, detail, None)])  # fmt: skip
                 return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step), held=held)
         elif not why:
             return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step))
         reason = _why_text.reason(why)
         transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
         state = StepState.PENDING
+    elif view.inputs is not None:  # failed, interrupted or pending: say which inputs differ too (``why``)
+        changed = _inputs.changes(_inputs.decode(json.loads(view.inputs)), req.inputs)
+        if changed:
+            reason = f"{reason}; {_inputs.describe(changed)}"
     # A step that produced outputs before and runs again (edited, forced, invalidated, or itself
     # stale) makes the completed steps that read those outputs stale: chains follow.
     stale = _invalidate_readers(con, req.run_id, req.step, json.loads(view.outputs or "[]"), req.owner)
     generation, key_sql = view.key_generation, ""
     if effect and view.key_used:  # a completed effect executes again only when the user asked: a new key
         generation, key_sql = generation + 1, ", key_generation = key_generation + 1, key_used = false"
+    # The source before an edit, for ``resumable why``'s diff (the right-hand ``source`` is the old value).
+    edited = None not in (req.source_digest, view.source_digest) and view.source_digest != req.source_digest
     attempts = transition(
         con, req.run_id, req.step, state, StepState.RUNNING, req.owner, reason,
+        ", previous_source = CASE WHEN ? THEN source END"
         ", source = ?, source_digest = ?, reads = ?, options = ?, inputs = ?, effect = ?, rerun_token = ?"
         + key_sql + _RESTART,
-        [*common, effect, token, *owner_params],
+        [edited, *common, effect, token, *owner_params],
     )  # fmt: skip
     return Begin("execute", attempts, (), None, tuple(stale), generation, why, None, effect)
 
@@ -298,6 +308,11 @@ def list_events(con: duckdb.DuckDBPyConnection, run_id: str, step: str | None) -
         [run_id, step, step],
     ).fetchall()
     return [Event(*r) for r in rows]
+
+
+def previous_source(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> str | None:
+    row = con.execute("SELECT previous_source FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+    return row[0] if row else None
 
 
 def last_event_seq(con: duckdb.DuckDBPyConnection) -> int:
