@@ -361,8 +361,11 @@ class FileConnection:
             self.lock.notify_all()
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction; pending writes are written first, inside it.
+    def transaction(self, *, with_pending: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction; pending writes are written first, inside it (unless ``with_pending`` is false).
+
+        A read-back after a failed transaction passes ``with_pending=False``: writing what is pending
+        then would commit bookkeeping about the very writes that were just rolled back.
 
         Raises
         ------
@@ -382,7 +385,7 @@ class FileConnection:
                 if self._fresh and self.on_create is not None:
                     self.on_create(con)  # a store created anew after the old one was removed
                 self._fresh = False
-                if self.pending is not None:
+                if self.pending is not None and with_pending:
                     taken = self.pending.write_pending(con)
                 yield con
                 con.execute("COMMIT")

@@ -332,15 +332,8 @@ class DuckDBStore:
         the log records of the very steps whose rows were just rolled back: a crash before the next
         group commit would then make the replay skip them, losing steps that had returned.
         """
-        with self._conn.lock:
-            saved, self._conn.pending = self._conn.pending, None
-            try:
-                with self._conn.transaction() as con:
-                    return con.execute(
-                        "SELECT count(*) FROM steps WHERE run_id = ? AND step = ?", [run_id, step]
-                    ).fetchone()
-            finally:
-                self._conn.pending = saved
+        with self._conn.transaction(with_pending=False) as con:
+            return con.execute("SELECT count(*) FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
 
     # ------------------------------------------------------------------ runs
 

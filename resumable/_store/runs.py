@@ -141,6 +141,16 @@ def clear_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> No
     )
 
 
+def _pipeline_and_holder(con: duckdb.DuckDBPyConnection, location: str, run_id: str) -> tuple[str, Owner | None]:
+    """The run's pipeline and the process that owns it now (None: nobody); CheckpointNotFoundError without it."""
+    row = con.execute(
+        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    if row is None:
+        raise CheckpointNotFoundError(location, run_id)
+    return row[0], owner_from(row[1], row[2], row[3], row[4])
+
+
 def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: Owner, step: str = "") -> RunView:
     """Raise RunOwnedError when another live process holds the run or runs one of its steps.
 
@@ -148,13 +158,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
     behind this learned about the run and ``step``, so callers need no second round trip.
     """
     # Two plain point queries: DuckDB plans correlated subqueries far more slowly (8 ms vs 1 ms).
-    row = con.execute(
-        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
-    ).fetchone()
-    if row is None:
-        raise CheckpointNotFoundError(location, run_id)
-    pipeline = row[0]
-    holder = owner_from(row[1], row[2], row[3], row[4])
+    pipeline, holder = _pipeline_and_holder(con, location, run_id)
     if holder is not None and not same_process(holder, me):
         if owner_alive(con, holder):
             raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, clock(holder.started), None)
@@ -191,12 +195,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
 
 def unlock(con: duckdb.DuckDBPyConnection, location: str, run_id: str, who: Owner) -> Unlocked:
     """Release the run from every owner except a live one on this host (RunOwnedError, nothing changed)."""
-    row = con.execute(
-        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
-    ).fetchone()
-    if row is None:
-        raise CheckpointNotFoundError(location, run_id)
-    pipeline = row[0]
+    pipeline, holder = _pipeline_and_holder(con, location, run_id)
     running = [
         (r[0], owner_from(r[1], r[2], r[3], r[4]))
         for r in con.execute(
@@ -205,7 +204,7 @@ def unlock(con: duckdb.DuckDBPyConnection, location: str, run_id: str, who: Owne
             [run_id],
         ).fetchall()
     ]
-    holders: list[tuple[str | None, Owner | None]] = [(None, owner_from(row[1], row[2], row[3], row[4])), *running]
+    holders: list[tuple[str | None, Owner | None]] = [(None, holder), *running]
     for step, owner in holders:
         if owner is not None and is_local(owner) and is_alive(owner):
             raise RunOwnedError(run_id, pipeline, owner.host, owner.pid, clock(owner.started), step)
