@@ -317,13 +317,13 @@ def test_a_retry_and_a_contended_store_leave_the_users_random_sequence_alone(sto
     assert pipe.store.get_step("r1", "flaky").attempts == 2  # type: ignore[union-attr]
     assert [random.random() for _ in range(3)] == expected
     # Another process holds the store file: opening it waits with jitter until the file is free.
+    resumable._store.forget_all()  # this process lets go of the file first, or the holder cannot open it
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time\ncon = duckdb.connect(sys.argv[1])\n"
          "print('held', flush=True)\ntime.sleep(0.4)\ncon.close()", str(store_path)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-    resumable._store.forget_all()
     random.seed(5)
     assert [r.run_id for r in resumable.Pipeline("p", store=store_path).store.list_runs(None, 5)] == ["r1"]
     assert holder.wait(timeout=30) == 0
