@@ -36,6 +36,8 @@ class RunInfo:
     step_count: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # steps by state (as a reader sees them)
     step_time_s: float = 0.0  # the steps' durations added up (the last attempt of each)
+    forked_from: str | None = None  # the run this one was forked from (``resumable fork``)
+    forked_at: str | None = None  # the step it was forked at: steps before it share the origin's checkpoints
 
     @property
     def duration_s(self) -> float:

@@ -86,7 +86,8 @@ class Explanation:
     """Why a step last executed (or was held), as read back from its event log by ``resumable why``."""
 
     step: str
-    kind: str  # first_run, source_changed, inputs_changed, forced, rerun, stale, retried, owner_died, invalidated
+    kind: str  # first_run, source_changed, inputs_changed, forced, rerun, stale, retried, owner_died, invalidated,
+    # forked (copied from the run it was forked from, never executed in this run)
     line: str  # what the user reads: ``its source changed``, ``retried after error: ValueError: boom``
     attempt: int
     held: str | None = None  # set when the step was last restored, not repeated, because it has side effects
@@ -109,6 +110,13 @@ def _kind(detail: str) -> str:
     if detail.startswith("its source changed"):
         return "source_changed"
     return "inputs_changed" if " changed (" in detail or "changed" in detail else "invalidated"
+
+
+def _forked_line(event: Event) -> str:
+    """``restored from the fork of run 'o' (not executed in this run)`` from a ``forked`` event's detail."""
+    detail = event.detail or ""
+    origin = detail.split("'")[1] if detail.startswith("forked from run '") else "another run"
+    return f"restored from the fork of run '{origin}': it shares that run's checkpoint (not executed in this run)"
 
 
 def _start_reason(start: Event, before: Event | None) -> tuple[str, str]:
@@ -148,7 +156,11 @@ def explain(step: str, events: list[Event], source: str | None, previous_source:
     """
     starts = [i for i, e in enumerate(events) if e.target == "running"]
     if not starts:
-        return None
+        forked = next((e for e in reversed(events) if e.transition == "forked"), None)
+        if forked is None:
+            return None
+        held = next((e.detail for e in reversed(events) if e.transition == "held"), None)
+        return Explanation(step, "forked", _forked_line(forked), forked.attempt, held)
     i = starts[-1]
     kind, line = _start_reason(events[i], events[i - 1] if i > 0 else None)
     diff = ""

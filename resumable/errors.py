@@ -19,6 +19,7 @@ all of ours and nothing of the user's::
      │   ├─ SchemaVersionError               the store was written by a newer resumable
      │   ├─ RunOwnedError                    another live process owns the run
      │   ├─ RunExistsError                   a new run was asked for under an id already taken
+     │   ├─ ForkError                        a fork's id is taken or its step is not in the origin run
      │   ├─ PipelineMismatchError            a run opened under another pipeline than its own
      │   ├─ ParameterMismatchError           a run resumed with other parameters than it started with
      │   ├─ StepChangedError                 another process changed a step this process was running
@@ -283,6 +284,15 @@ class RunExistsError(StoreError):
             f"run '{run_id}' of pipeline '{pipeline}' already exists, so it cannot start as a new run. "
             f"Resume it (leave out {option_words('new=True', '--new')}), or choose another run id."
         )
+
+
+class ForkError(StoreError):
+    """A fork could not be made (its id is taken, the step is not in the origin run); nothing was written."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}. {fix}")
 
 
 class CheckpointIntegrityError(StoreError):

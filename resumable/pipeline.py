@@ -298,6 +298,37 @@ class Pipeline:
         choice = choose_run(self.store, self.name, run_id, new=new or run_id is None)
         return Run(self, check_name("run", choice.run_id), params=params)
 
+    @front_end("python")  # errors name run_id=, store=
+    def fork(
+        self, origin: str, from_step: str, /, *, run_id: str | None = None, params: dict[str, Any] | None = None
+    ) -> Run:
+        """A new run made from run ``origin``: its steps before ``from_step`` restore, the others execute.
+
+        The completed steps before ``from_step`` share ``origin``'s checkpoints by reference (no
+        byte is copied), and keep restoring exactly those values whatever ``origin`` does later.
+        ``from_step`` and every step after it execute in the new run. Its parameters are
+        ``origin``'s, overridden by ``params``. Returns the run, not yet entered: use it as
+        ``with pipe.fork("order-42", "courier") as run:``. ``run_id`` names it (default: a new id).
+        A copied step still executes again when called with other arguments, as in any run (an
+        effect step is held instead; see docs/durability.md).
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no run ``origin``.
+        PipelineMismatchError
+            ``origin`` belongs to another pipeline.
+        ForkError
+            ``origin`` has no step ``from_step``, or run ``run_id`` exists already; nothing was written.
+        """
+        _check_text("origin", origin)
+        _check_text("from_step", from_step)
+        check_name("run", origin)
+        check_name("step", from_step)
+        new_id = check_name("run", run_id) if run_id is not None else _keys.new_run_id()
+        made = self.store.fork_run(origin, from_step, new_id, current_owner(), params, pipeline=self.name)
+        return Run(self, made.run_id)
+
     def runs(self) -> list[RunInfo]:
         """This pipeline's runs, newest first."""
         return self.store.list_runs(self.name)

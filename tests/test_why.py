@@ -18,10 +18,12 @@ import duckdb
 import pytest
 from history_store import kill, start_worker
 from ipython_shell import fresh_kernel, started_shell, step
+from old_schema import drop_migration_6
 
 import resumable
 from resumable._owner import current_owner
 from resumable._store import forget_all
+from resumable._store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -184,10 +186,11 @@ def test_a_version_4_store_gains_the_previous_source_and_keeps_its_steps(store_p
     forget_all()
     with duckdb.connect(str(store_path)) as con:
         con.execute("ALTER TABLE steps DROP COLUMN previous_source")
+        drop_migration_6(con)  # a version-4 store had none of migration 6's either
         con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     with resumable.Pipeline("p", store=store_path).run(run_id="old") as run:
         assert run.step("load", lambda: 1) == 1  # restored: the step is kept
     forget_all()
     assert why(store_path, "old", "load").stdout == "step 'load', attempt 1: first run\n"
     with duckdb.connect(str(store_path)) as con:
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)

@@ -257,6 +257,40 @@ class Store(Protocol):
             Another live process owns the run or runs one of its steps.
         """
 
+    def fork_run(
+        self,
+        origin: str,
+        step: str,
+        run_id: str,
+        who: Owner,
+        params: dict[str, Any] | None = None,
+        *,
+        pipeline: str | None = None,
+    ) -> RunInfo:
+        """Create run ``run_id`` from ``origin``: its completed steps before ``step``, sharing their checkpoints.
+
+        One transaction. The new run belongs to the origin's pipeline, records ``forked_from`` and
+        ``forked_at``, and takes the origin's parameters overridden by ``params``. Each completed
+        step before ``step`` becomes a completed step of the new run (source, reads, outputs,
+        inputs, effect flags and key generation as in the origin), pointing at the very checkpoint
+        rows the origin's step points at now; no byte is copied, and a later re-execution or
+        invalidation in either run never changes what the other restores. Each copy is logged as a
+        ``forked`` event. ``step`` and the steps after it are not copied: they execute in the new
+        run (under its own idempotency keys). The origin is only read, so a run another live
+        process owns may be forked.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no run ``origin``.
+        PipelineMismatchError
+            ``pipeline`` is given and is not the origin's.
+        ForkError
+            ``origin`` has no step ``step``, or run ``run_id`` exists; nothing was written.
+        ParameterValueError
+            A parameter cannot be recorded faithfully; nothing was written.
+        """
+
     def release_run(self, run_id: str, owner: Owner) -> None:
         """Write everything deferred for the run, then end ``owner``'s claim (nothing when it holds none)."""
 

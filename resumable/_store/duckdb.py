@@ -28,7 +28,7 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import RunState, StepState
-from resumable._store import checkpoints, faults, lease, process, replay, runs, steps, views
+from resumable._store import checkpoints, faults, forks, lease, process, replay, runs, steps, views
 from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, QueryResult, StepRequest, Unlocked
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
@@ -375,6 +375,19 @@ class DuckDBStore:
                 self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability)
             else:
                 journal.claims += 1
+
+    def fork_run(
+        self,
+        origin: str,
+        step: str,
+        run_id: str,
+        who: Owner,
+        params: dict[str, Any] | None = None,
+        *,
+        pipeline: str | None = None,
+    ) -> RunInfo:
+        with self._transaction() as con:
+            return forks.fork(con, self.location, origin, step, run_id, who, params, pipeline)
 
     def release_run(self, run_id: str, owner: Owner) -> None:
         with self._transaction() as con:  # opening it writes what is pending

@@ -20,7 +20,13 @@ from resumable._store.lease import owner_alive
 from resumable._store.liveness import dead_owners, shown_state
 from resumable._store.rows import RunView, clock, owner_from, run_state, same_process
 from resumable._store.transitions import transition
-from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
+from resumable.errors import (
+    CheckpointNotFoundError,
+    ForkError,
+    ParameterMismatchError,
+    PipelineMismatchError,
+    RunOwnedError,
+)
 
 # A run's last change is its newest event: derived, so the per-step path writes one row less.
 _UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
@@ -43,7 +49,7 @@ def find_runs(
         f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params,
                   list({{'h': s.owner_host, 'p': s.owner_pid, 't': s.owner_started}})
                       FILTER (WHERE s.state = 'running'),
-                  coalesce(sum(s.duration_s), 0), {_STATE_COUNTS}
+                  coalesce(sum(s.duration_s), 0), r.forked_from, r.forked_at, {_STATE_COUNTS}
            FROM runs r LEFT JOIN steps s USING (run_id)
            WHERE {where}
            GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC {"" if state else "LIMIT ?"}""",
@@ -52,7 +58,7 @@ def find_runs(
     dead = dead_owners(con) if any(row[5] for row in rows) else frozenset()
     out = []
     for row in rows:
-        counts = {s.value: int(n) for s, n in zip(StepState, row[7:], strict=True)}
+        counts = {s.value: int(n) for s, n in zip(StepState, row[9:], strict=True)}
         for owner in row[5] or []:
             if shown_state(StepState.RUNNING.value, (owner["h"], owner["p"], owner["t"]), dead) != "running":
                 counts[StepState.RUNNING.value] -= 1
@@ -60,7 +66,7 @@ def find_runs(
         present = {k: n for k, n in sorted(counts.items()) if n}
         run = RunInfo(
             row[0], row[1], row[2], row[3], _params.decode(row[4]), run_state(list(present)), sum(present.values()),
-            present, float(row[6]),
+            present, float(row[6]), row[7], row[8],
         )  # fmt: skip
         if state is None or run.state is state:
             out.append(run)
@@ -101,6 +107,7 @@ def open_run(
     encoded = _params.encode(params or {})
     existing = get_run(con, run_id)
     if existing is None:
+        check_new_id(con, run_id)
         con.execute(
             "INSERT INTO runs (run_id, pipeline, created_at, params) VALUES (?, ?, now(), ?)",
             [run_id, pipeline, encoded],
@@ -121,6 +128,21 @@ def open_run(
         assert updated is not None
         return updated
     return existing
+
+
+def check_new_id(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Refuse a new run under an id whose checkpoint rows are still shared by forks of a deleted run.
+
+    A new run's first completions write generation 0, which would sit beside (and be restored
+    with) the old rows a fork still points at.
+    """
+    row = con.execute("SELECT 1 FROM checkpoints WHERE run_id = ? LIMIT 1", [run_id]).fetchone()
+    if row is not None:
+        raise ForkError(
+            f"run id '{run_id}' still names checkpoints of a deleted run that other runs (forks of it) share, "
+            f"so a new run cannot start under it; nothing was written",
+            "Choose another run id.",
+        )
 
 
 def set_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> set[str]:

@@ -11,7 +11,7 @@ import duckdb
 
 from resumable.errors import SchemaVersionError, StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -112,6 +112,18 @@ MIGRATIONS: dict[int, list[str]] = {
     # so the edit can be shown as a diff (NULL when its last start was not caused by an edit).
     5: [
         "ALTER TABLE steps ADD COLUMN previous_source VARCHAR",
+    ],
+    # Forks (docs/durability.md, "Forks share checkpoints"): a run made from another one's steps
+    # before a step shares their checkpoint rows by reference. Each completion writes its rows at a
+    # new generation and points its step at them, so a run that shares a step keeps restoring the
+    # exact rows it forked from, whatever the origin does to that step later.
+    6: [
+        "ALTER TABLE runs ADD COLUMN forked_from VARCHAR",  # the run this one was forked from
+        "ALTER TABLE runs ADD COLUMN forked_at VARCHAR",  # the step it was forked at (executes in the fork)
+        "ALTER TABLE checkpoints ADD COLUMN generation INTEGER DEFAULT 0",
+        # A step's checkpoints are the rows of (coalesce(checkpoint_run, run_id), step, checkpoint_generation).
+        "ALTER TABLE steps ADD COLUMN checkpoint_run VARCHAR",  # NULL: the step's own rows
+        "ALTER TABLE steps ADD COLUMN checkpoint_generation INTEGER DEFAULT 0",
     ],
 }
 

@@ -185,9 +185,24 @@ def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
         owned_by=done.owner,
     )  # fmt: skip
     # Checkpoint rows are written only as a step completes, and every entry into 'running' after
-    # the first counts an attempt: on the first attempt there is nothing to replace, so the
-    # DELETE (a statement on every new step) is skipped.
-    checkpoints.replace(con, done.run_id, done.step, done.outputs, done.display, had_checkpoints=attempts > 1)
+    # the first counts an attempt: on the first attempt the step has no rows and no pointer yet, so
+    # it writes generation 0 with no further statement (a statement on every new step saved).
+    if attempts <= 1:
+        checkpoints.write(con, done.run_id, done.step, 0, done.outputs, done.display)
+        return
+    # Otherwise the new rows get a generation of their own and the step points at them; the rows it
+    # pointed at before go unless another step (a fork's) still needs them (``drop_superseded``).
+    row = con.execute(
+        "SELECT coalesce(checkpoint_run, run_id) FROM steps WHERE run_id = ? AND step = ?", [done.run_id, done.step]
+    ).fetchone()
+    before = row[0] if row is not None else done.run_id
+    generation = checkpoints.next_generation(con, done.run_id, done.step)
+    con.execute(
+        "UPDATE steps SET checkpoint_run = NULL, checkpoint_generation = ? WHERE run_id = ? AND step = ?",
+        [generation, done.run_id, done.step],
+    )
+    checkpoints.write(con, done.run_id, done.step, generation, done.outputs, done.display)
+    checkpoints.drop_superseded(con, [(done.run_id, done.step), (before, done.step)])
 
 
 def fail(
@@ -291,9 +306,10 @@ def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStat
         return found
     kept = dict(
         con.execute(
-            """SELECT e.step, max(e.attempt) FROM events e
+            f"""SELECT e.step, max(e.attempt) FROM events e
                WHERE e.run_id = ? AND e.target = 'completed' AND list_contains(?, e.step)
-                 AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.run_id = e.run_id AND c.step = e.step)
+                 AND EXISTS (SELECT 1 FROM steps s JOIN checkpoints c ON {checkpoints.POINTED}
+                             WHERE s.run_id = e.run_id AND s.step = e.step)
                GROUP BY e.step""",
             [run_id, candidates],
         ).fetchall()

@@ -53,9 +53,10 @@ VIEWS: dict[str, str] = {
                count(s.step) FILTER (WHERE s.state = 'running') AS running,
                count(s.step) FILTER (WHERE s.state = 'pending') AS pending,
                coalesce(sum(s.duration_s), 0) AS step_time_s,
-               coalesce((SELECT sum(c.size) FROM {db}.main.checkpoints c WHERE c.run_id = r.run_id), 0) AS stored_bytes
+               coalesce((SELECT sum(c.size) FROM {db}.main.checkpoints c WHERE c.run_id = r.run_id), 0) AS stored_bytes,
+               r.forked_from, r.forked_at
         FROM {db}.main.runs r LEFT JOIN temp.main.steps s USING (run_id)
-        GROUP BY r.run_id, r.pipeline, r.created_at, r.params)""",
+        GROUP BY r.run_id, r.pipeline, r.created_at, r.params, r.forked_from, r.forked_at)""",
     "events": """
         SELECT e.seq, e.run_id, r.pipeline, e.step, e.happened_at, e.transition, e.source AS from_state,
                e.target AS to_state, e.attempt, e.host, e.pid, e.detail
