@@ -156,6 +156,8 @@ def _run_json(run: RunInfo) -> dict[str, Any]:
         "updated_at": run.updated_at.isoformat(),
         "duration_s": run.duration_s,
         "step_time_s": run.step_time_s,
+        "forked_from": run.forked_from,
+        "forked_at": run.forked_at,
     }
 
 
@@ -309,6 +311,8 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
         return
     params = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "none"
     headline = f"run {run.run_id} of pipeline {run.pipeline}: {run.state} (parameters: {params})"
+    if run.forked_from is not None:
+        headline += f"\nforked from {run.forked_from} at {run.forked_at}"
     if sys.stdout.isatty():
         _console().print(headline, markup=False, highlight=False)
     else:
@@ -417,6 +421,64 @@ def _json_value(value: object) -> object:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     return str(value)
+
+
+# ---------------------------------------------------------------- fork
+
+
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_STORE))
+@click.argument("run_id")
+@click.option("--from", "from_step", required=True, metavar="STEP", help="The first step that executes in the fork.")
+@click.option("--run-id", "new_run_id", default=None, help="The new run's id (default: a new one).")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A parameter that replaces the run's own; VALUE is a Python literal when it parses as one, "
+    "else a string (as for execute). Repeat for more.",
+)
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the new run as JSON.")
+def fork(
+    run_id: str, from_step: str, new_run_id: str | None, parameters: tuple[tuple[str, str], ...],
+    store: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Make a new run from RUN_ID whose steps before STEP restore and the rest execute.
+
+    The new run shares RUN_ID's checkpoints of the completed steps before STEP by reference (no
+    bytes are copied) and keeps restoring exactly them, whatever RUN_ID does later. STEP and the
+    steps after it execute when the new run is executed (resumable execute NOTEBOOK --run-id
+    NEW, or pipe.run(run_id=NEW)). Its parameters are RUN_ID's, replaced by -p; a copied step
+    that reads a changed parameter executes again. RUN_ID is only read: a run another process
+    is executing can be forked.
+    """
+    from resumable._headless import params as _headless_params
+    from resumable._keys import NAME_RULE, is_valid_name
+    from resumable._keys import new_run_id as make_run_id
+    from resumable.errors import NotebookInputError
+
+    if new_run_id is not None and not is_valid_name(new_run_id):
+        raise click.UsageError(f"--run-id {new_run_id!r} cannot name a run: use {NAME_RULE}, for example 'order-43'.")
+    try:
+        params = _headless_params.collect(parameters)
+    except NotebookInputError as exc:
+        raise click.UsageError(str(exc)) from None
+    with reported_errors():
+        opened = open_store(store, must_exist=True)
+        made = opened.fork_run(run_id, from_step, new_run_id or make_run_id(), current_owner(), params)
+        shared = [s.step for s in opened.list_steps(made.run_id)]
+    if as_json:
+        click.echo(json.dumps({**_run_json(made), "shared_steps": shared}, indent=2))
+        return
+    listed = ", ".join(shared) if shared else "none"
+    click.echo(
+        f"forked run '{made.run_id}' from run '{run_id}' at step '{from_step}': {len(shared)} "
+        f"step{'s share' if len(shared) != 1 else ' shares'} its checkpoints ({listed}); '{from_step}' and later steps "
+        f"execute when you run it: resumable execute NOTEBOOK --run-id {made.run_id}"
+    )
 
 
 # ---------------------------------------------------------------- invalidate, gc, export
