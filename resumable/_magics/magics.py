@@ -320,13 +320,13 @@ class DurableMagics(Magics):  # type: ignore[misc]
             )
         if new:
             raise UsageError(f"%durable_run {pipeline}: --fork always starts a new run; leave out --new.")
-        check_name("run", origin)
-        check_name("step", step)
         store = open_store()
         try:
+            check_name("run", origin)
+            check_name("step", step)
             made = store.fork_run(origin, step, run_id or new_run_id(), self.owner, self._injected or None,
                                   pipeline=pipeline)  # fmt: skip
-        except (ForkError, PipelineMismatchError, CheckpointNotFoundError) as exc:
+        except (ForkError, PipelineMismatchError, CheckpointNotFoundError, StepDefinitionError) as exc:
             raise UsageError(str(exc)) from None
         self._run = NotebookRun(pipeline, made.run_id, store.location)
         self._store = store

@@ -48,6 +48,16 @@ def refs(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> tuple[Checkp
     return tuple(CheckpointRef(*r) for r in rows)
 
 
+def refs_at(con: duckdb.DuckDBPyConnection, run_id: str, step: str, generation: int) -> tuple[CheckpointRef, ...]:
+    """The rows of (run, step) at ``generation``, for a step whose pointer is already known (no join)."""
+    rows = con.execute(
+        """SELECT run_id, step, name, kind, codec, digest, signature, size, data, file FROM checkpoints
+           WHERE run_id = ? AND step = ? AND generation = ? ORDER BY kind DESC, name""",
+        [run_id, step, generation],
+    ).fetchall()
+    return tuple(CheckpointRef(*r) for r in rows)
+
+
 def next_generation(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> int:
     """A generation for new rows of (run, step) that no row and no step's pointer has used."""
     row = con.execute(

@@ -70,6 +70,8 @@ class RunView:
     key_generation: int = 1
     key_used: bool = False
     rerun_token: str | None = None
+    checkpoint_run: str | None = None  # whose checkpoint rows the step points at (a fork's: its origin's)
+    checkpoint_generation: int = 0
 
 
 def run_state(states: list[str]) -> RunState:

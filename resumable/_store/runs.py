@@ -187,7 +187,8 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
         con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
     rows = con.execute(
         """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
-                  outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token
+                  outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token,
+                  coalesce(checkpoint_run, run_id), coalesce(checkpoint_generation, 0)
            FROM steps WHERE run_id = ? AND (step = ? OR state = 'running')""",
         [run_id, step],
     ).fetchall()
@@ -211,7 +212,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
         return RunView(pipeline, None, None, None, None, None)
     return RunView(
         pipeline, state, mine[2], mine[7], mine[8], mine[9], mine[10], bool(mine[11]), int(mine[12] or 1),
-        bool(mine[13]), mine[14],
+        bool(mine[13]), mine[14], mine[15], int(mine[16]),
     )  # fmt: skip
 
 

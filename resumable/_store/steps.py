@@ -20,7 +20,7 @@ from resumable._inputs import InputChange
 from resumable._records import Event, Owner, StepStatus
 from resumable._states import StepState, Transition, check_transition
 from resumable._store import checkpoints
-from resumable._store.base import Begin, Completion, StepRequest
+from resumable._store.base import Begin, CheckpointRef, Completion, StepRequest
 from resumable._store.liveness import OwnerKey, dead_owners, shown_state
 from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
 from resumable._store.runs import check_owner
@@ -45,6 +45,12 @@ def _why(view: RunView, req: StepRequest) -> Why:
     if view.inputs is not None:
         changed = tuple(_inputs.changes(_inputs.decode(json.loads(view.inputs)), req.inputs))
     return Why(source_changed, changed, req.force, req.rerun)
+
+
+def _pointed(con: duckdb.DuckDBPyConnection, view: RunView, step: str) -> tuple[CheckpointRef, ...]:
+    """The checkpoint rows the step points at, as ``check_owner`` read its pointer."""
+    assert view.checkpoint_run is not None
+    return checkpoints.refs_at(con, view.checkpoint_run, step, view.checkpoint_generation)
 
 
 ABANDONED = "left running by this process: its last attempt ended without being recorded"
@@ -106,9 +112,9 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, ab
                     detail = _why_text.what_changed(why)
                     log_events(con, [(req.run_id, req.step, Transition.HELD, state, state, view.attempts or 0,
                                       req.owner, detail, None)])  # fmt: skip
-                return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step), held=held)
+                return replace(restore_as, checkpoints=_pointed(con, view, req.step), held=held)
         elif not why:
-            return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step))
+            return replace(restore_as, checkpoints=_pointed(con, view, req.step))
         reason = _why_text.reason(why)
         transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
         state = StepState.PENDING
