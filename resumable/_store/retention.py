@@ -59,12 +59,6 @@ def live_holder(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[Owner, str
     Alive as everywhere else (``lease.owner_alive``): a process on this host while it runs, one on
     another host while its lease runs. This very process counts too: a run it executes is not deleted.
     """
-    row = con.execute(
-        "SELECT owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
-    ).fetchone()
-    holder = owner_from(*row) if row else None
-    if holder is not None and owner_alive(con, holder):
-        return holder, None
     for step, *cols in con.execute(
         """SELECT step, owner_host, owner_pid, owner_started, owner_kernel FROM steps
            WHERE run_id = ? AND state = 'running' ORDER BY seq""",
@@ -72,7 +66,13 @@ def live_holder(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[Owner, str
     ).fetchall():
         owner = owner_from(*cols)
         if owner is not None and owner_alive(con, owner):
-            return owner, step
+            return owner, step  # the step it runs says most
+    row = con.execute(
+        "SELECT owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    holder = owner_from(*row) if row else None
+    if holder is not None and owner_alive(con, holder):
+        return holder, None
     return None
 
 
