@@ -22,7 +22,8 @@ from killpoints import HOOK, ROOT, spread
 from retention_store import build, copy_store, disk_bytes, restore_all, value
 
 import resumable
-from resumable._store import forget_all, open_store
+from resumable._owner import current_owner
+from resumable._store import RunFilter, forget_all, open_store
 
 MB = 5.0  # per run in the size test (the 100 MB case: docs/performance.md)
 
@@ -328,17 +329,19 @@ def _check_nothing_kept_is_lost(store: Path, point: int) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_a_sigkill_anywhere_in_gc_or_compaction_loses_nothing_kept(tmp_path: Path) -> None:
+def test_a_sigkill_anywhere_in_gc_or_compaction_loses_nothing_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Kill ``gc --keep-last 2 --compact`` at its store write points; reopen, restore, then finish the gc.
 
-    ``RESUMABLE_RETENTION_KILLS`` (default 14) points are tried: half spread over the whole command,
+    ``RESUMABLE_RETENTION_KILLS`` (default 10) points are tried: half spread over the whole command,
     half the last ones (the compaction and its swap); ``all`` tries every point.
     """
     template = tmp_path / "template" / "store.duckdb"
     build(template, KILL_RUNS, KILL_MB)
     _gc_killed_at(template, tmp_path / "probe", None)
     total = int((tmp_path / "probe" / "count").read_text())
-    wanted = os.environ.get("RESUMABLE_RETENTION_KILLS", "14")
+    wanted = os.environ.get("RESUMABLE_RETENTION_KILLS", "10")
     if wanted == "all":
         points = list(range(1, total + 1))
     else:
@@ -350,11 +353,29 @@ def test_a_sigkill_anywhere_in_gc_or_compaction_loses_nothing_kept(tmp_path: Pat
         store = _gc_killed_at(template, folder, point)
         landed += (folder / "killed").exists()
         _check_nothing_kept_is_lost(store, point)
-        again = cli("gc", "--keep-last", "2", "--store", store)
-        assert again.returncode == 0, f"point {point}: {again.stderr}"
-        opened = open_store(store)
+        opened = open_store(store)  # and the store goes on: the same gc, finished in this process
+        opened.remove_runs(RunFilter(keep_last=2), current_owner())
+        opened.gc()
+        assert opened.compact(force=True).done, f"point {point}"
         assert [r.run_id for r in opened.list_runs()] == ["k5", "k4"], f"point {point}"
         forget_all()
         _check_nothing_kept_is_lost(store, point)
+    with capsys.disabled():
+        print(f"\ngc --keep-last 2 --compact: {total} store write points, {len(points)} kills, {landed} landed")
     assert total >= 20, f"only {total} write points: the hook no longer sees gc's writes"
     assert landed >= len(points) - 2, f"{landed} of {len(points)} kills landed"
+
+
+def test_remove_runs_in_python_reports_what_went_and_what_was_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store.duckdb"
+    build(store, ["a", "b"], 0.3)
+    preview = resumable.remove_runs("a", "zz", store=store, dry_run=True)
+    assert [r.run_id for r in preview.removed] == ["a"] and preview.dry_run
+    assert [r.run_id for r in open_store(store).list_runs()] == ["b", "a"]
+    done = resumable.remove_runs("a", "zz", store=store)
+    assert [r.run_id for r in done.removed] == ["a"]
+    assert [(r.run_id, r.missing) for r in done.refused] == [("zz", True)]
+    assert done.checkpoints_removed == 2 and done.files_removed == 1
+    assert [r.run_id for r in open_store(store).list_runs()] == ["b"]
+    restore_all(store, "b", 0.3)
+    forget_all()
