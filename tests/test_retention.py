@@ -283,7 +283,8 @@ def test_a_leftover_of_a_killed_compaction_is_removed_on_the_next_open(tmp_path:
     store = tmp_path / "store.duckdb"
     build(store, ["a"], 0.1)
     leftover = store.with_name(store.name + ".compacting")
-    leftover.write_bytes(b"half a database")
+    leftover.mkdir()
+    (leftover / store.name).write_bytes(b"half a database")
     assert cli("runs", "--store", store).returncode == 0  # a reader leaves it: it changes nothing
     assert leftover.exists()
     open_store(store).list_runs()

@@ -24,6 +24,7 @@ same store compacted (``follows``) rather than a store deleted or replaced by ha
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,9 +42,18 @@ WORTH_SHARE = 0.2
 _ALIAS = "resumable_compacted"
 
 
+def temp_folder(store: Path) -> Path:
+    """A private folder (0700) beside the store that holds the fresh file while it is written.
+
+    DuckDB creates the file with the default mode and cannot attach one made private beforehand
+    (an empty file is not a database to it), so the folder keeps its checkpoint bytes private.
+    """
+    return store.with_name(store.name + ".compacting")
+
+
 def temp_path(store: Path) -> Path:
     """Where the fresh file is written before it replaces the store."""
-    return store.with_name(store.name + ".compacting")
+    return temp_folder(store) / store.name
 
 
 def lineage_path(store: Path) -> Path:
@@ -53,14 +63,14 @@ def lineage_path(store: Path) -> Path:
 
 def clean_leftovers(store: Path) -> None:
     """Remove what a compaction killed before its rename left behind (call holding the store's lock)."""
-    temp = temp_path(store)
-    for leftover in (temp, Path(str(temp) + ".wal")):
-        try:
-            os.unlink(leftover)  # noqa: PTH108
-        except FileNotFoundError:
-            pass
-        except OSError:  # a folder this process may not write (a reader): the next writer cleans up
-            pass
+    folder = temp_folder(store)
+    try:
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        else:
+            folder.unlink(missing_ok=True)
+    except OSError:  # a folder this process may not write (a reader): the next writer cleans up
+        pass
 
 
 def follows(store: Path, old: tuple[int, int], new: tuple[int, int]) -> bool:
@@ -152,6 +162,7 @@ def compact(store: Path, decide: Callable[[duckdb.DuckDBPyConnection, int], str 
     clean_leftovers(store)
     size_before = store.stat().st_size
     temp = temp_path(store)
+    temp.parent.mkdir(mode=0o700)
     con = duckdb.connect(str(store))
     try:
         reason = decide(con, waste(con))
