@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from history_store import start_worker
 from killpoints import HOOK, ROOT, spread
 from retention_store import build, copy_store, disk_bytes, restore_all, value
@@ -24,6 +25,7 @@ from retention_store import build, copy_store, disk_bytes, restore_all, value
 import resumable
 from resumable._owner import current_owner
 from resumable._store import RunFilter, forget_all, open_store
+from resumable.cli import main
 
 MB = 5.0  # per run in the size test (the 100 MB case: docs/performance.md)
 
@@ -37,6 +39,13 @@ def cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Comp
         check=False,
         env=env,
     )
+
+
+def cli_here(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The command in this process (no interpreter start-up): for what does not need a process of its own."""
+    result = CliRunner().invoke(main, [str(a) for a in args], prog_name="resumable")
+    forget_all()  # the command's store handle is this process's: let go of the file
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def digest(path: Path) -> str:
@@ -102,7 +111,7 @@ def test_rm_removes_the_runs_named_and_leaves_a_shared_payload_file(tmp_path: Pa
             run.step("big", lambda: shared)
             run.step("small", value, run_id, "small", 1000)
     forget_all()
-    done = cli("rm", "a", "b", "--store", store)
+    done = cli_here("rm", "a", "b", "--store", store)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("removed run 'a' of pipeline 'etl' (completed, 2 steps, last changed ")
@@ -114,7 +123,7 @@ def test_rm_removes_the_runs_named_and_leaves_a_shared_payload_file(tmp_path: Pa
     assert resumable.load("c", "big", store=store) == shared
     assert resumable.load("c", "small", store=store) == value("c", "small", 1000)
     forget_all()
-    done = cli("rm", "c", "--store", store)
+    done = cli_here("rm", "c", "--store", store)
     assert done.returncode == 0, done.stderr
     assert "1 payload files" in done.stdout
     assert disk_bytes(store)[1] == 0
@@ -123,7 +132,7 @@ def test_rm_removes_the_runs_named_and_leaves_a_shared_payload_file(tmp_path: Pa
 def test_rm_of_a_missing_run_says_so_and_still_removes_the_others(tmp_path: Path) -> None:
     store = tmp_path / "store.duckdb"
     build(store, ["a", "b"], 0.1)
-    done = cli("rm", "nope", "a", "--store", store)
+    done = cli_here("rm", "nope", "a", "--store", store)
     assert done.returncode == 6
     assert done.stderr == (f"error: run 'nope' does not exist in store '{store}'. List the runs with: resumable runs\n")
     assert done.stdout.startswith("removed run 'a' of pipeline 'etl' (completed, 2 steps, last changed ")
@@ -138,7 +147,7 @@ def test_dry_run_changes_nothing_and_says_what_would_go(tmp_path: Path) -> None:
     forget_all()
     files = [store, *sorted(store.with_name(store.name + ".payloads").rglob("*.bin"))]
     before = {f: digest(f) for f in files}
-    done = cli("gc", "--keep-last", "1", "--dry-run", "--store", store)
+    done = cli_here("gc", "--keep-last", "1", "--dry-run", "--store", store)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split("'")[1] for line in lines[:2]] == ["b", "a"]
@@ -152,9 +161,7 @@ def test_dry_run_changes_nothing_and_says_what_would_go(tmp_path: Path) -> None:
     forget_all()
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
+OPTION_CASES = [
         (["--keep-last", "0"], "Invalid value for '--keep-last': '0' is not a number of runs; give a whole number of "
          "1 or more, e.g. --keep-last 20"),
         (["--keep-last", "two"], "Invalid value for '--keep-last': 'two' is not a number of runs"),
@@ -163,15 +170,17 @@ def test_dry_run_changes_nothing_and_says_what_would_go(tmp_path: Path) -> None:
         (["--state", "gone"], "Invalid value for '--state': 'gone' is not one of"),
         (["-P", "etl"], "--pipeline only narrows which runs are deleted; say which runs of 'etl' to delete with "
          "--keep-last N, --older-than AGE or --state STATE (add --dry-run to see them first)."),
-    ],
-)  # fmt: skip
-def test_gc_options_are_checked_before_anything_changes(tmp_path: Path, args: list[str], message: str) -> None:
+]  # fmt: skip
+
+
+def test_gc_options_are_checked_before_anything_changes(tmp_path: Path) -> None:
     store = tmp_path / "store.duckdb"
     build(store, ["a"], 0.1)
     before = digest(store)
-    done = cli("gc", *args, "--store", store)
-    assert done.returncode == 2
-    assert message in " ".join(done.stderr.split()), done.stderr
+    for args, message in OPTION_CASES:
+        done = cli_here("gc", *args, "--store", store)
+        assert done.returncode == 2, args
+        assert message in " ".join(done.stderr.split()), done.stderr
     assert digest(store) == before
 
 
@@ -183,13 +192,13 @@ def test_gc_state_and_older_than_select_runs(tmp_path: Path) -> None:
     with pytest.raises(ZeroDivisionError), pipe.run(run_id="bad") as run:
         run.step("boom", lambda: 1 / 0)
     forget_all()
-    done = cli("gc", "--state", "failed", "--store", store)
+    done = cli_here("gc", "--state", "failed", "--store", store)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("removed run 'bad' of pipeline 'etl' (failed, 1 step, ")
-    assert cli("gc", "--older-than", "2w", "--store", store).stderr == "no runs match\n"
+    assert cli_here("gc", "--older-than", "2w", "--store", store).stderr == "no runs match\n"
     assert [r.run_id for r in open_store(store).list_runs()] == ["ok2", "ok1"]
     forget_all()
-    done = cli("gc", "--older-than", "0s", "--keep-last", "1", "--store", store)
+    done = cli_here("gc", "--older-than", "0s", "--keep-last", "1", "--store", store)
     assert [r.run_id for r in open_store(store).list_runs()] == ["ok2"], done.stdout + done.stderr
     forget_all()
 
@@ -200,7 +209,7 @@ def test_rm_refuses_a_run_a_live_process_executes_and_removes_the_others(tmp_pat
     build(store, ["old"], 0.1)
     worker = start_worker(store, "live", tmp_path / "marker")
     try:
-        done = cli("rm", "live", "old", "--store", store)
+        done = cli_here("rm", "live", "old", "--store", store)
         assert done.returncode == 4, done.stdout + done.stderr
         expected = (
             f"error: not removed: run 'live' of pipeline 'nightly' is owned by another live process (pid "
@@ -210,7 +219,7 @@ def test_rm_refuses_a_run_a_live_process_executes_and_removes_the_others(tmp_pat
         pattern = re.escape(expected).replace("DATE", r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
         assert re.fullmatch(pattern, done.stderr), done.stderr
         assert done.stdout.startswith("removed run 'old' ")
-        compacted = cli("gc", "--compact", "--store", store)
+        compacted = cli_here("gc", "--compact", "--store", store)
         assert compacted.returncode == 0
         assert f"the store was not compacted: process pid {worker.pid} on host" in compacted.stdout
         assert "is executing run 'live' in this store" in compacted.stdout
@@ -219,7 +228,7 @@ def test_rm_refuses_a_run_a_live_process_executes_and_removes_the_others(tmp_pat
     finally:
         worker.kill()
         worker.communicate()
-    done = cli("rm", "live", "--store", store)
+    done = cli_here("rm", "live", "--store", store)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("removed run 'live' of pipeline 'nightly' (interrupted, 2 steps")
     assert open_store(store).list_runs() == []
@@ -238,7 +247,9 @@ sys.stdin.read()
 """
 
 
-def test_a_command_waits_a_bounded_time_for_a_process_holding_the_store_then_names_it(tmp_path: Path) -> None:
+def test_a_command_waits_a_bounded_time_for_a_process_holding_the_store_then_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = tmp_path / "store.duckdb"
     build(store, ["a"], 0.1)
     holder = subprocess.Popen(
@@ -246,14 +257,15 @@ def test_a_command_waits_a_bounded_time_for_a_process_holding_the_store_then_nam
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        env = {**os.environ, "RESUMABLE_LOCK_TIMEOUT": "1"}
+        monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "1")
         start = time.monotonic()
-        done = cli("rm", "a", "--store", store, env=env)
+        done = cli_here("rm", "a", "--store", store)
         assert time.monotonic() - start < 15
         assert done.returncode == 6
         assert done.stderr.startswith(f"error: store '{store}' stayed locked by process {holder.pid} for 1.0 s.")
     finally:
         holder.communicate("", timeout=30)
+    monkeypatch.delenv("RESUMABLE_LOCK_TIMEOUT")
     assert [r.run_id for r in open_store(store).list_runs()] == ["a"]
     forget_all()
 
@@ -285,7 +297,7 @@ def test_a_leftover_of_a_killed_compaction_is_removed_on_the_next_open(tmp_path:
     leftover = store.with_name(store.name + ".compacting")
     leftover.mkdir()
     (leftover / store.name).write_bytes(b"half a database")
-    assert cli("runs", "--store", store).returncode == 0  # a reader leaves it: it changes nothing
+    assert cli_here("runs", "--store", store).returncode == 0  # a reader leaves it: it changes nothing
     assert leftover.exists()
     open_store(store).list_runs()
     assert not leftover.exists()
@@ -335,19 +347,19 @@ def test_a_sigkill_anywhere_in_gc_or_compaction_loses_nothing_kept(
 ) -> None:
     """Kill ``gc --keep-last 2 --compact`` at its store write points; reopen, restore, then finish the gc.
 
-    ``RESUMABLE_RETENTION_KILLS`` (default 10) points are tried: half spread over the whole command,
-    half the last ones (the compaction and its swap); ``all`` tries every point.
+    ``RESUMABLE_RETENTION_KILLS`` (default 6) points are tried: half spread over the whole command
+    (first and last included), half the last ones (the compaction's swap); ``all`` tries every point.
     """
     template = tmp_path / "template" / "store.duckdb"
     build(template, KILL_RUNS, KILL_MB)
     _gc_killed_at(template, tmp_path / "probe", None)
     total = int((tmp_path / "probe" / "count").read_text())
-    wanted = os.environ.get("RESUMABLE_RETENTION_KILLS", "10")
+    wanted = os.environ.get("RESUMABLE_RETENTION_KILLS", "6")
     if wanted == "all":
         points = list(range(1, total + 1))
-    else:
-        half = int(wanted) // 2
-        points = sorted(set(spread(total, half)) | set(range(max(1, total - half + 1), total + 1)))
+    else:  # the last few are the swap: the lineage written, the rename, the folder's fsync
+        last = int(wanted) // 2
+        points = sorted(set(spread(total, int(wanted) - last + 1)) | set(range(max(1, total - last + 1), total + 1)))
     landed = 0
     for point in points:
         folder = tmp_path / f"point-{point}"
