@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -391,4 +393,35 @@ def test_remove_runs_in_python_reports_what_went_and_what_was_refused(tmp_path: 
     assert done.checkpoints_removed == 2 and done.files_removed == 1
     assert [r.run_id for r in open_store(store).list_runs()] == ["b"]
     restore_all(store, "b", 0.3)
+    forget_all()
+
+
+COMPACT = "import sys; from resumable._store import open_store; print(open_store(sys.argv[1]).compact(force=True))"
+
+
+def test_a_compaction_that_runs_out_of_room_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    """A file size limit (as a full disk would) stops the copy: the store is byte-identical and restores."""
+    store = tmp_path / "store.duckdb"
+    build(store, ["a", "b", "c"], 1.0)
+    resumable.remove_runs("a", "b", store=store, compact=False)
+    forget_all()
+    before = digest(store)
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    proc = subprocess.run(
+        [sys.executable, "-c", COMPACT, str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=small_files,  # noqa: PLW1509 - no threads in this test's process to worry about
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "done=False" in proc.stdout and "so the store was left as it was" in proc.stdout, proc.stdout
+    assert digest(store) == before
+    assert not store.with_name(store.name + ".compacting").exists()
+    restore_all(store, "c", 1.0)
     forget_all()

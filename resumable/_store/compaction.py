@@ -42,6 +42,10 @@ WORTH_SHARE = 0.2
 _ALIAS = "resumable_compacted"
 
 
+class CopyMismatch(Exception):
+    """The fresh file does not hold what the store holds; the swap is called off."""
+
+
 def temp_folder(store: Path) -> Path:
     """A private folder (0700) beside the store that holds the fresh file while it is written.
 
@@ -148,7 +152,7 @@ def _copy(con: duckdb.DuckDBPyConnection, temp: Path) -> None:
     try:
         con.execute(f'COPY FROM DATABASE "{database}" TO {_ALIAS}')
         if _counts(con, database) != _counts(con, _ALIAS) or _sequences(con, database) != _sequences(con, _ALIAS):
-            raise RuntimeError("the copy does not hold the same rows and sequences as the store")
+            raise CopyMismatch("the copy does not hold the same rows and sequences as the store")
     finally:
         con.execute(f"DETACH {_ALIAS}")
 

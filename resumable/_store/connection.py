@@ -465,7 +465,11 @@ class FileConnection:
                 if self._identity is not None:
                     self._check_same_file()
                 walmark.check(self.path)
-                done = compaction.compact(self.path, decide)
+                try:
+                    done = compaction.compact(self.path, decide)
+                except (duckdb.Error, OSError, compaction.CopyMismatch) as exc:  # a full disk, most likely
+                    reason = f"the copy failed ({exc}), so the store was left as it was"
+                    return Compaction(False, size, size, 0.0, reason)
                 self._identity = self._file_identity()
                 return done
             finally:
