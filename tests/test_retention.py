@@ -417,7 +417,7 @@ def test_a_compaction_that_runs_out_of_room_leaves_the_store_as_it_was(tmp_path:
         text=True,
         timeout=60,
         check=False,
-        preexec_fn=small_files,  # noqa: PLW1509 - no threads in this test's process to worry about
+        preexec_fn=small_files,
     )
     assert proc.returncode == 0, proc.stderr
     assert "done=False" in proc.stdout and "so the store was left as it was" in proc.stdout, proc.stdout
