@@ -169,6 +169,7 @@ def compact(store: Path, decide: Callable[[duckdb.DuckDBPyConnection, int], str 
     temp.parent.mkdir(mode=0o700)
     con = duckdb.connect(str(store))
     try:
+        con.execute("SET enable_progress_bar = false")  # DuckDB draws one on stdout during a long copy
         reason = decide(con, waste(con))
         if reason is None:
             _copy(con, temp)

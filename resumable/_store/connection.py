@@ -204,7 +204,9 @@ class FileConnection:
         torn_until = time.monotonic() + CORRUPT_RETRY_S
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only, config={"threads": 1})
+                con = duckdb.connect(str(self.path), read_only=read_only, config={"threads": 1})
+                # No progress bar: DuckDB draws one on stdout during a long query (deleting many runs).
+                con.execute("SET enable_progress_bar = false")
             except duckdb.Error as exc:
                 text = str(exc).lower()
                 if _LOCKED.search(text):
@@ -214,6 +216,8 @@ class FileConnection:
                         raise StoreLockedError(str(self.path), holder, self.lock_timeout_s) from exc
                 elif not (_is_torn(text) and time.monotonic() < torn_until):
                     raise self._wrap(exc) from exc
+            else:
+                return con
             time.sleep(delay * (0.5 + _JITTER.random()))
             delay = min(delay * 2, 0.01)
 
