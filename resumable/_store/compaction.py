@@ -197,6 +197,10 @@ def compact(store: Path, decide: Callable[[duckdb.DuckDBPyConnection, int], str 
         os.fsync(out.fileno())
     os.chmod(lineage_path(store), 0o600)  # noqa: PTH101
     os.replace(temp, store)  # noqa: PTH105
-    _fsync(store.parent)
+    try:  # swapped: what follows only tidies up, and must not be reported as a failed compaction
+        _fsync(store.parent)
+    except OSError:
+        pass
+    clean_leftovers(store)  # the folder, empty now
     walmark.record(store)
     return Compaction(True, size_before, store.stat().st_size, time.monotonic() - start)
