@@ -425,3 +425,39 @@ def test_a_compaction_that_runs_out_of_room_leaves_the_store_as_it_was(tmp_path:
     assert not store.with_name(store.name + ".compacting").exists()
     restore_all(store, "c", 1.0)
     forget_all()
+
+
+def test_a_payload_file_rewritten_meanwhile_is_not_removed(tmp_path: Path) -> None:
+    """Files are named by content: one a step wrote again after the deletion (a new inode) stays."""
+    from resumable._store import retention
+
+    folder = tmp_path / "payloads"
+    (folder / "ab").mkdir(parents=True)
+    old = folder / "ab" / "abc.bin"
+    old.write_bytes(b"x" * 10)
+    recorded = (old.relative_to(folder).as_posix(), old.stat().st_ino, 10)
+    fresh = folder / "ab" / "new.part"
+    fresh.write_bytes(b"x" * 10)
+    fresh.replace(old)  # what a step writing the same content does before it records its row
+    assert retention.remove_files(folder, [recorded]) == (0, 0)
+    assert old.read_bytes() == b"x" * 10
+    assert [p.name for p in (folder / "ab").iterdir()] == ["abc.bin"]
+    recorded = (recorded[0], old.stat().st_ino, 10)
+    assert retention.remove_files(folder, [recorded]) == (1, 10)
+    assert not old.exists()
+
+
+def test_a_payload_moved_aside_by_a_killed_removal_is_put_back(tmp_path: Path) -> None:
+    """A remover killed between moving a file aside and checking it: the next gc puts back what a row needs."""
+    store = tmp_path / "store.duckdb"
+    build(store, ["a"], 0.1)
+    [payload] = store.with_name(store.name + ".payloads").rglob("*.bin")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    aside = payload.with_name(f"{payload.name}.{int(gone.stdout)}.removing")
+    payload.rename(aside)
+    open_store(store).gc()
+    assert payload.exists() and not aside.exists()
+    restore_all(store, "a", 0.1)
+    forget_all()
