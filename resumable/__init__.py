@@ -59,7 +59,7 @@ from resumable.errors import (
     StoreWriteError,
     UnserializableOutputError,
 )
-from resumable.pipeline import Pipeline, Run, idempotency_key, load
+from resumable.pipeline import Pipeline, Run, idempotency_key, load, remove_runs
 
 __version__ = "0.1.0"
 
@@ -123,6 +123,7 @@ __all__ = [
     "load",
     "load_ipython_extension",
     "panel",
+    "remove_runs",
 ]
 
 

@@ -28,7 +28,7 @@ from resumable import _params
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState
-from resumable._store import QueryResult, open_store
+from resumable._store import Compaction, QueryResult, Removal, RunFilter, Store, open_store
 from resumable._table import COLUMNS, step_rows
 from resumable._units import human_duration, human_size, human_time
 from resumable._why import explain
@@ -208,8 +208,9 @@ class _Count(click.ParamType[int]):
         except (TypeError, ValueError):
             number = None
         if number is None or number < 1 or isinstance(value, float):
+            option = param.opts[0] if param is not None and param.opts else "--limit"
             self.fail(
-                f"{value!r} is not a number of runs; give a whole number of 1 or more, e.g. --limit 20", param, ctx
+                f"{value!r} is not a number of runs; give a whole number of 1 or more, e.g. {option} 20", param, ctx
             )
         return number
 
@@ -521,20 +522,162 @@ def unlock(run_id: str, store: Path | None) -> None:
     click.echo(f"unlocked run '{run_id}': released {owners}; steps now interrupted: {steps}")
 
 
-@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_STORE))
-@store_option
-def gc(store: Path | None) -> None:
-    """Delete checkpoints of steps sent back to pending, and payload files nothing points to.
+_COMPACT_HELP = (
+    "Rewrite the store into a fresh file afterwards to give the space back: always (--compact), never "
+    "(--no-compact), or by default when at least a fifth of the file is free."
+)
+_DRY_RUN_HELP = "Print what would be removed and the space it would free; change nothing."
+_REMOVE_CODES = (EXIT_OK, EXIT_USAGE, EXIT_OWNED, EXIT_STORE)
+_REMOVE_EXIT = """\b
+Runs a live process owns or executes are left whole (exit 4, naming the
+process); the other runs still go. A run that does not exist: exit 6.
 
-    A failed, running or interrupted step keeps the checkpoint of its last completed attempt.
-    Payload files written within the last hour stay: a step may be about to record them.
+"""
+
+
+def _removal_lines(removal: Removal) -> None:
+    """One line per run removed (or that would be), then one per run left in place, on stderr."""
+    verb = "would remove" if removal.dry_run else "removed"
+    for run in removal.removed:
+        click.echo(
+            f"{verb} run '{run.run_id}' of pipeline '{run.pipeline}' ({run.state.value}, {run.step_count} "
+            f"step{'s' if run.step_count != 1 else ''}, last changed {human_time(run.updated_at)})"
+        )
+    for refused in removal.refused:
+        click.echo(f"error: {refused.reason}", err=True)
+
+
+def _freed_line(removal: Removal, compaction: Compaction | None) -> str:
+    what = (
+        f"{removal.checkpoints_removed} checkpoint rows ({human_size(removal.inline_bytes)} inside the database) "
+        f"and {removal.files_removed} payload files ({human_size(removal.file_bytes)})"
+    )
+    if removal.dry_run:
+        return f"dry run, nothing changed: would free about {human_size(removal.bytes_freed)}: {what}"
+    return f"freed {human_size(removal.bytes_freed)}: {what}" + _compaction_text(compaction)
+
+
+def _compaction_text(compaction: Compaction | None) -> str:
+    if compaction is None:
+        return ""
+    if compaction.done:
+        return (
+            f"; compacted the store from {human_size(compaction.size_before)} to "
+            f"{human_size(compaction.size_after)} in {compaction.seconds:.1f} s"
+        )
+    return f"; the store was not compacted: {compaction.skipped}"
+
+
+def _compact(opened: Store, compact: bool | None, freed: int) -> Compaction | None:
+    """Compact when asked (True), never (False), or when worth it (None); None when not tried."""
+    if compact is False:
+        return None
+    result = opened.compact(force=bool(compact), freed_hint=freed)
+    if not result.done and compact is None and result.skipped and result.skipped.startswith("less than"):
+        return None  # not worth it: nothing to say
+    return result
+
+
+def _removal_exit(removal: Removal) -> int:
+    if any(not r.missing for r in removal.refused):
+        return EXIT_OWNED
+    return EXIT_STORE if removal.refused else EXIT_OK
+
+
+@main.command(epilog=_REMOVE_EXIT + exit_codes_help(*_REMOVE_CODES))
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN...")
+@store_option
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would be removed and the space it would free; change nothing."
+)
+@click.option("--compact/--no-compact", default=None, help=_COMPACT_HELP)
+def rm(run_ids: tuple[str, ...], store: Path | None, dry_run: bool, compact: bool | None) -> None:
+    """Delete whole runs: their steps, events, checkpoints and payload files.
+
+    Checkpoints another run still shares stay. Like gc, it also drops checkpoints of steps sent
+    back to pending. The database file is then compacted when enough of it is free space
+    (docs/durability.md says what that costs).
     """
     with reported_errors():
-        report = open_store(store, must_exist=True).gc()
+        opened = open_store(store, must_exist=True)
+        removal = opened.remove_runs(run_ids, current_owner(), dry_run=dry_run)
+        _removal_lines(removal)
+        compaction = None if dry_run or not removal.removed else _compact(opened, compact, removal.inline_bytes)
+    click.echo(_freed_line(removal, compaction))
+    sys.exit(_removal_exit(removal))
+
+
+_GC_EXAMPLES = """\b
+Examples:
+  resumable gc --keep-last 5               the 5 newest runs of each pipeline stay
+  resumable gc --older-than 7d --dry-run   what a week's retention would free
+  resumable gc --state failed -P nightly   delete the failed runs of 'nightly'
+
+"""
+
+
+@main.command(epilog=_GC_EXAMPLES + _REMOVE_EXIT + exit_codes_help(*_REMOVE_CODES))
+@store_option
+@click.option("--keep-last", type=_Count(), default=None, help="Delete all but the newest N runs of each pipeline.")
+@click.option(
+    "--older-than",
+    type=_Since(),
+    default=None,
+    help="Delete runs last changed before then: 30m, 12h, 7d, 2w or a date.",
+)
+@click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in RunState]),
+    default=None,
+    help="Delete runs in this state (a run whose process died reads as interrupted).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would be removed and the space it would free; change nothing."
+)
+@click.option("--compact/--no-compact", default=None, help=_COMPACT_HELP)
+def gc(
+    store: Path | None, keep_last: int | None, older_than: datetime | None, pipeline: str | None,
+    state: str | None, dry_run: bool, compact: bool | None,
+) -> None:  # fmt: skip
+    """Give disk space back: delete old runs, unused checkpoints and payload files.
+
+    Without --keep-last, --older-than or --state no run is deleted: only checkpoints of steps
+    sent back to pending and payload files nothing points to. A failed, running or interrupted
+    step keeps the checkpoint of its last completed attempt; payload files written within the
+    last hour stay (a step may be about to record them). The given options narrow each other:
+    --keep-last keeps the newest N runs of each pipeline among those --pipeline and --state
+    select, and --older-than deletes only runs whose last change came before then.
+    """
+    selecting = keep_last is not None or older_than is not None or state is not None
+    if pipeline is not None and not selecting:
+        raise click.UsageError(
+            f"--pipeline only narrows which runs are deleted; say which runs of '{pipeline}' to delete with "
+            "--keep-last N, --older-than AGE or --state STATE (add --dry-run to see them first)."
+        )
+    rule = RunFilter(pipeline, RunState(state) if state else None, older_than, keep_last)
+    with reported_errors():
+        opened = open_store(store, must_exist=True)
+        if dry_run:  # without a selection: what dropping superseded checkpoints would free
+            preview = opened.remove_runs(rule if selecting else (), current_owner(), dry_run=True)
+            _removal_lines(preview)
+            click.echo(_freed_line(preview, None))
+            sys.exit(_removal_exit(preview))
+        removal = opened.remove_runs(rule, current_owner()) if selecting else None
+        if removal is not None:
+            _removal_lines(removal)
+            if not removal.removed and not removal.refused:
+                click.echo("no runs match", err=True)
+        report = opened.gc()
+        freed = (removal.inline_bytes if removal else 0) + report.bytes_freed
+        compaction = _compact(opened, compact, freed)
+    if removal is not None:
+        click.echo(_freed_line(removal, None))
     click.echo(
         f"removed {report.checkpoints_removed} superseded checkpoint rows and {report.files_removed} payload files "
-        f"({human_size(report.bytes_freed)} freed)"
+        f"({human_size(report.bytes_freed)} freed){_compaction_text(compaction)}"
     )
+    sys.exit(EXIT_OK if removal is None else _removal_exit(removal))
 
 
 # Formats that only a table (a pandas DataFrame or anything with the same writer) can be written in.

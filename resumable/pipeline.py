@@ -22,7 +22,7 @@ from resumable._owner import current_owner
 from resumable._records import RunInfo, StepPolicy, StepStatus
 from resumable._runs import choose_run
 from resumable._states import StepState
-from resumable._store import Store, open_store
+from resumable._store import Removal, Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import (
     ArgumentTypeError,
@@ -554,6 +554,24 @@ def idempotency_key(scope: str | None = None) -> str:
     if ctx.asks_key is not None:
         ctx.asks_key()  # the step is an effect step from now on, and every earlier completion is durable
     return _keys.idempotency_key(ctx.pipeline, ctx.run_id, ctx.step, scope, ctx.key_generation)
+
+
+@front_end("python")
+def remove_runs(*run_ids: str, store: StoreArg = None, dry_run: bool = False, compact: bool | None = None) -> Removal:
+    """Delete whole runs (steps, events, checkpoints nothing else needs, payload files), as ``resumable rm`` does.
+
+    A run that a live process owns or executes is left whole and listed in ``Removal.refused``
+    with a sentence naming the process, as is a run that does not exist; the others go. Then the
+    database file is compacted when at least a fifth of it is free (``compact=True``: always,
+    ``False``: never). With ``dry_run`` nothing changes and the result says what would go.
+    """
+    for run_id in run_ids:
+        _check_text("run_id", run_id)
+    opened = _resolve_store(store)
+    removal = opened.remove_runs(tuple(run_ids), current_owner(), dry_run=dry_run)
+    if not dry_run and removal.removed and compact is not False:
+        opened.compact(force=bool(compact), freed_hint=removal.inline_bytes)
+    return removal
 
 
 @front_end("python")

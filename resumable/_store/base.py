@@ -113,6 +113,58 @@ class GcReport:
 
 
 @dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs ``resumable gc`` deletes (:meth:`Store.remove_runs`); every field given narrows the choice.
+
+    ``keep_last`` keeps the newest N runs of each pipeline among those ``pipeline`` and ``state``
+    select; ``older_than`` takes only runs whose last change came before that moment.
+    """
+
+    pipeline: str | None = None
+    state: RunState | None = None
+    older_than: datetime | None = None
+    keep_last: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A run :meth:`Store.remove_runs` left in place, and why (a whole sentence naming the holder)."""
+
+    run_id: str
+    reason: str
+    missing: bool = False  # there is no such run (otherwise: a live process holds it)
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What rewriting the store into a fresh file did (:meth:`Store.compact`), or why it did not happen."""
+
+    done: bool
+    size_before: int  # the database file's bytes
+    size_after: int
+    seconds: float
+    skipped: str | None = None  # why not (another process at work, not worth it), when not done
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What :meth:`Store.remove_runs` deleted (or, with ``dry_run``, would delete)."""
+
+    removed: tuple[RunInfo, ...]
+    refused: tuple[Refused, ...]
+    checkpoints_removed: int  # checkpoint rows nothing needs any more
+    inline_bytes: int  # of them, bytes kept inside the database file
+    files_removed: int  # payload files nothing points to any more
+    file_bytes: int
+    dry_run: bool = False
+
+    @property
+    def bytes_freed(self) -> int:
+        """Checkpoint bytes given back: inline ones once the file is compacted, payload files at once."""
+        return self.inline_bytes + self.file_bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Unlocked:
     """What :meth:`Store.unlock_run` released."""
 
@@ -465,6 +517,27 @@ class Store(Protocol):
         Completed steps' checkpoints are never touched, nor the last good checkpoint of a step that
         is running, failed or interrupted, nor payloads a write in progress (in any process) may be
         about to record.
+        """
+
+    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
+        """Delete whole runs (their steps, events and the checkpoints nothing else needs), then their payload files.
+
+        ``which`` names the runs, or selects them by a :class:`RunFilter` (decided in the same
+        transaction as the deletion). A run that a live process owns or executes a step of is
+        refused and left whole (``Removal.refused`` names the holder); the others go, all in one
+        transaction. Checkpoint rows go by the one rule of :meth:`gc` (so checkpoints of steps sent
+        back to pending in other runs go too), and payload files once nothing points to them. With
+        ``dry_run`` nothing changes and the report says what would go. The database file keeps
+        its size until :meth:`compact`.
+        """
+
+    def compact(self, *, force: bool = False, freed_hint: int = 0) -> Compaction:
+        """Rewrite the database into a fresh file and swap it in, giving back the space deleted rows left.
+
+        Without ``force`` only when at least a fifth of the file is free space (DuckDB's free
+        blocks, or ``freed_hint`` bytes just deleted). Never while another live process owns a run
+        or runs a step in the store (``Compaction.skipped`` says who). Crash-safe: until the swap
+        the old file is the store; after it, the new one holds every row, sequence and index.
         """
 
     def query(self, sql: str) -> QueryResult:
