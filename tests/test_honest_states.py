@@ -100,6 +100,7 @@ def test_runs_filters_by_pipeline_state_and_age_and_reports_durations(three_runs
     assert ids("--pipeline", "etl") == ["e2", "e1"]
     assert ids("--state", "completed") == ["o1", "e1"]
     assert ids("--state", "completed", "--limit", "1") == ["o1"]
+    assert ids("--state", "COMPLETED", "--limit", "99999999999999999999") == ["o1", "e1"]  # more than any store: all
     assert ids("--since", "1h") == ["o1", "e2", "e1"]
     assert ids("--since", "2999-01-01") == []
     assert ids("--pipeline", "etl", "--state", "failed") == ["e2"]
@@ -128,6 +129,10 @@ def test_runs_filters_by_pipeline_state_and_age_and_reports_durations(three_runs
          "2w nor a date like 2026-12-01"),
         (("--state", "done"), "Invalid value for '--state': 'done' is not one of 'empty', 'pending', 'running', "
          "'completed', 'failed', 'interrupted'."),
+        (("--since", "99999999d"), "Invalid value for '--since': '99999999d' reaches back before the year 1; give a "
+         "shorter age or a date"),
+        (("--pipeline", " "), "Invalid value for '--pipeline' / '-P': a pipeline name cannot be empty; leave "
+         "--pipeline out to list every pipeline"),
     ],
 )  # fmt: skip
 def test_runs_options_are_checked_with_a_clear_message(three_runs: Path, args: tuple[str, ...], message: str) -> None:

@@ -20,7 +20,7 @@ from resumable._store.journal import PendingStep, utc_now
 STEP_COLUMNS = (
     "run_id, step, state, attempts, seq, started_at, finished_at, duration_s, output_bytes, outputs, reads, "
     "error, traceback, source, owner_host, owner_pid, owner_started, owner_kernel, options, source_digest, "
-    "inputs, effect, key_generation"
+    "inputs, effect, key_generation, executions"
 )
 
 
@@ -52,6 +52,7 @@ def status_from(row: Sequence[Any]) -> StepStatus:
         inputs=json.loads(row[20] or "{}"),
         effect=bool(row[21]),
         key_generation=int(row[22] or 1),
+        executions=int(row[23] or 1),
     )
 
 

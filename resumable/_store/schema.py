@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import duckdb
 
+from resumable._store.numbering import numbered_events
 from resumable.errors import SchemaVersionError, StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -112,6 +113,23 @@ MIGRATIONS: dict[int, list[str]] = {
     # so the edit can be shown as a diff (NULL when its last start was not caused by an edit).
     5: [
         "ALTER TABLE steps ADD COLUMN previous_source VARCHAR",
+    ],
+    # Reserved: another change adds its migration under this number.
+    6: [],
+    # Attempts counted per execution (docs/durability.md, "Attempts and executions"): an execution
+    # begins at each start from pending (the transition ``start``); a retry of a failed or
+    # interrupted step is another attempt of the same one. ``attempts`` becomes the attempts of
+    # the current execution, ``executions`` counts them, both recounted from the event log, which
+    # stays as it was: readers number its events the same way (``rows.NUMBERED_EVENTS``).
+    7: [
+        "ALTER TABLE steps ADD COLUMN executions INTEGER DEFAULT 1",
+        """UPDATE steps SET executions = n.executions, attempts = n.attempts
+           FROM (SELECT run_id, step, greatest(1, max(execution)) AS executions,
+                        greatest(1, arg_max(attempt, seq)) AS attempts
+                 FROM ("""
+        + numbered_events("events")
+        + """) GROUP BY run_id, step) n
+           WHERE steps.run_id = n.run_id AND steps.step = n.step""",
     ],
 }
 
