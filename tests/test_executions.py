@@ -195,3 +195,17 @@ def test_a_store_from_before_executions_reads_with_the_same_numbers(store_path: 
     )
     rows = resumable.connect(store_path).sql("SELECT execution, attempt, outcome FROM attempts ORDER BY started_at")
     assert rows.rows == ((1, 1, "failed"), (1, 2, "completed"), (2, 1, "completed"))
+
+
+def test_an_edit_that_adds_a_side_effect_keeps_its_key_through_retries(shell: Any, store_path: Path) -> None:
+    """A step completed without side effects, then edited to charge with an idempotency key and fail after the
+    charge: run again, it must charge with the same key (a new key would repeat the charge)."""
+    shell.run_cell("keys = []")
+    assert step(shell, "pay", "paid = 0").error_in_exec is None
+    body = "import resumable\nkeys.append(resumable.idempotency_key())\nraise ConnectionError('after the charge')"
+    for _ in range(2):
+        assert isinstance(step(shell, "pay", body).error_in_exec, ConnectionError)
+    keys = shell.user_ns["keys"]
+    assert len(keys) == 2 and keys[0] == keys[1]
+    status = open_store(store_path).get_step("r1", "pay")
+    assert status is not None and (status.effect, status.key_generation) == (True, 1)

@@ -196,7 +196,7 @@ def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
                 sum(b.size for b in done.outputs) if done else 0,
                 json.dumps(encode_inputs(req.inputs)),
                 req.effect,
-                done is not None,
+                done is not None and req.effect,  # key_used: see ``steps.complete``
             ]
         )
     return QuickRows(step_rows, event_values(events), checkpoints)

@@ -130,6 +130,11 @@ MIGRATIONS: dict[int, list[str]] = {
         + numbered_events("events")
         + """) GROUP BY run_id, step) n
            WHERE steps.run_id = n.run_id AND steps.step = n.step""",
+        # ``key_used`` now means "completed as an effect under this generation" (``steps.complete``):
+        # a step that completed without side effects, or has not completed since its last start,
+        # has not used its key, so a retry of its effect keeps that key.
+        """UPDATE steps SET key_used = false
+           WHERE key_used AND (NOT coalesce(effect, false) OR state IN ('running', 'failed', 'interrupted'))""",
     ],
 }
 

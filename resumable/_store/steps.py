@@ -85,8 +85,7 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, ab
         return Begin("execute", 1, (), None, (), effect=req.effect)
     state = StepState(view.state)
     effect = view.effect or req.effect
-    ever_completed = view.key_used or view.key_generation > 1 or state is StepState.COMPLETED
-    if req.rerun and not ever_completed:
+    if req.rerun and not (view.key_generation > 1 or state is StepState.COMPLETED or _completed_once(con, req)):
         raise RerunError(req.step, req.run_id, state.value)
     reason = state.value
     why: Why | None = None
@@ -132,6 +131,14 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, ab
         [edited, *common, effect, token, *owner_params],
     )  # fmt: skip
     return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution)
+
+
+def _completed_once(con: duckdb.DuckDBPyConnection, req: StepRequest) -> bool:
+    """Whether the step ever completed (a rerun of one that never did is refused)."""
+    row = con.execute(
+        "SELECT 1 FROM events WHERE run_id = ? AND step = ? AND target = 'completed' LIMIT 1", [req.run_id, req.step]
+    ).fetchone()
+    return row is not None
 
 
 def _restart(
@@ -195,7 +202,11 @@ def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
     names = [b.name for b in done.outputs]
     extra = (
         ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
-        ", key_used = true"
+        # The key of this generation now belongs to a completed effect: executing the step again
+        # deliberately moves it to the next generation. A step that completed without side
+        # effects and asks for a key only in a later execution keeps this generation's key through
+        # that execution's retries (a repeated effect never gets a new key by accident).
+        ", key_used = coalesce(effect, false)"
     )
     params: list[object] = [json.dumps(names), sum(b.size for b in done.outputs), done.duration_s]
     if done.reads is not None:
