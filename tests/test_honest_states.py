@@ -50,6 +50,11 @@ def test_a_killed_run_reads_as_interrupted_and_reading_changes_no_byte(store_pat
     queried = cli("sql", "SELECT step, state FROM steps ORDER BY seq", "--json", "--store", store_path).stdout
     assert json.loads(queried) == [{"step": "fetch", "state": "completed"}, {"step": "crunch", "state": "interrupted"}]
     assert resumable.connect(store_path).sql("SELECT state FROM runs").rows == (("interrupted",),)
+    attempts = "SELECT execution, attempt, outcome FROM attempts WHERE step = 'crunch'"
+    assert resumable.connect(store_path).sql(attempts).rows == ((1, 1, "interrupted"),)
+    assert cli("why", "nightly-1", "crunch", "--store", store_path).stdout == (
+        "step 'crunch', execution 1, attempt 1: first run\n"
+    )
     forget_all()
     assert fingerprint(store_path) == before
 
