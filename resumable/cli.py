@@ -166,6 +166,7 @@ def _step_json(step: StepStatus) -> dict[str, Any]:
         "step": step.step,
         "state": step.state.value,
         "attempts": step.attempts,
+        "executions": step.executions,
         "duration_s": step.duration_s,
         "output_bytes": step.output_bytes,
         "outputs": list(step.outputs),
@@ -173,6 +174,7 @@ def _step_json(step: StepStatus) -> dict[str, Any]:
         "finished_at": step.finished_at.isoformat() if step.finished_at else None,
         "error": step.error,
         "kept_attempt": step.kept_attempt,
+        "kept_execution": step.kept_execution,
         "effect": step.effect,
         "key_generation": step.key_generation,
         "inputs": step.inputs,
@@ -212,9 +214,10 @@ class _Count(click.ParamType[int]):
             self.fail(
                 f"{value!r} is not a number of runs; give a whole number of 1 or more, e.g. {option} 20", param, ctx
             )
-        return number
+        return min(number, _MAX_COUNT)  # more than any store holds: every run
 
 
+_MAX_COUNT = 2**63 - 1  # the largest LIMIT DuckDB takes
 _SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -229,12 +232,22 @@ class _Since(click.ParamType[datetime]):
         text = str(value).strip()
         amount, unit = text[:-1], text[-1:].lower()
         if unit in _SINCE_UNITS and amount.replace(".", "", 1).isdigit():
-            return datetime.now(timezone.utc) - timedelta(seconds=float(amount) * _SINCE_UNITS[unit])
+            try:
+                return datetime.now(timezone.utc) - timedelta(seconds=float(amount) * _SINCE_UNITS[unit])
+            except OverflowError:
+                self.fail(f"{text!r} reaches back before the year 1; give a shorter age or a date", param, ctx)
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
             self.fail(f"{text!r} is neither an age like 30m, 12h, 7d or 2w nor a date like 2026-12-01", param, ctx)
         return moment if moment.tzinfo else moment.astimezone()
+
+
+def _a_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option naming a pipeline: an empty name names none, so it is refused rather than matching nothing."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("a pipeline name cannot be empty; leave --pipeline out to list every pipeline")
+    return value
 
 
 def _counts_text(run: RunInfo) -> str:
@@ -243,10 +256,10 @@ def _counts_text(run: RunInfo) -> str:
 
 @main.command(epilog=exit_codes_help(*_READ_CODES))
 @store_option
-@click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
+@click.option("--pipeline", "-P", default=None, callback=_a_name, help="Only runs of this pipeline.")
 @click.option(
     "--state",
-    type=click.Choice([s.value for s in RunState]),
+    type=click.Choice([s.value for s in RunState], case_sensitive=False),
     default=None,
     help="Only runs in this state (a run whose process died reads as interrupted).",
 )
@@ -268,7 +281,8 @@ def runs(
         click.echo(json.dumps([_run_json(r) for r in found], indent=2))
         return
     if not found:
-        click.echo("no runs match" if pipeline or state or since else "no runs yet", err=not sys.stdout.isatty())
+        filtered = pipeline is not None or state is not None or since is not None
+        click.echo("no runs match" if filtered else "no runs yet", err=not sys.stdout.isatty())
         return
     print_table(
         ("run", "pipeline", "state", "steps", "duration", "updated", "parameters"),
@@ -289,9 +303,12 @@ def runs(
 @click.option("--events", is_flag=True, help="Also print the run's event log.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
-    """Show the steps of RUN_ID with their state, attempts, duration, size and last error.
+    """Show the steps of RUN_ID with their state, attempts, executions, duration, size and last error.
 
-    Read-only: the store is not changed. A step whose process died shows as interrupted.
+    Attempts count within the step's current execution (retries after a failure); executions
+    count how many times it executed (its first run, then each edit, changed input, stale
+    upstream, invalidation or forced rerun). Read-only: the store is not changed. A step whose
+    process died shows as interrupted.
     """
     with reported_errors():
         opened = open_store(store, read_only=True)
@@ -305,7 +322,8 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
         if events:
             doc["events"] = [
                 {"seq": e.seq, "step": e.step, "at": e.at.isoformat(), "transition": e.transition,
-                 "from": e.source, "to": e.target, "attempt": e.attempt, "pid": e.pid, "detail": e.detail}
+                 "from": e.source, "to": e.target, "execution": e.execution, "attempt": e.attempt, "pid": e.pid,
+                 "detail": e.detail}
                 for e in log
             ]  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
@@ -321,9 +339,18 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     print_table(COLUMNS, step_rows(steps), no_wrap=(1,))
     if events:
         print_table(
-            ("seq", "when", "step", "change", "attempt", "pid", "detail"),
+            ("seq", "when", "step", "change", "execution", "attempt", "pid", "detail"),
             [
-                (e.seq, human_time(e.at), e.step, f"{e.source or '-'} -> {e.target}", e.attempt, e.pid, e.detail or "")
+                (
+                    e.seq,
+                    human_time(e.at),
+                    e.step,
+                    f"{e.source or '-'} -> {e.target}",
+                    e.execution,
+                    e.attempt,
+                    e.pid,
+                    e.detail or "",
+                )
                 for e in log
             ],
             no_wrap=(2,),
@@ -356,8 +383,9 @@ def why(run_id: str, step: str, store: Path | None, as_json: bool) -> None:
         if found is None:  # a step row is written with its first start: not reached in practice
             raise CheckpointNotFoundError(opened.location, run_id, step)
     if as_json:
-        doc = {"run_id": run_id, "step": step, "state": status.state.value, "attempt": found.attempt,
-               "kind": found.kind, "why": found.line, "held": found.held, "diff": found.diff}  # fmt: skip
+        doc = {"run_id": run_id, "step": step, "state": status.state.value, "execution": found.execution,
+               "attempt": found.attempt, "kind": found.kind, "why": found.line, "held": found.held,
+               "diff": found.diff}  # fmt: skip
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
     click.echo(found.text())

@@ -686,19 +686,26 @@ class EffectHeldWarning(ResumableError, UserWarning):
 class LastGoodCheckpointWarning(ResumableError, UserWarning):
     """A value was loaded from the last good checkpoint of a step whose later attempt did not complete.
 
-    ``.attempt`` is the attempt that wrote the checkpoint, ``.state`` the step's state now.
+    ``.execution`` and ``.attempt`` name the execution that wrote the checkpoint and its attempt;
+    ``.state``, ``.executions`` and ``.attempts`` the step now (its execution and attempt within it).
     """
 
-    def __init__(self, run_id: str, step: str, name: str, attempt: int, state: str, attempts: int) -> None:
+    def __init__(
+        self, run_id: str, step: str, name: str, attempt: int, state: str, attempts: int,
+        execution: int = 1, executions: int = 1,
+    ) -> None:  # fmt: skip
         self.run_id = run_id
         self.step = step
         self.name = name
         self.attempt = attempt
         self.state = state
         self.attempts = attempts
+        self.execution = execution
+        self.executions = executions
         super().__init__(
-            f"step '{step}' (run '{run_id}') is {state} (attempt {attempts}); output '{name}' was loaded from its "
-            f"last good checkpoint, written by attempt {attempt}. It is kept until an attempt completes."
+            f"step '{step}' (run '{run_id}') is {state} (execution {executions}, attempt {attempts}); output "
+            f"'{name}' was loaded from its last good checkpoint, written by execution {execution}. It is kept "
+            "until an attempt completes."
         )
 
 

@@ -618,8 +618,9 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     value = opened.load_value(refs[name])
     if kept and status.kept_attempt is not None:
         warning = LastGoodCheckpointWarning(
-            run_id, step, name, status.kept_attempt, status.state.value, status.attempts
-        )
+            run_id, step, name, status.kept_attempt, status.state.value, status.attempts,
+            status.kept_execution or 1, status.executions,
+        )  # fmt: skip
         warnings.warn(warning, stacklevel=2)
     if isinstance(value, _aliases.SharedRef) and _aliases.SHARED in every:  # stored with those sharing its memory
         value = _aliases.unpack(opened.load_value(every[_aliases.SHARED]))[value.name]

@@ -151,14 +151,15 @@ def test_unlock_refuses_a_live_local_owner_and_the_lease_is_renewed(
 
 
 def test_a_version_2_store_gains_the_lease_table(store_path: Path) -> None:
-    """Migrations 3 to 6 add the completion logs, the leases and the previous source to a store written before
-    them; its runs and steps are kept."""
+    """Migrations 3 to 7 add the completion logs, the leases, the previous source and the executions to a store
+    written before them; its runs and steps are kept."""
     _owned_elsewhere(store_path, lease_expires_in=None)
     with duckdb.connect(str(store_path)) as con:
         con.execute("DROP TABLE leases")
         con.execute("DROP TABLE completion_logs")
         con.execute("ALTER TABLE steps DROP COLUMN previous_source")
         drop_migration_6(con)
+        con.execute("ALTER TABLE steps DROP COLUMN executions")
         con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store = open_store(store_path)
     assert [s.step for s in store.list_steps("r1")] == ["load", "train"]

@@ -59,8 +59,7 @@ def test_newer_schema_version_is_refused_untouched(store_path: Path) -> None:
         resumable.Pipeline("p", store=store_path).runs()
     assert str(excinfo.value) == (
         f"store '{store_path}' has schema version 99, newer than the {SCHEMA_VERSION} this version of resumable "
-        "understands. "
-        "Nothing in it was read or changed. Upgrade resumable to open it."
+        "understands. Nothing in it was read or changed. Upgrade resumable to open it."
     )
     assert (excinfo.value.found, excinfo.value.supported) == (99, SCHEMA_VERSION)
     with duckdb.connect(str(store_path)) as con:
@@ -194,7 +193,8 @@ def test_a_re_executed_step_replaces_its_checkpoints(store_path: Path) -> None:
         store.begin_step(StepRequest("r1", "make", me))
         store.complete_step(Completion("r1", "make", me, (store.encode("return", value),), 0.1))
         store.invalidate("r1", "make", me)
-    assert store.begin_step(StepRequest("r1", "make", me)).attempt == 3
+    started = store.begin_step(StepRequest("r1", "make", me))
+    assert (started.execution, started.attempt) == (3, 1)  # its third execution's first attempt replaces rows too
     store.complete_step(Completion("r1", "make", me, (store.encode("return", 3),), 0.1))
     (ref,) = store.checkpoint_refs("r1", "make")
     assert store.load_value(ref) == 3

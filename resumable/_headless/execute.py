@@ -30,6 +30,7 @@ from resumable._headless.lock import executor_lock
 from resumable._headless.names import (
     DEFAULT_MAX_RESTARTS,
     check_magic_lines,
+    check_step_names,
     default_output,
     pinned_run_id,
     pipeline_of,
@@ -303,6 +304,7 @@ def execute_notebook(
         raise NotebookInputError("output", str(out_path), "is the input notebook", fix)
     source_nb = read_notebook(nb_path)
     check_magic_lines(source_nb)  # a line the magic would refuse fails here, before any kernel starts
+    check_step_names(source_nb)  # as does a step name two cells share
     kernel_name = kernel or source_nb.metadata.get("kernelspec", {}).get("name") or "python3"
     check_kernel(kernel_name)
     given = _headless_params.checked(params or {})

@@ -67,8 +67,18 @@ def attempts(count: int) -> str:
     return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
+def executions(count: int) -> str:
+    """``1 execution``, ``3 executions``: how many times the step executed (each edit, stale re-run... begins one)."""
+    return f"{count} execution" if count == 1 else f"{count} executions"
+
+
+def kept_from(status: StepStatus) -> str:
+    """Which earlier execution wrote the checkpoint a not-completed step keeps: ``execution 1``."""
+    return f"execution {status.kept_execution or 1}"
+
+
 def step_info(status: StepStatus, why: str = "") -> str:
-    """The row's text: name, attempts, duration, stored size, the error's first line, and ``why``.
+    """The row's text: name, attempts, executions, duration, stored size, the error's first line, and ``why``.
 
     ``why`` is the step's line from ``resumable why`` (without the diff): why it last executed.
     """
@@ -78,7 +88,10 @@ def step_info(status: StepStatus, why: str = "") -> str:
         error = error[: MAX_ERROR_CHARS - 1] + "\u2026"
     cells = [
         f'<span class="rsm-name">{html.escape(status.step)}</span>',
-        f'<span class="rsm-num" title="attempts">{attempts(status.attempts)}</span>',
+        f'<span class="rsm-num" title="attempts of its current execution (the retry limit counts these)">'
+        f"{attempts(status.attempts)}</span>",
+        f'<span class="rsm-num" title="times the step executed (first run, edits, stale re-runs...)">'
+        f"{executions(status.executions)}</span>",
         f'<span class="rsm-num" title="last duration">{duration(status.duration_s)}</span>',
         f'<span class="rsm-num" title="stored output size">{stored}</span>',
     ]

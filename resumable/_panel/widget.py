@@ -105,7 +105,7 @@ class StepRow:
             self.restore,
             rules.restorable(status),
             why_not_runnable,
-            f"Load the outputs of the last good checkpoint (attempt {status.kept_attempt}) into this kernel; "
+            f"Load the outputs of the last good checkpoint ({fmt.kept_from(status)}) into this kernel; "
             f"'{status.step}' stays {state.value}",
         )
         has_tb = bool(status.traceback)
@@ -457,7 +457,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             self._shell_or_none().push({r.name: store.load_value(r) for r in refs}, interactive=True)
             names = ", ".join(f"'{r.name}'" for r in refs) or "no outputs"
             self._note.value = fmt.note(
-                f"Restored {names} of step '{step}' from its last good checkpoint (attempt {status.kept_attempt}); "
+                f"Restored {names} of step '{step}' from its last good checkpoint ({fmt.kept_from(status)}); "
                 f"the step is still {status.state.value}."
             )
 

@@ -71,7 +71,7 @@ class Begin:
     """The store's decision for a starting step (what :meth:`Store.begin_step` returns)."""
 
     action: Literal["restore", "execute"]
-    attempt: int  # the attempt now running (execute), or the one that completed (restore)
+    attempt: int  # the attempt (within its execution) now running, or the one that completed (restore)
     checkpoints: tuple[CheckpointRef, ...]  # restore: every output, for load_value; execute: empty
     finished_at: datetime | None  # restore: when the checkpoint was made
     stale: tuple[str, ...]  # execute: completed steps sent back to pending because they read this one's outputs
@@ -79,6 +79,7 @@ class Begin:
     why: Why | None = None  # execute: why a completed step runs again; restore with ``held``: what changed
     held: Held | None = None  # restore: a completed effect step kept although ``why`` says it could run
     effect: bool = False  # the step is known to have side effects
+    execution: int = 1  # execute: the execution the attempt belongs to (each start from pending begins one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +440,8 @@ class Store(Protocol):
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
         """Move a failed or interrupted step back to ``running`` under ``owner``; returns the new attempt number.
+
+        A retry is the next attempt of the step's current execution (it does not begin a new one).
 
         Raises
         ------

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import duckdb
 
+from resumable._store.numbering import numbered_events
 from resumable.errors import SchemaVersionError, StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -124,6 +125,26 @@ MIGRATIONS: dict[int, list[str]] = {
         # A step's checkpoints are the rows of (coalesce(checkpoint_run, run_id), step, checkpoint_generation).
         "ALTER TABLE steps ADD COLUMN checkpoint_run VARCHAR",  # NULL: the step's own rows
         "ALTER TABLE steps ADD COLUMN checkpoint_generation INTEGER DEFAULT 0",
+    ],
+    # Attempts counted per execution (docs/durability.md, "Attempts and executions"): an execution
+    # begins at each start from pending (the transition ``start``); a retry of a failed or
+    # interrupted step is another attempt of the same one. ``attempts`` becomes the attempts of
+    # the current execution, ``executions`` counts them, both recounted from the event log, which
+    # stays as it was: readers number its events the same way (``rows.NUMBERED_EVENTS``).
+    7: [
+        "ALTER TABLE steps ADD COLUMN executions INTEGER DEFAULT 1",
+        """UPDATE steps SET executions = n.executions, attempts = n.attempts
+           FROM (SELECT run_id, step, greatest(1, max(execution)) AS executions,
+                        greatest(1, arg_max(attempt, seq)) AS attempts
+                 FROM ("""
+        + numbered_events("events")
+        + """) GROUP BY run_id, step) n
+           WHERE steps.run_id = n.run_id AND steps.step = n.step""",
+        # ``key_used`` now means "completed as an effect under this generation" (``steps.complete``):
+        # a step that completed without side effects, or has not completed since its last start,
+        # has not used its key, so a retry of its effect keeps that key.
+        """UPDATE steps SET key_used = false
+           WHERE key_used AND (NOT coalesce(effect, false) OR state IN ('running', 'failed', 'interrupted'))""",
     ],
 }
 
