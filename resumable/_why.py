@@ -96,7 +96,9 @@ class Explanation:
 
     def text(self) -> str:
         """The lines ``resumable why`` and ``%durable_why`` print."""
-        head = f"step '{self.step}', execution {self.execution}, attempt {self.attempt}: {self.line}"
+        # A step copied by a fork never executed in this run: it has no execution or attempt to name.
+        counted = "" if self.kind == "forked" else f", execution {self.execution}, attempt {self.attempt}"
+        head = f"step '{self.step}'{counted}: {self.line}"
         if self.held is not None:
             head += f"\nstep '{self.step}' was then held because it has side effects: {self.held}"
             head += " (restored, not repeated)"

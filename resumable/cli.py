@@ -383,9 +383,11 @@ def why(run_id: str, step: str, store: Path | None, as_json: bool) -> None:
         if found is None:  # a step row is written with its first start: not reached in practice
             raise CheckpointNotFoundError(opened.location, run_id, step)
     if as_json:
-        doc = {"run_id": run_id, "step": step, "state": status.state.value, "execution": found.execution,
-               "attempt": found.attempt, "kind": found.kind, "why": found.line, "held": found.held,
-               "diff": found.diff}  # fmt: skip
+        executed = found.kind != "forked"  # a step a fork copied never executed in this run
+        doc = {"run_id": run_id, "step": step, "state": status.state.value,
+               "execution": found.execution if executed else None,
+               "attempt": found.attempt if executed else None, "kind": found.kind, "why": found.line,
+               "held": found.held, "diff": found.diff}  # fmt: skip
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
     click.echo(found.text())

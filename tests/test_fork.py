@@ -334,7 +334,7 @@ def test_resumable_fork_show_why_and_sql(store_path: Path) -> None:
     assert [s["step"] for s in doc["steps"]] == ["load", "clean"]
     why = cli("why", "tuned", "clean", "--store", store_path)
     assert why.stdout == (
-        "step 'clean', attempt 1: restored from the fork of run 'origin': it shares that run's checkpoint "
+        "step 'clean': restored from the fork of run 'origin': it shares that run's checkpoint "
         "(not executed in this run)\n"
     )
     rows = cli("sql", "SELECT run_id, forked_from, forked_at FROM runs ORDER BY run_id", "--csv", "--store", store_path)
