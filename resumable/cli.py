@@ -526,8 +526,9 @@ def unlock(run_id: str, store: Path | None) -> None:
 def gc(store: Path | None) -> None:
     """Delete checkpoints of steps sent back to pending, and payload files nothing points to.
 
-    A failed, running or interrupted step keeps the checkpoint of its last completed attempt.
-    Payload files written within the last hour stay: a step may be about to record them.
+    A failed, running or interrupted step keeps the checkpoint of its last completed attempt,
+    and a checkpoint a forked run shares stays while that run needs it. Payload files written
+    within the last hour stay: a step may be about to record them.
     """
     with reported_errors():
         report = open_store(store, must_exist=True).gc()
