@@ -674,10 +674,11 @@ def gc(
 
     Without --keep-last, --older-than or --state no run is deleted: only checkpoints of steps
     sent back to pending and payload files nothing points to. A failed, running or interrupted
-    step keeps the checkpoint of its last completed attempt; payload files written within the
-    last hour stay (a step may be about to record them). The given options narrow each other:
-    --keep-last keeps the newest N runs of each pipeline among those --pipeline and --state
-    select, and --older-than deletes only runs whose last change came before then.
+    step keeps the checkpoint of its last completed attempt, and a checkpoint a forked run shares
+    stays while that run needs it; payload files written within the last hour stay (a step may
+    be about to record them). The given options narrow each other: --keep-last keeps the newest
+    N runs of each pipeline among those --pipeline and --state select, and --older-than deletes
+    only runs whose last change came before then.
     """
     selecting = keep_last is not None or older_than is not None or state is not None
     if pipeline is not None and not selecting:

@@ -518,8 +518,9 @@ class Store(Protocol):
         """Delete checkpoints of steps sent back to pending, then payloads nothing points to.
 
         Completed steps' checkpoints are never touched, nor the last good checkpoint of a step that
-        is running, failed or interrupted, nor payloads a write in progress (in any process) may be
-        about to record.
+        is running, failed or interrupted, nor a checkpoint another run (a fork) shares while one of
+        its steps that is not pending points at it, nor payloads a write in progress (in any
+        process) may be about to record.
         """
 
     def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
