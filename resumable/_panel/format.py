@@ -235,9 +235,9 @@ def header(
     )
 
 
-def run_label(run: RunInfo) -> str:
-    """A dropdown entry: ``order-42 · failed · 2026-11-25 10:02:11``."""
-    return f"{run.run_id} \u00b7 {run.state} \u00b7 {human_time(run.created_at)}".rstrip(" \u00b7")
+def run_label(run: RunInfo, state: RunState | None = None) -> str:
+    """A dropdown entry: ``order-42 · failed · 2026-11-25 10:02:11`` (``state``: the panel's whole-run state)."""
+    return f"{run.run_id} \u00b7 {state or run.state} \u00b7 {human_time(run.created_at)}".rstrip(" \u00b7")
 
 
 def note(text: str, *, bad: bool = False) -> str:

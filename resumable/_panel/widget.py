@@ -38,7 +38,7 @@ from resumable._panel import known as _known
 from resumable._panel import poll as _panel_poll
 from resumable._panel import rules
 from resumable._records import Owner, RunInfo, StepStatus
-from resumable._states import StepState
+from resumable._states import RunState, StepState
 from resumable._store import Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import CheckpointNotFoundError, OptionError, ResumableError
@@ -238,6 +238,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._was_viewed = False
         self._setting_runs = False
         self._run: RunInfo | None = None
+        self._state = RunState.EMPTY  # the shown run's state, its unreached steps counted as pending
 
         self._header = widgets.HTML()
         self._columns = widgets.HTML(fmt.columns(), layout=widgets.Layout(width="100%"))
@@ -289,7 +290,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             f"{name} {row.state.value if row.state else fmt.NOT_REACHED}" for name, row in self.rows.items()
         )
         return (
-            f"<resumable panel: run '{self._run.run_id}' of pipeline '{self._run.pipeline}' ({self._run.state})"
+            f"<resumable panel: run '{self._run.run_id}' of pipeline '{self._run.pipeline}' ({self._state})"
             f"{': ' + steps if steps else ''}>"
         )
 
@@ -354,6 +355,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         reached = {s.step for s in steps}
         missing = sum(1 for name in order if name not in reached)
         state = _known.whole_run_state((s.state for s in steps), missing)
+        self._state = state
         self._header.value = fmt.header(run, steps, not_reached=missing, state=state)
         if runs or run.run_id not in {v for _, v in self._runs.options}:
             self._set_runs(store.list_runs(run.pipeline, limit=50), run.run_id)
@@ -403,7 +405,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         """Fill the run selector (``runs`` empty: relabel the shown run only), selecting ``chosen``."""
         options = [(fmt.run_label(r), r.run_id) for r in runs] if runs else list(self._runs.options)
         if self._run is not None:
-            label = (fmt.run_label(self._run), chosen)
+            label = (fmt.run_label(self._run, self._state), chosen)
             options = [label if value == chosen else (text, value) for text, value in options]
             if label not in options:
                 options.insert(0, label)
