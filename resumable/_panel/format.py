@@ -39,15 +39,20 @@ CSS = """
 .rsm-panel .rsm-head { font-size: var(--jp-ui-font-size2, 14px); line-height: 1.6; overflow-wrap: anywhere; }
 .rsm-panel .rsm-head b { color: var(--jp-ui-font-color0); }
 .rsm-panel .rsm-muted { color: var(--jp-ui-font-color2); }
-.rsm-panel .rsm-info { display: flex; flex-wrap: wrap; column-gap: 12px; align-items: baseline; }
-.rsm-panel .rsm-facts { line-height: 1.5; min-width: 0; }
-.rsm-panel .rsm-name { font-weight: 600; width: 10em; overflow-wrap: anywhere; color: var(--jp-ui-font-color0); }
-.rsm-panel .rsm-num { width: 6.5em; color: var(--jp-ui-font-color1); white-space: nowrap; }
-.rsm-panel .rsm-outs { flex: 1 1 8em; min-width: 8em; color: var(--jp-ui-font-color1); overflow-wrap: anywhere; }
-.rsm-panel .rsm-cols { display: flex; column-gap: 12px; font-size: var(--jp-ui-font-size1, 13px); font-weight: 600;
-  color: var(--jp-ui-font-color2); border-bottom: 1px solid var(--jp-border-color2); padding: 2px 0; }
-.rsm-panel .rsm-cols .rsm-col-state { width: 8em; }
-.rsm-panel .rsm-cols .rsm-col-actions { flex: 0 0 auto; }
+.rsm-panel .rsm-info { display: flex; flex-wrap: wrap; column-gap: 8px; align-items: baseline; min-width: 0; }
+.rsm-panel .rsm-facts { line-height: 1.5; min-width: 0; font-size: var(--jp-ui-font-size1, 13px); }
+.rsm-panel .rsm-name { font-weight: 600; width: 8em; overflow-wrap: anywhere; color: var(--jp-ui-font-color0); }
+.rsm-panel .rsm-num { width: 4.8em; color: var(--jp-ui-font-color1); white-space: nowrap; }
+.rsm-panel .rsm-num.rsm-attempts { width: 5.6em; }
+.rsm-panel .rsm-num.rsm-time { width: auto; min-width: 5.6em; }
+.rsm-panel .rsm-outs { flex: 1 1 4em; min-width: 4em; color: var(--jp-ui-font-color1); overflow-wrap: anywhere; }
+.rsm-panel .rsm-cols { display: flex; column-gap: 4px; font-size: var(--jp-ui-font-size1, 13px); font-weight: 600;
+  color: var(--jp-ui-font-color2); border-bottom: 1px solid var(--jp-border-color2); padding: 2px 2px;
+  overflow: hidden; }
+.rsm-panel .rsm-cols .rsm-col-state { flex: 0 0 8em; }
+.rsm-panel .rsm-cols .rsm-info { flex: 1 1 auto; overflow: hidden; flex-wrap: nowrap; }
+.rsm-panel .rsm-cols .rsm-col-actions { flex: 0 0 auto; width: 16em; }
+.rsm-panel .rsm-actions { width: 16em; justify-content: flex-start; }
 .rsm-panel .rsm-error { color: var(--jp-error-color1, #cf222e); white-space: normal; overflow-wrap: anywhere;
   font-family: var(--jp-code-font-family); font-size: 12px; line-height: 1.4; }
 .rsm-panel pre.rsm-tb { background: var(--jp-layout-color2); color: var(--jp-content-font-color1);
@@ -61,8 +66,10 @@ CSS = """
 /* Narrow (a side panel, a 600 px window): no column headers; each number says what it is. */
 @container (max-width: 760px) {
   .rsm-panel .rsm-cols { display: none; }
-  .rsm-panel .rsm-num, .rsm-panel .rsm-outs { width: auto; flex: 0 1 auto; min-width: 0; }
+  .rsm-panel .rsm-num, .rsm-panel .rsm-num.rsm-time, .rsm-panel .rsm-outs { width: auto; flex: 0 1 auto;
+    min-width: 0; }
   .rsm-panel .rsm-name { width: 100%; }
+  .rsm-panel .rsm-actions { width: auto; }
   .rsm-panel .rsm-info [data-label]::before { content: attr(data-label) " "; color: var(--jp-ui-font-color2); }
 }
 /* The kernel that served this panel stopped (a restart): say so instead of showing dead controls. */
@@ -117,11 +124,11 @@ def not_reached_badge() -> str:
 
 def columns() -> str:
     """The column headers above the rows (hidden when the panel is narrow; each number says what it is)."""
-    kinds = {"step": "rsm-name", "outputs": "rsm-outs"}
+    kinds = {"step": "rsm-name", "attempts": "rsm-num rsm-attempts", "time": "rsm-num rsm-time", "outputs": "rsm-outs"}
     cells = "".join(f'<span class="{kinds.get(c, "rsm-num")}">{c}</span>' for c in COLUMNS)
     return (
         '<div class="rsm-cols"><span class="rsm-col-state">state</span>'
-        f'<span class="rsm-info" style="flex: 1 1 auto">{cells}</span>'
+        f'<span class="rsm-info">{cells}</span>'
         '<span class="rsm-col-actions">actions</span></div>'
     )
 
@@ -157,8 +164,8 @@ def step_info(status: StepStatus, why: str = "", timeline: str = "", now: dateti
         error = error[: MAX_ERROR_CHARS - 1] + "\u2026"
     cells = [
         f'<span class="rsm-name">{html.escape(status.step)}</span>',
-        f'<span class="rsm-num" title="attempts">{attempts(status.attempts)}</span>',
-        f'<span class="rsm-num rsm-time" title="elapsed, or the last attempt\'s duration">'
+        f'<span class="rsm-num rsm-attempts" title="attempts">{attempts(status.attempts)}</span>',
+        f'<span class="rsm-num rsm-time" title="elapsed, or the last attempt\'s duration" data-label="time">'
         f"{html.escape(elapsed(status, now))}</span>",
         f'<span class="rsm-num" title="stored output size" data-label="stored">{stored}</span>',
         f'<span class="rsm-outs" title="outputs" data-label="outputs:">{html.escape(outputs(status.outputs))}</span>',

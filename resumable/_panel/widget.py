@@ -89,6 +89,7 @@ class StepRow:
             [self.retry, self.rerun, self.invalidate, self.restore, self.fork, self.show_traceback],
             layout=widgets.Layout(flex_flow="row wrap", flex="0 1 auto", max_width="100%"),
         )
+        self.actions.add_class("rsm-actions")  # its width comes from the CSS: a column when wide, a line when narrow
         self.info.layout = widgets.Layout(flex="1 1 24em", min_width="0")
         line = widgets.HBox(
             [self.badge, self.info, self.actions],
@@ -241,15 +242,22 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._state = RunState.EMPTY  # the shown run's state, its unreached steps counted as pending
 
         self._header = widgets.HTML()
-        self._columns = widgets.HTML(fmt.columns(), layout=widgets.Layout(width="100%"))
+        self._columns = widgets.HTML(fmt.columns())
         # Shown by the CSS only once the front end marks the panel disconnected (its kernel stopped).
         self._gone = widgets.HTML(fmt.gone_notice())
         self._gone.add_class("rsm-gone-box")
         self._runs = widgets.Dropdown(
-            description="run", style={"description_width": "initial"}, layout=widgets.Layout(width="30em")
+            description="run",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="30em", max_width="100%", flex="0 1 auto"),
         )
         self._runs.add_class("rsm-runs")
-        self._refresh_button = widgets.Button(description="Refresh", icon="refresh", tooltip="Re-read the store")
+        self._refresh_button = widgets.Button(
+            description="Refresh",
+            icon="refresh",
+            tooltip="Re-read the store",
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
         self._refresh_button.add_class("rsm-refresh")
         self.downstream = widgets.Checkbox(
             value=False, description="also invalidate later steps", indent=False, layout=widgets.Layout(width="auto")
@@ -259,7 +267,8 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._rows_box = widgets.VBox()
         self._style = widgets.HTML(fmt.CSS, layout=widgets.Layout(display="none"))
         self._controls = widgets.HBox(
-            [self._runs, self._refresh_button, self.downstream], layout=widgets.Layout(align_items="center")
+            [self._runs, self._refresh_button, self.downstream],
+            layout=widgets.Layout(align_items="center", flex_flow="row wrap", max_width="100%"),
         )
         self._fixed = [
             self._style, self._gone, self._header, self._controls, self._note, self._columns, self._rows_box,
