@@ -701,3 +701,16 @@ def test_plain_text_of_the_panel_says_how_to_get_a_live_one(shell: Any, panels: 
         "widgets. If its kernel has stopped, run %durable_panel to show a live one.)"
     )
     assert fmt.GONE in html.unescape(p._gone.value)  # what the browser shows once the kernel stopped
+
+
+def test_timeline_shows_an_attempt_cut_short_by_a_dead_process(shell: Any, panels: Any) -> None:
+    """An attempt whose process died has no end in the log: the timeline says interrupted, then the retry."""
+    store = open_store()
+    store.begin_step(StepRequest("r1", "crashed", _dead_owner(), "x = 1", "d", (), {"magic_line": "crashed"}))
+    p = panels()
+    row = p.rows["crashed"]
+    assert row.state is StepState.INTERRUPTED
+    assert re.search(r"attempts: #1 \d\d:\d\d:\d\d interrupted</div>", row.info.value), row.info.value
+    assert not p.ticking  # an interrupted step's time does not tick
+    row.retry.click()
+    assert re.search(r"#1 \d\d:\d\d:\d\d interrupted · #2 \d\d:\d\d:\d\d completed in", html.unescape(row.info.value))

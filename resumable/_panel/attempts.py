@@ -54,15 +54,18 @@ def timelines(events: list[Event]) -> dict[str, list[Attempt]]:
 
 
 def _clock(moment: datetime) -> str:
-    return moment.astimezone().strftime("%H:%M:%S")
+    """``10:03:00`` today, ``2026-11-25 10:03:00`` on another day (local time)."""
+    local = moment.astimezone()
+    return local.strftime("%H:%M:%S" if local.date() == datetime.now().date() else "%Y-%m-%d %H:%M:%S")
 
 
 def describe(attempt: Attempt, state_now: StepState | None = None) -> str:
     """``#2 10:03:00 completed in 1.2 s``; an open attempt of a step no longer running is interrupted."""
     head = f"#{attempt.number} {_clock(attempt.started_at)}"
-    if attempt.ended_at is None:
-        if state_now is StepState.RUNNING:
-            return f"{head} running"
+    if attempt.ended_at is None and state_now is StepState.RUNNING:
+        return f"{head} running"
+    if attempt.ended_at is None or attempt.outcome == StepState.INTERRUPTED.value:
+        # Its process died at a moment nobody logged: the interruption is recorded later, when found.
         return f"{head} interrupted"
     verb = "in" if attempt.outcome == StepState.COMPLETED.value else "after"
     return f"{head} {attempt.outcome} {verb} {human_duration(attempt.duration_s)}"

@@ -47,6 +47,7 @@ from resumable.pipeline import check_name
 POLL_S = _panel_poll.POLL_S
 NO_SOURCE_TIP = rules.NO_SOURCE_TIP
 _POLLER = _panel_poll.POLLER
+MAX_REPR_STEPS = 20  # the plain-text form lists this many steps, then a count
 Fork = Callable[[str], str]  # the step name -> the new run's id (the magics layer forks the kernel's run)
 
 
@@ -295,9 +296,10 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         # The plain-text form (a terminal, a notebook viewer without widgets) says what the rows say.
         if self._run is None:
             return "<resumable panel: no run yet>"
-        steps = ", ".join(
-            f"{name} {row.state.value if row.state else fmt.NOT_REACHED}" for name, row in self.rows.items()
-        )
+        shown = [f"{name} {row.state.value if row.state else fmt.NOT_REACHED}" for name, row in self.rows.items()][
+            :MAX_REPR_STEPS
+        ]
+        steps = ", ".join(shown) + (f", ... {len(self.rows) - len(shown)} more" if len(self.rows) > len(shown) else "")
         return (
             f"<resumable panel: run '{self._run.run_id}' of pipeline '{self._run.pipeline}' ({self._state})"
             f"{': ' + steps if steps else ''}>"
