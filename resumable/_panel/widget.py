@@ -62,7 +62,7 @@ class StepRow:
         self._status: StepStatus | None = None
         self._texts = ("", "")  # the why line and the attempts timeline last drawn
         self.badge = widgets.HTML(layout=widgets.Layout(width="8em"))
-        self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", overflow="hidden"))
+        self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 24em", min_width="0"))
         self.retry = widgets.Button(description="Retry", icon="repeat", button_style="warning")
         self.rerun = widgets.Button(description="Rerun", icon="refresh")
         self.invalidate = widgets.Button(description="Invalidate", icon="undo")
@@ -91,7 +91,6 @@ class StepRow:
             layout=widgets.Layout(flex_flow="row wrap", flex="0 1 auto", max_width="100%"),
         )
         self.actions.add_class("rsm-actions")  # its width comes from the CSS: a column when wide, a line when narrow
-        self.info.layout = widgets.Layout(flex="1 1 24em", min_width="0")
         line = widgets.HBox(
             [self.badge, self.info, self.actions],
             layout=widgets.Layout(align_items="center", width="100%", flex_flow="row wrap"),
