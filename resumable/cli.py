@@ -875,7 +875,8 @@ def execute(
         click.echo(
             f"run '{result.run_id}' of pipeline '{result.pipeline}': {result.outcome.replace('_', ' ')} after "
             f"{result.restarts} kernel restart{'s' if result.restarts != 1 else ''}; steps executed: {executed}; "
-            f"restored: {restored}",
+            f"restored: {restored}"
+            + (f"; not reached: {', '.join(result.steps_not_reached)}" if result.steps_not_reached else ""),
             err=True,
         )
         click.echo(f"executed notebook: {result.output}", err=True)

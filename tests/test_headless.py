@@ -576,3 +576,19 @@ def test_a_failure_caused_by_a_parameter_gives_a_resume_command_that_corrects_it
     run = store.get_run("bad-1")
     assert run is not None and run.params == {"limit": 12}
     store.close()
+
+
+def test_a_run_that_stops_early_names_the_steps_it_did_not_reach(tmp_path: Path) -> None:
+    """The summary never reads as done while a step of the notebook has not run: it lists the steps not reached."""
+    nb = write_nb(
+        tmp_path / "three.ipynb",
+        "%load_ext resumable",
+        "%%durable_step load\nrows = 3",
+        "%%durable_step parse\nraise ValueError('bad row')",
+        "%%durable_step email\nsent = True",
+    )
+    done = cli("execute", nb.name, "--run-id", "r1", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "steps executed: load; restored: none; not reached: email" in done.stderr  # 'parse' failed
+    recorded = nbformat.read(tmp_path / "three.resumable.ipynb", as_version=4).metadata["resumable"]
+    assert recorded["steps_not_reached"] == ["email"]  # as --json prints it (ExecutionResult.steps_not_reached)

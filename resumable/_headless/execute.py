@@ -35,6 +35,7 @@ from resumable._headless.names import (
     pinned_run_id,
     pipeline_of,
     resume_command,
+    step_of,
 )
 from resumable._headless.notebook import (
     error_output,
@@ -98,6 +99,9 @@ class ExecutionResult:
     error: str | None = None  # the whole message, resume command included
     failed_cell: int | None = None
     failed_step: str | None = None
+    # The notebook's steps the last pass neither executed nor restored (it stopped before them):
+    # a run is never reported as done while one of these has not run.
+    steps_not_reached: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (``resumable execute --json`` prints it)."""
@@ -383,6 +387,10 @@ def _finish(
 ) -> ExecutionResult:
     last = passes[-1]
     outcome: Outcome = last.outcome
+    cells = [c for c in job.source_nb.cells if c.cell_type == "code"]
+    known = dict.fromkeys(n for n in (step_of(c.source) for c in cells) if n is not None)
+    stopped_in = {failure.step if failure else None, last.step}  # reached: the pass stopped there
+    not_reached = tuple(n for n in known if n not in {*last.executed, *last.restored, *stopped_in})
     error: Exception | None = None
     if failure is not None:
         kind = error_class(failure.ename)
@@ -408,6 +416,7 @@ def _finish(
         "restarts": len(passes) - 1,
         "steps_executed": list(last.executed),
         "steps_restored": list(last.restored),
+        "steps_not_reached": list(not_reached),
     }
     write_notebook(nb, out_path, nb_path)
     result = ExecutionResult(
@@ -429,6 +438,7 @@ def _finish(
         error=str(error) if error is not None else None,
         failed_cell=failure.cell_index if failure else last.cell_index,
         failed_step=failure.step if failure else last.step,
+        steps_not_reached=not_reached,
     )
     if error is not None and raise_on_error:
         raise error
