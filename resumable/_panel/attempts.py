@@ -89,4 +89,6 @@ def timeline_html(attempts: list[Attempt], state_now: StepState | None = None) -
     parts = [html.escape(describe(a, state_now if a is attempts[-1] else None, executions=several)) for a in shown]
     earlier = len(attempts) - len(shown)
     lead = f"{earlier} earlier &middot; " if earlier else ""
-    return f'<div class="rsm-timeline rsm-muted">attempts: {lead}{" &middot; ".join(parts)}</div>'
+    count = len({a.execution for a in attempts})
+    executed = f"executed {count} times &middot; " if several else ""
+    return f'<div class="rsm-timeline rsm-muted">{executed}attempts: {lead}{" &middot; ".join(parts)}</div>'

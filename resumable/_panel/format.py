@@ -44,7 +44,6 @@ CSS = """
 .rsm-panel .rsm-name { font-weight: 600; width: 8em; overflow-wrap: anywhere; color: var(--jp-ui-font-color0); }
 .rsm-panel .rsm-num { width: 4.8em; color: var(--jp-ui-font-color1); white-space: nowrap; }
 .rsm-panel .rsm-num.rsm-attempts { width: 5.6em; }
-.rsm-panel .rsm-num.rsm-executions { width: 6.8em; }
 .rsm-panel .rsm-num.rsm-time { width: auto; min-width: 5.6em; }
 .rsm-panel .rsm-outs { flex: 1 1 4em; min-width: 4em; color: var(--jp-ui-font-color1); overflow-wrap: anywhere; }
 .rsm-panel .rsm-cols { display: flex; column-gap: 4px; font-size: var(--jp-ui-font-size1, 13px); font-weight: 600;
@@ -100,11 +99,6 @@ def attempts(count: int) -> str:
     return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
-def executions(count: int) -> str:
-    """``1 execution``, ``3 executions``: how many times the step executed (each edit, stale re-run... begins one)."""
-    return f"{count} execution" if count == 1 else f"{count} executions"
-
-
 def kept_from(status: StepStatus) -> str:
     """Which earlier execution wrote the checkpoint a not-completed step keeps: ``execution 1``."""
     return f"execution {status.kept_execution or 1}"
@@ -112,7 +106,7 @@ def kept_from(status: StepStatus) -> str:
 
 NOT_REACHED = "not reached"
 MAX_OUTPUT_NAMES = 6
-COLUMNS = ("step", "attempts", "executions", "time", "stored", "outputs")
+COLUMNS = ("step", "attempts", "time", "stored", "outputs")
 GONE = "This panel belonged to a kernel that has stopped. Run %durable_panel to show a live one."
 PLAIN_FALLBACK = (
     "(This text stands in for the live panel, which needs its kernel running and a front end that shows "
@@ -138,7 +132,6 @@ def columns() -> str:
     kinds = {
         "step": "rsm-name",
         "attempts": "rsm-num rsm-attempts",
-        "executions": "rsm-num rsm-executions",
         "time": "rsm-num rsm-time",
         "outputs": "rsm-outs",
     }
@@ -169,7 +162,7 @@ def outputs(names: tuple[str, ...]) -> str:
 
 
 def step_info(status: StepStatus, why: str = "", timeline: str = "", now: datetime | None = None) -> str:
-    """The row's text: name, attempts, executions, time, stored size, outputs; then the error, ``why``, the timeline.
+    """The row's text: name, attempts, time, stored size, outputs; then the error, ``why``, the timeline.
 
     ``why`` is the step's line from ``resumable why`` (without the diff): why it last executed.
     ``timeline`` is the attempts line (:func:`resumable._panel.attempts.timeline_html`). ``now``
@@ -183,8 +176,6 @@ def step_info(status: StepStatus, why: str = "", timeline: str = "", now: dateti
         f'<span class="rsm-name">{html.escape(status.step)}</span>',
         f'<span class="rsm-num rsm-attempts" title="attempts of its current execution (the retry limit counts these)">'
         f"{attempts(status.attempts)}</span>",
-        f'<span class="rsm-num rsm-executions" title="times the step executed (first run, edits, stale re-runs...)">'
-        f"{executions(status.executions)}</span>",
         f'<span class="rsm-num rsm-time" title="elapsed, or the last attempt\'s duration" data-label="time">'
         f"{html.escape(elapsed(status, now))}</span>",
         f'<span class="rsm-num" title="stored output size" data-label="stored">{stored}</span>',

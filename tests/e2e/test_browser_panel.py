@@ -218,7 +218,7 @@ def test_the_panel_in_the_browser(lab: Lab, capsys: pytest.CaptureFixture[str]) 
             assert "known from the notebook" in _text(email)
             header = page.locator(".rsm-head")
             assert "3 steps: 1 completed, 1 failed, 1 not reached" in _text(header)
-            assert _text(page.locator(".rsm-cols")) == "state step attempts executions time stored outputs actions"
+            assert _text(page.locator(".rsm-cols")) == "state step attempts time stored outputs actions"
             assert "orders" in _text(load)  # its output's name
             assert re.search(r"attempts: #1 \d\d:\d\d:\d\d failed after", _text(courier))
             retry = courier.locator("button.rsm-retry")
