@@ -495,6 +495,42 @@ def test_fork_from_here_forks_the_current_run_and_makes_it_current(
     ]  # fmt: skip
 
 
+def test_the_panels_fork_from_here_button_forks_the_kernels_run(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """%durable_panel's real button: the kernel joins the fork, whose cells before the step restore."""
+    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    ip = started_shell()
+    ip.run_cell("import resumable")
+    _notebook_origin(ip)
+    panel = ip.run_line_magic("durable_panel", "")
+    try:
+        button = panel.rows["report"].fork
+        assert button.layout.display != "none" and not button.disabled
+        button.click()
+        current = notebook_run()
+        assert current is not None and current.run_id != "origin"
+        assert panel.run_id == current.run_id
+        capsys.readouterr()
+        assert step(ip, "load", "rows = list(range(limit))\nprint('loaded', len(rows))").success
+        assert step(ip, "charge", "key = resumable.idempotency_key()\ncharged = len(rows)").success
+        assert step(ip, "report", "total = sum(rows)\nprint('total', total)").success
+        out = capsys.readouterr().out
+        assert (
+            "↺ restored step 'load'" in out
+            and "↺ restored step 'charge'" in out
+            and "restored step 'report'" not in out
+        )
+        store = open_store(store_path)
+        assert [(s.step, s.state.value) for s in store.list_steps(current.run_id)] == [
+            ("load", "completed"), ("charge", "completed"), ("report", "completed"),
+        ]  # fmt: skip
+        assert [e.transition for e in store.list_events(current.run_id, "report")] == ["start", "ok"]
+        assert [e.transition for e in store.list_events(current.run_id, "load")] == ["forked"]
+    finally:
+        panel.close()
+
+
 def test_durable_run_fork_refusals_are_usage_errors(
     store_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
