@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ipython_shell import fresh_kernel, started_shell
 
 from resumable._store import forget_all
 
@@ -15,6 +17,16 @@ from resumable._store import forget_all
 def store_path(tmp_path: Path) -> Path:
     """A fresh store file in the test's own folder (created on first use)."""
     return tmp_path / ".resumable" / "store.duckdb"
+
+
+@pytest.fixture
+def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real IPython shell on this test's store, its run 'r1'; a fresh kernel namespace afterwards."""
+    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
+    ip = started_shell()
+    yield ip
+    fresh_kernel(ip)
 
 
 @pytest.fixture(autouse=True)

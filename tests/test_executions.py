@@ -12,28 +12,18 @@ import html
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from ipython_shell import fresh_kernel, started_shell, step
+from ipython_shell import step
 
 import resumable
 from resumable import StepFailed, StepState
 from resumable._owner import current_owner
 from resumable._store import forget_all, open_store
 from resumable._store.schema import SCHEMA_VERSION
-
-
-@pytest.fixture
-def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
-    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
-    ip = started_shell()
-    yield ip
-    fresh_kernel(ip)
 
 
 def cli(*args: str | Path) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
-from ipython_shell import fresh_kernel, started_shell, step
+from ipython_shell import fresh_kernel, step
 
 from resumable import StepFailed, StepState, StepTimeout, UnserializableOutputError, load
 from resumable._kernel_run import notebook_run
@@ -18,15 +17,6 @@ from resumable._magics import load_ipython_extension
 from resumable._store import open_store
 
 RESTORED = re.compile(r"↺ restored step '(\w+)' from checkpoint of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
-
-
-@pytest.fixture
-def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
-    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
-    ip = started_shell()
-    yield ip
-    fresh_kernel(ip)
 
 
 @pytest.fixture

@@ -12,19 +12,10 @@ from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
-from ipython_shell import fresh_kernel, started_shell, step
+from ipython_shell import fresh_kernel, step
 
 from resumable import StepTimeout
 from resumable._store import open_store
-
-
-@pytest.fixture
-def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
-    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
-    ip = started_shell()
-    yield ip
-    fresh_kernel(ip)
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,12 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from ipython_shell import fresh_kernel, started_shell, step
+from ipython_shell import step
 
 import resumable
 from resumable import _codec
@@ -270,15 +269,6 @@ def test_gc_collects_part_files_of_killed_writes_only(store_path: Path) -> None:
             w.kill()
             w.wait()
     assert open_store(store_path).gc().files_removed == 1
-
-
-@pytest.fixture
-def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
-    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
-    ip = started_shell()
-    yield ip
-    fresh_kernel(ip)
 
 
 def _stored(store_path: Path, step_name: str) -> set[str]:

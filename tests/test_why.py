@@ -10,29 +10,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 from history_store import kill, start_worker
-from ipython_shell import fresh_kernel, started_shell, step
+from ipython_shell import step
 from old_schema import drop_migration_6
 
 import resumable
 from resumable._owner import current_owner
 from resumable._store import forget_all
 from resumable._store.schema import SCHEMA_VERSION
-
-
-@pytest.fixture
-def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
-    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
-    ip = started_shell()
-    yield ip
-    fresh_kernel(ip)
 
 
 def why(store: Path, run_id: str, name: str, *more: str, code: int = 0) -> subprocess.CompletedProcess[str]:
