@@ -36,14 +36,16 @@ def test_open_store_gives_one_store_per_location(store_path: Path, monkeypatch: 
     assert open_store(Path(".resumable") / "store.duckdb") is store
 
 
-def test_a_url_is_refused_rather_than_taken_for_a_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server URL is not a file path: nothing is created, and the password is never shown."""
+def test_a_url_of_another_kind_is_refused_rather_than_taken_for_a_file_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL that names no store resumable can keep is not a file path: nothing is created, no password shown."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(resumable.StorePathError) as excinfo:
-        resumable.Pipeline("p", store="postgresql://me:secret@db.internal/shop").runs()
+        resumable.Pipeline("p", store="mysql://me:secret@db.internal/shop").runs()
     assert str(excinfo.value) == (
-        "store 'postgresql://db.internal/shop' is a URL, and this version of resumable keeps stores in files only. "
-        "Use a file path."
+        "store 'mysql://db.internal/shop' is a mysql:// URL, and resumable keeps stores in files or on a "
+        "PostgreSQL server only. Use a file path or a postgresql:// URL."
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -65,23 +67,23 @@ def test_newer_schema_version_is_refused_untouched(store_path: Path) -> None:
         assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("99",)
 
 
-def test_run_of_another_pipeline_is_refused(store_path: Path) -> None:
+def test_run_of_another_pipeline_is_refused(store_location: str) -> None:
     """A run id already used by another pipeline is not joined: the message names both pipelines."""
-    with resumable.Pipeline("checkout", store=store_path).run(run_id="order-42"):
+    with resumable.Pipeline("checkout", store=store_location).run(run_id="order-42"):
         pass
-    refund = resumable.Pipeline("refund", store=store_path)
+    refund = resumable.Pipeline("refund", store=store_location)
     with pytest.raises(resumable.PipelineMismatchError) as excinfo, refund.run(run_id="order-42"):
         pass
     assert str(excinfo.value) == (
         "run 'order-42' belongs to pipeline 'checkout', not 'refund'; nothing was changed. Use another run id, or "
         "open it with pipeline 'checkout'."
     )
-    assert open_store(store_path).get_run("order-42").pipeline == "checkout"  # type: ignore[union-attr]
+    assert open_store(store_location).get_run("order-42").pipeline == "checkout"  # type: ignore[union-attr]
 
 
-def test_new_run_under_a_taken_id_is_refused(store_path: Path) -> None:
+def test_new_run_under_a_taken_id_is_refused(store_location: str) -> None:
     """``new=True`` with an id the store has already says so and changes nothing."""
-    pipe = resumable.Pipeline("checkout", store=store_path)
+    pipe = resumable.Pipeline("checkout", store=store_location)
     with pipe.run(run_id="order-42") as run:
         run.step("charge", lambda: 1)
     with pytest.raises(resumable.RunExistsError) as excinfo, pipe.run(run_id="order-42", new=True):
@@ -92,54 +94,54 @@ def test_new_run_under_a_taken_id_is_refused(store_path: Path) -> None:
     )
 
 
-def test_load_names_what_is_missing(store_path: Path) -> None:
+def test_load_names_what_is_missing(store_location: str) -> None:
     """resumable.load says which level is missing: the run, the step, or a completed checkpoint."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1") as run:
         run.step("good", lambda: 1)
         with pytest.raises(ZeroDivisionError):
             run.step("bad", lambda: 1 / 0)
     with pytest.raises(resumable.CheckpointNotFoundError) as missing_run:
-        resumable.load("r9", "good", store=store_path)
+        resumable.load("r9", "good", store=store_location)
     assert str(missing_run.value) == (
-        f"run 'r9' does not exist in store '{store_path}'. List the runs with: resumable runs"
+        f"run 'r9' does not exist in store '{store_location}'. List the runs with: resumable runs"
     )
     with pytest.raises(resumable.CheckpointNotFoundError) as missing_step:
-        resumable.load("r1", "ship", store=store_path)
+        resumable.load("r1", "ship", store=store_location)
     assert str(missing_step.value) == (
-        f"run 'r1' has no step 'ship' in store '{store_path}'. See its steps with: resumable show r1"
+        f"run 'r1' has no step 'ship' in store '{store_location}'. See its steps with: resumable show r1"
     )
     with pytest.raises(resumable.CheckpointNotFoundError) as failed:
-        resumable.load("r1", "bad", store=store_path)
+        resumable.load("r1", "bad", store=store_location)
     assert str(failed.value) == (
         "step 'bad' (run 'r1') is failed, not completed, so it has no checkpoint to load. Resume the run to "
         "complete it; see its steps with: resumable show r1"
     )
     with pytest.raises(resumable.CheckpointNotFoundError) as no_output:
-        resumable.load("r1", "good", "total", store=store_path)
+        resumable.load("r1", "good", "total", store=store_location)
     assert str(no_output.value) == "step 'good' (run 'r1') has no output 'total'; it has ['return']."
     assert (no_output.value.run_id, no_output.value.step, no_output.value.output) == ("r1", "good", "total")
 
 
-def test_load_of_a_step_with_several_outputs_asks_for_a_name(store_path: Path) -> None:
+def test_load_of_a_step_with_several_outputs_asks_for_a_name(store_location: str) -> None:
     """A notebook step stores each variable apart; load without a name lists them with an example."""
-    store = open_store(store_path)
+    store = open_store(store_location)
     me = current_owner()
     store.open_run("r1", "nb")
     store.begin_step(StepRequest("r1", "split", me))
     blobs = (store.encode("train", [1, 2]), store.encode("test", [3]))
     store.complete_step(Completion("r1", "split", me, blobs, 0.1))
     with pytest.raises(resumable.CheckpointNotFoundError) as excinfo:
-        resumable.load("r1", "split", store=store_path)
+        resumable.load("r1", "split", store=store_location)
     assert str(excinfo.value) == (
         "step 'split' (run 'r1') has outputs ['test', 'train']; name one, e.g. load('r1', 'split', 'test')."
     )
-    assert resumable.load("r1", "split", "train", store=store_path) == [1, 2]
+    assert resumable.load("r1", "split", "train", store=store_location) == [1, 2]
 
 
-def test_running_step_cannot_be_invalidated(store_path: Path) -> None:
+def test_running_step_cannot_be_invalidated(store_location: str) -> None:
     """Invalidating a step this process is running is refused and changes nothing."""
-    store = open_store(store_path)
+    store = open_store(store_location)
     me = current_owner()
     store.open_run("r1", "p")
     store.begin_step(StepRequest("r1", "done", me))
@@ -154,9 +156,9 @@ def test_running_step_cannot_be_invalidated(store_path: Path) -> None:
     assert [s.state.value for s in store.list_steps("r1")] == ["completed", "running"]
 
 
-def test_completion_after_another_process_took_the_step_over_is_refused(store_path: Path) -> None:
+def test_completion_after_another_process_took_the_step_over_is_refused(store_location: str) -> None:
     """A process taken for dead cannot record a completion over the new state: nothing is stored."""
-    store = open_store(store_path)
+    store = open_store(store_location)
     gone = _dead_owner()
     store.open_run("r1", "p")
     store.begin_step(StepRequest("r1", "charge", gone))
@@ -173,19 +175,19 @@ def test_completion_after_another_process_took_the_step_over_is_refused(store_pa
     assert store.checkpoint_refs("r1", "charge") == ()
 
 
-def test_encode_error_is_the_seams_own(store_path: Path) -> None:
+def test_encode_error_is_the_seams_own(store_location: str) -> None:
     """Store.encode reports an unpicklable value with the seam's EncodeError, naming the output and its type."""
     import threading
 
     with pytest.raises(EncodeError) as excinfo:
-        open_store(store_path).encode("lock", threading.Lock())
+        open_store(store_location).encode("lock", threading.Lock())
     assert (excinfo.value.name, excinfo.value.type_name) == ("lock", "_thread.lock")
     assert isinstance(excinfo.value.__cause__, TypeError)
 
 
-def test_a_re_executed_step_replaces_its_checkpoints(store_path: Path) -> None:
+def test_a_re_executed_step_replaces_its_checkpoints(store_location: str) -> None:
     """After an invalidation, the next completion replaces the checkpoint: a restore returns the new value."""
-    store = open_store(store_path)
+    store = open_store(store_location)
     me = current_owner()
     store.open_run("r1", "nb")
     for value in (1, 2):
@@ -196,24 +198,24 @@ def test_a_re_executed_step_replaces_its_checkpoints(store_path: Path) -> None:
     store.complete_step(Completion("r1", "make", me, (store.encode("return", 3),), 0.1))
     (ref,) = store.checkpoint_refs("r1", "make")
     assert store.load_value(ref) == 3
-    pipe = resumable.Pipeline("p", store=store_path)  # a claimed run: its first completion is deferred
+    pipe = resumable.Pipeline("p", store=store_location)  # a claimed run: its first completion is deferred
     with pipe.run(run_id="r2") as run:
         run.step("make", lambda: 1)
     store.invalidate("r2", "make", me)
     with pipe.run(run_id="r2") as run:
         assert run.step("make", lambda: 2) == 2
     assert [r.name for r in store.checkpoint_refs("r2", "make")] == ["return"]
-    assert resumable.load("r2", "make", store=store_path) == 2
+    assert resumable.load("r2", "make", store=store_location) == 2
 
 
-def test_gc_keeps_young_unreferenced_payloads_and_removes_old_ones(store_path: Path) -> None:
+def test_gc_keeps_young_unreferenced_payloads_and_removes_old_ones(store_location: str) -> None:
     """A large output encoded but not yet recorded survives gc; an old orphan and superseded rows go."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     big = np.arange(100_000, dtype=np.float64)  # 800 kB: a payload file, not inline bytes
     with pipe.run(run_id="r1") as run:
         run.step("old", lambda: big + 1)
-    store = open_store(store_path)
-    payloads = store_path.parent / (store_path.name + ".payloads")
+    store = open_store(store_location)
+    payloads = store.payload_dir  # type: ignore[attr-defined]  # both stores name their payload folder
     (old_file,) = [payloads / r.file for r in store.checkpoint_refs("r1", "old") if r.file]
     store.invalidate("r1", "old", current_owner())
     in_flight = store.encode("new", big + 2)  # another step's output, its row not committed yet

@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from resumable import _codec
 from resumable._records import Blob
 from resumable._store import faults
 from resumable._store.base import CheckpointRef, Completion, EncodeError, WriteFault
+from resumable._store.dialect import Connection
 from resumable.errors import CheckpointIntegrityError
 
 # An unreferenced payload file younger than this may belong to a write in progress in some process:
@@ -28,7 +27,7 @@ from resumable.errors import CheckpointIntegrityError
 WRITE_GRACE_S = 3600.0
 
 
-def refs(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
+def refs(con: Connection, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
     """A step's checkpoints: the display first, then the values by name."""
     rows = con.execute(
         """SELECT name, kind, codec, digest, signature, size, data, file FROM checkpoints
@@ -39,7 +38,7 @@ def refs(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> tuple[Checkp
 
 
 def replace(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     outputs: Sequence[Blob],
@@ -65,7 +64,7 @@ def replace(
     )
 
 
-def drop_superseded(con: duckdb.DuckDBPyConnection) -> int:
+def drop_superseded(con: Connection) -> int:
     """Delete checkpoint rows of steps sent back to pending (invalidated, stale) or gone; returns how many.
 
     A step that is running, failed or interrupted keeps the checkpoint of its last completed
@@ -79,7 +78,7 @@ def drop_superseded(con: duckdb.DuckDBPyConnection) -> int:
     return len(rows)
 
 
-def referenced_files(con: duckdb.DuckDBPyConnection) -> set[str]:
+def referenced_files(con: Connection) -> set[str]:
     """Every payload file a checkpoint row points to (relative to the payload folder)."""
     return {r[0] for r in con.execute("SELECT file FROM checkpoints WHERE file IS NOT NULL").fetchall()}
 

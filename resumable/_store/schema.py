@@ -7,8 +7,7 @@ than guessed at.
 
 from __future__ import annotations
 
-import duckdb
-
+from resumable._store.dialect import Connection, dialect_of
 from resumable.errors import SchemaVersionError, StoreError
 
 SCHEMA_VERSION = 5
@@ -116,8 +115,10 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
-def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
+def migrate(con: Connection, location: str) -> None:
     """Bring the store to ``SCHEMA_VERSION`` inside the caller's transaction; refuse a newer one untouched."""
+    sql = dialect_of(con)
+    sql.lock_name(con, "schema")  # two processes opening a new server store: one migrates it
     con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = int(row[0]) if row else 0
@@ -125,14 +126,14 @@ def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
         raise SchemaVersionError(location, version, SCHEMA_VERSION)
     for number in range(version + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[number]:
-            con.execute(statement)
+            con.execute(sql.ddl(statement))
     if version != SCHEMA_VERSION:
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        con.execute(sql.upsert("meta", ("key", "value"), ("key",)), ["schema_version", str(SCHEMA_VERSION)])
 
 
-def check_version(con: duckdb.DuckDBPyConnection, location: str) -> None:
+def check_version(con: Connection, location: str) -> None:
     """For a read-only open: the store must be at ``SCHEMA_VERSION`` already (nothing is migrated)."""
-    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'").fetchone()
+    exists = con.execute(dialect_of(con).exists_table, ["meta"]).fetchone()
     row = (
         con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if exists and exists[0] else None
     )

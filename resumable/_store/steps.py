@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import duckdb
-
 from resumable import _inputs
 from resumable import _why as _why_text
 from resumable._inputs import InputChange
@@ -21,6 +19,7 @@ from resumable._records import Event, Owner, StepStatus
 from resumable._states import StepState, Transition, check_transition
 from resumable._store import checkpoints
 from resumable._store.base import Begin, Completion, StepRequest
+from resumable._store.dialect import Connection, dialect_of
 from resumable._store.liveness import OwnerKey, dead_owners, shown_state
 from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
 from resumable._store.runs import check_owner
@@ -50,7 +49,7 @@ def _why(view: RunView, req: StepRequest) -> Why:
 ABANDONED = "left running by this process: its last attempt ended without being recorded"
 
 
-def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, abandoned: bool = False) -> Begin:
+def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool = False) -> Begin:
     """Restore or start a step: the decision of :meth:`Store.begin_step`, in the caller's transaction.
 
     ``abandoned``: this process is not executing the step now, so if the store still shows it
@@ -134,7 +133,7 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, ab
     return Begin("execute", attempts, (), None, tuple(stale), generation, why, None, effect)
 
 
-def mark_effect(con: duckdb.DuckDBPyConnection, run_id: str, step: str, owner: Owner) -> None:
+def mark_effect(con: Connection, run_id: str, step: str, owner: Owner) -> None:
     """Record that a running step has side effects (it asked for an idempotency key)."""
     changed = con.execute(
         """UPDATE steps SET effect = true WHERE run_id = ? AND step = ? AND state = 'running'
@@ -145,9 +144,7 @@ def mark_effect(con: duckdb.DuckDBPyConnection, run_id: str, step: str, owner: O
         raise StepChangedError(run_id, step, StepState.RUNNING.value)
 
 
-def _invalidate_readers(
-    con: duckdb.DuckDBPyConnection, run_id: str, step: str, names: list[str], who: Owner
-) -> list[str]:
+def _invalidate_readers(con: Connection, run_id: str, step: str, names: list[str], who: Owner) -> list[str]:
     """Send completed steps after ``step`` that read any of ``names`` back to pending (stale).
 
     Effect steps stay completed: they are held when reached (their inputs then differ).
@@ -169,7 +166,7 @@ def _invalidate_readers(
     return stale
 
 
-def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
+def complete(con: Connection, done: Completion) -> None:
     """Mark the step completed and make ``done``'s outputs its checkpoints, in the caller's transaction."""
     names = [b.name for b in done.outputs]
     extra = (
@@ -191,7 +188,7 @@ def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
 
 
 def fail(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     owner: Owner,
@@ -208,7 +205,7 @@ def fail(
 
 
 def fail_if_running(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     owner: Owner,
@@ -227,7 +224,7 @@ def fail_if_running(
     return True
 
 
-def retry(con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str, owner: Owner) -> int:
+def retry(con: Connection, location: str, run_id: str, step: str, owner: Owner) -> int:
     """Failed or interrupted back to running under ``owner``; returns the attempt number."""
     view = check_owner(con, location, run_id, owner, step)
     if view.state is None:
@@ -237,7 +234,7 @@ def retry(con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str,
 
 
 def invalidate(
-    con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str, who: Owner, downstream: bool, reason: str
+    con: Connection, location: str, run_id: str, step: str, who: Owner, downstream: bool, reason: str
 ) -> list[str]:
     """Send a step (and with ``downstream`` every later one) back to pending; returns the steps changed."""
     check_owner(con, location, run_id, who)
@@ -258,7 +255,7 @@ def invalidate(
     return changed
 
 
-def get_step(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> StepStatus | None:
+def get_step(con: Connection, run_id: str, step: str) -> StepStatus | None:
     """The step as a reader sees it: a dead owner's running step reads as interrupted (nothing is written)."""
     row = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
     if row is None:
@@ -272,14 +269,14 @@ def _honest(row: Sequence[Any], dead: frozenset[OwnerKey]) -> StepStatus:
     return status_from(row if state == row[2] else (*row[:2], state, *row[3:]))
 
 
-def list_steps(con: duckdb.DuckDBPyConnection, run_id: str) -> list[StepStatus]:
+def list_steps(con: Connection, run_id: str) -> list[StepStatus]:
     """Every step of the run, a dead owner's running steps shown as interrupted (nothing is written)."""
     rows = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
     dead = dead_owners(con, run_id) if any(r[2] == StepState.RUNNING.value for r in rows) else frozenset()
     return _with_kept(con, run_id, [_honest(r, dead) for r in rows])
 
 
-def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStatus]) -> list[StepStatus]:
+def _with_kept(con: Connection, run_id: str, found: list[StepStatus]) -> list[StepStatus]:
     """Name the attempt whose checkpoint a not-completed step still keeps (its last completed one).
 
     Checkpoint rows are replaced only when an attempt completes, so rows of a step that is not
@@ -291,8 +288,8 @@ def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStat
         return found
     kept = dict(
         con.execute(
-            """SELECT e.step, max(e.attempt) FROM events e
-               WHERE e.run_id = ? AND e.target = 'completed' AND list_contains(?, e.step)
+            f"""SELECT e.step, max(e.attempt) FROM events e
+               WHERE e.run_id = ? AND e.target = 'completed' AND {dialect_of(con).in_list("e.step")}
                  AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.run_id = e.run_id AND c.step = e.step)
                GROUP BY e.step""",
             [run_id, candidates],
@@ -301,7 +298,7 @@ def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStat
     return [replace(s, kept_attempt=int(kept[s.step])) if s.step in kept else s for s in found]
 
 
-def list_events(con: duckdb.DuckDBPyConnection, run_id: str, step: str | None) -> list[Event]:
+def list_events(con: Connection, run_id: str, step: str | None) -> list[Event]:
     rows = con.execute(
         """SELECT seq, run_id, step, happened_at, transition, source, target, attempt, host, pid, detail
            FROM events WHERE run_id = ? AND (? IS NULL OR step = ?) ORDER BY seq""",
@@ -310,11 +307,11 @@ def list_events(con: duckdb.DuckDBPyConnection, run_id: str, step: str | None) -
     return [Event(*r) for r in rows]
 
 
-def previous_source(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> str | None:
+def previous_source(con: Connection, run_id: str, step: str) -> str | None:
     row = con.execute("SELECT previous_source FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
     return row[0] if row else None
 
 
-def last_event_seq(con: duckdb.DuckDBPyConnection) -> int:
+def last_event_seq(con: Connection) -> int:
     row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
     return int(row[0]) if row else 0

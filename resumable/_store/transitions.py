@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import duckdb
-
 from resumable._records import Owner
 from resumable._states import StepState, check_transition
+from resumable._store.dialect import Connection
 from resumable._store.rows import log_events
 from resumable.errors import StepChangedError
 
 
 def transition(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     source: StepState,
