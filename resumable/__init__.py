@@ -55,6 +55,7 @@ from resumable.errors import (
     StorePathError,
     StoreReadOnlyError,
     StoreRemovedError,
+    StoreServerError,
     StoreWriteError,
     UnserializableOutputError,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "StoreReadOnlyError",
     "StoreReader",
     "StoreRemovedError",
+    "StoreServerError",
     "StoreWriteError",
     "UnserializableOutputError",
     "connect",

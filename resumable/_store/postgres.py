@@ -53,8 +53,8 @@ from resumable.errors import (
     InvalidTransition,
     QueryError,
     StepChangedError,
-    StoreDatabaseError,
     StoreLockedError,
+    StoreServerError,
 )
 
 SCHEMES = ("postgresql", "postgres")
@@ -112,7 +112,7 @@ class PostgresStore:
 
     Raises
     ------
-    StoreDatabaseError
+    StoreServerError
         The server cannot be reached or refused the connection (the message is the server's).
     SchemaVersionError
         The database was written by a newer resumable; it is left untouched.
@@ -162,7 +162,10 @@ class PostgresStore:
             if self._pool is None:
                 # One plain connection first: a pool retries a refused connection silently until its
                 # timeout, where this raises the server's own reason at once.
-                psycopg.connect(self._conninfo, connect_timeout=max(2, int(self.lock_timeout_s))).close()
+                try:
+                    psycopg.connect(self._conninfo, connect_timeout=max(2, int(self.lock_timeout_s))).close()
+                except psycopg.Error as exc:
+                    raise StoreServerError(self.location, _first_line(exc)) from exc
                 self._pool = psycopg_pool.ConnectionPool(
                     self._conninfo,
                     min_size=1,
@@ -187,9 +190,9 @@ class PostgresStore:
         except psycopg.errors.LockNotAvailable as exc:
             raise StoreLockedError(self.location, None, self.lock_timeout_s) from exc
         except psycopg_pool.PoolTimeout as exc:
-            raise StoreDatabaseError(self.location, f"no connection within {self.lock_timeout_s:.0f} s") from exc
+            raise StoreServerError(self.location, f"no connection within {self.lock_timeout_s:.0f} s") from exc
         except psycopg.Error as exc:
-            raise StoreDatabaseError(self.location, str(exc).strip().splitlines()[0]) from exc
+            raise StoreServerError(self.location, _first_line(exc)) from exc
 
     def _flush_failures(self) -> None:
         """Write failed attempts that could not be written when they happened; keep them when that fails again."""
@@ -410,3 +413,8 @@ class PostgresStore:
             "cannot run on a PostgreSQL store yet",
             "Query the tables with psql meanwhile, or use a DuckDB store for 'resumable sql'.",
         )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
