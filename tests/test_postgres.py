@@ -173,3 +173,17 @@ def test_a_lock_held_past_the_timeout_is_reported(cluster: pg_server.Cluster, mo
         assert time.monotonic() - started < 10
         assert excinfo.value.path == url
     assert [s.state.value for s in open_store(url).list_steps("r1")] == ["completed"]
+
+
+def test_a_server_restart_between_steps_loses_nothing(cluster: pg_server.Cluster) -> None:
+    """pg_ctl restart while a run is open: the next step gets a fresh session; every completion is kept."""
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=url)
+    with pipe.run(run_id="r1") as run:
+        assert run.step("before", lambda: 1) == 1
+        cluster.restart()
+        assert run.step("after", lambda: 2) == 2
+    with pipe.run(run_id="r1") as run:
+        assert run.step("before", lambda: 99) == 1  # restored, not run again
+    states = [(s.step, s.state.value, s.attempts) for s in open_store(url).list_steps("r1")]
+    assert states == [("before", "completed", 1), ("after", "completed", 1)]
