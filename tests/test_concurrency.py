@@ -108,11 +108,11 @@ print(n, flush=True)
 """
 
 
-def test_reader_gets_in_within_a_second_while_quick_steps_run_back_to_back(store_location: str, tmp_path: Path) -> None:
+def test_reader_gets_in_within_a_second_while_quick_steps_run_back_to_back(store_path: Path, tmp_path: Path) -> None:
     """Thousands of quick steps a second do not lock a CLI out: each open answers within a second."""
     ready, stop = tmp_path / "ready", tmp_path / "stop"
     writer = subprocess.Popen(
-        [sys.executable, "-c", BUSY_WRITER, str(store_location), str(ready), str(stop)],
+        [sys.executable, "-c", BUSY_WRITER, str(store_path), str(ready), str(stop)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -120,7 +120,7 @@ def test_reader_gets_in_within_a_second_while_quick_steps_run_back_to_back(store
         _wait_for(ready)
         for _ in range(5):
             out = subprocess.run(
-                [sys.executable, "-c", LISTER, str(store_location), "busy"],
+                [sys.executable, "-c", LISTER, str(store_path), "busy"],
                 capture_output=True, text=True, timeout=60, check=True,
             )  # fmt: skip
             assert json.loads(out.stdout)["seconds"] < 1.0
@@ -129,7 +129,7 @@ def test_reader_gets_in_within_a_second_while_quick_steps_run_back_to_back(store
         stop.touch()
         out, _ = writer.communicate(timeout=60)
     assert int(out) > 100
-    store = resumable.Pipeline("p", store=store_location).store
+    store = resumable.Pipeline("p", store=store_path).store
     assert len(store.list_steps("busy")) == int(out)  # every quick step was written when the run ended
 
 

@@ -12,6 +12,7 @@ Where the two databases need different words, the row module asks :func:`dialect
 - grouping by a run (DuckDB's ``GROUP BY ALL``; PostgreSQL groups by the run's primary key);
 - the column types of the DDL (``DOUBLE`` and ``BLOB`` are ``DOUBLE PRECISION`` and ``BYTEA``);
 - whether a table exists (``duckdb_tables()`` against ``information_schema``);
+- the clock leases expire by (this host's for a file, the server's for a server store);
 - locks: DuckDB serializes whole transactions on the file already (one writer; ``filelock``), so
   its lock calls are no-ops; PostgreSQL runs transactions concurrently at READ COMMITTED, so a
   transaction that decides about a run locks the run's row (``FOR UPDATE``) or, for a row that may
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +79,18 @@ class Dialect:
         for pattern, word in _TYPES:
             statement = pattern.sub(word, statement)
         return statement
+
+    def clock(self, con: Connection) -> float:
+        """Now, in seconds since the epoch, by the clock leases are written and read with.
+
+        A file is shared by processes of hosts that must agree on the time anyway; a server store is
+        shared across machines, so its leases go by the one clock every worker reads: the server's.
+        """
+        if self.name == "duckdb":
+            return time.time()
+        row = con.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+        assert row is not None
+        return float(row[0])
 
     def lock_name(self, con: Connection, name: str) -> None:
         """Serialize the transactions that name ``name`` (a run to create, the schema) until they end."""

@@ -7,8 +7,9 @@ under a new name, a renamed laptop) could never be resumed. Now a process that o
 keeps a row in ``leases`` with an expiry, and a helper thread renews it at a third of the lease
 while the process owns a run or runs a step. An owner on another host is alive while its lease
 runs, and gone after; an owner recorded before leases existed has none and still counts as alive
-(``resumable unlock`` releases it). Expiry times are the owner's clock: hosts sharing a store
-need clocks that agree within a small part of the lease.
+(``resumable unlock`` releases it). Expiry times are the owner's clock for a file store (hosts
+sharing one need clocks that agree within a small part of the lease) and the server's for a server
+store (``Dialect.clock``), which every worker reads alike.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ def renew(con: Connection, owner: Owner, lease_s: float) -> None:
     """Record (or extend) ``owner``'s lease to ``lease_s`` seconds from now."""
     con.execute(
         dialect_of(con).upsert("leases", ("host", "pid", "started", "expires"), ("host", "pid", "started")),
-        [owner.host, owner.pid, owner.started, time.time() + lease_s],
+        [owner.host, owner.pid, owner.started, dialect_of(con).clock(con) + lease_s],
     )
 
 
 def expires(con: Connection, owner: Owner) -> float | None:
-    """When ``owner``'s lease runs out (seconds since the epoch), or None when it never had one."""
+    """When ``owner``'s lease runs out (seconds since the epoch, ``Dialect.clock``), or None when it never had one."""
     row = con.execute(
         "SELECT expires FROM leases WHERE host = ? AND pid = ? AND abs(started - ?) < 1.0 ORDER BY expires DESC",
         [owner.host, owner.pid, owner.started],
@@ -45,7 +46,7 @@ def owner_alive(con: Connection, owner: Owner) -> bool:
     if is_local(owner):
         return is_alive(owner)
     until = expires(con, owner)
-    return until is None or until > time.time()
+    return until is None or until > dialect_of(con).clock(con)
 
 
 def owns_anything(con: Connection, owner: Owner) -> bool:
