@@ -187,3 +187,34 @@ def test_a_server_restart_between_steps_loses_nothing(cluster: pg_server.Cluster
         assert run.step("before", lambda: 99) == 1  # restored, not run again
     states = [(s.step, s.state.value, s.attempts) for s in open_store(url).list_steps("r1")]
     assert states == [("before", "completed", 1), ("after", "completed", 1)]
+
+
+def test_resumable_execute_runs_a_notebook_on_a_server_store(cluster: pg_server.Cluster, tmp_path: Path) -> None:
+    """--store with a URL: the kernel records its steps on the server; the second execution restores them."""
+    import json
+
+    import nbformat
+
+    url = cluster.new_database()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext resumable"),
+        nbformat.v4.new_code_cell("%%durable_step one\nx = 41"),
+        nbformat.v4.new_code_cell("%%durable_step two\ny = x + 1"),
+    ]
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    command = [sys.executable, "-m", "resumable", "execute", "nb.ipynb", "--store", url, "--run-id", "r1", "--json"]
+    reports = []
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    assert [(r["steps_executed"], r["steps_restored"]) for r in reports] == [(["one", "two"], []), ([], ["one", "two"])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "nb.ipynb",
+        "nb.resumable.ipynb",
+    ]  # no file named after the URL
+    assert [(s.step, s.state.value) for s in open_store(url).list_steps("r1")] == [
+        ("one", "completed"),
+        ("two", "completed"),
+    ]

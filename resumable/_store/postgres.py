@@ -68,7 +68,7 @@ class ServerConfig:
     """What a ``postgresql://`` URL names: where to connect, how to show it, and the payload folder."""
 
     conninfo: str  # the URL psycopg connects with (``payloads`` taken out)
-    location: str  # the URL without its password, as messages show it
+    location: str  # the URL without its password, as messages show it and ``open_store`` takes it again
     payloads: Path | None  # where large checkpoints go; None: in the database
 
 
@@ -84,7 +84,7 @@ def parse_url(url: str) -> ServerConfig:
         netloc = f"{parts.username}@{netloc}"
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
-    shown = [(k, v) for k, v in query if k not in ("payloads", "password")]
+    shown = [(k, v) for k, v in query if k != "password"]  # the payload folder stays: reopening needs it
     location = urlunsplit(("postgresql", netloc, parts.path, urlencode(shown), ""))
     return ServerConfig(conninfo, location, Path(folder).expanduser().absolute() if folder else None)
 
