@@ -218,3 +218,72 @@ def test_resumable_execute_runs_a_notebook_on_a_server_store(cluster: pg_server.
         ("one", "completed"),
         ("two", "completed"),
     ]
+
+
+# A worker that pretends to run on another machine: its host name is the first argument.
+HOST_WORKER = """
+import socket, sys
+socket.gethostname = lambda: sys.argv[1]
+import json, pathlib, time, resumable
+host, store, marker = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+pipe = resumable.Pipeline("p", store=store)
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with pipe.run(run_id="r1") as run:
+            quick = run.step("quick", lambda: host)
+            def long():
+                marker.write_text("started")
+                if host == "host-a":
+                    time.sleep(600)
+                return host
+            print(json.dumps({"quick": quick, "long": run.step("long", long)}), flush=True)
+        break
+    except resumable.RunOwnedError as exc:
+        print(json.dumps({"owned_by": [exc.host, exc.pid]}), flush=True)
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+"""
+
+
+def test_a_worker_killed_on_another_host_is_resumed_by_another_once_its_lease_expires(
+    cluster: pg_server.Cluster, tmp_path: Path
+) -> None:
+    """host-a dies inside a step: host-b is refused while the lease runs, then resumes the run, once."""
+    import json
+    import os
+    import signal
+
+    url = cluster.new_database()
+    env = {**os.environ, "RESUMABLE_LEASE_S": "3"}
+    marker = tmp_path / "started"
+    a = subprocess.Popen(
+        [sys.executable, "-c", HOST_WORKER, "host-a", url, str(marker)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and a.poll() is None, "host-a never started its long step"
+        time.sleep(0.01)
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait(timeout=30)
+    marker.unlink()
+    b = subprocess.run(
+        [sys.executable, "-c", HOST_WORKER, "host-b", url, str(marker)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert b.returncode == 0, b.stderr
+    lines = [json.loads(line) for line in b.stdout.splitlines()]
+    assert lines[0] == {"owned_by": ["host-a", a.pid]}  # its lease was still running
+    assert lines[-1] == {"quick": "host-a", "long": "host-b"}  # quick restored from host-a, long resumed
+    events = [(e.source, e.target, e.host) for e in open_store(url).list_events("r1", "long")]
+    assert events == [
+        ("pending", "running", "host-a"),
+        ("running", "interrupted", "host-b"),
+        ("interrupted", "running", "host-b"),
+        ("running", "completed", "host-b"),
+    ]
+    assert open_store(url).list_events("r1", "long")[1].detail == f"owner pid {a.pid} on host 'host-a' is gone"
