@@ -287,3 +287,23 @@ def test_a_worker_killed_on_another_host_is_resumed_by_another_once_its_lease_ex
         ("running", "completed", "host-b"),
     ]
     assert open_store(url).list_events("r1", "long")[1].detail == f"owner pid {a.pid} on host 'host-a' is gone"
+
+
+def test_a_read_only_command_on_an_empty_database_creates_nothing(cluster: pg_server.Cluster) -> None:
+    """resumable runs on a database resumable never wrote: 'no store there' (exit 6), and no table is made."""
+    url = cluster.new_database()
+    done = subprocess.run(
+        [sys.executable, "-m", "resumable", "runs", "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 6
+    assert done.stderr == (
+        f"error: there is no store at '{url}'; nothing was created. Run a pipeline first, or pass --store or set "
+        "RESUMABLE_STORE to an existing store.\n"
+    )
+    assert store_sql.execute(url, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [
+        (0,)
+    ]
