@@ -98,8 +98,14 @@ class PgConnection:
         self._conn = conn
 
     def execute(self, query: str, parameters: Any = None, /) -> Cursor:
+        """Run one statement, its parameters bound into its text (``? IS NULL`` then needs no type).
+
+        A statement carrying bytes (a checkpoint's) sends its parameters apart instead, the bytes in binary.
+        """
         if parameters is None:
             return self._conn.execute(query)
+        if any(isinstance(p, (bytes, bytearray, memoryview)) for p in parameters):
+            return psycopg.Cursor(self._conn).execute(pyformat(query), parameters)  # type: ignore[arg-type]
         return self._conn.execute(pyformat(query), parameters)  # type: ignore[arg-type]
 
 
