@@ -307,3 +307,20 @@ def test_a_read_only_command_on_an_empty_database_creates_nothing(cluster: pg_se
     assert store_sql.execute(url, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [
         (0,)
     ]
+
+
+def test_an_error_message_with_a_nul_character_is_recorded(cluster: pg_server.Cluster) -> None:
+    """PostgreSQL's text holds no NUL: the failure is stored escaped, and the run goes on."""
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=url)
+
+    def bad() -> None:
+        raise ValueError("bad\x00byte")
+
+    with pipe.run(run_id="r1") as run:
+        with pytest.raises(ValueError, match="bad"):
+            run.step("bad", bad)
+        assert run.step("next", lambda: 2) == 2
+    status = open_store(url).get_step("r1", "bad")
+    assert status is not None and status.state.value == "failed"
+    assert status.error == "ValueError: bad\\x00byte"

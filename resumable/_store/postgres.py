@@ -332,7 +332,12 @@ class PostgresStore:
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
     ) -> None:
-        """Record a failed attempt; one that cannot be written now is kept and written by the next transaction."""
+        """Record a failed attempt; one that cannot be written now is kept and written by the next transaction.
+
+        PostgreSQL's text cannot hold a NUL character, which an exception's message may carry: it is
+        written escaped (a backslash, then x00), or the failure could never be written and would stay kept forever.
+        """
+        error, traceback = _text(error), _text(traceback) if traceback is not None else None
         try:
             with self._transaction() as con:
                 steps.fail(con, run_id, step, owner, error, traceback, duration_s)
@@ -424,3 +429,8 @@ class PostgresStore:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL's text can hold it (a NUL character escaped)."""
+    return value.replace("\x00", "\\x00")
