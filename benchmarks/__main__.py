@@ -22,6 +22,7 @@ CONCERNS = {
     "notebook": "notebook",
     "headless": "headless",
     "inplace": "inplace",
+    "fork": "fork",
 }
 
 

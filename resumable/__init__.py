@@ -22,6 +22,7 @@ from resumable.errors import (
     DuplicateStepError,
     DuplicateStepWarning,
     EffectHeldWarning,
+    ForkError,
     InvalidTransition,
     KernelDiedError,
     LastGoodCheckpointWarning,
@@ -59,7 +60,7 @@ from resumable.errors import (
     StoreWriteError,
     UnserializableOutputError,
 )
-from resumable.pipeline import Pipeline, Run, idempotency_key, load
+from resumable.pipeline import Pipeline, Run, idempotency_key, load, remove_runs
 
 __version__ = "0.1.0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "DuplicateStepWarning",
     "EffectHeldWarning",
     "ExecutionResult",
+    "ForkError",
     "InvalidTransition",
     "KernelDiedError",
     "LastGoodCheckpointWarning",
@@ -123,6 +125,7 @@ __all__ = [
     "load",
     "load_ipython_extension",
     "panel",
+    "remove_runs",
 ]
 
 

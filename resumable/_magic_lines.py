@@ -35,6 +35,15 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
         _arg("pipeline", nargs="?", help="The pipeline's name, e.g. 'checkout'."),
         _arg("--new", action="store_true", help="Start a fresh run instead of resuming the latest one."),
         _arg("--run-id", default=None, help="Join (or start) the run with this id, e.g. 'order-42'."),
+        _arg(
+            "--fork",
+            default=None,
+            metavar="RUN",
+            help="Start a new run from RUN: its steps before --from STEP restore from RUN's checkpoints.",
+        ),
+        _arg(
+            "--from", dest="from_step", default=None, metavar="STEP", help="With --fork: the first step that executes."
+        ),
     ),
     "durable_step": (
         _arg("name", nargs="?", help="The step's name, unique within the run, e.g. 'load_data'."),

@@ -36,6 +36,8 @@ class RunInfo:
     step_count: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # steps by state (as a reader sees them)
     step_time_s: float = 0.0  # the steps' durations added up (the last attempt of each)
+    forked_from: str | None = None  # the run this one was forked from (``resumable fork``)
+    forked_at: str | None = None  # the step it was forked at: steps before it share the origin's checkpoints
 
     @property
     def duration_s(self) -> float:
@@ -50,7 +52,7 @@ class StepStatus:
     run_id: str
     step: str
     state: StepState
-    attempts: int
+    attempts: int  # attempts of its current (latest) execution; the retry limit counts these
     seq: int
     started_at: datetime | None
     finished_at: datetime | None
@@ -67,8 +69,14 @@ class StepStatus:
     effect: bool = False  # asked for an idempotency key, or declared an effect: never re-executed implicitly
     key_generation: int = 1  # bumped by each deliberate rerun of a completed effect step
     # A step that completed before and whose later attempt has not completed (failed, running,
-    # interrupted) keeps that checkpoint until an attempt completes: the attempt that wrote it.
+    # interrupted) keeps that checkpoint until an attempt completes: the execution that wrote it,
+    # and its attempt within that execution.
     kept_attempt: int | None = None
+    # How many times the step has executed: each start from pending (a first run, an edit, a changed
+    # input, an upstream re-run, an invalidation, --force, --rerun) begins an execution; a retry
+    # after a failure or an interruption is another attempt of the same one.
+    executions: int = 1
+    kept_execution: int | None = None
 
     @property
     def error_line(self) -> str | None:
@@ -87,10 +95,11 @@ class Event:
     transition: str
     source: str | None
     target: str
-    attempt: int
+    attempt: int  # within its execution
     host: str
     pid: int
     detail: str | None
+    execution: int = 1  # the step's execution the event belongs to (numbered from the log when read)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ class Transition(str, Enum):
     # Not a change of state: a completed effect step was reached while something it depends on had
     # changed, and restored rather than repeated. Logged so ``resumable why`` can say so.
     HELD = "held"
+    # Not a change of state either: a step arrives in a new run already completed, copied from the
+    # run it was forked from, sharing that run's checkpoint (``ARRIVALS``).
+    FORKED = "forked"
 
 
 TRANSITIONS: dict[tuple[StepState, StepState], Transition] = {
@@ -86,6 +89,20 @@ TRANSITIONS: dict[tuple[StepState, StepState], Transition] = {
     (StepState.FAILED, StepState.PENDING): Transition.INVALIDATE,
     (StepState.INTERRUPTED, StepState.PENDING): Transition.INVALIDATE,
 }
+
+
+# The states a step may be created in other than by starting (pending to running), and how: a fork
+# copies the origin's completed steps before the fork point, each with its checkpoint and an event.
+ARRIVALS: dict[Transition, StepState] = {
+    Transition.FORKED: StepState.COMPLETED,
+}
+
+
+def check_arrival(step: str, how: Transition, target: StepState) -> Transition:
+    """Return ``how`` when a step may be created in ``target`` that way, or raise :class:`InvalidTransition`."""
+    if ARRIVALS.get(how) is not target:
+        raise InvalidTransition(step, f"(new, {how.value})", target.value)
+    return how
 
 
 def check_transition(step: str, source: StepState, target: StepState) -> Transition:

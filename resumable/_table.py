@@ -1,6 +1,6 @@
 """The step table of a run: ``%durable_status`` and ``resumable show`` print this one table.
 
-Seven columns with headers, drawn by rich. The CLI prints it to its console; the magics print its
+Eight columns with headers, drawn by rich. The CLI prints it to its console; the magics print its
 plain-text rendering (:func:`as_text`), which reads the same in a terminal, a notebook and a log.
 """
 
@@ -15,7 +15,7 @@ from rich.table import Table
 from resumable._records import StepStatus
 from resumable._units import human_duration, human_size
 
-COLUMNS = ("#", "step", "state", "attempts", "duration", "size", "last error")
+COLUMNS = ("#", "step", "state", "attempts", "executions", "duration", "size", "last error")
 TEXT_WIDTH = 120  # a notebook's output area; rich would assume 80 columns off a terminal
 
 
@@ -31,8 +31,8 @@ def step_table(steps: Sequence[StepStatus]) -> Table:
 def step_rows(steps: Sequence[StepStatus]) -> list[tuple[str, ...]]:
     """The cells of :func:`step_table` as text (``resumable show`` prints them tab-separated into a pipe)."""
     return [
-        (str(i), s.step, state_text(s), str(s.attempts), human_duration(s.duration_s), human_size(s.output_bytes),
-         s.error_line or "")
+        (str(i), s.step, state_text(s), str(s.attempts), str(s.executions), human_duration(s.duration_s),
+         human_size(s.output_bytes), s.error_line or "")
         for i, s in enumerate(steps, 1)
     ]  # fmt: skip
 
@@ -40,13 +40,13 @@ def step_rows(steps: Sequence[StepStatus]) -> list[tuple[str, ...]]:
 def state_text(step: StepStatus) -> str:
     """``completed``; an effect step says so, with its key generation once a rerun made a new one.
 
-    A step whose latest attempt did not complete names the earlier attempt whose checkpoint it keeps.
+    A step whose latest attempt did not complete names the earlier execution whose checkpoint it keeps.
     """
     text = step.state.value
     if step.effect:
         text += " (effect" + (f", key {step.key_generation})" if step.key_generation > 1 else ")")
-    if step.kept_attempt is not None:
-        text += f" (last good checkpoint from attempt {step.kept_attempt} kept)"
+    if step.kept_execution is not None:
+        text += f" (last good checkpoint from execution {step.kept_execution} kept)"
     return text
 
 

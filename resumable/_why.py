@@ -86,15 +86,19 @@ class Explanation:
     """Why a step last executed (or was held), as read back from its event log by ``resumable why``."""
 
     step: str
-    kind: str  # first_run, source_changed, inputs_changed, forced, rerun, stale, retried, owner_died, invalidated
+    kind: str  # first_run, source_changed, inputs_changed, forced, rerun, stale, retried, owner_died, invalidated,
+    # forked (copied from the run it was forked from, never executed in this run)
     line: str  # what the user reads: ``its source changed``, ``retried after error: ValueError: boom``
-    attempt: int
+    attempt: int  # within its execution
     held: str | None = None  # set when the step was last restored, not repeated, because it has side effects
     diff: str = ""  # the edit, as a unified diff, when its source changed
+    execution: int = 1  # the execution the attempt belongs to
 
     def text(self) -> str:
         """The lines ``resumable why`` and ``%durable_why`` print."""
-        head = f"step '{self.step}', attempt {self.attempt}: {self.line}"
+        # A step copied by a fork never executed in this run: it has no execution or attempt to name.
+        counted = "" if self.kind == "forked" else f", execution {self.execution}, attempt {self.attempt}"
+        head = f"step '{self.step}'{counted}: {self.line}"
         if self.held is not None:
             head += f"\nstep '{self.step}' was then held because it has side effects: {self.held}"
             head += " (restored, not repeated)"
@@ -111,8 +115,19 @@ def _kind(detail: str) -> str:
     return "inputs_changed" if " changed (" in detail or "changed" in detail else "invalidated"
 
 
-def _start_reason(start: Event, before: Event | None) -> tuple[str, str]:
-    """The kind and line of one start, from its own event and the one before it."""
+def _forked_line(event: Event) -> str:
+    """``restored from the fork of run 'o' (not executed in this run)`` from a ``forked`` event's detail."""
+    detail = event.detail or ""
+    origin = detail.split("'")[1] if detail.startswith("forked from run '") else "another run"
+    return f"restored from the fork of run '{origin}': it shares that run's checkpoint (not executed in this run)"
+
+
+def _start_reason(start: Event, before: Event | None, ended: Event | None = None) -> tuple[str, str]:
+    """The kind and line of one start, from its own event, the one before it and the one before that.
+
+    ``ended``: what ended the attempt before, when the step went from failed or interrupted back
+    to pending to start a new execution (an edit, a changed input, --force).
+    """
     detail = start.detail or ""
     if detail == "new" or before is None:
         return "first_run", "first run"
@@ -127,8 +142,12 @@ def _start_reason(start: Event, before: Event | None) -> tuple[str, str]:
         reason = before.detail or detail
         if reason.startswith("stale: "):
             kind, line = "stale", reason.replace("re-executed", "re-ran")
-        elif before.source == "completed" and reason == detail:
+        elif before.source in ("completed", "failed", "interrupted") and reason == detail:  # the engine's decision
             kind, line = _kind(reason), reason
+            if before.source == "failed" and ended is not None and ended.target == "failed":
+                line += f", after error: {ended.detail or 'unknown error'}"
+            elif before.source == "interrupted" and ended is not None:
+                line += f", after it was interrupted ({ended.detail or 'its owner is gone'})"
         else:
             kind, line = "invalidated", f"invalidated ({reason})"
     prefix = f"{before.target}; "
@@ -148,9 +167,13 @@ def explain(step: str, events: list[Event], source: str | None, previous_source:
     """
     starts = [i for i, e in enumerate(events) if e.target == "running"]
     if not starts:
-        return None
+        forked = next((e for e in reversed(events) if e.transition == "forked"), None)
+        if forked is None:
+            return None
+        held = next((e.detail for e in reversed(events) if e.transition == "held"), None)
+        return Explanation(step, "forked", _forked_line(forked), forked.attempt, held)
     i = starts[-1]
-    kind, line = _start_reason(events[i], events[i - 1] if i > 0 else None)
+    kind, line = _start_reason(events[i], events[i - 1] if i > 0 else None, events[i - 2] if i > 1 else None)
     diff = ""
     if previous_source is not None and source is not None:
         if kind != "source_changed" and "its source changed" not in line:
@@ -162,7 +185,7 @@ def explain(step: str, events: list[Event], source: str | None, previous_source:
             )
         )  # fmt: skip
     held = next((e.detail for e in reversed(events[i + 1 :]) if e.transition == "held"), None)
-    return Explanation(step, kind, line, events[i].attempt, held, diff)
+    return Explanation(step, kind, line, events[i].attempt, held, diff, events[i].execution)
 
 
 def explain_all(events: list[Event]) -> dict[str, Explanation]:

@@ -28,7 +28,7 @@ from resumable import _params
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState
-from resumable._store import QueryResult, open_store
+from resumable._store import Compaction, QueryResult, Removal, RunFilter, Store, open_store
 from resumable._table import COLUMNS, step_rows
 from resumable._units import human_duration, human_size, human_time
 from resumable._why import explain
@@ -159,6 +159,8 @@ def _run_json(run: RunInfo) -> dict[str, Any]:
         "updated_at": run.updated_at.isoformat(),
         "duration_s": run.duration_s,
         "step_time_s": run.step_time_s,
+        "forked_from": run.forked_from,
+        "forked_at": run.forked_at,
     }
 
 
@@ -167,6 +169,7 @@ def _step_json(step: StepStatus) -> dict[str, Any]:
         "step": step.step,
         "state": step.state.value,
         "attempts": step.attempts,
+        "executions": step.executions,
         "duration_s": step.duration_s,
         "output_bytes": step.output_bytes,
         "outputs": list(step.outputs),
@@ -174,6 +177,7 @@ def _step_json(step: StepStatus) -> dict[str, Any]:
         "finished_at": step.finished_at.isoformat() if step.finished_at else None,
         "error": step.error,
         "kept_attempt": step.kept_attempt,
+        "kept_execution": step.kept_execution,
         "effect": step.effect,
         "key_generation": step.key_generation,
         "inputs": step.inputs,
@@ -209,12 +213,14 @@ class _Count(click.ParamType[int]):
         except (TypeError, ValueError):
             number = None
         if number is None or number < 1 or isinstance(value, float):
+            option = param.opts[0] if param is not None and param.opts else "--limit"
             self.fail(
-                f"{value!r} is not a number of runs; give a whole number of 1 or more, e.g. --limit 20", param, ctx
+                f"{value!r} is not a number of runs; give a whole number of 1 or more, e.g. {option} 20", param, ctx
             )
-        return number
+        return min(number, _MAX_COUNT)  # more than any store holds: every run
 
 
+_MAX_COUNT = 2**63 - 1  # the largest LIMIT DuckDB takes
 _SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -229,12 +235,22 @@ class _Since(click.ParamType[datetime]):
         text = str(value).strip()
         amount, unit = text[:-1], text[-1:].lower()
         if unit in _SINCE_UNITS and amount.replace(".", "", 1).isdigit():
-            return datetime.now(timezone.utc) - timedelta(seconds=float(amount) * _SINCE_UNITS[unit])
+            try:
+                return datetime.now(timezone.utc) - timedelta(seconds=float(amount) * _SINCE_UNITS[unit])
+            except OverflowError:
+                self.fail(f"{text!r} reaches back before the year 1; give a shorter age or a date", param, ctx)
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
             self.fail(f"{text!r} is neither an age like 30m, 12h, 7d or 2w nor a date like 2026-12-01", param, ctx)
         return moment if moment.tzinfo else moment.astimezone()
+
+
+def _a_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option naming a pipeline: an empty name names none, so it is refused rather than matching nothing."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("a pipeline name cannot be empty; leave --pipeline out to list every pipeline")
+    return value
 
 
 def _counts_text(run: RunInfo) -> str:
@@ -243,10 +259,10 @@ def _counts_text(run: RunInfo) -> str:
 
 @main.command(epilog=exit_codes_help(*_READ_CODES))
 @store_option
-@click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
+@click.option("--pipeline", "-P", default=None, callback=_a_name, help="Only runs of this pipeline.")
 @click.option(
     "--state",
-    type=click.Choice([s.value for s in RunState]),
+    type=click.Choice([s.value for s in RunState], case_sensitive=False),
     default=None,
     help="Only runs in this state (a run whose process died reads as interrupted).",
 )
@@ -268,7 +284,8 @@ def runs(
         click.echo(json.dumps([_run_json(r) for r in found], indent=2))
         return
     if not found:
-        click.echo("no runs match" if pipeline or state or since else "no runs yet", err=not sys.stdout.isatty())
+        filtered = pipeline is not None or state is not None or since is not None
+        click.echo("no runs match" if filtered else "no runs yet", err=not sys.stdout.isatty())
         return
     print_table(
         ("run", "pipeline", "state", "steps", "duration", "updated", "parameters"),
@@ -289,9 +306,12 @@ def runs(
 @click.option("--events", is_flag=True, help="Also print the run's event log.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
-    """Show the steps of RUN_ID with their state, attempts, duration, size and last error.
+    """Show the steps of RUN_ID with their state, attempts, executions, duration, size and last error.
 
-    Read-only: the store is not changed. A step whose process died shows as interrupted.
+    Attempts count within the step's current execution (retries after a failure); executions
+    count how many times it executed (its first run, then each edit, changed input, stale
+    upstream, invalidation or forced rerun). Read-only: the store is not changed. A step whose
+    process died shows as interrupted.
     """
     with reported_errors():
         opened = open_store(store, read_only=True)
@@ -305,13 +325,16 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
         if events:
             doc["events"] = [
                 {"seq": e.seq, "step": e.step, "at": e.at.isoformat(), "transition": e.transition,
-                 "from": e.source, "to": e.target, "attempt": e.attempt, "pid": e.pid, "detail": e.detail}
+                 "from": e.source, "to": e.target, "execution": e.execution, "attempt": e.attempt, "pid": e.pid,
+                 "detail": e.detail}
                 for e in log
             ]  # fmt: skip
         click.echo(json.dumps(doc, indent=2))
         return
     params = ", ".join(f"{k}={v!r}" for k, v in run.params.items()) or "none"
     headline = f"run {run.run_id} of pipeline {run.pipeline}: {run.state} (parameters: {params})"
+    if run.forked_from is not None:
+        headline += f"\nforked from {run.forked_from} at {run.forked_at}"
     if sys.stdout.isatty():
         _console().print(headline, markup=False, highlight=False)
     else:
@@ -319,9 +342,18 @@ def show(run_id: str, store: Path | None, events: bool, as_json: bool) -> None:
     print_table(COLUMNS, step_rows(steps), no_wrap=(1,))
     if events:
         print_table(
-            ("seq", "when", "step", "change", "attempt", "pid", "detail"),
+            ("seq", "when", "step", "change", "execution", "attempt", "pid", "detail"),
             [
-                (e.seq, human_time(e.at), e.step, f"{e.source or '-'} -> {e.target}", e.attempt, e.pid, e.detail or "")
+                (
+                    e.seq,
+                    human_time(e.at),
+                    e.step,
+                    f"{e.source or '-'} -> {e.target}",
+                    e.execution,
+                    e.attempt,
+                    e.pid,
+                    e.detail or "",
+                )
                 for e in log
             ],
             no_wrap=(2,),
@@ -354,8 +386,11 @@ def why(run_id: str, step: str, store: Path | None, as_json: bool) -> None:
         if found is None:  # a step row is written with its first start: not reached in practice
             raise CheckpointNotFoundError(opened.location, run_id, step)
     if as_json:
-        doc = {"run_id": run_id, "step": step, "state": status.state.value, "attempt": found.attempt,
-               "kind": found.kind, "why": found.line, "held": found.held, "diff": found.diff}  # fmt: skip
+        executed = found.kind != "forked"  # a step a fork copied never executed in this run
+        doc = {"run_id": run_id, "step": step, "state": status.state.value,
+               "execution": found.execution if executed else None,
+               "attempt": found.attempt if executed else None, "kind": found.kind, "why": found.line,
+               "held": found.held, "diff": found.diff}  # fmt: skip
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
     click.echo(found.text())
@@ -422,6 +457,64 @@ def _json_value(value: object) -> object:
     return str(value)
 
 
+# ---------------------------------------------------------------- fork
+
+
+@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_STORE))
+@click.argument("run_id")
+@click.option("--from", "from_step", required=True, metavar="STEP", help="The first step that executes in the fork.")
+@click.option("--run-id", "new_run_id", default=None, help="The new run's id (default: a new one).")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A parameter that replaces the run's own; VALUE is a Python literal when it parses as one, "
+    "else a string (as for execute). Repeat for more.",
+)
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the new run as JSON.")
+def fork(
+    run_id: str, from_step: str, new_run_id: str | None, parameters: tuple[tuple[str, str], ...],
+    store: Path | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Make a new run from RUN_ID whose steps before STEP restore and the rest execute.
+
+    The new run shares RUN_ID's checkpoints of the completed steps before STEP by reference (no
+    bytes are copied) and keeps restoring exactly them, whatever RUN_ID does later. STEP and the
+    steps after it execute when the new run is executed (resumable execute NOTEBOOK --run-id
+    NEW, or pipe.run(run_id=NEW)). Its parameters are RUN_ID's, replaced by -p; a copied step
+    that reads a changed parameter executes again. RUN_ID is only read: a run another process
+    is executing can be forked.
+    """
+    from resumable._headless import params as _headless_params
+    from resumable._keys import NAME_RULE, is_valid_name
+    from resumable._keys import new_run_id as make_run_id
+    from resumable.errors import NotebookInputError
+
+    if new_run_id is not None and not is_valid_name(new_run_id):
+        raise click.UsageError(f"--run-id {new_run_id!r} cannot name a run: use {NAME_RULE}, for example 'order-43'.")
+    try:
+        params = _headless_params.collect(parameters)
+    except NotebookInputError as exc:
+        raise click.UsageError(str(exc)) from None
+    with reported_errors():
+        opened = open_store(store, must_exist=True)
+        made = opened.fork_run(run_id, from_step, new_run_id or make_run_id(), current_owner(), params)
+        shared = [s.step for s in opened.list_steps(made.run_id)]
+    if as_json:
+        click.echo(json.dumps({**_run_json(made), "shared_steps": shared}, indent=2))
+        return
+    listed = ", ".join(shared) if shared else "none"
+    click.echo(
+        f"forked run '{made.run_id}' from run '{run_id}' at step '{from_step}': {len(shared)} "
+        f"step{'s share' if len(shared) != 1 else ' shares'} its checkpoints ({listed}); '{from_step}' and later steps "
+        f"execute when you run it: resumable execute NOTEBOOK --run-id {made.run_id}"
+    )
+
+
 # ---------------------------------------------------------------- invalidate, gc, export
 
 
@@ -462,20 +555,163 @@ def unlock(run_id: str, store: Path | None) -> None:
     click.echo(f"unlocked run '{run_id}': released {owners}; steps now interrupted: {steps}")
 
 
-@main.command(epilog=exit_codes_help(EXIT_OK, EXIT_USAGE, EXIT_STORE))
-@store_option
-def gc(store: Path | None) -> None:
-    """Delete checkpoints of steps sent back to pending, and payload files nothing points to.
+_COMPACT_HELP = (
+    "Rewrite the store into a fresh file afterwards to give the space back: always (--compact), never "
+    "(--no-compact), or by default when at least a fifth of the file is free."
+)
+_DRY_RUN_HELP = "Print what would be removed and the space it would free; change nothing."
+_REMOVE_CODES = (EXIT_OK, EXIT_USAGE, EXIT_OWNED, EXIT_STORE)
+_REMOVE_EXIT = """\b
+Runs a live process owns or executes are left whole (exit 4, naming the
+process); the other runs still go. A run that does not exist: exit 6.
 
-    A failed, running or interrupted step keeps the checkpoint of its last completed attempt.
-    Payload files written within the last hour stay: a step may be about to record them.
+"""
+
+
+def _removal_lines(removal: Removal) -> None:
+    """One line per run removed (or that would be), then one per run left in place, on stderr."""
+    verb = "would remove" if removal.dry_run else "removed"
+    for run in removal.removed:
+        click.echo(
+            f"{verb} run '{run.run_id}' of pipeline '{run.pipeline}' ({run.state.value}, {run.step_count} "
+            f"step{'s' if run.step_count != 1 else ''}, last changed {human_time(run.updated_at)})"
+        )
+    for refused in removal.refused:
+        click.echo(f"error: {refused.reason}", err=True)
+
+
+def _freed_line(removal: Removal, compaction: Compaction | None) -> str:
+    what = (
+        f"{removal.checkpoints_removed} checkpoint rows ({human_size(removal.inline_bytes)} inside the database) "
+        f"and {removal.files_removed} payload files ({human_size(removal.file_bytes)})"
+    )
+    if removal.dry_run:
+        return f"dry run, nothing changed: would free about {human_size(removal.bytes_freed)}: {what}"
+    return f"freed {human_size(removal.bytes_freed)}: {what}" + _compaction_text(compaction)
+
+
+def _compaction_text(compaction: Compaction | None) -> str:
+    if compaction is None:
+        return ""
+    if compaction.done:
+        return (
+            f"; compacted the store from {human_size(compaction.size_before)} to "
+            f"{human_size(compaction.size_after)} in {compaction.seconds:.1f} s"
+        )
+    return f"; the store was not compacted: {compaction.skipped}"
+
+
+def _compact(opened: Store, compact: bool | None, freed: int) -> Compaction | None:
+    """Compact when asked (True), never (False), or when worth it (None); None when not tried."""
+    if compact is False:
+        return None
+    result = opened.compact(force=bool(compact), freed_hint=freed)
+    if not result.done and compact is None and result.skipped and result.skipped.startswith("less than"):
+        return None  # not worth it: nothing to say
+    return result
+
+
+def _removal_exit(removal: Removal) -> int:
+    if any(not r.missing for r in removal.refused):
+        return EXIT_OWNED
+    return EXIT_STORE if removal.refused else EXIT_OK
+
+
+@main.command(epilog=_REMOVE_EXIT + exit_codes_help(*_REMOVE_CODES))
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN...")
+@store_option
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would be removed and the space it would free; change nothing."
+)
+@click.option("--compact/--no-compact", default=None, help=_COMPACT_HELP)
+def rm(run_ids: tuple[str, ...], store: Path | None, dry_run: bool, compact: bool | None) -> None:
+    """Delete whole runs: their steps, events, checkpoints and payload files.
+
+    Checkpoints another run still shares stay. Like gc, it also drops checkpoints of steps sent
+    back to pending. The database file is then compacted when enough of it is free space
+    (docs/durability.md says what that costs).
     """
     with reported_errors():
-        report = open_store(store, must_exist=True).gc()
+        opened = open_store(store, must_exist=True)
+        removal = opened.remove_runs(run_ids, current_owner(), dry_run=dry_run)
+        _removal_lines(removal)
+        compaction = None if dry_run or not removal.removed else _compact(opened, compact, removal.inline_bytes)
+    click.echo(_freed_line(removal, compaction))
+    sys.exit(_removal_exit(removal))
+
+
+_GC_EXAMPLES = """\b
+Examples:
+  resumable gc --keep-last 5               the 5 newest runs of each pipeline stay
+  resumable gc --older-than 7d --dry-run   what a week's retention would free
+  resumable gc --state failed -P nightly   delete the failed runs of 'nightly'
+
+"""
+
+
+@main.command(epilog=_GC_EXAMPLES + _REMOVE_EXIT + exit_codes_help(*_REMOVE_CODES))
+@store_option
+@click.option("--keep-last", type=_Count(), default=None, help="Delete all but the newest N runs of each pipeline.")
+@click.option(
+    "--older-than",
+    type=_Since(),
+    default=None,
+    help="Delete runs last changed before then: 30m, 12h, 7d, 2w or a date.",
+)
+@click.option("--pipeline", "-P", default=None, help="Only runs of this pipeline.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in RunState]),
+    default=None,
+    help="Delete runs in this state (a run whose process died reads as interrupted).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would be removed and the space it would free; change nothing."
+)
+@click.option("--compact/--no-compact", default=None, help=_COMPACT_HELP)
+def gc(
+    store: Path | None, keep_last: int | None, older_than: datetime | None, pipeline: str | None,
+    state: str | None, dry_run: bool, compact: bool | None,
+) -> None:  # fmt: skip
+    """Give disk space back: delete old runs, unused checkpoints and payload files.
+
+    Without --keep-last, --older-than or --state no run is deleted: only checkpoints of steps
+    sent back to pending and payload files nothing points to. A failed, running or interrupted
+    step keeps the checkpoint of its last completed attempt, and a checkpoint a forked run shares
+    stays while that run needs it; payload files written within the last hour stay (a step may
+    be about to record them). The given options narrow each other: --keep-last keeps the newest
+    N runs of each pipeline among those --pipeline and --state select, and --older-than deletes
+    only runs whose last change came before then.
+    """
+    selecting = keep_last is not None or older_than is not None or state is not None
+    if pipeline is not None and not selecting:
+        raise click.UsageError(
+            f"--pipeline only narrows which runs are deleted; say which runs of '{pipeline}' to delete with "
+            "--keep-last N, --older-than AGE or --state STATE (add --dry-run to see them first)."
+        )
+    rule = RunFilter(pipeline, RunState(state) if state else None, older_than, keep_last)
+    with reported_errors():
+        opened = open_store(store, must_exist=True)
+        if dry_run:  # without a selection: what dropping superseded checkpoints would free
+            preview = opened.remove_runs(rule if selecting else (), current_owner(), dry_run=True)
+            _removal_lines(preview)
+            click.echo(_freed_line(preview, None))
+            sys.exit(_removal_exit(preview))
+        removal = opened.remove_runs(rule, current_owner()) if selecting else None
+        if removal is not None:
+            _removal_lines(removal)
+            if not removal.removed and not removal.refused:
+                click.echo("no runs match", err=True)
+        report = opened.gc()
+        freed = (removal.inline_bytes if removal else 0) + report.bytes_freed
+        compaction = _compact(opened, compact, freed)
+    if removal is not None:
+        click.echo(_freed_line(removal, None))
     click.echo(
         f"removed {report.checkpoints_removed} superseded checkpoint rows and {report.files_removed} payload files "
-        f"({human_size(report.bytes_freed)} freed)"
+        f"({human_size(report.bytes_freed)} freed){_compaction_text(compaction)}"
     )
+    sys.exit(EXIT_OK if removal is None else _removal_exit(removal))
 
 
 # Formats that only a table (a pandas DataFrame or anything with the same writer) can be written in.
@@ -642,7 +878,8 @@ def execute(
         click.echo(
             f"run '{result.run_id}' of pipeline '{result.pipeline}': {result.outcome.replace('_', ' ')} after "
             f"{result.restarts} kernel restart{'s' if result.restarts != 1 else ''}; steps executed: {executed}; "
-            f"restored: {restored}",
+            f"restored: {restored}"
+            + (f"; not reached: {', '.join(result.steps_not_reached)}" if result.steps_not_reached else ""),
             err=True,
         )
         click.echo(f"executed notebook: {result.output}", err=True)

@@ -20,6 +20,7 @@ all of ours and nothing of the user's::
      │   ├─ SchemaVersionError               the store was written by a newer resumable
      │   ├─ RunOwnedError                    another live process owns the run
      │   ├─ RunExistsError                   a new run was asked for under an id already taken
+     │   ├─ ForkError                        a fork's id is taken or its step is not in the origin run
      │   ├─ PipelineMismatchError            a run opened under another pipeline than its own
      │   ├─ ParameterMismatchError           a run resumed with other parameters than it started with
      │   ├─ StepChangedError                 another process changed a step this process was running
@@ -298,6 +299,15 @@ class RunExistsError(StoreError):
             f"run '{run_id}' of pipeline '{pipeline}' already exists, so it cannot start as a new run. "
             f"Resume it (leave out {option_words('new=True', '--new')}), or choose another run id."
         )
+
+
+class ForkError(StoreError):
+    """A fork could not be made (its id is taken, the step is not in the origin run); nothing was written."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}. {fix}")
 
 
 class CheckpointIntegrityError(StoreError):
@@ -691,19 +701,26 @@ class EffectHeldWarning(ResumableError, UserWarning):
 class LastGoodCheckpointWarning(ResumableError, UserWarning):
     """A value was loaded from the last good checkpoint of a step whose later attempt did not complete.
 
-    ``.attempt`` is the attempt that wrote the checkpoint, ``.state`` the step's state now.
+    ``.execution`` and ``.attempt`` name the execution that wrote the checkpoint and its attempt;
+    ``.state``, ``.executions`` and ``.attempts`` the step now (its execution and attempt within it).
     """
 
-    def __init__(self, run_id: str, step: str, name: str, attempt: int, state: str, attempts: int) -> None:
+    def __init__(
+        self, run_id: str, step: str, name: str, attempt: int, state: str, attempts: int,
+        execution: int = 1, executions: int = 1,
+    ) -> None:  # fmt: skip
         self.run_id = run_id
         self.step = step
         self.name = name
         self.attempt = attempt
         self.state = state
         self.attempts = attempts
+        self.execution = execution
+        self.executions = executions
         super().__init__(
-            f"step '{step}' (run '{run_id}') is {state} (attempt {attempts}); output '{name}' was loaded from its "
-            f"last good checkpoint, written by attempt {attempt}. It is kept until an attempt completes."
+            f"step '{step}' (run '{run_id}') is {state} (execution {executions}, attempt {attempts}); output "
+            f"'{name}' was loaded from its last good checkpoint, written by execution {execution}. It is kept "
+            "until an attempt completes."
         )
 
 

@@ -22,7 +22,7 @@ from resumable._owner import current_owner
 from resumable._records import RunInfo, StepPolicy, StepStatus
 from resumable._runs import choose_run
 from resumable._states import StepState
-from resumable._store import Store, open_store
+from resumable._store import Removal, Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import (
     ArgumentTypeError,
@@ -298,6 +298,37 @@ class Pipeline:
         choice = choose_run(self.store, self.name, run_id, new=new or run_id is None)
         return Run(self, check_name("run", choice.run_id), params=params)
 
+    @front_end("python")  # errors name run_id=, store=
+    def fork(
+        self, origin: str, from_step: str, /, *, run_id: str | None = None, params: dict[str, Any] | None = None
+    ) -> Run:
+        """A new run made from run ``origin``: its steps before ``from_step`` restore, the others execute.
+
+        The completed steps before ``from_step`` share ``origin``'s checkpoints by reference (no
+        byte is copied), and keep restoring exactly those values whatever ``origin`` does later.
+        ``from_step`` and every step after it execute in the new run. Its parameters are
+        ``origin``'s, overridden by ``params``. Returns the run, not yet entered: use it as
+        ``with pipe.fork("order-42", "courier") as run:``. ``run_id`` names it (default: a new id).
+        A copied step still executes again when called with other arguments, as in any run (an
+        effect step is held instead; see docs/durability.md).
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no run ``origin``.
+        PipelineMismatchError
+            ``origin`` belongs to another pipeline.
+        ForkError
+            ``origin`` has no step ``from_step``, or run ``run_id`` exists already; nothing was written.
+        """
+        _check_text("origin", origin)
+        _check_text("from_step", from_step)
+        check_name("run", origin)
+        check_name("step", from_step)
+        new_id = check_name("run", run_id) if run_id is not None else _keys.new_run_id()
+        made = self.store.fork_run(origin, from_step, new_id, current_owner(), params, pipeline=self.name)
+        return Run(self, made.run_id)
+
     def runs(self) -> list[RunInfo]:
         """This pipeline's runs, newest first."""
         return self.store.list_runs(self.name)
@@ -526,6 +557,24 @@ def idempotency_key(scope: str | None = None) -> str:
 
 
 @front_end("python")
+def remove_runs(*run_ids: str, store: StoreArg = None, dry_run: bool = False, compact: bool | None = None) -> Removal:
+    """Delete whole runs (steps, events, checkpoints nothing else needs, payload files), as ``resumable rm`` does.
+
+    A run that a live process owns or executes is left whole and listed in ``Removal.refused``
+    with a sentence naming the process, as is a run that does not exist; the others go. Then the
+    database file is compacted when at least a fifth of it is free (``compact=True``: always,
+    ``False``: never). With ``dry_run`` nothing changes and the result says what would go.
+    """
+    for run_id in run_ids:
+        _check_text("run_id", run_id)
+    opened = _resolve_store(store)
+    removal = opened.remove_runs(tuple(run_ids), current_owner(), dry_run=dry_run)
+    if not dry_run and removal.removed and compact is not False:
+        opened.compact(force=bool(compact), freed_hint=removal.inline_bytes)
+    return removal
+
+
+@front_end("python")
 def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None) -> Any:
     """Return a checkpointed value of a completed step (its return value, or the output ``name``).
 
@@ -569,8 +618,9 @@ def load(run_id: str, step: str, name: str | None = None, store: StoreArg = None
     value = opened.load_value(refs[name])
     if kept and status.kept_attempt is not None:
         warning = LastGoodCheckpointWarning(
-            run_id, step, name, status.kept_attempt, status.state.value, status.attempts
-        )
+            run_id, step, name, status.kept_attempt, status.state.value, status.attempts,
+            status.kept_execution or 1, status.executions,
+        )  # fmt: skip
         warnings.warn(warning, stacklevel=2)
     if isinstance(value, _aliases.SharedRef) and _aliases.SHARED in every:  # stored with those sharing its memory
         value = _aliases.unpack(opened.load_value(every[_aliases.SHARED]))[value.name]

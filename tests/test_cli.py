@@ -134,7 +134,7 @@ def test_export_writes_parquet_only_for_a_dataframe(store_path: Path, tmp_path: 
 def test_tables_are_plain_tab_separated_lines_into_a_pipe(store_with_run: Path) -> None:
     """Off a terminal: a header line, one line per row, tabs between cells, a tab inside a value escaped."""
     lines = cli("show", "r1", "--store", store_with_run).stdout.splitlines()
-    assert lines[1] == "#\tstep\tstate\tattempts\tduration\tsize\tlast error"
+    assert lines[1] == "#\tstep\tstate\tattempts\texecutions\tduration\tsize\tlast error"
     assert [line.split("\t")[1:3] for line in lines[2:]] == [["load", "completed"], ["charge", "failed"]]
     assert all("│" not in line and "━" not in line for line in lines)  # no box drawing
     query = "SELECT 'a' || chr(9) || 'b' AS v, 'x' || chr(10) || 'y' AS w"

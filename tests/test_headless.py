@@ -294,6 +294,21 @@ def test_a_magic_line_the_magic_would_refuse_is_refused_before_a_kernel_starts(
     assert not (tmp_path / "bad.resumable.ipynb").exists()
 
 
+def test_a_step_name_two_cells_share_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    """A copied cell that kept its step name would overwrite the first cell's checkpoint on every pass:
+    execute names both cells and exits 2 before anything runs (issue 12 §8)."""
+    nb = write_nb(
+        tmp_path / "dup.ipynb", "%load_ext resumable", "%%durable_step load\nx = 1", "%%durable_step load\nx = 2"
+    )
+    refused = cli("execute", nb.name, "--quiet", cwd=tmp_path)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: step name 'load' is used by cell 1 and cell 2; they would overwrite each other's checkpoint, so "
+        "nothing was run. Give each cell its own step name, e.g. '%%durable_step load_2' in cell 2."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dup.ipynb"]  # no output notebook, no store
+
+
 def test_a_missing_notebook_is_named(tmp_path: Path, store_path: Path) -> None:
     """A notebook path that does not exist says so and what to pass."""
     with pytest.raises(resumable.NotebookInputError) as excinfo:
@@ -561,3 +576,19 @@ def test_a_failure_caused_by_a_parameter_gives_a_resume_command_that_corrects_it
     run = store.get_run("bad-1")
     assert run is not None and run.params == {"limit": 12}
     store.close()
+
+
+def test_a_run_that_stops_early_names_the_steps_it_did_not_reach(tmp_path: Path) -> None:
+    """The summary never reads as done while a step of the notebook has not run: it lists the steps not reached."""
+    nb = write_nb(
+        tmp_path / "three.ipynb",
+        "%load_ext resumable",
+        "%%durable_step load\nrows = 3",
+        "%%durable_step parse\nraise ValueError('bad row')",
+        "%%durable_step email\nsent = True",
+    )
+    done = cli("execute", nb.name, "--run-id", "r1", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "steps executed: load; restored: none; not reached: email" in done.stderr  # 'parse' failed
+    recorded = nbformat.read(tmp_path / "three.resumable.ipynb", as_version=4).metadata["resumable"]
+    assert recorded["steps_not_reached"] == ["email"]  # as --json prints it (ExecutionResult.steps_not_reached)

@@ -50,6 +50,11 @@ def test_a_killed_run_reads_as_interrupted_and_reading_changes_no_byte(store_pat
     queried = cli("sql", "SELECT step, state FROM steps ORDER BY seq", "--json", "--store", store_path).stdout
     assert json.loads(queried) == [{"step": "fetch", "state": "completed"}, {"step": "crunch", "state": "interrupted"}]
     assert resumable.connect(store_path).sql("SELECT state FROM runs").rows == (("interrupted",),)
+    attempts = "SELECT execution, attempt, outcome FROM attempts WHERE step = 'crunch'"
+    assert resumable.connect(store_path).sql(attempts).rows == ((1, 1, "interrupted"),)
+    assert cli("why", "nightly-1", "crunch", "--store", store_path).stdout == (
+        "step 'crunch', execution 1, attempt 1: first run\n"
+    )
     forget_all()
     assert fingerprint(store_path) == before
 
@@ -100,6 +105,7 @@ def test_runs_filters_by_pipeline_state_and_age_and_reports_durations(three_runs
     assert ids("--pipeline", "etl") == ["e2", "e1"]
     assert ids("--state", "completed") == ["o1", "e1"]
     assert ids("--state", "completed", "--limit", "1") == ["o1"]
+    assert ids("--state", "COMPLETED", "--limit", "99999999999999999999") == ["o1", "e1"]  # more than any store: all
     assert ids("--since", "1h") == ["o1", "e2", "e1"]
     assert ids("--since", "2999-01-01") == []
     assert ids("--pipeline", "etl", "--state", "failed") == ["e2"]
@@ -128,6 +134,10 @@ def test_runs_filters_by_pipeline_state_and_age_and_reports_durations(three_runs
          "2w nor a date like 2026-12-01"),
         (("--state", "done"), "Invalid value for '--state': 'done' is not one of 'empty', 'pending', 'running', "
          "'completed', 'failed', 'interrupted'."),
+        (("--since", "99999999d"), "Invalid value for '--since': '99999999d' reaches back before the year 1; give a "
+         "shorter age or a date"),
+        (("--pipeline", " "), "Invalid value for '--pipeline' / '-P': a pipeline name cannot be empty; leave "
+         "--pipeline out to list every pipeline"),
     ],
 )  # fmt: skip
 def test_runs_options_are_checked_with_a_clear_message(three_runs: Path, args: tuple[str, ...], message: str) -> None:

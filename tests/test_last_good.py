@@ -24,8 +24,8 @@ from resumable._owner import current_owner
 from resumable._store import open_store
 
 KEPT = (
-    "step 'hold' (run 'r1') is failed (attempt 2); output 'x' was loaded from its last good checkpoint, "
-    "written by attempt 1. It is kept until an attempt completes."
+    "step 'hold' (run 'r1') is failed (execution 2, attempt 1); output 'x' was loaded from its last good "
+    "checkpoint, written by execution 1. It is kept until an attempt completes."
 )
 
 
@@ -62,7 +62,8 @@ def test_an_edited_cell_that_raises_keeps_the_last_good_checkpoint(
     assert isinstance(failed.error_in_exec, ValueError)
     status = open_store(store_path).get_step("r1", "hold")
     assert status is not None
-    assert (status.state, status.attempts, status.kept_attempt) == (StepState.FAILED, 2, 1)
+    assert (status.state, status.executions, status.attempts) == (StepState.FAILED, 2, 1)
+    assert (status.kept_execution, status.kept_attempt) == (1, 1)
     assert load_kept(store_path) == 42
 
     report = open_store(store_path).gc()
@@ -71,9 +72,11 @@ def test_an_edited_cell_that_raises_keeps_the_last_good_checkpoint(
 
     shown = cli("show", "r1", "--store", str(store_path))
     assert shown.returncode == 0, shown.stderr
-    assert "failed (last good checkpoint from attempt 1 kept)" in shown.stdout
+    assert "failed (last good checkpoint from execution 1 kept)" in shown.stdout
     as_json = json.loads(cli("show", "r1", "--json", "--store", str(store_path)).stdout)
-    assert [(s["step"], s["state"], s["kept_attempt"]) for s in as_json["steps"]] == [("hold", "failed", 1)]
+    assert [(s["step"], s["state"], s["kept_execution"], s["kept_attempt"]) for s in as_json["steps"]] == [
+        ("hold", "failed", 1, 1)
+    ]
 
     out = tmp_path / "x.json"
     exported = cli("export", "r1", "hold", "x", "-o", str(out), "--store", str(store_path))
@@ -86,7 +89,12 @@ def test_an_edited_cell_that_raises_keeps_the_last_good_checkpoint(
     assert step(shell, "hold", "x = 43").error_in_exec is None
     status = open_store(store_path).get_step("r1", "hold")
     assert status is not None
-    assert (status.state, status.attempts, status.kept_attempt) == (StepState.COMPLETED, 3, None)
+    assert (status.state, status.executions, status.attempts, status.kept_execution) == (
+        StepState.COMPLETED,
+        3,
+        1,
+        None,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resumable.load("r1", "hold", "x", store=store_path) == 43
@@ -150,7 +158,7 @@ def test_panel_restore_loads_the_last_good_checkpoint_into_the_kernel(shell: Any
         row.restore.click()
         assert (shell.user_ns["x"], shell.user_ns["y"]) == (42, "kept")
         assert (
-            "Restored 'x', 'y' of step 'hold' from its last good checkpoint (attempt 1); the step is still failed."
+            "Restored 'x', 'y' of step 'hold' from its last good checkpoint (execution 1); the step is still failed."
             in html.unescape(p._note.value)
         )
         assert open_store(store_path).get_step("r1", "hold").state is StepState.FAILED  # type: ignore[union-attr]

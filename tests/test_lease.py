@@ -10,10 +10,12 @@ from pathlib import Path
 import duckdb
 import pytest
 import store_sql
+from old_schema import drop_migration_6
 
 import resumable
 from resumable import StepState
 from resumable._store import forget_all, open_store
+from resumable._store.schema import SCHEMA_VERSION
 
 GONE_HOST = "container-before-restart"
 GONE_PID = 4242
@@ -151,17 +153,19 @@ def test_unlock_refuses_a_live_local_owner_and_the_lease_is_renewed(
 
 
 def test_a_version_2_store_gains_the_lease_table(store_path: Path) -> None:
-    """Migrations 3 to 5 add the completion logs, the leases and the previous source to a store written before
-    them; its runs and steps are kept."""
+    """Migrations 3 to 7 add the completion logs, the leases, the previous source and the executions to a store
+    written before them; its runs and steps are kept."""
     _owned_elsewhere(store_path, lease_expires_in=None)
     with duckdb.connect(str(store_path)) as con:
         con.execute("DROP TABLE leases")
         con.execute("DROP TABLE completion_logs")
         con.execute("ALTER TABLE steps DROP COLUMN previous_source")
+        drop_migration_6(con)
+        con.execute("ALTER TABLE steps DROP COLUMN executions")
         con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store = open_store(store_path)
     assert [s.step for s in store.list_steps("r1")] == ["load", "train"]
     forget_all()
     with duckdb.connect(str(store_path)) as con:
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         assert con.execute("SELECT count(*) FROM leases").fetchone() == (0,)

@@ -394,11 +394,11 @@ def test_status_table_lists_steps(shell: Any, capsys: pytest.CaptureFixture[str]
     lines = out.splitlines()
     assert lines[0].startswith("run 'r1' of pipeline 'default' (2 steps) in ")
     rows = [[cell.strip() for cell in line.strip("│┃").split("│" if "│" in line else "┃")] for line in lines[2:]]
-    rows = [row for row in rows if len(row) == 7]
-    assert rows[0] == ["#", "step", "state", "attempts", "duration", "size", "last error"]
-    assert rows[1][:4] == ["1", "good", "completed", "1"]
-    assert rows[2][:4] == ["2", "bad", "failed", "1"]
-    assert rows[2][6] == "ValueError: no"
+    rows = [row for row in rows if len(row) == 8]
+    assert rows[0] == ["#", "step", "state", "attempts", "executions", "duration", "size", "last error"]
+    assert rows[1][:5] == ["1", "good", "completed", "1", "1"]
+    assert rows[2][:5] == ["2", "bad", "failed", "1", "1"]
+    assert rows[2][7] == "ValueError: no"
     assert "\x1b" not in out  # plain text: no terminal codes in a notebook's output
 
 

@@ -7,7 +7,9 @@ what the store holds afterwards.
 from __future__ import annotations
 
 import html
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from IPython.testing import globalipapp
 import resumable
 from resumable import _engine
 from resumable._kernel_run import set_notebook_run
+from resumable._panel import attempts as _attempts
 from resumable._panel import format as fmt
 from resumable._panel.widget import NO_SOURCE_TIP, StepPanel
 from resumable._records import Owner
@@ -72,11 +75,11 @@ def visible(button: Any) -> bool:
 
 
 def assert_rows_match_store(p: StepPanel, run_id: str = "r1") -> None:
-    """Every row shows the state the store holds, as the badge's text."""
+    """Every row of a reached step shows the state the store holds, as the badge's text."""
     store = p.store_if_known()
     assert store is not None
     steps = store.list_steps(run_id)
-    assert list(p.rows) == [s.step for s in steps]
+    assert [name for name, row in p.rows.items() if row.reached] == [s.step for s in steps]
     for status in steps:
         row = p.rows[status.step]
         assert row.state is status.state
@@ -348,7 +351,9 @@ def test_panel_follows_the_kernel_into_a_new_run(shell: Any, panels: Any) -> Non
     p = panels()
     shell.run_line_magic("durable_run", "shop --new")
     shell.run_cell_magic("durable_step", "fresh", "x = 1")
-    wait_for(lambda: list(p.rows) == ["fresh"])
+    wait_for(lambda: "fresh" in p.rows and p.rows["fresh"].state is StepState.COMPLETED)
+    assert list(p.rows) == ["load", "fresh"]  # 'load', known from run r1, is not reached in the new run
+    assert not p.rows["load"].reached
     assert p.run_id != "r1"
     assert_rows_match_store(p, p.run_id or "")
 
@@ -534,3 +539,183 @@ def test_rerun_of_a_held_effect_step_runs_it_once_under_a_new_key_generation(
     shell.run_cell(f"%%durable_step charge\n{body}").raise_error()  # the notebook run again: restores the rerun
     assert shell.user_ns["key"] == second_key
     assert len(charges.read_text().splitlines()) == 2
+
+
+def _notebook(path: Path, *cells: str) -> Path:
+    """A notebook file with these code cells (what JupyterLab saves)."""
+    doc = {
+        "cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [], "execution_count": None}
+                  for c in cells],
+        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+    }  # fmt: skip
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def header_text(p: StepPanel) -> str:
+    """The header as the user reads it (tags dropped)."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", p._header.value)).split())
+
+
+def test_steps_of_the_notebook_not_reached_yet_are_listed_and_the_run_is_not_completed(
+    shell: Any, panels: Any, tmp_path: Path
+) -> None:
+    """After a Retry, a notebook step that never ran is listed as not reached; the run is not called completed."""
+    marker = tmp_path / "marker"
+    nb = _notebook(
+        tmp_path / "checkout.ipynb",
+        "%durable_run shop --run-id r1",
+        "%%durable_step load\ntotal = 41 + 1",
+        "%%durable_step courier --retries 0\n" + FLAKY.format(marker=str(marker)),
+        "x = 1",
+        "%%durable_step email\nsent = True",
+    )
+    shell.user_ns["__session__"] = str(nb)
+    try:
+        run_steps(shell, tmp_path)
+        p = panels()
+        assert list(p.rows) == ["load", "courier", "email"]
+        assert not p.rows["email"].reached
+        assert 'data-state="not-reached"' in p.rows["email"].badge.value
+        assert "known from the notebook" in p.rows["email"].info.value
+        assert not any(visible(b) for b in (p.rows["email"].retry, p.rows["email"].invalidate))
+        p.rows["courier"].retry.click()
+        assert_rows_match_store(p)
+        head = header_text(p)
+        assert "3 steps: 2 completed, 1 not reached" in head
+        assert 'data-state="pending"' in p._header.value  # not "completed": 'email' never ran
+        assert repr(p) == (
+            "<resumable panel: run 'r1' of pipeline 'shop' (pending): "
+            "load completed, courier completed, email not reached>"
+        )
+        shell.run_cell_magic("durable_step", "email", "sent = True")
+        p.refresh()
+        assert "3 steps: 3 completed" in header_text(p)
+        assert 'data-state="completed"' in p._header.value
+    finally:
+        shell.user_ns.pop("__session__", None)
+
+
+def test_steps_of_earlier_runs_are_listed_when_there_is_no_notebook(panels: Any, store_path: Path) -> None:
+    """A Python pipeline's new run lists the steps its earlier run recorded, in their order, until it reaches them."""
+    pipe = resumable.Pipeline("etl", store=store_path)
+    with pipe.run(run_id="p1") as run:
+        for name in ("extract", "clean", "load"):
+            run.step(name, lambda: 1)
+    with pipe.run(run_id="p2") as run:
+        run.step("extract", lambda: 1)
+    p = panels("p2", store=store_path)
+    assert list(p.rows) == ["extract", "clean", "load"]
+    assert [r.reached for r in p.rows.values()] == [True, False, False]
+    assert "known from an earlier run" in p.rows["clean"].info.value
+    assert "3 steps: 1 completed, 2 not reached" in header_text(p)
+    assert 'data-state="pending"' in p._header.value
+    first = panels("p1", store=store_path)  # a later run's steps are not "known from before" for p1
+    assert [r.reached for r in first.rows.values()] == [True, True, True]
+
+
+def test_columns_outputs_and_attempts_timeline(shell: Any, panels: Any, tmp_path: Path) -> None:
+    """Column headers name what each row shows; a row names its outputs and lists its attempts with their times."""
+    run_steps(shell, tmp_path)
+    p = panels()
+    p.rows["courier"].retry.click()
+    columns = re.sub(r"<[^>]+>", " ", p._columns.value).split()
+    assert columns == ["state", "step", "attempts", "time", "stored", "outputs", "actions"]
+    assert "total" in re.sub(r"<[^>]+>", " ", p.rows["load"].info.value)
+    courier = html.unescape(re.sub(r"<[^>]+>", " ", p.rows["courier"].info.value))
+    assert "label" in courier
+    assert re.search(
+        r"attempts: #1 \d\d:\d\d:\d\d failed after \d+\.\d\d s · #2 \d\d:\d\d:\d\d completed in \d+\.\d\d s", courier
+    ), courier
+    spans = _attempts.timelines(open_store().list_events("r1"))["courier"]
+    assert [(a.number, a.outcome) for a in spans] == [(1, "failed"), (2, "completed")]
+    assert all(a.duration_s is not None and a.duration_s >= 0 for a in spans)
+
+
+def test_a_running_step_shows_its_elapsed_time_ticking(shell: Any, panels: Any) -> None:
+    """While a step runs, its row's elapsed time advances with nothing pressed; the ticks stop when it ends."""
+    p = panels()
+    shell.user_ns["panel"] = p
+    body = (
+        "import re, time\n"
+        "deadline = time.monotonic() + 15\n"
+        "seen = []\n"
+        "while len(seen) < 2:\n"
+        "    assert time.monotonic() < deadline, f'the elapsed time never advanced: {seen}'\n"
+        "    row = panel.rows.get('slow')\n"
+        "    found = re.search(r'running (\\d+) s', row.info.value) if row else None\n"
+        "    if found and found.group(1) not in seen:\n"
+        "        seen.append(found.group(1))\n"
+        "    time.sleep(0.02)\n"
+    )
+    shell.run_cell_magic("durable_step", "slow --outputs seen", body)
+    seen = shell.user_ns["seen"]
+    assert int(seen[1]) > int(seen[0])
+    wait_for(lambda: p.rows["slow"].state is StepState.COMPLETED)
+    assert not p.ticking
+    assert "running" not in p.rows["slow"].info.value
+
+
+def test_fork_from_here_calls_the_fork_and_shows_the_new_run(shell: Any, panels: Any, tmp_path: Path) -> None:
+    """Fork from here hands the step to the fork it was given, then shows the new run with a line saying so."""
+    run_steps(shell, tmp_path)
+    assert not visible(panels().rows["load"].fork)  # no fork given: no button
+    calls: list[str] = []
+
+    def fork(step: str) -> str:  # joins a new run, as the magics' fork does once it made one
+        calls.append(step)
+        shell.run_line_magic("durable_run", "shop --run-id r1-fork")
+        return "r1-fork"
+
+    p = panels(fork=fork)
+    courier = p.rows["courier"]
+    assert visible(courier.fork)
+    assert not courier.fork.disabled
+    courier.fork.click()
+    assert calls == ["courier"]
+    assert p.run_id == "r1-fork"
+    assert re.sub(r"<[^>]+>", "", note_text(p)) == (
+        "Forked run 'r1' at step 'courier' as 'r1-fork': it shares the checkpoints before 'courier'. "
+        "Run the cells from 'courier' on to continue it; the panel now shows 'r1-fork'."
+    )
+    assert "run r1-fork" in header_text(p)
+    assert "2 steps: 2 not reached" in header_text(p)  # known from r1, not run in the new run yet
+    shell.run_cell_magic("durable_step", "load", "total = 42")  # the new run continues; the panel follows it
+    wait_for(lambda: "load" in p.rows and p.rows["load"].state is StepState.COMPLETED)
+    assert list(p.rows) == ["load", "courier"]
+    assert not p.rows["courier"].reached
+    p._runs.value = "r1"  # another run than the kernel's: its Fork is shown but cannot fork it
+    assert p.rows["load"].fork.disabled
+    assert "%durable_run shop --run-id r1" in p.rows["load"].fork.tooltip
+
+
+def test_plain_text_of_the_panel_says_how_to_get_a_live_one(shell: Any, panels: Any) -> None:
+    """Where the widget cannot be drawn (its kernel gone, no widget support), the text says what to do."""
+    shell.run_cell_magic("durable_step", "load", "total = 42")
+    p = panels()
+    bundle = p._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == p.model_id
+    assert bundle["text/plain"] == (
+        "<resumable panel: run 'r1' of pipeline 'shop' (completed): load completed>\n"
+        "(This text stands in for the live panel, which needs its kernel running and a front end that shows "
+        "widgets. If its kernel has stopped, run %durable_panel to show a live one.)"
+    )
+    assert fmt.GONE in html.unescape(p._gone.value)  # what the browser shows once the kernel stopped
+
+
+def test_timeline_shows_an_attempt_cut_short_by_a_dead_process(shell: Any, panels: Any) -> None:
+    """An attempt whose process died has no end in the log: the timeline says interrupted, then the retry."""
+    store = open_store()
+    store.begin_step(StepRequest("r1", "crashed", _dead_owner(), "x = 1", "d", (), {"magic_line": "crashed"}))
+    p = panels()
+    row = p.rows["crashed"]
+    assert row.state is StepState.INTERRUPTED
+    assert re.search(r"attempts: #1 \d\d:\d\d:\d\d interrupted</div>", row.info.value), row.info.value
+    assert not p.ticking  # an interrupted step's time does not tick
+    row.retry.click()
+    # The retried cell's source differs from the recorded one (digest "d"), so it is a new execution.
+    assert re.search(
+        r"executed 2 times · attempts: execution 1 #1 \d\d:\d\d:\d\d interrupted · "
+        r"execution 2 #1 \d\d:\d\d:\d\d completed in",
+        html.unescape(row.info.value),
+    )

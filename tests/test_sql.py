@@ -71,10 +71,9 @@ def test_the_examples_answer_what_they_ask(history: Path) -> None:
     failed, space, _, _, effects, retried, dead, _, timeline, largest = (db.sql(q) for q in doc_queries())
     assert failed.rows == (("etl", "load", 2),)  # the first attempt in etl-1 and the one in etl-3
     assert {r[0] for r in space.rows} == {"etl", "checkout", "nightly"}
-    assert effects.rows == (("co-1", "charge", "completed", 2),)
-    assert retried.to_dicts() == [
-        {"run_id": "co-1", "step": "charge", "attempts": 2, "outcomes": ["completed", "completed"]},  # the rerun
-        {"run_id": "etl-1", "step": "load", "attempts": 2, "outcomes": ["failed", "completed"]},
+    assert effects.rows == (("co-1", "charge", "completed", 2, 2),)  # the rerun: a second execution, a new key
+    assert retried.to_dicts() == [  # the rerun of co-1's charge is a second execution, not a second attempt
+        {"run_id": "etl-1", "step": "load", "execution": 1, "attempts": 2, "outcomes": ["failed", "completed"]},
     ]
     assert [(r[0], r[1], r[2]) for r in dead.rows] == [("nightly-1", "nightly", "crunch")]
     assert [(r[2], r[4]) for r in timeline.rows][-2:] == [("load", "running"), ("load", "failed")]

@@ -17,6 +17,7 @@ import resumable
 from resumable._owner import current_owner
 from resumable._records import Owner
 from resumable._store import Completion, EncodeError, StepRequest, forget_all, open_store
+from resumable._store.schema import SCHEMA_VERSION
 
 
 def _dead_owner() -> Owner:
@@ -58,10 +59,10 @@ def test_newer_schema_version_is_refused_untouched(store_location: str) -> None:
     with pytest.raises(resumable.SchemaVersionError) as excinfo:
         resumable.Pipeline("p", store=store_location).runs()
     assert str(excinfo.value) == (
-        f"store '{store_location}' has schema version 99, newer than the 5 this version of resumable understands. "
-        "Nothing in it was read or changed. Upgrade resumable to open it."
+        f"store '{store_location}' has schema version 99, newer than the {SCHEMA_VERSION} this version of resumable "
+        "understands. Nothing in it was read or changed. Upgrade resumable to open it."
     )
-    assert (excinfo.value.found, excinfo.value.supported) == (99, 5)
+    assert (excinfo.value.found, excinfo.value.supported) == (99, SCHEMA_VERSION)
     assert store_sql.execute(store_location, "SELECT value FROM meta WHERE key = 'schema_version'") == [("99",)]
 
 
@@ -192,7 +193,8 @@ def test_a_re_executed_step_replaces_its_checkpoints(store_location: str) -> Non
         store.begin_step(StepRequest("r1", "make", me))
         store.complete_step(Completion("r1", "make", me, (store.encode("return", value),), 0.1))
         store.invalidate("r1", "make", me)
-    assert store.begin_step(StepRequest("r1", "make", me)).attempt == 3
+    started = store.begin_step(StepRequest("r1", "make", me))
+    assert (started.execution, started.attempt) == (3, 1)  # its third execution's first attempt replaces rows too
     store.complete_step(Completion("r1", "make", me, (store.encode("return", 3),), 0.1))
     (ref,) = store.checkpoint_refs("r1", "make")
     assert store.load_value(ref) == 3

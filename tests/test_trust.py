@@ -53,7 +53,7 @@ def test_a_signed_row_copied_to_another_step_is_refused(store_path: Path, monkey
     _sql(
         store_path,
         "INSERT INTO checkpoints SELECT run_id, 'b', name, kind, codec, digest, signature, size, data, file, "
-        "created_at FROM checkpoints WHERE step = 'a'",
+        "created_at, generation FROM checkpoints WHERE step = 'a'",
     )
     with pytest.raises(resumable.CheckpointIntegrityError) as excinfo:
         resumable.load("r1", "b", store=store_path)

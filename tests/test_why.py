@@ -18,10 +18,12 @@ import duckdb
 import pytest
 from history_store import kill, start_worker
 from ipython_shell import fresh_kernel, started_shell, step
+from old_schema import drop_migration_6
 
 import resumable
 from resumable._owner import current_owner
 from resumable._store import forget_all
+from resumable._store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -53,15 +55,15 @@ def test_first_run_and_an_edited_cell_with_its_diff(
 ) -> None:
     """A new step says 'first run'; after an edit, 'its source changed' and the edit as a unified diff."""
     step(shell, "load", "n = 1\nm = 2")
-    assert magic(shell, capsys, "load") == "step 'load', attempt 1: first run\n"
+    assert magic(shell, capsys, "load") == "step 'load', execution 1, attempt 1: first run\n"
     step(shell, "load", "n = 10\nm = 2")
     assert magic(shell, capsys, "load") == (
-        "step 'load', attempt 2: its source changed\n"
+        "step 'load', execution 2, attempt 1: its source changed\n"
         "--- load (before)\n+++ load (now)\n@@ -1,2 +1,2 @@\n-n = 1\n+n = 10\n m = 2\n"
     )
     doc = json.loads(why(store_path, "r1", "load", "--json").stdout)
-    assert (doc["state"], doc["attempt"], doc["kind"], doc["why"], doc["held"]) == (
-        "completed", 2, "source_changed", "its source changed", None,
+    assert (doc["state"], doc["execution"], doc["attempt"], doc["kind"], doc["why"], doc["held"]) == (
+        "completed", 2, 1, "source_changed", "its source changed", None,
     )  # fmt: skip
     assert doc["diff"].splitlines()[3:] == ["-n = 1", "+n = 10", " m = 2"]
 
@@ -75,13 +77,13 @@ def test_a_changed_input_an_upstream_rerun_and_force(
     step(shell, "report", "text = str(chosen)")
     shell.run_cell("threshold = 0.7")
     step(shell, "pick", "chosen = threshold * 2")
-    assert magic(shell, capsys, "pick") == "step 'pick', attempt 2: 'threshold' changed (0.5 → 0.7)\n"
+    assert magic(shell, capsys, "pick") == "step 'pick', execution 2, attempt 1: 'threshold' changed (0.5 → 0.7)\n"
     step(shell, "report", "text = str(chosen)")
     assert why(store_path, "r1", "report").stdout == (
-        "step 'report', attempt 2: stale: upstream step 'pick' re-ran; 'chosen' changed (1.0 → 1.4)\n"
+        "step 'report', execution 2, attempt 1: stale: upstream step 'pick' re-ran; 'chosen' changed (1.0 → 1.4)\n"
     )
     step(shell, "report --force", "text = str(chosen)")
-    assert why(store_path, "r1", "report").stdout == "step 'report', attempt 3: forced\n"
+    assert why(store_path, "r1", "report").stdout == "step 'report', execution 3, attempt 1: forced\n"
     assert json.loads(why(store_path, "r1", "report", "--json").stdout)["kind"] == "forced"
 
 
@@ -93,21 +95,21 @@ def test_a_retry_after_an_error_names_the_error(shell: Any, store_path: Path, tm
     flag.write_text("3")
     step(shell, "fetch", body)
     assert why(store_path, "r1", "fetch").stdout == (
-        f"step 'fetch', attempt 2: retried after error: FileNotFoundError: [Errno 2] No such file or directory: "
-        f"'{flag}'\n"
+        "step 'fetch', execution 1, attempt 2: retried after error: FileNotFoundError: [Errno 2] No such file or "
+        f"directory: '{flag}'\n"
     )
     shell.run_cell("limit = -1")
     step(shell, "check", "assert limit > 0, 'limit must be positive'")
     shell.run_cell("limit = 5")
     step(shell, "check", "assert limit > 0, 'limit must be positive'")
     assert why(store_path, "r1", "check").stdout == (
-        "step 'check', attempt 2: retried after error: AssertionError: limit must be positive; "
-        "'limit' changed (-1 → 5)\n"
+        "step 'check', execution 2, attempt 1: 'limit' changed (-1 → 5), after error: AssertionError: limit must be "
+        "positive\n"
     )
     step(shell, "parse", "raise ValueError('bad row')")
     step(shell, "parse", "parsed = 3")
     assert why(store_path, "r1", "parse").stdout == (
-        "step 'parse', attempt 2: retried after error: ValueError: bad row; its source changed\n"
+        "step 'parse', execution 2, attempt 1: its source changed, after error: ValueError: bad row\n"
         "--- parse (before)\n+++ parse (now)\n@@ -1 +1 @@\n-raise ValueError('bad row')\n+parsed = 3\n"
     )
 
@@ -117,7 +119,7 @@ def test_an_effect_step_held_after_an_edit(shell: Any, store_path: Path, capsys:
     step(shell, "mail --effect", "sent = 1")
     step(shell, "mail --effect", "sent = 2")
     assert magic(shell, capsys, "mail") == (
-        "step 'mail', attempt 1: first run\n"
+        "step 'mail', execution 1, attempt 1: first run\n"
         "step 'mail' was then held because it has side effects: its source changed (restored, not repeated)\n"
     )
     doc = json.loads(why(store_path, "r1", "mail", "--json").stdout)
@@ -134,7 +136,7 @@ def test_a_step_whose_owner_was_killed_says_so_when_it_runs_again(store_path: Pa
         run.step("crunch", lambda: 3)
     host = current_owner().host
     assert why(store_path, "nightly-1", "crunch").stdout == (
-        f"step 'crunch', attempt 2: started again after a dead owner interrupted it "
+        f"step 'crunch', execution 1, attempt 2: started again after a dead owner interrupted it "
         f"(owner pid {pid} on host '{host}' is gone)\n"
     )
 
@@ -151,7 +153,7 @@ def test_an_invalidated_step_and_the_panel_rows(
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     step(shell, "load", "n = 1")
-    assert magic(shell, capsys, "load") == "step 'load', attempt 2: invalidated (user asked)\n"
+    assert magic(shell, capsys, "load") == "step 'load', execution 2, attempt 1: invalidated (user asked)\n"
     shown = resumable.panel("r1", store=store_path, poll_s=None)
     try:
         assert '<div class="rsm-why rsm-muted">why: invalidated (user asked)</div>' in shown.rows["load"].info.value
@@ -184,10 +186,12 @@ def test_a_version_4_store_gains_the_previous_source_and_keeps_its_steps(store_p
     forget_all()
     with duckdb.connect(str(store_path)) as con:
         con.execute("ALTER TABLE steps DROP COLUMN previous_source")
+        drop_migration_6(con)  # a version-4 store had none of migration 6's either
+        con.execute("ALTER TABLE steps DROP COLUMN executions")
         con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     with resumable.Pipeline("p", store=store_path).run(run_id="old") as run:
         assert run.step("load", lambda: 1) == 1  # restored: the step is kept
     forget_all()
-    assert why(store_path, "old", "load").stdout == "step 'load', attempt 1: first run\n"
+    assert why(store_path, "old", "load").stdout == "step 'load', execution 1, attempt 1: first run\n"
     with duckdb.connect(str(store_path)) as con:
-        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)

@@ -30,10 +30,12 @@ from resumable._headless.lock import executor_lock
 from resumable._headless.names import (
     DEFAULT_MAX_RESTARTS,
     check_magic_lines,
+    check_step_names,
     default_output,
     pinned_run_id,
     pipeline_of,
     resume_command,
+    step_of,
 )
 from resumable._headless.notebook import (
     error_output,
@@ -97,6 +99,9 @@ class ExecutionResult:
     error: str | None = None  # the whole message, resume command included
     failed_cell: int | None = None
     failed_step: str | None = None
+    # The notebook's steps the last pass neither executed nor restored (it stopped before them):
+    # a run is never reported as done while one of these has not run.
+    steps_not_reached: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (``resumable execute --json`` prints it)."""
@@ -303,6 +308,7 @@ def execute_notebook(
         raise NotebookInputError("output", str(out_path), "is the input notebook", fix)
     source_nb = read_notebook(nb_path)
     check_magic_lines(source_nb)  # a line the magic would refuse fails here, before any kernel starts
+    check_step_names(source_nb)  # as does a step name two cells share
     kernel_name = kernel or source_nb.metadata.get("kernelspec", {}).get("name") or "python3"
     check_kernel(kernel_name)
     given = _headless_params.checked(params or {})
@@ -381,6 +387,10 @@ def _finish(
 ) -> ExecutionResult:
     last = passes[-1]
     outcome: Outcome = last.outcome
+    cells = [c for c in job.source_nb.cells if c.cell_type == "code"]
+    known = dict.fromkeys(n for n in (step_of(c.source) for c in cells) if n is not None)
+    stopped_in = {failure.step if failure else None, last.step}  # reached: the pass stopped there
+    not_reached = tuple(n for n in known if n not in {*last.executed, *last.restored, *stopped_in})
     error: Exception | None = None
     if failure is not None:
         kind = error_class(failure.ename)
@@ -406,6 +416,7 @@ def _finish(
         "restarts": len(passes) - 1,
         "steps_executed": list(last.executed),
         "steps_restored": list(last.restored),
+        "steps_not_reached": list(not_reached),
     }
     write_notebook(nb, out_path, nb_path)
     result = ExecutionResult(
@@ -427,6 +438,7 @@ def _finish(
         error=str(error) if error is not None else None,
         failed_cell=failure.cell_index if failure else last.cell_index,
         failed_step=failure.step if failure else last.step,
+        steps_not_reached=not_reached,
     )
     if error is not None and raise_on_error:
         raise error

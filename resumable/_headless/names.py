@@ -68,6 +68,33 @@ def check_magic_lines(nb: Any) -> None:
             step_of(cell.source, f"cell {index}")
 
 
+def check_step_names(nb: Any) -> None:
+    """Refuse a notebook in which two code cells name the same step, before any kernel starts.
+
+    Each would overwrite the other's checkpoint on every pass (the kernel refuses the second cell
+    only when it can tell cells apart, which a headless kernel may not). Cells are numbered from
+    0, as in the other messages about a notebook's cells.
+    """
+    cells: dict[str, list[int]] = {}
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            name = step_of(cell.source, f"cell {index}")
+            if name is not None:
+                cells.setdefault(name, []).append(index)
+    repeated = [(name, where) for name, where in cells.items() if len(where) > 1]
+    if not repeated:
+        return
+    name, where = repeated[0]
+    listed = ", ".join(f"cell {i}" for i in where[:-1]) + f" and cell {where[-1]}"
+    more = f" (and {len(repeated) - 1} more step names are repeated)" if len(repeated) > 1 else ""
+    raise NotebookInputError(
+        "step name",
+        name,
+        f"is used by {listed}{more}; they would overwrite each other's checkpoint, so nothing was run",
+        f"Give each cell its own step name, e.g. '%%durable_step {name}_2' in cell {where[1]}.",
+    )
+
+
 def pinned_run_id(nb: Any) -> str | None:
     """The run id a notebook names itself with ``%durable_run NAME --run-id ID``, which the magic obeys."""
     return next((args.run_id for args in _run_lines(nb) if args.run_id is not None), None)

@@ -14,7 +14,7 @@ from typing import Any
 # Checkpoints written before the move name this module as the home of the rebuild function.
 from resumable._magics.functions import _function_from_code
 
-__all__ = ["_function_from_code", "load_ipython_extension"]
+__all__ = ["_function_from_code", "fork_from_here", "load_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any, make_panel: Callable[..., Any] | None = None) -> None:
@@ -30,3 +30,20 @@ def load_ipython_extension(ipython: Any, make_panel: Callable[..., Any] | None =
             existing.make_panel = existing.make_panel or make_panel
             return
     ipython.register_magics(DurableMagics(ipython, make_panel))
+
+
+def fork_from_here(ipython: Any, step: str) -> str:
+    """Fork the notebook's current run from ``step`` and make the new run current; returns the new run id.
+
+    What the panel's "Fork from here" calls (as ``functools.partial(fork_from_here, shell)``, a
+    ``Callable[[str], str]``): exactly ``%durable_run NAME --fork CURRENT --from STEP``. Raises
+    IPython's UsageError, with our message, when the kernel has no run yet or the fork is refused.
+    """
+    from IPython.core.error import UsageError
+
+    from resumable._magics.magics import DurableMagics
+
+    for existing in ipython.magics_manager.registry.values():
+        if isinstance(existing, DurableMagics):
+            return existing.fork_from(step)
+    raise UsageError("resumable: '%load_ext resumable' first, then start a run with '%durable_run NAME'.")

@@ -158,8 +158,8 @@ class CellExecutor:
             print(f"resumable: step '{call.step}' runs again, so {stale} will run again when reached (stale)")
         elif tried:
             print(
-                f"↻ step '{call.step}': attempt {tried + 1} of {call.policy.retries + 1} "
-                f"(attempt {tried} failed: {call.errors[-1]})",
+                f"↻ step '{call.step}': attempt {call.attempt} of {call.policy.retries + 1} "
+                f"(attempt {call.attempt - 1} failed: {call.errors[-1]})",
                 file=sys.stderr,
             )
         self.value = None

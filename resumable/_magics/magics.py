@@ -29,7 +29,7 @@ from traitlets import Bool
 from resumable import _aliases, _capture, _cellast, _engine, _inputs, _magic_lines, _why
 from resumable._inputs import Input
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
-from resumable._keys import DEFAULT_PIPELINE, notebook_pipeline
+from resumable._keys import DEFAULT_PIPELINE, new_run_id, notebook_pipeline
 from resumable._magics import awaiting, hidden
 from resumable._magics.executor import CellExecutor, Known, show_from_the_cell
 from resumable._magics.functions import rebind_class, unwrap
@@ -42,7 +42,16 @@ from resumable._states import StepState
 from resumable._store import Store, open_store
 from resumable._tracebacks import label_files, trim_chain
 from resumable._units import human_time
-from resumable.errors import DependencyError, DuplicateStepError, RerunError, RunExistsError, StepDefinitionError
+from resumable.errors import (
+    CheckpointNotFoundError,
+    DependencyError,
+    DuplicateStepError,
+    ForkError,
+    PipelineMismatchError,
+    RerunError,
+    RunExistsError,
+    StepDefinitionError,
+)
 from resumable.pipeline import check_name, make_policy
 
 MakePanel = Callable[..., Any]  # resumable.panel: handed in by ``%load_ext resumable``
@@ -294,9 +303,54 @@ class DurableMagics(Magics):  # type: ignore[misc]
         try:
             pipeline = check_name("pipeline", args.pipeline)
             run_id = check_name("run", args.run_id) if args.run_id is not None else None
+            if args.fork is not None or args.from_step is not None:
+                print(self._fork(pipeline, args.fork, args.from_step, run_id, args.new))
+                return
         except StepDefinitionError as exc:
             raise UsageError(str(exc)) from None
         print(self._join(pipeline, run_id, args.new))
+
+    def _fork(self, pipeline: str, origin: str | None, step: str | None, run_id: str | None, new: bool) -> str:
+        """``%durable_run NAME --fork RUN --from STEP``: fork RUN and make the new run current."""
+        if origin is None or step is None:
+            missing = "--from STEP" if origin is not None else "--fork RUN"
+            raise UsageError(
+                f"%durable_run {pipeline}: --fork and --from go together; add {missing}, for example "
+                f"'%durable_run {pipeline} --fork order-42 --from charge'."
+            )
+        if new:
+            raise UsageError(f"%durable_run {pipeline}: --fork always starts a new run; leave out --new.")
+        store = open_store()
+        try:
+            check_name("run", origin)
+            check_name("step", step)
+            made = store.fork_run(origin, step, run_id or new_run_id(), self.owner, self._injected or None,
+                                  pipeline=pipeline)  # fmt: skip
+        except (ForkError, PipelineMismatchError, CheckpointNotFoundError, StepDefinitionError) as exc:
+            raise UsageError(str(exc)) from None
+        self._run = NotebookRun(pipeline, made.run_id, store.location)
+        self._store = store
+        set_notebook_run(self._run)
+        shared = [s.step for s in store.list_steps(made.run_id)]
+        listed = ", ".join(shared) if shared else "none"
+        return (
+            f"resumable: started run '{made.run_id}' of pipeline '{pipeline}', forked from run '{origin}' at step "
+            f"'{step}': {len(shared)} step{'s restore' if len(shared) != 1 else ' restores'} from its checkpoints "
+            f"({listed}); '{step}' and later steps execute"
+        )
+
+    def fork_from(self, step: str) -> str:
+        """Fork the notebook's current run from ``step`` and make the new run current; returns its id.
+
+        Exactly ``%durable_run NAME --fork CURRENT --from STEP`` (the panel's "Fork from here").
+        Raises UsageError when there is no current run or the fork is refused.
+        """
+        run = notebook_run() or self._run
+        if run is None:
+            raise UsageError("resumable: no run to fork yet. Start one with '%durable_run NAME'.")
+        print(self._fork(run.pipeline, run.run_id, step, None, False))
+        assert self._run is not None
+        return self._run.run_id
 
     @line_magic
     def durable_status(self, line: str) -> None:

@@ -16,6 +16,7 @@ from resumable._store import Store, stop_at_exit
 POLL_S = 2.0
 MIN_REDRAW_S = 0.1  # listener-driven redraws at most ten times a second ...
 REDRAW_SHARE = 0.2  # ... and at most a fifth of the time, so quick steps stay quick beside a large run
+TICK_S = 1.0  # a running step's elapsed time advances once a second, only while a shown step runs
 
 
 class Watched(Protocol):
@@ -24,6 +25,13 @@ class Watched(Protocol):
     closed: bool
     dirty: bool
     poll_s: float | None
+
+    @property
+    def ticking(self) -> bool:
+        """Whether a shown step is running (its elapsed time needs ticks)."""
+
+    def tick(self) -> None:
+        """Advance running steps' elapsed time without reading the store; never raises."""
 
     def store_if_known(self) -> Store | None:
         """The store of the shown run, or None."""
@@ -85,6 +93,7 @@ class Poller:
 
     def _loop(self) -> None:
         next_poll = time.monotonic()
+        next_tick = next_poll + TICK_S
         last_redraw, cost = 0.0, 0.0
         while True:
             with self._lock:
@@ -93,7 +102,9 @@ class Poller:
                     self._thread = None
                     return
             intervals = [p.poll_s for p in panels if p.poll_s is not None]
-            self._wake.wait(max(0.0, next_poll - time.monotonic()) if intervals else None)
+            ticking = [p for p in panels if p.ticking]
+            due = [t for t, wanted in ((next_poll, intervals), (next_tick, ticking)) if wanted]
+            self._wake.wait(max(0.0, min(due) - time.monotonic()) if due else None)  # None: nothing to tick
             self._wake.clear()
             if self._stopped:
                 continue  # leaves at the top of the loop, under the lock
@@ -106,6 +117,11 @@ class Poller:
                         if panel.dirty and not panel.closed:
                             panel.redraw_soon()
                     cost = time.monotonic() - last_redraw
+                if ticking and time.monotonic() >= next_tick:
+                    for panel in ticking:
+                        panel.tick()
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + TICK_S
                 if intervals and time.monotonic() >= next_poll:
                     self._poll([p for p in panels if p.poll_s is not None])
                     next_poll = time.monotonic() + min(intervals)

@@ -63,3 +63,19 @@ def why_not_runnable(shell: Any, current: NotebookRun | None, run_id: str | None
 def restorable(status: StepStatus) -> bool:
     """Whether Restore applies: the step is not completed but keeps an earlier attempt's checkpoint."""
     return status.state is not StepState.COMPLETED and status.kept_attempt is not None
+
+
+def why_not_forkable(current: NotebookRun | None, run_id: str | None, pipeline: str | None) -> str | None:
+    """Why Fork from here cannot fork the shown run: it forks the kernel's current run only."""
+    if current is None or current.run_id != run_id:
+        where = f"run '{current.run_id}'" if current else "no run yet"
+        return (
+            f"Fork from here forks this kernel's current run ({where}). "
+            f"Join this one first: %durable_run {pipeline or 'NAME'} --run-id {run_id}"
+        )
+    return None
+
+
+def forkable(state: StepState | None) -> bool:
+    """Fork from here is offered on every step the run has reached, except one running now."""
+    return state is not None and state is not StepState.RUNNING

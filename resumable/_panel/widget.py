@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import ipywidgets as widgets
@@ -30,11 +32,13 @@ from IPython.core.getipython import get_ipython
 from resumable import _engine, _why
 from resumable._kernel_run import notebook_run
 from resumable._owner import current_owner, is_alive
+from resumable._panel import attempts as _attempts
 from resumable._panel import format as fmt
+from resumable._panel import known as _known
 from resumable._panel import poll as _panel_poll
 from resumable._panel import rules
 from resumable._records import Owner, RunInfo, StepStatus
-from resumable._states import StepState
+from resumable._states import RunState, StepState
 from resumable._store import Store, open_store
 from resumable._units import is_seconds
 from resumable.errors import CheckpointNotFoundError, OptionError, ResumableError
@@ -43,6 +47,8 @@ from resumable.pipeline import check_name
 POLL_S = _panel_poll.POLL_S
 NO_SOURCE_TIP = rules.NO_SOURCE_TIP
 _POLLER = _panel_poll.POLLER
+MAX_REPR_STEPS = 20  # the plain-text form lists this many steps, then a count
+Fork = Callable[[str], str]  # the step name -> the new run's id (the magics layer forks the kernel's run)
 
 
 class StepRow:
@@ -51,29 +57,43 @@ class StepRow:
     def __init__(self, panel: StepPanel, step: str) -> None:
         self.step = step
         self.state: StepState | None = None  # the state drawn, always a value read from the store
-        self._drawn: tuple[StepStatus, str | None, str] | None = None
+        self.reached = True  # False for a step known from the notebook or an earlier run, not run here yet
+        self._drawn: tuple[Any, ...] | None = None
+        self._status: StepStatus | None = None
+        self._texts = ("", "")  # the why line and the attempts timeline last drawn
         self.badge = widgets.HTML(layout=widgets.Layout(width="8em"))
-        self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", overflow="hidden"))
+        self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 24em", min_width="0"))
         self.retry = widgets.Button(description="Retry", icon="repeat", button_style="warning")
         self.rerun = widgets.Button(description="Rerun", icon="refresh")
         self.invalidate = widgets.Button(description="Invalidate", icon="undo")
         self.restore = widgets.Button(description="Restore", icon="download")
+        self.fork = widgets.Button(description="Fork from here", icon="code-fork")
         self.show_traceback = widgets.ToggleButton(description="traceback", icon="chevron-down")
         self.traceback = widgets.HTML(layout=widgets.Layout(display="none"))
-        for button in (self.retry, self.rerun, self.invalidate, self.restore, self.show_traceback):
+        for button in (self.retry, self.rerun, self.invalidate, self.restore, self.fork, self.show_traceback):
             button.layout = widgets.Layout(width="auto", min_width="6.5em", flex="0 0 auto")
+        self.fork.layout.display = "none"
         self.retry.add_class("rsm-retry")
         self.rerun.add_class("rsm-rerun")
         self.invalidate.add_class("rsm-invalidate")
         self.restore.add_class("rsm-restore")
+        self.fork.add_class("rsm-fork")
         self.retry.on_click(lambda _b: panel.retry(step))
         self.rerun.on_click(lambda _b: panel.rerun(step))
         self.invalidate.on_click(lambda _b: panel.invalidate(step))
         self.restore.on_click(lambda _b: panel.restore(step))
+        self.fork.on_click(lambda _b: panel.fork_from(step))
         self.show_traceback.observe(self._toggle, names="value")
+        # Wrapping boxes: at 1200 px a row is one line under the column headers; in a narrow panel
+        # the buttons go under the facts instead of being clipped.
+        self.actions = widgets.HBox(
+            [self.retry, self.rerun, self.invalidate, self.restore, self.fork, self.show_traceback],
+            layout=widgets.Layout(flex_flow="row wrap", flex="0 1 auto", max_width="100%"),
+        )
+        self.actions.add_class("rsm-actions")  # its width comes from the CSS: a column when wide, a line when narrow
         line = widgets.HBox(
-            [self.badge, self.info, self.retry, self.rerun, self.invalidate, self.restore, self.show_traceback],
-            layout=widgets.Layout(align_items="center", width="100%"),
+            [self.badge, self.info, self.actions],
+            layout=widgets.Layout(align_items="center", width="100%", flex_flow="row wrap"),
         )
         self.box = widgets.VBox([line, self.traceback], layout=widgets.Layout(width="100%"))
         self.box.add_class("rsm-row")
@@ -83,11 +103,24 @@ class StepRow:
         self.traceback.layout.display = "" if change["new"] else "none"
         self.show_traceback.icon = "chevron-up" if change["new"] else "chevron-down"
 
-    def draw(self, status: StepStatus, why_not_runnable: str | None, why: str = "") -> None:
-        """Show ``status``; offer each button only where the transition table allows its action."""
-        if self._drawn == (status, why_not_runnable, why):
+    def draw(
+        self,
+        status: StepStatus,
+        why_not_runnable: str | None,
+        why: str = "",
+        timeline: str = "",
+        fork: tuple[bool, str | None] = (False, None),
+        now: datetime | None = None,
+    ) -> None:
+        """Show ``status``; offer each button only where the transition table allows its action.
+
+        ``fork`` is whether Fork from here is offered and why it cannot run here (None: it can).
+        """
+        if self._drawn == (status, why_not_runnable, why, timeline, fork):
             return  # unchanged: setting the same traits again would still cost time on every redraw
-        self._drawn = (status, why_not_runnable, why)
+        self._drawn = (status, why_not_runnable, why, timeline, fork)
+        self.reached = True
+        self._status, self._texts = status, (why, timeline)
         # Buttons first, badge last: the browser applies changes in order, so whenever the badge
         # names a state, the buttons beside it already match that state.
         state = status.state
@@ -105,15 +138,21 @@ class StepRow:
             self.restore,
             rules.restorable(status),
             why_not_runnable,
-            f"Load the outputs of the last good checkpoint (attempt {status.kept_attempt}) into this kernel; "
+            f"Load the outputs of the last good checkpoint ({fmt.kept_from(status)}) into this kernel; "
             f"'{status.step}' stays {state.value}",
+        )
+        _offer(
+            self.fork,
+            fork[0] and rules.forkable(state),
+            fork[1],
+            f"Start a new run that shares the checkpoints before '{status.step}' and runs from it on",
         )
         has_tb = bool(status.traceback)
         self.show_traceback.layout.display = "" if has_tb else "none"
         if not has_tb and self.show_traceback.value:
             self.show_traceback.value = False
         self.traceback.value = fmt.traceback_block(status.traceback)
-        self.info.value = fmt.step_info(status, why)
+        self.info.value = fmt.step_info(status, why, timeline, now)
         wanted = f"rsm-state-{state.value}"
         if wanted not in self.box._dom_classes:  # each class change is a message to the browser
             for cls in [c for c in self.box._dom_classes if c.startswith("rsm-state-")]:
@@ -122,12 +161,33 @@ class StepRow:
         self.badge.value = fmt.badge(state)
         self.state = state
 
+    def draw_not_reached(self, known_from: str) -> None:
+        """Show a step the run has not reached: its name, where it is known from, and no actions."""
+        if self._drawn == ("not reached", known_from):
+            return
+        self._drawn = ("not reached", known_from)
+        self.reached, self.state, self._status = False, None, None
+        for button in (self.retry, self.rerun, self.invalidate, self.restore, self.fork, self.show_traceback):
+            button.layout.display = "none"
+        self.show_traceback.value = False
+        self.traceback.value = ""
+        self.info.value = fmt.not_reached_info(self.step, known_from)
+        for cls in [c for c in self.box._dom_classes if c.startswith("rsm-state-")]:
+            self.box.remove_class(cls)
+        self.box.add_class("rsm-state-not-reached")
+        self.badge.value = fmt.not_reached_badge()
+
+    def tick(self, now: datetime) -> None:
+        """Update a running step's elapsed time (no store read; only its text changes)."""
+        if self._status is not None and self._status.state is StepState.RUNNING:
+            self.info.value = fmt.step_info(self._status, *self._texts, now)
+
     def close(self) -> None:
         """Close every widget of the row."""
         for widget in (
-            self.badge, self.info, self.retry, self.rerun, self.invalidate, self.restore, self.show_traceback,
-            self.traceback,
-            self._line, self.box,
+            self.badge, self.info, self.retry, self.rerun, self.invalidate, self.restore, self.fork,
+            self.show_traceback, self.traceback,
+            self.actions, self._line, self.box,
         ):  # fmt: skip
             widget.close()
 
@@ -157,8 +217,13 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         store: str | os.PathLike[str] | None = None,
         poll_s: float | None = POLL_S,
         shell: Any = None,
+        fork: Fork | None = None,
     ) -> None:
         self._store_arg = store
+        self._fork = fork
+        self._forked_to: str | None = None  # a run a fork just made: shown even before it has a step
+        self._notebook_cache: tuple[Any, list[str]] = (None, [])
+        self._earlier: tuple[str | None, list[list[str]]] = (None, [])
         self._follow = run_id is None  # follow the kernel's current run until the user picks one
         self.run_id: str | None = run_id
         self.poll_s = poll_s
@@ -174,13 +239,25 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._was_viewed = False
         self._setting_runs = False
         self._run: RunInfo | None = None
+        self._state = RunState.EMPTY  # the shown run's state, its unreached steps counted as pending
 
         self._header = widgets.HTML()
+        self._columns = widgets.HTML(fmt.columns())
+        # Shown by the CSS only once the front end marks the panel disconnected (its kernel stopped).
+        self._gone = widgets.HTML(fmt.gone_notice())
+        self._gone.add_class("rsm-gone-box")
         self._runs = widgets.Dropdown(
-            description="run", style={"description_width": "initial"}, layout=widgets.Layout(width="30em")
+            description="run",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="30em", max_width="100%", flex="0 1 auto"),
         )
         self._runs.add_class("rsm-runs")
-        self._refresh_button = widgets.Button(description="Refresh", icon="refresh", tooltip="Re-read the store")
+        self._refresh_button = widgets.Button(
+            description="Refresh",
+            icon="refresh",
+            tooltip="Re-read the store",
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
         self._refresh_button.add_class("rsm-refresh")
         self.downstream = widgets.Checkbox(
             value=False, description="also invalidate later steps", indent=False, layout=widgets.Layout(width="auto")
@@ -190,9 +267,13 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         self._rows_box = widgets.VBox()
         self._style = widgets.HTML(fmt.CSS, layout=widgets.Layout(display="none"))
         self._controls = widgets.HBox(
-            [self._runs, self._refresh_button, self.downstream], layout=widgets.Layout(align_items="center")
+            [self._runs, self._refresh_button, self.downstream],
+            layout=widgets.Layout(align_items="center", flex_flow="row wrap", max_width="100%"),
         )
-        self._fixed = [self._style, self._header, self._controls, self._note, self._rows_box, self.output]
+        self._fixed = [
+            self._style, self._gone, self._header, self._controls, self._note, self._columns, self._rows_box,
+            self.output,
+        ]  # fmt: skip
         super().__init__(self._fixed, layout=widgets.Layout(width="100%"))
         self.add_class("rsm-panel")
         # Ask front ends to count this widget's views: a panel whose output was cleared (its cell
@@ -214,11 +295,22 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         # The plain-text form (a terminal, a notebook viewer without widgets) says what the rows say.
         if self._run is None:
             return "<resumable panel: no run yet>"
-        steps = ", ".join(f"{name} {row.state.value if row.state else '?'}" for name, row in self.rows.items())
+        shown = [f"{name} {row.state.value if row.state else fmt.NOT_REACHED}" for name, row in self.rows.items()][
+            :MAX_REPR_STEPS
+        ]
+        steps = ", ".join(shown) + (f", ... {len(self.rows) - len(shown)} more" if len(self.rows) > len(shown) else "")
         return (
-            f"<resumable panel: run '{self._run.run_id}' of pipeline '{self._run.pipeline}' ({self._run.state})"
+            f"<resumable panel: run '{self._run.run_id}' of pipeline '{self._run.pipeline}' ({self._state})"
             f"{': ' + steps if steps else ''}>"
         )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        # JupyterLab draws the widget; the plain text is what a viewer without a live kernel or widget
+        # support shows instead (a saved notebook elsewhere, an untrusted one): the run's states and how
+        # to get a live panel, rather than ipywidgets' default of the widget's repr cut at 110 characters.
+        data: dict[str, Any] = super()._repr_mimebundle_(**kwargs)
+        data["text/plain"] = f"{self!r}\n{fmt.PLAIN_FALLBACK}"
+        return data
 
     # ------------------------------------------------------------------ reading the store
 
@@ -259,7 +351,7 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             return
         seq = store.last_event_seq()
         run = store.get_run(self.run_id)
-        if run is None and self._follow:
+        if run is None and (self._follow or self.run_id == self._forked_to):
             self._run = None
             self._header.value = fmt.header(None, [], f"Run '{self.run_id}' has no steps yet.")
             self._set_rows([])
@@ -269,7 +361,12 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         steps = store.list_steps(self.run_id)
         self._seen_seq = seq
         self._run = run
-        self._header.value = fmt.header(run, steps)
+        order, known_from = self._known_steps(store, run, steps, again=runs)
+        reached = {s.step for s in steps}
+        missing = sum(1 for name in order if name not in reached)
+        state = _known.whole_run_state((s.state for s in steps), missing)
+        self._state = state
+        self._header.value = fmt.header(run, steps, not_reached=missing, state=state)
         if runs or run.run_id not in {v for _, v in self._runs.options}:
             self._set_runs(store.list_runs(run.pipeline, limit=50), run.run_id)
         else:  # keep the shown run's entry (its state) current without listing every run again
@@ -280,14 +377,45 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             s.owner for s in steps
             if s.state is StepState.RUNNING and s.owner is not None and s.owner.pid != self._owner.pid
         }  # fmt: skip
-        whys = _why.explain_all(store.list_events(self.run_id))
-        self._set_rows(steps, {name: _why.short_line(found) for name, found in whys.items()})
+        events = store.list_events(self.run_id)
+        whys = {name: _why.short_line(found) for name, found in _why.explain_all(events).items()}
+        self._set_rows(steps, whys, _attempts.timelines(events), order, known_from)
+
+    def _known_steps(
+        self, store: Store, run: RunInfo, steps: list[StepStatus], *, again: bool
+    ) -> tuple[list[str], str]:
+        """Every step to list, in order (the run's and the known unreached ones), and where those are known from.
+
+        The notebook file's step cells when the shown run is this kernel's and its notebook can be read;
+        else the pipeline's latest earlier runs (read again on Refresh or when the run changes).
+        """
+        reached = [s.step for s in steps]
+        current = notebook_run()
+        if current is not None and current.run_id == run.run_id:
+            path = _known.notebook_file(self._notebook_candidates())
+            if path is not None:
+                try:
+                    stamp: Any = (path, path.stat().st_mtime_ns)
+                except OSError:
+                    stamp = None
+                if stamp != self._notebook_cache[0]:
+                    self._notebook_cache = (stamp, _known.notebook_steps(path))
+                if self._notebook_cache[1]:
+                    return _known.merged(reached, self._notebook_cache[1]), "the notebook"
+        if again or self._earlier[0] != run.run_id:
+            self._earlier = (run.run_id, _known.earlier_orders(store, run))
+        return _known.merged(reached, *self._earlier[1]), "an earlier run"
+
+    def _notebook_candidates(self) -> list[object]:
+        shell = self._shell_or_none()
+        namespace = getattr(shell, "user_ns", None) or {}
+        return [namespace.get("__vsc_ipynb_file__"), namespace.get("__session__"), os.environ.get("JPY_SESSION_NAME")]
 
     def _set_runs(self, runs: list[RunInfo], chosen: str) -> None:
         """Fill the run selector (``runs`` empty: relabel the shown run only), selecting ``chosen``."""
         options = [(fmt.run_label(r), r.run_id) for r in runs] if runs else list(self._runs.options)
         if self._run is not None:
-            label = (fmt.run_label(self._run), chosen)
+            label = (fmt.run_label(self._run, self._state), chosen)
             options = [label if value == chosen else (text, value) for text, value in options]
             if label not in options:
                 options.insert(0, label)
@@ -300,17 +428,33 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         finally:
             self._setting_runs = False
 
-    def _set_rows(self, steps: list[StepStatus], whys: dict[str, str] | None = None) -> None:
+    def _set_rows(
+        self,
+        steps: list[StepStatus],
+        whys: dict[str, str] | None = None,
+        timelines: dict[str, list[_attempts.Attempt]] | None = None,
+        order: list[str] | None = None,
+        known_from: str = "",
+    ) -> None:
         why_not = self._why_not_runnable()
-        names = [s.step for s in steps]
-        for status in steps:
-            row = self.rows.get(status.step)
+        fork = (self._fork is not None, self._why_not_forkable())
+        now = datetime.now(timezone.utc)
+        by_name = {s.step: s for s in steps}
+        names = order if order is not None else list(by_name)
+        for name in names:
+            row = self.rows.get(name)
             if row is None:
-                row = self.rows[status.step] = StepRow(self, status.step)
-            row.draw(status, rules.no_source(status) or why_not, (whys or {}).get(status.step, ""))
+                row = self.rows[name] = StepRow(self, name)
+            status = by_name.get(name)
+            if status is None:
+                row.draw_not_reached(known_from)
+                continue
+            timeline = _attempts.timeline_html((timelines or {}).get(name, []), status.state)
+            row.draw(status, rules.no_source(status) or why_not, (whys or {}).get(name, ""), timeline, fork, now)
         for gone in [n for n in self.rows if n not in names]:
             self.rows.pop(gone).close()
         boxes = tuple(self.rows[n].box for n in names)
+        self._columns.layout.display = "" if names else "none"
         if self._rows_box.children != boxes:
             self._rows_box.children = boxes
 
@@ -318,6 +462,10 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         """Why Retry and Rerun cannot execute a cell of the shown run here, or None when they can."""
         pipeline = self._run.pipeline if self._run else None
         return rules.why_not_runnable(self._shell_or_none(), notebook_run(), self.run_id, pipeline)
+
+    def _why_not_forkable(self) -> str | None:
+        pipeline = self._run.pipeline if self._run else None
+        return rules.why_not_forkable(notebook_run(), self.run_id, pipeline)
 
     def _shell_or_none(self) -> Any:
         return self._shell if self._shell is not None else get_ipython()
@@ -357,6 +505,24 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
         try:
             self.dirty = False
             self._guarded(self._redraw)
+        finally:
+            self._lock.release()
+
+    @property
+    def ticking(self) -> bool:
+        """Whether a shown step is running, so its elapsed time needs a tick (the poll thread asks)."""
+        return not self.closed and self.watched and any(r.state is StepState.RUNNING for r in self.rows.values())
+
+    def tick(self) -> None:
+        """Advance the elapsed time of running steps; no store read, never raises, skipped while busy."""
+        if self.closed or not self._lock.acquire(blocking=False):
+            return
+        try:
+            now = datetime.now(timezone.utc)
+            for row in list(self.rows.values()):
+                row.tick(now)
+        except Exception:  # a row closed meanwhile: the next redraw draws it again
+            return
         finally:
             self._lock.release()
 
@@ -457,9 +623,37 @@ class StepPanel(widgets.VBox):  # type: ignore[misc]
             self._shell_or_none().push({r.name: store.load_value(r) for r in refs}, interactive=True)
             names = ", ".join(f"'{r.name}'" for r in refs) or "no outputs"
             self._note.value = fmt.note(
-                f"Restored {names} of step '{step}' from its last good checkpoint (attempt {status.kept_attempt}); "
+                f"Restored {names} of step '{step}' from its last good checkpoint ({fmt.kept_from(status)}); "
                 f"the step is still {status.state.value}."
             )
+
+        self._act(action)
+
+    def fork_from(self, step: str) -> None:
+        """Fork the kernel's current run at ``step`` (the callable the panel was given), then show the new run."""
+
+        def action() -> None:
+            if self._fork is None:
+                return
+            status = self._legal(step, tuple(s for s in StepState if rules.forkable(s)), "fork from")
+            if status is None:
+                return
+            why_not = self._why_not_forkable()
+            if why_not is not None:
+                self._note.value = fmt.note(f"Step '{step}' cannot be forked from here. {why_not}", bad=True)
+                return
+            old = self._require_run()
+            try:
+                new = self._fork(step)
+            except ResumableError:
+                raise  # its message says what was wrong and what to do; the note shows it
+            except Exception as exc:
+                self._note.value = fmt.note(f"Forking at step '{step}' failed: {type(exc).__name__}: {exc}", bad=True)
+                return
+            current = notebook_run()
+            self._follow = current is not None and current.run_id == new
+            self.run_id, self._forked_to = new, new
+            self._note.value = fmt.note(fmt.forked(old, step, new))
 
         self._act(action)
 
@@ -539,6 +733,7 @@ def panel(
     store: str | os.PathLike[str] | None = None,
     poll_s: float | None = POLL_S,
     shell: Any = None,
+    fork: Fork | None = None,
 ) -> StepPanel:
     """The status panel of a run, as an ipywidgets widget.
 
@@ -555,6 +750,10 @@ def panel(
         (the Refresh button still works).
     shell
         The IPython shell that Retry and Rerun run cells in; default the running one.
+    fork
+        Called with a step's name by each row's *Fork from here* button; it forks the kernel's
+        current run from that step and returns the new run's id, which the panel then shows.
+        Without it the button is not shown (``%durable_panel`` passes the magics' fork).
 
     Returns
     -------
@@ -579,4 +778,4 @@ def panel(
         check_name("run", run_id)
     if poll_s is not None and not is_seconds(poll_s, zero_ok=False):
         raise OptionError("poll_s", poll_s, "give a finite number of seconds above 0, or None for no polling")
-    return StepPanel(run_id, store=store, poll_s=poll_s, shell=shell)
+    return StepPanel(run_id, store=store, poll_s=poll_s, shell=shell, fork=fork)

@@ -71,7 +71,7 @@ class Begin:
     """The store's decision for a starting step (what :meth:`Store.begin_step` returns)."""
 
     action: Literal["restore", "execute"]
-    attempt: int  # the attempt now running (execute), or the one that completed (restore)
+    attempt: int  # the attempt (within its execution) now running, or the one that completed (restore)
     checkpoints: tuple[CheckpointRef, ...]  # restore: every output, for load_value; execute: empty
     finished_at: datetime | None  # restore: when the checkpoint was made
     stale: tuple[str, ...]  # execute: completed steps sent back to pending because they read this one's outputs
@@ -79,6 +79,7 @@ class Begin:
     why: Why | None = None  # execute: why a completed step runs again; restore with ``held``: what changed
     held: Held | None = None  # restore: a completed effect step kept although ``why`` says it could run
     effect: bool = False  # the step is known to have side effects
+    execution: int = 1  # execute: the execution the attempt belongs to (each start from pending begins one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,58 @@ class GcReport:
     checkpoints_removed: int  # checkpoint rows of steps that are no longer completed
     files_removed: int  # payload files nothing points to
     bytes_freed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """Which runs ``resumable gc`` deletes (:meth:`Store.remove_runs`); every field given narrows the choice.
+
+    ``keep_last`` keeps the newest N runs of each pipeline among those ``pipeline`` and ``state``
+    select; ``older_than`` takes only runs whose last change came before that moment.
+    """
+
+    pipeline: str | None = None
+    state: RunState | None = None
+    older_than: datetime | None = None
+    keep_last: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A run :meth:`Store.remove_runs` left in place, and why (a whole sentence naming the holder)."""
+
+    run_id: str
+    reason: str
+    missing: bool = False  # there is no such run (otherwise: a live process holds it)
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """What rewriting the store into a fresh file did (:meth:`Store.compact`), or why it did not happen."""
+
+    done: bool
+    size_before: int  # the database file's bytes
+    size_after: int
+    seconds: float
+    skipped: str | None = None  # why not (another process at work, not worth it), when not done
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What :meth:`Store.remove_runs` deleted (or, with ``dry_run``, would delete)."""
+
+    removed: tuple[RunInfo, ...]
+    refused: tuple[Refused, ...]
+    checkpoints_removed: int  # checkpoint rows nothing needs any more
+    inline_bytes: int  # of them, bytes kept inside the database file
+    files_removed: int  # payload files nothing points to any more
+    file_bytes: int
+    dry_run: bool = False
+
+    @property
+    def bytes_freed(self) -> int:
+        """Checkpoint bytes given back: inline ones once the file is compacted, payload files at once."""
+        return self.inline_bytes + self.file_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +310,40 @@ class Store(Protocol):
             Another live process owns the run or runs one of its steps.
         """
 
+    def fork_run(
+        self,
+        origin: str,
+        step: str,
+        run_id: str,
+        who: Owner,
+        params: dict[str, Any] | None = None,
+        *,
+        pipeline: str | None = None,
+    ) -> RunInfo:
+        """Create run ``run_id`` from ``origin``: its completed steps before ``step``, sharing their checkpoints.
+
+        One transaction. The new run belongs to the origin's pipeline, records ``forked_from`` and
+        ``forked_at``, and takes the origin's parameters overridden by ``params``. Each completed
+        step before ``step`` becomes a completed step of the new run (source, reads, outputs,
+        inputs, effect flags and key generation as in the origin), pointing at the very checkpoint
+        rows the origin's step points at now; no byte is copied, and a later re-execution or
+        invalidation in either run never changes what the other restores. Each copy is logged as a
+        ``forked`` event. ``step`` and the steps after it are not copied: they execute in the new
+        run (under its own idempotency keys). The origin is only read, so a run another live
+        process owns may be forked.
+
+        Raises
+        ------
+        CheckpointNotFoundError
+            There is no run ``origin``.
+        PipelineMismatchError
+            ``pipeline`` is given and is not the origin's.
+        ForkError
+            ``origin`` has no step ``step``, or run ``run_id`` exists; nothing was written.
+        ParameterValueError
+            A parameter cannot be recorded faithfully; nothing was written.
+        """
+
     def release_run(self, run_id: str, owner: Owner) -> None:
         """Write everything deferred for the run, then end ``owner``'s claim (nothing when it holds none)."""
 
@@ -354,6 +441,8 @@ class Store(Protocol):
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
         """Move a failed or interrupted step back to ``running`` under ``owner``; returns the new attempt number.
 
+        A retry is the next attempt of the step's current execution (it does not begin a new one).
+
         Raises
         ------
         CheckpointNotFoundError
@@ -429,8 +518,30 @@ class Store(Protocol):
         """Delete checkpoints of steps sent back to pending, then payloads nothing points to.
 
         Completed steps' checkpoints are never touched, nor the last good checkpoint of a step that
-        is running, failed or interrupted, nor payloads a write in progress (in any process) may be
-        about to record.
+        is running, failed or interrupted, nor a checkpoint another run (a fork) shares while one of
+        its steps that is not pending points at it, nor payloads a write in progress (in any
+        process) may be about to record.
+        """
+
+    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
+        """Delete whole runs (their steps, events and the checkpoints nothing else needs), then their payload files.
+
+        ``which`` names the runs, or selects them by a :class:`RunFilter` (decided in the same
+        transaction as the deletion). A run that a live process owns or executes a step of is
+        refused and left whole (``Removal.refused`` names the holder); the others go, all in one
+        transaction. Checkpoint rows go by the one rule of :meth:`gc` (so checkpoints of steps sent
+        back to pending in other runs go too), and payload files once nothing points to them. With
+        ``dry_run`` nothing changes and the report says what would go. The database file keeps
+        its size until :meth:`compact`.
+        """
+
+    def compact(self, *, force: bool = False, freed_hint: int = 0) -> Compaction:
+        """Rewrite the database into a fresh file and swap it in, giving back the space deleted rows left.
+
+        Without ``force`` only when at least a fifth of the file is free space (DuckDB's free
+        blocks, or ``freed_hint`` bytes just deleted). Never while another live process owns a run
+        or runs a step in the store (``Compaction.skipped`` says who). Crash-safe: until the swap
+        the old file is the store; after it, the new one holds every row, sequence and index.
         """
 
     def query(self, sql: str) -> QueryResult:

@@ -27,53 +27,92 @@ from resumable.errors import CheckpointIntegrityError
 WRITE_GRACE_S = 3600.0
 
 
+# A step's checkpoint rows: those its pointer names (a fork's step points at the origin's rows).
+POINTED = """c.run_id = coalesce(s.checkpoint_run, s.run_id) AND c.step = s.step
+              AND c.generation = coalesce(s.checkpoint_generation, 0)"""
+
+
 def refs(con: Connection, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
-    """A step's checkpoints: the display first, then the values by name."""
+    """A step's checkpoints: the display first, then the values by name.
+
+    Each ref keeps the run and step its row was written under (for a forked step, the origin's),
+    which is what its signature binds.
+    """
     rows = con.execute(
-        """SELECT name, kind, codec, digest, signature, size, data, file FROM checkpoints
-           WHERE run_id = ? AND step = ? ORDER BY kind DESC, name""",
+        f"""SELECT c.run_id, c.step, c.name, c.kind, c.codec, c.digest, c.signature, c.size, c.data, c.file
+            FROM steps s JOIN checkpoints c ON {POINTED}
+            WHERE s.run_id = ? AND s.step = ? ORDER BY c.kind DESC, c.name""",
         [run_id, step],
     ).fetchall()
-    return tuple(CheckpointRef(run_id, step, *r) for r in rows)
+    return tuple(CheckpointRef(*r) for r in rows)
 
 
-def replace(
+def refs_at(con: Connection, run_id: str, step: str, generation: int) -> tuple[CheckpointRef, ...]:
+    """The rows of (run, step) at ``generation``, for a step whose pointer is already known (no join)."""
+    rows = con.execute(
+        """SELECT run_id, step, name, kind, codec, digest, signature, size, data, file FROM checkpoints
+           WHERE run_id = ? AND step = ? AND generation = ? ORDER BY kind DESC, name""",
+        [run_id, step, generation],
+    ).fetchall()
+    return tuple(CheckpointRef(*r) for r in rows)
+
+
+def next_generation(con: Connection, run_id: str, step: str) -> int:
+    """A generation for new rows of (run, step) that no row and no step's pointer has used."""
+    row = con.execute(
+        """SELECT greatest(
+               (SELECT max(generation) FROM checkpoints WHERE run_id = ? AND step = ?),
+               (SELECT max(checkpoint_generation) FROM steps
+                WHERE step = ? AND coalesce(checkpoint_run, run_id) = ?))""",
+        [run_id, step, step, run_id],
+    ).fetchone()
+    return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+
+def write(
     con: Connection,
     run_id: str,
     step: str,
+    generation: int,
     outputs: Sequence[Blob],
     display: Blob | None,
-    *,
-    had_checkpoints: bool,
 ) -> None:
-    """Make ``outputs`` (and ``display``) the step's checkpoints, dropping any it had."""
-    if had_checkpoints:
-        con.execute("DELETE FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step])
+    """Insert ``outputs`` (and ``display``) as the rows of (run, step) at ``generation``."""
     rows = [(b, "value") for b in outputs] + ([(display, "display")] if display is not None else [])
     if not rows:
         return
-    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())"] * len(rows))
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?)"] * len(rows))
     flat: list[Any] = []
     for blob, kind in rows:
         flat += [run_id, step, blob.name, kind, blob.codec, blob.digest, blob.signature, blob.size]
-        flat += [blob.inline, blob.file]
+        flat += [blob.inline, blob.file, generation]
     con.execute(
-        "INSERT INTO checkpoints (run_id, step, name, kind, codec, digest, signature, size, data, file, created_at) "
-        f"VALUES {values}",
+        "INSERT INTO checkpoints (run_id, step, name, kind, codec, digest, signature, size, data, file, created_at, "
+        f"generation) VALUES {values}",
         flat,
     )
 
 
-def drop_superseded(con: Connection) -> int:
-    """Delete checkpoint rows of steps sent back to pending (invalidated, stale) or gone; returns how many.
+def drop_superseded(con: Connection, scope: Sequence[tuple[str, str]] = ()) -> int:
+    """Delete checkpoint rows no step still needs; returns how many. The one rule for which rows stay.
 
-    A step that is running, failed or interrupted keeps the checkpoint of its last completed
-    attempt: it is the last good result until a new attempt completes (and replaces it).
+    A row stays while a step of any run whose state is not pending points at it: the step that
+    wrote it, or a fork's step that shares it. A step that is running, failed or interrupted
+    keeps the checkpoint of its last completed attempt (its pointer moves only when an attempt
+    completes): it is the last good result. Rows of steps sent back to pending (invalidated,
+    stale) or gone, and older generations a completion replaced, go. ``scope`` limits the
+    deletion to rows of those (run, step) pairs (a completion cleaning up after itself); empty
+    means every row (gc).
     """
+    where, params = "", []
+    if scope:
+        where = " AND (" + " OR ".join(["(c.run_id = ? AND c.step = ?)"] * len(scope)) + ")"
+        params = [v for pair in scope for v in pair]
     rows = con.execute(
-        """DELETE FROM checkpoints c WHERE NOT EXISTS (
-               SELECT 1 FROM steps s WHERE s.run_id = c.run_id AND s.step = c.step AND s.state <> 'pending')
-           RETURNING 1"""
+        f"""DELETE FROM checkpoints c WHERE NOT EXISTS (
+               SELECT 1 FROM steps s WHERE {POINTED} AND s.state <> 'pending'){where}
+           RETURNING 1""",
+        params,
     ).fetchall()
     return len(rows)
 

@@ -32,7 +32,8 @@ from typing import Protocol
 
 import duckdb
 
-from resumable._store import filelock, walmark
+from resumable._store import compaction, filelock, walmark
+from resumable._store.base import Compaction
 from resumable.errors import (
     StoreCorruptError,
     StoreDatabaseError,
@@ -182,6 +183,8 @@ class FileConnection:
             if self._identity is not None:
                 self._check_same_file()
             created = not self.path.exists() and not read_only
+            if not read_only:
+                compaction.clean_leftovers(self.path)  # a compaction killed before its swap
             walmark.check(self.path)
             con = self._open(deadline, read_only)
             if created:
@@ -201,7 +204,9 @@ class FileConnection:
         torn_until = time.monotonic() + CORRUPT_RETRY_S
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only, config={"threads": 1})
+                con = duckdb.connect(str(self.path), read_only=read_only, config={"threads": 1})
+                # No progress bar: DuckDB draws one on stdout during a long query (deleting many runs).
+                con.execute("SET enable_progress_bar = false")
             except duckdb.Error as exc:
                 text = str(exc).lower()
                 if _LOCKED.search(text):
@@ -211,6 +216,8 @@ class FileConnection:
                         raise StoreLockedError(str(self.path), holder, self.lock_timeout_s) from exc
                 elif not (_is_torn(text) and time.monotonic() < torn_until):
                     raise self._wrap(exc) from exc
+            else:
+                return con
             time.sleep(delay * (0.5 + _JITTER.random()))
             delay = min(delay * 2, 0.01)
 
@@ -234,6 +241,9 @@ class FileConnection:
         """Raise StoreRemovedError when the file this process opened is gone or another file took its place."""
         now = self._file_identity()
         if now == self._identity:
+            return
+        if now is not None and self._identity is not None and compaction.follows(self.path, self._identity, now):
+            self._identity = now  # the same store, compacted by a process that held it alone
             return
         self._removal = StoreRemovedError(str(self.path), "deleted" if now is None else "replaced by another file")
         self._identity = None  # the next open adopts (or creates) whatever file is at the path
@@ -438,6 +448,38 @@ class FileConnection:
                 self._close_locked()  # a failed file is opened afresh next time
             except Exception:  # the error being raised says more than a failed close
                 pass
+
+    def compact(self, decide: Callable[[duckdb.DuckDBPyConnection, int], str | None]) -> Compaction:
+        """Rewrite the file into a fresh one and swap it in (``compaction.py``), holding the file alone.
+
+        Pending writes are committed and this handle let go of first; then the store's lock is
+        taken again and kept until the swap is done, so no other process has the file open. When
+        another handle of this process shares the lock, nothing is done.
+        """
+        with self.lock:
+            if self._due_pending() is not None:
+                with self.transaction():
+                    pass
+            self._close_locked()
+            filelock.acquire(self.path, self.lock_timeout_s)
+            try:
+                size = self.path.stat().st_size
+                if filelock.shares(self.path) > 1:
+                    return Compaction(False, size, size, 0.0, "another handle of this process has the store open")
+                if self._identity is not None:
+                    self._check_same_file()
+                walmark.check(self.path)
+                try:
+                    done = compaction.compact(self.path, decide)
+                except (duckdb.Error, OSError, compaction.CopyMismatch) as exc:  # a full disk, most likely
+                    reason = f"the copy failed ({exc}), so the store was left as it was"
+                    return Compaction(False, size, size, 0.0, reason)
+                self._identity = self._file_identity()
+                return done
+            finally:
+                self._released_at = time.monotonic()
+                filelock.release(self.path)
+                self.lock.notify_all()
 
     @contextmanager
     def reading_session(self) -> Iterator[duckdb.DuckDBPyConnection]:

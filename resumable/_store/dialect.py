@@ -11,6 +11,8 @@ Where the two databases need different words, the row module asks :func:`dialect
 - the owners of a run's running steps as one aggregated value (a list of structs against JSON);
 - grouping by a run (DuckDB's ``GROUP BY ALL``; PostgreSQL groups by the run's primary key);
 - the column types of the DDL (``DOUBLE`` and ``BLOB`` are ``DOUBLE PRECISION`` and ``BYTEA``);
+- the value at a group's last row (DuckDB's ``arg_max(value, seq)``, also in migration 7's
+  statements, against the first element of an ``array_agg`` ordered the other way);
 - whether a table exists (``duckdb_tables()`` against ``information_schema``);
 - the clock leases expire by (this host's for a file, the server's for a server store);
 - locks: DuckDB serializes whole transactions on the file already (one writer; ``filelock``), so
@@ -45,6 +47,7 @@ class Connection(Protocol):
         """Run one statement with its parameters."""
 
 
+_ARG_MAX = re.compile(r"\barg_max\((\w+), (\w+)\)")
 _TYPES = ((re.compile(r"\bDOUBLE\b(?! PRECISION)"), "DOUBLE PRECISION"), (re.compile(r"\bBLOB\b"), "BYTEA"))
 
 
@@ -72,13 +75,19 @@ class Dialect:
         """A condition: ``column`` is one of the values of a list parameter (``?``)."""
         return f"list_contains(?, {column})" if self.name == "duckdb" else f"{column} = ANY(?)"
 
+    def last(self, value: str, order: str) -> str:
+        """An aggregate: ``value`` of the group's row with the greatest ``order`` (DuckDB's ``arg_max``)."""
+        if self.name == "duckdb":
+            return f"arg_max({value}, {order})"
+        return f"(array_agg({value} ORDER BY {order} DESC))[1]"
+
     def ddl(self, statement: str) -> str:
         """A statement of ``schema.MIGRATIONS`` (written in DuckDB's types) in this database's types."""
         if self.name == "duckdb":
             return statement
         for pattern, word in _TYPES:
             statement = pattern.sub(word, statement)
-        return statement
+        return _ARG_MAX.sub(lambda m: self.last(m[1], m[2]), statement)
 
     def clock(self, con: Connection) -> float:
         """Now, in seconds since the epoch, by the clock leases are written and read with.

@@ -28,8 +28,31 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import RunState, StepState
-from resumable._store import checkpoints, faults, lease, process, replay, runs, steps, views
-from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, QueryResult, StepRequest, Unlocked
+from resumable._store import (
+    checkpoints,
+    compaction,
+    faults,
+    forks,
+    lease,
+    process,
+    replay,
+    retention,
+    runs,
+    steps,
+    views,
+)
+from resumable._store.base import (
+    Begin,
+    CheckpointRef,
+    Compaction,
+    Completion,
+    GcReport,
+    QueryResult,
+    Removal,
+    RunFilter,
+    StepRequest,
+    Unlocked,
+)
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, RunJournal
@@ -49,6 +72,10 @@ def _raise_as_interrupt(exc: BaseException) -> None:
     if isinstance(exc, Exception) and faults.interrupted(exc):
         raise KeyboardInterrupt from exc
     raise exc
+
+
+class _DryRun(Exception):
+    """Raised inside a dry run's transaction to roll it back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +403,19 @@ class DuckDBStore:
             else:
                 journal.claims += 1
 
+    def fork_run(
+        self,
+        origin: str,
+        step: str,
+        run_id: str,
+        who: Owner,
+        params: dict[str, Any] | None = None,
+        *,
+        pipeline: str | None = None,
+    ) -> RunInfo:
+        with self._transaction() as con:
+            return forks.fork(con, self.location, origin, step, run_id, who, params, pipeline)
+
     def release_run(self, run_id: str, owner: Owner) -> None:
         with self._transaction() as con:  # opening it writes what is pending
             journal = self._journals.get(run_id)
@@ -600,5 +640,51 @@ class DuckDBStore:
         with self._transaction() as con:
             rows = checkpoints.drop_superseded(con)
             referenced = checkpoints.referenced_files(con)
+            retention.recover_aside(self.payload_dir, referenced)
         files, freed = self._payloads.remove_unreferenced(referenced)
         return GcReport(rows, files, freed)
+
+    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
+        """One transaction deletes the rows (rolled back for a dry run); the payload files go after its commit.
+
+        The files are removed only once the rows that pointed to them are committed away: a crash
+        in between leaves unreferenced files (garbage for ``gc``), never a row without its file.
+        """
+        if dry_run:
+            try:
+                # Rolled back by the exception; nothing this process deferred is written with it.
+                with self._conn.transaction(with_pending=False) as con:
+                    deleted = retention.delete(con, self.location, self.payload_dir, which)
+                    raise _DryRun  # noqa: TRY301 - the one way to roll a transaction back here
+            except _DryRun:
+                pass
+            size = sum(f[2] for f in deleted.files)
+            return Removal(
+                deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes,
+                len(deleted.files), size, dry_run=True,
+            )  # fmt: skip
+        with self._transaction() as con:
+            deleted = retention.delete(con, self.location, self.payload_dir, which)
+        files, size = retention.remove_files(self.payload_dir, deleted.files)
+        return Removal(deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes, files, size)
+
+    def compact(self, *, force: bool = False, freed_hint: int = 0) -> Compaction:
+        """See ``compaction.py``: decided and done while this process holds the file alone."""
+
+        def decide(con: duckdb.DuckDBPyConnection, free: int) -> str | None:
+            busy = retention.busy_owner(con)
+            if busy is not None:
+                owner, run_id = busy
+                return (
+                    f"process {owner.describe()} is executing run '{run_id}' in this store, and compacting would "
+                    f"hold the store away from it; run 'resumable gc --compact' once it is done"
+                )
+            size = self.path.stat().st_size
+            if not force and not compaction.worth_it(size, max(free, freed_hint)):
+                return "less than a fifth of the file is free space"
+            return None
+
+        if self.read_only:
+            size = self.path.stat().st_size
+            return Compaction(False, size, size, 0.0, "the store is open read-only")
+        return self._conn.compact(decide)

@@ -185,6 +185,11 @@ def _wait_for_lock(fd: int, store: Path, deadline: float, timeout_s: float) -> N
             waiting_path(store).unlink(missing_ok=True)
 
 
+def shares(store: Path) -> int:
+    """How many connections of this process share the lock on ``store`` now (0: not held)."""
+    return _entry(str(lock_path(store))).count
+
+
 def release(store: Path) -> None:
     """Give back one connection's share; the lock is released when the last share goes."""
     held = _entry(str(lock_path(store)))

@@ -44,8 +44,19 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
 from resumable._states import RunState, StepState
-from resumable._store import checkpoints, faults, lease, process, runs, steps
-from resumable._store.base import Begin, CheckpointRef, Completion, GcReport, QueryResult, StepRequest, Unlocked
+from resumable._store import checkpoints, faults, forks, lease, process, retention, runs, steps
+from resumable._store.base import (
+    Begin,
+    CheckpointRef,
+    Compaction,
+    Completion,
+    GcReport,
+    QueryResult,
+    Removal,
+    RunFilter,
+    StepRequest,
+    Unlocked,
+)
 from resumable._store.dialect import POSTGRES, Cursor, pyformat
 from resumable._store.schema import check_version, migrate
 from resumable.errors import (
@@ -290,6 +301,20 @@ class PostgresStore:
         with self._transaction() as con:
             return runs.unlock(con, self.location, run_id, who)
 
+    def fork_run(
+        self,
+        origin: str,
+        step: str,
+        run_id: str,
+        who: Owner,
+        params: dict[str, Any] | None = None,
+        *,
+        pipeline: str | None = None,
+    ) -> RunInfo:
+        """One transaction (``forks.py``); it locks the steps it copies, so no completion moves them meanwhile."""
+        with self._transaction() as con:
+            return forks.fork(con, self.location, origin, step, run_id, who, params, pipeline)
+
     # ------------------------------------------------------------------ steps
 
     def begin_step(self, req: StepRequest) -> Begin:
@@ -417,6 +442,41 @@ class PostgresStore:
         files, freed = self._payloads.remove_unreferenced(referenced)
         return GcReport(removed, files, freed)
 
+    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
+        """One transaction deletes the rows (rolled back for a dry run); the payload files go after its commit.
+
+        Each run's row is locked before its holder is checked (``retention.delete``), so a process
+        claiming the run meanwhile either waits for the deletion or is seen as its live holder.
+        """
+        folder = self._payloads.folder  # without a shared folder no row names a file: nothing to remove
+        if dry_run:
+            try:
+                with self._transaction() as con:
+                    deleted = retention.delete(con, self.location, folder, which)
+                    raise _DryRun  # noqa: TRY301 - rolls the transaction back
+            except _DryRun:
+                pass
+            size = sum(f[2] for f in deleted.files)
+            return Removal(
+                deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes,
+                len(deleted.files), size, dry_run=True,
+            )  # fmt: skip
+        with self._transaction() as con:
+            deleted = retention.delete(con, self.location, folder, which)
+        files, size = retention.remove_files(folder, deleted.files)
+        return Removal(deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes, files, size)
+
+    def compact(self, *, force: bool = False, freed_hint: int = 0) -> Compaction:
+        """Nothing to do: the server reuses the space of deleted rows itself (autovacuum); see docs/scale.md."""
+        with self._transaction() as con:
+            row = con.execute("SELECT pg_database_size(current_database())").fetchone()
+        size = int(row[0]) if row else 0
+        return Compaction(
+            False, size, size, 0.0,
+            "a PostgreSQL server reuses the space of deleted rows itself (autovacuum); "
+            "to shrink its files, an administrator runs VACUUM FULL",
+        )  # fmt: skip
+
     def query(self, sql: str) -> QueryResult:
         """Not on a server store yet: the documented views are written in DuckDB's SQL."""
         raise QueryError(
@@ -424,6 +484,10 @@ class PostgresStore:
             "cannot run on a PostgreSQL store yet",
             "Query the tables with psql meanwhile, or use a DuckDB store for 'resumable sql'.",
         )
+
+
+class _DryRun(Exception):
+    """Raised inside a dry run's transaction to roll it back."""
 
 
 def _first_line(exc: BaseException) -> str:

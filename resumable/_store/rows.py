@@ -19,7 +19,7 @@ from resumable._store.journal import PendingStep, utc_now
 STEP_COLUMNS = (
     "run_id, step, state, attempts, seq, started_at, finished_at, duration_s, output_bytes, outputs, reads, "
     "error, traceback, source, owner_host, owner_pid, owner_started, owner_kernel, options, source_digest, "
-    "inputs, effect, key_generation"
+    "inputs, effect, key_generation, executions"
 )
 
 
@@ -51,6 +51,7 @@ def status_from(row: Sequence[Any]) -> StepStatus:
         inputs=json.loads(row[20] or "{}"),
         effect=bool(row[21]),
         key_generation=int(row[22] or 1),
+        executions=int(row[23] or 1),
     )
 
 
@@ -69,6 +70,8 @@ class RunView:
     key_generation: int = 1
     key_used: bool = False
     rerun_token: str | None = None
+    checkpoint_run: str | None = None  # whose checkpoint rows the step points at (a fork's: its origin's)
+    checkpoint_generation: int = 0
 
 
 def run_state(states: list[str]) -> RunState:
@@ -194,7 +197,7 @@ def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
                 sum(b.size for b in done.outputs) if done else 0,
                 json.dumps(encode_inputs(req.inputs)),
                 req.effect,
-                done is not None,
+                done is not None and req.effect,  # key_used: see ``steps.complete``
             ]
         )
     return QuickRows(step_rows, event_values(events), checkpoints)

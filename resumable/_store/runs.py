@@ -19,7 +19,13 @@ from resumable._store.lease import owner_alive
 from resumable._store.liveness import dead_owners, shown_state
 from resumable._store.rows import RunView, clock, owner_from, run_state, same_process
 from resumable._store.transitions import transition
-from resumable.errors import CheckpointNotFoundError, ParameterMismatchError, PipelineMismatchError, RunOwnedError
+from resumable.errors import (
+    CheckpointNotFoundError,
+    ForkError,
+    ParameterMismatchError,
+    PipelineMismatchError,
+    RunOwnedError,
+)
 
 # A run's last change is its newest event: derived, so the per-step path writes one row less.
 _UPDATED_AT = "coalesce((SELECT max(e.happened_at) FROM events e WHERE e.run_id = r.run_id), r.created_at)"
@@ -41,7 +47,7 @@ def find_runs(
     sql = dialect_of(con)
     rows = con.execute(
         f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, {sql.running_owners},
-                  coalesce(sum(s.duration_s), 0), {_STATE_COUNTS}
+                  coalesce(sum(s.duration_s), 0), r.forked_from, r.forked_at, {_STATE_COUNTS}
            FROM runs r LEFT JOIN steps s USING (run_id)
            WHERE {where}
            {sql.group_by_run} ORDER BY r.created_at DESC, r.run_id DESC {"" if state else "LIMIT ?"}""",
@@ -50,7 +56,7 @@ def find_runs(
     dead = dead_owners(con) if any(row[5] for row in rows) else frozenset()
     out = []
     for row in rows:
-        counts = {s.value: int(n) for s, n in zip(StepState, row[7:], strict=True)}
+        counts = {s.value: int(n) for s, n in zip(StepState, row[9:], strict=True)}
         for owner in row[5] or []:
             if shown_state(StepState.RUNNING.value, (owner["h"], owner["p"], owner["t"]), dead) != "running":
                 counts[StepState.RUNNING.value] -= 1
@@ -58,7 +64,7 @@ def find_runs(
         present = {k: n for k, n in sorted(counts.items()) if n}
         run = RunInfo(
             row[0], row[1], row[2], row[3], _params.decode(row[4]), run_state(list(present)), sum(present.values()),
-            present, float(row[6]),
+            present, float(row[6]), row[7], row[8],
         )  # fmt: skip
         if state is None or run.state is state:
             out.append(run)
@@ -100,6 +106,7 @@ def open_run(
     dialect_of(con).lock_name(con, f"run:{run_id}")  # two processes creating one run: one inserts it
     existing = get_run(con, run_id)
     if existing is None:
+        check_new_id(con, run_id)
         con.execute(
             "INSERT INTO runs (run_id, pipeline, created_at, params) VALUES (?, ?, now(), ?)",
             [run_id, pipeline, encoded],
@@ -120,6 +127,21 @@ def open_run(
         assert updated is not None
         return updated
     return existing
+
+
+def check_new_id(con: Connection, run_id: str) -> None:
+    """Refuse a new run under an id whose checkpoint rows are still shared by forks of a deleted run.
+
+    A new run's first completions write generation 0, which would sit beside (and be restored
+    with) the old rows a fork still points at.
+    """
+    row = con.execute("SELECT 1 FROM checkpoints WHERE run_id = ? LIMIT 1", [run_id]).fetchone()
+    if row is not None:
+        raise ForkError(
+            f"run id '{run_id}' still names checkpoints of a deleted run that other runs (forks of it) share, "
+            f"so a new run cannot start under it; nothing was written",
+            "Choose another run id.",
+        )
 
 
 def set_owner(con: Connection, run_id: str, owner: Owner) -> set[str]:
@@ -168,7 +190,8 @@ def check_owner(con: Connection, location: str, run_id: str, me: Owner, step: st
         con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
     rows = con.execute(
         """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
-                  outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token
+                  outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token,
+                  coalesce(checkpoint_run, run_id), coalesce(checkpoint_generation, 0)
            FROM steps WHERE run_id = ? AND (step = ? OR state = 'running')""",
         [run_id, step],
     ).fetchall()
@@ -192,7 +215,7 @@ def check_owner(con: Connection, location: str, run_id: str, me: Owner, step: st
         return RunView(pipeline, None, None, None, None, None)
     return RunView(
         pipeline, state, mine[2], mine[7], mine[8], mine[9], mine[10], bool(mine[11]), int(mine[12] or 1),
-        bool(mine[13]), mine[14],
+        bool(mine[13]), mine[14], mine[15], int(mine[16]),
     )  # fmt: skip
 
 

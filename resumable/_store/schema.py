@@ -8,9 +8,10 @@ than guessed at.
 from __future__ import annotations
 
 from resumable._store.dialect import Connection, dialect_of
+from resumable._store.numbering import numbered_events
 from resumable.errors import SchemaVersionError, StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -111,6 +112,38 @@ MIGRATIONS: dict[int, list[str]] = {
     # so the edit can be shown as a diff (NULL when its last start was not caused by an edit).
     5: [
         "ALTER TABLE steps ADD COLUMN previous_source VARCHAR",
+    ],
+    # Forks (docs/durability.md, "Forks share checkpoints"): a run made from another one's steps
+    # before a step shares their checkpoint rows by reference. Each completion writes its rows at a
+    # new generation and points its step at them, so a run that shares a step keeps restoring the
+    # exact rows it forked from, whatever the origin does to that step later.
+    6: [
+        "ALTER TABLE runs ADD COLUMN forked_from VARCHAR",  # the run this one was forked from
+        "ALTER TABLE runs ADD COLUMN forked_at VARCHAR",  # the step it was forked at (executes in the fork)
+        "ALTER TABLE checkpoints ADD COLUMN generation INTEGER DEFAULT 0",
+        # A step's checkpoints are the rows of (coalesce(checkpoint_run, run_id), step, checkpoint_generation).
+        "ALTER TABLE steps ADD COLUMN checkpoint_run VARCHAR",  # NULL: the step's own rows
+        "ALTER TABLE steps ADD COLUMN checkpoint_generation INTEGER DEFAULT 0",
+    ],
+    # Attempts counted per execution (docs/durability.md, "Attempts and executions"): an execution
+    # begins at each start from pending (the transition ``start``); a retry of a failed or
+    # interrupted step is another attempt of the same one. ``attempts`` becomes the attempts of
+    # the current execution, ``executions`` counts them, both recounted from the event log, which
+    # stays as it was: readers number its events the same way (``numbering.numbered_events``).
+    7: [
+        "ALTER TABLE steps ADD COLUMN executions INTEGER DEFAULT 1",
+        """UPDATE steps SET executions = n.executions, attempts = n.attempts
+           FROM (SELECT run_id, step, greatest(1, max(execution)) AS executions,
+                        greatest(1, arg_max(attempt, seq)) AS attempts
+                 FROM ("""
+        + numbered_events("events")
+        + """) AS numbered GROUP BY run_id, step) n
+           WHERE steps.run_id = n.run_id AND steps.step = n.step""",
+        # ``key_used`` now means "completed as an effect under this generation" (``steps.complete``):
+        # a step that completed without side effects, or has not completed since its last start,
+        # has not used its key, so a retry of its effect keeps that key.
+        """UPDATE steps SET key_used = false
+           WHERE key_used AND (NOT coalesce(effect, false) OR state IN ('running', 'failed', 'interrupted'))""",
     ],
 }
 

@@ -18,16 +18,18 @@ from resumable._inputs import InputChange
 from resumable._records import Event, Owner, StepStatus
 from resumable._states import StepState, Transition, check_transition
 from resumable._store import checkpoints
-from resumable._store.base import Begin, Completion, StepRequest
+from resumable._store.base import Begin, CheckpointRef, Completion, StepRequest
 from resumable._store.dialect import Connection, dialect_of
 from resumable._store.liveness import OwnerKey, dead_owners, shown_state
+from resumable._store.numbering import numbered_events
 from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
 from resumable._store.runs import check_owner
 from resumable._store.transitions import transition
 from resumable._why import Held, Why
 from resumable.errors import CheckpointNotFoundError, RerunError, StepChangedError, StepRunningError
 
-_RESTART = """, attempts = attempts + 1, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,
+# Entering running (the attempt and execution counts are the transition's: ``transitions.py``).
+_RESTART = """, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,
     started_at = now(), finished_at = NULL, duration_s = NULL"""
 
 
@@ -44,6 +46,12 @@ def _why(view: RunView, req: StepRequest) -> Why:
     if view.inputs is not None:
         changed = tuple(_inputs.changes(_inputs.decode(json.loads(view.inputs)), req.inputs))
     return Why(source_changed, changed, req.force, req.rerun)
+
+
+def _pointed(con: Connection, view: RunView, step: str) -> tuple[CheckpointRef, ...]:
+    """The checkpoint rows the step points at, as ``check_owner`` read its pointer."""
+    assert view.checkpoint_run is not None
+    return checkpoints.refs_at(con, view.checkpoint_run, step, view.checkpoint_generation)
 
 
 ABANDONED = "left running by this process: its last attempt ended without being recorded"
@@ -82,8 +90,7 @@ def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool =
         return Begin("execute", 1, (), None, (), effect=req.effect)
     state = StepState(view.state)
     effect = view.effect or req.effect
-    ever_completed = view.key_used or view.key_generation > 1 or state is StepState.COMPLETED
-    if req.rerun and not ever_completed:
+    if req.rerun and not (view.key_generation > 1 or state is StepState.COMPLETED or _completed_once(con, req)):
         raise RerunError(req.step, req.run_id, state.value)
     reason = state.value
     why: Why | None = None
@@ -105,16 +112,14 @@ def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool =
                     detail = _why_text.what_changed(why)
                     log_events(con, [(req.run_id, req.step, Transition.HELD, state, state, view.attempts or 0,
                                       req.owner, detail, None)])  # fmt: skip
-                return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step), held=held)
+                return replace(restore_as, checkpoints=_pointed(con, view, req.step), held=held)
         elif not why:
-            return replace(restore_as, checkpoints=checkpoints.refs(con, req.run_id, req.step))
+            return replace(restore_as, checkpoints=_pointed(con, view, req.step))
         reason = _why_text.reason(why)
         transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
         state = StepState.PENDING
-    elif view.inputs is not None:  # failed, interrupted or pending: say which inputs differ too (``why``)
-        changed = _inputs.changes(_inputs.decode(json.loads(view.inputs)), req.inputs)
-        if changed:
-            reason = f"{reason}; {_inputs.describe(changed)}"
+    else:
+        state, reason, why = _restart(con, view, req, state)
     # A step that produced outputs before and runs again (edited, forced, invalidated, or itself
     # stale) makes the completed steps that read those outputs stale: chains follow.
     stale = _invalidate_readers(con, req.run_id, req.step, json.loads(view.outputs or "[]"), req.owner)
@@ -123,14 +128,41 @@ def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool =
         generation, key_sql = generation + 1, ", key_generation = key_generation + 1, key_used = false"
     # The source before an edit, for ``resumable why``'s diff (the right-hand ``source`` is the old value).
     edited = None not in (req.source_digest, view.source_digest) and view.source_digest != req.source_digest
-    attempts = transition(
+    attempt, execution = transition(
         con, req.run_id, req.step, state, StepState.RUNNING, req.owner, reason,
         ", previous_source = CASE WHEN ? THEN source END"
         ", source = ?, source_digest = ?, reads = ?, options = ?, inputs = ?, effect = ?, rerun_token = ?"
         + key_sql + _RESTART,
         [edited, *common, effect, token, *owner_params],
     )  # fmt: skip
-    return Begin("execute", attempts, (), None, tuple(stale), generation, why, None, effect)
+    return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution)
+
+
+def _completed_once(con: Connection, req: StepRequest) -> bool:
+    """Whether the step ever completed (a rerun of one that never did is refused)."""
+    row = con.execute(
+        "SELECT 1 FROM events WHERE run_id = ? AND step = ? AND target = 'completed' LIMIT 1", [req.run_id, req.step]
+    ).fetchone()
+    return row is not None
+
+
+def _restart(con: Connection, view: RunView, req: StepRequest, state: StepState) -> tuple[StepState, str, Why | None]:
+    """How a failed, interrupted or pending step starts again: its state then, the reason, what changed.
+
+    A failed or interrupted step that was edited, reads changed inputs or is forced begins a new
+    execution (with its whole retry budget): back to pending first, the reason logged. Without a
+    change it is retried: the next attempt of the same execution. A pending step (stale or
+    invalidated) names the inputs that differ too (``resumable why``).
+    """
+    if state is not StepState.PENDING:
+        why = _why(view, req)
+        if not why:
+            return state, state.value, None
+        reason = _why_text.reason(why)
+        transition(con, req.run_id, req.step, state, StepState.PENDING, req.owner, reason)
+        return StepState.PENDING, reason, why
+    changed = _inputs.changes(_inputs.decode(json.loads(view.inputs)), req.inputs) if view.inputs else []
+    return state, state.value + (f"; {_inputs.describe(changed)}" if changed else ""), None
 
 
 def mark_effect(con: Connection, run_id: str, step: str, owner: Owner) -> None:
@@ -171,20 +203,39 @@ def complete(con: Connection, done: Completion) -> None:
     names = [b.name for b in done.outputs]
     extra = (
         ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
-        ", key_used = true"
+        # The key of this generation now belongs to a completed effect: executing the step again
+        # deliberately moves it to the next generation. A step that completed without side
+        # effects and asks for a key only in a later execution keeps this generation's key through
+        # that execution's retries (a repeated effect never gets a new key by accident).
+        ", key_used = coalesce(effect, false)"
     )
     params: list[object] = [json.dumps(names), sum(b.size for b in done.outputs), done.duration_s]
     if done.reads is not None:
         extra += ", reads = ?"
         params.append(json.dumps(list(done.reads)))
-    attempts = transition(
+    attempt, executions = transition(
         con, done.run_id, done.step, StepState.RUNNING, StepState.COMPLETED, done.owner, None, extra, params,
         owned_by=done.owner,
     )  # fmt: skip
-    # Checkpoint rows are written only as a step completes, and every entry into 'running' after
-    # the first counts an attempt: on the first attempt there is nothing to replace, so the
-    # DELETE (a statement on every new step) is skipped.
-    checkpoints.replace(con, done.run_id, done.step, done.outputs, done.display, had_checkpoints=attempts > 1)
+    # Checkpoint rows are written only as a step completes, so on the first attempt of its first
+    # execution the step has no rows and no pointer yet: it writes generation 0 with no further
+    # statement (a statement on every new step saved).
+    if attempt <= 1 and executions <= 1:
+        checkpoints.write(con, done.run_id, done.step, 0, done.outputs, done.display)
+        return
+    # Otherwise the new rows get a generation of their own and the step points at them; the rows it
+    # pointed at before go unless another step (a fork's) still needs them (``drop_superseded``).
+    row = con.execute(
+        "SELECT coalesce(checkpoint_run, run_id) FROM steps WHERE run_id = ? AND step = ?", [done.run_id, done.step]
+    ).fetchone()
+    before = row[0] if row is not None else done.run_id
+    generation = checkpoints.next_generation(con, done.run_id, done.step)
+    con.execute(
+        "UPDATE steps SET checkpoint_run = NULL, checkpoint_generation = ? WHERE run_id = ? AND step = ?",
+        [generation, done.run_id, done.step],
+    )
+    checkpoints.write(con, done.run_id, done.step, generation, done.outputs, done.display)
+    checkpoints.drop_superseded(con, [(done.run_id, done.step), (before, done.step)])
 
 
 def fail(
@@ -230,7 +281,7 @@ def retry(con: Connection, location: str, run_id: str, step: str, owner: Owner) 
     if view.state is None:
         raise CheckpointNotFoundError(location, run_id, step)
     params = [owner.host, owner.pid, owner.started, owner.kernel_id]
-    return transition(con, run_id, step, StepState(view.state), StepState.RUNNING, owner, "retry", _RESTART, params)
+    return transition(con, run_id, step, StepState(view.state), StepState.RUNNING, owner, "retry", _RESTART, params)[0]
 
 
 def invalidate(
@@ -283,25 +334,33 @@ def _with_kept(con: Connection, run_id: str, found: list[StepStatus]) -> list[St
     completed are those of its last completion. Only steps past their first attempt can have
     any, so the usual listing costs no extra query.
     """
-    candidates = [s.step for s in found if s.state is not StepState.COMPLETED and s.attempts > 1]
+    candidates = [s.step for s in found if s.state is not StepState.COMPLETED and (s.attempts > 1 or s.executions > 1)]
     if not candidates:
         return found
-    kept = dict(
-        con.execute(
-            f"""SELECT e.step, max(e.attempt) FROM events e
-               WHERE e.run_id = ? AND e.target = 'completed' AND {dialect_of(con).in_list("e.step")}
-                 AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.run_id = e.run_id AND c.step = e.step)
+    sql = dialect_of(con)
+    events = numbered_events(f"(SELECT * FROM events WHERE run_id = ? AND {sql.in_list('step')})")
+    kept = {
+        step: (int(execution), int(attempt))
+        for step, execution, attempt in con.execute(
+            f"""SELECT e.step, {sql.last("e.execution", "e.seq")}, {sql.last("e.attempt", "e.seq")} FROM ({events}) e
+               WHERE e.target = 'completed'
+                 AND EXISTS (SELECT 1 FROM steps s JOIN checkpoints c ON {checkpoints.POINTED}
+                             WHERE s.run_id = e.run_id AND s.step = e.step)
                GROUP BY e.step""",
             [run_id, candidates],
         ).fetchall()
-    )
-    return [replace(s, kept_attempt=int(kept[s.step])) if s.step in kept else s for s in found]
+    }
+    return [
+        replace(s, kept_execution=kept[s.step][0], kept_attempt=kept[s.step][1]) if s.step in kept else s for s in found
+    ]
 
 
 def list_events(con: Connection, run_id: str, step: str | None) -> list[Event]:
+    """The run's (or one step's) events, oldest first, numbered by execution and attempt (``numbering.py``)."""
+    events = numbered_events("(SELECT * FROM events WHERE run_id = ? AND (? IS NULL OR step = ?))")
     rows = con.execute(
-        """SELECT seq, run_id, step, happened_at, transition, source, target, attempt, host, pid, detail
-           FROM events WHERE run_id = ? AND (? IS NULL OR step = ?) ORDER BY seq""",
+        f"""SELECT seq, run_id, step, happened_at, transition, source, target, attempt, host, pid, detail, execution
+           FROM ({events}) ORDER BY seq""",
         [run_id, step, step],
     ).fetchall()
     return [Event(*r) for r in rows]

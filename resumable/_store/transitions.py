@@ -6,10 +6,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from resumable._records import Owner
-from resumable._states import StepState, check_transition
+from resumable._states import StepState, Transition, check_transition
 from resumable._store.dialect import Connection
 from resumable._store.rows import log_events
 from resumable.errors import StepChangedError
+
+# Each entry into running counts, here and nowhere else: a start (from pending) begins a new
+# execution at its first attempt; a retry (of a failed or interrupted step) is the next attempt of
+# the same execution. ``numbering.py`` numbers the event log by the same rule.
+_COUNTS = {
+    Transition.START: ", attempts = 1, executions = coalesce(executions, 1) + 1",
+    Transition.RETRY: ", attempts = attempts + 1",
+}
 
 
 def transition(
@@ -24,23 +32,26 @@ def transition(
     set_params: Sequence[Any] = (),
     *,
     owned_by: Owner | None = None,
-) -> int:
+) -> tuple[int, int]:
     """Move a step from ``source`` to ``target`` (plus ``set_sql`` columns) and log the event.
 
     The row changes only while it is still in ``source`` (and, with ``owned_by``, still owned by
     that process); otherwise StepChangedError, and the caller's transaction rolls back. Returns
-    the step's attempt count after the change.
+    the step's attempt within its execution, and its executions, after the change; the event
+    records that attempt.
     """
     checked = check_transition(step, source, target)
+    set_sql = _COUNTS.get(checked, "") + set_sql
     guard, guard_params = "", []
     if owned_by is not None:
         guard, guard_params = " AND owner_host = ? AND owner_pid = ?", [owned_by.host, owned_by.pid]
     changed = con.execute(
-        f"UPDATE steps SET state = ?{set_sql} WHERE run_id = ? AND step = ? AND state = ?{guard} RETURNING attempts",
+        f"UPDATE steps SET state = ?{set_sql} WHERE run_id = ? AND step = ? AND state = ?{guard}"
+        " RETURNING attempts, executions",
         [target.value, *set_params, run_id, step, source.value, *guard_params],
     ).fetchone()
     if changed is None:
         raise StepChangedError(run_id, step, source.value)
-    attempts = int(changed[0])
-    log_events(con, [(run_id, step, checked, source, target, attempts, who, detail, None)])
-    return attempts
+    attempt, executions = int(changed[0]), int(changed[1] or 1)
+    log_events(con, [(run_id, step, checked, source, target, attempt, who, detail, None)])
+    return attempt, executions

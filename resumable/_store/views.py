@@ -18,6 +18,7 @@ import duckdb
 
 from resumable._store.base import QueryResult
 from resumable._store.liveness import dead_owners
+from resumable._store.numbering import numbered_events
 from resumable.errors import QueryError
 
 # {db} is the store's catalog: the views shadow the tables' names, so they name the tables in full.
@@ -31,7 +32,8 @@ VIEWS: dict[str, str] = {
         SELECT s.run_id, r.pipeline, s.step, s.seq, {_STEP_STATE} AS state, s.attempts,
                s.started_at, s.finished_at, s.duration_s, s.output_bytes,
                CAST(s.outputs AS JSON) AS outputs, s.error, coalesce(s.effect, false) AS effect,
-               coalesce(s.key_generation, 1) AS key_generation, s.owner_host, s.owner_pid, s.source
+               coalesce(s.key_generation, 1) AS key_generation, s.owner_host, s.owner_pid, s.source,
+               coalesce(s.executions, 1) AS executions
         FROM {{db}}.main.steps s JOIN {{db}}.main.runs r USING (run_id)""",
     "runs": """
         SELECT *, epoch(updated_at) - epoch(created_at) AS duration_s FROM (
@@ -53,18 +55,21 @@ VIEWS: dict[str, str] = {
                count(s.step) FILTER (WHERE s.state = 'running') AS running,
                count(s.step) FILTER (WHERE s.state = 'pending') AS pending,
                coalesce(sum(s.duration_s), 0) AS step_time_s,
-               coalesce((SELECT sum(c.size) FROM {db}.main.checkpoints c WHERE c.run_id = r.run_id), 0) AS stored_bytes
+               coalesce((SELECT sum(c.size) FROM {db}.main.checkpoints c WHERE c.run_id = r.run_id), 0) AS stored_bytes,
+               r.forked_from, r.forked_at
         FROM {db}.main.runs r LEFT JOIN temp.main.steps s USING (run_id)
-        GROUP BY r.run_id, r.pipeline, r.created_at, r.params)""",
+        GROUP BY r.run_id, r.pipeline, r.created_at, r.params, r.forked_from, r.forked_at)""",
     "events": """
         SELECT e.seq, e.run_id, r.pipeline, e.step, e.happened_at, e.transition, e.source AS from_state,
-               e.target AS to_state, e.attempt, e.host, e.pid, e.detail
-        FROM {db}.main.events e JOIN {db}.main.runs r USING (run_id)""",
+               e.target AS to_state, e.attempt, e.host, e.pid, e.detail, e.execution
+        FROM ("""
+    + numbered_events("{db}.main.events")
+    + """) e JOIN {db}.main.runs r USING (run_id)""",
     "attempts": """
         SELECT run_id, pipeline, step, attempt, happened_at AS started_at, ended_at AS finished_at,
                date_diff('millisecond', happened_at, ended_at) / 1000.0 AS duration_s,
                coalesce(outcome, CASE WHEN st.state = 'interrupted' THEN 'interrupted' ELSE 'running' END) AS outcome,
-               CASE WHEN outcome = 'failed' THEN end_detail END AS error, host, pid
+               CASE WHEN outcome = 'failed' THEN end_detail END AS error, host, pid, execution
         FROM (
             SELECT e.*, lead(e.happened_at) OVER w AS ended_at, lead(e.to_state) OVER w AS outcome,
                    lead(e.detail) OVER w AS end_detail
