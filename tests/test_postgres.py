@@ -19,6 +19,7 @@ import store_sql
 
 import resumable
 from resumable._store import forget_all, open_store
+from resumable._store.schema import SCHEMA_VERSION
 
 RACER = """
 import sys, time, pathlib, resumable
@@ -90,7 +91,7 @@ def test_new_server_store_opened_by_several_processes_at_once_is_made_once(clust
     ]
     outputs = [o.communicate(timeout=60) for o in openers]
     assert [(o.returncode, out) for o, (out, _) in zip(openers, outputs, strict=True)] == [(0, "0\n")] * 4, outputs
-    assert store_sql.execute(url, "SELECT value FROM meta WHERE key = 'schema_version'") == [("5",)]
+    assert store_sql.execute(url, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
 def test_the_location_never_shows_the_password(cluster: pg_server.Cluster) -> None:

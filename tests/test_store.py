@@ -14,6 +14,7 @@ import pytest
 import store_sql
 
 import resumable
+from resumable import StepState
 from resumable._owner import current_owner
 from resumable._records import Owner
 from resumable._store import Completion, EncodeError, StepRequest, forget_all, open_store
@@ -227,3 +228,121 @@ def test_gc_keeps_young_unreferenced_payloads_and_removes_old_ones(store_locatio
     assert report.bytes_freed > 800_000
     assert not old_file.exists()
     assert (payloads / in_flight.file).exists()
+
+
+def _etl(pipe: resumable.Pipeline, run: resumable.Run, ran: list[str], scale: float) -> float:
+    """load (a payload file), clean (scaled, inline), total: the steps a fork shares and re-executes."""
+    with run:
+        values = run.step("load", lambda: ran.append("load") or np.arange(100_000, dtype=np.float64))
+        cleaned = run.step("clean", lambda v, s: ran.append("clean") or v[:10] * s, values, scale)
+        return float(run.step("total", lambda c: ran.append("total") or float(c.sum()), cleaned))
+
+
+def test_a_fork_restores_what_it_forked_from_whatever_the_origin_does_later(store_location: str) -> None:
+    """The fork shares the origin's rows before its step (none copied) and keeps them when the origin re-executes."""
+    pipe = resumable.Pipeline("etl", store=store_location)
+    ran: list[str] = []
+    assert _etl(pipe, pipe.run(run_id="origin"), ran, 1.0) == 45.0
+    fork = pipe.fork("origin", "total", run_id="fork", params={"lr": 0.5})
+    info = pipe.store.get_run("fork")
+    assert info is not None and (info.forked_from, info.forked_at, info.params) == ("origin", "total", {"lr": 0.5})
+    assert [(r.run_id, r.step) for r in pipe.store.checkpoint_refs("fork", "clean")] == [("origin", "clean")]
+    ran.clear()
+    assert _etl(pipe, pipe.run(run_id="origin"), ran, 2.0) == 90.0  # the origin's clean: a new generation
+    assert ran == ["clean", "total"]
+    assert pipe.store.gc().checkpoints_removed == 0  # the fork still shares the old clean
+    ran.clear()
+    assert _etl(pipe, fork, ran, 1.0) == 45.0
+    assert ran == ["total"]
+    assert resumable.load("fork", "clean", store=store_location).tolist()[:3] == [0.0, 1.0, 2.0]
+    assert resumable.load("origin", "clean", store=store_location).tolist()[:3] == [0.0, 2.0, 4.0]
+    with pytest.raises(resumable.ForkError) as excinfo:
+        pipe.fork("origin", "total", run_id="fork")
+    assert str(excinfo.value).startswith(
+        "cannot fork run 'origin' into run 'fork': run 'fork' (pipeline 'etl') already exists; nothing was written"
+    )
+
+
+def test_rm_deletes_a_run_and_keeps_what_its_fork_shares(store_location: str) -> None:
+    """Removing the origin keeps the fork restorable (the shared payload file stays); removing the fork frees it."""
+    pipe = resumable.Pipeline("etl", store=store_location)
+    ran: list[str] = []
+    _etl(pipe, pipe.run(run_id="origin"), ran, 1.0)
+    _etl(pipe, pipe.fork("origin", "total", run_id="fork"), ran, 1.0)
+    store = open_store(store_location)
+    payloads = store.payload_dir  # type: ignore[attr-defined]
+    (load_file,) = [payloads / r.file for r in store.checkpoint_refs("origin", "load") if r.file]
+    preview = resumable.remove_runs("origin", "missing", store=store_location, dry_run=True)
+    assert ([r.run_id for r in preview.removed], preview.dry_run) == (["origin"], True)
+    assert [r.run_id for r in store.list_runs()] == ["fork", "origin"]
+    done = resumable.remove_runs("origin", "missing", store=store_location)
+    assert [r.run_id for r in done.removed] == ["origin"]
+    assert [(r.run_id, r.missing) for r in done.refused] == [("missing", True)]
+    assert (done.checkpoints_removed, done.files_removed) == (1, 0)  # its own 'total'; load and clean are shared
+    assert [r.run_id for r in store.list_runs()] == ["fork"]
+    assert store.list_steps("origin") == [] and store.list_events("origin") == []
+    assert load_file.exists()
+    ran.clear()
+    assert _etl(pipe, pipe.run(run_id="fork"), ran, 1.0) == 45.0
+    assert ran == []
+    done = resumable.remove_runs("fork", store=store_location, compact=False)
+    assert (done.checkpoints_removed, done.files_removed) == (3, 1)
+    assert not load_file.exists()
+    assert store.list_runs() == []
+
+
+def test_a_store_from_before_executions_is_recounted_by_migration_7(store_location: str) -> None:
+    """Events with lifetime attempt counts and no ``executions`` column (schema 6): the migration recounts the
+    step from its log, and the log reads numbered by execution."""
+    pipe = resumable.Pipeline("p", store=store_location)
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("reset")
+        return len(calls)
+
+    with pipe.run(run_id="old") as run:
+        run.step("a", flaky, retries=1, backoff=0)  # execution 1: attempts 1 (failed) and 2
+    pipe.store.invalidate("old", "a", current_owner())
+    with pipe.run(run_id="old") as run:
+        run.step("a", flaky)  # execution 2
+    forget_all()
+    for statement in (  # as schema 6 left it
+        """UPDATE events SET attempt = n.lifetime FROM (
+               SELECT seq, sum(CASE WHEN target = 'running' THEN 1 ELSE 0 END)
+                           OVER (PARTITION BY run_id, step ORDER BY seq) AS lifetime FROM events) n
+           WHERE events.seq = n.seq""",
+        "UPDATE steps SET attempts = 3",
+        "ALTER TABLE steps DROP COLUMN executions",
+        f"UPDATE meta SET value = '{SCHEMA_VERSION - 1}' WHERE key = 'schema_version'",
+    ):
+        store_sql.execute(store_location, statement)
+    assert [r[0] for r in store_sql.execute(store_location, "SELECT attempt FROM events ORDER BY seq")] == [
+        1, 1, 2, 2, 2, 3, 3,
+    ]  # fmt: skip
+    store = open_store(store_location)  # a writer migrates
+    status = store.get_step("old", "a")
+    assert status is not None and (status.state, status.executions, status.attempts) == (StepState.COMPLETED, 2, 1)
+    assert [(e.execution, e.attempt, e.target) for e in store.list_events("old", "a")] == [
+        (1, 1, "running"), (1, 1, "failed"), (1, 2, "running"), (1, 2, "completed"), (1, 2, "pending"),
+        (2, 1, "running"), (2, 1, "completed"),
+    ]  # fmt: skip
+    forget_all()
+
+    def broken() -> int:
+        raise ValueError("edited and broken")
+
+    with pytest.raises(ValueError, match="edited and broken"), pipe.run(run_id="old") as run:
+        run.step("a", broken, rerun=True)  # execution 3 fails; the step keeps execution 2's checkpoint
+    (status,) = open_store(store_location).list_steps("old")
+    assert (status.state, status.executions, status.kept_execution, status.kept_attempt) == (
+        StepState.FAILED, 3, 2, 1,
+    )  # fmt: skip
+    with pytest.warns(resumable.LastGoodCheckpointWarning) as warned:
+        assert resumable.load("old", "a", store=store_location) == 3
+    assert str(warned[0].message) == (
+        "step 'a' (run 'old') is failed (execution 3, attempt 1); output 'return' was loaded from its last good "
+        "checkpoint, written by execution 2. It is kept until an attempt completes."
+    )

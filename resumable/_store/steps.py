@@ -360,7 +360,7 @@ def list_events(con: Connection, run_id: str, step: str | None) -> list[Event]:
     events = numbered_events("(SELECT * FROM events WHERE run_id = ? AND (? IS NULL OR step = ?))")
     rows = con.execute(
         f"""SELECT seq, run_id, step, happened_at, transition, source, target, attempt, host, pid, detail, execution
-           FROM ({events}) ORDER BY seq""",
+           FROM ({events}) AS numbered ORDER BY seq""",
         [run_id, step, step],
     ).fetchall()
     return [Event(*r) for r in rows]
