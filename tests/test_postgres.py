@@ -325,3 +325,37 @@ def test_an_error_message_with_a_nul_character_is_recorded(cluster: pg_server.Cl
     status = open_store(url).get_step("r1", "bad")
     assert status is not None and status.state.value == "failed"
     assert status.error == "ValueError: bad\\x00byte"
+
+
+def test_fork_why_rm_and_gc_commands_on_a_server_store(cluster: pg_server.Cluster) -> None:
+    """The commands of forks and retention take a URL; gc says why the server store is not compacted."""
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("etl", store=url)
+    for run_id in ("a", "b"):
+        with pipe.run(run_id=run_id) as run:
+            run.step("x", lambda: 1)
+            run.step("y", lambda: 2)
+    forget_all()
+
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "resumable", *args, "--store", url]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert cli("fork", "a", "--from", "y", "--run-id", "f").startswith(
+        "forked run 'f' from run 'a' at step 'y': 1 step shares its checkpoints (x)"
+    )
+    assert cli("why", "f", "x") == (
+        "step 'x': restored from the fork of run 'a': it shares that run's checkpoint (not executed in this run)\n"
+    )
+    removed = cli("rm", "a", "b").splitlines()
+    assert [line.split(" (")[0] for line in removed[:2]] == [
+        "removed run 'a' of pipeline 'etl'", "removed run 'b' of pipeline 'etl'",
+    ]  # fmt: skip
+    assert removed[2] == (
+        "freed 105 B: 3 checkpoint rows (105 B inside the database) and 0 payload files (0 B); the store was not "
+        "compacted: a PostgreSQL server reuses the space of deleted rows itself (autovacuum)"
+    )
+    assert [r.run_id for r in pipe.runs()] == ["f"]
+    assert resumable.load("f", "x", store=url) == 1  # its origin is gone; the row it shares stays

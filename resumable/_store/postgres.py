@@ -473,8 +473,7 @@ class PostgresStore:
         size = int(row[0]) if row else 0
         return Compaction(
             False, size, size, 0.0,
-            "a PostgreSQL server reuses the space of deleted rows itself (autovacuum); "
-            "to shrink its files, an administrator runs VACUUM FULL",
+            "a PostgreSQL server reuses the space of deleted rows itself (autovacuum)",
         )  # fmt: skip
 
     def query(self, sql: str) -> QueryResult:
