@@ -42,7 +42,10 @@ def fork(
     completed in the origin (failed, pending) are not copied: they execute in the fork, as do
     ``step`` and everything after it.
     """
-    found = con.execute("SELECT pipeline, params FROM runs WHERE run_id = ?", [origin]).fetchone()
+    sql = dialect_of(con)
+    # A server store: the origin's row is locked first, so a removal of it waits for the fork (or the
+    # fork, after the removal, finds no origin), then the steps it copies below.
+    found = con.execute(f"SELECT pipeline, params FROM runs WHERE run_id = ?{sql.for_update}", [origin]).fetchone()
     if found is None:
         raise CheckpointNotFoundError(location, origin)
     origin_pipeline, origin_params = found
@@ -57,7 +60,7 @@ def fork(
             f"nothing was written",
             f"Name one of its steps; see them with: resumable show {origin}",
         )
-    dialect_of(con).lock_name(con, f"run:{run_id}")  # two forks into one new id: one creates it
+    sql.lock_name(con, f"run:{run_id}")  # two forks into one new id: one creates it
     taken = get_run(con, run_id)
     if taken is not None:
         raise ForkError(
@@ -66,7 +69,6 @@ def fork(
             f"Choose another id with {option_words('run_id=', '--run-id')}, or leave it out to get a new one.",
         )
     check_new_id(con, run_id)
-    sql = dialect_of(con)
     if sql.for_update:  # a server store: a completion of a copied step waits until the fork points at its rows
         con.execute(f"SELECT step FROM steps WHERE run_id = ? AND seq < ? AND state = ?{sql.for_update}",
                     [origin, at[0], StepState.COMPLETED.value])  # fmt: skip
