@@ -229,6 +229,50 @@ def test_removing_the_origin_and_compacting_keeps_the_fork_restorable(store_path
     assert [p for p in (store_path.parent / "store.duckdb.payloads").rglob("*") if p.is_file()] == []
 
 
+def test_a_deleted_runs_id_stays_taken_while_a_forks_pending_step_points_at_it(store_path: Path) -> None:
+    """A fork's step sent back to pending still points at the deleted origin: a new run under that id is refused."""
+    pipe = resumable.Pipeline("etl", store=store_path)
+    run_pipeline(store_path, pipe.run(run_id="origin"), Calls(), n=10)
+    pipe.fork("origin", "train", run_id="fork")
+    store = open_store(store_path)
+    store.invalidate("fork", "load", current_owner(), downstream=False)
+    assert store.remove_runs(("origin",), current_owner()).refused == ()
+    with pytest.raises(resumable.ForkError) as excinfo:
+        pipe.run(run_id="origin").__enter__()
+    assert str(excinfo.value) == (
+        "run id 'origin' still names checkpoints of a deleted run that other runs (forks of it) share, so a new "
+        "run cannot start under it; nothing was written. Choose another run id."
+    )
+
+
+def test_a_fork_past_an_effect_step_whose_last_execution_failed_is_refused(store_path: Path) -> None:
+    """Its effect may have happened under the origin's key: the fork would make it again under a new one."""
+    pipe = resumable.Pipeline("shop", store=store_path)
+    charged: list[str] = []
+
+    def charge(fail: bool) -> str:
+        charged.append(resumable.idempotency_key())
+        if fail:
+            raise RuntimeError("card network down")
+        return "ok"
+
+    with pipe.run(run_id="order") as run:
+        run.step("charge", charge, False)  # asks for a key: an effect step
+        run.step("email", lambda: "sent")
+    with pytest.raises(RuntimeError), pipe.run(run_id="order") as run:
+        run.rerun("charge")
+        run.step("charge", charge, True)
+    with pytest.raises(resumable.ForkError) as excinfo:
+        pipe.fork("order", "email", run_id="again")
+    assert str(excinfo.value) == (
+        "cannot fork run 'order' from step 'email': step 'charge' before it has side effects and its last execution "
+        "did not complete (failed), so its effect may have happened; the fork would execute it again under a new "
+        "key; nothing was written. Finish 'charge' in run 'order' first (resume that run), or fork from 'charge' "
+        "to do it again deliberately."
+    )
+    assert len(charged) == 2 and pipe.store.get_run("again") is None
+
+
 def test_a_fork_of_a_fork_shares_the_first_runs_rows(store_path: Path) -> None:
     pipe = resumable.Pipeline("etl", store=store_path)
     calls = Calls()
@@ -493,6 +537,42 @@ def test_fork_from_here_forks_the_current_run_and_makes_it_current(
     assert [(s.step, s.state.value) for s in store.list_steps(new_id)] == [
         ("load", "completed"), ("charge", "completed"), ("report", "completed"),
     ]  # fmt: skip
+
+
+def test_the_panels_fork_from_here_button_forks_the_kernels_run(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """%durable_panel's real button: the kernel joins the fork, whose cells before the step restore."""
+    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    ip = started_shell()
+    ip.run_cell("import resumable")
+    _notebook_origin(ip)
+    panel = ip.run_line_magic("durable_panel", "")
+    try:
+        button = panel.rows["report"].fork
+        assert button.layout.display != "none" and not button.disabled
+        button.click()
+        current = notebook_run()
+        assert current is not None and current.run_id != "origin"
+        assert panel.run_id == current.run_id
+        capsys.readouterr()
+        assert step(ip, "load", "rows = list(range(limit))\nprint('loaded', len(rows))").success
+        assert step(ip, "charge", "key = resumable.idempotency_key()\ncharged = len(rows)").success
+        assert step(ip, "report", "total = sum(rows)\nprint('total', total)").success
+        out = capsys.readouterr().out
+        assert (
+            "↺ restored step 'load'" in out
+            and "↺ restored step 'charge'" in out
+            and "restored step 'report'" not in out
+        )
+        store = open_store(store_path)
+        assert [(s.step, s.state.value) for s in store.list_steps(current.run_id)] == [
+            ("load", "completed"), ("charge", "completed"), ("report", "completed"),
+        ]  # fmt: skip
+        assert [e.transition for e in store.list_events(current.run_id, "report")] == ["start", "ok"]
+        assert [e.transition for e in store.list_events(current.run_id, "load")] == ["forked"]
+    finally:
+        panel.close()
 
 
 def test_durable_run_fork_refusals_are_usage_errors(

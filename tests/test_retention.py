@@ -131,6 +131,27 @@ def test_rm_removes_the_runs_named_and_leaves_a_shared_payload_file(tmp_path: Pa
     assert disk_bytes(store)[1] == 0
 
 
+def test_rm_keeps_a_payload_file_another_process_just_wrote_again(tmp_path: Path) -> None:
+    """A step elsewhere renames the same content into place before committing its row: rm leaves that file."""
+    store = tmp_path / "store.duckdb"
+    shared = value("any", "shared", 400_000)
+    with resumable.Pipeline("etl", store=store).run(run_id="a") as run:
+        run.step("big", lambda: shared)
+    forget_all()
+    [payload] = [p for p in (tmp_path / "store.duckdb.payloads").rglob("*") if p.is_file()]
+    # What a writer of the same value does (resumable/_codec.py): a new file, renamed over the name.
+    part = payload.with_name(payload.name + ".part")
+    part.write_bytes(payload.read_bytes())
+    time.sleep(0.01)  # the file system's clock is coarse: a write in the tick of the row's commit looks older
+    part.replace(payload)
+    done = cli_here("rm", "a", "--no-compact", "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "freed 0 B: 1 checkpoint rows (0 B inside the database) and 0 payload files (0 B)"
+    )
+    assert payload.is_file()  # the other writer's row, once committed, finds its file
+
+
 def test_rm_of_a_missing_run_says_so_and_still_removes_the_others(tmp_path: Path) -> None:
     store = tmp_path / "store.duckdb"
     build(store, ["a", "b"], 0.1)

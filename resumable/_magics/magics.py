@@ -394,7 +394,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
             raise UsageError(str(exc)) from None
         if self.make_panel is None:
             raise UsageError("%durable_panel needs the panel, which '%load_ext resumable' brings.")
-        return self.make_panel(run_id, shell=self._ip)
+        return self.make_panel(run_id, shell=self._ip, fork=self.fork_from)  # Fork from here
 
     # ------------------------------------------------------------------ steps
 

@@ -72,6 +72,7 @@ def fork(
     if sql.for_update:  # a server store: a completion of a copied step waits until the fork points at its rows
         con.execute(f"SELECT step FROM steps WHERE run_id = ? AND seq < ? AND state = ?{sql.for_update}",
                     [origin, at[0], StepState.COMPLETED.value])  # fmt: skip
+    _refuse_unfinished_effects(con, origin, step, at[0])
     merged = {**_params.decode(origin_params), **(params or {})}
     con.execute(
         """INSERT INTO runs (run_id, pipeline, created_at, params, forked_from, forked_at)
@@ -98,3 +99,26 @@ def fork(
     made = get_run(con, run_id)
     assert made is not None
     return made
+
+
+def _refuse_unfinished_effects(con: Connection, origin: str, step: str, seq: int) -> None:
+    """Refuse a fork past an effect step whose last execution did not complete in the origin.
+
+    Such a step is not copied, so the fork would execute it under the new run's key, although its
+    effect may have happened under the origin's (a rerun that failed after calling the service,
+    a process killed inside it): a repeated effect that nobody would notice.
+    """
+    rows = con.execute(
+        """SELECT step, state FROM steps WHERE run_id = ? AND seq < ? AND coalesce(effect, false) AND state <> ?
+           ORDER BY seq""",
+        [origin, seq, StepState.COMPLETED.value],
+    ).fetchall()
+    if rows:
+        name, state = rows[0]
+        raise ForkError(
+            f"cannot fork run '{origin}' from step '{step}': step '{name}' before it has side effects and its last "
+            f"execution did not complete ({state}), so its effect may have happened; the fork would execute it "
+            f"again under a new key; nothing was written",
+            f"Finish '{name}' in run '{origin}' first (resume that run), or fork from '{name}' to do it again "
+            "deliberately.",
+        )

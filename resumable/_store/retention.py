@@ -117,6 +117,11 @@ def delete(con: Connection, location: str, payloads: Path, which: RunFilter | Se
                 chosen.append(run)
     rows_before, inline_before = _checkpoint_totals(con)
     files_before = checkpoints.referenced_files(con)
+    # When each file's newest row was written: a file renamed into place after that is another
+    # process's identical output, whose row is not committed yet (below).
+    written = dict(
+        con.execute("SELECT file, max(created_at) FROM checkpoints WHERE file IS NOT NULL GROUP BY file").fetchall()
+    )
     recover_aside(payloads, files_before)
     lock = dialect_of(con).for_update
     for run in chosen:
@@ -137,6 +142,12 @@ def delete(con: Connection, location: str, payloads: Path, which: RunFilter | Se
         try:
             st = (payloads / relative).stat()
         except OSError:  # already gone: nothing to give back
+            continue
+        if st.st_mtime > written[relative].timestamp():
+            # Written after its last row was: a step elsewhere wrote the same content into a new
+            # file and renamed it over this one, and will commit a row pointing at it. It stays;
+            # gc takes it once it is old and still unreferenced. (A copy of the store that kept
+            # modification times, as backups do, still frees its files here.)
             continue
         files.append((relative, st.st_ino, st.st_size))
     return Deleted(tuple(removed), tuple(refused), rows_before - rows_after, inline_before - inline_after, tuple(files))

@@ -130,12 +130,18 @@ def open_run(
 
 
 def check_new_id(con: Connection, run_id: str) -> None:
-    """Refuse a new run under an id whose checkpoint rows are still shared by forks of a deleted run.
+    """Refuse a new run under an id whose checkpoint rows forks of a deleted run still share or point at.
 
     A new run's first completions write generation 0, which would sit beside (and be restored
     with) the old rows a fork still points at.
     """
-    row = con.execute("SELECT 1 FROM checkpoints WHERE run_id = ? LIMIT 1", [run_id]).fetchone()
+    # Pending steps count too: a fork's step sent back to pending still points at the deleted run's
+    # place, and would take a new run's rows there for its last good checkpoint.
+    row = con.execute(
+        """SELECT 1 WHERE EXISTS (SELECT 1 FROM checkpoints WHERE run_id = ?)
+                       OR EXISTS (SELECT 1 FROM steps WHERE checkpoint_run = ?)""",
+        [run_id, run_id],
+    ).fetchone()
     if row is not None:
         raise ForkError(
             f"run id '{run_id}' still names checkpoints of a deleted run that other runs (forks of it) share, "
