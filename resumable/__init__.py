@@ -56,6 +56,7 @@ from resumable.errors import (
     StorePathError,
     StoreReadOnlyError,
     StoreRemovedError,
+    StoreServerError,
     StoreWriteError,
     UnserializableOutputError,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "StoreReadOnlyError",
     "StoreReader",
     "StoreRemovedError",
+    "StoreServerError",
     "StoreWriteError",
     "UnserializableOutputError",
     "connect",

@@ -12,6 +12,7 @@ from pathlib import Path
 from resumable.errors import OptionError, SigningKeyError
 
 DEFAULT_STORE = Path(".resumable") / "store.duckdb"
+SERVER_SCHEMES = ("postgresql://", "postgres://")  # a store on a server, not a file (docs/scale.md)
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 DEFAULT_LEASE_S = 60.0
 
@@ -25,6 +26,14 @@ def store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     else:
         chosen = DEFAULT_STORE
     return chosen.expanduser().absolute()
+
+
+def store_location(explicit: str | os.PathLike[str] | None = None) -> Path | str:
+    """The store to use, as ``open_store`` takes it: a server URL as given, else the file's absolute path."""
+    chosen = os.fspath(explicit) if explicit is not None else os.environ.get("RESUMABLE_STORE")
+    if isinstance(chosen, str) and chosen.startswith(SERVER_SCHEMES):
+        return chosen
+    return store_path(explicit)
 
 
 def env_run_id() -> str | None:

@@ -105,12 +105,15 @@ def reported_errors() -> Iterator[None]:
 
 
 def store_option(fn: F) -> F:
-    """``--store PATH`` with RESUMABLE_STORE as its environment default."""
+    """``--store PATH`` with RESUMABLE_STORE as its environment default.
+
+    Kept as the string given (``open_store`` resolves it): a ``postgresql://`` URL is not a path.
+    """
     return click.option(
         "--store",
         "store",
         envvar="RESUMABLE_STORE",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=click.Path(dir_okay=False),
         default=None,
         help="The store file (default: RESUMABLE_STORE, else .resumable/store.duckdb).",
     )(fn)

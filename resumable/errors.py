@@ -14,7 +14,8 @@ all of ours and nothing of the user's::
      │   ├─ StorePathError                   the store path is a folder, not writable, not DuckDB
      │   ├─ StoreLockedError                 another process kept the file locked past the limit
      │   ├─ StoreDatabaseError               DuckDB refused a read or write (its message is kept)
-     │   │   └─ StoreCorruptError            the file cannot be read as a database
+     │   │   ├─ StoreCorruptError            the file cannot be read as a database
+     │   │   └─ StoreServerError             a PostgreSQL server cannot be reached or refused (its message is kept)
      │   ├─ StoreRemovedError                the store file was deleted or replaced under this process
      │   ├─ SchemaVersionError               the store was written by a newer resumable
      │   ├─ RunOwnedError                    another live process owns the run
@@ -240,6 +241,20 @@ class StoreCorruptError(StoreDatabaseError):
             f"store '{path}' cannot be read as a database ({detail.strip()}). Nothing in it was changed. "
             f"Keep a copy of the file (and its .wal, if any) before anything else; restore it from a backup, "
             f"or point RESUMABLE_STORE at a new file.",
+        )
+
+
+class StoreServerError(StoreDatabaseError):
+    """A PostgreSQL store's server cannot be reached or refused a transaction; ``.detail`` is its message."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        StoreError.__init__(
+            self,
+            f"store '{path}' could not be reached or refused the transaction: {detail.strip()}. What was being "
+            f"written was not stored; completed steps already in the store are kept. Check that the server is "
+            f"running and that the URL's host, port, database and user are right, then try again.",
         )
 
 

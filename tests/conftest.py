@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pg_server
 import pytest
 from ipython_shell import fresh_kernel, started_shell
 
@@ -32,7 +33,13 @@ def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test sees the developer's RESUMABLE_* settings or another test's open store."""
-    for var in ("RESUMABLE_STORE", "RESUMABLE_RUN_ID", "RESUMABLE_SIGNING_KEY", "RESUMABLE_SIGNING_KEY_FILE"):
+    for var in (
+        "RESUMABLE_STORE",
+        "RESUMABLE_RUN_ID",
+        "RESUMABLE_SIGNING_KEY",
+        "RESUMABLE_SIGNING_KEY_FILE",
+        "RESUMABLE_PAYLOADS",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "20")
     yield
@@ -53,3 +60,30 @@ def campaign_runs(request: pytest.FixtureRequest) -> int:
     """How many trials the multi-process campaign runs: --campaign-runs > RESUMABLE_CAMPAIGN_RUNS > 5."""
     chosen = request.config.getoption("--campaign-runs")
     return int(chosen if chosen is not None else os.environ.get("RESUMABLE_CAMPAIGN_RUNS", "5"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg_server.Cluster | str]:
+    """One throwaway PostgreSQL cluster for the session (or why it cannot start), stopped at the end."""
+    cluster = pg_server.start()
+    yield cluster
+    if isinstance(cluster, pg_server.Cluster):
+        cluster.stop()
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh store, once as a DuckDB file and once as a new database on a real PostgreSQL server.
+
+    The server's half is skipped, with the reason, where the cluster cannot start. Its large
+    checkpoints go to a payload folder of the test's own (``RESUMABLE_PAYLOADS``), as a team's
+    shared folder would, so subprocesses find it too.
+    """
+    if request.param == "duckdb":
+        yield str(tmp_path / ".resumable" / "store.duckdb")
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    if not isinstance(cluster, pg_server.Cluster):
+        pytest.skip(f"PostgreSQL half skipped: {cluster}")
+    monkeypatch.setenv("RESUMABLE_PAYLOADS", str(tmp_path / "payloads"))
+    yield cluster.new_database()

@@ -51,7 +51,7 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def _wait_until_running(store_path: Path, run_id: str, step: str, timeout: float = 30.0) -> None:
+def _wait_until_running(store_path: str | Path, run_id: str, step: str, timeout: float = 30.0) -> None:
     """Poll the store (as a user's CLI would) until the step shows as running, then let go of the file."""
     store = resumable.Pipeline("p", store=store_path).store
     deadline = time.monotonic() + timeout
@@ -61,7 +61,7 @@ def _wait_until_running(store_path: Path, run_id: str, step: str, timeout: float
     store.close()
 
 
-def _worker(store: Path, run_id: str, marker: Path, seconds: float) -> subprocess.Popen[str]:
+def _worker(store: str | Path, run_id: str, marker: Path, seconds: float) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, str(store), run_id, str(marker), str(seconds)],
         stdout=subprocess.PIPE,
@@ -70,15 +70,15 @@ def _worker(store: Path, run_id: str, marker: Path, seconds: float) -> subproces
     )
 
 
-def test_second_process_lists_runs_while_a_step_runs(store_path: Path, tmp_path: Path) -> None:
+def test_second_process_lists_runs_while_a_step_runs(store_location: str, tmp_path: Path) -> None:
     """A CLI-like reader gets runs and steps within a second while another process is inside a step."""
     marker = tmp_path / "started"
-    worker = _worker(store_path, "r1", marker, 20)
+    worker = _worker(store_location, "r1", marker, 20)
     try:
         _wait_for(marker)
-        _wait_until_running(store_path, "r1", "long")
+        _wait_until_running(store_location, "r1", "long")
         out = subprocess.run(
-            [sys.executable, "-c", LISTER, str(store_path), "r1"],
+            [sys.executable, "-c", LISTER, str(store_location), "r1"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -112,7 +112,9 @@ def test_reader_gets_in_within_a_second_while_quick_steps_run_back_to_back(store
     """Thousands of quick steps a second do not lock a CLI out: each open answers within a second."""
     ready, stop = tmp_path / "ready", tmp_path / "stop"
     writer = subprocess.Popen(
-        [sys.executable, "-c", BUSY_WRITER, str(store_path), str(ready), str(stop)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", BUSY_WRITER, str(store_path), str(ready), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for(ready)
@@ -131,13 +133,13 @@ def test_reader_gets_in_within_a_second_while_quick_steps_run_back_to_back(store
     assert len(store.list_steps("busy")) == int(out)  # every quick step was written when the run ended
 
 
-def test_second_process_cannot_execute_an_owned_run(store_path: Path, tmp_path: Path) -> None:
+def test_second_process_cannot_execute_an_owned_run(store_location: str, tmp_path: Path) -> None:
     """While one live process owns a run, another gets RunOwnedError naming the owner's pid."""
     marker = tmp_path / "started"
-    worker = _worker(store_path, "r1", marker, 20)
+    worker = _worker(store_location, "r1", marker, 20)
     try:
         _wait_for(marker)
-        pipe = resumable.Pipeline("p", store=store_path)
+        pipe = resumable.Pipeline("p", store=store_location)
         with pytest.raises(resumable.RunOwnedError) as excinfo, pipe.run(run_id="r1") as run:
             run.step("quick", lambda: 1)
         assert excinfo.value.pid == worker.pid
@@ -155,15 +157,15 @@ def test_second_process_cannot_execute_an_owned_run(store_path: Path, tmp_path: 
         worker.wait(timeout=30)
 
 
-def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_path: Path, tmp_path: Path) -> None:
+def test_step_of_a_killed_owner_becomes_interrupted_and_resumes(store_location: str, tmp_path: Path) -> None:
     """SIGKILL inside a step: the next start finds it interrupted, then runs it to completion."""
     marker = tmp_path / "started"
-    worker = _worker(store_path, "r1", marker, 20)
+    worker = _worker(store_location, "r1", marker, 20)
     _wait_for(marker)
-    _wait_until_running(store_path, "r1", "long")
+    _wait_until_running(store_location, "r1", "long")
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=30)
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     store = pipe.store
     # Read honestly before anyone resumes: interrupted, though no event has been written yet.
     assert store.get_step("r1", "long").state is StepState.INTERRUPTED  # type: ignore[union-attr]
@@ -210,15 +212,15 @@ def test_store_locked_by_a_foreign_holder_is_reported_with_its_pid(
         holder.wait(timeout=30)
 
 
-def test_a_forked_worker_uses_the_store_without_the_parents_handle(store_path: Path) -> None:
+def test_a_forked_worker_uses_the_store_without_the_parents_handle(store_location: str) -> None:
     """multiprocessing's fork: a child records its own steps; the parent's pending steps are written once."""
     import multiprocessing
 
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="parent") as run:
         run.step("before_fork", lambda: 1)  # quick: still pending in this process at the fork
         ctx = multiprocessing.get_context("fork")
-        child = ctx.Process(target=_child_run, args=(str(store_path),))
+        child = ctx.Process(target=_child_run, args=(str(store_location),))
         child.start()
         child.join(timeout=60)
         assert child.exitcode == 0

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pg_server
 import pytest
 
 import resumable
@@ -18,9 +19,10 @@ from resumable._demo.shop import ShopServer
 
 APP = Path(__file__).with_name("checkout_app.py")
 TRIALS = int(os.environ.get("RESUMABLE_CRASH_TRIALS", "50"))
+PG_TRIALS = int(os.environ.get("RESUMABLE_PG_CRASH_TRIALS", "12"))
 
 
-def _start(store: Path, run_id: str, url: str, pause_s: float) -> subprocess.Popen[bytes]:
+def _start(store: str | Path, run_id: str, url: str, pause_s: float) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(APP.parent.parent)}
     return subprocess.Popen(
         [sys.executable, str(APP), str(store), run_id, run_id, url, str(pause_s)],
@@ -30,13 +32,15 @@ def _start(store: Path, run_id: str, url: str, pause_s: float) -> subprocess.Pop
     )
 
 
-def _trial(index: int, tmp: Path, url: str, rng: random.Random, pause_s: float) -> tuple[str, bool]:
+def _trial(
+    index: int, tmp: Path, url: str, rng: random.Random, pause_s: float, server: str | None = None
+) -> tuple[str, bool]:
     """Kill one checkout at a random instant, then resume until it completes.
 
     Returns the run id and whether the kill landed before the checkout had finished.
     """
     run_id = f"order-{index}"
-    store = tmp / f"trial-{index}" / "store.duckdb"
+    store = server or tmp / f"trial-{index}" / "store.duckdb"  # a server store holds every trial's run
     victim = _start(store, run_id, url, pause_s)
     assert victim.stdout is not None
     ready = victim.stdout.readline()
@@ -72,17 +76,32 @@ def _trial(index: int, tmp: Path, url: str, rng: random.Random, pause_s: float) 
 )
 def test_sigkill_at_random_instants_never_repeats_an_effect(tmp_path: Path, pause_s: float, trials: int) -> None:
     """Every order ends completed with each effect exactly once, whatever instant the process died."""
+    _campaign(tmp_path, pause_s, trials, None)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_instants_on_a_server_store_never_repeats_an_effect(
+    tmp_path: Path, pg_cluster: pg_server.Cluster | str
+) -> None:
+    """The same campaign on a PostgreSQL store (RESUMABLE_PG_CRASH_TRIALS trials, 12 by default)."""
+    if not isinstance(pg_cluster, pg_server.Cluster):
+        pytest.skip(f"PostgreSQL half skipped: {pg_cluster}")
+    _campaign(tmp_path, 0.05, PG_TRIALS, pg_cluster.new_database())
+
+
+def _campaign(tmp_path: Path, pause_s: float, trials: int, server: str | None) -> None:
+    """Kill ``trials`` checkouts at random instants, resume each, and count every effect."""
     rng = random.Random(int(os.environ.get("RESUMABLE_CRASH_SEED", "1125")) + int(pause_s * 1000))
     seeds = [random.Random(rng.random()) for _ in range(trials)]
     with ShopServer() as shop, ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda i: _trial(i, tmp_path, shop.url, seeds[i], pause_s), range(trials)))
+        results = list(pool.map(lambda i: _trial(i, tmp_path, shop.url, seeds[i], pause_s, server), range(trials)))
         interrupted = sum(1 for _, mid_run in results if mid_run)
         assert interrupted >= trials // 3, f"only {interrupted} of {trials} kills landed mid-run"
         for run_id, _ in results:
             for service in ("charge", "reserve", "courier", "email"):
                 assert shop.ledger.count(service, run_id) == 1, (run_id, service)
             store = resumable.Pipeline(
-                "checkout", store=tmp_path / f"trial-{run_id.split('-')[1]}" / "store.duckdb"
+                "checkout", store=server or tmp_path / f"trial-{run_id.split('-')[1]}" / "store.duckdb"
             ).store
             states = {s.step: s.state for s in store.list_steps(run_id)}
             assert states == dict.fromkeys(("charge", "reserve", "courier", "email"), resumable.StepState.COMPLETED)

@@ -38,6 +38,8 @@ ONLY_IMPORTED_BY = {
     "nbclient": "_headless",
     "click": "cli",
     "duckdb": "_store",
+    "psycopg": "_store",
+    "psycopg_pool": "_store",
 }
 
 

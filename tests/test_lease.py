@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import store_sql
 from old_schema import drop_migration_6
 
 import resumable
@@ -27,33 +28,34 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _owned_elsewhere(store_path: Path, lease_expires_in: float | None) -> resumable.Pipeline:
+def _owned_elsewhere(store_path: str | Path, lease_expires_in: float | None) -> resumable.Pipeline:
     """Run 'r1' with step 'train' running under a process on a host name that no longer exists."""
     pipe = resumable.Pipeline("p", store=store_path)
     with pipe.run(run_id="r1") as run:
         run.step("load", lambda: 1)
     forget_all()
-    with duckdb.connect(str(store_path)) as con:
-        con.execute(
-            """INSERT INTO steps (run_id, step, seq, state, attempts, reads, outputs, options, owner_host, owner_pid,
-                                  owner_started, started_at, output_bytes)
-               VALUES ('r1', 'train', 1, 'running', 1, '[]', '[]', '{}', ?, ?, ?, now(), 0)""",
-            [GONE_HOST, GONE_PID, GONE_STARTED],
+    store_sql.execute(
+        store_path,
+        """INSERT INTO steps (run_id, step, seq, state, attempts, reads, outputs, options, owner_host, owner_pid,
+                              owner_started, started_at, output_bytes)
+           VALUES ('r1', 'train', 1, 'running', 1, '[]', '[]', '{}', ?, ?, ?, now(), 0)""",
+        [GONE_HOST, GONE_PID, GONE_STARTED],
+    )
+    if lease_expires_in is not None:
+        store_sql.execute(
+            store_path,
+            "INSERT INTO leases VALUES (?, ?, ?, ?)",
+            [GONE_HOST, GONE_PID, GONE_STARTED, time.time() + lease_expires_in],
         )
-        if lease_expires_in is not None:
-            con.execute(
-                "INSERT INTO leases VALUES (?, ?, ?, ?)",
-                [GONE_HOST, GONE_PID, GONE_STARTED, time.time() + lease_expires_in],
-            )
     return pipe
 
 
-def test_an_owner_on_another_host_whose_lease_ran_out_is_gone(store_path: Path) -> None:
+def test_an_owner_on_another_host_whose_lease_ran_out_is_gone(store_location: str) -> None:
     """The old host name's lease has expired: its running step becomes interrupted and the run resumes."""
-    pipe = _owned_elsewhere(store_path, lease_expires_in=-1)
+    pipe = _owned_elsewhere(store_location, lease_expires_in=-1)
     with pipe.run(run_id="r1") as run:
         assert run.step("train", lambda: "model") == "model"
-    events = [e for e in open_store(store_path).list_events("r1", "train")]
+    events = [e for e in open_store(store_location).list_events("r1", "train")]
     assert [(e.source, e.target) for e in events][-3:] == [("running", "interrupted"), ("interrupted", "running"),
                                                            ("running", "completed")]  # fmt: skip
     assert events[-3].detail == f"owner pid {GONE_PID} on host '{GONE_HOST}' is gone"
@@ -61,37 +63,37 @@ def test_an_owner_on_another_host_whose_lease_ran_out_is_gone(store_path: Path) 
 
 @pytest.mark.parametrize("lease", [3600.0, None], ids=["lease-running", "no-lease-recorded"])
 def test_an_owner_on_another_host_with_a_running_or_unknown_lease_is_respected(
-    store_path: Path, lease: float | None
+    store_location: str, lease: float | None
 ) -> None:
     """A live lease, or an owner recorded before leases (none to ask), still holds the run."""
-    pipe = _owned_elsewhere(store_path, lease_expires_in=lease)
+    pipe = _owned_elsewhere(store_location, lease_expires_in=lease)
     with pytest.raises(resumable.RunOwnedError) as excinfo, pipe.run(run_id="r1") as run:
         run.step("train", lambda: "model")
     assert f"(pid {GONE_PID} on host '{GONE_HOST}'" in str(excinfo.value)
     assert "(step 'train' is running)" in str(excinfo.value)
 
 
-def test_unlock_releases_a_run_held_from_another_host(store_path: Path) -> None:
+def test_unlock_releases_a_run_held_from_another_host(store_location: str) -> None:
     """resumable unlock takes the run from an owner it cannot ask; the event says who was released."""
-    pipe = _owned_elsewhere(store_path, lease_expires_in=None)
-    done = cli("unlock", "r1", "--store", store_path)
+    pipe = _owned_elsewhere(store_location, lease_expires_in=None)
+    done = cli("unlock", "r1", "--store", store_location)
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
         f"unlocked run 'r1': released pid {GONE_PID} on host '{GONE_HOST}'; steps now interrupted: train\n"
     )
-    status = open_store(store_path).get_step("r1", "train")
+    status = open_store(store_location).get_step("r1", "train")
     assert status is not None and status.state is StepState.INTERRUPTED
-    last = open_store(store_path).list_events("r1", "train")[-1]
+    last = open_store(store_location).list_events("r1", "train")[-1]
     assert last.detail == f"unlocked by the user: owner pid {GONE_PID} on host '{GONE_HOST}' released"
     forget_all()
     with pipe.run(run_id="r1") as run:
         assert run.step("train", lambda: "model") == "model"
-    again = cli("unlock", "r1", "--store", store_path)
+    again = cli("unlock", "r1", "--store", store_location)
     assert (again.returncode, again.stdout) == (0, "run 'r1' had no owner; nothing changed\n")
-    missing = cli("unlock", "nope", "--store", store_path)
+    missing = cli("unlock", "nope", "--store", store_location)
     assert missing.returncode == 6
     assert missing.stderr == (
-        f"error: run 'nope' does not exist in store '{store_path}'. List the runs with: resumable runs\n"
+        f"error: run 'nope' does not exist in store '{store_location}'. List the runs with: resumable runs\n"
     )
 
 
@@ -111,7 +113,7 @@ sys.stdin.read()
 """
 
 
-def _lease_expiry(store_path: Path, pid: int) -> float:
+def _lease_expiry(store_path: str | Path, pid: int) -> float:
     store = open_store(store_path)
     with store._transaction() as con:  # type: ignore[attr-defined]
         row = con.execute("SELECT expires FROM leases WHERE pid = ?", [pid]).fetchone()

@@ -14,10 +14,10 @@ import resumable
 from resumable import StepState
 
 
-def test_completed_step_is_restored_not_called_again(store_path: Path, tmp_path: Path) -> None:
+def test_completed_step_is_restored_not_called_again(store_location: str, tmp_path: Path) -> None:
     """A second pass over a completed step returns the stored value and does not run the body."""
     calls = tmp_path / "calls"
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step
     def load() -> pd.DataFrame:
@@ -31,13 +31,13 @@ def test_completed_step_is_restored_not_called_again(store_path: Path, tmp_path:
         second = load()
     pd.testing.assert_frame_equal(first, second)
     assert calls.read_text() == "x"
-    pd.testing.assert_frame_equal(resumable.load("r1", "load", store=store_path), first)
+    pd.testing.assert_frame_equal(resumable.load("r1", "load", store=store_location), first)
 
 
-def test_recorded_failure_is_retried_then_completed(store_path: Path) -> None:
+def test_recorded_failure_is_retried_then_completed(store_location: str) -> None:
     """A step that failed on one pass runs again on the next and completes (attempts count both)."""
     calls = 0
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step
     def flaky() -> int:
@@ -56,9 +56,9 @@ def test_recorded_failure_is_retried_then_completed(store_path: Path) -> None:
     assert status.state is StepState.COMPLETED
 
 
-def test_retries_with_backoff_then_step_failed(store_path: Path) -> None:
+def test_retries_with_backoff_then_step_failed(store_location: str) -> None:
     """Retries exhausted: StepFailed names the attempts and the last error; the step is failed."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step(retries=2, backoff=0.01)
     def always() -> None:
@@ -79,10 +79,10 @@ def test_retries_with_backoff_then_step_failed(store_path: Path) -> None:
     assert transitions == ["start", "error", "retry", "error", "retry", "error"]
 
 
-def test_exception_outside_retry_on_fails_at_once(store_path: Path) -> None:
+def test_exception_outside_retry_on_fails_at_once(store_location: str) -> None:
     """Only the listed exceptions are retried; others propagate after one attempt."""
     calls = 0
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step(retries=5, backoff=0.01, retry_on=ConnectionError)
     def bad() -> None:
@@ -95,9 +95,9 @@ def test_exception_outside_retry_on_fails_at_once(store_path: Path) -> None:
     assert calls == 1
 
 
-def test_timeout_fails_the_attempt_with_step_timeout(store_path: Path) -> None:
+def test_timeout_fails_the_attempt_with_step_timeout(store_location: str) -> None:
     """An attempt past its timeout raises StepTimeout and is recorded as failed."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step(timeout=0.2)
     def slow() -> None:
@@ -114,9 +114,9 @@ def test_timeout_fails_the_attempt_with_step_timeout(store_path: Path) -> None:
     assert run.status("slow").state is StepState.FAILED
 
 
-def test_async_steps_restore_retry_and_time_out(store_path: Path) -> None:
+def test_async_steps_restore_retry_and_time_out(store_location: str) -> None:
     """Async step functions checkpoint and retry like plain ones; their timeout cancels them."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     calls = 0
 
     @pipe.step(retries=1, backoff=0.01)
@@ -148,10 +148,10 @@ def test_async_steps_restore_retry_and_time_out(store_path: Path) -> None:
         asyncio.run(hanging())
 
 
-def test_run_step_refuses_an_async_function_and_run_astep_awaits_it(store_path: Path) -> None:
+def test_run_step_refuses_an_async_function_and_run_astep_awaits_it(store_location: str) -> None:
     """run.step of an async function raises our error naming await run.astep before calling it (no coroutine is
     made, so no 'never awaited' warning); await run.astep checkpoints the awaited result and restores it."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     calls = 0
 
     async def fetch(x: int) -> int:
@@ -184,13 +184,13 @@ def test_run_step_refuses_an_async_function_and_run_astep_awaits_it(store_path: 
         assert calls == 2  # fetch(5) was made only to be closed: it never ran
         assert asyncio.run(main()) == (2, 11)
     assert calls == 2  # the second pass restored both
-    assert resumable.load("r1", "a", store=store_path) == 2
+    assert resumable.load("r1", "a", store=store_location) == 2
     assert pipe.run(run_id="r1").status("b").state is StepState.FAILED
 
 
-def test_idempotency_key_is_stable_per_step_and_distinct_between_runs(store_path: Path) -> None:
+def test_idempotency_key_is_stable_per_step_and_distinct_between_runs(store_location: str) -> None:
     """Retries see one key; another step or run sees another; outside a step it is an error."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     seen: list[str] = []
 
     @pipe.step(retries=2, backoff=0.01)
@@ -221,9 +221,9 @@ def test_idempotency_key_is_stable_per_step_and_distinct_between_runs(store_path
     )
 
 
-def test_run_step_passes_arguments_and_numbers_repeated_calls(store_path: Path) -> None:
+def test_run_step_passes_arguments_and_numbers_repeated_calls(store_location: str) -> None:
     """run.step forwards arguments; calling one step twice in a run checkpoints each call."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step
     def double(x: int) -> int:
@@ -237,9 +237,9 @@ def test_run_step_passes_arguments_and_numbers_repeated_calls(store_path: Path) 
         assert [double(1), double(2)] == [2, 4]
 
 
-def test_step_outside_a_run_is_a_clear_error(store_path: Path) -> None:
+def test_step_outside_a_run_is_a_clear_error(store_location: str) -> None:
     """Calling a decorated step with no active run says how to fix it."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step
     def load() -> int:
@@ -253,9 +253,9 @@ def test_step_outside_a_run_is_a_clear_error(store_path: Path) -> None:
     )
 
 
-def test_run_id_comes_from_environment_or_is_generated(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_id_comes_from_environment_or_is_generated(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a run id a new run is generated; RESUMABLE_RUN_ID joins a supervisor's run."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run() as a, pipe.run() as b:
         pass
     assert a.run_id != b.run_id
@@ -278,9 +278,9 @@ def test_run_id_comes_from_environment_or_is_generated(store_path: Path, monkeyp
     assert e.run_id not in {a.run_id, b.run_id, "nightly-7"}
 
 
-def test_a_run_resumed_with_other_parameters_is_refused(store_path: Path) -> None:
+def test_a_run_resumed_with_other_parameters_is_refused(store_location: str) -> None:
     """A run keeps the parameters it started with; other values are named, old and new."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1", params={"region": "eu", "limit": 3}):
         pass
     with pytest.raises(resumable.ParameterMismatchError) as excinfo, pipe.run(run_id="r1", params={"region": "us"}):

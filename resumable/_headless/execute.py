@@ -85,7 +85,7 @@ class ExecutionResult:
     pipeline: str
     notebook: Path
     output: Path
-    store: Path
+    store: Path | str  # the store file, or a server store's URL
     params: dict[str, Any]
     ok: bool
     outcome: Outcome
@@ -131,7 +131,7 @@ class _Job:
     run_id: str
     params: dict[str, Any]
     store: Store
-    store_path: Path
+    store_path: Path | str
     kernel: str
     cwd: Path
     timeout: float | None
@@ -322,7 +322,7 @@ def execute_notebook(
         drop = option_words("run_id= / new=", "--run-id/--new")
         fix = f"Drop {drop}, or remove --run-id from the notebook's %durable_run."
         raise NotebookInputError("notebook", str(nb_path), problem, fix)
-    store_path = _config.store_path(store)
+    store_path = _config.store_location(store)  # a server URL stays a URL
     opened = open_store(store_path)
     choice = choose_run(opened, pipeline, run_id or pinned, new=new)
     chosen, existing = choice.run_id, choice.existing

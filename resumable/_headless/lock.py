@@ -37,7 +37,7 @@ def _folder() -> Path | None:
 
 
 @contextmanager
-def executor_lock(store_path: Path, run_id: str, pipeline: str) -> Iterator[None]:
+def executor_lock(store_path: Path | str, run_id: str, pipeline: str) -> Iterator[None]:
     """Hold the run's executor lock for the block; RunOwnedError when another executor holds it."""
     try:
         import fcntl

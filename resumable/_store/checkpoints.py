@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from resumable import _codec
 from resumable._records import Blob
 from resumable._store import faults
 from resumable._store.base import CheckpointRef, Completion, EncodeError, WriteFault
+from resumable._store.dialect import Connection
 from resumable.errors import CheckpointIntegrityError
 
 # An unreferenced payload file younger than this may belong to a write in progress in some process:
@@ -33,7 +32,7 @@ POINTED = """c.run_id = coalesce(s.checkpoint_run, s.run_id) AND c.step = s.step
               AND c.generation = coalesce(s.checkpoint_generation, 0)"""
 
 
-def refs(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
+def refs(con: Connection, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
     """A step's checkpoints: the display first, then the values by name.
 
     Each ref keeps the run and step its row was written under (for a forked step, the origin's),
@@ -48,7 +47,7 @@ def refs(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> tuple[Checkp
     return tuple(CheckpointRef(*r) for r in rows)
 
 
-def refs_at(con: duckdb.DuckDBPyConnection, run_id: str, step: str, generation: int) -> tuple[CheckpointRef, ...]:
+def refs_at(con: Connection, run_id: str, step: str, generation: int) -> tuple[CheckpointRef, ...]:
     """The rows of (run, step) at ``generation``, for a step whose pointer is already known (no join)."""
     rows = con.execute(
         """SELECT run_id, step, name, kind, codec, digest, signature, size, data, file FROM checkpoints
@@ -58,7 +57,7 @@ def refs_at(con: duckdb.DuckDBPyConnection, run_id: str, step: str, generation: 
     return tuple(CheckpointRef(*r) for r in rows)
 
 
-def next_generation(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> int:
+def next_generation(con: Connection, run_id: str, step: str) -> int:
     """A generation for new rows of (run, step) that no row and no step's pointer has used."""
     row = con.execute(
         """SELECT greatest(
@@ -71,7 +70,7 @@ def next_generation(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> i
 
 
 def write(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     generation: int,
@@ -94,7 +93,7 @@ def write(
     )
 
 
-def drop_superseded(con: duckdb.DuckDBPyConnection, scope: Sequence[tuple[str, str]] = ()) -> int:
+def drop_superseded(con: Connection, scope: Sequence[tuple[str, str]] = ()) -> int:
     """Delete checkpoint rows no step still needs; returns how many. The one rule for which rows stay.
 
     A row stays while a step of any run whose state is not pending points at it: the step that
@@ -118,7 +117,7 @@ def drop_superseded(con: duckdb.DuckDBPyConnection, scope: Sequence[tuple[str, s
     return len(rows)
 
 
-def referenced_files(con: duckdb.DuckDBPyConnection) -> set[str]:
+def referenced_files(con: Connection) -> set[str]:
     """Every payload file a checkpoint row points to (relative to the payload folder)."""
     return {r[0] for r in con.execute("SELECT file FROM checkpoints WHERE file IS NOT NULL").fetchall()}
 

@@ -1,6 +1,6 @@
 """Forks: a new run made of another run's completed steps before a step, sharing their checkpoints.
 
-Plain functions over an open transaction; ``DuckDBStore`` opens it. Nothing of a checkpoint is
+Plain functions over an open transaction; the store (DuckDB or PostgreSQL) opens it. Nothing of a checkpoint is
 copied: the fork's steps point at the rows their origin step points at (``checkpoint_run``,
 ``checkpoint_generation``), and ``checkpoints.drop_superseded`` keeps rows while any such pointer
 of a step that is not pending exists. The origin run is only read, so a run a live process owns
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
-
 from resumable import _params
 from resumable._records import Owner, RunInfo
 from resumable._states import StepState, Transition, check_arrival
+from resumable._store.dialect import Connection, dialect_of
 from resumable._store.rows import log_events
 from resumable._store.runs import check_new_id, get_run
 from resumable.errors import CheckpointNotFoundError, ForkError, PipelineMismatchError, option_words
@@ -28,7 +27,7 @@ _COPIED = (
 
 
 def fork(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     location: str,
     origin: str,
     step: str,
@@ -43,7 +42,10 @@ def fork(
     completed in the origin (failed, pending) are not copied: they execute in the fork, as do
     ``step`` and everything after it.
     """
-    found = con.execute("SELECT pipeline, params FROM runs WHERE run_id = ?", [origin]).fetchone()
+    sql = dialect_of(con)
+    # A server store: the origin's row is locked first, so a removal of it waits for the fork (or the
+    # fork, after the removal, finds no origin), then the steps it copies below.
+    found = con.execute(f"SELECT pipeline, params FROM runs WHERE run_id = ?{sql.for_update}", [origin]).fetchone()
     if found is None:
         raise CheckpointNotFoundError(location, origin)
     origin_pipeline, origin_params = found
@@ -58,6 +60,7 @@ def fork(
             f"nothing was written",
             f"Name one of its steps; see them with: resumable show {origin}",
         )
+    sql.lock_name(con, f"run:{run_id}")  # two forks into one new id: one creates it
     taken = get_run(con, run_id)
     if taken is not None:
         raise ForkError(
@@ -66,6 +69,9 @@ def fork(
             f"Choose another id with {option_words('run_id=', '--run-id')}, or leave it out to get a new one.",
         )
     check_new_id(con, run_id)
+    if sql.for_update:  # a server store: a completion of a copied step waits until the fork points at its rows
+        con.execute(f"SELECT step FROM steps WHERE run_id = ? AND seq < ? AND state = ?{sql.for_update}",
+                    [origin, at[0], StepState.COMPLETED.value])  # fmt: skip
     _refuse_unfinished_effects(con, origin, step, at[0])
     merged = {**_params.decode(origin_params), **(params or {})}
     con.execute(
@@ -95,7 +101,7 @@ def fork(
     return made
 
 
-def _refuse_unfinished_effects(con: duckdb.DuckDBPyConnection, origin: str, step: str, seq: int) -> None:
+def _refuse_unfinished_effects(con: Connection, origin: str, step: str, seq: int) -> None:
     """Refuse a fork past an effect step whose last execution did not complete in the origin.
 
     Such a step is not copied, so the fork would execute it under the new run's key, although its

@@ -7,8 +7,9 @@ under a new name, a renamed laptop) could never be resumed. Now a process that o
 keeps a row in ``leases`` with an expiry, and a helper thread renews it at a third of the lease
 while the process owns a run or runs a step. An owner on another host is alive while its lease
 runs, and gone after; an owner recorded before leases existed has none and still counts as alive
-(``resumable unlock`` releases it). Expiry times are the owner's clock: hosts sharing a store
-need clocks that agree within a small part of the lease.
+(``resumable unlock`` releases it). Expiry times are the owner's clock for a file store (hosts
+sharing one need clocks that agree within a small part of the lease) and the server's for a server
+store (``Dialect.clock``), which every worker reads alike.
 """
 
 from __future__ import annotations
@@ -18,22 +19,21 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-import duckdb
-
 from resumable._owner import is_alive, is_local
 from resumable._records import Owner
+from resumable._store.dialect import Connection, dialect_of
 
 
-def renew(con: duckdb.DuckDBPyConnection, owner: Owner, lease_s: float) -> None:
+def renew(con: Connection, owner: Owner, lease_s: float) -> None:
     """Record (or extend) ``owner``'s lease to ``lease_s`` seconds from now."""
     con.execute(
-        "INSERT OR REPLACE INTO leases (host, pid, started, expires) VALUES (?, ?, ?, ?)",
-        [owner.host, owner.pid, owner.started, time.time() + lease_s],
+        dialect_of(con).upsert("leases", ("host", "pid", "started", "expires"), ("host", "pid", "started")),
+        [owner.host, owner.pid, owner.started, dialect_of(con).clock(con) + lease_s],
     )
 
 
-def expires(con: duckdb.DuckDBPyConnection, owner: Owner) -> float | None:
-    """When ``owner``'s lease runs out (seconds since the epoch), or None when it never had one."""
+def expires(con: Connection, owner: Owner) -> float | None:
+    """When ``owner``'s lease runs out (seconds since the epoch, ``Dialect.clock``), or None when it never had one."""
     row = con.execute(
         "SELECT expires FROM leases WHERE host = ? AND pid = ? AND abs(started - ?) < 1.0 ORDER BY expires DESC",
         [owner.host, owner.pid, owner.started],
@@ -41,15 +41,15 @@ def expires(con: duckdb.DuckDBPyConnection, owner: Owner) -> float | None:
     return None if row is None else float(row[0])
 
 
-def owner_alive(con: duckdb.DuckDBPyConnection, owner: Owner) -> bool:
+def owner_alive(con: Connection, owner: Owner) -> bool:
     """Whether ``owner`` still holds what it owns: its process runs (this host) or its lease runs (another)."""
     if is_local(owner):
         return is_alive(owner)
     until = expires(con, owner)
-    return until is None or until > time.time()
+    return until is None or until > dialect_of(con).clock(con)
 
 
-def owns_anything(con: duckdb.DuckDBPyConnection, owner: Owner) -> bool:
+def owns_anything(con: Connection, owner: Owner) -> bool:
     """Whether ``owner`` holds a run or runs a step (what keeps its lease worth renewing)."""
     row = con.execute(
         """SELECT EXISTS (SELECT 1 FROM runs WHERE owner_host = ? AND owner_pid = ?)
@@ -68,7 +68,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        transaction: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+        transaction: Callable[[], AbstractContextManager[Connection]],
         owner: Owner,
         lease_s: float,
     ) -> None:
@@ -80,7 +80,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def claimed(self, con: duckdb.DuckDBPyConnection) -> None:
+    def claimed(self, con: Connection) -> None:
         """The process just became an owner inside ``con``'s transaction: make sure its lease runs, and keep it."""
         now = time.monotonic()
         if now - self._renewed_at > self.lease_s / 3:

@@ -8,16 +8,15 @@ and show those steps as interrupted, so what they show is what a resume will fin
 
 from __future__ import annotations
 
-import duckdb
-
 from resumable._states import StepState
+from resumable._store.dialect import Connection
 from resumable._store.lease import owner_alive
 from resumable._store.rows import owner_from
 
 OwnerKey = tuple[str | None, int | None, float | None]
 
 
-def dead_owners(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> frozenset[OwnerKey]:
+def dead_owners(con: Connection, run_id: str | None = None) -> frozenset[OwnerKey]:
     """The owners (host, pid, start time) of running steps whose process is gone, in one run or all.
 
     A running step without a recorded owner counts as orphaned too (``(None, None, None)``), as

@@ -18,9 +18,12 @@ def numbered_events(events: str) -> str:
 
     Its rows are those events with ``attempt`` replaced by the attempt within the execution and a
     column ``execution`` added (0 for a step's events before its first start: none are recorded).
+    Plain SQL both stores speak (the columns are named, no ``SELECT * REPLACE``).
     """
-    return f"""SELECT * REPLACE (CAST(sum(CASE WHEN target = 'running' THEN 1 ELSE 0 END)
-                   OVER (PARTITION BY run_id, step, execution ORDER BY seq) AS INTEGER) AS attempt)
+    return f"""SELECT seq, run_id, step, happened_at, transition, source, target,
+                   CAST(sum(CASE WHEN target = 'running' THEN 1 ELSE 0 END)
+                   OVER (PARTITION BY run_id, step, execution ORDER BY seq) AS INTEGER) AS attempt,
+                   host, pid, detail, execution
         FROM (SELECT *, CAST(sum(CASE WHEN transition IN ('start', 'forked') THEN 1 ELSE 0 END)
                    OVER (PARTITION BY run_id, step ORDER BY seq) AS INTEGER) AS execution
-              FROM {events})"""
+              FROM {events} AS logged) AS counted"""

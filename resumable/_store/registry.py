@@ -1,7 +1,8 @@
 """``open_store``: the one way front ends get a store, one per location and process.
 
-It picks the implementation from the location. Today every location is a DuckDB file; a URL
-(``postgresql://...``) is refused until a server store exists, rather than taken for a file name.
+It picks the implementation from the location: a ``postgresql://`` URL is a server store
+(``postgres.py``, imported only then: psycopg is an extra), any other URL is refused rather than
+taken for a file name, and everything else is a DuckDB file.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def open_store(
     Parameters
     ----------
     location
-        A file path (relative paths are resolved against the working folder now).
+        A file path (relative paths are resolved against the working folder now), or a
+        ``postgresql://`` URL (a server store; see docs/scale.md).
     must_exist
         Refuse to create a store that is not there yet (what read-only commands want).
     read_only
@@ -42,7 +44,8 @@ def open_store(
     CheckpointNotFoundError
         With ``must_exist``, when there is no store at the location; nothing was created.
     StorePathError
-        The location cannot hold a store (a folder, not writable, not a DuckDB file, a URL).
+        The location cannot hold a store (a folder, not writable, not a DuckDB file, a URL of
+        another kind, or psycopg is not installed for a ``postgresql://`` URL).
     SchemaVersionError
         The store was written by a newer resumable; it is left untouched.
     """
@@ -59,11 +62,7 @@ def open_store(
         shown = chosen.replace("\x00", "\\x00")
         raise StorePathError(shown, "contains a NUL byte, which no file name can hold", "Choose another path.")
     if chosen and _URL.match(chosen):
-        parts = urlsplit(chosen)
-        shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"  # never a password
-        raise StorePathError(
-            shown, "is a URL, and this version of resumable keeps stores in files only", "Use a file path."
-        )
+        return _open_server(chosen, read_only=read_only)
     path = _config.store_path(chosen or None)
     key = str(path)
     with _LOCK:
@@ -81,6 +80,36 @@ def open_store(
                 # put into the store first, the one write a read command makes (docs/durability.md).
                 store.close()
                 store = DuckDBStore(path)
+            _BY_LOCATION[key] = store
+        return store
+
+
+def _open_server(url: str, *, read_only: bool) -> Store:
+    """The process-wide server store at ``url``, keyed by the URL without its password."""
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"  # never a password
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StorePathError(
+            shown,
+            f"is a {parts.scheme}:// URL, and resumable keeps stores in files or on a PostgreSQL server only",
+            "Use a file path or a postgresql:// URL.",
+        )
+    try:
+        from resumable._store.postgres import PostgresStore, parse_url
+    except ImportError as exc:
+        raise StorePathError(
+            shown,
+            f"names a PostgreSQL server, and psycopg is not installed ({exc})",
+            "Install it with: pip install 'resumable[postgres]'",
+        ) from None
+    key = parse_url(url).location
+    with _LOCK:
+        store = _BY_LOCATION.get(key)
+        if store is not None and not read_only and getattr(store, "read_only", False):
+            _BY_LOCATION.pop(key).close()
+            store = None
+        if store is None:
+            store = PostgresStore(url, read_only=read_only)
             _BY_LOCATION[key] = store
         return store
 

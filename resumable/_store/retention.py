@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 from resumable._records import Owner, RunInfo
 from resumable._store import checkpoints
 from resumable._store.base import Refused, RunFilter
+from resumable._store.dialect import Connection, dialect_of
 from resumable._store.lease import owner_alive
 from resumable._store.rows import clock, owner_from
 from resumable._store.runs import find_runs, get_run
@@ -37,7 +36,7 @@ class Deleted:
     files: tuple[tuple[str, int, int], ...]  # (relative path, inode, size) of files nothing points to now
 
 
-def select(con: duckdb.DuckDBPyConnection, rule: RunFilter) -> list[RunInfo]:
+def select(con: Connection, rule: RunFilter) -> list[RunInfo]:
     """The runs ``rule`` chooses for deletion, newest first (states as a reader sees them)."""
     where = "(? IS NULL OR r.pipeline = ?)"
     candidates = find_runs(con, where, [rule.pipeline, rule.pipeline], sys.maxsize, rule.state)
@@ -53,7 +52,7 @@ def select(con: duckdb.DuckDBPyConnection, rule: RunFilter) -> list[RunInfo]:
     return chosen
 
 
-def live_holder(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[Owner, str | None] | None:
+def live_holder(con: Connection, run_id: str) -> tuple[Owner, str | None] | None:
     """The live process that owns the run or runs one of its steps (with that step), or None.
 
     Alive as everywhere else (``lease.owner_alive``): a process on this host while it runs, one on
@@ -76,7 +75,7 @@ def live_holder(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[Owner, str
     return None
 
 
-def busy_owner(con: duckdb.DuckDBPyConnection) -> tuple[Owner, str] | None:
+def busy_owner(con: Connection) -> tuple[Owner, str] | None:
     """A live process that owns some run or runs some step in the store (and that run), or None."""
     rows = con.execute(
         """SELECT run_id, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE owner_pid IS NOT NULL
@@ -95,14 +94,14 @@ def _refusal(location: str, run: RunInfo, holder: Owner, step: str | None) -> Re
     return Refused(run.run_id, f"not removed: {owned}")
 
 
-def _checkpoint_totals(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+def _checkpoint_totals(con: Connection) -> tuple[int, int]:
     """(rows, inline bytes) of the checkpoints table, from the recorded sizes (the bytes are not read)."""
     row = con.execute("SELECT count(*), coalesce(sum(size) FILTER (WHERE file IS NULL), 0) FROM checkpoints").fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
 
-def delete(con: duckdb.DuckDBPyConnection, location: str, payloads: Path, which: RunFilter | Sequence[str]) -> Deleted:
+def delete(con: Connection, location: str, payloads: Path, which: RunFilter | Sequence[str]) -> Deleted:
     """Delete the chosen runs a live process does not hold, then the checkpoint rows nothing needs any more."""
     removed: list[RunInfo] = []
     refused: list[Refused] = []
@@ -124,7 +123,10 @@ def delete(con: duckdb.DuckDBPyConnection, location: str, payloads: Path, which:
         con.execute("SELECT file, max(created_at) FROM checkpoints WHERE file IS NOT NULL GROUP BY file").fetchall()
     )
     recover_aside(payloads, files_before)
+    lock = dialect_of(con).for_update
     for run in chosen:
+        if lock:  # a server store: a claim of the run waits for this transaction, or is seen below
+            con.execute(f"SELECT 1 FROM runs WHERE run_id = ?{lock}", [run.run_id])
         held = live_holder(con, run.run_id)
         if held is not None:
             refused.append(_refusal(location, run, *held))

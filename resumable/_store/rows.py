@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
 from resumable._inputs import encode as encode_inputs
 from resumable._keys import is_pseudo_output
 from resumable._records import Owner, StepStatus
 from resumable._states import RunState, StepState, Transition, check_transition
+from resumable._store.dialect import Connection, dialect_of
 from resumable._store.journal import PendingStep, utc_now
 
 STEP_COLUMNS = (
@@ -104,13 +103,13 @@ _VALUES_LIMIT = 16
 
 
 def insert_rows(
-    con: duckdb.DuckDBPyConnection, table: str, columns: tuple[tuple[str, str], ...], rows: Sequence[Sequence[Any]]
+    con: Connection, table: str, columns: tuple[tuple[str, str], ...], rows: Sequence[Sequence[Any]]
 ) -> None:
     """Insert rows into a table with one statement, whatever their number."""
     if not rows:
         return
     names = ", ".join(name for name, _ in columns)
-    if len(rows) <= _VALUES_LIMIT:
+    if len(rows) <= _VALUES_LIMIT or not dialect_of(con).unnest_lists:
         one = "(" + ", ".join("?" * len(columns)) + ")"
         con.execute(
             f"INSERT INTO {table} ({names}) VALUES " + ", ".join([one] * len(rows)), [v for r in rows for v in r]
@@ -137,7 +136,7 @@ def event_values(rows: Sequence[EventRow]) -> list[list[Any]]:
     ]  # fmt: skip
 
 
-def log_events(con: duckdb.DuckDBPyConnection, rows: Sequence[EventRow]) -> None:
+def log_events(con: Connection, rows: Sequence[EventRow]) -> None:
     """Append to the event log (one statement for several rows); a None time means now."""
     insert_rows(con, "events", EVENT_INSERT, event_values(rows))
 
@@ -204,14 +203,14 @@ def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
     return QuickRows(step_rows, event_values(events), checkpoints)
 
 
-def insert_quick_rows(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> None:
+def insert_quick_rows(con: Connection, rows: QuickRows) -> None:
     """Insert quick steps' rows: one statement per table, whatever their number."""
     insert_rows(con, "steps", STEP_INSERT, rows.steps)
     insert_rows(con, "events", EVENT_INSERT, rows.events)
     insert_rows(con, "checkpoints", CHECKPOINT_INSERT, rows.checkpoints)
 
 
-def write_quick_steps(con: duckdb.DuckDBPyConnection, steps: list[PendingStep]) -> None:
+def write_quick_steps(con: Connection, steps: list[PendingStep]) -> None:
     """Write quick steps in one go: rows in their final state, every event, every checkpoint."""
     insert_quick_rows(con, quick_rows(steps))
 

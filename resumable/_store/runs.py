@@ -9,13 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
 from resumable import _params
 from resumable._owner import is_alive, is_local
 from resumable._records import Owner, RunInfo
 from resumable._states import RunState, StepState
 from resumable._store.base import Unlocked
+from resumable._store.dialect import Connection, dialect_of
 from resumable._store.lease import owner_alive
 from resumable._store.liveness import dead_owners, shown_state
 from resumable._store.rows import RunView, clock, owner_from, run_state, same_process
@@ -36,7 +35,7 @@ _STATE_COUNTS = ", ".join(f"count(s.step) FILTER (WHERE s.state = '{state.value}
 
 
 def find_runs(
-    con: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int, state: RunState | None = None
+    con: Connection, where: str, params: list[Any], limit: int, state: RunState | None = None
 ) -> list[RunInfo]:
     """Runs matching ``where`` (and ``state``), newest first, each with its state derived from its steps.
 
@@ -45,14 +44,13 @@ def find_runs(
     owners come back, to be checked. The state is known only after the query, so with ``state``
     the limit is applied here rather than in SQL.
     """
+    sql = dialect_of(con)
     rows = con.execute(
-        f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params,
-                  list({{'h': s.owner_host, 'p': s.owner_pid, 't': s.owner_started}})
-                      FILTER (WHERE s.state = 'running'),
+        f"""SELECT r.run_id, r.pipeline, r.created_at, {_UPDATED_AT}, r.params, {sql.running_owners},
                   coalesce(sum(s.duration_s), 0), r.forked_from, r.forked_at, {_STATE_COUNTS}
            FROM runs r LEFT JOIN steps s USING (run_id)
            WHERE {where}
-           GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC {"" if state else "LIMIT ?"}""",
+           {sql.group_by_run} ORDER BY r.created_at DESC, r.run_id DESC {"" if state else "LIMIT ?"}""",
         [*params] if state else [*params, limit],
     ).fetchall()
     dead = dead_owners(con) if any(row[5] for row in rows) else frozenset()
@@ -75,13 +73,13 @@ def find_runs(
     return out
 
 
-def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RunInfo | None:
+def get_run(con: Connection, run_id: str) -> RunInfo | None:
     found = find_runs(con, "r.run_id = ?", [run_id], 1)
     return found[0] if found else None
 
 
 def list_runs(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     pipeline: str | None,
     limit: int,
     state: RunState | None = None,
@@ -97,7 +95,7 @@ def list_runs(
 
 
 def open_run(
-    con: duckdb.DuckDBPyConnection, run_id: str, pipeline: str, params: dict[str, Any] | None, update_params: bool
+    con: Connection, run_id: str, pipeline: str, params: dict[str, Any] | None, update_params: bool
 ) -> RunInfo:
     """Create the run, or check that the existing one belongs to ``pipeline`` and ``params`` (or record new ones).
 
@@ -105,6 +103,7 @@ def open_run(
     was raises ParameterValueError before anything is written.
     """
     encoded = _params.encode(params or {})
+    dialect_of(con).lock_name(con, f"run:{run_id}")  # two processes creating one run: one inserts it
     existing = get_run(con, run_id)
     if existing is None:
         check_new_id(con, run_id)
@@ -130,7 +129,7 @@ def open_run(
     return existing
 
 
-def check_new_id(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+def check_new_id(con: Connection, run_id: str) -> None:
     """Refuse a new run under an id whose checkpoint rows forks of a deleted run still share or point at.
 
     A new run's first completions write generation 0, which would sit beside (and be restored
@@ -151,7 +150,7 @@ def check_new_id(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         )
 
 
-def set_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> set[str]:
+def set_owner(con: Connection, run_id: str, owner: Owner) -> set[str]:
     """Record ``owner`` as the run's executor; returns the names of the run's steps."""
     con.execute(
         "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ? WHERE run_id = ?",
@@ -160,7 +159,7 @@ def set_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> set[
     return {r[0] for r in con.execute("SELECT step FROM steps WHERE run_id = ?", [run_id]).fetchall()}
 
 
-def clear_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> None:
+def clear_owner(con: Connection, run_id: str, owner: Owner) -> None:
     """Forget the run's executor, when it is still ``owner``."""
     con.execute(
         """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
@@ -169,17 +168,21 @@ def clear_owner(con: duckdb.DuckDBPyConnection, run_id: str, owner: Owner) -> No
     )
 
 
-def _pipeline_and_holder(con: duckdb.DuckDBPyConnection, location: str, run_id: str) -> tuple[str, Owner | None]:
+def _pipeline_and_holder(con: Connection, location: str, run_id: str) -> tuple[str, Owner | None]:
     """The run's pipeline and the process that owns it now (None: nobody); CheckpointNotFoundError without it."""
+    # Locked until the transaction ends (a server store): whoever decides about the run next waits, then
+    # sees this transaction's owner; exactly one of two racing processes takes the run.
     row = con.execute(
-        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?", [run_id]
+        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?"
+        + dialect_of(con).for_update,
+        [run_id],
     ).fetchone()
     if row is None:
         raise CheckpointNotFoundError(location, run_id)
     return row[0], owner_from(row[1], row[2], row[3], row[4])
 
 
-def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: Owner, step: str = "") -> RunView:
+def check_owner(con: Connection, location: str, run_id: str, me: Owner, step: str = "") -> RunView:
     """Raise RunOwnedError when another live process holds the run or runs one of its steps.
 
     Running steps of dead owners become ``interrupted`` on the way. Returns what the one query
@@ -222,7 +225,7 @@ def check_owner(con: duckdb.DuckDBPyConnection, location: str, run_id: str, me: 
     )  # fmt: skip
 
 
-def unlock(con: duckdb.DuckDBPyConnection, location: str, run_id: str, who: Owner) -> Unlocked:
+def unlock(con: Connection, location: str, run_id: str, who: Owner) -> Unlocked:
     """Release the run from every owner except a live one on this host (RunOwnedError, nothing changed)."""
     pipeline, holder = _pipeline_and_holder(con, location, run_id)
     running = [

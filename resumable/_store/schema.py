@@ -7,8 +7,7 @@ than guessed at.
 
 from __future__ import annotations
 
-import duckdb
-
+from resumable._store.dialect import Connection, dialect_of
 from resumable._store.numbering import numbered_events
 from resumable.errors import SchemaVersionError, StoreError
 
@@ -130,7 +129,7 @@ MIGRATIONS: dict[int, list[str]] = {
     # begins at each start from pending (the transition ``start``); a retry of a failed or
     # interrupted step is another attempt of the same one. ``attempts`` becomes the attempts of
     # the current execution, ``executions`` counts them, both recounted from the event log, which
-    # stays as it was: readers number its events the same way (``rows.NUMBERED_EVENTS``).
+    # stays as it was: readers number its events the same way (``numbering.numbered_events``).
     7: [
         "ALTER TABLE steps ADD COLUMN executions INTEGER DEFAULT 1",
         """UPDATE steps SET executions = n.executions, attempts = n.attempts
@@ -138,7 +137,7 @@ MIGRATIONS: dict[int, list[str]] = {
                         greatest(1, arg_max(attempt, seq)) AS attempts
                  FROM ("""
         + numbered_events("events")
-        + """) GROUP BY run_id, step) n
+        + """) AS numbered GROUP BY run_id, step) n
            WHERE steps.run_id = n.run_id AND steps.step = n.step""",
         # ``key_used`` now means "completed as an effect under this generation" (``steps.complete``):
         # a step that completed without side effects, or has not completed since its last start,
@@ -149,8 +148,10 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
-def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
+def migrate(con: Connection, location: str) -> None:
     """Bring the store to ``SCHEMA_VERSION`` inside the caller's transaction; refuse a newer one untouched."""
+    sql = dialect_of(con)
+    sql.lock_name(con, "schema")  # two processes opening a new server store: one migrates it
     con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     version = int(row[0]) if row else 0
@@ -158,14 +159,14 @@ def migrate(con: duckdb.DuckDBPyConnection, location: str) -> None:
         raise SchemaVersionError(location, version, SCHEMA_VERSION)
     for number in range(version + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[number]:
-            con.execute(statement)
+            con.execute(sql.ddl(statement))
     if version != SCHEMA_VERSION:
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        con.execute(sql.upsert("meta", ("key", "value"), ("key",)), ["schema_version", str(SCHEMA_VERSION)])
 
 
-def check_version(con: duckdb.DuckDBPyConnection, location: str) -> None:
+def check_version(con: Connection, location: str) -> None:
     """For a read-only open: the store must be at ``SCHEMA_VERSION`` already (nothing is migrated)."""
-    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta'").fetchone()
+    exists = con.execute(dialect_of(con).exists_table, ["meta"]).fetchone()
     row = (
         con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if exists and exists[0] else None
     )

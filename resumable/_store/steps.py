@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import duckdb
-
 from resumable import _inputs
 from resumable import _why as _why_text
 from resumable._inputs import InputChange
@@ -21,6 +19,7 @@ from resumable._records import Event, Owner, StepStatus
 from resumable._states import StepState, Transition, check_transition
 from resumable._store import checkpoints
 from resumable._store.base import Begin, CheckpointRef, Completion, StepRequest
+from resumable._store.dialect import Connection, dialect_of
 from resumable._store.liveness import OwnerKey, dead_owners, shown_state
 from resumable._store.numbering import numbered_events
 from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
@@ -49,7 +48,7 @@ def _why(view: RunView, req: StepRequest) -> Why:
     return Why(source_changed, changed, req.force, req.rerun)
 
 
-def _pointed(con: duckdb.DuckDBPyConnection, view: RunView, step: str) -> tuple[CheckpointRef, ...]:
+def _pointed(con: Connection, view: RunView, step: str) -> tuple[CheckpointRef, ...]:
     """The checkpoint rows the step points at, as ``check_owner`` read its pointer."""
     assert view.checkpoint_run is not None
     return checkpoints.refs_at(con, view.checkpoint_run, step, view.checkpoint_generation)
@@ -58,7 +57,7 @@ def _pointed(con: duckdb.DuckDBPyConnection, view: RunView, step: str) -> tuple[
 ABANDONED = "left running by this process: its last attempt ended without being recorded"
 
 
-def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, abandoned: bool = False) -> Begin:
+def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool = False) -> Begin:
     """Restore or start a step: the decision of :meth:`Store.begin_step`, in the caller's transaction.
 
     ``abandoned``: this process is not executing the step now, so if the store still shows it
@@ -139,7 +138,7 @@ def begin(con: duckdb.DuckDBPyConnection, location: str, req: StepRequest, *, ab
     return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution)
 
 
-def _completed_once(con: duckdb.DuckDBPyConnection, req: StepRequest) -> bool:
+def _completed_once(con: Connection, req: StepRequest) -> bool:
     """Whether the step ever completed (a rerun of one that never did is refused)."""
     row = con.execute(
         "SELECT 1 FROM events WHERE run_id = ? AND step = ? AND target = 'completed' LIMIT 1", [req.run_id, req.step]
@@ -147,9 +146,7 @@ def _completed_once(con: duckdb.DuckDBPyConnection, req: StepRequest) -> bool:
     return row is not None
 
 
-def _restart(
-    con: duckdb.DuckDBPyConnection, view: RunView, req: StepRequest, state: StepState
-) -> tuple[StepState, str, Why | None]:
+def _restart(con: Connection, view: RunView, req: StepRequest, state: StepState) -> tuple[StepState, str, Why | None]:
     """How a failed, interrupted or pending step starts again: its state then, the reason, what changed.
 
     A failed or interrupted step that was edited, reads changed inputs or is forced begins a new
@@ -168,7 +165,7 @@ def _restart(
     return state, state.value + (f"; {_inputs.describe(changed)}" if changed else ""), None
 
 
-def mark_effect(con: duckdb.DuckDBPyConnection, run_id: str, step: str, owner: Owner) -> None:
+def mark_effect(con: Connection, run_id: str, step: str, owner: Owner) -> None:
     """Record that a running step has side effects (it asked for an idempotency key)."""
     changed = con.execute(
         """UPDATE steps SET effect = true WHERE run_id = ? AND step = ? AND state = 'running'
@@ -179,9 +176,7 @@ def mark_effect(con: duckdb.DuckDBPyConnection, run_id: str, step: str, owner: O
         raise StepChangedError(run_id, step, StepState.RUNNING.value)
 
 
-def _invalidate_readers(
-    con: duckdb.DuckDBPyConnection, run_id: str, step: str, names: list[str], who: Owner
-) -> list[str]:
+def _invalidate_readers(con: Connection, run_id: str, step: str, names: list[str], who: Owner) -> list[str]:
     """Send completed steps after ``step`` that read any of ``names`` back to pending (stale).
 
     Effect steps stay completed: they are held when reached (their inputs then differ).
@@ -203,7 +198,7 @@ def _invalidate_readers(
     return stale
 
 
-def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
+def complete(con: Connection, done: Completion) -> None:
     """Mark the step completed and make ``done``'s outputs its checkpoints, in the caller's transaction."""
     names = [b.name for b in done.outputs]
     extra = (
@@ -244,7 +239,7 @@ def complete(con: duckdb.DuckDBPyConnection, done: Completion) -> None:
 
 
 def fail(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     owner: Owner,
@@ -261,7 +256,7 @@ def fail(
 
 
 def fail_if_running(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     owner: Owner,
@@ -280,7 +275,7 @@ def fail_if_running(
     return True
 
 
-def retry(con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str, owner: Owner) -> int:
+def retry(con: Connection, location: str, run_id: str, step: str, owner: Owner) -> int:
     """Failed or interrupted back to running under ``owner``; returns the attempt number."""
     view = check_owner(con, location, run_id, owner, step)
     if view.state is None:
@@ -290,7 +285,7 @@ def retry(con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str,
 
 
 def invalidate(
-    con: duckdb.DuckDBPyConnection, location: str, run_id: str, step: str, who: Owner, downstream: bool, reason: str
+    con: Connection, location: str, run_id: str, step: str, who: Owner, downstream: bool, reason: str
 ) -> list[str]:
     """Send a step (and with ``downstream`` every later one) back to pending; returns the steps changed."""
     check_owner(con, location, run_id, who)
@@ -311,7 +306,7 @@ def invalidate(
     return changed
 
 
-def get_step(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> StepStatus | None:
+def get_step(con: Connection, run_id: str, step: str) -> StepStatus | None:
     """The step as a reader sees it: a dead owner's running step reads as interrupted (nothing is written)."""
     row = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
     if row is None:
@@ -325,14 +320,14 @@ def _honest(row: Sequence[Any], dead: frozenset[OwnerKey]) -> StepStatus:
     return status_from(row if state == row[2] else (*row[:2], state, *row[3:]))
 
 
-def list_steps(con: duckdb.DuckDBPyConnection, run_id: str) -> list[StepStatus]:
+def list_steps(con: Connection, run_id: str) -> list[StepStatus]:
     """Every step of the run, a dead owner's running steps shown as interrupted (nothing is written)."""
     rows = con.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", [run_id]).fetchall()
     dead = dead_owners(con, run_id) if any(r[2] == StepState.RUNNING.value for r in rows) else frozenset()
     return _with_kept(con, run_id, [_honest(r, dead) for r in rows])
 
 
-def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStatus]) -> list[StepStatus]:
+def _with_kept(con: Connection, run_id: str, found: list[StepStatus]) -> list[StepStatus]:
     """Name the attempt whose checkpoint a not-completed step still keeps (its last completed one).
 
     Checkpoint rows are replaced only when an attempt completes, so rows of a step that is not
@@ -342,11 +337,12 @@ def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStat
     candidates = [s.step for s in found if s.state is not StepState.COMPLETED and (s.attempts > 1 or s.executions > 1)]
     if not candidates:
         return found
-    events = numbered_events("(SELECT * FROM events WHERE run_id = ? AND list_contains(?, step))")
+    sql = dialect_of(con)
+    events = numbered_events(f"(SELECT * FROM events WHERE run_id = ? AND {sql.in_list('step')})")
     kept = {
         step: (int(execution), int(attempt))
         for step, execution, attempt in con.execute(
-            f"""SELECT e.step, arg_max(e.execution, e.seq), arg_max(e.attempt, e.seq) FROM ({events}) e
+            f"""SELECT e.step, {sql.last("e.execution", "e.seq")}, {sql.last("e.attempt", "e.seq")} FROM ({events}) e
                WHERE e.target = 'completed'
                  AND EXISTS (SELECT 1 FROM steps s JOIN checkpoints c ON {checkpoints.POINTED}
                              WHERE s.run_id = e.run_id AND s.step = e.step)
@@ -359,22 +355,22 @@ def _with_kept(con: duckdb.DuckDBPyConnection, run_id: str, found: list[StepStat
     ]
 
 
-def list_events(con: duckdb.DuckDBPyConnection, run_id: str, step: str | None) -> list[Event]:
+def list_events(con: Connection, run_id: str, step: str | None) -> list[Event]:
     """The run's (or one step's) events, oldest first, numbered by execution and attempt (``numbering.py``)."""
     events = numbered_events("(SELECT * FROM events WHERE run_id = ? AND (? IS NULL OR step = ?))")
     rows = con.execute(
         f"""SELECT seq, run_id, step, happened_at, transition, source, target, attempt, host, pid, detail, execution
-           FROM ({events}) ORDER BY seq""",
+           FROM ({events}) AS numbered ORDER BY seq""",
         [run_id, step, step],
     ).fetchall()
     return [Event(*r) for r in rows]
 
 
-def previous_source(con: duckdb.DuckDBPyConnection, run_id: str, step: str) -> str | None:
+def previous_source(con: Connection, run_id: str, step: str) -> str | None:
     row = con.execute("SELECT previous_source FROM steps WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
     return row[0] if row else None
 
 
-def last_event_seq(con: duckdb.DuckDBPyConnection) -> int:
+def last_event_seq(con: Connection) -> int:
     row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
     return int(row[0]) if row else 0

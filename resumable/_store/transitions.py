@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import duckdb
-
 from resumable._records import Owner
 from resumable._states import StepState, Transition, check_transition
+from resumable._store.dialect import Connection
 from resumable._store.rows import log_events
 from resumable.errors import StepChangedError
 
@@ -22,7 +21,7 @@ _COUNTS = {
 
 
 def transition(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     run_id: str,
     step: str,
     source: StepState,

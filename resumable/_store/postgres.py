@@ -1,0 +1,499 @@
+"""PostgresStore: the :class:`~resumable._store.base.Store` on a PostgreSQL server, for a shared run history.
+
+It runs the same row modules as ``DuckDBStore`` (``runs``, ``steps``, ``checkpoints``,
+``transitions``, ``schema``, ``lease``: one copy of the SQL, ``dialect.py`` for the differences)
+on pooled psycopg 3 connections. What differs, and why:
+
+- Every method is one transaction, committed before it returns: no group commit and no
+  completion log. The server's COMMIT is durable when it returns, and a log on one host's disk
+  could not be replayed by a worker on another host.
+- Transactions run at READ COMMITTED. Every transaction that decides about a run (claiming it,
+  starting, retrying or invalidating a step, unlocking) first locks the run's row
+  (``SELECT ... FOR UPDATE`` in ``runs.check_owner``); creating a run and migrating the schema take
+  an advisory lock on the name instead, since their row may not exist yet. So two processes racing
+  for a run are serialized: exactly one takes it, the other then sees the winner as owner and gets
+  ``RunOwnedError`` naming it. A step's completion or failure is a guarded ``UPDATE`` (still
+  running under this owner), which PostgreSQL re-checks after waiting for a concurrent change, so
+  a completion after a takeover is refused. SERIALIZABLE would add retry loops to every method
+  for no guarantee these locks do not already give.
+- Liveness across hosts is the lease (``lease.py``): an owner on this host is checked by its
+  process, an owner on another host by its lease's expiry.
+- Large checkpoints go to the payload folder the URL names (``?payloads=/shared/folder``, or
+  ``RESUMABLE_PAYLOADS``), written and fsynced before the completing transaction as in the DuckDB
+  store; without one they are kept in the database, which every host can read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+
+from resumable import _config
+from resumable._config import Durability
+from resumable._owner import current_owner
+from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
+from resumable._states import RunState, StepState
+from resumable._store import checkpoints, faults, forks, lease, process, retention, runs, steps
+from resumable._store.base import (
+    Begin,
+    CheckpointRef,
+    Compaction,
+    Completion,
+    GcReport,
+    QueryResult,
+    Removal,
+    RunFilter,
+    StepRequest,
+    Unlocked,
+)
+from resumable._store.dialect import POSTGRES, Cursor, pyformat
+from resumable._store.schema import check_version, migrate
+from resumable.errors import (
+    CheckpointNotFoundError,
+    InvalidTransition,
+    QueryError,
+    StepChangedError,
+    StoreLockedError,
+    StoreServerError,
+)
+
+SCHEMES = ("postgresql", "postgres")
+# Pools a forked child inherited: never closed there (closing would end the parent's sessions on
+# the shared sockets), only kept from the garbage collector.
+_INHERITED: list[psycopg_pool.ConnectionPool[Any]] = []
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What a ``postgresql://`` URL names: where to connect, how to show it, and the payload folder."""
+
+    conninfo: str  # the URL psycopg connects with (``payloads`` taken out)
+    location: str  # the URL without its password, as messages show it and ``open_store`` takes it again
+    payloads: Path | None  # where large checkpoints go; None: in the database
+
+
+def parse_url(url: str) -> ServerConfig:
+    """Split a store URL into what psycopg gets, what messages show and the payload folder."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    folder = next((v for k, v in query if k == "payloads"), None) or os.environ.get("RESUMABLE_PAYLOADS") or None
+    kept = urlencode([(k, v) for k, v in query if k != "payloads"])
+    conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, kept, ""))
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    shown = [(k, v) for k, v in query if k != "password"]  # the payload folder stays: reopening needs it
+    location = urlunsplit(("postgresql", netloc, parts.path, urlencode(shown), ""))
+    return ServerConfig(conninfo, location, Path(folder).expanduser().absolute() if folder else None)
+
+
+class PgConnection:
+    """One open transaction on the server, as the row modules use it (``?`` placeholders, ``dialect``)."""
+
+    dialect = POSTGRES
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, query: str, parameters: Any = None, /) -> Cursor:
+        """Run one statement, its parameters bound into its text (``? IS NULL`` then needs no type).
+
+        A statement carrying bytes (a checkpoint's) sends its parameters apart instead, the bytes in binary.
+        """
+        if parameters is None:
+            return self._conn.execute(query)
+        if any(isinstance(p, (bytes, bytearray, memoryview)) for p in parameters):
+            return psycopg.Cursor(self._conn).execute(pyformat(query), parameters)  # type: ignore[arg-type]
+        return self._conn.execute(pyformat(query), parameters)  # type: ignore[arg-type]
+
+
+class PostgresStore:
+    """A store in a PostgreSQL database (and, for large checkpoints, a payload folder every worker sees).
+
+    Front ends get one from :func:`resumable._store.open_store` with a ``postgresql://`` URL; the
+    contract of every method is on :class:`~resumable._store.base.Store`, how it is kept here in
+    the module docstring.
+
+    Raises
+    ------
+    StoreServerError
+        The server cannot be reached or refused the connection (the message is the server's).
+    SchemaVersionError
+        The database was written by a newer resumable; it is left untouched.
+    """
+
+    holds_unreplayed_log = False  # no completion logs: every completion is committed before it returns
+
+    def __init__(self, url: str, *, read_only: bool = False, lock_timeout_s: float | None = None) -> None:
+        config = parse_url(url)
+        self.location = config.location
+        self.read_only = read_only
+        self.payload_dir = config.payloads
+        self.lock_timeout_s = _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
+        self._conninfo = config.conninfo
+        # Without a shared folder, a large output is spilled to a private folder and read back into the row.
+        spill = config.payloads or Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}"
+        self._payloads = checkpoints.Payloads(spill, _config.signing_key())
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._pool_lock = threading.Lock()
+        self._keeper: lease.LeaseKeeper | None = None
+        self._claims: dict[str, int] = {}  # runs this process claimed, by how many nested claims
+        self._in_flight: set[tuple[str, str]] = set()  # steps this process is executing now
+        self._failures: list[tuple[str, str, Owner, str, str | None, float]] = []  # written before the next one
+        with self._transaction() as con:
+            if read_only:
+                exists = con.execute(POSTGRES.exists_table, ["meta"]).fetchone()
+                if not exists or not exists[0]:
+                    raise CheckpointNotFoundError(self.location)
+                check_version(con, self.location)
+            else:
+                migrate(con, self.location)
+        process.track(self)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.location!r})"
+
+    # ------------------------------------------------------------------ connections
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Each pooled session: UTC timestamps, and a bounded wait for another transaction's locks."""
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute(f"SET lock_timeout = {int(self.lock_timeout_s * 1000)}")
+
+    def _connections(self) -> psycopg_pool.ConnectionPool[Any]:
+        """The pool, opened on first use (again after a close or a fork); the first session tells why it fails."""
+        with self._pool_lock:
+            if self._pool is None:
+                # One plain connection first: a pool retries a refused connection silently until its
+                # timeout, where this raises the server's own reason at once.
+                try:
+                    psycopg.connect(self._conninfo, connect_timeout=max(2, int(self.lock_timeout_s))).close()
+                except psycopg.Error as exc:
+                    raise StoreServerError(self.location, _first_line(exc)) from exc
+                self._pool = psycopg_pool.ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=4,
+                    kwargs={"autocommit": True, "cursor_factory": psycopg.ClientCursor},
+                    configure=self._configure,
+                    check=psycopg_pool.ConnectionPool.check_connection,
+                    open=False,
+                    name="resumable",
+                )
+                self._pool.open(wait=True, timeout=max(2.0, self.lock_timeout_s))
+            return self._pool
+
+    @contextmanager
+    def _transaction(self) -> Iterator[PgConnection]:
+        """One transaction on a pooled session; the server's errors become the store's own."""
+        try:
+            if self._failures:
+                self._flush_failures()
+            with self._connections().connection(timeout=self.lock_timeout_s) as conn, conn.transaction():
+                yield PgConnection(conn)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise StoreLockedError(self.location, None, self.lock_timeout_s) from exc
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreServerError(self.location, f"no connection within {self.lock_timeout_s:.0f} s") from exc
+        except psycopg.Error as exc:
+            raise StoreServerError(self.location, _first_line(exc)) from exc
+
+    def _flush_failures(self) -> None:
+        """Write failed attempts that could not be written when they happened; keep them when that fails again."""
+        failures, self._failures = self._failures, []
+        try:
+            with self._connections().connection(timeout=self.lock_timeout_s) as conn, conn.transaction():
+                con = PgConnection(conn)
+                for run_id, step, owner, error, tb, duration_s in failures:
+                    steps.fail_if_running(con, run_id, step, owner, error, tb, duration_s)
+        except BaseException:
+            self._failures[:0] = failures
+            raise
+
+    def _lease(self) -> lease.LeaseKeeper:
+        if self._keeper is None or self._keeper.owner.pid != os.getpid():
+            transaction: Any = self._transaction
+            self._keeper = lease.LeaseKeeper(transaction, current_owner(), _config.lease_s())
+        return self._keeper
+
+    def close(self) -> None:
+        """Stop renewing the lease and close the pool's sessions (the next call opens a new pool)."""
+        if self._keeper is not None:
+            self._keeper.stop()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def shutdown(self) -> None:
+        """At exit: the same as :meth:`close`."""
+        self.close()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child opens its own sessions; the parent's are left alone (never closed here)."""
+        if self._pool is not None:
+            _INHERITED.append(self._pool)
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._keeper = None
+        self._claims.clear()
+        self._in_flight.clear()
+        self._failures = []
+
+    # ------------------------------------------------------------------ runs
+
+    def open_run(
+        self, run_id: str, pipeline: str, params: dict[str, Any] | None = None, *, update_params: bool = False
+    ) -> RunInfo:
+        with self._transaction() as con:
+            return runs.open_run(con, run_id, pipeline, params, update_params)
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        with self._transaction() as con:
+            return runs.get_run(con, run_id)
+
+    def latest_run(self, pipeline: str) -> RunInfo | None:
+        found = self.list_runs(pipeline, limit=1)
+        return found[0] if found else None
+
+    def list_runs(
+        self,
+        pipeline: str | None = None,
+        limit: int = 100,
+        *,
+        state: RunState | None = None,
+        since: datetime | None = None,
+    ) -> list[RunInfo]:
+        with self._transaction() as con:
+            return runs.list_runs(con, pipeline, limit, state, since)
+
+    def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
+        """Every completion is committed as it happens here, so ``durability`` changes nothing."""
+        with self._transaction() as con:
+            runs.check_owner(con, self.location, run_id, owner)
+            runs.set_owner(con, run_id, owner)
+            self._lease().claimed(con)
+        self._claims[run_id] = self._claims.get(run_id, 0) + 1
+
+    def release_run(self, run_id: str, owner: Owner) -> None:
+        claims = self._claims.get(run_id, 0) - 1
+        if claims > 0:
+            self._claims[run_id] = claims
+            return
+        self._claims.pop(run_id, None)
+        with self._transaction() as con:
+            runs.clear_owner(con, run_id, owner)
+
+    def unlock_run(self, run_id: str, who: Owner) -> Unlocked:
+        with self._transaction() as con:
+            return runs.unlock(con, self.location, run_id, who)
+
+    def fork_run(
+        self,
+        origin: str,
+        step: str,
+        run_id: str,
+        who: Owner,
+        params: dict[str, Any] | None = None,
+        *,
+        pipeline: str | None = None,
+    ) -> RunInfo:
+        """One transaction (``forks.py``); it locks the steps it copies, so no completion moves them meanwhile."""
+        with self._transaction() as con:
+            return forks.fork(con, self.location, origin, step, run_id, who, params, pipeline)
+
+    # ------------------------------------------------------------------ steps
+
+    def begin_step(self, req: StepRequest) -> Begin:
+        abandoned = (req.run_id, req.step) not in self._in_flight
+        with self._transaction() as con:
+            begin = steps.begin(con, self.location, req, abandoned=abandoned)
+            if begin.action == "execute":
+                self._lease().claimed(con)
+        if begin.action == "execute":
+            self._in_flight.add((req.run_id, req.step))
+        return begin
+
+    def complete_step(self, done: Completion) -> None:
+        """Written in one transaction; a commit that raised is read back before the error is believed."""
+        done = self._payloads.bind(done)
+        try:
+            with self._transaction() as con:
+                steps.complete(con, done)
+        except BaseException as exc:
+            status = self._read_back(done.run_id, done.step)
+            if done.found_in(status):
+                self._in_flight.discard((done.run_id, done.step))
+                if faults.interrupted(exc) or not isinstance(exc, Exception):
+                    raise KeyboardInterrupt from exc
+                return
+            raise
+        self._in_flight.discard((done.run_id, done.step))
+
+    def _read_back(self, run_id: str, step: str) -> StepStatus | None:
+        try:
+            return self.get_step(run_id, step)
+        except Exception:
+            return None
+
+    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
+        """Nothing is deferred here: every earlier completion is already committed."""
+        with self._transaction() as con:
+            steps.mark_effect(con, run_id, step, owner)
+
+    def fail_step(
+        self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
+    ) -> None:
+        """Record a failed attempt; one that cannot be written now is kept and written by the next transaction.
+
+        PostgreSQL's text cannot hold a NUL character, which an exception's message may carry: it is
+        written escaped (a backslash, then x00), or the failure could never be written and would stay kept forever.
+        """
+        error, traceback = _text(error), _text(traceback) if traceback is not None else None
+        try:
+            with self._transaction() as con:
+                steps.fail(con, run_id, step, owner, error, traceback, duration_s)
+        except (StepChangedError, InvalidTransition):
+            self._in_flight.discard((run_id, step))
+            raise
+        except BaseException as exc:
+            status = self._read_back(run_id, step)
+            if status is None or status.state is StepState.RUNNING:
+                self._failures.append((run_id, step, owner, error, traceback, duration_s))
+            self._in_flight.discard((run_id, step))
+            if faults.interrupted(exc) or not isinstance(exc, Exception):
+                raise KeyboardInterrupt from exc
+            return
+        self._in_flight.discard((run_id, step))
+
+    def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
+        with self._transaction() as con:
+            attempt = steps.retry(con, self.location, run_id, step, owner)
+        self._in_flight.add((run_id, step))
+        return attempt
+
+    def invalidate(
+        self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"
+    ) -> list[str]:
+        with self._transaction() as con:
+            return steps.invalidate(con, self.location, run_id, step, who, downstream, reason)
+
+    def get_step(self, run_id: str, step: str) -> StepStatus | None:
+        with self._transaction() as con:
+            return steps.get_step(con, run_id, step)
+
+    def list_steps(self, run_id: str) -> list[StepStatus]:
+        with self._transaction() as con:
+            return steps.list_steps(con, run_id)
+
+    def list_events(self, run_id: str, step: str | None = None) -> list[Event]:
+        with self._transaction() as con:
+            return steps.list_events(con, run_id, step)
+
+    def previous_source(self, run_id: str, step: str) -> str | None:
+        with self._transaction() as con:
+            return steps.previous_source(con, run_id, step)
+
+    def last_event_seq(self) -> int:
+        with self._transaction() as con:
+            return steps.last_event_seq(con)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_refs(self, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
+        with self._transaction() as con:
+            return checkpoints.refs(con, run_id, step)
+
+    def load_value(self, ref: CheckpointRef) -> Any:
+        return self._payloads.load(ref)
+
+    def encode(self, name: str, value: object) -> Blob:
+        """A large output lands fsynced in the payload folder; without one, its bytes go into the row."""
+        blob = self._payloads.encode(name, value)
+        if self.payload_dir is not None or blob.file is None:
+            return blob
+        spilled = self._payloads.folder / blob.file
+        try:
+            data = spilled.read_bytes()
+        finally:
+            spilled.unlink(missing_ok=True)
+        return dataclasses.replace(blob, inline=data, file=None)
+
+    def gc(self) -> GcReport:
+        """Rows first, in one transaction; then files of the payload folder no row points to."""
+        with self._transaction() as con:
+            removed = checkpoints.drop_superseded(con)
+            referenced = checkpoints.referenced_files(con)
+        if self.payload_dir is None:
+            return GcReport(removed, 0, 0)
+        files, freed = self._payloads.remove_unreferenced(referenced)
+        return GcReport(removed, files, freed)
+
+    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
+        """One transaction deletes the rows (rolled back for a dry run); the payload files go after its commit.
+
+        Each run's row is locked before its holder is checked (``retention.delete``), so a process
+        claiming the run meanwhile either waits for the deletion or is seen as its live holder.
+        """
+        folder = self._payloads.folder  # without a shared folder no row names a file: nothing to remove
+        if dry_run:
+            try:
+                with self._transaction() as con:
+                    deleted = retention.delete(con, self.location, folder, which)
+                    raise _DryRun  # noqa: TRY301 - rolls the transaction back
+            except _DryRun:
+                pass
+            size = sum(f[2] for f in deleted.files)
+            return Removal(
+                deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes,
+                len(deleted.files), size, dry_run=True,
+            )  # fmt: skip
+        with self._transaction() as con:
+            deleted = retention.delete(con, self.location, folder, which)
+        files, size = retention.remove_files(folder, deleted.files)
+        return Removal(deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes, files, size)
+
+    def compact(self, *, force: bool = False, freed_hint: int = 0) -> Compaction:
+        """Nothing to do: the server reuses the space of deleted rows itself (autovacuum); see docs/scale.md."""
+        with self._transaction() as con:
+            row = con.execute("SELECT pg_database_size(current_database())").fetchone()
+        size = int(row[0]) if row else 0
+        return Compaction(
+            False, size, size, 0.0,
+            "a PostgreSQL server reuses the space of deleted rows itself (autovacuum)",
+        )  # fmt: skip
+
+    def query(self, sql: str) -> QueryResult:
+        """Not on a server store yet: the documented views are written in DuckDB's SQL."""
+        raise QueryError(
+            sql,
+            "cannot run on a PostgreSQL store yet",
+            "Query the tables with psql meanwhile, or use a DuckDB store for 'resumable sql'.",
+        )
+
+
+class _DryRun(Exception):
+    """Raised inside a dry run's transaction to roll it back."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL's text can hold it (a NUL character escaped)."""
+    return value.replace("\x00", "\\x00")

@@ -1,0 +1,361 @@
+"""The PostgreSQL store: its URL, its errors, races between processes, and where large checkpoints go.
+
+The store-level behaviour shared with DuckDB runs over both stores through the ``store_location``
+fixture (test_store, test_pipeline, test_concurrency, test_lease); these tests are about what only
+a server store has, or races that matter most there.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pg_server
+import pytest
+import store_sql
+
+import resumable
+from resumable._store import forget_all, open_store
+from resumable._store.schema import SCHEMA_VERSION
+
+RACER = """
+import sys, time, pathlib, resumable
+store, go, release = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+pipe = resumable.Pipeline("p", store=store)
+pipe.runs()  # the store is open (and its schema made) before the race
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.002)
+def hold():
+    while not release.exists():
+        time.sleep(0.01)
+    return 1
+try:
+    with pipe.run(run_id="r1") as run:
+        print("won", flush=True)
+        run.step("hold", hold)
+except resumable.RunOwnedError as exc:
+    print("lost", exc.pid, flush=True)
+"""
+
+
+@pytest.fixture
+def cluster(pg_cluster: pg_server.Cluster | str) -> pg_server.Cluster:
+    if not isinstance(pg_cluster, pg_server.Cluster):
+        pytest.skip(f"PostgreSQL half skipped: {pg_cluster}")
+    return pg_cluster
+
+
+def test_processes_racing_for_one_run_one_wins_the_others_are_told_who(store_location: str, tmp_path: Path) -> None:
+    """Four processes claim one new run at once: exactly one runs it, each other one names the winner's pid."""
+    go, release = tmp_path / "go", tmp_path / "release"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, store_location, str(go), str(release)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for racer in racers:
+            assert racer.stdout is not None
+            assert racer.stdout.readline() == "ready\n", racer.stderr.read() if racer.stderr else ""
+        go.touch()
+        first_lines = {racer.pid: racer.stdout.readline().split() for racer in racers if racer.stdout}
+        winners = [pid for pid, line in first_lines.items() if line == ["won"]]
+        assert len(winners) == 1, first_lines
+        losers = {pid: line for pid, line in first_lines.items() if pid != winners[0]}
+        assert all(line == ["lost", str(winners[0])] for line in losers.values()), first_lines
+    finally:
+        release.touch()
+        for racer in racers:
+            racer.wait(timeout=60)
+    assert all(racer.returncode == 0 for racer in racers)
+    store = open_store(store_location)
+    assert [(s.step, s.state.value, s.attempts) for s in store.list_steps("r1")] == [("hold", "completed", 1)]
+    assert [e.pid for e in store.list_events("r1", "hold")] == [winners[0], winners[0]]
+
+
+def test_new_server_store_opened_by_several_processes_at_once_is_made_once(cluster: pg_server.Cluster) -> None:
+    """Processes opening an empty database together: one creates the tables, every one can use them."""
+    url = cluster.new_database()
+    opener = "import sys, resumable; print(len(resumable.Pipeline('p', store=sys.argv[1]).runs()))"
+    openers = [
+        subprocess.Popen([sys.executable, "-c", opener, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [o.communicate(timeout=60) for o in openers]
+    assert [(o.returncode, out) for o, (out, _) in zip(openers, outputs, strict=True)] == [(0, "0\n")] * 4, outputs
+    assert store_sql.execute(url, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+
+
+def test_the_location_never_shows_the_password(cluster: pg_server.Cluster) -> None:
+    """A URL with a password is connected with, and shown (and keyed) without it."""
+    url = cluster.new_database()
+    with_secret = url.replace("resumable@", "resumable:s3cret@")
+    store = open_store(with_secret)
+    assert store.location == url
+    assert open_store(url) is store
+
+
+def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    """Nothing listens on the port: our own error naming the store (no password) and what to check."""
+    with pytest.raises(resumable.StoreServerError) as excinfo:
+        open_store("postgresql://me:secret@127.0.0.1:1/shop")
+    message = str(excinfo.value)
+    assert message.startswith("store 'postgresql://me@127.0.0.1:1/shop' could not be reached or refused the ")
+    assert message.endswith(
+        ". What was being written was not stored; completed steps already in the store are kept. Check that the "
+        "server is running and that the URL's host, port, database and user are right, then try again."
+    )
+    assert "secret" not in message
+
+
+def test_large_checkpoints_go_to_the_shared_folder_or_else_into_the_database(
+    cluster: pg_server.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a payload folder a large output is a file there, fsynced before its row; without one it is a row."""
+    big = np.arange(100_000, dtype=np.float64)  # 800 kB: above the inline limit
+    shared = tmp_path / "shared"
+    with_folder = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=f"{with_folder}?payloads={shared}")
+    with pipe.run(run_id="r1") as run:
+        run.step("make", lambda: big)
+    (ref,) = open_store(with_folder).checkpoint_refs("r1", "make")
+    assert ref.data is None and ref.file is not None
+    assert (shared / ref.file).stat().st_size == ref.size
+    reader = "import sys, resumable; print(resumable.load('r1', 'make', store=sys.argv[1]).sum())"
+    loaded = subprocess.run(
+        [sys.executable, "-c", reader, f"{with_folder}?payloads={shared}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert loaded.stdout == f"{big.sum()}\n", loaded.stderr
+    in_database = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=in_database)
+    with pipe.run(run_id="r1") as run:
+        run.step("make", lambda: big)
+    (ref,) = open_store(in_database).checkpoint_refs("r1", "make")
+    assert ref.file is None and ref.data is not None and len(ref.data) == ref.size
+    np.testing.assert_array_equal(resumable.load("r1", "make", store=in_database), big)
+
+
+def test_sql_is_not_offered_on_a_server_store_yet(cluster: pg_server.Cluster) -> None:
+    """resumable sql's views are DuckDB's: on a server store the query is refused, saying what to use instead."""
+    url = cluster.new_database()
+    with pytest.raises(resumable.QueryError) as excinfo:
+        open_store(url).query("SELECT * FROM runs")
+    assert "cannot run on a PostgreSQL store yet" in str(excinfo.value)
+
+
+def test_a_lock_held_past_the_timeout_is_reported(cluster: pg_server.Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session holding a run's row past RESUMABLE_LOCK_TIMEOUT: StoreLockedError, nothing changed."""
+    import psycopg
+
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=url)
+    with pipe.run(run_id="r1") as run:
+        run.step("one", lambda: 1)
+    forget_all()
+    monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "0.5")
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT * FROM runs WHERE run_id = 'r1' FOR UPDATE")
+        started = time.monotonic()
+        late = resumable.Pipeline("p", store=url)  # opened under the short timeout
+        with pytest.raises(resumable.StoreLockedError) as excinfo, late.run(run_id="r1"):
+            pass
+        assert time.monotonic() - started < 10
+        assert excinfo.value.path == url
+    assert [s.state.value for s in open_store(url).list_steps("r1")] == ["completed"]
+
+
+def test_a_server_restart_between_steps_loses_nothing(cluster: pg_server.Cluster) -> None:
+    """pg_ctl restart while a run is open: the next step gets a fresh session; every completion is kept."""
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=url)
+    with pipe.run(run_id="r1") as run:
+        assert run.step("before", lambda: 1) == 1
+        cluster.restart()
+        assert run.step("after", lambda: 2) == 2
+    with pipe.run(run_id="r1") as run:
+        assert run.step("before", lambda: 99) == 1  # restored, not run again
+    states = [(s.step, s.state.value, s.attempts) for s in open_store(url).list_steps("r1")]
+    assert states == [("before", "completed", 1), ("after", "completed", 1)]
+
+
+def test_resumable_execute_runs_a_notebook_on_a_server_store(cluster: pg_server.Cluster, tmp_path: Path) -> None:
+    """--store with a URL: the kernel records its steps on the server; the second execution restores them."""
+    import json
+
+    import nbformat
+
+    url = cluster.new_database()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext resumable"),
+        nbformat.v4.new_code_cell("%%durable_step one\nx = 41"),
+        nbformat.v4.new_code_cell("%%durable_step two\ny = x + 1"),
+    ]
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    command = [sys.executable, "-m", "resumable", "execute", "nb.ipynb", "--store", url, "--run-id", "r1", "--json"]
+    reports = []
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout))
+    assert [(r["steps_executed"], r["steps_restored"]) for r in reports] == [(["one", "two"], []), ([], ["one", "two"])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "nb.ipynb",
+        "nb.resumable.ipynb",
+    ]  # no file named after the URL
+    assert [(s.step, s.state.value) for s in open_store(url).list_steps("r1")] == [
+        ("one", "completed"),
+        ("two", "completed"),
+    ]
+
+
+# A worker that pretends to run on another machine: its host name is the first argument.
+HOST_WORKER = """
+import socket, sys
+socket.gethostname = lambda: sys.argv[1]
+import json, pathlib, time, resumable
+host, store, marker = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+pipe = resumable.Pipeline("p", store=store)
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with pipe.run(run_id="r1") as run:
+            quick = run.step("quick", lambda: host)
+            def long():
+                marker.write_text("started")
+                if host == "host-a":
+                    time.sleep(600)
+                return host
+            print(json.dumps({"quick": quick, "long": run.step("long", long)}), flush=True)
+        break
+    except resumable.RunOwnedError as exc:
+        print(json.dumps({"owned_by": [exc.host, exc.pid]}), flush=True)
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+"""
+
+
+def test_a_worker_killed_on_another_host_is_resumed_by_another_once_its_lease_expires(
+    cluster: pg_server.Cluster, tmp_path: Path
+) -> None:
+    """host-a dies inside a step: host-b is refused while the lease runs, then resumes the run, once."""
+    import json
+    import os
+    import signal
+
+    url = cluster.new_database()
+    env = {**os.environ, "RESUMABLE_LEASE_S": "3"}
+    marker = tmp_path / "started"
+    a = subprocess.Popen(
+        [sys.executable, "-c", HOST_WORKER, "host-a", url, str(marker)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and a.poll() is None, "host-a never started its long step"
+        time.sleep(0.01)
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait(timeout=30)
+    marker.unlink()
+    b = subprocess.run(
+        [sys.executable, "-c", HOST_WORKER, "host-b", url, str(marker)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert b.returncode == 0, b.stderr
+    lines = [json.loads(line) for line in b.stdout.splitlines()]
+    assert lines[0] == {"owned_by": ["host-a", a.pid]}  # its lease was still running
+    assert lines[-1] == {"quick": "host-a", "long": "host-b"}  # quick restored from host-a, long resumed
+    events = [(e.source, e.target, e.host) for e in open_store(url).list_events("r1", "long")]
+    assert events == [
+        ("pending", "running", "host-a"),
+        ("running", "interrupted", "host-b"),
+        ("interrupted", "running", "host-b"),
+        ("running", "completed", "host-b"),
+    ]
+    assert open_store(url).list_events("r1", "long")[1].detail == f"owner pid {a.pid} on host 'host-a' is gone"
+
+
+def test_a_read_only_command_on_an_empty_database_creates_nothing(cluster: pg_server.Cluster) -> None:
+    """resumable runs on a database resumable never wrote: 'no store there' (exit 6), and no table is made."""
+    url = cluster.new_database()
+    done = subprocess.run(
+        [sys.executable, "-m", "resumable", "runs", "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 6
+    assert done.stderr == (
+        f"error: there is no store at '{url}'; nothing was created. Run a pipeline first, or pass --store or set "
+        "RESUMABLE_STORE to an existing store.\n"
+    )
+    assert store_sql.execute(url, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [
+        (0,)
+    ]
+
+
+def test_an_error_message_with_a_nul_character_is_recorded(cluster: pg_server.Cluster) -> None:
+    """PostgreSQL's text holds no NUL: the failure is stored escaped, and the run goes on."""
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=url)
+
+    def bad() -> None:
+        raise ValueError("bad\x00byte")
+
+    with pipe.run(run_id="r1") as run:
+        with pytest.raises(ValueError, match="bad"):
+            run.step("bad", bad)
+        assert run.step("next", lambda: 2) == 2
+    status = open_store(url).get_step("r1", "bad")
+    assert status is not None and status.state.value == "failed"
+    assert status.error == "ValueError: bad\\x00byte"
+
+
+def test_fork_why_rm_and_gc_commands_on_a_server_store(cluster: pg_server.Cluster) -> None:
+    """The commands of forks and retention take a URL; gc says why the server store is not compacted."""
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("etl", store=url)
+    for run_id in ("a", "b"):
+        with pipe.run(run_id=run_id) as run:
+            run.step("x", lambda: 1)
+            run.step("y", lambda: 2)
+    forget_all()
+
+    def cli(*args: str) -> str:
+        command = [sys.executable, "-m", "resumable", *args, "--store", url]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert cli("fork", "a", "--from", "y", "--run-id", "f").startswith(
+        "forked run 'f' from run 'a' at step 'y': 1 step shares its checkpoints (x)"
+    )
+    assert cli("why", "f", "x") == (
+        "step 'x': restored from the fork of run 'a': it shares that run's checkpoint (not executed in this run)\n"
+    )
+    removed = cli("rm", "a", "b").splitlines()
+    assert [line.split(" (")[0] for line in removed[:2]] == [
+        "removed run 'a' of pipeline 'etl'", "removed run 'b' of pipeline 'etl'",
+    ]  # fmt: skip
+    assert removed[2] == (
+        "freed 105 B: 3 checkpoint rows (105 B inside the database) and 0 payload files (0 B); the store was not "
+        "compacted: a PostgreSQL server reuses the space of deleted rows itself (autovacuum)"
+    )
+    assert [r.run_id for r in pipe.runs()] == ["f"]
+    assert resumable.load("f", "x", store=url) == 1  # its origin is gone; the row it shares stays
