@@ -119,6 +119,19 @@ def store_option(fn: F) -> F:
     )(fn)
 
 
+def parameter_option(what: str) -> Callable[[F], F]:
+    """``-p NAME VALUE``, repeatable, parsed the same way by every command that takes parameters."""
+    return click.option(
+        "-p",
+        "--parameter",
+        "parameters",
+        nargs=2,
+        multiple=True,
+        metavar="NAME VALUE",
+        help=f"{what}; VALUE is a Python literal when it parses as one, else a string. Repeat for more.",
+    )
+
+
 def _console() -> Console:
     """A terminal's own width; piped output is not squeezed into 80 columns (ids stay whole)."""
     return Console() if sys.stdout.isatty() else Console(width=240)
@@ -464,16 +477,7 @@ def _json_value(value: object) -> object:
 @click.argument("run_id")
 @click.option("--from", "from_step", required=True, metavar="STEP", help="The first step that executes in the fork.")
 @click.option("--run-id", "new_run_id", default=None, help="The new run's id (default: a new one).")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="A parameter that replaces the run's own; VALUE is a Python literal when it parses as one, "
-    "else a string (as for execute). Repeat for more.",
-)
+@parameter_option("A parameter that replaces the run's own")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the new run as JSON.")
 def fork(
@@ -802,16 +806,7 @@ _EXECUTE_EXIT = {
 )
 @click.option("--run-id", default=None, help="Resume this run, or start it under this id.")
 @click.option("--new", is_flag=True, help="Start a new run (default: resume the pipeline's latest run).")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="A parameter, injected after the cell tagged 'parameters'; VALUE is a Python literal "
-    "when it parses as one, else a string. Repeat for more.",
-)
+@parameter_option("A parameter, injected after the cell tagged 'parameters'")
 @click.option(
     "-f",
     "--parameters-file",
