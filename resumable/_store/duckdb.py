@@ -17,7 +17,6 @@ import os
 import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,12 @@ import duckdb
 from resumable import _config
 from resumable._config import Durability
 from resumable._owner import current_owner
-from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
-from resumable._states import RunState, StepState
+from resumable._records import Blob, Owner, RunInfo
+from resumable._states import StepState
 from resumable._store import (
     checkpoints,
     compaction,
     faults,
-    forks,
     lease,
     process,
     replay,
@@ -43,7 +41,6 @@ from resumable._store import (
 )
 from resumable._store.base import (
     Begin,
-    CheckpointRef,
     Compaction,
     Completion,
     GcReport,
@@ -51,13 +48,13 @@ from resumable._store.base import (
     Removal,
     RunFilter,
     StepRequest,
-    Unlocked,
 )
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
 from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, RunJournal
 from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_steps
 from resumable._store.schema import check_version, migrate
+from resumable._store.sql_store import SqlStore
 from resumable.errors import InvalidTransition, StepChangedError
 
 # Steps this process is executing now, by (store, run, step). A step of this process found
@@ -99,7 +96,7 @@ class _Taken:
     replayed: list[LogFile]
 
 
-class DuckDBStore:
+class DuckDBStore(SqlStore):
     """A store in one DuckDB file plus a payload folder beside it (``store.duckdb.payloads/``).
 
     Front ends get one from :func:`resumable._store.open_store`; the contract of every method is
@@ -372,25 +369,6 @@ class DuckDBStore:
         self._opened[run_id] = (opened.pipeline, opened.params)
         return opened
 
-    def get_run(self, run_id: str) -> RunInfo | None:
-        with self._transaction() as con:
-            return runs.get_run(con, run_id)
-
-    def latest_run(self, pipeline: str) -> RunInfo | None:
-        found = self.list_runs(pipeline, limit=1)
-        return found[0] if found else None
-
-    def list_runs(
-        self,
-        pipeline: str | None = None,
-        limit: int = 100,
-        *,
-        state: RunState | None = None,
-        since: datetime | None = None,
-    ) -> list[RunInfo]:
-        with self._transaction() as con:
-            return runs.list_runs(con, pipeline, limit, state, since)
-
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """While it owns the run, this process decides new steps in memory and commits quick ones in groups."""
         with self._transaction() as con:
@@ -403,19 +381,6 @@ class DuckDBStore:
             else:
                 journal.claims += 1
 
-    def fork_run(
-        self,
-        origin: str,
-        step: str,
-        run_id: str,
-        who: Owner,
-        params: dict[str, Any] | None = None,
-        *,
-        pipeline: str | None = None,
-    ) -> RunInfo:
-        with self._transaction() as con:
-            return forks.fork(con, self.location, origin, step, run_id, who, params, pipeline)
-
     def release_run(self, run_id: str, owner: Owner) -> None:
         with self._transaction() as con:  # opening it writes what is pending
             journal = self._journals.get(run_id)
@@ -427,10 +392,6 @@ class DuckDBStore:
             runs.clear_owner(con, run_id, owner)
         with self._conn.lock:
             self._drop_log_if_applied()
-
-    def unlock_run(self, run_id: str, who: Owner) -> Unlocked:
-        with self._transaction() as con:
-            return runs.unlock(con, self.location, run_id, who)
 
     # ------------------------------------------------------------------ steps
 
@@ -539,17 +500,6 @@ class DuckDBStore:
                 raise
             return True
 
-    def _read_back(self, run_id: str, step: str) -> StepStatus | None:
-        try:
-            return self.get_step(run_id, step)
-        except Exception:
-            return None
-
-    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
-        """Opening the transaction writes every deferred step first: the fence before a side effect."""
-        with self._transaction() as con:
-            steps.mark_effect(con, run_id, step, owner)
-
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
     ) -> None:
@@ -591,40 +541,7 @@ class DuckDBStore:
         self._started((self.location, run_id, step))
         return attempt
 
-    def invalidate(
-        self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"
-    ) -> list[str]:
-        with self._transaction() as con:
-            return steps.invalidate(con, self.location, run_id, step, who, downstream, reason)
-
-    def get_step(self, run_id: str, step: str) -> StepStatus | None:
-        with self._transaction() as con:
-            return steps.get_step(con, run_id, step)
-
-    def list_steps(self, run_id: str) -> list[StepStatus]:
-        with self._transaction() as con:
-            return steps.list_steps(con, run_id)
-
-    def list_events(self, run_id: str, step: str | None = None) -> list[Event]:
-        with self._transaction() as con:
-            return steps.list_events(con, run_id, step)
-
-    def previous_source(self, run_id: str, step: str) -> str | None:
-        with self._transaction() as con:
-            return steps.previous_source(con, run_id, step)
-
-    def last_event_seq(self) -> int:
-        with self._transaction() as con:
-            return steps.last_event_seq(con)
-
     # ------------------------------------------------------------------ checkpoints
-
-    def checkpoint_refs(self, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
-        with self._transaction() as con:
-            return checkpoints.refs(con, run_id, step)
-
-    def load_value(self, ref: CheckpointRef) -> Any:
-        return self._payloads.load(ref)
 
     def encode(self, name: str, value: object) -> Blob:
         return self._payloads.encode(name, value)

@@ -31,7 +31,6 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -42,12 +41,11 @@ import psycopg_pool
 from resumable import _config
 from resumable._config import Durability
 from resumable._owner import current_owner
-from resumable._records import Blob, Event, Owner, RunInfo, StepStatus
-from resumable._states import RunState, StepState
-from resumable._store import checkpoints, faults, forks, lease, process, retention, runs, steps
+from resumable._records import Blob, Owner, RunInfo
+from resumable._states import StepState
+from resumable._store import checkpoints, faults, lease, process, retention, runs, steps
 from resumable._store.base import (
     Begin,
-    CheckpointRef,
     Compaction,
     Completion,
     GcReport,
@@ -55,10 +53,10 @@ from resumable._store.base import (
     Removal,
     RunFilter,
     StepRequest,
-    Unlocked,
 )
 from resumable._store.dialect import POSTGRES, Cursor, pyformat
 from resumable._store.schema import check_version, migrate
+from resumable._store.sql_store import SqlStore
 from resumable.errors import (
     CheckpointNotFoundError,
     InvalidTransition,
@@ -120,7 +118,7 @@ class PgConnection:
         return self._conn.execute(pyformat(query), parameters)  # type: ignore[arg-type]
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """A store in a PostgreSQL database (and, for large checkpoints, a payload folder every worker sees).
 
     Front ends get one from :func:`resumable._store.open_store` with a ``postgresql://`` URL; the
@@ -261,25 +259,6 @@ class PostgresStore:
         with self._transaction() as con:
             return runs.open_run(con, run_id, pipeline, params, update_params)
 
-    def get_run(self, run_id: str) -> RunInfo | None:
-        with self._transaction() as con:
-            return runs.get_run(con, run_id)
-
-    def latest_run(self, pipeline: str) -> RunInfo | None:
-        found = self.list_runs(pipeline, limit=1)
-        return found[0] if found else None
-
-    def list_runs(
-        self,
-        pipeline: str | None = None,
-        limit: int = 100,
-        *,
-        state: RunState | None = None,
-        since: datetime | None = None,
-    ) -> list[RunInfo]:
-        with self._transaction() as con:
-            return runs.list_runs(con, pipeline, limit, state, since)
-
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """Every completion is committed as it happens here, so ``durability`` changes nothing."""
         with self._transaction() as con:
@@ -296,24 +275,6 @@ class PostgresStore:
         self._claims.pop(run_id, None)
         with self._transaction() as con:
             runs.clear_owner(con, run_id, owner)
-
-    def unlock_run(self, run_id: str, who: Owner) -> Unlocked:
-        with self._transaction() as con:
-            return runs.unlock(con, self.location, run_id, who)
-
-    def fork_run(
-        self,
-        origin: str,
-        step: str,
-        run_id: str,
-        who: Owner,
-        params: dict[str, Any] | None = None,
-        *,
-        pipeline: str | None = None,
-    ) -> RunInfo:
-        """One transaction (``forks.py``); it locks the steps it copies, so no completion moves them meanwhile."""
-        with self._transaction() as con:
-            return forks.fork(con, self.location, origin, step, run_id, who, params, pipeline)
 
     # ------------------------------------------------------------------ steps
 
@@ -342,17 +303,6 @@ class PostgresStore:
                 return
             raise
         self._in_flight.discard((done.run_id, done.step))
-
-    def _read_back(self, run_id: str, step: str) -> StepStatus | None:
-        try:
-            return self.get_step(run_id, step)
-        except Exception:
-            return None
-
-    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
-        """Nothing is deferred here: every earlier completion is already committed."""
-        with self._transaction() as con:
-            steps.mark_effect(con, run_id, step, owner)
 
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
@@ -385,40 +335,7 @@ class PostgresStore:
         self._in_flight.add((run_id, step))
         return attempt
 
-    def invalidate(
-        self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"
-    ) -> list[str]:
-        with self._transaction() as con:
-            return steps.invalidate(con, self.location, run_id, step, who, downstream, reason)
-
-    def get_step(self, run_id: str, step: str) -> StepStatus | None:
-        with self._transaction() as con:
-            return steps.get_step(con, run_id, step)
-
-    def list_steps(self, run_id: str) -> list[StepStatus]:
-        with self._transaction() as con:
-            return steps.list_steps(con, run_id)
-
-    def list_events(self, run_id: str, step: str | None = None) -> list[Event]:
-        with self._transaction() as con:
-            return steps.list_events(con, run_id, step)
-
-    def previous_source(self, run_id: str, step: str) -> str | None:
-        with self._transaction() as con:
-            return steps.previous_source(con, run_id, step)
-
-    def last_event_seq(self) -> int:
-        with self._transaction() as con:
-            return steps.last_event_seq(con)
-
     # ------------------------------------------------------------------ checkpoints
-
-    def checkpoint_refs(self, run_id: str, step: str) -> tuple[CheckpointRef, ...]:
-        with self._transaction() as con:
-            return checkpoints.refs(con, run_id, step)
-
-    def load_value(self, ref: CheckpointRef) -> Any:
-        return self._payloads.load(ref)
 
     def encode(self, name: str, value: object) -> Blob:
         """A large output lands fsynced in the payload folder; without one, its bytes go into the row."""
