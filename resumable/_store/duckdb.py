@@ -45,8 +45,6 @@ from resumable._store.base import (
     Completion,
     GcReport,
     QueryResult,
-    Removal,
-    RunFilter,
     StepRequest,
 )
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
@@ -69,10 +67,6 @@ def _raise_as_interrupt(exc: BaseException) -> None:
     if isinstance(exc, Exception) and faults.interrupted(exc):
         raise KeyboardInterrupt from exc
     raise exc
-
-
-class _DryRun(Exception):
-    """Raised inside a dry run's transaction to roll it back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +184,10 @@ class DuckDBStore(SqlStore):
     def lock_timeout_s(self) -> float:
         """How long a locked file is waited for."""
         return self._conn.lock_timeout_s
+
+    def _rolled_back_transaction(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A dry run's transaction: it does not write what this process deferred, since it is rolled back."""
+        return self._conn.transaction(with_pending=False)
 
     def _transaction(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         if self._failures:
@@ -560,30 +558,6 @@ class DuckDBStore(SqlStore):
             retention.recover_aside(self.payload_dir, referenced)
         files, freed = self._payloads.remove_unreferenced(referenced)
         return GcReport(rows, files, freed)
-
-    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
-        """One transaction deletes the rows (rolled back for a dry run); the payload files go after its commit.
-
-        The files are removed only once the rows that pointed to them are committed away: a crash
-        in between leaves unreferenced files (garbage for ``gc``), never a row without its file.
-        """
-        if dry_run:
-            try:
-                # Rolled back by the exception; nothing this process deferred is written with it.
-                with self._conn.transaction(with_pending=False) as con:
-                    deleted = retention.delete(con, self.location, self.payload_dir, which)
-                    raise _DryRun  # noqa: TRY301 - the one way to roll a transaction back here
-            except _DryRun:
-                pass
-            size = sum(f[2] for f in deleted.files)
-            return Removal(
-                deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes,
-                len(deleted.files), size, dry_run=True,
-            )  # fmt: skip
-        with self._transaction() as con:
-            deleted = retention.delete(con, self.location, self.payload_dir, which)
-        files, size = retention.remove_files(self.payload_dir, deleted.files)
-        return Removal(deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes, files, size)
 
     def compact(self, *, force: bool = False, freed_hint: int = 0) -> Compaction:
         """See ``compaction.py``: decided and done while this process holds the file alone."""

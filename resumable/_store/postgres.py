@@ -43,15 +43,13 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Owner, RunInfo
 from resumable._states import StepState
-from resumable._store import checkpoints, faults, lease, process, retention, runs, steps
+from resumable._store import checkpoints, faults, lease, process, runs, steps
 from resumable._store.base import (
     Begin,
     Compaction,
     Completion,
     GcReport,
     QueryResult,
-    Removal,
-    RunFilter,
     StepRequest,
 )
 from resumable._store.dialect import POSTGRES, Cursor, pyformat
@@ -359,30 +357,6 @@ class PostgresStore(SqlStore):
         files, freed = self._payloads.remove_unreferenced(referenced)
         return GcReport(removed, files, freed)
 
-    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
-        """One transaction deletes the rows (rolled back for a dry run); the payload files go after its commit.
-
-        Each run's row is locked before its holder is checked (``retention.delete``), so a process
-        claiming the run meanwhile either waits for the deletion or is seen as its live holder.
-        """
-        folder = self._payloads.folder  # without a shared folder no row names a file: nothing to remove
-        if dry_run:
-            try:
-                with self._transaction() as con:
-                    deleted = retention.delete(con, self.location, folder, which)
-                    raise _DryRun  # noqa: TRY301 - rolls the transaction back
-            except _DryRun:
-                pass
-            size = sum(f[2] for f in deleted.files)
-            return Removal(
-                deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes,
-                len(deleted.files), size, dry_run=True,
-            )  # fmt: skip
-        with self._transaction() as con:
-            deleted = retention.delete(con, self.location, folder, which)
-        files, size = retention.remove_files(folder, deleted.files)
-        return Removal(deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes, files, size)
-
     def compact(self, *, force: bool = False, freed_hint: int = 0) -> Compaction:
         """Nothing to do: the server reuses the space of deleted rows itself (autovacuum); see docs/scale.md."""
         with self._transaction() as con:
@@ -400,10 +374,6 @@ class PostgresStore(SqlStore):
             "cannot run on a PostgreSQL store yet",
             "Query the tables with psql meanwhile, or use a DuckDB store for 'resumable sql'.",
         )
-
-
-class _DryRun(Exception):
-    """Raised inside a dry run's transaction to roll it back."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 from resumable._records import Event, Owner, RunInfo, StepStatus
 from resumable._states import RunState
-from resumable._store import checkpoints, forks, runs, steps
-from resumable._store.base import CheckpointRef, Unlocked
+from resumable._store import checkpoints, forks, retention, runs, steps
+from resumable._store.base import CheckpointRef, Removal, RunFilter, Unlocked
 from resumable._store.dialect import Connection
 
 
@@ -28,6 +28,10 @@ class SqlStore:
 
     def _transaction(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError  # each store opens its own
+
+    def _rolled_back_transaction(self) -> AbstractContextManager[Connection]:
+        """The transaction of a dry run, which an exception rolls back."""
+        return self._transaction()
 
     # ------------------------------------------------------------------ runs
 
@@ -115,3 +119,35 @@ class SqlStore:
 
     def load_value(self, ref: CheckpointRef) -> Any:
         return self._payloads.load(ref)
+
+    # ------------------------------------------------------------------ deleting runs
+
+    def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
+        """One transaction deletes the rows (rolled back for a dry run); the payload files go after its commit.
+
+        The files are removed only once the rows that pointed to them are committed away: a crash
+        in between leaves unreferenced files (garbage for ``gc``), never a row without its file. On
+        a server each run's row is locked before its holder is checked (``retention.delete``), so a
+        process claiming the run meanwhile either waits for the deletion or is seen as its holder.
+        """
+        folder = self._payloads.folder
+        if dry_run:
+            try:
+                with self._rolled_back_transaction() as con:
+                    deleted = retention.delete(con, self.location, folder, which)
+                    raise _DryRun  # noqa: TRY301 - the one way to roll a transaction back here
+            except _DryRun:
+                pass
+            size = sum(f[2] for f in deleted.files)
+            return Removal(
+                deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes,
+                len(deleted.files), size, dry_run=True,
+            )  # fmt: skip
+        with self._transaction() as con:
+            deleted = retention.delete(con, self.location, folder, which)
+        files, size = retention.remove_files(folder, deleted.files)
+        return Removal(deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes, files, size)
+
+
+class _DryRun(Exception):
+    """Raised inside a dry run's transaction to roll it back."""
