@@ -26,6 +26,7 @@ from resumable.errors import (
     InvalidTransition,
     KernelDiedError,
     LastGoodCheckpointWarning,
+    LeaseLostError,
     NoActiveRunError,
     NotebookExecutionError,
     NotebookInputError,
@@ -60,7 +61,7 @@ from resumable.errors import (
     StoreWriteError,
     UnserializableOutputError,
 )
-from resumable.pipeline import Pipeline, Run, idempotency_key, load, remove_runs
+from resumable.pipeline import Pipeline, Run, fencing_token, idempotency_key, load, remove_runs
 
 __version__ = "0.1.0"
 
@@ -78,6 +79,7 @@ __all__ = [
     "InvalidTransition",
     "KernelDiedError",
     "LastGoodCheckpointWarning",
+    "LeaseLostError",
     "NoActiveRunError",
     "NotInStepError",
     "NotebookExecutionError",
@@ -121,6 +123,7 @@ __all__ = [
     "UnserializableOutputError",
     "connect",
     "execute_notebook",
+    "fencing_token",
     "idempotency_key",
     "load",
     "load_ipython_extension",

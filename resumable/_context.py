@@ -18,6 +18,7 @@ class StepContext:
     attempt: int
     key_generation: int = 1
     asks_key: Callable[[], None] | None = None  # records, before a key is handed out, that the step has effects
+    fencing_token: int | None = None  # the lease generation the attempt runs under (``resumable.fencing_token()``)
 
 
 _current: ContextVar[StepContext | None] = ContextVar("resumable_step", default=None)

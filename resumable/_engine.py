@@ -158,7 +158,10 @@ class StepCall:
 
     def context(self) -> StepContext:
         """The context the body sees (``idempotency_key()`` reads it)."""
-        return StepContext(self.pipeline, self.run_id, self.step, self.attempt, self.key_generation, self.asks_key)
+        token = self.store.fencing_token(self.run_id, self.step)
+        return StepContext(
+            self.pipeline, self.run_id, self.step, self.attempt, self.key_generation, self.asks_key, token
+        )
 
     def asks_key(self) -> None:
         """The body asks for an idempotency key: the step has side effects, recorded before the key exists."""

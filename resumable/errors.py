@@ -24,6 +24,7 @@ all of ours and nothing of the user's::
      │   ├─ PipelineMismatchError            a run opened under another pipeline than its own
      │   ├─ ParameterMismatchError           a run resumed with other parameters than it started with
      │   ├─ StepChangedError                 another process changed a step this process was running
+     │   │   └─ LeaseLostError               ... because this process's lease ran out and another owner took over
      │   ├─ StepRunningError                 a running step cannot be invalidated
      │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
      │   ├─ CheckpointNotFoundError          no such store, run, step or output
@@ -164,11 +165,12 @@ class AsyncStepError(ResumableError, TypeError):
 
 
 class NotInStepError(ResumableError, RuntimeError):
-    """``idempotency_key()`` was called outside a step."""
+    """``idempotency_key()`` (or ``fencing_token()``) was called outside a step."""
 
-    def __init__(self) -> None:
+    def __init__(self, function: str = "idempotency_key") -> None:
+        self.function = function
         super().__init__(
-            "idempotency_key() was called outside a step. Call it inside a '%%durable_step' cell "
+            f"{function}() was called outside a step. Call it inside a '%%durable_step' cell "
             "or a function decorated with '@pipe.step'."
         )
 
@@ -454,6 +456,35 @@ class StepChangedError(StoreError):
             f"step '{step}' (run '{run_id}') is no longer '{expected}' in this process: another process changed "
             f"it. Nothing from this attempt was stored and the step's earlier checkpoints are intact. See what "
             f"happened with: resumable show {run_id} --events"
+        )
+
+
+class LeaseLostError(StepChangedError):
+    """A late write of an owner whose lease ran out and whose run (or step) another owner has taken over since.
+
+    Every write an owner makes carries the fencing token (lease generation) it took with the run or
+    step; the store refuses it once a newer one was taken (docs/scale.md, "Leases").
+    """
+
+    def __init__(
+        self, run_id: str, step: str | None, generation: int, holder: str | None, holder_generation: int | None
+    ) -> None:
+        self.run_id = run_id
+        self.step = step or ""
+        self.expected = "running"
+        self.generation = generation
+        self.holder = holder
+        self.holder_generation = holder_generation
+        what = f"step '{step}' of run '{run_id}'" if step else f"run '{run_id}'"
+        whom = holder or "another owner"
+        if holder_generation is not None:
+            whom += f" under lease generation {holder_generation}"
+        StoreError.__init__(
+            self,
+            f"{what} was taken over by {whom} after this process's lease (generation {generation}) ran out, so "
+            f"this process's late write was refused: nothing of it was stored, and the other owner's work is kept. "
+            f"This process no longer owns the run: stop it, and start the run again to resume it from the store "
+            f"(what the other owner completed is restored, not run again).",
         )
 
 

@@ -556,6 +556,27 @@ def idempotency_key(scope: str | None = None) -> str:
     return _keys.idempotency_key(ctx.pipeline, ctx.run_id, ctx.step, scope, ctx.key_generation)
 
 
+def fencing_token() -> int:
+    """The fencing token of the executing step's attempt: a number that grows with every change of owner.
+
+    Each time a process takes a run or starts a step it takes the next number of one sequence in
+    the store, and every write it makes afterwards carries it: once another owner took over (this
+    process's lease ran out, a network partition), the store refuses the old owner's writes
+    (:class:`LeaseLostError`). Pass it with a write to a system that should refuse late writes too
+    (keep the highest token seen per resource, refuse lower ones), next to :func:`idempotency_key`,
+    which stays the same across owners and attempts. See docs/scale.md, "Leases".
+
+    Raises
+    ------
+    NotInStepError
+        When called outside a step.
+    """
+    ctx = current_step()
+    if ctx is None or ctx.fencing_token is None:
+        raise NotInStepError("fencing_token")
+    return ctx.fencing_token
+
+
 @front_end("python")
 def remove_runs(*run_ids: str, store: StoreArg = None, dry_run: bool = False, compact: bool | None = None) -> Removal:
     """Delete whole runs (steps, events, checkpoints nothing else needs, payload files), as ``resumable rm`` does.

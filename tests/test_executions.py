@@ -18,12 +18,12 @@ from typing import Any
 import duckdb
 import pytest
 from ipython_shell import step
+from old_schema import drop_migration_8
 
 import resumable
 from resumable import StepFailed, StepState
 from resumable._owner import current_owner
 from resumable._store import forget_all, open_store
-from resumable._store.schema import SCHEMA_VERSION
 
 
 def cli(*args: str | Path) -> str:
@@ -164,7 +164,8 @@ def test_a_store_from_before_executions_reads_with_the_same_numbers(store_path: 
         )
         con.execute("UPDATE steps SET attempts = 3")
         con.execute("ALTER TABLE steps DROP COLUMN executions")
-        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION - 1)])
+        drop_migration_8(con)
+        con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
         assert con.execute("SELECT attempt FROM events ORDER BY seq").fetchall() == [
             (1,),
             (1,),

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import store_sql
-from old_schema import drop_migration_6
+from old_schema import drop_migration_6, drop_migration_8
 
 import resumable
 from resumable import StepState
@@ -44,7 +44,7 @@ def _owned_elsewhere(store_path: str | Path, lease_expires_in: float | None) -> 
     if lease_expires_in is not None:
         store_sql.execute(
             store_path,
-            "INSERT INTO leases VALUES (?, ?, ?, ?)",
+            "INSERT INTO leases (host, pid, started, expires) VALUES (?, ?, ?, ?)",
             [GONE_HOST, GONE_PID, GONE_STARTED, time.time() + lease_expires_in],
         )
     return pipe
@@ -153,15 +153,16 @@ def test_unlock_refuses_a_live_local_owner_and_the_lease_is_renewed(
 
 
 def test_a_version_2_store_gains_the_lease_table(store_path: Path) -> None:
-    """Migrations 3 to 7 add the completion logs, the leases, the previous source and the executions to a store
+    """Migrations 3 to 8 add the completion logs, the leases, the previous source and the executions to a store
     written before them; its runs and steps are kept."""
     _owned_elsewhere(store_path, lease_expires_in=None)
     with duckdb.connect(str(store_path)) as con:
-        con.execute("DROP TABLE leases")
         con.execute("DROP TABLE completion_logs")
         con.execute("ALTER TABLE steps DROP COLUMN previous_source")
         drop_migration_6(con)
         con.execute("ALTER TABLE steps DROP COLUMN executions")
+        drop_migration_8(con)
+        con.execute("DROP TABLE leases")
         con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     store = open_store(store_path)
     assert [s.step for s in store.list_steps("r1")] == ["load", "train"]

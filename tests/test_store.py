@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import store_sql
+from old_schema import UNDO_MIGRATION_8
 
 import resumable
 from resumable import StepState
@@ -316,7 +317,8 @@ def test_a_store_from_before_executions_is_recounted_by_migration_7(store_locati
            WHERE events.seq = n.seq""",
         "UPDATE steps SET attempts = 3",
         "ALTER TABLE steps DROP COLUMN executions",
-        f"UPDATE meta SET value = '{SCHEMA_VERSION - 1}' WHERE key = 'schema_version'",
+        *UNDO_MIGRATION_8,
+        "UPDATE meta SET value = '6' WHERE key = 'schema_version'",
     ):
         store_sql.execute(store_location, statement)
     assert [r[0] for r in store_sql.execute(store_location, "SELECT attempt FROM events ORDER BY seq")] == [

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 from history_store import kill, start_worker
 from ipython_shell import step
-from old_schema import drop_migration_6
+from old_schema import drop_migration_6, drop_migration_8
 
 import resumable
 from resumable._owner import current_owner
@@ -178,6 +178,7 @@ def test_a_version_4_store_gains_the_previous_source_and_keeps_its_steps(store_p
         con.execute("ALTER TABLE steps DROP COLUMN previous_source")
         drop_migration_6(con)  # a version-4 store had none of migration 6's either
         con.execute("ALTER TABLE steps DROP COLUMN executions")
+        drop_migration_8(con)
         con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     with resumable.Pipeline("p", store=store_path).run(run_id="old") as run:
         assert run.step("load", lambda: 1) == 1  # restored: the step is kept

@@ -80,6 +80,9 @@ class Begin:
     held: Held | None = None  # restore: a completed effect step kept although ``why`` says it could run
     effect: bool = False  # the step is known to have side effects
     execution: int = 1  # execute: the execution the attempt belongs to (each start from pending begins one)
+    # execute: the fencing token (lease generation) the attempt runs under; every later write of it
+    # carries the token and is refused once another owner took the step over (docs/scale.md)
+    generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +452,16 @@ class Store(Protocol):
             There is no such run or step.
         RunOwnedError
             Another live process owns the run or runs one of its steps.
+        LeaseLostError
+            This process's claim of the run was taken over by another owner; nothing was written.
+        """
+
+    def fencing_token(self, run_id: str, step: str) -> int | None:
+        """The fencing token (lease generation) of the attempt of ``step`` this process runs now, or None.
+
+        Every write the attempt makes carries it, and the store refuses it (LeaseLostError) once
+        another owner took the step over; a downstream system can do the same with it
+        (``resumable.fencing_token()``).
         """
 
     def invalidate(

@@ -53,12 +53,12 @@ from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, Run
 from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_steps
 from resumable._store.schema import check_version, migrate
 from resumable._store.sql_store import SqlStore
-from resumable.errors import InvalidTransition, StepChangedError
+from resumable.errors import InvalidTransition, LeaseLostError, StepChangedError
 
-# Steps this process is executing now, by (store, run, step). A step of this process found
-# 'running' in the store but not here was left behind by an attempt whose end could not be
-# recorded; it is recovered as interrupted instead of blocking its run.
-_IN_FLIGHT: set[tuple[str, str, str]] = set()
+# Steps this process is executing now, by (store, run, step), with the fencing token each attempt
+# runs under. A step of this process found 'running' in the store but not here was left behind by
+# an attempt whose end could not be recorded; it is recovered as interrupted instead of blocking its run.
+_IN_FLIGHT: dict[tuple[str, str, str], int | None] = {}
 _IN_FLIGHT_LOCK = threading.Lock()
 
 
@@ -79,6 +79,7 @@ class PendingFailure:
     error: str
     traceback: str | None
     duration_s: float
+    generation: int | None = None  # the attempt's fencing token
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +209,9 @@ class DuckDBStore(SqlStore):
         try:
             with self._conn.transaction() as con:
                 for f in failures:
-                    steps.fail_if_running(con, f.run_id, f.step, f.owner, f.error, f.traceback, f.duration_s)
+                    steps.fail_if_running(
+                        con, f.run_id, f.step, f.owner, f.error, f.traceback, f.duration_s, f.generation
+                    )
         except BaseException as exc:
             # Written only while the step still runs under its owner: keeping them again is always safe.
             with self._journal_lock:
@@ -264,7 +267,7 @@ class DuckDBStore(SqlStore):
         for run_id, (pipeline, params) in self._opened.items():
             runs.open_run(con, run_id, pipeline, params, False)
         for journal in self._journals.values():
-            runs.set_owner(con, journal.run_id, journal.owner)
+            journal.generation = runs.set_owner(con, journal.run_id, journal.owner)[1]
 
     def _lease(self) -> lease.LeaseKeeper:
         """This process's lease keeper for the store (a forked child gets its own)."""
@@ -304,11 +307,28 @@ class DuckDBStore(SqlStore):
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
             records = self._log.records
             self._log.rotate_if_large()
-        for _, pending in taken:
+        for journal, pending in taken:
+            if not self._still_held(con, journal):
+                continue
             write_quick_steps(con, pending)
         if records > self._log_applied:
             replay.record_applied(con, self._log.key, records)
         return _Taken(taken, records, replayed)
+
+    def _still_held(self, con: duckdb.DuckDBPyConnection, journal: RunJournal) -> bool:
+        """Whether the journal's claim is still the run's: its quick steps are written only then (the fence).
+
+        Another owner took the run over (this process's lease ran out on another host): its steps
+        are not written over the new owner's, and the run's next start here raises LeaseLostError.
+        """
+        _, holder, current = runs.pipeline_and_holder(con, self.location, journal.run_id)
+        if journal.generation is None or current == journal.generation:
+            return True
+        try:
+            runs.fence_claim(journal.run_id, journal.generation, holder, current)
+        except LeaseLostError as lost:
+            journal.lost = lost
+        return False
 
     def sync_pending(self) -> None:
         """Put the completion log on disk before a group commit that may have to wait for the file.
@@ -370,24 +390,26 @@ class DuckDBStore(SqlStore):
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """While it owns the run, this process decides new steps in memory and commits quick ones in groups."""
         with self._transaction() as con:
-            runs.check_owner(con, self.location, run_id, owner)
-            known = runs.set_owner(con, run_id, owner)
-            self._lease().claimed(con)
             journal = self._journals.get(run_id)
+            runs.check_owner(con, self.location, run_id, owner, claim=journal.generation if journal else None)
+            known, token = runs.set_owner(con, run_id, owner)
+            self._lease().claimed(con, token)
             if journal is None:
-                self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability)
+                self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability, generation=token)
             else:
                 journal.claims += 1
 
     def release_run(self, run_id: str, owner: Owner) -> None:
         with self._transaction() as con:  # opening it writes what is pending
             journal = self._journals.get(run_id)
+            token = None
             if journal is not None:
                 journal.claims -= 1
                 if journal.claims > 0:
                     return
                 del self._journals[run_id]
-            runs.clear_owner(con, run_id, owner)
+                token = journal.generation
+            runs.clear_owner(con, run_id, owner, token)
         with self._conn.lock:
             self._drop_log_if_applied()
 
@@ -399,6 +421,8 @@ class DuckDBStore(SqlStore):
         key = (self.location, req.run_id, req.step)
         with _IN_FLIGHT_LOCK:
             abandoned = key not in _IN_FLIGHT
+        if journal is not None and journal.lost is not None:
+            raise journal.lost
         if self._failures:  # no step starts on top of a failure not yet written
             self._flush_failures(strict=True)
         if journal is not None:
@@ -408,6 +432,7 @@ class DuckDBStore(SqlStore):
                 quick = journal.try_begin(req)
                 batch_full = len(journal.pending) >= MAX_BATCH
             if quick is not None:
+                token = quick.generation
                 if batch_full:
                     # Back-pressure: a process that starts steps faster than they can be written
                     # writes a full batch itself, so a group commit never grows past one batch.
@@ -415,15 +440,16 @@ class DuckDBStore(SqlStore):
                         pass
                 elif first_of_window:
                     self._conn.wake()
-                self._started(key)
+                self._started(key, token)
                 return quick
         with self._conn.lock:
             with self._transaction() as con:
-                begin = steps.begin(con, self.location, req, abandoned=abandoned)
+                claim = journal.generation if journal is not None else None
+                begin = steps.begin(con, self.location, req, abandoned=abandoned, claim=claim)
                 if begin.action == "execute":
-                    self._lease().claimed(con)
+                    self._lease().claimed(con, begin.generation)
             if begin.action == "execute":
-                self._started(key)
+                self._started(key, begin.generation)
             if journal is not None:
                 with self._journal_lock:
                     if req.step not in journal.known_steps:
@@ -432,13 +458,21 @@ class DuckDBStore(SqlStore):
             return begin
 
     @staticmethod
-    def _started(key: tuple[str, str, str]) -> None:
+    def _started(key: tuple[str, str, str], token: int | None) -> None:
         with _IN_FLIGHT_LOCK:
-            _IN_FLIGHT.add(key)
+            _IN_FLIGHT[key] = token
 
     def _ended(self, run_id: str, step: str) -> None:
         with _IN_FLIGHT_LOCK:
-            _IN_FLIGHT.discard((self.location, run_id, step))
+            _IN_FLIGHT.pop((self.location, run_id, step), None)
+
+    def fencing_token(self, run_id: str, step: str) -> int | None:
+        return self._token(run_id, step)
+
+    def _token(self, run_id: str, step: str) -> int | None:
+        """The fencing token the attempt this process runs of ``step`` started under."""
+        with _IN_FLIGHT_LOCK:
+            return _IN_FLIGHT.get((self.location, run_id, step))
 
     def complete_step(self, done: Completion) -> None:
         """A quick step's completion is deferred with its start; otherwise written and, on error, read back.
@@ -456,9 +490,13 @@ class DuckDBStore(SqlStore):
             if self._defer_completion(journal, done):
                 self._ended(done.run_id, done.step)
                 return
+        token = self._token(done.run_id, done.step)
         try:
             with self._transaction() as con:
-                steps.complete(con, done)
+                steps.complete(con, done, token)
+        except StepChangedError:
+            self._ended(done.run_id, done.step)
+            raise
         except BaseException as exc:
             stop = faults.interrupted(exc)
             status = self._read_back(done.run_id, done.step)
@@ -510,9 +548,10 @@ class DuckDBStore(SqlStore):
         read, the panel's poll, closing), and at the latest before the run's next step starts. A
         KeyboardInterrupt still propagates; other write errors do not hide the step's own error.
         """
+        token = self._token(run_id, step)
         try:
             with self._transaction() as con:
-                steps.fail(con, run_id, step, owner, error, traceback, duration_s)
+                steps.fail(con, run_id, step, owner, error, traceback, duration_s, token)
         except (StepChangedError, InvalidTransition):  # not this process's step to fail (any more)
             self._ended(run_id, step)
             raise
@@ -524,7 +563,7 @@ class DuckDBStore(SqlStore):
                 status, again = None, second
             if status is None or status.state is StepState.RUNNING:
                 with self._journal_lock:
-                    self._failures.append(PendingFailure(run_id, step, owner, error, traceback, duration_s))
+                    self._failures.append(PendingFailure(run_id, step, owner, error, traceback, duration_s, token))
             self._ended(run_id, step)
             if again is not None:
                 raise again from exc
@@ -534,10 +573,18 @@ class DuckDBStore(SqlStore):
         self._ended(run_id, step)
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
+        journal = self._journals.get(run_id)
         with self._transaction() as con:
-            attempt = steps.retry(con, self.location, run_id, step, owner)
-        self._started((self.location, run_id, step))
+            attempt, token = steps.retry(
+                con, self.location, run_id, step, owner, journal.generation if journal is not None else None
+            )
+        self._started((self.location, run_id, step), token)
         return attempt
+
+    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
+        """The fence before a side effect: opening the transaction writes whatever the store deferred first."""
+        with self._transaction() as con:
+            steps.mark_effect(con, run_id, step, owner, self._token(run_id, step))
 
     # ------------------------------------------------------------------ checkpoints
 

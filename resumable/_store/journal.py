@@ -50,6 +50,7 @@ class PendingStep:
     started_mono: float
     completion: Completion | None = None
     finished_at: datetime | None = None  # when the completion was deferred
+    generation: int | None = None  # the fencing token it runs under (its run's claim's)
 
 
 @dataclass(slots=True)
@@ -63,6 +64,8 @@ class RunJournal:
     durability: Durability = Durability.DURABLE
     claims: int = 1
     pending: dict[str, PendingStep] = field(default_factory=dict)
+    generation: int | None = None  # the claim's fencing token: every step started in memory runs under it
+    lost: Exception | None = None  # the claim was found taken over (LeaseLostError): raised by the next start
 
     def oldest_pending(self) -> float | None:
         """When the oldest unwritten step started (monotonic clock), or None."""
@@ -75,9 +78,11 @@ class RunJournal:
         if req.effect or req.rerun:  # an effect starts only on top of durable completions (the fence)
             return None
         self.known_steps.add(req.step)
-        self.pending[req.step] = PendingStep(req, self.step_count, utc_now(), time.monotonic())
+        self.pending[req.step] = PendingStep(
+            req, self.step_count, utc_now(), time.monotonic(), generation=self.generation
+        )
         self.step_count += 1
-        return Begin("execute", 1, (), None, ())
+        return Begin("execute", 1, (), None, (), generation=self.generation)
 
     def try_complete(self, done: Completion) -> PendingStep | None:
         """Defer a completion when the step's start is still unwritten and the window is open."""

@@ -24,11 +24,16 @@ from resumable._records import Owner
 from resumable._store.dialect import Connection, dialect_of
 
 
-def renew(con: Connection, owner: Owner, lease_s: float) -> None:
-    """Record (or extend) ``owner``'s lease to ``lease_s`` seconds from now."""
+def renew(con: Connection, owner: Owner, lease_s: float, generation: int | None = None) -> None:
+    """Record (or extend) ``owner``'s lease to ``lease_s`` seconds from now, with the newest token it took.
+
+    Renewing gives nothing back that another owner took over: what a process owns is decided by the
+    fencing tokens on the runs and steps (``runs.set_owner``), which a renewal never changes.
+    """
+    sql = dialect_of(con)
     con.execute(
-        dialect_of(con).upsert("leases", ("host", "pid", "started", "expires"), ("host", "pid", "started")),
-        [owner.host, owner.pid, owner.started, dialect_of(con).clock(con) + lease_s],
+        sql.upsert("leases", ("host", "pid", "started", "expires", "generation"), ("host", "pid", "started")),
+        [owner.host, owner.pid, owner.started, sql.clock(con) + lease_s, generation],
     )
 
 
@@ -76,15 +81,22 @@ class LeaseKeeper:
         self.owner = owner
         self.lease_s = lease_s
         self._renewed_at = 0.0
+        self.generation: int | None = None  # the newest fencing token this process took in the store
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def claimed(self, con: Connection) -> None:
-        """The process just became an owner inside ``con``'s transaction: make sure its lease runs, and keep it."""
+    def claimed(self, con: Connection, generation: int | None = None) -> None:
+        """The process just became an owner inside ``con``'s transaction (under the token ``generation``).
+
+        Makes sure its lease runs, and keeps it running. The token is written with the next renewal
+        (it is there for people reading the table; no decision reads it), so a step costs no extra write.
+        """
         now = time.monotonic()
+        if generation is not None and (self.generation is None or generation > self.generation):
+            self.generation = generation
         if now - self._renewed_at > self.lease_s / 3:
-            renew(con, self.owner, self.lease_s)
+            renew(con, self.owner, self.lease_s, self.generation)
             self._renewed_at = now
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
@@ -98,7 +110,7 @@ class LeaseKeeper:
                 with self._transaction() as con:
                     if not owns_anything(con, self.owner):
                         return
-                    renew(con, self.owner, self.lease_s)
+                    renew(con, self.owner, self.lease_s, self.generation)
                     self._renewed_at = time.monotonic()
             except Exception:  # noqa: S112 - the file is busy or gone: the next round tries again
                 continue

@@ -29,10 +29,10 @@ import dataclasses
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -65,6 +65,9 @@ from resumable.errors import (
 )
 
 SCHEMES = ("postgresql", "postgres")
+# How many times an operation is tried again on a new session after its session was cut.
+RETRIES = 3
+T = TypeVar("T")
 # Pools a forked child inherited: never closed there (closing would end the parent's sessions on
 # the shared sockets), only kept from the garbage collector.
 _INHERITED: list[psycopg_pool.ConnectionPool[Any]] = []
@@ -147,8 +150,10 @@ class PostgresStore(SqlStore):
         self._pool_lock = threading.Lock()
         self._keeper: lease.LeaseKeeper | None = None
         self._claims: dict[str, int] = {}  # runs this process claimed, by how many nested claims
-        self._in_flight: set[tuple[str, str]] = set()  # steps this process is executing now
-        self._failures: list[tuple[str, str, Owner, str, str | None, float]] = []  # written before the next one
+        self._claim_tokens: dict[str, int] = {}  # the fencing token of each claim
+        self._in_flight: dict[tuple[str, str], int | None] = {}  # steps this process executes now: their tokens
+        # Failed attempts written before the next transaction (run, step, owner, error, traceback, duration, token).
+        self._failures: list[tuple[str, str, Owner, str, str | None, float, int | None]] = []
         with self._transaction() as con:
             if read_only:
                 exists = con.execute(POSTGRES.exists_table, ["meta"]).fetchone()
@@ -207,14 +212,34 @@ class PostgresStore(SqlStore):
         except psycopg.Error as exc:
             raise StoreServerError(self.location, _first_line(exc)) from exc
 
+    def _retrying(self, first: Callable[[PgConnection], T], again: Callable[[PgConnection], T] | None = None) -> T:
+        """``first`` in one transaction; when its session is cut (a restart, a killed session), ``again`` in a new one.
+
+        A transaction that failed because its session was cut may or may not have committed, so what
+        runs on the retry (``again``, by default ``first``) must find out, or be harmless twice. The
+        new session comes from the pool, which replaces broken sessions and reconnects by itself;
+        waiting for it is bounded by ``RESUMABLE_LOCK_TIMEOUT``, and after ``RETRIES`` cut
+        sessions in a row the last StoreServerError is raised.
+        """
+        step = first
+        for attempt in range(RETRIES + 1):
+            try:
+                with self._transaction() as con:
+                    return step(con)
+            except StoreServerError as exc:
+                if attempt == RETRIES or not _cut(exc.__cause__):
+                    raise
+                step = again or first
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _flush_failures(self) -> None:
         """Write failed attempts that could not be written when they happened; keep them when that fails again."""
         failures, self._failures = self._failures, []
         try:
             with self._connections().connection(timeout=self.lock_timeout_s) as conn, conn.transaction():
                 con = PgConnection(conn)
-                for run_id, step, owner, error, tb, duration_s in failures:
-                    steps.fail_if_running(con, run_id, step, owner, error, tb, duration_s)
+                for run_id, step, owner, error, tb, duration_s, token in failures:
+                    steps.fail_if_running(con, run_id, step, owner, error, tb, duration_s, token)
         except BaseException:
             self._failures[:0] = failures
             raise
@@ -246,6 +271,7 @@ class PostgresStore(SqlStore):
         self._pool_lock = threading.Lock()
         self._keeper = None
         self._claims.clear()
+        self._claim_tokens.clear()
         self._in_flight.clear()
         self._failures = []
 
@@ -254,15 +280,18 @@ class PostgresStore(SqlStore):
     def open_run(
         self, run_id: str, pipeline: str, params: dict[str, Any] | None = None, *, update_params: bool = False
     ) -> RunInfo:
-        with self._transaction() as con:
-            return runs.open_run(con, run_id, pipeline, params, update_params)
+        return self._retrying(lambda con: runs.open_run(con, run_id, pipeline, params, update_params))
 
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """Every completion is committed as it happens here, so ``durability`` changes nothing."""
-        with self._transaction() as con:
+
+        def claim(con: PgConnection) -> int:
             runs.check_owner(con, self.location, run_id, owner)
-            runs.set_owner(con, run_id, owner)
-            self._lease().claimed(con)
+            _, token = runs.set_owner(con, run_id, owner)
+            self._lease().claimed(con, token)
+            return token
+
+        self._claim_tokens[run_id] = self._retrying(claim)
         self._claims[run_id] = self._claims.get(run_id, 0) + 1
 
     def release_run(self, run_id: str, owner: Owner) -> None:
@@ -271,36 +300,60 @@ class PostgresStore(SqlStore):
             self._claims[run_id] = claims
             return
         self._claims.pop(run_id, None)
-        with self._transaction() as con:
-            runs.clear_owner(con, run_id, owner)
+        token = self._claim_tokens.pop(run_id, None)
+        self._retrying(lambda con: runs.clear_owner(con, run_id, owner, token))
 
     # ------------------------------------------------------------------ steps
 
     def begin_step(self, req: StepRequest) -> Begin:
+        """Decided in one transaction; a start whose commit was cut off is begun again.
+
+        The step is then found running under this process, becomes interrupted (an attempt whose
+        end was never recorded) and starts once more.
+        """
         abandoned = (req.run_id, req.step) not in self._in_flight
-        with self._transaction() as con:
-            begin = steps.begin(con, self.location, req, abandoned=abandoned)
-            if begin.action == "execute":
-                self._lease().claimed(con)
-        if begin.action == "execute":
-            self._in_flight.add((req.run_id, req.step))
-        return begin
+        claim = self._claim_tokens.get(req.run_id)
+
+        def begin(con: PgConnection) -> Begin:
+            decided = steps.begin(con, self.location, req, abandoned=abandoned, claim=claim)
+            if decided.action == "execute":
+                self._lease().claimed(con, decided.generation)
+            return decided
+
+        decided = self._retrying(begin)
+        if decided.action == "execute":
+            self._in_flight[(req.run_id, req.step)] = decided.generation
+        return decided
 
     def complete_step(self, done: Completion) -> None:
-        """Written in one transaction; a commit that raised is read back before the error is believed."""
+        """Written in one transaction, under the attempt's fencing token.
+
+        A commit whose answer was lost (the connection cut, the server restarted) has an unknown
+        outcome: the retry first looks for this very completion (same owner, token and outputs,
+        ``steps.completed_by``) and is done when it finds it, so a completion is never written twice
+        nor lost. Any other commit that raised is read back before the error is believed.
+        """
         done = self._payloads.bind(done)
+        key = (done.run_id, done.step)
+        token = self._in_flight.get(key)
+
+        def again(con: PgConnection) -> None:
+            if not steps.completed_by(con, done, token):
+                steps.complete(con, done, token)
+
         try:
-            with self._transaction() as con:
-                steps.complete(con, done)
+            self._retrying(lambda con: steps.complete(con, done, token), again)
         except BaseException as exc:
             status = self._read_back(done.run_id, done.step)
-            if done.found_in(status):
-                self._in_flight.discard((done.run_id, done.step))
+            if done.found_in(status) and not isinstance(exc, StepChangedError):
+                self._in_flight.pop(key, None)
                 if faults.interrupted(exc) or not isinstance(exc, Exception):
                     raise KeyboardInterrupt from exc
                 return
+            if isinstance(exc, StepChangedError):
+                self._in_flight.pop(key, None)
             raise
-        self._in_flight.discard((done.run_id, done.step))
+        self._in_flight.pop(key, None)
 
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float
@@ -311,27 +364,39 @@ class PostgresStore(SqlStore):
         written escaped (a backslash, then x00), or the failure could never be written and would stay kept forever.
         """
         error, traceback = _text(error), _text(traceback) if traceback is not None else None
+        token = self._in_flight.get((run_id, step))
         try:
-            with self._transaction() as con:
-                steps.fail(con, run_id, step, owner, error, traceback, duration_s)
+            self._retrying(
+                lambda con: steps.fail(con, run_id, step, owner, error, traceback, duration_s, token),
+                # after a cut commit: written unless it is there already (no longer running under this token)
+                lambda con: steps.fail_if_running(con, run_id, step, owner, error, traceback, duration_s, token),
+            )
         except (StepChangedError, InvalidTransition):
-            self._in_flight.discard((run_id, step))
+            self._in_flight.pop((run_id, step), None)
             raise
         except BaseException as exc:
             status = self._read_back(run_id, step)
             if status is None or status.state is StepState.RUNNING:
-                self._failures.append((run_id, step, owner, error, traceback, duration_s))
-            self._in_flight.discard((run_id, step))
+                self._failures.append((run_id, step, owner, error, traceback, duration_s, token))
+            self._in_flight.pop((run_id, step), None)
             if faults.interrupted(exc) or not isinstance(exc, Exception):
                 raise KeyboardInterrupt from exc
             return
-        self._in_flight.discard((run_id, step))
+        self._in_flight.pop((run_id, step), None)
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
-        with self._transaction() as con:
-            attempt = steps.retry(con, self.location, run_id, step, owner)
-        self._in_flight.add((run_id, step))
+        claim = self._claim_tokens.get(run_id)
+        attempt, token = self._retrying(lambda con: steps.retry(con, self.location, run_id, step, owner, claim))
+        self._in_flight[(run_id, step)] = token
         return attempt
+
+    def fencing_token(self, run_id: str, step: str) -> int | None:
+        return self._in_flight.get((run_id, step))
+
+    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
+        """The fence before a side effect, under the attempt's fencing token (setting the mark twice is harmless)."""
+        token = self._in_flight.get((run_id, step))
+        self._retrying(lambda con: steps.mark_effect(con, run_id, step, owner, token))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -374,6 +439,18 @@ class PostgresStore(SqlStore):
             "cannot run on a PostgreSQL store yet",
             "Query the tables with psql meanwhile, or use a DuckDB store for 'resumable sql'.",
         )
+
+
+def _cut(exc: BaseException | None) -> bool:
+    """Whether a server error means the session was lost (its last transaction's outcome unknown).
+
+    A dropped connection has no SQLSTATE; a server shutting down or an administrator ending the
+    session says so in class 57P, a failed connection in class 08. A refused lock is not one.
+    """
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, psycopg.errors.LockNotAvailable):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith(("08", "57P"))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -86,6 +86,7 @@ STEP_INSERT = (
     ("owner_host", "VARCHAR"), ("owner_pid", "INTEGER"), ("owner_started", "DOUBLE"), ("owner_kernel", "VARCHAR"),
     ("started_at", "TIMESTAMPTZ"), ("finished_at", "TIMESTAMPTZ"), ("duration_s", "DOUBLE"), ("outputs", "VARCHAR"),
     ("output_bytes", "BIGINT"), ("inputs", "VARCHAR"), ("effect", "BOOLEAN"), ("key_used", "BOOLEAN"),
+    ("owner_generation", "BIGINT"),
 )  # fmt: skip
 EVENT_INSERT = (
     ("run_id", "VARCHAR"), ("step", "VARCHAR"), ("happened_at", "TIMESTAMPTZ"), ("transition", "VARCHAR"),
@@ -198,6 +199,7 @@ def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
                 json.dumps(encode_inputs(req.inputs)),
                 req.effect,
                 done is not None and req.effect,  # key_used: see ``steps.complete``
+                p.generation,
             ]
         )
     return QuickRows(step_rows, event_values(events), checkpoints)
@@ -240,4 +242,6 @@ def encode_quick_rows(number: int, rows: QuickRows) -> bytes:
 def decode_quick_rows(payload: bytes) -> tuple[int, QuickRows]:
     """The number and the rows a completion-log record holds."""
     number, steps, events, checkpoints = json.loads(payload, object_hook=_from_json)
+    # A record written before fencing tokens (schema 7) has no token: the step ran under none.
+    steps = [row + [None] * (len(STEP_INSERT) - len(row)) for row in steps]
     return int(number), QuickRows(steps, events, checkpoints)

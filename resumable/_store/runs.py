@@ -22,6 +22,7 @@ from resumable._store.transitions import transition
 from resumable.errors import (
     CheckpointNotFoundError,
     ForkError,
+    LeaseLostError,
     ParameterMismatchError,
     PipelineMismatchError,
     RunOwnedError,
@@ -150,50 +151,84 @@ def check_new_id(con: Connection, run_id: str) -> None:
         )
 
 
-def set_owner(con: Connection, run_id: str, owner: Owner) -> set[str]:
-    """Record ``owner`` as the run's executor; returns the names of the run's steps."""
-    con.execute(
-        "UPDATE runs SET owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ? WHERE run_id = ?",
-        [owner.host, owner.pid, owner.started, owner.kernel_id, run_id],
-    )
-    return {r[0] for r in con.execute("SELECT step FROM steps WHERE run_id = ?", [run_id]).fetchall()}
+def set_owner(con: Connection, run_id: str, owner: Owner) -> tuple[set[str], int]:
+    """Record ``owner`` as the run's executor; returns the names of the run's steps and the claim's fencing token.
+
+    The token is the next number of the ``lease_generation`` sequence, unless ``owner`` holds the
+    run already (a nested claim of the same process keeps its token, so its own steps stay current).
+    """
+    row = con.execute(
+        """UPDATE runs SET owner_generation = CASE
+               WHEN owner_host = ? AND owner_pid = ? AND owner_generation IS NOT NULL THEN owner_generation
+               ELSE nextval('lease_generation') END,
+             owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?
+           WHERE run_id = ? RETURNING owner_generation""",
+        [owner.host, owner.pid, owner.host, owner.pid, owner.started, owner.kernel_id, run_id],
+    ).fetchone()
+    assert row is not None
+    names = {r[0] for r in con.execute("SELECT step FROM steps WHERE run_id = ?", [run_id]).fetchall()}
+    return names, int(row[0])
 
 
-def clear_owner(con: Connection, run_id: str, owner: Owner) -> None:
-    """Forget the run's executor, when it is still ``owner``."""
+def clear_owner(con: Connection, run_id: str, owner: Owner, generation: int | None = None) -> None:
+    """Forget the run's executor, when it is still ``owner`` under the claim's token ``generation``."""
     con.execute(
         """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
-           WHERE run_id = ? AND owner_host = ? AND owner_pid = ?""",
-        [run_id, owner.host, owner.pid],
+           WHERE run_id = ? AND owner_host = ? AND owner_pid = ? AND (? IS NULL OR owner_generation = ?)""",
+        [run_id, owner.host, owner.pid, generation, generation],
     )
 
 
-def _pipeline_and_holder(con: Connection, location: str, run_id: str) -> tuple[str, Owner | None]:
-    """The run's pipeline and the process that owns it now (None: nobody); CheckpointNotFoundError without it."""
+def next_token(con: Connection) -> int:
+    """A new fencing token: the next number of the one sequence every store's owners take them from."""
+    row = con.execute("SELECT nextval('lease_generation')").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def pipeline_and_holder(con: Connection, location: str, run_id: str) -> tuple[str, Owner | None, int | None]:
+    """The run's pipeline, the process that owns it now (None: nobody) and that claim's fencing token.
+
+    CheckpointNotFoundError without the run.
+    """
     # Locked until the transaction ends (a server store): whoever decides about the run next waits, then
     # sees this transaction's owner; exactly one of two racing processes takes the run.
     row = con.execute(
-        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel FROM runs WHERE run_id = ?"
-        + dialect_of(con).for_update,
+        "SELECT pipeline, owner_host, owner_pid, owner_started, owner_kernel, owner_generation FROM runs"
+        " WHERE run_id = ?" + dialect_of(con).for_update,
         [run_id],
     ).fetchone()
     if row is None:
         raise CheckpointNotFoundError(location, run_id)
-    return row[0], owner_from(row[1], row[2], row[3], row[4])
+    return row[0], owner_from(row[1], row[2], row[3], row[4]), None if row[5] is None else int(row[5])
 
 
-def check_owner(con: Connection, location: str, run_id: str, me: Owner, step: str = "") -> RunView:
+def fence_claim(run_id: str, claim: int | None, holder: Owner | None, generation: int | None) -> None:
+    """Refuse a write made under the claim ``claim`` once the run's current claim has another token."""
+    if claim is not None and generation != claim:
+        raise LeaseLostError(run_id, None, claim, holder.describe() if holder else None, generation)
+
+
+def check_owner(
+    con: Connection, location: str, run_id: str, me: Owner, step: str = "", claim: int | None = None
+) -> RunView:
     """Raise RunOwnedError when another live process holds the run or runs one of its steps.
 
-    Running steps of dead owners become ``interrupted`` on the way. Returns what the one query
-    behind this learned about the run and ``step``, so callers need no second round trip.
+    ``claim``: the fencing token under which ``me`` believes it holds the run; LeaseLostError when
+    the run has been claimed under another one since. Running steps of dead owners become
+    ``interrupted`` on the way. Returns what the one query behind this learned about the run and
+    ``step``, so callers need no second round trip.
     """
     # Two plain point queries: DuckDB plans correlated subqueries far more slowly (8 ms vs 1 ms).
-    pipeline, holder = _pipeline_and_holder(con, location, run_id)
+    pipeline, holder, generation = pipeline_and_holder(con, location, run_id)
+    fence_claim(run_id, claim, holder, generation)
     if holder is not None and not same_process(holder, me):
         if owner_alive(con, holder):
             raise RunOwnedError(run_id, pipeline, holder.host, holder.pid, clock(holder.started), None)
-        con.execute("UPDATE runs SET owner_host = NULL, owner_pid = NULL WHERE run_id = ?", [run_id])
+        # The gone owner's token goes with it: a late write of its claim is refused (``fence_claim``).
+        con.execute(
+            "UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_generation = NULL WHERE run_id = ?", [run_id]
+        )
     rows = con.execute(
         """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
                   outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token,
@@ -227,7 +262,7 @@ def check_owner(con: Connection, location: str, run_id: str, me: Owner, step: st
 
 def unlock(con: Connection, location: str, run_id: str, who: Owner) -> Unlocked:
     """Release the run from every owner except a live one on this host (RunOwnedError, nothing changed)."""
-    pipeline, holder = _pipeline_and_holder(con, location, run_id)
+    pipeline, holder, _ = pipeline_and_holder(con, location, run_id)
     running = [
         (r[0], owner_from(r[1], r[2], r[3], r[4]))
         for r in con.execute(
@@ -245,7 +280,8 @@ def unlock(con: Connection, location: str, run_id: str, who: Owner) -> Unlocked:
         if owner is not None and not any(same_process(owner, o) for o in released):
             released.append(owner)
     con.execute(
-        """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL
+        """UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_kernel = NULL,
+                          owner_generation = NULL
            WHERE run_id = ?""",
         [run_id],
     )

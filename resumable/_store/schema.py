@@ -11,7 +11,7 @@ from resumable._store.dialect import Connection, dialect_of
 from resumable._store.numbering import numbered_events
 from resumable.errors import SchemaVersionError, StoreError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -144,6 +144,17 @@ MIGRATIONS: dict[int, list[str]] = {
         # has not used its key, so a retry of its effect keeps that key.
         """UPDATE steps SET key_used = false
            WHERE key_used AND (NOT coalesce(effect, false) OR state IN ('running', 'failed', 'interrupted'))""",
+    ],
+    # Fencing tokens (docs/scale.md, "Leases"): each acquisition of a run or of a running step takes
+    # the next number of one sequence, kept on the run or the step; every write its owner makes later
+    # carries the number and changes nothing unless it is still the current one, so an owner that
+    # lost its lease (a network partition) and was taken over cannot write late, whatever its host
+    # name and pid. The lease keeps the newest number its process took, for messages.
+    8: [
+        "CREATE SEQUENCE lease_generation START 1",
+        "ALTER TABLE runs ADD COLUMN owner_generation BIGINT",  # the token of the run's current claim
+        "ALTER TABLE steps ADD COLUMN owner_generation BIGINT",  # the token its running attempt started under
+        "ALTER TABLE leases ADD COLUMN generation BIGINT",  # the newest token the process took
     ],
 }
 

@@ -80,11 +80,6 @@ class SqlStore:
         except Exception:
             return None
 
-    def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
-        """The fence before a side effect: opening the transaction writes whatever the store deferred first."""
-        with self._transaction() as con:
-            steps.mark_effect(con, run_id, step, owner)
-
     def invalidate(
         self, run_id: str, step: str, who: Owner, *, downstream: bool = False, reason: str = "user asked"
     ) -> list[str]:

@@ -23,13 +23,13 @@ from resumable._store.dialect import Connection, dialect_of
 from resumable._store.liveness import OwnerKey, dead_owners, shown_state
 from resumable._store.numbering import numbered_events
 from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
-from resumable._store.runs import check_owner
-from resumable._store.transitions import transition
+from resumable._store.runs import check_owner, next_token
+from resumable._store.transitions import refused, transition
 from resumable._why import Held, Why
-from resumable.errors import CheckpointNotFoundError, RerunError, StepChangedError, StepRunningError
+from resumable.errors import CheckpointNotFoundError, RerunError, StepRunningError
 
 # Entering running (the attempt and execution counts are the transition's: ``transitions.py``).
-_RESTART = """, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?,
+_RESTART = """, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?, owner_generation = ?,
     started_at = now(), finished_at = NULL, duration_s = NULL"""
 
 
@@ -57,14 +57,18 @@ def _pointed(con: Connection, view: RunView, step: str) -> tuple[CheckpointRef, 
 ABANDONED = "left running by this process: its last attempt ended without being recorded"
 
 
-def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool = False) -> Begin:
+def begin(
+    con: Connection, location: str, req: StepRequest, *, abandoned: bool = False, claim: int | None = None
+) -> Begin:
     """Restore or start a step: the decision of :meth:`Store.begin_step`, in the caller's transaction.
 
     ``abandoned``: this process is not executing the step now, so if the store still shows it
     running under this process, that attempt's end was never recorded; it becomes interrupted
     and starts again, instead of failing as a transition from running to running.
+    ``claim``: the fencing token of this process's claim of the run (None: it holds no claim).
+    A started step runs under that token, or under a new one of its own; ``Begin.generation``.
     """
-    view = check_owner(con, location, req.run_id, req.owner, req.step)
+    view = check_owner(con, location, req.run_id, req.owner, req.step, claim)
     if abandoned and view.state == StepState.RUNNING.value:
         transition(con, req.run_id, req.step, StepState.RUNNING, StepState.INTERRUPTED, req.owner, ABANDONED,
                    owned_by=req.owner)  # fmt: skip
@@ -76,18 +80,19 @@ def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool =
         if req.rerun:
             raise RerunError(req.step, req.run_id, None)
         started = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
+        fence = claim if claim is not None else next_token(con)
         con.execute(
             """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
-                                  owner_host, owner_pid, owner_started, owner_kernel, started_at, outputs,
-                                  output_bytes, effect, key_generation, key_used)
-               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0, ?, 1, false
+                                  owner_host, owner_pid, owner_started, owner_kernel, owner_generation, started_at,
+                                  outputs, output_bytes, effect, key_generation, key_used)
+               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0, ?, 1, false
                FROM steps WHERE run_id = ?""",
-            [req.run_id, req.step, *common, *owner_params, req.effect, req.run_id],
+            [req.run_id, req.step, *common, *owner_params, fence, req.effect, req.run_id],
         )
         log_events(
             con, [(req.run_id, req.step, started, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", None)]
         )
-        return Begin("execute", 1, (), None, (), effect=req.effect)
+        return Begin("execute", 1, (), None, (), effect=req.effect, generation=fence)
     state = StepState(view.state)
     effect = view.effect or req.effect
     if req.rerun and not (view.key_generation > 1 or state is StepState.COMPLETED or _completed_once(con, req)):
@@ -128,14 +133,15 @@ def begin(con: Connection, location: str, req: StepRequest, *, abandoned: bool =
         generation, key_sql = generation + 1, ", key_generation = key_generation + 1, key_used = false"
     # The source before an edit, for ``resumable why``'s diff (the right-hand ``source`` is the old value).
     edited = None not in (req.source_digest, view.source_digest) and view.source_digest != req.source_digest
+    fence = claim if claim is not None else next_token(con)
     attempt, execution = transition(
         con, req.run_id, req.step, state, StepState.RUNNING, req.owner, reason,
         ", previous_source = CASE WHEN ? THEN source END"
         ", source = ?, source_digest = ?, reads = ?, options = ?, inputs = ?, effect = ?, rerun_token = ?"
         + key_sql + _RESTART,
-        [edited, *common, effect, token, *owner_params],
+        [edited, *common, effect, token, *owner_params, fence],
     )  # fmt: skip
-    return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution)
+    return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution, fence)
 
 
 def _completed_once(con: Connection, req: StepRequest) -> bool:
@@ -165,15 +171,15 @@ def _restart(con: Connection, view: RunView, req: StepRequest, state: StepState)
     return state, state.value + (f"; {_inputs.describe(changed)}" if changed else ""), None
 
 
-def mark_effect(con: Connection, run_id: str, step: str, owner: Owner) -> None:
-    """Record that a running step has side effects (it asked for an idempotency key)."""
+def mark_effect(con: Connection, run_id: str, step: str, owner: Owner, generation: int | None = None) -> None:
+    """Record that a running step has side effects (it asked for an idempotency key), under its fencing token."""
     changed = con.execute(
         """UPDATE steps SET effect = true WHERE run_id = ? AND step = ? AND state = 'running'
-             AND owner_host = ? AND owner_pid = ? RETURNING step""",
-        [run_id, step, owner.host, owner.pid],
+             AND owner_host = ? AND owner_pid = ? AND (? IS NULL OR owner_generation = ?) RETURNING step""",
+        [run_id, step, owner.host, owner.pid, generation, generation],
     ).fetchone()
     if changed is None:
-        raise StepChangedError(run_id, step, StepState.RUNNING.value)
+        refused(con, run_id, step, StepState.RUNNING, generation)
 
 
 def _invalidate_readers(con: Connection, run_id: str, step: str, names: list[str], who: Owner) -> list[str]:
@@ -198,8 +204,12 @@ def _invalidate_readers(con: Connection, run_id: str, step: str, names: list[str
     return stale
 
 
-def complete(con: Connection, done: Completion) -> None:
-    """Mark the step completed and make ``done``'s outputs its checkpoints, in the caller's transaction."""
+def complete(con: Connection, done: Completion, generation: int | None = None) -> None:
+    """Mark the step completed and make ``done``'s outputs its checkpoints, in the caller's transaction.
+
+    ``generation``: the fencing token the attempt started under; refused (LeaseLostError) once the
+    step runs under another one.
+    """
     names = [b.name for b in done.outputs]
     extra = (
         ", outputs = ?, output_bytes = ?, finished_at = now(), duration_s = ?, error = NULL, traceback = NULL"
@@ -215,7 +225,7 @@ def complete(con: Connection, done: Completion) -> None:
         params.append(json.dumps(list(done.reads)))
     attempt, executions = transition(
         con, done.run_id, done.step, StepState.RUNNING, StepState.COMPLETED, done.owner, None, extra, params,
-        owned_by=done.owner,
+        owned_by=done.owner, generation=generation,
     )  # fmt: skip
     # Checkpoint rows are written only as a step completes, so on the first attempt of its first
     # execution the step has no rows and no pointer yet: it writes generation 0 with no further
@@ -246,12 +256,13 @@ def fail(
     error: str,
     traceback: str | None,
     duration_s: float,
+    generation: int | None = None,
 ) -> None:
-    """Record a failed attempt with its error and traceback."""
+    """Record a failed attempt with its error and traceback (under the attempt's fencing token ``generation``)."""
     transition(
         con, run_id, step, StepState.RUNNING, StepState.FAILED, owner, error.splitlines()[0] if error else None,
         ", error = ?, traceback = ?, finished_at = now(), duration_s = ?", [error, traceback, duration_s],
-        owned_by=owner,
+        owned_by=owner, generation=generation,
     )  # fmt: skip
 
 
@@ -263,25 +274,45 @@ def fail_if_running(
     error: str,
     traceback: str | None,
     duration_s: float,
+    generation: int | None = None,
 ) -> bool:
-    """Record a kept failure, unless the step is no longer running under ``owner`` (its commit happened)."""
+    """Record a kept failure, unless the step no longer runs under ``owner`` and its token (its commit happened)."""
     row = con.execute(
-        "SELECT state FROM steps WHERE run_id = ? AND step = ? AND owner_host = ? AND owner_pid = ?",
-        [run_id, step, owner.host, owner.pid],
+        """SELECT state FROM steps WHERE run_id = ? AND step = ? AND owner_host = ? AND owner_pid = ?
+             AND (? IS NULL OR owner_generation = ?)""",
+        [run_id, step, owner.host, owner.pid, generation, generation],
     ).fetchone()
     if row is None or row[0] != StepState.RUNNING.value:
         return False
-    fail(con, run_id, step, owner, error, traceback, duration_s)
+    fail(con, run_id, step, owner, error, traceback, duration_s, generation)
     return True
 
 
-def retry(con: Connection, location: str, run_id: str, step: str, owner: Owner) -> int:
-    """Failed or interrupted back to running under ``owner``; returns the attempt number."""
-    view = check_owner(con, location, run_id, owner, step)
+def completed_by(con: Connection, done: Completion, generation: int | None) -> bool:
+    """Whether ``done`` itself is in the store: completed under its owner and token, with its outputs.
+
+    What a completion whose commit was not acknowledged (a cut connection) reads back before it is
+    written again: its own commit found means done, never a second completion.
+    """
+    row = con.execute(
+        """SELECT outputs FROM steps WHERE run_id = ? AND step = ? AND state = 'completed'
+             AND owner_host = ? AND owner_pid = ? AND (? IS NULL OR owner_generation = ?)""",
+        [done.run_id, done.step, done.owner.host, done.owner.pid, generation, generation],
+    ).fetchone()
+    return row is not None and json.loads(row[0]) == [b.name for b in done.outputs]
+
+
+def retry(
+    con: Connection, location: str, run_id: str, step: str, owner: Owner, claim: int | None = None
+) -> tuple[int, int]:
+    """Failed or interrupted back to running under ``owner``; returns the attempt number and its fencing token."""
+    view = check_owner(con, location, run_id, owner, step, claim)
     if view.state is None:
         raise CheckpointNotFoundError(location, run_id, step)
-    params = [owner.host, owner.pid, owner.started, owner.kernel_id]
-    return transition(con, run_id, step, StepState(view.state), StepState.RUNNING, owner, "retry", _RESTART, params)[0]
+    token = claim if claim is not None else next_token(con)
+    params = [owner.host, owner.pid, owner.started, owner.kernel_id, token]
+    attempt = transition(con, run_id, step, StepState(view.state), StepState.RUNNING, owner, "retry", _RESTART, params)
+    return attempt[0], token
 
 
 def invalidate(
