@@ -27,6 +27,7 @@ from resumable._store import Begin, Completion, EncodeError, StepRequest, Store,
 from resumable._tracebacks import user_traceback
 from resumable._why import Why
 from resumable.errors import (
+    LeaseLostError,
     ResumableError,
     StepChangedError,
     StepFailed,
@@ -198,8 +199,10 @@ class StepCall:
         done = Completion(self.run_id, self.step, self.owner, tuple(blobs), duration_s, display_blob, reads)
         try:
             self.store.complete_step(done)
-        except StoreRemovedError:
-            raise  # the store went with what it held: there is no step left in it to mark failed
+        except (StoreRemovedError, LeaseLostError):
+            # The store went with what it held, or another owner has the step now (its failure would
+            # be refused as the completion was): there is no step of this attempt left to mark failed.
+            raise
         except BaseException as exc:
             if self._completed_anyway(done):  # only a KeyboardInterrupt during COMMIT gets here
                 self._completed(blobs)

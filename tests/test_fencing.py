@@ -1,0 +1,149 @@
+"""Fencing by lease generation: an owner whose lease ran out and whose run was taken over writes nothing late.
+
+Real processes that pretend to be on two hosts share one store (a DuckDB file, a PostgreSQL
+database). The old owner is frozen with SIGSTOP, as a network partition or a long pause would
+freeze it: it cannot renew its lease, so after the (short) lease another worker takes the run over
+and completes it. Woken up, the old owner finishes its step: its completion is refused with
+LeaseLostError, the new owner's checkpoint is what restores, and a downstream ledger that keeps
+the highest fencing token per key performs the effect once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import resumable
+from resumable._store import forget_all, open_store
+from resumable._store.filelock import lock_path
+
+# argv: host, store, folder. The step 'long' asks for its key and token, says so, waits for 'go'
+# (host-a only), then sends its effect to a ledger that refuses a token lower than one it has seen.
+WORKER = """
+import socket, sys
+socket.gethostname = lambda: sys.argv[1]
+import fcntl, json, pathlib, time, resumable
+host, store, folder = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+pipe = resumable.Pipeline("p", store=store)
+
+def send(key, token):
+    with open(folder / "ledger.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ledger = folder / "ledger.json"
+        seen = json.loads(ledger.read_text()) if ledger.exists() else {"tokens": {}, "effects": []}
+        if token < seen["tokens"].get(key, 0):
+            return "refused"
+        seen["tokens"][key] = token
+        if key not in [k for k, _ in seen["effects"]]:
+            seen["effects"].append([key, host])
+        ledger.write_text(json.dumps(seen))
+        return "done"
+
+def long():
+    key, token = resumable.idempotency_key(), resumable.fencing_token()
+    (folder / f"{host}.started").write_text(json.dumps({"token": token}))
+    while host == "host-a" and not (folder / "go").exists():
+        time.sleep(0.01)
+    (folder / f"{host}.sent").write_text(send(key, token))
+    return "from-" + host
+
+deadline = time.monotonic() + 90
+while True:
+    try:
+        with pipe.run(run_id="r1") as run:
+            run.step("quick", lambda: host)
+            print(json.dumps({"long": run.step("long", long)}), flush=True)
+        break
+    except resumable.RunOwnedError:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    except resumable.LeaseLostError as exc:
+        print(json.dumps({"refused": str(exc), "generation": exc.generation}), flush=True)
+        break
+"""
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.01)
+
+
+def _stop_outside_the_store_lock(proc: subprocess.Popen[str], store: str) -> None:
+    """SIGSTOP the process at a moment it does not hold the store file's lock (a DuckDB store)."""
+    deadline = time.monotonic() + 30
+    while True:
+        os.kill(proc.pid, signal.SIGSTOP)
+        if store.startswith("postgresql://"):
+            return
+        with open(lock_path(Path(store)), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.kill(proc.pid, signal.SIGCONT)  # caught inside a transaction: let it finish, stop it again
+                assert time.monotonic() < deadline
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+
+
+def test_a_taken_over_owners_late_completion_is_refused(
+    store_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """host-a is frozen past its lease; host-b takes the run over and completes it; host-a's late write is refused."""
+    env = {**os.environ, "RESUMABLE_LEASE_S": "2"}
+    command = [sys.executable, "-c", WORKER]
+    a = subprocess.Popen(
+        [*command, "host-a", store_location, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(tmp_path / "host-a.started", a)
+        _stop_outside_the_store_lock(a, store_location)
+        b = subprocess.run(
+            [*command, "host-b", store_location, str(tmp_path)],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert (b.returncode, b.stdout) == (0, '{"long": "from-host-b"}\n'), b.stderr
+        (tmp_path / "go").touch()
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    out, _ = a.communicate(timeout=60)
+    old = json.loads((tmp_path / "host-a.started").read_text())["token"]
+    new = json.loads((tmp_path / "host-b.started").read_text())["token"]
+    assert new > old
+    b_pid = open_store(store_location).list_events("r1", "long")[-1].pid
+    assert json.loads(out) == {
+        "refused": (
+            f"step 'long' of run 'r1' was taken over by pid {b_pid} on host 'host-b' under lease generation {new} "
+            f"after this process's lease (generation {old}) ran out, so this process's late write was refused: "
+            "nothing of it was stored, and the other owner's work is kept. This process no longer owns the run: "
+            "stop it, and start the run again to resume it from the store (what the other owner completed is "
+            "restored, not run again)."
+        ),
+        "generation": old,
+    }
+    # The effect went out once, under host-b's token; host-a's late send was refused by the ledger too.
+    ledger = json.loads((tmp_path / "ledger.json").read_text())
+    assert [host for _, host in ledger["effects"]] == ["host-b"]
+    assert ((tmp_path / "host-a.sent").read_text(), (tmp_path / "host-b.sent").read_text()) == ("refused", "done")
+    forget_all()
+    monkeypatch.setenv("RESUMABLE_STORE", store_location)
+    assert resumable.load("r1", "long") == "from-host-b"
+    assert resumable.load("r1", "quick") == "host-a"  # completed by host-a before it lost the lease: kept
+    events = [(e.source, e.target, e.host) for e in open_store(store_location).list_events("r1", "long")]
+    assert events == [
+        ("pending", "running", "host-a"),
+        ("running", "interrupted", "host-b"),
+        ("interrupted", "running", "host-b"),
+        ("running", "completed", "host-b"),
+    ]
