@@ -16,6 +16,7 @@ import numpy as np
 import pg_server
 import pytest
 import store_sql
+from pg_proxy import Relay
 
 import resumable
 from resumable._store import forget_all, open_store
@@ -177,17 +178,91 @@ def test_a_lock_held_past_the_timeout_is_reported(cluster: pg_server.Cluster, mo
 
 
 def test_a_server_restart_between_steps_loses_nothing(cluster: pg_server.Cluster) -> None:
-    """pg_ctl restart while a run is open: the next step gets a fresh session; every completion is kept."""
+    """pg_ctl restart while a run is open, between two steps and inside one: every completion is kept, once."""
     url = cluster.new_database()
     pipe = resumable.Pipeline("p", store=url)
+
+    def during() -> int:
+        cluster.restart()  # the step's session is cut while it runs; its completion goes on a new one
+        return 3
+
     with pipe.run(run_id="r1") as run:
         assert run.step("before", lambda: 1) == 1
         cluster.restart()
         assert run.step("after", lambda: 2) == 2
+        assert run.step("during", during) == 3
     with pipe.run(run_id="r1") as run:
         assert run.step("before", lambda: 99) == 1  # restored, not run again
     states = [(s.step, s.state.value, s.attempts) for s in open_store(url).list_steps("r1")]
-    assert states == [("before", "completed", 1), ("after", "completed", 1)]
+    assert states == [("before", "completed", 1), ("after", "completed", 1), ("during", "completed", 1)]
+
+
+def test_a_completion_whose_commit_answer_is_lost_finds_itself_committed(cluster: pg_server.Cluster) -> None:
+    """The server commits, the answer never comes back: the retry finds this very completion and is done.
+
+    Neither completed twice nor reported failed; the body ran once.
+    """
+    url = cluster.new_database()
+    relay = Relay(cluster.port)
+    try:
+        pipe = resumable.Pipeline("p", store=url.replace(f":{cluster.port}/", f":{relay.port}/"))
+        calls: list[int] = []
+
+        def one() -> int:
+            calls.append(1)
+            relay.armed.set()  # the next COMMIT is this step's completion
+            return 41
+
+        with pipe.run(run_id="r1") as run:
+            assert run.step("one", one) == 41
+            assert relay.cut.is_set()
+            assert run.step("two", lambda: 2) == 2
+    finally:
+        relay.close()
+    assert calls == [1]
+    events = [(e.source, e.target) for e in open_store(url).list_events("r1", "one")]
+    assert events == [("pending", "running"), ("running", "completed")]
+    assert resumable.load("r1", "one", store=url) == 41
+
+
+def test_a_completion_cut_off_before_its_commit_is_written_on_a_new_session(cluster: pg_server.Cluster) -> None:
+    """The completing session is terminated (pg_terminate_backend) while it waits: written once on a new one."""
+    import threading
+
+    import psycopg
+
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=url)
+    holder = psycopg.connect(url)  # a transaction that holds the step's row while the completion waits for it
+    terminated: list[int] = []
+
+    def cut() -> None:
+        with psycopg.connect(url, autocommit=True) as admin:
+            deadline = time.monotonic() + 60
+            while not terminated:
+                assert time.monotonic() < deadline, "the completion never waited for the row"
+                row = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if row is not None:
+                    admin.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+                    terminated.append(row[0])
+                time.sleep(0.01)
+        holder.rollback()
+
+    def one() -> int:
+        holder.execute("SELECT 1 FROM steps WHERE run_id = 'r1' AND step = 'one' FOR UPDATE")
+        threading.Thread(target=cut, daemon=True).start()
+        return 41
+
+    try:
+        with pipe.run(run_id="r1") as run:
+            assert run.step("one", one) == 41
+    finally:
+        holder.close()
+    assert len(terminated) == 1
+    events = [(e.source, e.target) for e in open_store(url).list_events("r1", "one")]
+    assert events == [("pending", "running"), ("running", "completed")]
 
 
 def test_resumable_execute_runs_a_notebook_on_a_server_store(cluster: pg_server.Cluster, tmp_path: Path) -> None:
