@@ -53,7 +53,7 @@ from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, Run
 from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_steps
 from resumable._store.schema import check_version, migrate
 from resumable._store.sql_store import SqlStore
-from resumable.errors import InvalidTransition, LeaseLostError, StepChangedError
+from resumable.errors import CheckpointNotFoundError, InvalidTransition, LeaseLostError, StepChangedError
 
 # Steps this process is executing now, by (store, run, step), with the fencing token each attempt
 # runs under. A step of this process found 'running' in the store but not here was left behind by
@@ -321,8 +321,13 @@ class DuckDBStore(SqlStore):
         Another owner took the run over (this process's lease ran out on another host): its steps
         are not written over the new owner's, and the run's next start here raises LeaseLostError.
         """
-        _, holder, current = runs.pipeline_and_holder(con, self.location, journal.run_id)
-        if journal.generation is None or current == journal.generation:
+        if journal.generation is None:
+            return True
+        try:
+            _, holder, current = runs.pipeline_and_holder(con, self.location, journal.run_id)
+        except CheckpointNotFoundError:  # a store removed or replaced under this process: its own handling
+            return True
+        if current == journal.generation:
             return True
         try:
             runs.fence_claim(journal.run_id, journal.generation, holder, current)
