@@ -60,14 +60,19 @@ while True:
     try:
         with pipe.run(run_id="r1") as run:
             run.step("quick", lambda: host)
-            print(json.dumps({"long": run.step("long", long)}), flush=True)
+            try:
+                print(json.dumps({"long": run.step("long", long)}), flush=True)
+            except resumable.LeaseLostError as exc:
+                refused = {"refused": str(exc), "generation": exc.generation}
+                try:  # its claim is lost too: the next step (an effect: decided by the store) is refused
+                    run.step("after", lambda: 1, effect=True)
+                except resumable.LeaseLostError as exc:
+                    refused["next"] = str(exc)
+                print(json.dumps(refused), flush=True)
         break
     except resumable.RunOwnedError:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    except resumable.LeaseLostError as exc:
-        print(json.dumps({"refused": str(exc), "generation": exc.generation}), flush=True)
-        break
 """
 
 
@@ -121,6 +126,7 @@ def test_a_taken_over_owners_late_completion_is_refused(
     old = json.loads((tmp_path / "host-a.started").read_text())["token"]
     new = json.loads((tmp_path / "host-b.started").read_text())["token"]
     assert new > old
+    claim = old  # the step ran under its run's claim; host-b's step under its own claim, which it then released
     b_pid = open_store(store_location).list_events("r1", "long")[-1].pid
     assert json.loads(out) == {
         "refused": (
@@ -131,6 +137,12 @@ def test_a_taken_over_owners_late_completion_is_refused(
             "restored, not run again)."
         ),
         "generation": old,
+        "next": (
+            f"run 'r1' was taken over by another owner under lease generation {new} after this process's lease "
+            f"(generation {claim}) ran out, so this process's late write was refused: nothing of it was stored, "
+            "and the other owner's work is kept. This process no longer owns the run: stop it, and start the run "
+            "again to resume it from the store (what the other owner completed is restored, not run again)."
+        ),
     }
     # The effect went out once, under host-b's token; host-a's late send was refused by the ledger too.
     ledger = json.loads((tmp_path / "ledger.json").read_text())
