@@ -299,7 +299,9 @@ def test_a_fork_of_a_fork_shares_the_first_runs_rows(store_location: str) -> Non
     ]  # fmt: skip
 
 
-def test_a_signed_store_verifies_a_forks_shared_checkpoints(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_signed_store_verifies_a_forks_shared_checkpoints(
+    store_location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Signatures bind the run and step a row was written under; a fork restores those rows and they verify."""
     monkeypatch.setenv("RESUMABLE_SIGNING_KEY", "k" * 32)
     pipe = resumable.Pipeline("etl", store=store_location)
@@ -308,7 +310,9 @@ def test_a_signed_store_verifies_a_forks_shared_checkpoints(store_location: str,
     pipe.fork("origin", "report", run_id="fork")
     forget_all()
     calls.ran.clear()
-    assert run_pipeline(store_location, resumable.Pipeline("etl", store=store_location).run(run_id="fork"), calls, n=MB // 8)
+    assert run_pipeline(
+        store_location, resumable.Pipeline("etl", store=store_location).run(run_id="fork"), calls, n=MB // 8
+    )
     assert calls.ran == ["report"]
     assert resumable.load("fork", "train", store=store_location) == float(sum(range(MB // 8)))
 
@@ -356,7 +360,8 @@ def test_fork_errors_name_what_to_do(store_location: str) -> None:
     with pytest.raises(resumable.CheckpointNotFoundError) as missing:
         pipe.fork("ghost", "train")
     assert (
-        str(missing.value) == f"run 'ghost' does not exist in store '{store_location}'. List the runs with: resumable runs"
+        str(missing.value)
+        == f"run 'ghost' does not exist in store '{store_location}'. List the runs with: resumable runs"
     )
     with pytest.raises(resumable.PipelineMismatchError) as other:
         resumable.Pipeline("other", store=store_location).fork("origin", "train")
@@ -393,7 +398,9 @@ def test_resumable_fork_show_why_and_sql(store_location: str) -> None:
         "step 'clean': restored from the fork of run 'origin': it shares that run's checkpoint "
         "(not executed in this run)\n"
     )
-    rows = cli("sql", "SELECT run_id, forked_from, forked_at FROM runs ORDER BY run_id", "--csv", "--store", store_location)
+    rows = cli(
+        "sql", "SELECT run_id, forked_from, forked_at FROM runs ORDER BY run_id", "--csv", "--store", store_location
+    )
     assert rows.stdout == "run_id,forked_from,forked_at\norigin,,\ntuned,origin,train\n"
     taken = cli("fork", "origin", "--from", "train", "--run-id", "tuned", "--store", store_location)
     assert taken.returncode == 6
@@ -402,7 +409,9 @@ def test_resumable_fork_show_why_and_sql(store_location: str) -> None:
         "was written. Choose another id with --run-id, or leave it out to get a new one.\n"
     )
     # Usage errors, in process (nothing reaches the store):
-    bad = CliRunner().invoke(main, ["fork", "origin", "--from", "train", "-p", "1x", "2", "--store", str(store_location)])
+    bad = CliRunner().invoke(
+        main, ["fork", "origin", "--from", "train", "-p", "1x", "2", "--store", str(store_location)]
+    )
     assert bad.exit_code == 2
     assert bad.output.endswith(
         "Error: parameter name '1x' is not a Python variable name. The notebook receives each parameter as "
