@@ -394,3 +394,18 @@ def test_a_broken_query_on_a_server_exits_2_with_the_server_message(
         'error: the query failed (PostgreSQL: syntax error at or near "SELEC"). Query the views runs, '
         "steps, attempts, events, checkpoints, inputs, parameters (their columns are listed in docs/sql.md).\n"
     )
+
+
+def test_a_nul_character_in_a_parameter_does_not_break_the_views(store_location: str) -> None:
+    """PostgreSQL's jsonb cannot hold a NUL: there it reads as a backslash and x00; every view still answers."""
+    pipe = resumable.Pipeline("p", store=store_location)
+    with pipe.run(run_id="r1", params={"a": "x\x00y", "b": "as typed: \\u0000"}) as run:
+        run.step("s", lambda text: text, "x\x00y")
+    forget_all()
+    db = resumable.connect(store_location)
+    for view in resumable.StoreReader.views:
+        assert db.sql(f"SELECT count(*) FROM {view}").rows[0][0] >= 1, view
+    values = dict(db.sql("SELECT name, value FROM parameters").rows)
+    nul = "x\\u0000y" if not store_location.startswith("postgresql://") else "x\\\\x00y"
+    assert values == {"a": f'"{nul}"', "b": '"as typed: \\\\u0000"'}
+    assert json.loads(values["b"]) == "as typed: \\u0000"  # a backslash the user typed stays one

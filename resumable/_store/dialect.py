@@ -111,11 +111,23 @@ class Dialect:
             return f"json_extract_string({value}, '$.{key}')"
         return f"({value} ->> '{key}')"
 
+    def json(self, text: str) -> str:
+        r"""JSON kept as text, as the views' JSON type.
+
+        PostgreSQL's ``jsonb`` cannot hold a NUL character, which a parameter or an input's shown
+        value may contain (JSON's escape ``\u0000``): it reads as a backslash and ``x00`` there, as
+        the server store writes a NUL of an error message (``postgres._text``), rather than failing
+        every query that touches the row.
+        """
+        if self.name == "duckdb":
+            return f"CAST({text} AS JSON)"
+        return rf"CAST(regexp_replace({text}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\\\x00', 'g') AS JSONB)"
+
     def json_each(self, text: str) -> str:
         """A table function over a JSON object kept as text: one row per entry, columns ``key`` and ``value``."""
         if self.name == "duckdb":
             return f"json_each({text})"
-        return f"jsonb_each(CAST({text} AS JSONB))"
+        return f"jsonb_each({self.json(text)})"
 
     def ddl(self, statement: str) -> str:
         """A statement of ``schema.MIGRATIONS`` (written in DuckDB's types) in this database's types."""

@@ -38,7 +38,7 @@ def definitions(sql: Dialect, tables: str, views: str) -> dict[str, str]:
         "steps": f"""
         SELECT s.run_id, r.pipeline, s.step, s.seq, {step_state} AS state, s.attempts,
                s.started_at, s.finished_at, s.duration_s, s.output_bytes,
-               CAST(s.outputs AS {json}) AS outputs, s.error, coalesce(s.effect, false) AS effect,
+               {sql.json("s.outputs")} AS outputs, s.error, coalesce(s.effect, false) AS effect,
                coalesce(s.key_generation, 1) AS key_generation, s.owner_host, s.owner_pid, s.source,
                coalesce(s.executions, 1) AS executions
         FROM {tables}.steps s JOIN {tables}.runs r USING (run_id)""",
@@ -54,7 +54,7 @@ def definitions(sql: Dialect, tables: str, views: str) -> dict[str, str]:
                r.created_at,
                coalesce((SELECT max(e.happened_at) FROM {tables}.events e WHERE e.run_id = r.run_id),
                         r.created_at) AS updated_at,
-               CAST(r.params AS {json}) AS params,
+               {sql.json("r.params")} AS params,
                count(s.step) AS steps,
                count(s.step) FILTER (WHERE s.state = 'completed') AS completed,
                count(s.step) FILTER (WHERE s.state = 'failed') AS failed,
