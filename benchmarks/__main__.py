@@ -24,6 +24,7 @@ CONCERNS = {
     "inplace": "inplace",
     "fork": "fork",
     "takeover": "takeover",
+    "postgres": "postgres",
 }
 
 

@@ -84,14 +84,14 @@ def measure_ours(
     }
 
 
-def measure_dbos(folder: str, steps: int) -> dict[str, Any]:
-    """Median ms of a no-op ``@DBOS.step`` called inside a workflow, system database on SQLite."""
+def measure_dbos(folder: str, steps: int, url: str | None = None) -> dict[str, Any]:
+    """Median ms of a no-op ``@DBOS.step`` called inside a workflow, system database on SQLite (or ``url``)."""
     from dbos import DBOS, DBOSConfig
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
     config: DBOSConfig = {
         "name": "bench",
-        "system_database_url": f"sqlite:///{Path(folder) / 'dbos.sqlite'}",
+        "system_database_url": url or f"sqlite:///{Path(folder) / 'dbos.sqlite'}",
         "run_admin_server": False,  # type: ignore[typeddict-unknown-key]
         "log_level": "WARNING",
     }

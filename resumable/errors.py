@@ -682,14 +682,17 @@ class DependencyError(ResumableError, ValueError):
 class QueryError(ResumableError, ValueError):
     """A query of ``resumable sql`` or ``resumable.connect().sql()`` failed or was refused: ``.query``, ``.problem``.
 
-    Queries open the store read-only with DuckDB's external access off, so nothing was changed.
+    Queries open the store read-only (DuckDB's external access off; a read-only transaction on a
+    PostgreSQL server), so nothing was changed. ``engine`` names the database whose words ``detail`` are.
     """
 
-    def __init__(self, query: str, problem: str, hint: str, detail: str | None = None) -> None:
+    def __init__(
+        self, query: str, problem: str, hint: str, detail: str | None = None, *, engine: str = "DuckDB"
+    ) -> None:
         self.query = query
         self.problem = problem
         self.detail = detail
-        said = f" (DuckDB: {detail})" if detail else ""
+        said = f" ({engine}: {detail})" if detail else ""
         super().__init__(f"the query {problem}{said}. {hint}")
 
 

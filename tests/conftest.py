@@ -21,9 +21,15 @@ def store_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def shell_store(store_path: Path) -> str:
+    """The store ``shell`` works in: the test's file; a module overrides it with ``store_location`` to run on both."""
+    return str(store_path)
+
+
+@pytest.fixture
+def shell(shell_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A real IPython shell on this test's store, its run 'r1'; a fresh kernel namespace afterwards."""
-    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+    monkeypatch.setenv("RESUMABLE_STORE", shell_store)
     monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
     ip = started_shell()
     yield ip

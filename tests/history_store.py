@@ -37,7 +37,7 @@ print("done", flush=True)
 """
 
 
-def start_worker(store: Path, run_id: str, marker: Path, seconds: float = 60) -> subprocess.Popen[str]:
+def start_worker(store: Path | str, run_id: str, marker: Path, seconds: float = 60) -> subprocess.Popen[str]:
     """Start the worker and return once its long step shows as running in the store."""
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER, str(store), run_id, str(marker), str(seconds)],
@@ -68,11 +68,22 @@ def kill(worker: subprocess.Popen[str]) -> None:
     worker.stderr.close()
 
 
-def fingerprint(store: Path) -> dict[str, str]:
+def fingerprint(store: Path | str) -> dict[str, str]:
     """Every file of the store (the database, its log, payloads, marks) by name and content digest.
 
     The lock file is left out: it holds only the pid of whoever took the lock last, readers included.
+    A PostgreSQL store's are its tables instead, each table's rows in order, by digest.
     """
+    if str(store).startswith("postgresql://"):
+        from store_sql import execute
+
+        server = str(store).split("?", 1)[0]  # without the payload folder, which psycopg does not know
+        tables = ("meta", "runs", "steps", "events", "checkpoints", "leases", "completion_logs")
+        return {
+            t: hashlib.sha256(repr(sorted(map(repr, execute(server, f"SELECT * FROM {t}")))).encode()).hexdigest()
+            for t in tables
+        }
+    store = Path(store)
     found = {}
     for path in sorted(store.parent.rglob("*")):
         if path.is_file() and path.name != store.name + ".lock":
@@ -95,7 +106,7 @@ def _charge(amount: int) -> str:
     return f"charged {amount} with key {resumable.idempotency_key()}"
 
 
-def build(store: Path, tmp: Path) -> None:
+def build(store: Path | str, tmp: Path) -> None:
     """Run the pipelines into ``store`` (about two seconds)."""
     etl = resumable.Pipeline("etl", store=store)
     for run_id, region, outcome in (("etl-1", "eu", "retried"), ("etl-2", "us", "ok"), ("etl-3", "eu", "failed")):

@@ -14,8 +14,8 @@ from resumable import StepState
 from resumable._store import forget_all
 
 
-def _completed_store(store_path: Path) -> resumable.Pipeline:
-    pipe = resumable.Pipeline("p", store=store_path)
+def _completed_store(store_location: str) -> resumable.Pipeline:
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1") as run:
         run.step("good", lambda: {"total": 42})
     return pipe
@@ -131,9 +131,9 @@ def test_store_is_private_to_its_user(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("large", [False, True])
-def test_checkpoint_whose_bytes_changed_is_refused_not_unpickled(store_path: Path, large: bool) -> None:
+def test_checkpoint_whose_bytes_changed_is_refused_not_unpickled(store_location: str, large: bool) -> None:
     """Tampered bytes fail the digest check with the command that recomputes them."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     value = b"x" * (2_000_000 if large else 10)
     with pipe.run(run_id="r1") as run:
         run.step("blob", lambda: value)
@@ -154,7 +154,7 @@ def test_checkpoint_whose_bytes_changed_is_refused_not_unpickled(store_path: Pat
             store.load_value(tampered)
         return
     with pytest.raises(resumable.CheckpointIntegrityError) as excinfo:
-        resumable.load("r1", "blob", store=store_path)
+        resumable.load("r1", "blob", store=store_location)
     assert str(excinfo.value) == (
         f"output 'return' of step 'blob' (run 'r1') {excinfo.value.reason} and was not loaded. "
         "Recompute it with: resumable invalidate r1 blob"
@@ -163,18 +163,18 @@ def test_checkpoint_whose_bytes_changed_is_refused_not_unpickled(store_path: Pat
     assert store.get_step("r1", "blob").state is StepState.COMPLETED  # type: ignore[union-attr]
 
 
-def test_signed_store_refuses_unsigned_checkpoints(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_store_refuses_unsigned_checkpoints(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a signing key configured, a checkpoint written without it is refused."""
-    _completed_store(store_path)
+    _completed_store(store_location)
     forget_all()
     monkeypatch.setenv("RESUMABLE_SIGNING_KEY", "k3y")
     with pytest.raises(resumable.CheckpointIntegrityError, match="was not signed with the configured key"):
-        resumable.load("r1", "good", store=store_path)
+        resumable.load("r1", "good", store=store_location)
 
 
-def test_unserializable_output_is_clear_and_loses_nothing(store_path: Path) -> None:
+def test_unserializable_output_is_clear_and_loses_nothing(store_location: str) -> None:
     """A lock cannot be pickled: the error names it, the step is not completed, earlier steps stay."""
-    pipe = _completed_store(store_path)
+    pipe = _completed_store(store_location)
     with pytest.raises(resumable.UnserializableOutputError) as excinfo, pipe.run(run_id="r1") as run:
         run.step("bad", threading.Lock)
     assert str(excinfo.value) == (
@@ -185,5 +185,5 @@ def test_unserializable_output_is_clear_and_loses_nothing(store_path: Path) -> N
     assert excinfo.value.variable is None
     assert run.status("bad").state is StepState.FAILED
     assert run.status("good").state is StepState.COMPLETED
-    assert resumable.load("r1", "good", store=store_path) == {"total": 42}
-    assert not list((store_path.parent / "store.duckdb.payloads").glob("tmp/*.part"))
+    assert resumable.load("r1", "good", store=store_location) == {"total": 42}
+    assert pipe.store.payload_dir is not None and not list(pipe.store.payload_dir.glob("tmp/*.part"))

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from checkout_app import build
 
 import resumable
 from resumable._demo.shop import ShopServer
 
 
-def test_courier_times_out_twice_then_succeeds_and_each_effect_happens_once(store_path: Path) -> None:
+def test_courier_times_out_twice_then_succeeds_and_each_effect_happens_once(store_location: str) -> None:
     """The courier step is retried past two timeouts; the card is charged once and the run completes."""
     with ShopServer(courier_timeouts=2, courier_delay_s=1.0) as shop:
-        pipe = build(str(store_path), shop.url, courier_timeout_s=0.3)
+        pipe = build(store_location, shop.url, courier_timeout_s=0.3)
         with pipe.run(run_id="order-42") as run:
             receipts = pipe.checkout("order-42")  # type: ignore[attr-defined]
         assert receipts[0]["id"].startswith("charge-")
@@ -32,10 +30,10 @@ def test_courier_times_out_twice_then_succeeds_and_each_effect_happens_once(stor
         assert len(shop.ledger.requests) == requests_before
 
 
-def test_a_new_run_charges_again_with_a_different_key(store_path: Path) -> None:
+def test_a_new_run_charges_again_with_a_different_key(store_location: str) -> None:
     """Idempotency keys differ between runs: a second order is a second charge."""
     with ShopServer() as shop:
-        pipe = build(str(store_path), shop.url)
+        pipe = build(store_location, shop.url)
         with pipe.run(run_id="order-1"):
             pipe.checkout("order-1")  # type: ignore[attr-defined]
         with pipe.run(run_id="order-2"):

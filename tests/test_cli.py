@@ -25,22 +25,22 @@ def cli(*args: str | Path, check_code: int | None = 0) -> subprocess.CompletedPr
 
 
 @pytest.fixture
-def store_with_run(store_path: Path) -> Path:
+def store_with_run(store_location: str) -> str:
     """A store holding run 'r1': a completed step with a frame, a failed step."""
-    pipe = resumable.Pipeline("shop", store=store_path)
+    pipe = resumable.Pipeline("shop", store=store_location)
     with pipe.run(run_id="r1", params={"region": "eu"}) as run:
         run.step("load", lambda: pd.DataFrame({"id": [1, 2], "amount": [9.5, 3.0]}))
         with pytest.raises(ConnectionError):
             run.step("charge", _refuse)
     close_all()  # the CLI is another process: let go of the file
-    return store_path
+    return store_location
 
 
 def _refuse() -> None:
     raise ConnectionError("card declined")
 
 
-def test_runs_and_show_as_json(store_with_run: Path) -> None:
+def test_runs_and_show_as_json(store_with_run: str) -> None:
     """runs and show --json report what the store holds: states, attempts, errors, parameters."""
     runs = json.loads(cli("runs", "--json", "--store", store_with_run).stdout)
     assert [(r["run_id"], r["pipeline"], r["state"], r["params"]) for r in runs] == [
@@ -56,14 +56,14 @@ def test_runs_and_show_as_json(store_with_run: Path) -> None:
     ]  # fmt: skip
 
 
-def test_show_as_a_table_names_the_run_and_the_error(store_with_run: Path) -> None:
+def test_show_as_a_table_names_the_run_and_the_error(store_with_run: str) -> None:
     """The human view names the run, its parameters and the failing step's error."""
     out = cli("show", "r1", "--store", store_with_run).stdout
     assert "run r1 of pipeline shop: failed (parameters: region='eu')" in out
     assert "ConnectionError: card declined" in out
 
 
-def test_invalidate_then_gc_then_the_step_runs_again(store_with_run: Path) -> None:
+def test_invalidate_then_gc_then_the_step_runs_again(store_with_run: str) -> None:
     """invalidate sends a step back to pending; gc drops its old checkpoint; the next pass re-executes."""
     assert (
         "invalidated in run 'r1': load, charge"
@@ -77,7 +77,7 @@ def test_invalidate_then_gc_then_the_step_runs_again(store_with_run: Path) -> No
     assert calls == [1]
 
 
-def test_export_writes_the_value_in_the_format_asked(store_with_run: Path, tmp_path: Path) -> None:
+def test_export_writes_the_value_in_the_format_asked(store_with_run: str, tmp_path: Path) -> None:
     """export writes a checkpointed frame as CSV, or any value as a pickle file."""
     cli("export", "r1", "load", "-o", tmp_path / "load.csv", "--store", store_with_run)
     assert pd.read_csv(tmp_path / "load.csv")["amount"].tolist() == [9.5, 3.0]
@@ -85,7 +85,7 @@ def test_export_writes_the_value_in_the_format_asked(store_with_run: Path, tmp_p
     assert pickle.loads((tmp_path / "load.pkl").read_bytes())["id"].tolist() == [1, 2]
 
 
-def test_errors_have_their_documented_exit_codes(store_with_run: Path, tmp_path: Path) -> None:
+def test_errors_have_their_documented_exit_codes(store_with_run: str, tmp_path: Path) -> None:
     """A missing run or store exits 6 with a message that says what to do; --help lists the codes."""
     missing = cli("show", "nope", "--store", store_with_run, check_code=6)
     assert missing.stderr == (
@@ -110,28 +110,28 @@ def test_errors_have_their_documented_exit_codes(store_with_run: Path, tmp_path:
     assert "4  the run is owned by another live process" in cli("--help").stdout
 
 
-def test_export_writes_parquet_only_for_a_dataframe(store_path: Path, tmp_path: Path) -> None:
+def test_export_writes_parquet_only_for_a_dataframe(store_location: str, tmp_path: Path) -> None:
     """A .parquet or .csv name for a list is refused, saying what to use; a frame becomes real Parquet."""
-    pipe = resumable.Pipeline("shop", store=store_path)
+    pipe = resumable.Pipeline("shop", store=store_location)
     with pipe.run(run_id="r1") as run:
         run.step("rows", lambda: [{"id": 1}, {"id": 2}])
         run.step("frame", lambda: pd.DataFrame({"id": [1, 2]}))
     close_all()
     for suffix, label in ((".parquet", "Parquet"), (".csv", "CSV")):
-        refused = cli("export", "r1", "rows", "-o", tmp_path / f"rows{suffix}", "--store", store_path, check_code=2)
+        refused = cli("export", "r1", "rows", "-o", tmp_path / f"rows{suffix}", "--store", store_location, check_code=2)
         assert refused.stderr == (
             f"error: output 'return' of step 'rows' (run 'r1') is a list, not a DataFrame, so it cannot be written as "
             f"{label}; nothing was written. Use rows.json for JSON (plain data) or rows.pkl for a pickle.\n"
         )
         assert not (tmp_path / f"rows{suffix}").exists()
-    cli("export", "r1", "rows", "-o", tmp_path / "rows.json", "--store", store_path)
+    cli("export", "r1", "rows", "-o", tmp_path / "rows.json", "--store", store_location)
     assert json.loads((tmp_path / "rows.json").read_text()) == [{"id": 1}, {"id": 2}]
-    cli("export", "r1", "frame", "-o", tmp_path / "frame.parquet", "--store", store_path)
+    cli("export", "r1", "frame", "-o", tmp_path / "frame.parquet", "--store", store_location)
     assert (tmp_path / "frame.parquet").read_bytes()[:4] == b"PAR1"
     assert pd.read_parquet(tmp_path / "frame.parquet")["id"].tolist() == [1, 2]
 
 
-def test_tables_are_plain_tab_separated_lines_into_a_pipe(store_with_run: Path) -> None:
+def test_tables_are_plain_tab_separated_lines_into_a_pipe(store_with_run: str) -> None:
     """Off a terminal: a header line, one line per row, tabs between cells, a tab inside a value escaped."""
     lines = cli("show", "r1", "--store", store_with_run).stdout.splitlines()
     assert lines[1] == "#\tstep\tstate\tattempts\texecutions\tduration\tsize\tlast error"

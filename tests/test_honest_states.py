@@ -24,42 +24,42 @@ def cli(*args: str | Path, code: int = 0) -> subprocess.CompletedProcess[str]:
     return out
 
 
-def test_a_killed_run_reads_as_interrupted_and_reading_changes_no_byte(store_path: Path, tmp_path: Path) -> None:
+def test_a_killed_run_reads_as_interrupted_and_reading_changes_no_byte(store_location: str, tmp_path: Path) -> None:
     """SIGKILL mid-step: runs, show and sql say interrupted, and the store's files are byte-identical after."""
-    worker = start_worker(store_path, "nightly-1", tmp_path / "started")
+    worker = start_worker(store_location, "nightly-1", tmp_path / "started")
     try:
-        live = json.loads(cli("runs", "--json", "--store", store_path).stdout)
+        live = json.loads(cli("runs", "--json", "--store", store_location).stdout)
         assert [(r["run_id"], r["state"]) for r in live] == [("nightly-1", "running")]  # alive: running
     finally:
         kill(worker)
-    before = fingerprint(store_path)
+    before = fingerprint(store_location)
 
-    runs = json.loads(cli("runs", "--json", "--store", store_path).stdout)
+    runs = json.loads(cli("runs", "--json", "--store", store_location).stdout)
     assert [(r["run_id"], r["state"], r["steps_by_state"]) for r in runs] == [
         ("nightly-1", "interrupted", {"completed": 1, "interrupted": 1})
     ]
-    shown = json.loads(cli("show", "nightly-1", "--json", "--events", "--store", store_path).stdout)
+    shown = json.loads(cli("show", "nightly-1", "--json", "--events", "--store", store_location).stdout)
     assert shown["state"] == "interrupted"
     assert [(s["step"], s["state"]) for s in shown["steps"]] == [("fetch", "completed"), ("crunch", "interrupted")]
     assert [e["to"] for e in shown["events"]] == ["running", "completed", "running"]  # no event was written
-    table = cli("show", "nightly-1", "--store", store_path).stdout
+    table = cli("show", "nightly-1", "--store", store_location).stdout
     assert "run nightly-1 of pipeline nightly: interrupted (parameters: region='us')" in table
     assert "\tcrunch\tinterrupted\t" in table
-    assert "\tinterrupted\t" in cli("runs", "--store", store_path).stdout
-    assert cli("runs", "--state", "interrupted", "--store", store_path).stdout.startswith("run\t")
-    queried = cli("sql", "SELECT step, state FROM steps ORDER BY seq", "--json", "--store", store_path).stdout
+    assert "\tinterrupted\t" in cli("runs", "--store", store_location).stdout
+    assert cli("runs", "--state", "interrupted", "--store", store_location).stdout.startswith("run\t")
+    queried = cli("sql", "SELECT step, state FROM steps ORDER BY seq", "--json", "--store", store_location).stdout
     assert json.loads(queried) == [{"step": "fetch", "state": "completed"}, {"step": "crunch", "state": "interrupted"}]
-    assert resumable.connect(store_path).sql("SELECT state FROM runs").rows == (("interrupted",),)
+    assert resumable.connect(store_location).sql("SELECT state FROM runs").rows == (("interrupted",),)
     attempts = "SELECT execution, attempt, outcome FROM attempts WHERE step = 'crunch'"
-    assert resumable.connect(store_path).sql(attempts).rows == ((1, 1, "interrupted"),)
-    assert cli("why", "nightly-1", "crunch", "--store", store_path).stdout == (
+    assert resumable.connect(store_location).sql(attempts).rows == ((1, 1, "interrupted"),)
+    assert cli("why", "nightly-1", "crunch", "--store", store_location).stdout == (
         "step 'crunch', execution 1, attempt 1: first run\n"
     )
     forget_all()
-    assert fingerprint(store_path) == before
+    assert fingerprint(store_location) == before
 
     # The stored row changes only when a process resumes the run, through the transition table.
-    pipe = resumable.Pipeline("nightly", store=store_path)
+    pipe = resumable.Pipeline("nightly", store=store_location)
     with pipe.run(run_id="nightly-1", params={"region": "us"}) as run:
         assert run.step("crunch", lambda: 3) == 3
     assert [(e.source, e.target) for e in pipe.store.list_events("nightly-1", "crunch")] == [
@@ -67,38 +67,49 @@ def test_a_killed_run_reads_as_interrupted_and_reading_changes_no_byte(store_pat
     ]  # fmt: skip
 
 
-def test_the_python_api_and_the_panel_read_the_same_state(store_path: Path, tmp_path: Path) -> None:
+def test_the_python_api_and_the_panel_read_the_same_state(store_location: str, tmp_path: Path) -> None:
     """get_step, list_steps and list_runs agree with the CLI; a running step of a live process stays running."""
-    worker = start_worker(store_path, "nightly-1", tmp_path / "started")
+    worker = start_worker(store_location, "nightly-1", tmp_path / "started")
     try:
-        reader = open_store(store_path, read_only=True)
+        reader = open_store(store_location, read_only=True)
         assert reader.get_step("nightly-1", "crunch").state is StepState.RUNNING  # type: ignore[union-attr]
         forget_all()
     finally:
         kill(worker)
-    reader = open_store(store_path, read_only=True)
+    reader = open_store(store_location, read_only=True)
     assert reader.get_step("nightly-1", "crunch").state is StepState.INTERRUPTED  # type: ignore[union-attr]
     assert [s.state for s in reader.list_steps("nightly-1")] == [StepState.COMPLETED, StepState.INTERRUPTED]
     run = reader.list_runs(state=resumable.RunState.INTERRUPTED)[0]
     assert (run.run_id, run.counts) == ("nightly-1", {"completed": 1, "interrupted": 1})
 
 
-@pytest.fixture
-def three_runs(store_path: Path) -> Path:
+def _three_runs(store: str | Path) -> str | Path:
     """Runs of two pipelines: a completed one, a failed one, another pipeline's completed one."""
-    etl = resumable.Pipeline("etl", store=store_path)
+    etl = resumable.Pipeline("etl", store=store)
     with etl.run(run_id="e1") as run:
         run.step("a", lambda: 1)
         run.step("b", lambda: 2)
     with etl.run(run_id="e2") as run, pytest.raises(ZeroDivisionError):
         run.step("a", lambda: 1 / 0)
-    with resumable.Pipeline("other", store=store_path).run(run_id="o1") as run:
+    with resumable.Pipeline("other", store=store).run(run_id="o1") as run:
         run.step("x", lambda: 1)
     forget_all()
-    return store_path
+    return store
 
 
-def test_runs_filters_by_pipeline_state_and_age_and_reports_durations(three_runs: Path) -> None:
+@pytest.fixture
+def three_runs(store_location: str) -> str | Path:
+    """The three runs, once in a DuckDB file and once on a PostgreSQL server."""
+    return _three_runs(store_location)
+
+
+@pytest.fixture
+def three_runs_in_a_file(store_path: Path) -> str | Path:
+    """The three runs in a DuckDB file: for checking options, which the store's kind does not change."""
+    return _three_runs(store_path)
+
+
+def test_runs_filters_by_pipeline_state_and_age_and_reports_durations(three_runs: str | Path) -> None:
     """--pipeline, --state, --since and --limit select runs; each has a duration and its steps by state."""
     ids = lambda *a: [r["run_id"] for r in json.loads(cli("runs", "--json", "--store", three_runs, *a).stdout)]  # noqa: E731
     assert ids() == ["o1", "e2", "e1"]
@@ -140,25 +151,27 @@ def test_runs_filters_by_pipeline_state_and_age_and_reports_durations(three_runs
          "--pipeline out to list every pipeline"),
     ],
 )  # fmt: skip
-def test_runs_options_are_checked_with_a_clear_message(three_runs: Path, args: tuple[str, ...], message: str) -> None:
+def test_runs_options_are_checked_with_a_clear_message(
+    three_runs_in_a_file: str | Path, args: tuple[str, ...], message: str
+) -> None:
     """A bad option exits 2 with one line naming it, never a traceback."""
-    out = cli("runs", *args, "--store", three_runs, code=2)
+    out = cli("runs", *args, "--store", three_runs_in_a_file, code=2)
     assert out.stderr.splitlines()[-1] == f"Error: {message}"
     assert "Traceback" not in out.stderr
 
 
 def test_the_panel_turns_a_killed_step_interrupted_on_its_next_tick_without_writing(
-    store_path: Path, tmp_path: Path
+    store_location: str, tmp_path: Path
 ) -> None:
     """A panel showing another process's running step: after SIGKILL the poll redraws it interrupted; no event."""
-    worker = start_worker(store_path, "nightly-1", tmp_path / "started")
+    worker = start_worker(store_location, "nightly-1", tmp_path / "started")
     try:
-        shown = resumable.panel("nightly-1", store=store_path, poll_s=None)
+        shown = resumable.panel("nightly-1", store=store_location, poll_s=None)
         assert shown.rows["crunch"].state is StepState.RUNNING
     finally:
         kill(worker)
     try:
-        store = open_store(store_path)
+        store = open_store(store_location)
         seq = store.last_event_seq()
         shown.poll_tick(seq)  # what the shared poll thread does each tick: the store's events did not change
         assert shown.rows["crunch"].state is StepState.INTERRUPTED
@@ -185,7 +198,10 @@ with pipe.run(run_id="busy-1") as run:
 
 def test_reading_after_a_kill_mid_write_leaves_the_files_as_they_were(store_path: Path, tmp_path: Path) -> None:
     """SIGKILL while quick steps are being committed (a write-ahead log may be left): the first reader puts
-    the steps the writer had logged as returned into the store, and from then on readers change no byte."""
+    the steps the writer had logged as returned into the store, and from then on readers change no byte.
+
+    DuckDB only: it is about the file's completion log and write-ahead log, which a server store has neither of.
+    """
     ready = tmp_path / "ready"
     writer = subprocess.Popen([sys.executable, "-c", BUSY, str(store_path), str(ready)], stderr=subprocess.PIPE)
     try:

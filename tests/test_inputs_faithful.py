@@ -36,13 +36,13 @@ FAITHFUL: dict[str, Any] = {
 }
 
 
-def test_parameters_come_back_exactly_as_they_were_given(store_path: Path) -> None:
+def test_parameters_come_back_exactly_as_they_were_given(store_location: str) -> None:
     """Sets, complex numbers, tuples, non-string keys, bytes: recorded and read back equal and of the same type."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1", params=FAITHFUL):
         pass
     forget_all()
-    stored = open_store(store_path).get_run("r1")
+    stored = open_store(store_location).get_run("r1")
     assert stored is not None
     assert stored.params == FAITHFUL
     assert {k: type(v) for k, v in stored.params.items()} == {k: type(v) for k, v in FAITHFUL.items()}
@@ -51,9 +51,9 @@ def test_parameters_come_back_exactly_as_they_were_given(store_path: Path) -> No
         pass
 
 
-def test_a_change_of_type_is_a_change(store_path: Path) -> None:
+def test_a_change_of_type_is_a_change(store_location: str) -> None:
     """1, True and 1.0 are equal in Python but three different parameters; the message shows literals."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1", params={"n": 1, "s": {1}}):
         pass
     with pytest.raises(resumable.ParameterMismatchError) as excinfo, pipe.run(run_id="r1", params={"n": True}):
@@ -74,16 +74,16 @@ def test_a_change_of_type_is_a_change(store_path: Path) -> None:
         (Path("x"), "its repr is not a Python literal (ValueError)"),
     ],
 )
-def test_a_parameter_that_cannot_come_back_is_refused(store_path: Path, value: object, problem: str) -> None:
+def test_a_parameter_that_cannot_come_back_is_refused(store_location: str, value: object, problem: str) -> None:
     """nan, a class, a Path: refused with our error before anything is written; the store keeps no run."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pytest.raises(resumable.ParameterValueError) as excinfo, pipe.run(run_id="r1", params={"x": value}):
         pass
     assert str(excinfo.value) == (
         f"parameter 'x' = {value!r} ({type(value).__name__}) cannot be recorded with the run: {problem}; nothing "
         "was stored. Use strings, numbers, booleans, None, and lists, tuples, sets or dicts of them."
     )
-    assert open_store(store_path).get_run("r1") is None
+    assert open_store(store_location).get_run("r1") is None
 
 
 def test_a_run_recorded_as_json_by_an_older_version_still_resumes(store_path: Path) -> None:

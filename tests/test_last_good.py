@@ -30,8 +30,8 @@ KEPT = (
 
 
 @pytest.fixture
-def shell(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("RESUMABLE_STORE", str(store_path))
+def shell(store_location: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("RESUMABLE_STORE", store_location)
     monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
     ip = started_shell()
     ip.run_line_magic("durable_run", "nb")
@@ -45,49 +45,49 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def load_kept(store_path: Path, name: str = "x") -> Any:
+def load_kept(store_location: str, name: str = "x") -> Any:
     with pytest.warns(LastGoodCheckpointWarning) as caught:
-        value = resumable.load("r1", "hold", name, store=store_path)
+        value = resumable.load("r1", "hold", name, store=store_location)
     assert [str(w.message) for w in caught] == [KEPT.replace("'x'", f"'{name}'")]
     return value
 
 
 def test_an_edited_cell_that_raises_keeps_the_last_good_checkpoint(
-    shell: Any, store_path: Path, tmp_path: Path
+    shell: Any, store_location: str, tmp_path: Path
 ) -> None:
     """Edit a completed cell to raise and run it: the step is failed, yet load, export, show, gc and a new
     kernel all still have attempt 1's checkpoint, until a fixed cell completes and replaces it."""
     assert step(shell, "hold", "x = 21 * 2").error_in_exec is None
     failed = step(shell, "hold", "x = 21 * 2\nraise ValueError('edited')")
     assert isinstance(failed.error_in_exec, ValueError)
-    status = open_store(store_path).get_step("r1", "hold")
+    status = open_store(store_location).get_step("r1", "hold")
     assert status is not None
     assert (status.state, status.executions, status.attempts) == (StepState.FAILED, 2, 1)
     assert (status.kept_execution, status.kept_attempt) == (1, 1)
-    assert load_kept(store_path) == 42
+    assert load_kept(store_location) == 42
 
-    report = open_store(store_path).gc()
+    report = open_store(store_location).gc()
     assert report.checkpoints_removed == 0
-    assert load_kept(store_path) == 42
+    assert load_kept(store_location) == 42
 
-    shown = cli("show", "r1", "--store", str(store_path))
+    shown = cli("show", "r1", "--store", str(store_location))
     assert shown.returncode == 0, shown.stderr
     assert "failed (last good checkpoint from execution 1 kept)" in shown.stdout
-    as_json = json.loads(cli("show", "r1", "--json", "--store", str(store_path)).stdout)
+    as_json = json.loads(cli("show", "r1", "--json", "--store", str(store_location)).stdout)
     assert [(s["step"], s["state"], s["kept_execution"], s["kept_attempt"]) for s in as_json["steps"]] == [
         ("hold", "failed", 1, 1)
     ]
 
     out = tmp_path / "x.json"
-    exported = cli("export", "r1", "hold", "x", "-o", str(out), "--store", str(store_path))
+    exported = cli("export", "r1", "hold", "x", "-o", str(out), "--store", str(store_location))
     assert (exported.returncode, exported.stdout, exported.stderr) == (0, f"wrote {out}\n", f"note: {KEPT}\n")
     assert json.loads(out.read_text()) == 42
 
     fresh_kernel(shell)  # a new kernel: the checkpoint is in the store, not in the kernel
-    assert load_kept(store_path) == 42
+    assert load_kept(store_location) == 42
     shell.run_line_magic("durable_run", "nb")
     assert step(shell, "hold", "x = 43").error_in_exec is None
-    status = open_store(store_path).get_step("r1", "hold")
+    status = open_store(store_location).get_step("r1", "hold")
     assert status is not None
     assert (status.state, status.executions, status.attempts, status.kept_execution) == (
         StepState.COMPLETED,
@@ -97,21 +97,21 @@ def test_an_edited_cell_that_raises_keeps_the_last_good_checkpoint(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert resumable.load("r1", "hold", "x", store=store_path) == 43
+        assert resumable.load("r1", "hold", "x", store=store_location) == 43
 
 
-def test_a_new_output_that_cannot_be_pickled_keeps_the_last_good_checkpoint(shell: Any, store_path: Path) -> None:
+def test_a_new_output_that_cannot_be_pickled_keeps_the_last_good_checkpoint(shell: Any, store_location: str) -> None:
     """'earlier checkpoints are intact', as the error says: the previous value still loads."""
     assert step(shell, "hold", "x = 42").error_in_exec is None
     failed = step(shell, "hold", "import threading\nx = threading.Lock()")
     assert isinstance(failed.error_in_exec, UnserializableOutputError)
     assert "earlier checkpoints are intact" in str(failed.error_in_exec)
-    assert load_kept(store_path) == 42
+    assert load_kept(store_location) == 42
 
 
-def test_python_api_step_whose_rerun_fails(store_path: Path) -> None:
+def test_python_api_step_whose_rerun_fails(store_location: str) -> None:
     """A Python-API step called with a new argument that raises: the value of attempt 1 still loads."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
 
     @pipe.step
     def hold(n: int) -> int:
@@ -124,26 +124,26 @@ def test_python_api_step_whose_rerun_fails(store_path: Path) -> None:
     with pytest.raises(ValueError, match="negative"), pipe.run(run_id="r1"):
         hold(-1)
     with pytest.warns(LastGoodCheckpointWarning) as caught:
-        assert resumable.load("r1", "hold", store=store_path) == 42
+        assert resumable.load("r1", "hold", store=store_location) == 42
     assert str(caught[0].message) == KEPT.replace("output 'x'", "output 'return'")
 
 
-def test_a_step_that_never_completed_has_nothing_to_load(shell: Any, store_path: Path) -> None:
+def test_a_step_that_never_completed_has_nothing_to_load(shell: Any, store_location: str) -> None:
     """Only a completed attempt's checkpoint is kept: a step whose first attempt failed still refuses."""
     assert isinstance(step(shell, "never", "raise ValueError('first')").error_in_exec, ValueError)
     with pytest.raises(resumable.CheckpointNotFoundError, match="is failed, not completed"):
-        resumable.load("r1", "never", store=store_path)
+        resumable.load("r1", "never", store=store_location)
 
 
-def test_invalidated_step_gives_its_checkpoint_to_gc(shell: Any, store_path: Path) -> None:
+def test_invalidated_step_gives_its_checkpoint_to_gc(shell: Any, store_location: str) -> None:
     """A step the user sent back to pending is no longer kept: gc removes its checkpoint (as before)."""
     assert step(shell, "hold", "x = 42").error_in_exec is None
-    store = open_store(store_path)
+    store = open_store(store_location)
     store.invalidate("r1", "hold", current_owner())
     assert store.gc().checkpoints_removed == 1
 
 
-def test_panel_restore_loads_the_last_good_checkpoint_into_the_kernel(shell: Any, store_path: Path) -> None:
+def test_panel_restore_loads_the_last_good_checkpoint_into_the_kernel(shell: Any, store_location: str) -> None:
     """Restore appears on a failed step that keeps a checkpoint, loads its outputs into the namespace, and
     leaves the step failed; a step without one offers no Restore."""
     assert step(shell, "hold", "x = 21 * 2\ny = 'kept'").error_in_exec is None
@@ -161,6 +161,6 @@ def test_panel_restore_loads_the_last_good_checkpoint_into_the_kernel(shell: Any
             "Restored 'x', 'y' of step 'hold' from its last good checkpoint (execution 1); the step is still failed."
             in html.unescape(p._note.value)
         )
-        assert open_store(store_path).get_step("r1", "hold").state is StepState.FAILED  # type: ignore[union-attr]
+        assert open_store(store_location).get_step("r1", "hold").state is StepState.FAILED  # type: ignore[union-attr]
     finally:
         p.close()

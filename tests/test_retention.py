@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from history_store import start_worker
+from history_store import fingerprint, start_worker
 from killpoints import HOOK, ROOT, spread
 from retention_store import build, copy_store, disk_bytes, restore_all, value
 
@@ -48,6 +48,20 @@ def cli_here(*args: str | Path) -> subprocess.CompletedProcess[str]:
     result = CliRunner().invoke(main, [str(a) for a in args], prog_name="resumable")
     forget_all()  # the command's store handle is this process's: let go of the file
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def payload_files(store: str) -> list[Path]:
+    """The files of the store's payload folder (a file's own folder; a server store's shared one)."""
+    folder = open_store(store).payload_dir
+    forget_all()
+    assert folder is not None
+    return sorted(f for f in folder.rglob("*") if f.is_file() and "tmp" not in f.relative_to(folder).parts)
+
+
+def contents(store: str) -> tuple[dict[str, str], dict[Path, str]]:
+    """The store's rows (a server's tables) or database file, and its payload files, by digest."""
+    rows = fingerprint(store) if store.startswith("postgresql://") else {store: digest(Path(store))}
+    return rows, {f: digest(f) for f in payload_files(store)}
 
 
 def digest(path: Path) -> str:
@@ -103,9 +117,9 @@ def test_gc_keep_last_collects_20_runs_down_to_2_and_the_file_shrinks(twenty_run
     forget_all()
 
 
-def test_rm_removes_the_runs_named_and_leaves_a_shared_payload_file(tmp_path: Path) -> None:
+def test_rm_removes_the_runs_named_and_leaves_a_shared_payload_file(store_location: str, tmp_path: Path) -> None:
     """Two runs that returned the same large value share its payload file: removing one keeps it for the other."""
-    store = tmp_path / "store.duckdb"
+    store = store_location
     pipe = resumable.Pipeline("etl", store=store)
     shared = value("any", "shared", 400_000)
     for run_id in ("a", "b", "c"):
@@ -128,7 +142,7 @@ def test_rm_removes_the_runs_named_and_leaves_a_shared_payload_file(tmp_path: Pa
     done = cli_here("rm", "c", "--store", store)
     assert done.returncode == 0, done.stderr
     assert "1 payload files" in done.stdout
-    assert disk_bytes(store)[1] == 0
+    assert payload_files(store) == []
 
 
 def test_rm_keeps_a_payload_file_another_process_just_wrote_again(tmp_path: Path) -> None:
@@ -152,8 +166,8 @@ def test_rm_keeps_a_payload_file_another_process_just_wrote_again(tmp_path: Path
     assert payload.is_file()  # the other writer's row, once committed, finds its file
 
 
-def test_rm_of_a_missing_run_says_so_and_still_removes_the_others(tmp_path: Path) -> None:
-    store = tmp_path / "store.duckdb"
+def test_rm_of_a_missing_run_says_so_and_still_removes_the_others(store_location: str, tmp_path: Path) -> None:
+    store = store_location
     build(store, ["a", "b"], 0.1)
     done = cli_here("rm", "nope", "a", "--store", store)
     assert done.returncode == 6
@@ -163,13 +177,12 @@ def test_rm_of_a_missing_run_says_so_and_still_removes_the_others(tmp_path: Path
     forget_all()
 
 
-def test_dry_run_changes_nothing_and_says_what_would_go(tmp_path: Path) -> None:
-    store = tmp_path / "store.duckdb"
+def test_dry_run_changes_nothing_and_says_what_would_go(store_location: str, tmp_path: Path) -> None:
+    store = store_location
     build(store, ["a", "b", "c"], 0.5)
     open_store(store).list_runs()  # a first writable open rewrites the header once; that is not the dry run's
     forget_all()
-    files = [store, *sorted(store.with_name(store.name + ".payloads").rglob("*.bin"))]
-    before = {f: digest(f) for f in files}
+    before = contents(store)
     done = cli_here("gc", "--keep-last", "1", "--dry-run", "--store", store)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -179,7 +192,7 @@ def test_dry_run_changes_nothing_and_says_what_would_go(tmp_path: Path) -> None:
         "dry run, nothing changed: would free about 1.6 MB: 6 checkpoint rows (960.2 kB inside the database) "
         "and 2 payload files (600.1 kB)"
     )
-    assert {f: digest(f) for f in files} == before
+    assert contents(store) == before
     assert [r.run_id for r in open_store(store).list_runs()] == ["c", "b", "a"]
     forget_all()
 
@@ -207,9 +220,9 @@ def test_gc_options_are_checked_before_anything_changes(tmp_path: Path) -> None:
     assert digest(store) == before
 
 
-def test_gc_state_and_older_than_select_runs(tmp_path: Path) -> None:
+def test_gc_state_and_older_than_select_runs(store_location: str, tmp_path: Path) -> None:
     """--state failed deletes only failed runs; --older-than only runs last changed before then."""
-    store = tmp_path / "store.duckdb"
+    store = store_location
     build(store, ["ok1", "ok2"], 0.1)
     pipe = resumable.Pipeline("etl", store=store)
     with pytest.raises(ZeroDivisionError), pipe.run(run_id="bad") as run:
@@ -226,9 +239,9 @@ def test_gc_state_and_older_than_select_runs(tmp_path: Path) -> None:
     forget_all()
 
 
-def test_rm_refuses_a_run_a_live_process_executes_and_removes_the_others(tmp_path: Path) -> None:
+def test_rm_refuses_a_run_a_live_process_executes_and_removes_the_others(store_location: str, tmp_path: Path) -> None:
     """The worker's run stays whole and the message names its process; a dead owner's run can go."""
-    store = tmp_path / "store.duckdb"
+    store = store_location
     build(store, ["old"], 0.1)
     worker = start_worker(store, "live", tmp_path / "marker")
     try:
@@ -244,8 +257,11 @@ def test_rm_refuses_a_run_a_live_process_executes_and_removes_the_others(tmp_pat
         assert done.stdout.startswith("removed run 'old' ")
         compacted = cli_here("gc", "--compact", "--store", store)
         assert compacted.returncode == 0
-        assert f"the store was not compacted: process pid {worker.pid} on host" in compacted.stdout
-        assert "is executing run 'live' in this store" in compacted.stdout
+        if store.startswith("postgresql://"):  # a server compacts nothing itself
+            assert "the store was not compacted: a PostgreSQL server reuses" in compacted.stdout, compacted.stdout
+        else:
+            assert f"the store was not compacted: process pid {worker.pid} on host" in compacted.stdout
+            assert "is executing run 'live' in this store" in compacted.stdout
         assert [r.run_id for r in open_store(store, read_only=True).list_runs()] == ["live"]
         forget_all()
     finally:
@@ -402,8 +418,8 @@ def test_a_sigkill_anywhere_in_gc_or_compaction_loses_nothing_kept(
     assert landed >= len(points) - 2, f"{landed} of {len(points)} kills landed"
 
 
-def test_remove_runs_in_python_reports_what_went_and_what_was_refused(tmp_path: Path) -> None:
-    store = tmp_path / "store.duckdb"
+def test_remove_runs_in_python_reports_what_went_and_what_was_refused(store_location: str, tmp_path: Path) -> None:
+    store = store_location
     build(store, ["a", "b"], 0.3)
     preview = resumable.remove_runs("a", "zz", store=store, dry_run=True)
     assert [r.run_id for r in preview.removed] == ["a"] and preview.dry_run

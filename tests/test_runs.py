@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import resumable
@@ -11,9 +9,9 @@ from resumable._runs import JoinedBy, choose_run
 from resumable._store import open_store
 
 
-def test_the_documented_precedence(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_documented_precedence(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Explicit run id > RESUMABLE_RUN_ID > new > the pipeline's latest run > a fresh run."""
-    store = open_store(store_path)
+    store = open_store(store_location)
     first = choose_run(store, "shop")
     assert (first.joined_by, first.existing, first.pipeline) == (JoinedBy.FIRST, None, "shop")
     store.open_run("a-older", "shop")
@@ -32,18 +30,18 @@ def test_the_documented_precedence(store_path: Path, monkeypatch: pytest.MonkeyP
     assert (named.joined_by, named.run_id, named.existing) == (JoinedBy.RUN_ID, "order-42", None)
 
 
-def test_an_unnamed_pipeline_keeps_an_existing_runs_name(store_path: Path) -> None:
+def test_an_unnamed_pipeline_keeps_an_existing_runs_name(store_location: str) -> None:
     """A notebook's first step without %durable_run joins its run under that run's pipeline."""
-    store = open_store(store_path)
+    store = open_store(store_location)
     store.open_run("r1", "shop")
     assert choose_run(store, None, "r1", default_pipeline="notebook").pipeline == "shop"
     assert choose_run(store, None, "r2", default_pipeline="notebook").pipeline == "notebook"
     assert choose_run(store, None).pipeline == "default"
 
 
-def test_new_under_an_existing_explicit_id_is_refused(store_path: Path) -> None:
+def test_new_under_an_existing_explicit_id_is_refused(store_location: str) -> None:
     """Asking for a fresh run under an id that exists is an error naming the run and what to do."""
-    store = open_store(store_path)
+    store = open_store(store_location)
     store.open_run("order-42", "shop")
     with pytest.raises(resumable.RunExistsError) as excinfo:
         choose_run(store, "shop", "order-42", new=True)

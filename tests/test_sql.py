@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pg_server
 import pytest
 from history_store import build, fingerprint, start_worker
 
@@ -32,11 +33,38 @@ def cli(*args: str | Path, code: int = 0, timeout: float = 120) -> subprocess.Co
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def histories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
+    """The stores with a history built so far in this module, by kind (each built once, on first use)."""
+    return {}
+
+
+def _history(kind: str, request: pytest.FixtureRequest, built: dict[str, Path | str]) -> Path | str:
     """One store with a history (``history_store.py``), shared by the read-only tests of this module."""
-    tmp = tmp_path_factory.mktemp("history")
-    store = tmp / ".resumable" / "store.duckdb"
-    build(store, tmp)
+    if kind not in built:
+        tmp = request.getfixturevalue("tmp_path_factory").mktemp(f"history-{kind}")
+        if kind == "duckdb":
+            store: Path | str = tmp / ".resumable" / "store.duckdb"
+        else:
+            cluster = request.getfixturevalue("pg_cluster")
+            if not isinstance(cluster, pg_server.Cluster):
+                pytest.skip(f"PostgreSQL half skipped: {cluster}")
+            store = f"{cluster.new_database()}?payloads={tmp / 'payloads'}"
+        build(store, tmp)
+        built[kind] = store
+    return built[kind]
+
+
+@pytest.fixture(scope="module", params=["duckdb", "postgresql"])
+def history(request: pytest.FixtureRequest, histories: dict[str, Path | str]) -> Path | str:
+    """A store with a history, once a DuckDB file and once a PostgreSQL database."""
+    return _history(request.param, request, histories)
+
+
+@pytest.fixture(scope="module")
+def file_history(request: pytest.FixtureRequest, histories: dict[str, Path | str]) -> Path:
+    """The DuckDB file with a history, for what only a file has (external access, its lock)."""
+    store = _history("duckdb", request, histories)
+    assert isinstance(store, Path)
     return store
 
 
@@ -55,7 +83,7 @@ def doc_columns() -> dict[str, list[str]]:
     return out
 
 
-def test_docs_has_ten_example_queries_and_each_answers_from_a_real_store(history: Path) -> None:
+def test_docs_has_ten_example_queries_and_each_answers_from_a_real_store(history: Path | str) -> None:
     """Every example in docs/sql.md runs as written and finds rows in a store made by running pipelines."""
     queries = doc_queries()
     assert len(queries) == 10
@@ -65,7 +93,7 @@ def test_docs_has_ten_example_queries_and_each_answers_from_a_real_store(history
         assert result.rows, f"no rows for:\n{query}"
 
 
-def test_the_examples_answer_what_they_ask(history: Path) -> None:
+def test_the_examples_answer_what_they_ask(history: Path | str) -> None:
     """The answers match what the pipelines did: the failures, the rerun key, the killed process, the payload file."""
     db = resumable.connect(history)
     failed, space, _, _, effects, retried, dead, _, timeline, largest = (db.sql(q) for q in doc_queries())
@@ -81,7 +109,7 @@ def test_the_examples_answer_what_they_ask(history: Path) -> None:
     assert largest.rows[0][4] != "store file" and largest.rows[0][3] > 400_000
 
 
-def test_views_have_the_documented_columns(history: Path) -> None:
+def test_views_have_the_documented_columns(history: Path | str) -> None:
     """Each of the seven views has exactly the columns docs/sql.md lists, in that order."""
     documented = doc_columns()
     assert list(documented) == list(resumable.StoreReader.views)
@@ -90,7 +118,7 @@ def test_views_have_the_documented_columns(history: Path) -> None:
         assert list(db.sql(f"SELECT * FROM {view} LIMIT 0").columns) == columns, view
 
 
-def test_views_show_what_the_store_holds(history: Path) -> None:
+def test_views_show_what_the_store_holds(history: Path | str) -> None:
     """Parameters, inputs, checkpoints without bytes, and run states that agree with `resumable runs`."""
     db = resumable.connect(history)
     assert db.sql("SELECT run_id, name, value FROM parameters WHERE run_id = 'etl-2'").rows == (
@@ -152,29 +180,29 @@ _REFUSED += "--csv or --json and redirect the output to a file."
     ],
 )
 def test_a_query_cannot_reach_outside_the_store(
-    history: Path, tmp_path: Path, query: str, problem: str, said: str
+    file_history: Path, tmp_path: Path, query: str, problem: str, said: str
 ) -> None:
     """COPY TO, reading files, ATTACH and LOAD are refused with our own error; no file appears."""
     (tmp_path / "secret.csv").write_text("password\nhunter2\n")
-    before = fingerprint(history)
+    before = fingerprint(file_history)
     with pytest.raises(resumable.QueryError) as excinfo:
-        resumable.connect(history).sql(query.format(tmp=tmp_path))
+        resumable.connect(file_history).sql(query.format(tmp=tmp_path))
     assert str(excinfo.value) == f"the query was refused: {problem} (DuckDB: {said.format(tmp=tmp_path)}). {_REFUSED}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret.csv"]
-    assert fingerprint(history) == before
+    assert fingerprint(file_history) == before
 
 
-def test_install_is_refused(history: Path) -> None:
+def test_install_is_refused(file_history: Path) -> None:
     """INSTALL cannot fetch or write an extension."""
     with pytest.raises(resumable.QueryError) as excinfo:
-        resumable.connect(history).sql("INSTALL httpfs")
+        resumable.connect(file_history).sql("INSTALL httpfs")
     assert str(excinfo.value).startswith("the query was refused: it installs or loads a DuckDB extension (DuckDB: ")
     assert str(excinfo.value).endswith(f"). {_REFUSED}")
 
 
-def test_external_access_cannot_be_switched_back_on_nor_the_store_changed(history: Path) -> None:
+def test_external_access_cannot_be_switched_back_on_nor_the_store_changed(file_history: Path) -> None:
     """The settings are locked, and the store is open read-only."""
-    db = resumable.connect(history)
+    db = resumable.connect(file_history)
     with pytest.raises(resumable.QueryError) as excinfo:
         db.sql("SET enable_external_access = true")
     assert str(excinfo.value) == (
@@ -188,7 +216,7 @@ def test_external_access_cannot_be_switched_back_on_nor_the_store_changed(histor
     assert str(excinfo.value).startswith("the query was refused: it changes the store, which queries open read-only")
 
 
-def test_sql_command_prints_a_table_json_or_csv(history: Path) -> None:
+def test_sql_command_prints_a_table_json_or_csv(history: Path | str) -> None:
     """A plain tab-separated table into a pipe, JSON with nested parameters, CSV with a header."""
     query = "SELECT run_id, state, params FROM runs WHERE pipeline = 'etl' ORDER BY run_id"
     table = cli("sql", query, "--store", history).stdout
@@ -204,17 +232,17 @@ def test_sql_command_prints_a_table_json_or_csv(history: Path) -> None:
     assert rows[0] == ["run_id", "state", "params"] and rows[3] == ["etl-3", "failed", '{"region": "eu"}']
 
 
-def test_sql_command_errors_exit_2_with_the_message(history: Path, tmp_path: Path) -> None:
+def test_sql_command_errors_exit_2_with_the_message(file_history: Path, tmp_path: Path) -> None:
     """A refused or broken query exits 2 and says why; --json with --csv is a usage error."""
-    refused = cli("sql", f"COPY runs TO '{tmp_path}/x.csv'", "--store", history, code=2)
+    refused = cli("sql", f"COPY runs TO '{tmp_path}/x.csv'", "--store", file_history, code=2)
     assert refused.stderr.startswith("error: the query was refused: it copies data to or from a file (DuckDB: ")
     assert not (tmp_path / "x.csv").exists()
-    broken = cli("sql", "SELEC 1", "--store", history, code=2)
+    broken = cli("sql", "SELEC 1", "--store", file_history, code=2)
     assert broken.stderr == (
         'error: the query failed (DuckDB: Parser Error: syntax error at or near "SELEC"). Query the views runs, '
         "steps, attempts, events, checkpoints, inputs, parameters (their columns are listed in docs/sql.md).\n"
     )
-    both = cli("sql", "SELECT 1", "--json", "--csv", "--store", history, code=2)
+    both = cli("sql", "SELECT 1", "--json", "--csv", "--store", file_history, code=2)
     assert "--json and --csv cannot be combined; pick one." in both.stderr
 
 
@@ -230,14 +258,14 @@ def test_connect_to_a_missing_store_creates_nothing(tmp_path: Path) -> None:
     assert not nowhere.parent.exists()
 
 
-def test_connect_in_the_process_that_writes_the_store(store_path: Path) -> None:
+def test_connect_in_the_process_that_writes_the_store(store_location: str) -> None:
     """A notebook can query its own store between steps: the reader and the writer take turns on the file."""
-    with resumable.Pipeline("p", store=store_path).run(run_id="r0") as run:
+    with resumable.Pipeline("p", store=store_location).run(run_id="r0") as run:
         run.step("a", lambda: 0)
     forget_all()
-    db = resumable.connect(store_path)  # opened read-only first, then the same process writes
+    db = resumable.connect(store_location)  # opened read-only first, then the same process writes
     assert db.sql("SELECT count(*) FROM steps").rows == ((1,),)
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1") as run:
         run.step("a", lambda: 1)
         assert db.sql("SELECT step, state FROM steps WHERE run_id = 'r1'").rows == (("a", "completed"),)
@@ -247,11 +275,11 @@ def test_connect_in_the_process_that_writes_the_store(store_path: Path) -> None:
     assert frame["state"].tolist() == ["completed", "completed"]
 
 
-def test_sql_while_another_process_runs_a_step(store_path: Path, tmp_path: Path) -> None:
+def test_sql_while_another_process_runs_a_step(store_location: str, tmp_path: Path) -> None:
     """While a live process is inside a step, sql answers within seconds and shows the step running."""
-    worker = start_worker(store_path, "nightly-1", tmp_path / "started")
+    worker = start_worker(store_location, "nightly-1", tmp_path / "started")
     try:
-        out = cli("sql", "SELECT step, state FROM steps ORDER BY seq", "--json", "--store", store_path, timeout=60)
+        out = cli("sql", "SELECT step, state FROM steps ORDER BY seq", "--json", "--store", store_location, timeout=60)
         assert json.loads(out.stdout) == [
             {"step": "fetch", "state": "completed"},
             {"step": "crunch", "state": "running"},
@@ -262,20 +290,122 @@ def test_sql_while_another_process_runs_a_step(store_path: Path, tmp_path: Path)
     forget_all()
 
 
-def test_a_reader_waits_for_a_foreign_holder_then_names_it(history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reader_waits_for_a_foreign_holder_then_names_it(file_history: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process that keeps the file open: sql and runs wait the configured time, then exit 6 naming its pid."""
     hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); time.sleep(60)"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(history)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(file_history)], stdout=subprocess.PIPE, text=True)
     monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "0.5")
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
         for args in (("sql", "SELECT 1"), ("runs",)):
-            out = cli(*args, "--store", history, code=6)
+            out = cli(*args, "--store", file_history, code=6)
             assert out.stderr == (
-                f"error: store '{history}' stayed locked by process {holder.pid} for 0.5 s. resumable holds the file "
-                "only for short transactions, so a long hold means that process keeps it open (a DuckDB shell or "
+                f"error: store '{file_history}' stayed locked by process {holder.pid} for 0.5 s. resumable holds the "
+                "file only for short transactions, so a long hold means that process keeps it open (a DuckDB shell or "
                 "notebook connection?). Close it, or raise RESUMABLE_LOCK_TIMEOUT.\n"
             )
     finally:
         holder.kill()
         holder.communicate(timeout=30)
+
+
+def test_the_examples_give_the_same_answers_on_both_stores(
+    request: pytest.FixtureRequest, histories: dict[str, Path | str]
+) -> None:
+    """The same pipelines recorded in a file and on a server: each example answers alike, but for times."""
+    file_store, server = _history("duckdb", request, histories), _history("postgresql", request, histories)
+    timeless = {0, 1, 3, 4, 5}  # the others show durations, times or event numbers, which differ per run
+    for i, query in enumerate(doc_queries()):
+        on_file, on_server = resumable.connect(file_store).sql(query), resumable.connect(server).sql(query)
+        assert on_file.columns == on_server.columns, query
+        assert len(on_file.rows) == len(on_server.rows), query
+        if i in timeless:
+            assert on_file.rows == on_server.rows, query
+    for view in resumable.StoreReader.views:  # the documented types, by DuckDB's names, on both
+        query = f"SELECT * FROM {view} LIMIT 0"
+        file_types = resumable.connect(file_store).sql(query).types
+        server_types = resumable.connect(server).sql(query).types
+        assert [t.replace("HUGEINT", "BIGINT") for t in file_types] == list(server_types), view
+
+
+_SERVER_REFUSED = (
+    "Queries read the store's views in a read-only transaction; nothing was written. To keep a result, print it "
+    "with --csv or --json and redirect the output to a file."
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            "INSERT INTO public.runs (run_id) VALUES ('x')",
+            "the query was refused: it changes the store, which queries read in a read-only transaction "
+            f"(PostgreSQL: cannot execute INSERT in a read-only transaction). {_SERVER_REFUSED}",
+        ),
+        (
+            "DELETE FROM public.events",
+            "the query was refused: it changes the store, which queries read in a read-only transaction "
+            f"(PostgreSQL: cannot execute DELETE in a read-only transaction). {_SERVER_REFUSED}",
+        ),
+        (
+            "CREATE TABLE public.notes (a INTEGER)",
+            "the query was refused: it changes the store, which queries read in a read-only transaction "
+            f"(PostgreSQL: cannot execute CREATE TABLE in a read-only transaction). {_SERVER_REFUSED}",
+        ),
+        (
+            "SELECT nextval('event_seq')",
+            "the query was refused: it changes the store, which queries read in a read-only transaction "
+            f"(PostgreSQL: cannot execute nextval() in a read-only transaction). {_SERVER_REFUSED}",
+        ),
+        (
+            "SET TRANSACTION READ WRITE",
+            "the query was refused: it changes the transaction's mode (PostgreSQL: transaction read-write mode "
+            f"must be set before any query). {_SERVER_REFUSED}",
+        ),
+        (
+            "COMMIT; DELETE FROM public.steps",
+            "the query was refused: it holds several statements; a query is one statement (PostgreSQL: cannot "
+            "insert multiple commands into a prepared statement). Query the views runs, steps, attempts, events, "
+            "checkpoints, inputs, parameters (their columns are listed in docs/sql.md).",
+        ),
+    ],
+    ids=["insert", "delete", "create", "nextval", "read-write", "two-statements"],
+)
+def test_a_query_cannot_change_a_server_store(
+    request: pytest.FixtureRequest, histories: dict[str, Path | str], query: str, message: str
+) -> None:
+    """On PostgreSQL the query runs in a READ ONLY transaction of its own: writes are refused, nothing changes."""
+    server = _history("postgresql", request, histories)
+    before = fingerprint(server)
+    with pytest.raises(resumable.QueryError) as excinfo:
+        resumable.connect(server).sql(query)
+    assert str(excinfo.value) == message
+    assert fingerprint(server) == before
+    assert resumable.connect(server).sql("SELECT count(*) FROM runs").rows == ((5,),)  # the views are still there
+
+
+def test_a_broken_query_on_a_server_exits_2_with_the_server_message(
+    request: pytest.FixtureRequest, histories: dict[str, Path | str]
+) -> None:
+    """The CLI says what PostgreSQL said, as it does for DuckDB."""
+    server = _history("postgresql", request, histories)
+    broken = cli("sql", "SELEC 1", "--store", server, code=2)
+    assert broken.stderr == (
+        'error: the query failed (PostgreSQL: syntax error at or near "SELEC"). Query the views runs, '
+        "steps, attempts, events, checkpoints, inputs, parameters (their columns are listed in docs/sql.md).\n"
+    )
+
+
+def test_a_nul_character_in_a_parameter_does_not_break_the_views(store_location: str) -> None:
+    """PostgreSQL's jsonb cannot hold a NUL: there it reads as a backslash and x00; every view still answers."""
+    pipe = resumable.Pipeline("p", store=store_location)
+    with pipe.run(run_id="r1", params={"a": "x\x00y", "b": "as typed: \\u0000"}) as run:
+        run.step("s", lambda text: text, "x\x00y")
+    forget_all()
+    db = resumable.connect(store_location)
+    for view in resumable.StoreReader.views:
+        assert db.sql(f"SELECT count(*) FROM {view}").rows[0][0] >= 1, view
+    values = dict(db.sql("SELECT name, value FROM parameters").rows)
+    nul = "x\\u0000y" if not store_location.startswith("postgresql://") else "x\\\\x00y"
+    assert values == {"a": f'"{nul}"', "b": '"as typed: \\\\u0000"'}
+    assert json.loads(values["b"]) == "as typed: \\u0000"  # a backslash the user typed stays one

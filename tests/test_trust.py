@@ -13,8 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
+import store_sql
 from ipython_shell import step
 
 import resumable
@@ -29,66 +29,72 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _two_steps(store_path: Path) -> None:
-    pipe = resumable.Pipeline("p", store=store_path)
+def _payload_folder(store_location: str) -> Path:
+    folder = open_store(store_location).payload_dir
+    forget_all()  # let go of the file: the test changes it with SQL of its own next
+    assert folder is not None
+    return folder
+
+
+def _two_steps(store_location: str) -> None:
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1") as run:
         run.step("a", lambda: "value of a")
         run.step("b", lambda: "value of b")
     forget_all()
 
 
-def _sql(store_path: Path, statement: str, params: list[Any] | None = None) -> list[Any]:
-    with duckdb.connect(str(store_path)) as con:
-        return con.execute(statement, params or []).fetchall()
+def _sql(store_location: str, statement: str, params: list[Any] | None = None) -> list[Any]:
+    return store_sql.execute(store_location, statement, params or [])
 
 
-def test_a_signed_row_copied_to_another_step_is_refused(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_signed_row_copied_to_another_step_is_refused(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Step a's validly signed checkpoint, copied over step b's, does not load as b's value."""
     monkeypatch.setenv("RESUMABLE_SIGNING_KEY", KEY)
-    _two_steps(store_path)
-    assert resumable.load("r1", "b", store=store_path) == "value of b"
+    _two_steps(store_location)
+    assert resumable.load("r1", "b", store=store_location) == "value of b"
     forget_all()
-    _sql(store_path, "DELETE FROM checkpoints WHERE step = 'b'")
+    _sql(store_location, "DELETE FROM checkpoints WHERE step = 'b'")
     _sql(
-        store_path,
+        store_location,
         "INSERT INTO checkpoints SELECT run_id, 'b', name, kind, codec, digest, signature, size, data, file, "
         "created_at, generation FROM checkpoints WHERE step = 'a'",
     )
     with pytest.raises(resumable.CheckpointIntegrityError) as excinfo:
-        resumable.load("r1", "b", store=store_path)
+        resumable.load("r1", "b", store=store_location)
     assert str(excinfo.value) == (
         "output 'return' of step 'b' (run 'r1') has a bad signature and was not loaded. "
         "Recompute it with: resumable invalidate r1 b"
     )
-    assert resumable.load("r1", "a", store=store_path) == "value of a"  # the original still loads
+    assert resumable.load("r1", "a", store=store_location) == "value of a"  # the original still loads
 
 
-def test_a_signature_binds_the_output_name_and_kind(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_signature_binds_the_output_name_and_kind(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same row under another output name, or as the step's display, fails its signature too."""
     monkeypatch.setenv("RESUMABLE_SIGNING_KEY", KEY)
-    _two_steps(store_path)
-    _sql(store_path, "UPDATE checkpoints SET name = 'other' WHERE step = 'a'")
+    _two_steps(store_location)
+    _sql(store_location, "UPDATE checkpoints SET name = 'other' WHERE step = 'a'")
     with pytest.raises(resumable.CheckpointIntegrityError, match=r"'other' of step 'a' .* has a bad signature"):
-        resumable.load("r1", "a", "other", store=store_path)
+        resumable.load("r1", "a", "other", store=store_location)
     forget_all()
-    signature = _sql(store_path, "SELECT signature FROM checkpoints WHERE step = 'a'")[0][0]
+    signature = _sql(store_location, "SELECT signature FROM checkpoints WHERE step = 'a'")[0][0]
     assert signature.startswith("v2:")
     expected = _codec.sign(KEY.encode(), "x", "r1", "a", "value", "other")
     assert expected != _codec.sign(KEY.encode(), "x", "r1", "a", "display", "other")
 
 
-def test_a_version_1_signature_is_refused_with_what_to_do(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_version_1_signature_is_refused_with_what_to_do(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A checkpoint signed by the old scheme (the digest alone) is not trusted, and the message says why."""
     import hashlib
     import hmac
 
     monkeypatch.setenv("RESUMABLE_SIGNING_KEY", KEY)
-    _two_steps(store_path)
-    digest = _sql(store_path, "SELECT digest FROM checkpoints WHERE step = 'a'")[0][0]
+    _two_steps(store_location)
+    digest = _sql(store_location, "SELECT digest FROM checkpoints WHERE step = 'a'")[0][0]
     old = hmac.new(KEY.encode(), digest.encode(), hashlib.sha256).hexdigest()
-    _sql(store_path, "UPDATE checkpoints SET signature = ? WHERE step = 'a'", [old])
+    _sql(store_location, "UPDATE checkpoints SET signature = ? WHERE step = 'a'", [old])
     with pytest.raises(resumable.CheckpointIntegrityError) as excinfo:
-        resumable.load("r1", "a", store=store_path)
+        resumable.load("r1", "a", store=store_location)
     assert str(excinfo.value) == (
         "output 'return' of step 'a' (run 'r1') carries a version-1 signature, which did not bind a checkpoint to "
         "its run and step, so it is no longer trusted and was not loaded. Recompute it with: resumable invalidate r1 a"
@@ -108,10 +114,10 @@ class _Evil:
 
 @pytest.mark.parametrize("where", ["relative", "absolute", "symlink"])
 def test_a_row_pointing_outside_the_payload_folder_is_refused_before_any_read(
-    store_path: Path, tmp_path: Path, where: str
+    store_location: str, tmp_path: Path, where: str
 ) -> None:
     """Without a key, a row naming a file outside the payload folder is refused; the file is never unpickled."""
-    pipe = resumable.Pipeline("p", store=store_path)
+    pipe = resumable.Pipeline("p", store=store_location)
     with pipe.run(run_id="r1") as run:
         run.step("big", lambda: bytes(400_000))  # a payload file
     forget_all()
@@ -120,7 +126,7 @@ def test_a_row_pointing_outside_the_payload_folder_is_refused_before_any_read(
     blob = _codec.encode("return", _Evil(str(marker)), tmp_path / "elsewhere")
     assert blob.inline is not None
     outside.write_bytes(blob.inline)
-    payloads = store_path.parent / "store.duckdb.payloads"
+    payloads = _payload_folder(store_location)
     if where == "relative":
         pointer = os.path.relpath(outside, payloads)
     elif where == "absolute":
@@ -129,9 +135,9 @@ def test_a_row_pointing_outside_the_payload_folder_is_refused_before_any_read(
         (payloads / "ab").mkdir(mode=0o700)
         (payloads / "ab" / "link.bin").symlink_to(outside)
         pointer = "ab/link.bin"
-    _sql(store_path, "UPDATE checkpoints SET file = ?, digest = ? WHERE step = 'big'", [pointer, blob.digest])
+    _sql(store_location, "UPDATE checkpoints SET file = ?, digest = ? WHERE step = 'big'", [pointer, blob.digest])
     with pytest.raises(resumable.CheckpointIntegrityError) as excinfo:
-        resumable.load("r1", "big", store=store_path)
+        resumable.load("r1", "big", store=store_location)
     assert str(excinfo.value) == (
         f"output 'return' of step 'big' (run 'r1') points to a file outside the store's payload folder "
         f"({pointer!r}) and was not loaded. Recompute it with: resumable invalidate r1 big"
@@ -241,10 +247,10 @@ _codec.encode('big', [bytes(400_000), Stall()], Path(sys.argv[1]))
 """
 
 
-def test_gc_collects_part_files_of_killed_writes_only(store_path: Path) -> None:
+def test_gc_collects_part_files_of_killed_writes_only(store_location: str) -> None:
     """A .part file left by a SIGKILLed writer is removed by gc; one a live process writes is kept."""
-    resumable.Pipeline("p", store=store_path).runs()
-    payloads = store_path.parent / "store.duckdb.payloads"
+    resumable.Pipeline("p", store=store_location).runs()
+    payloads = _payload_folder(store_location)
     writers = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(payloads)], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -258,7 +264,7 @@ def test_gc_collects_part_files_of_killed_writes_only(store_path: Path) -> None:
         dead, live = writers
         dead.kill()
         dead.wait()
-        report = open_store(store_path).gc()
+        report = open_store(store_location).gc()
         assert report.files_removed == 1
         assert report.bytes_freed >= 400_000
         left = [p.name for p in (payloads / "tmp").glob("*.part")]
@@ -268,7 +274,7 @@ def test_gc_collects_part_files_of_killed_writes_only(store_path: Path) -> None:
         for w in writers:
             w.kill()
             w.wait()
-    assert open_store(store_path).gc().files_removed == 1
+    assert open_store(store_location).gc().files_removed == 1
 
 
 def _stored(store_path: Path, step_name: str) -> set[str]:

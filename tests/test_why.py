@@ -25,7 +25,13 @@ from resumable._store import forget_all
 from resumable._store.schema import SCHEMA_VERSION
 
 
-def why(store: Path, run_id: str, name: str, *more: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def shell_store(store_location: str) -> str:
+    """The shell's store: each test here runs once on a DuckDB file and once on a PostgreSQL server."""
+    return store_location
+
+
+def why(store: Path | str, run_id: str, name: str, *more: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
         [sys.executable, "-m", "resumable", "why", run_id, name, "--store", str(store), *more],
         capture_output=True, text=True, timeout=120, check=False,
@@ -41,7 +47,7 @@ def magic(shell: Any, capsys: pytest.CaptureFixture[str], name: str) -> str:
 
 
 def test_first_run_and_an_edited_cell_with_its_diff(
-    shell: Any, store_path: Path, capsys: pytest.CaptureFixture[str]
+    shell: Any, store_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A new step says 'first run'; after an edit, 'its source changed' and the edit as a unified diff."""
     step(shell, "load", "n = 1\nm = 2")
@@ -51,7 +57,7 @@ def test_first_run_and_an_edited_cell_with_its_diff(
         "step 'load', execution 2, attempt 1: its source changed\n"
         "--- load (before)\n+++ load (now)\n@@ -1,2 +1,2 @@\n-n = 1\n+n = 10\n m = 2\n"
     )
-    doc = json.loads(why(store_path, "r1", "load", "--json").stdout)
+    doc = json.loads(why(store_location, "r1", "load", "--json").stdout)
     assert (doc["state"], doc["execution"], doc["attempt"], doc["kind"], doc["why"], doc["held"]) == (
         "completed", 2, 1, "source_changed", "its source changed", None,
     )  # fmt: skip
@@ -59,7 +65,7 @@ def test_first_run_and_an_edited_cell_with_its_diff(
 
 
 def test_a_changed_input_an_upstream_rerun_and_force(
-    shell: Any, store_path: Path, capsys: pytest.CaptureFixture[str]
+    shell: Any, store_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A plain cell's new value, an upstream edit (stale) and --force each name themselves."""
     shell.run_cell("threshold = 0.5")
@@ -69,22 +75,22 @@ def test_a_changed_input_an_upstream_rerun_and_force(
     step(shell, "pick", "chosen = threshold * 2")
     assert magic(shell, capsys, "pick") == "step 'pick', execution 2, attempt 1: 'threshold' changed (0.5 → 0.7)\n"
     step(shell, "report", "text = str(chosen)")
-    assert why(store_path, "r1", "report").stdout == (
+    assert why(store_location, "r1", "report").stdout == (
         "step 'report', execution 2, attempt 1: stale: upstream step 'pick' re-ran; 'chosen' changed (1.0 → 1.4)\n"
     )
     step(shell, "report --force", "text = str(chosen)")
-    assert why(store_path, "r1", "report").stdout == "step 'report', execution 3, attempt 1: forced\n"
-    assert json.loads(why(store_path, "r1", "report", "--json").stdout)["kind"] == "forced"
+    assert why(store_location, "r1", "report").stdout == "step 'report', execution 3, attempt 1: forced\n"
+    assert json.loads(why(store_location, "r1", "report", "--json").stdout)["kind"] == "forced"
 
 
-def test_a_retry_after_an_error_names_the_error(shell: Any, store_path: Path, tmp_path: Path) -> None:
+def test_a_retry_after_an_error_names_the_error(shell: Any, store_location: str, tmp_path: Path) -> None:
     """A failed cell run again says which error the previous attempt ended with (and the fix, if edited)."""
     flag = tmp_path / "rows"
     body = f"rows = int(open({str(flag)!r}).read())"
     step(shell, "fetch", body)
     flag.write_text("3")
     step(shell, "fetch", body)
-    assert why(store_path, "r1", "fetch").stdout == (
+    assert why(store_location, "r1", "fetch").stdout == (
         "step 'fetch', execution 1, attempt 2: retried after error: FileNotFoundError: [Errno 2] No such file or "
         f"directory: '{flag}'\n"
     )
@@ -92,19 +98,19 @@ def test_a_retry_after_an_error_names_the_error(shell: Any, store_path: Path, tm
     step(shell, "check", "assert limit > 0, 'limit must be positive'")
     shell.run_cell("limit = 5")
     step(shell, "check", "assert limit > 0, 'limit must be positive'")
-    assert why(store_path, "r1", "check").stdout == (
+    assert why(store_location, "r1", "check").stdout == (
         "step 'check', execution 2, attempt 1: 'limit' changed (-1 → 5), after error: AssertionError: limit must be "
         "positive\n"
     )
     step(shell, "parse", "raise ValueError('bad row')")
     step(shell, "parse", "parsed = 3")
-    assert why(store_path, "r1", "parse").stdout == (
+    assert why(store_location, "r1", "parse").stdout == (
         "step 'parse', execution 2, attempt 1: its source changed, after error: ValueError: bad row\n"
         "--- parse (before)\n+++ parse (now)\n@@ -1 +1 @@\n-raise ValueError('bad row')\n+parsed = 3\n"
     )
 
 
-def test_an_effect_step_held_after_an_edit(shell: Any, store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_effect_step_held_after_an_edit(shell: Any, store_location: str, capsys: pytest.CaptureFixture[str]) -> None:
     """An edited effect step is restored, not repeated: why says it was held, and why it last ran."""
     step(shell, "mail --effect", "sent = 1")
     step(shell, "mail --effect", "sent = 2")
@@ -112,39 +118,39 @@ def test_an_effect_step_held_after_an_edit(shell: Any, store_path: Path, capsys:
         "step 'mail', execution 1, attempt 1: first run\n"
         "step 'mail' was then held because it has side effects: its source changed (restored, not repeated)\n"
     )
-    doc = json.loads(why(store_path, "r1", "mail", "--json").stdout)
+    doc = json.loads(why(store_location, "r1", "mail", "--json").stdout)
     assert (doc["kind"], doc["held"]) == ("first_run", "its source changed")
 
 
-def test_a_step_whose_owner_was_killed_says_so_when_it_runs_again(store_path: Path, tmp_path: Path) -> None:
+def test_a_step_whose_owner_was_killed_says_so_when_it_runs_again(store_location: str, tmp_path: Path) -> None:
     """SIGKILL mid-step; the next process that runs the step finds the dead owner and says so."""
-    worker = start_worker(store_path, "nightly-1", tmp_path / "started")
+    worker = start_worker(store_location, "nightly-1", tmp_path / "started")
     pid = worker.pid
     kill(worker)
-    pipe = resumable.Pipeline("nightly", store=store_path)
+    pipe = resumable.Pipeline("nightly", store=store_location)
     with pipe.run(run_id="nightly-1", params={"region": "us"}) as run:
         run.step("crunch", lambda: 3)
     host = current_owner().host
-    assert why(store_path, "nightly-1", "crunch").stdout == (
+    assert why(store_location, "nightly-1", "crunch").stdout == (
         f"step 'crunch', execution 1, attempt 2: started again after a dead owner interrupted it "
         f"(owner pid {pid} on host '{host}' is gone)\n"
     )
 
 
 def test_an_invalidated_step_and_the_panel_rows(
-    shell: Any, store_path: Path, capsys: pytest.CaptureFixture[str]
+    shell: Any, store_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`resumable invalidate` is a reason too; the panel shows each step's why line under its numbers."""
     step(shell, "load", "n = 1")
     step(shell, "mail --effect", "sent = n")
     step(shell, "mail --effect", "sent = n + 1")  # edited: held
     subprocess.run(
-        [sys.executable, "-m", "resumable", "invalidate", "r1", "load", "--store", str(store_path)],
+        [sys.executable, "-m", "resumable", "invalidate", "r1", "load", "--store", str(store_location)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     step(shell, "load", "n = 1")
     assert magic(shell, capsys, "load") == "step 'load', execution 2, attempt 1: invalidated (user asked)\n"
-    shown = resumable.panel("r1", store=store_path, poll_s=None)
+    shown = resumable.panel("r1", store=store_location, poll_s=None)
     try:
         assert '<div class="rsm-why rsm-muted">why: invalidated (user asked)</div>' in shown.rows["load"].info.value
         assert (
@@ -155,21 +161,24 @@ def test_an_invalidated_step_and_the_panel_rows(
         shown.close()
 
 
-def test_unknown_run_or_step_is_our_error(store_path: Path, shell: Any) -> None:
+def test_unknown_run_or_step_is_our_error(store_location: str, shell: Any) -> None:
     step(shell, "load", "n = 1")
     """A step or run that is not there: exit 6 and the store's own not-found message."""
-    missing = why(store_path, "r1", "nope", code=6)
+    missing = why(store_location, "r1", "nope", code=6)
     assert (missing.stdout, missing.stderr) == (
         "",
-        f"error: run 'r1' has no step 'nope' in store '{store_path}'. See its steps with: resumable show r1\n",
+        f"error: run 'r1' has no step 'nope' in store '{store_location}'. See its steps with: resumable show r1\n",
     )
-    assert why(store_path, "r2", "load", code=6).stderr == (
-        f"error: run 'r2' does not exist in store '{store_path}'. List the runs with: resumable runs\n"
+    assert why(store_location, "r2", "load", code=6).stderr == (
+        f"error: run 'r2' does not exist in store '{store_location}'. List the runs with: resumable runs\n"
     )
 
 
 def test_a_version_4_store_gains_the_previous_source_and_keeps_its_steps(store_path: Path) -> None:
-    """Migration 5 adds the column the diff needs; steps recorded before it are kept and explained."""
+    """Migration 5 adds the column the diff needs; steps recorded before it are kept and explained.
+
+    DuckDB only: a store older than version 7 exists only as a file (server stores began at 7).
+    """
     pipe = resumable.Pipeline("p", store=store_path)
     with pipe.run(run_id="old") as run:
         run.step("load", lambda: 1)

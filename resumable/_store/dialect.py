@@ -15,6 +15,9 @@ Where the two databases need different words, the row module asks :func:`dialect
   statements, against the first element of an ``array_agg`` ordered the other way);
 - whether a table exists (``duckdb_tables()`` against ``information_schema``);
 - the clock leases expire by (this host's for a file, the server's for a server store);
+- the words of the query views (``views.py``): the JSON type (PostgreSQL's ``jsonb``, which can be
+  grouped and compared), seconds since the epoch, a field of a JSON object, a JSON object's
+  entries as rows, and a sum of sizes as a whole number (PostgreSQL sums ``bigint`` to ``numeric``);
 - locks: DuckDB serializes whole transactions on the file already (one writer; ``filelock``), so
   its lock calls are no-ops; PostgreSQL runs transactions concurrently at READ COMMITTED, so a
   transaction that decides about a run locks the run's row (``FOR UPDATE``) or, for a row that may
@@ -80,6 +83,51 @@ class Dialect:
         if self.name == "duckdb":
             return f"arg_max({value}, {order})"
         return f"(array_agg({value} ORDER BY {order} DESC))[1]"
+
+    @property
+    def json_type(self) -> str:
+        """The type the views give their JSON columns (grouped and compared by value on both)."""
+        return "JSON" if self.name == "duckdb" else "JSONB"
+
+    def epoch(self, timestamp: str) -> str:
+        """Seconds since the epoch of a timestamp, as a double."""
+        if self.name == "duckdb":
+            return f"epoch({timestamp})"
+        return f"CAST(extract(epoch FROM {timestamp}) AS DOUBLE PRECISION)"
+
+    def seconds_between(self, start: str, end: str) -> str:
+        """Seconds from ``start`` to ``end`` in whole milliseconds, as a double (NULL when either is)."""
+        if self.name == "duckdb":
+            return f"date_diff('millisecond', {start}, {end}) / 1000.0"
+        return f"CAST(floor(extract(epoch FROM {end} - {start}) * 1000) / 1000 AS DOUBLE PRECISION)"
+
+    def sum_bytes(self, sizes: str) -> str:
+        """The sum of a ``BIGINT`` column as a whole number (DuckDB's ``HUGEINT``, PostgreSQL's ``bigint``)."""
+        return f"sum({sizes})" if self.name == "duckdb" else f"CAST(sum({sizes}) AS BIGINT)"
+
+    def json_text(self, value: str, key: str) -> str:
+        """The field ``key`` of a JSON object as text (NULL when absent)."""
+        if self.name == "duckdb":
+            return f"json_extract_string({value}, '$.{key}')"
+        return f"({value} ->> '{key}')"
+
+    def json(self, text: str) -> str:
+        r"""JSON kept as text, as the views' JSON type.
+
+        PostgreSQL's ``jsonb`` cannot hold a NUL character, which a parameter or an input's shown
+        value may contain (JSON's escape ``\u0000``): it reads as a backslash and ``x00`` there, as
+        the server store writes a NUL of an error message (``postgres._text``), rather than failing
+        every query that touches the row.
+        """
+        if self.name == "duckdb":
+            return f"CAST({text} AS JSON)"
+        return rf"CAST(regexp_replace({text}, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\\\x00', 'g') AS JSONB)"
+
+    def json_each(self, text: str) -> str:
+        """A table function over a JSON object kept as text: one row per entry, columns ``key`` and ``value``."""
+        if self.name == "duckdb":
+            return f"json_each({text})"
+        return f"jsonb_each({self.json(text)})"
 
     def ddl(self, statement: str) -> str:
         """A statement of ``schema.MIGRATIONS`` (written in DuckDB's types) in this database's types."""

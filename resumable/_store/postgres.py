@@ -43,7 +43,7 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Owner, RunInfo
 from resumable._states import StepState
-from resumable._store import checkpoints, faults, lease, process, runs, steps
+from resumable._store import checkpoints, faults, lease, pg_query, process, runs, steps
 from resumable._store.base import (
     Begin,
     Compaction,
@@ -58,7 +58,6 @@ from resumable._store.sql_store import SqlStore
 from resumable.errors import (
     CheckpointNotFoundError,
     InvalidTransition,
-    QueryError,
     StepChangedError,
     StoreLockedError,
     StoreServerError,
@@ -433,12 +432,17 @@ class PostgresStore(SqlStore):
         )  # fmt: skip
 
     def query(self, sql: str) -> QueryResult:
-        """Not on a server store yet: the documented views are written in DuckDB's SQL."""
-        raise QueryError(
-            sql,
-            "cannot run on a PostgreSQL store yet",
-            "Query the tables with psql meanwhile, or use a DuckDB store for 'resumable sql'.",
-        )
+        """On a session of its own, in a READ ONLY transaction over the documented views (``pg_query.py``)."""
+        try:
+            conn = psycopg.connect(
+                self._conninfo, connect_timeout=max(2, int(self.lock_timeout_s)), cursor_factory=psycopg.ClientCursor
+            )
+        except psycopg.Error as exc:
+            raise StoreServerError(self.location, _first_line(exc)) from exc
+        try:
+            return pg_query.run(conn, PgConnection(conn), sql)
+        except psycopg.Error as exc:  # defining the views, not the user's query: the server's fault
+            raise StoreServerError(self.location, _first_line(exc)) from exc
 
 
 def _cut(exc: BaseException | None) -> bool:
