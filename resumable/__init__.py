@@ -13,6 +13,7 @@ from resumable._query import StoreReader, connect
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState, StepState
 from resumable._store import QueryResult
+from resumable._sweep import SweepResult, SweepRun, sweep
 from resumable.errors import (
     ArgumentTypeError,
     AsyncStepError,
@@ -58,6 +59,8 @@ from resumable.errors import (
     StoreRemovedError,
     StoreServerError,
     StoreWriteError,
+    SweepClusterError,
+    SweepFileError,
     UnserializableOutputError,
 )
 from resumable.pipeline import Pipeline, Run, idempotency_key, load, remove_runs
@@ -118,6 +121,10 @@ __all__ = [
     "StoreRemovedError",
     "StoreServerError",
     "StoreWriteError",
+    "SweepClusterError",
+    "SweepFileError",
+    "SweepResult",
+    "SweepRun",
     "UnserializableOutputError",
     "connect",
     "execute_notebook",
@@ -126,6 +133,7 @@ __all__ = [
     "load_ipython_extension",
     "panel",
     "remove_runs",
+    "sweep",
 ]
 
 
