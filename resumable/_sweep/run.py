@@ -174,7 +174,10 @@ def _gather(
                 bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in _counts(done.values()).items()), refresh=False)
                 bar.update(1)
                 if not done[i].ok:
-                    bar.write(f"run {done[i].run_id} {dict(members[i].params)}: {done[i].state.replace('_', ' ')}")
+                    bar.write(
+                        f"run {done[i].run_id} {dict(members[i].params)}: {done[i].state.replace('_', ' ')}",
+                        file=sys.stderr,
+                    )
             if max_failures is not None and failures >= max_failures and len(done) < len(members):
                 stopped = True
                 break

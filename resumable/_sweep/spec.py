@@ -35,6 +35,7 @@ from resumable.errors import NotebookInputError, SweepFileError
 
 ParamSets = str | os.PathLike[str] | Sequence[Mapping[str, Any]] | Mapping[str, Any]
 
+_WRITE = "Write a list of parameter sets or a grid, "
 _EXAMPLE = "for example:\n  grid:\n    lr: [0.1, 0.01]\n    depth: [3, 5]\nor a list:\n  - {lr: 0.1, depth: 3}"
 
 
@@ -56,7 +57,7 @@ def load(params: ParamSets) -> tuple[dict[str, Any], ...]:
         sets = _entries(label, data, "entry")
     else:
         kind = "nothing" if data is None else f"a {type(data).__name__}"
-        raise SweepFileError(label, None, f"holds {kind}, not a list of parameter sets or a grid", _EXAMPLE)
+        raise SweepFileError(label, None, f"holds {kind}, not a list of parameter sets or a grid", _WRITE + _EXAMPLE)
     if not sets:
         raise SweepFileError(label, None, "holds no parameter set", "Give at least one, " + _EXAMPLE)
     _refuse_duplicates(label, sets)
@@ -86,7 +87,9 @@ def _from_mapping(label: str | None, data: Mapping[str, Any]) -> list[tuple[str,
         raise SweepFileError(label, None, problem, fix)
     runs = data.get("runs", [])
     if not isinstance(runs, Sequence) or isinstance(runs, (str, bytes)):
-        raise SweepFileError(label, "runs", f"is a {type(runs).__name__}, not a list of parameter sets", _EXAMPLE)
+        raise SweepFileError(
+            label, "runs", f"is a {type(runs).__name__}, not a list of parameter sets", _WRITE + _EXAMPLE
+        )
     return _grid(label, data.get("grid")) + _entries(label, runs, "runs entry")
 
 
@@ -95,7 +98,7 @@ def _grid(label: str | None, grid: Any) -> list[tuple[str, dict[str, Any]]]:
         return []
     if not isinstance(grid, Mapping):
         problem = f"is a {type(grid).__name__}, not a mapping of parameter names to lists of values"
-        raise SweepFileError(label, "grid", problem, _EXAMPLE)
+        raise SweepFileError(label, "grid", problem, _WRITE + _EXAMPLE)
     for name, values in grid.items():
         _name(label, f"grid {name!r}", name)
         if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or not values:
