@@ -36,7 +36,7 @@ def dask_client(workers: int, address: str | None) -> Iterator[Any]:
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                 memory_limit=0,  # the memory a run uses is its kernel's, a separate process
-                silence_logs=logging.ERROR,
+                silence_logs=logging.CRITICAL,  # a closing cluster logs heartbeat errors; runs report their own
             )  # fmt: skip
         except (OSError, RuntimeError) as exc:
             fix = "Check the temporary folder and the number of processes allowed, or pass a cluster address."
