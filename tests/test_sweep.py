@@ -139,7 +139,7 @@ def test_a_killed_worker_s_run_resumes_on_another_worker_and_its_effect_happens_
         psutil.Process(kernel).wait(timeout=30)  # ipykernel's parent poller ends the orphaned kernel
         (tmp_path / "go").write_text("")
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster:
         killer = threading.Thread(target=kill_the_worker, daemon=True)
         killer.start()
         result = resumable.sweep(

@@ -34,10 +34,13 @@ def dask_client(workers: int, address: str | None) -> Iterator[Any]:
     if address is None:
         try:
             cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address="127.0.0.1:0",  # its HTTP server on a free port, never a taken 8787
                 memory_limit=0,  # the memory a run uses is its kernel's, a separate process
                 silence_logs=logging.CRITICAL,  # a closing cluster logs heartbeat errors; runs report their own
-            )  # fmt: skip
+            )
         except (OSError, RuntimeError) as exc:
             fix = "Check the temporary folder and the number of processes allowed, or pass a cluster address."
             raise SweepClusterError(None, f"could not be started ({exc})", fix) from None
