@@ -25,6 +25,7 @@ CONCERNS = {
     "fork": "fork",
     "takeover": "takeover",
     "postgres": "postgres",
+    "sweep": "sweep",
 }
 
 

@@ -13,6 +13,7 @@ from resumable._query import StoreReader, connect
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState, StepState
 from resumable._store import QueryResult
+from resumable._sweep import SweepResult, SweepRun, sweep
 from resumable.errors import (
     ArgumentTypeError,
     AsyncStepError,
@@ -59,6 +60,8 @@ from resumable.errors import (
     StoreRemovedError,
     StoreServerError,
     StoreWriteError,
+    SweepClusterError,
+    SweepFileError,
     UnserializableOutputError,
 )
 from resumable.pipeline import Pipeline, Run, fencing_token, idempotency_key, load, remove_runs
@@ -120,6 +123,10 @@ __all__ = [
     "StoreRemovedError",
     "StoreServerError",
     "StoreWriteError",
+    "SweepClusterError",
+    "SweepFileError",
+    "SweepResult",
+    "SweepRun",
     "UnserializableOutputError",
     "connect",
     "execute_notebook",
@@ -129,6 +136,7 @@ __all__ = [
     "load_ipython_extension",
     "panel",
     "remove_runs",
+    "sweep",
 ]
 
 

@@ -829,23 +829,60 @@ _EXECUTE_EXIT = {
 )
 @click.option("--kernel", default=None, help="Jupyter kernel name (default: the notebook's, else python3).")
 @store_option
+@click.option(
+    "--sweep",
+    "sweep_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A YAML file of parameter sets (a list, or grid: and runs:): one run per set, each resumable.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local worker processes (default: CPUs).")
+@click.option("--cluster", default=None, metavar="ADDRESS", help="Run the sweep on this Dask scheduler.")
+@click.option(
+    "--max-failures", type=click.IntRange(min=1), default=None, help="Stop the sweep after this many failed runs."
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where a sweep's notebooks go, one RUN_ID.ipynb each (default: NOTEBOOK.sweep/).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or step lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def execute(
     notebook: Path, output: Path | None, run_id: str | None, new: bool, parameters: tuple[tuple[str, str], ...],
     parameters_file: Path | None, max_restarts: int, timeout: float | None, kernel: str | None,
-    store: Path | None, quiet: bool, as_json: bool,
+    store: Path | None, sweep_file: Path | None, workers: int | None, cluster: str | None,
+    max_failures: int | None, output_dir: Path | None, quiet: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Run NOTEBOOK headless; a dead kernel is replaced and the run resumes from its checkpoints.
 
     Completed durable steps restore instead of running again; cells without %%durable_step run
     on every pass. The executed notebook, restored outputs included, is written to -o. Ctrl-C
     stops the run (exit 130) and prints the command that resumes it.
+
+    With --sweep, one run per parameter set, on a local pool of --workers processes or on the
+    Dask scheduler --cluster; running the same sweep again resumes each run. A summary table
+    follows; exit 0 when every run completed, else 1.
     """
     from resumable._headless import execute_notebook
     from resumable._headless import params as _headless_params
     from resumable.errors import NotebookInputError
 
+    sweep_options = {"--workers": workers, "--cluster": cluster, "--max-failures": max_failures,
+                     "--output-dir": output_dir}  # fmt: skip
+    if sweep_file is not None:
+        single = {"-o": output, "--run-id": run_id, "--new": new or None, "-p": parameters or None,
+                  "-f": parameters_file}  # fmt: skip
+        given = [name for name, value in single.items() if value is not None]
+        if given:
+            msg = f"{given[0]} is for a single run; with --sweep each run's id and parameters come from the sweep file."
+            raise click.UsageError(msg)
+        _execute_sweep(notebook, sweep_file, workers, cluster, max_failures, output_dir, max_restarts, timeout,
+                       kernel, store, quiet, as_json)  # fmt: skip
+    given = [name for name, value in sweep_options.items() if value is not None]
+    if given:
+        raise click.UsageError(f"{given[0]} belongs to a sweep; pass the parameter sets with --sweep FILE.")
     try:
         params = _headless_params.collect(parameters, parameters_file)
         result = execute_notebook(
@@ -880,6 +917,54 @@ def execute(
         click.echo(f"executed notebook: {result.output}", err=True)
     if result.error is not None:
         click.echo(f"error: {result.error}", err=True)
+    sys.exit(code)
+
+
+def _execute_sweep(
+    notebook: Path, sweep_file: Path, workers: int | None, cluster: str | None, max_failures: int | None,
+    output_dir: Path | None, max_restarts: int, timeout: float | None, kernel: str | None, store: Path | None,
+    quiet: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """``execute --sweep``: the sweep, then a table of its runs (or JSON) and its exit code."""
+    from resumable._sweep import sweep
+    from resumable.errors import NotebookInputError
+
+    try:
+        with front_end("command"):
+            result = sweep(
+                notebook, sweep_file, workers=workers, cluster=cluster, max_failures=max_failures,
+                output_dir=output_dir, max_restarts=max_restarts, timeout=timeout, kernel=kernel, store=store,
+                progress=not quiet,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        click.echo("interrupted; completed steps are checkpointed. Run the same sweep again to resume it.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except NotebookInputError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))
+        raise click.UsageError(str(exc)) from None
+    except ResumableError as exc:
+        code = exit_code_for(exc)
+        if as_json:
+            click.echo(json.dumps({"ok": False, "outcome": type(exc).__name__, "error": str(exc), "exit_code": code}))
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(code)
+    code = EXIT_OK if result.ok else EXIT_FAILED
+    if as_json:
+        click.echo(json.dumps({**result.to_json(), "exit_code": code}, indent=2))
+        sys.exit(code)
+    rows = [
+        (r.run_id, " ".join(f"{k}={v!r}" for k, v in r.params.items()), r.state.replace("_", " "),
+         len(r.steps_executed), len(r.steps_restored), human_duration(r.duration_s))
+        for r in result.runs
+    ]  # fmt: skip
+    print_table(("run", "parameters", "state", "executed", "restored", "duration"), rows)
+    counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in result.counts().items())
+    click.echo(f"sweep of {len(result.runs)} runs of pipeline '{result.pipeline}': {counts}", err=True)
+    click.echo(f"executed notebooks: {result.output_dir}", err=True)
+    for r in result.runs:
+        if r.error is not None and r.state != "cancelled":
+            click.echo(f"error in run '{r.run_id}': {r.error}", err=True)
     sys.exit(code)
 
 

@@ -44,6 +44,8 @@ all of ours and nothing of the user's::
      ├─ NotebookExecutionError               .cell_index, .ename, .evalue, .traceback
      ├─ KernelDiedError                      restarts exhausted: .run_id, .restarts, .step
      ├─ NotebookInputError(ValueError)       a headless run's notebook, parameters or options are unusable
+     │   └─ SweepFileError                   a sweep's parameter file (or list) cannot be used: .file, .entry
+     ├─ SweepClusterError                    a sweep's Dask cluster cannot be started or reached
      ├─ DuplicateStepWarning(UserWarning)    no longer issued (DuplicateStepError); kept for filters
      ├─ EffectHeldWarning(UserWarning)       a completed effect step was held although its inputs changed
      └─ LastGoodCheckpointWarning(UserWarning) a value was loaded from the last good checkpoint of a
@@ -911,3 +913,31 @@ def error_class(name: str) -> type[ResumableError] | None:
     """Our error class named ``name`` (the ``ename`` a kernel reports), or None for anyone else's."""
     found = globals().get(name)
     return found if isinstance(found, type) and issubclass(found, ResumableError) else None
+
+
+class SweepFileError(NotebookInputError):
+    """A sweep's parameter sets cannot be used.
+
+    ``file`` is the parameter file (None for sets given in Python), ``entry`` the place in it
+    (``entry 2``, ``grid 'lr'``) or None when the whole file is at fault.
+    """
+
+    def __init__(self, file: str | None, entry: str | None, problem: str, fix: str = "") -> None:
+        self.file = file
+        self.entry = entry
+        self.what, self.value, self.problem, self.fix = "sweep file", file, problem, fix
+        where = f"sweep file {file!r}" if file is not None else "sweep parameters"
+        if entry:
+            where += f" ({entry})"
+        ResumableError.__init__(self, f"{where} {problem}." + (f" {fix}" if fix else ""))
+
+
+class SweepClusterError(ResumableError):
+    """A sweep could not start its local Dask cluster or reach the one it was given; no run was started."""
+
+    def __init__(self, address: str | None, problem: str, fix: str) -> None:
+        self.address = address
+        self.problem = problem
+        self.fix = fix
+        where = f"the Dask scheduler at {address}" if address else "the local Dask cluster"
+        super().__init__(f"{where}: {problem}. No run of the sweep was started. {fix}")

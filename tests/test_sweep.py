@@ -1,0 +1,158 @@
+"""Sweeps on real kernels and a Dask LocalCluster: resume per parameter set, stop early, survive a killed worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from notebook_files import write_nb
+
+import resumable
+from resumable._store import open_store
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m resumable ...`` as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "resumable", *map(str, args)],
+        capture_output=True, text=True, timeout=200, check=False, cwd=cwd, env=env,
+    )  # fmt: skip
+
+
+def squares_notebook(folder: Path) -> Path:
+    """A parameters cell, one durable step that logs each execution to a file, and a step that may fail."""
+    return write_nb(
+        folder / "squares.ipynb",
+        ("n = 1", ["parameters"]),
+        "%load_ext resumable\nimport pathlib",
+        "%%durable_step square --exclude f\nsquare = n * n\nwith open('executions', 'a') as f:\n    f.write(f'{n}\\n')",
+        "%%durable_step check\nassert n != 13, 'unlucky'\nprint('square', square)",
+    )
+
+
+def test_a_sweep_runs_each_set_once_and_running_it_again_restores_everything(tmp_path: Path, store_path: Path) -> None:
+    """Three parameter sets run in parallel; the same sweep again (from a YAML file) restores every run."""
+    nb = squares_notebook(tmp_path)
+    result = resumable.sweep(nb, [{"n": 2}, {"n": 3}, {"n": 4}], workers=2, store=store_path, progress=False)
+    (tmp_path / "params.yaml").write_text("- {n: 2}\n- {n: 3}\n- {n: 4}\n")  # the same sets, from a file
+    assert result.ok, [r.error for r in result.runs]
+    assert result.pipeline == "squares" and result.stopped_early is False
+    assert [(r.params, r.state, r.steps_executed, r.steps_restored) for r in result.runs] == [
+        ({"n": n}, "completed", ("square", "check"), ()) for n in (2, 3, 4)
+    ]
+    assert sorted((tmp_path / "executions").read_text().split()) == ["2", "3", "4"]
+    out = nbformat.read(tmp_path / "squares.sweep" / f"{result.runs[1].run_id}.ipynb", as_version=4)
+    assert out.metadata["resumable"]["params"] == {"n": 3}
+    assert out.metadata["resumable"]["outcome"] == "completed"
+    first = open_store(store_path).get_run(result.runs[0].run_id)
+    assert first is not None and first.params == {"n": 2} and first.pipeline == "squares"
+
+    again = resumable.sweep(nb, tmp_path / "params.yaml", workers=2, store=store_path, progress=False)
+    assert [(r.run_id, r.state, r.steps_executed, r.steps_restored) for r in again.runs] == [
+        (r.run_id, "completed", (), ("square", "check")) for r in result.runs
+    ]
+    assert sorted((tmp_path / "executions").read_text().split()) == ["2", "3", "4"]  # nothing executed again
+    doc = again.to_json()
+    assert doc["counts"] == {"completed": 3} and doc["runs"][0]["params"] == {"n": 2}
+    assert json.loads(json.dumps(doc)) == doc
+
+
+def test_max_failures_stops_the_sweep_and_cancels_the_runs_not_finished(tmp_path: Path, store_path: Path) -> None:
+    """--max-failures 1: the first failed run stops the sweep, the others are cancelled; a table, and exit 1."""
+    nb = squares_notebook(tmp_path)
+    (tmp_path / "params.yaml").write_text("grid:\n  n: [13, 5, 6]\n")
+    done = cli(
+        "execute", nb, "--sweep", "params.yaml", "--workers", "1", "--max-failures", "1", "--store", store_path,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    assert lines[0] == ["run", "parameters", "state", "executed", "restored", "duration"]
+    assert [row[1:5] for row in lines[1:]] == [
+        ["n=13", "failed", "1", "0"], ["n=5", "cancelled", "0", "0"], ["n=6", "cancelled", "0", "0"]
+    ]  # fmt: skip
+    assert "stopped after 1 failed runs (--max-failures 1); 2 runs cancelled" in done.stderr
+    assert "sweep of 3 runs of pipeline 'squares': 1 failed, 2 cancelled" in done.stderr
+    assert f"error in run '{lines[1][0]}': step 'check' (cell 4) raised AssertionError: unlucky" in done.stderr
+
+
+def test_a_bad_sweep_on_the_command_line_is_a_usage_error(tmp_path: Path) -> None:
+    """A bad file exits 2 with the whole message (also as JSON); single-run options are refused with --sweep."""
+    nb = squares_notebook(tmp_path)
+    (tmp_path / "params.yaml").write_text("- {n: 1}\n- [2]\n")
+    bad = cli("execute", nb, "--sweep", "params.yaml", "--json", cwd=tmp_path)
+    assert bad.returncode == 2
+    message = (
+        "sweep file 'params.yaml' (entry 2) is [2] (list), not a mapping of parameter names to values. "
+        "Write each entry as {name: value, ...}."
+    )
+    assert json.loads(bad.stdout) == {"ok": False, "outcome": "usage", "error": message, "exit_code": 2}
+    assert f"Error: {message}" in bad.stderr
+    mixed = cli("execute", nb, "--sweep", "params.yaml", "--run-id", "r1", cwd=tmp_path)
+    assert mixed.returncode == 2
+    assert (
+        "Error: --run-id is for a single run; with --sweep each run's id and parameters come from the sweep file."
+        in mixed.stderr
+    )
+
+
+def test_a_killed_worker_s_run_resumes_on_another_worker_and_its_effect_happens_once(
+    tmp_path: Path, store_path: Path
+) -> None:
+    """SIGKILL the Dask worker mid-step: the scheduler hands the run on, its dead kernel lets go, the completed
+    effect step restores (its effect stays single) and the interrupted step executes again."""
+    from distributed import LocalCluster
+
+    nb = write_nb(
+        tmp_path / "pay.ipynb",
+        ("amount = 1", ["parameters"]),
+        "%load_ext resumable\nimport os, pathlib, time, resumable",
+        "%%durable_step charge --exclude f\nkey = resumable.idempotency_key()\n"
+        "with open('charges', 'a') as f:\n    f.write(f'{key} {amount}\\n')",
+        "%%durable_step wait\npathlib.Path(f'waiting-{os.getpid()}').write_text(str(os.getppid()))\n"
+        "while not pathlib.Path('go').exists():\n    time.sleep(0.05)",
+        "%%durable_step receipt\nreceipt = f'paid {amount}'",
+    )
+    found: dict[str, int] = {}
+
+    def kill_the_worker() -> None:
+        deadline = time.monotonic() + 120
+        while not (marks := list(tmp_path.glob("waiting-*"))):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        kernel = int(marks[0].name.removeprefix("waiting-"))
+        worker = int(marks[0].read_text())
+        found.update(kernel=kernel, worker=worker)
+        os.kill(worker, signal.SIGKILL)
+        psutil.Process(kernel).wait(timeout=30)  # ipykernel's parent poller ends the orphaned kernel
+        (tmp_path / "go").write_text("")
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster:
+        killer = threading.Thread(target=kill_the_worker, daemon=True)
+        killer.start()
+        result = resumable.sweep(
+            nb, [{"amount": 7}], cluster=cluster.scheduler_address, store=store_path, progress=False
+        )
+        killer.join(timeout=60)
+    (run,) = result.runs
+    assert found["worker"] != os.getpid()
+    assert run.state == "completed", run.error
+    assert run.steps_restored == ("charge",)
+    assert run.steps_executed == ("wait", "receipt")
+    charges = (tmp_path / "charges").read_text().splitlines()
+    assert len(charges) == 1 and charges[0].endswith(" 7")
+    assert len(list(tmp_path.glob("waiting-*"))) == 2  # the step started on two kernels, one per worker
+    wait = open_store(store_path).get_step(run.run_id, "wait")
+    assert wait is not None and wait.attempts == 2
