@@ -148,14 +148,6 @@ def test_large_checkpoints_go_to_the_shared_folder_or_else_into_the_database(
     np.testing.assert_array_equal(resumable.load("r1", "make", store=in_database), big)
 
 
-def test_sql_is_not_offered_on_a_server_store_yet(cluster: pg_server.Cluster) -> None:
-    """resumable sql's views are DuckDB's: on a server store the query is refused, saying what to use instead."""
-    url = cluster.new_database()
-    with pytest.raises(resumable.QueryError) as excinfo:
-        open_store(url).query("SELECT * FROM runs")
-    assert "cannot run on a PostgreSQL store yet" in str(excinfo.value)
-
-
 def test_a_lock_held_past_the_timeout_is_reported(cluster: pg_server.Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session holding a run's row past RESUMABLE_LOCK_TIMEOUT: StoreLockedError, nothing changed."""
     import psycopg
