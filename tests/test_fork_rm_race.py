@@ -16,7 +16,7 @@ import sys
 import resumable
 from resumable._store import forget_all, open_store
 
-RUNS = 12
+RUNS = 8
 
 WORKER = """
 import json, sys, resumable

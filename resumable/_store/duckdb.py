@@ -490,6 +490,9 @@ class DuckDBStore(SqlStore):
         """
         done = self._payloads.bind(done)
         journal = self._journals.get(done.run_id)
+        if journal is not None and journal.lost is not None:
+            self._ended(done.run_id, done.step)
+            raise journal.lost  # the claim was taken over: nothing more of it is deferred or written
         if journal is not None:
             self._conn.check_file()
             if self._defer_completion(journal, done):
@@ -587,9 +590,19 @@ class DuckDBStore(SqlStore):
         return attempt
 
     def mark_effect(self, run_id: str, step: str, owner: Owner) -> None:
-        """The fence before a side effect: opening the transaction writes whatever the store deferred first."""
-        with self._transaction() as con:
-            steps.mark_effect(con, run_id, step, owner, self._token(run_id, step))
+        """The fence before a side effect: opening the transaction writes whatever the store deferred first.
+
+        When that write finds the run taken over (``_still_held``), the step's start was not written
+        either: LeaseLostError, as for any late write of the claim.
+        """
+        try:
+            with self._transaction() as con:
+                steps.mark_effect(con, run_id, step, owner, self._token(run_id, step))
+        except StepChangedError:
+            journal = self._journals.get(run_id)
+            if journal is not None and journal.lost is not None:
+                raise journal.lost from None
+            raise
 
     # ------------------------------------------------------------------ checkpoints
 
