@@ -429,9 +429,10 @@ def sql(query: str, store: Path | None, as_json: bool, as_csv: bool) -> None:
     """Run a read-only SQL QUERY over the store's views and print the rows.
 
     The views are runs, steps, attempts, events, checkpoints (without the bytes), inputs and
-    parameters; docs/sql.md lists their columns and example queries. The store is opened
+    parameters; docs/sql.md lists their columns and example queries. A store file is opened
     read-only and the query cannot read or write other files, attach databases or load
-    extensions. Into a pipe or a file the table is plain tab-separated lines.
+    extensions; on a PostgreSQL store the query runs in a read-only transaction. Into a pipe
+    or a file the table is plain tab-separated lines.
     """
     if as_json and as_csv:
         raise click.UsageError("--json and --csv cannot be combined; pick one.")

@@ -10,6 +10,11 @@ store and nothing else. It cannot write a file (``COPY ... TO``), read one (``re
 
 States are as every reader shows them: a running step whose owner is gone reads as
 ``interrupted`` (``liveness.py``), computed when the query runs; nothing is written.
+
+The views are defined once (:func:`definitions`) for both stores; the words DuckDB and PostgreSQL
+spell differently come from the dialect. A PostgreSQL store runs its queries through
+``pg_query.py``, which defines the same views the same way (:func:`define`) and then makes its
+transaction read-only instead of switching DuckDB's settings.
 """
 
 from __future__ import annotations
