@@ -13,6 +13,7 @@ imports duckdb or holds SQL.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from contextlib import AbstractContextManager
@@ -34,6 +35,7 @@ from resumable._store import (
     lease,
     process,
     replay,
+    restorable,
     retention,
     runs,
     steps,
@@ -154,6 +156,13 @@ class DuckDBStore(SqlStore):
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
         self._keeper: lease.LeaseKeeper | None = None
+        # Completed steps of owned runs, read once (``restorable.py``); ``_changes`` counts this
+        # store's changes that may touch any step, so a snapshot read before one is not used.
+        self._snapshots: dict[str, restorable.Snapshot] = {}
+        self._changes = 0
+        # The mark at each owned run's last restore decided by a transaction: a second restore under
+        # the same mark is a streak (a resume), worth reading the snapshot for.
+        self._streaks: dict[str, object] = {}
         # Read-only: a dead process's log holds steps that returned and are not in the file yet.
         self.holds_unreplayed_log = False
         try:
@@ -189,10 +198,63 @@ class DuckDBStore(SqlStore):
         """A dry run's transaction: it does not write what this process deferred, since it is rolled back."""
         return self._conn.transaction(with_pending=False)
 
-    def _transaction(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    def _transaction(self, *, step_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A transaction of this store's; ``step_only``: it changes one step, whose snapshot entry the caller drops.
+
+        Any other transaction may change any step, so the snapshots of completed steps read before
+        it are no longer used (``restorable.py``).
+        """
+        if not step_only:
+            self._changes += 1
         if self._failures:
             self._flush_failures(strict=False)
         return self._conn.transaction()
+
+    def _mark(self) -> object:
+        """Equal while nothing changed this store's rows except steps dropped from the snapshots; None: unknown."""
+        held = self._conn.unchanged_since()
+        return None if held is None else (held, self._changes)
+
+    def _drop_snapshot(self, run_id: str, *steps_changed: str) -> None:
+        snapshot = self._snapshots.get(run_id)
+        if snapshot is not None:
+            snapshot.drop(*steps_changed)
+
+    def _restore_from_snapshot(self, req: StepRequest) -> Begin | None:
+        """A completed step of an owned run restored from the snapshot, or None when a transaction must decide.
+
+        The snapshot is read (or read again) here when missing or out of date; it answers only
+        while ``_mark`` stays what it was when it was read, checked again after reading inline
+        bytes (that transaction may have had to open the file anew).
+        """
+        snapshot = self._snapshots.get(req.run_id)
+        mark = self._mark()
+        if snapshot is None or mark is None or snapshot.mark != mark:
+            self._snapshots.pop(req.run_id, None)
+            if mark is None or self._streaks.get(req.run_id) != mark:
+                return None  # a lone restore (a notebook cell): one transaction is cheaper than the snapshot
+            with self._conn.lock:
+                with self._conn.transaction() as con:
+                    entries = restorable.read(con, self.location, req.run_id, req.owner)
+                snapshot = restorable.Snapshot(self._mark(), entries)
+            if snapshot.mark is None:
+                self._snapshots.pop(req.run_id, None)
+                return None
+            self._snapshots[req.run_id] = snapshot
+        entry = snapshot.entries.get(req.step)
+        if entry is None:
+            return None
+        begin = steps.plain_restore(entry.view, req)
+        if begin is None:
+            return None
+        if snapshot.missing(entry):
+            with self._conn.lock:
+                with self._conn.transaction() as con:
+                    snapshot.inline.update(restorable.read_inline(con, snapshot.window(entry)))
+                if snapshot.mark != self._mark() or snapshot.missing(entry):
+                    self._snapshots.pop(req.run_id, None)
+                    return None
+        return dataclasses.replace(begin, checkpoints=snapshot.refs(entry))
 
     def _flush_failures(self, *, strict: bool) -> None:
         """Write kept failures in a transaction of their own; keep them again when that fails.
@@ -251,6 +313,8 @@ class DuckDBStore(SqlStore):
 
     def _forget_removed(self) -> None:
         """The store file was removed: what was pending belonged to it and went with it (its log too)."""
+        self._changes += 1
+        self._snapshots.clear()
         with self._journal_lock:
             self._log.close()
             for journal in self._journals.values():
@@ -276,6 +340,8 @@ class DuckDBStore(SqlStore):
         """A forked child starts with fresh locks, its own completion log, and nothing pending of its parent's."""
         self._keeper = None
         self._journals.clear()
+        self._snapshots.clear()
+        self._streaks.clear()
         self._failures = []
         self._journal_lock = threading.Lock()
         self._log.forget_inherited()
@@ -300,6 +366,8 @@ class DuckDBStore(SqlStore):
         replayed = []
         if self._migrated:
             replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+            if replayed:
+                self._changes += 1  # a dead process's steps: no snapshot read before vouches for them
         with self._journal_lock:
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
             records = self._log.records
@@ -387,6 +455,8 @@ class DuckDBStore(SqlStore):
                 if journal.claims > 0:
                     return
                 del self._journals[run_id]
+                self._snapshots.pop(run_id, None)
+                self._streaks.pop(run_id, None)
             runs.clear_owner(con, run_id, owner)
         with self._conn.lock:
             self._drop_log_if_applied()
@@ -411,19 +481,26 @@ class DuckDBStore(SqlStore):
                 if batch_full:
                     # Back-pressure: a process that starts steps faster than they can be written
                     # writes a full batch itself, so a group commit never grows past one batch.
-                    with self._transaction():
+                    with self._transaction(step_only=True):  # writes only steps no snapshot holds
                         pass
                 elif first_of_window:
                     self._conn.wake()
                 self._started(key)
                 return quick
+            if req.step in journal.known_steps:
+                restored = self._restore_from_snapshot(req)
+                if restored is not None:
+                    return restored
         with self._conn.lock:
-            with self._transaction() as con:
+            with self._transaction(step_only=True) as con:
                 begin = steps.begin(con, self.location, req, abandoned=abandoned)
                 if begin.action == "execute":
                     self._lease().claimed(con)
+            self._drop_snapshot(req.run_id, req.step, *begin.stale)
             if begin.action == "execute":
                 self._started(key)
+            elif journal is not None:
+                self._streaks[req.run_id] = self._mark()
             if journal is not None:
                 with self._journal_lock:
                     if req.step not in journal.known_steps:
@@ -456,8 +533,9 @@ class DuckDBStore(SqlStore):
             if self._defer_completion(journal, done):
                 self._ended(done.run_id, done.step)
                 return
+        self._drop_snapshot(done.run_id, done.step)
         try:
-            with self._transaction() as con:
+            with self._transaction(step_only=True) as con:
                 steps.complete(con, done)
         except BaseException as exc:
             stop = faults.interrupted(exc)
@@ -510,8 +588,9 @@ class DuckDBStore(SqlStore):
         read, the panel's poll, closing), and at the latest before the run's next step starts. A
         KeyboardInterrupt still propagates; other write errors do not hide the step's own error.
         """
+        self._drop_snapshot(run_id, step)
         try:
-            with self._transaction() as con:
+            with self._transaction(step_only=True) as con:
                 steps.fail(con, run_id, step, owner, error, traceback, duration_s)
         except (StepChangedError, InvalidTransition):  # not this process's step to fail (any more)
             self._ended(run_id, step)
@@ -534,7 +613,8 @@ class DuckDBStore(SqlStore):
         self._ended(run_id, step)
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
-        with self._transaction() as con:
+        self._drop_snapshot(run_id, step)
+        with self._transaction(step_only=True) as con:
             attempt = steps.retry(con, self.location, run_id, step, owner)
         self._started((self.location, run_id, step))
         return attempt

@@ -1,0 +1,140 @@
+"""The completed steps of a run this process owns, read once, so that restoring them needs no transaction each.
+
+A DuckDB transaction costs about a millisecond, and restoring a completed step took three queries
+in one: more than executing a DBOS step. While this process owns the run and holds the file, no
+other process can change it (DuckDB lets one process hold the file), and every change this
+process makes goes through its store object. So the store reads, in one transaction, the owner
+check :func:`runs.check_owner` makes for every step plus the row of every completed step and the
+references to its checkpoints (without their bytes), and decides later restores from that
+snapshot with :func:`steps.plain_restore`, the very rule the transaction applies. The snapshot is
+thrown away the moment it might be out of date (``DuckDBStore`` owns that rule): the file was let
+go of, another handle of this process committed into it, or this store made a change other than
+the start, completion or failure of a step, whose own entry it drops.
+
+Small checkpoints' bytes live inside the database. They are read when first needed, for that step
+and the next ones in the run's order up to ``READ_AHEAD_BYTES``: one query serves a whole resume,
+and a store of many runs (where DuckDB reads the whole ``data`` column for any query that selects
+it) is scanned once per window instead of once per step. Every checkpoint is still checked against
+its digest and signature when it is loaded (``checkpoints.Payloads.load``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from resumable._records import Owner
+from resumable._store import runs
+from resumable._store.base import CheckpointRef
+from resumable._store.dialect import Connection
+from resumable._store.rows import RunView
+
+READ_AHEAD_BYTES = 16 * 1024 * 1024
+# The bytes of rows in one read-ahead query at most, whatever their size (one statement's parameters).
+READ_AHEAD_ROWS = 200
+
+_REF_COLUMNS = "c.run_id, c.step, c.name, c.kind, c.codec, c.digest, c.signature, c.size, c.file"
+# A checkpoint row's identity: (run, step, generation, kind, name).
+RowKey = tuple[str, str, int, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One completed step: its row as a decision reads it, and its checkpoint references (bytes not read)."""
+
+    view: RunView
+    refs: tuple[CheckpointRef, ...]
+    seq: int
+
+    def inline_keys(self) -> list[RowKey]:
+        generation = self.view.checkpoint_generation
+        return [(r.run_id, r.step, generation, r.kind, r.name) for r in self.refs if r.file is None]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The completed steps of one run, and the inline bytes read ahead for them."""
+
+    mark: object  # the store's change mark when it was read; equal marks: still true
+    entries: dict[str, Entry]
+    inline: dict[RowKey, bytes | None] = field(default_factory=dict)
+
+    def drop(self, *names: str) -> None:
+        """Forget steps this process is changing (started, completed, failed, made stale)."""
+        for name in names:
+            self.entries.pop(name, None)
+
+    def missing(self, entry: Entry) -> bool:
+        """Whether some inline bytes of ``entry`` are not read yet."""
+        return any(key not in self.inline for key in entry.inline_keys())
+
+    def refs(self, entry: Entry) -> tuple[CheckpointRef, ...]:
+        """The step's references with their inline bytes, taken out of the read-ahead (each is restored once)."""
+        out = []
+        generation = entry.view.checkpoint_generation
+        for ref in entry.refs:
+            if ref.file is None:
+                data = self.inline.pop((ref.run_id, ref.step, generation, ref.kind, ref.name))
+                out.append(dataclasses.replace(ref, data=data))
+            else:
+                out.append(ref)
+        return tuple(out)
+
+    def window(self, entry: Entry) -> list[RowKey]:
+        """The inline rows to read for ``entry``: its own, then the next steps' in run order, up to the budget."""
+        keys = [k for k in entry.inline_keys() if k not in self.inline]
+        size = sum(r.size for r in entry.refs if r.file is None)
+        for other in sorted((e for e in self.entries.values() if e.seq > entry.seq), key=lambda e: e.seq):
+            more = [k for k in other.inline_keys() if k not in self.inline]
+            grown = size + sum(r.size for r in other.refs if r.file is None)
+            if not more:
+                continue
+            if grown > READ_AHEAD_BYTES or len(keys) + len(more) > READ_AHEAD_ROWS:
+                break
+            keys += more
+            size = grown
+        return keys
+
+
+def read(con: Connection, location: str, run_id: str, me: Owner) -> dict[str, Entry]:
+    """Check the run is this process's to decide (``check_owner``), then read its completed steps.
+
+    Raises what ``check_owner`` raises (RunOwnedError when another live process holds the run).
+    """
+    pipeline = runs.check_owner(con, location, run_id, me).pipeline
+    rows = con.execute(
+        f"""SELECT {runs.VIEW_COLUMNS}, seq FROM steps WHERE run_id = ? AND state = 'completed'""", [run_id]
+    ).fetchall()
+    entries: dict[str, Entry] = {}
+    if not rows:
+        return entries
+    refs: dict[str, list[CheckpointRef]] = {}
+    for r in con.execute(
+        f"""SELECT s.step, {_REF_COLUMNS} FROM steps s JOIN checkpoints c
+              ON c.run_id = coalesce(s.checkpoint_run, s.run_id) AND c.step = s.step
+             AND c.generation = coalesce(s.checkpoint_generation, 0)
+            WHERE s.run_id = ? AND s.state = 'completed' ORDER BY s.step, c.kind DESC, c.name""",
+        [run_id],
+    ).fetchall():
+        ref = CheckpointRef(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], None, r[9])
+        refs.setdefault(r[0], []).append(ref)
+    for row in rows:
+        view = runs.view_from(pipeline, row[1], row)
+        entries[row[0]] = Entry(view, tuple(refs.get(row[0], ())), int(row[-1]))
+    return entries
+
+
+def read_inline(con: Connection, keys: list[RowKey]) -> dict[RowKey, bytes | None]:
+    """The bytes of the inline rows ``keys``, in one query (rows of other generations are read and left out)."""
+    pairs = sorted({(k[0], k[1]) for k in keys})
+    where = " OR ".join(["(run_id = ? AND step = ?)"] * len(pairs))
+    found: dict[RowKey, bytes | None] = {}
+    wanted = set(keys)
+    for run_id, step, generation, kind, name, data in con.execute(
+        f"SELECT run_id, step, generation, kind, name, data FROM checkpoints WHERE file IS NULL AND ({where})",
+        [v for pair in pairs for v in pair],
+    ).fetchall():
+        key = (run_id, step, int(generation), kind, name)
+        if key in wanted:
+            found[key] = data
+    return found
