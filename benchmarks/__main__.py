@@ -24,6 +24,7 @@ CONCERNS = {
     "inplace": "inplace",
     "fork": "fork",
     "import": "imports",
+    "resume": "resume",
 }
 
 

@@ -229,7 +229,7 @@ class DuckDBStore(SqlStore):
         """
         snapshot = self._snapshots.get(req.run_id)
         mark = self._mark()
-        if snapshot is None or mark is None or snapshot.mark != mark:
+        if snapshot is None or mark is None or snapshot.mark is None or snapshot.mark != mark:
             self._snapshots.pop(req.run_id, None)
             if mark is None or self._streaks.get(req.run_id) != mark:
                 return None  # a lone restore (a notebook cell): one transaction is cheaper than the snapshot
@@ -441,11 +441,16 @@ class DuckDBStore(SqlStore):
             runs.check_owner(con, self.location, run_id, owner)
             known = runs.set_owner(con, run_id, owner)
             self._lease().claimed(con)
+            # A run with steps is most likely resumed: its snapshot read now, in the claim's transaction,
+            # saves the first restores a transaction of their own (``_restore_from_snapshot``).
+            entries = restorable.read(con, self.location, run_id, owner) if known else None
             journal = self._journals.get(run_id)
             if journal is None:
                 self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability)
             else:
                 journal.claims += 1
+        if entries is not None:
+            self._snapshots[run_id] = restorable.Snapshot(self._mark(), entries)
 
     def release_run(self, run_id: str, owner: Owner) -> None:
         with self._transaction() as con:  # opening it writes what is pending
