@@ -12,8 +12,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import resumable
 from resumable._owner import current_owner
+from resumable._store import restorable
 from resumable._store.duckdb import DuckDBStore
 
 BIG = 300_000  # over the inline limit: a payload file
@@ -48,8 +51,12 @@ def _build(pipe: resumable.Pipeline, run_id: str, n: int, calls: list[str]) -> N
             run.step(f"s{i}", lambda i=i: calls.append(f"s{i}") or _value(i))
 
 
-def test_resume_restores_every_step_with_its_value(tmp_path: Path) -> None:
-    """Rerunning 40 completed steps (small, None and file-sized outputs) restores each value, running no body."""
+def test_resume_restores_every_step_with_its_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rerunning 40 completed steps (small, None and file-sized outputs) restores each value, running no body.
+
+    Inline bytes are read ahead three rows at a time here, so the resume crosses many windows.
+    """
+    monkeypatch.setattr(restorable, "READ_AHEAD_ROWS", 3)
     pipe = resumable.Pipeline("snap", store=str(tmp_path / "s.duckdb"))
     calls: list[str] = []
     _build(pipe, "r", 40, calls)

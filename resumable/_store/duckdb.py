@@ -57,6 +57,10 @@ from resumable._store.schema import check_version, migrate
 from resumable._store.sql_store import SqlStore
 from resumable.errors import InvalidTransition, StepChangedError
 
+# A run with more steps than this reads its snapshot again only for a streak of restores (a resume),
+# not for a lone one (a notebook cell): reading it would then cost more than the restore's transaction.
+SNAPSHOT_STEPS = 1000
+
 # Steps this process is executing now, by (store, run, step). A step of this process found
 # 'running' in the store but not here was left behind by an attempt whose end could not be
 # recorded; it is recovered as interrupted instead of blocking its run.
@@ -220,6 +224,13 @@ class DuckDBStore(SqlStore):
         if snapshot is not None:
             snapshot.drop(*steps_changed)
 
+    def _new_snapshot(self, run_id: str, entries: dict[str, restorable.Entry]) -> restorable.Snapshot:
+        """Keep a snapshot just read (call holding the connection's lock); inline bytes read ahead carry over."""
+        old = self._snapshots.get(run_id)
+        snapshot = restorable.Snapshot(self._mark(), entries, old.inline if old is not None else {})
+        self._snapshots[run_id] = snapshot
+        return snapshot
+
     def _restore_from_snapshot(self, req: StepRequest) -> Begin | None:
         """A completed step of an owned run restored from the snapshot, or None when a transaction must decide.
 
@@ -229,18 +240,16 @@ class DuckDBStore(SqlStore):
         """
         snapshot = self._snapshots.get(req.run_id)
         mark = self._mark()
-        if snapshot is None or mark is None or snapshot.mark is None or snapshot.mark != mark:
-            self._snapshots.pop(req.run_id, None)
-            if mark is None or self._streaks.get(req.run_id) != mark:
-                return None  # a lone restore (a notebook cell): one transaction is cheaper than the snapshot
+        if snapshot is None or snapshot.mark is None or snapshot.mark != mark:
+            known = len(journal.known_steps) if (journal := self._journals.get(req.run_id)) else 0
+            if known > SNAPSHOT_STEPS and (mark is None or self._streaks.get(req.run_id) != mark):
+                return None  # a lone restore in a long run: one transaction is cheaper than its snapshot
             with self._conn.lock:
                 with self._conn.transaction() as con:
                     entries = restorable.read(con, self.location, req.run_id, req.owner)
-                snapshot = restorable.Snapshot(self._mark(), entries)
+                snapshot = self._new_snapshot(req.run_id, entries)
             if snapshot.mark is None:
-                self._snapshots.pop(req.run_id, None)
                 return None
-            self._snapshots[req.run_id] = snapshot
         entry = snapshot.entries.get(req.step)
         if entry is None:
             return None
@@ -252,7 +261,6 @@ class DuckDBStore(SqlStore):
                 with self._conn.transaction() as con:
                     snapshot.inline.update(restorable.read_inline(con, snapshot.window(entry)))
                 if snapshot.mark != self._mark() or snapshot.missing(entry):
-                    self._snapshots.pop(req.run_id, None)
                     return None
         return dataclasses.replace(begin, checkpoints=snapshot.refs(entry))
 
@@ -437,20 +445,21 @@ class DuckDBStore(SqlStore):
 
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """While it owns the run, this process decides new steps in memory and commits quick ones in groups."""
-        with self._transaction() as con:
-            runs.check_owner(con, self.location, run_id, owner)
-            known = runs.set_owner(con, run_id, owner)
-            self._lease().claimed(con)
-            # A run with steps is most likely resumed: its snapshot read now, in the claim's transaction,
-            # saves the first restores a transaction of their own (``_restore_from_snapshot``).
-            entries = restorable.read(con, self.location, run_id, owner) if known else None
-            journal = self._journals.get(run_id)
-            if journal is None:
-                self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability)
-            else:
-                journal.claims += 1
-        if entries is not None:
-            self._snapshots[run_id] = restorable.Snapshot(self._mark(), entries)
+        with self._conn.lock:  # the snapshot is marked before the file can be let go of
+            with self._transaction() as con:
+                runs.check_owner(con, self.location, run_id, owner)
+                known = runs.set_owner(con, run_id, owner)
+                self._lease().claimed(con)
+                # A run with steps is most likely resumed: its snapshot read now, in the claim's transaction,
+                # saves the first restores a transaction of their own (``_restore_from_snapshot``).
+                entries = restorable.read(con, self.location, run_id, owner) if known else None
+                journal = self._journals.get(run_id)
+                if journal is None:
+                    self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability)
+                else:
+                    journal.claims += 1
+            if entries is not None:
+                self._new_snapshot(run_id, entries)
 
     def release_run(self, run_id: str, owner: Owner) -> None:
         with self._transaction() as con:  # opening it writes what is pending

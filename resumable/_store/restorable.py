@@ -45,46 +45,56 @@ class Entry:
     refs: tuple[CheckpointRef, ...]
     seq: int
 
-    def inline_keys(self) -> list[RowKey]:
+    def inline_refs(self) -> list[tuple[RowKey, CheckpointRef]]:
         generation = self.view.checkpoint_generation
-        return [(r.run_id, r.step, generation, r.kind, r.name) for r in self.refs if r.file is None]
+        return [((r.run_id, r.step, generation, r.kind, r.name), r) for r in self.refs if r.file is None]
 
 
 @dataclass(slots=True)
 class Snapshot:
-    """The completed steps of one run, and the inline bytes read ahead for them."""
+    """The completed steps of one run, and the inline bytes read ahead for them.
+
+    The bytes are kept with the digest of the row they were read from and used only for a
+    reference with that digest, so they may outlive the snapshot they were read under: a row
+    whose content changed since has another digest and is read again (and every payload is
+    checked against its digest when it is loaded, whatever happens here).
+    """
 
     mark: object  # the store's change mark when it was read; equal marks: still true
     entries: dict[str, Entry]
-    inline: dict[RowKey, bytes | None] = field(default_factory=dict)
+    inline: dict[RowKey, tuple[str, bytes | None]] = field(default_factory=dict)
 
     def drop(self, *names: str) -> None:
         """Forget steps this process is changing (started, completed, failed, made stale)."""
         for name in names:
             self.entries.pop(name, None)
 
+    def _has(self, key: RowKey, ref: CheckpointRef) -> bool:
+        found = self.inline.get(key)
+        return found is not None and found[0] == ref.digest
+
     def missing(self, entry: Entry) -> bool:
         """Whether some inline bytes of ``entry`` are not read yet."""
-        return any(key not in self.inline for key in entry.inline_keys())
+        return not all(self._has(key, ref) for key, ref in entry.inline_refs())
 
     def refs(self, entry: Entry) -> tuple[CheckpointRef, ...]:
         """The step's references with their inline bytes, taken out of the read-ahead (each is restored once)."""
+        inline = {ref: key for key, ref in entry.inline_refs()}
         out = []
-        generation = entry.view.checkpoint_generation
         for ref in entry.refs:
-            if ref.file is None:
-                data = self.inline.pop((ref.run_id, ref.step, generation, ref.kind, ref.name))
-                out.append(dataclasses.replace(ref, data=data))
+            key = inline.get(ref)
+            if key is not None:
+                out.append(dataclasses.replace(ref, data=self.inline.pop(key)[1]))
             else:
                 out.append(ref)
         return tuple(out)
 
     def window(self, entry: Entry) -> list[RowKey]:
         """The inline rows to read for ``entry``: its own, then the next steps' in run order, up to the budget."""
-        keys = [k for k in entry.inline_keys() if k not in self.inline]
+        keys = [k for k, ref in entry.inline_refs() if not self._has(k, ref)]
         size = sum(r.size for r in entry.refs if r.file is None)
         for other in sorted((e for e in self.entries.values() if e.seq > entry.seq), key=lambda e: e.seq):
-            more = [k for k in other.inline_keys() if k not in self.inline]
+            more = [k for k, ref in other.inline_refs() if not self._has(k, ref)]
             grown = size + sum(r.size for r in other.refs if r.file is None)
             if not more:
                 continue
@@ -128,7 +138,7 @@ def read(con: Connection, location: str, run_id: str, me: Owner) -> dict[str, En
     return entries
 
 
-def read_inline(con: Connection, keys: list[RowKey]) -> dict[RowKey, bytes | None]:
+def read_inline(con: Connection, keys: list[RowKey]) -> dict[RowKey, tuple[str, bytes | None]]:
     """The bytes of the inline rows ``keys``, in one query (rows of other generations are read and left out)."""
     by_run: dict[str, set[str]] = {}
     for key in keys:
@@ -137,12 +147,13 @@ def read_inline(con: Connection, keys: list[RowKey]) -> dict[RowKey, bytes | Non
     params: list[object] = []
     for run_id, names in sorted(by_run.items()):
         params += [run_id, sorted(names)]
-    found: dict[RowKey, bytes | None] = {}
+    found: dict[RowKey, tuple[str, bytes | None]] = {}
     wanted = set(keys)
-    for run_id, step, generation, kind, name, data in con.execute(
-        f"SELECT run_id, step, generation, kind, name, data FROM checkpoints WHERE file IS NULL AND ({where})", params
+    for run_id, step, generation, kind, name, digest, data in con.execute(
+        f"SELECT run_id, step, generation, kind, name, digest, data FROM checkpoints WHERE file IS NULL AND ({where})",
+        params,
     ).fetchall():
         key = (run_id, step, int(generation), kind, name)
         if key in wanted:
-            found[key] = data
+            found[key] = (digest, data)
     return found
