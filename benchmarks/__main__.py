@@ -25,6 +25,7 @@ CONCERNS = {
     "fork": "fork",
     "import": "imports",
     "resume": "resume",
+    "bigstore": "bigstore",
 }
 
 
