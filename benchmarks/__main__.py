@@ -26,6 +26,9 @@ CONCERNS = {
     "takeover": "takeover",
     "postgres": "postgres",
     "sweep": "sweep",
+    "import": "imports",
+    "resume": "resume",
+    "bigstore": "bigstore",
 }
 
 

@@ -8,7 +8,6 @@ its stored traceback feeds the panel.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import signal
 import threading
@@ -402,6 +401,8 @@ def run_sync(call: StepCall, body: Callable[[], Mapping[str, Any]]) -> StepOutco
 
 async def run_async(call: StepCall, body: Callable[[], Awaitable[Mapping[str, Any]]]) -> StepOutcome:
     """The same as :func:`run_sync` for a coroutine body; the timeout cancels the coroutine."""
+    import asyncio  # here, not at the top: a synchronous pipeline never pays for importing it
+
     begin = call.begin()
     if begin.action == "restore":
         return call.restore(begin)

@@ -6,13 +6,13 @@ import functools
 import os
 import socket
 
-import psutil
-
 from resumable._records import Owner
 
 
 @functools.cache
 def _process_started(pid: int) -> float:
+    import psutil  # here: importing it costs more than the rest of ``import resumable``
+
     return round(float(psutil.Process(pid).create_time()), 2)
 
 
@@ -35,6 +35,8 @@ def is_alive(owner: Owner) -> bool:
     """
     if owner.host != socket.gethostname():
         return True
+    import psutil
+
     try:
         started = round(psutil.Process(owner.pid).create_time(), 2)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):

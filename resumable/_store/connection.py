@@ -56,6 +56,11 @@ MIN_HOLD_S = 0.02
 CORRUPT_RETRY_S = 1.0
 _CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
 
+# Commits into each store file (by device and inode) by any handle of this process: what another
+# handle of this process committed is a change a snapshot of this handle's cannot have seen.
+_COMMITS: dict[tuple[int, int], int] = {}
+_COMMITS_LOCK = threading.Lock()
+
 
 def private_wal(path: Path) -> bool:
     """Create the database's write-ahead log private to the user (0600) before DuckDB writes to it.
@@ -127,6 +132,8 @@ class FileConnection:
         self._removal: StoreRemovedError | None = None  # found, not yet told to the user's code
         self._fresh = False  # the file was created by the last connect
         self._stopped = False  # at exit: no housekeeper any more; the file is closed after each transaction
+        self._session = 0  # counts opens of the file: nobody else wrote it while one session lasts
+        self._own_commits = 0  # this handle's share of _COMMITS for the file
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
@@ -324,6 +331,7 @@ class FileConnection:
     def _close_locked(self) -> None:
         if self._con is not None:
             con, self._con = self._con, None
+            self._session += 1  # once let go of, another process may write the file
             try:
                 con.close()
             except duckdb.Error as exc:
@@ -340,6 +348,7 @@ class FileConnection:
         """In a forked child: drop the parent's handle (never close it here) and start afresh."""
         self.lock = threading.Condition(threading.RLock())
         self._con = None
+        self._session += 1
         self._housekeeper = None
         self._stopped = False
 
@@ -399,6 +408,7 @@ class FileConnection:
                     taken = self.pending.write_pending(con)
                 yield con
                 con.execute("COMMIT")
+                self._count_commit()
                 self._check_same_file()  # a commit into a removed file is not a commit
                 if not self.read_only:
                     walmark.record(self.path)
@@ -431,9 +441,31 @@ class FileConnection:
             if gap > 0:
                 time.sleep(gap)
             self._con = self._connect()
+            self._session += 1
             self._opened_at = time.monotonic()
             self.wake()
         return self._con
+
+    def _count_commit(self) -> None:
+        if self._identity is not None:
+            with _COMMITS_LOCK:
+                _COMMITS[self._identity] = _COMMITS.get(self._identity, 0) + 1
+            self._own_commits += 1
+
+    def unchanged_since(self) -> tuple[int, int] | None:
+        """A mark that stays equal while nobody but this handle can have written the file, or None.
+
+        The mark changes when the file is let go of (another process may take it and write) and
+        when another handle of this process commits into the same file; while this handle holds
+        the file and neither happens, what it read is still what the file says. None: the file is
+        not held now, so nothing read earlier can be vouched for.
+        """
+        identity = self._identity
+        if self._con is None or identity is None or self._removal is not None:
+            return None
+        with _COMMITS_LOCK:
+            foreign = _COMMITS.get(identity, 0) - self._own_commits
+        return (self._session, foreign)
 
     def _failed(self, con: duckdb.DuckDBPyConnection, exc: BaseException, taken: object) -> None:
         """Roll back; put back pending writes (unless the store is gone); let go of a file DuckDB failed on."""

@@ -13,6 +13,7 @@ imports duckdb or holds SQL.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from contextlib import AbstractContextManager
@@ -34,6 +35,7 @@ from resumable._store import (
     lease,
     process,
     replay,
+    restorable,
     retention,
     runs,
     steps,
@@ -54,6 +56,10 @@ from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_ste
 from resumable._store.schema import check_version, migrate
 from resumable._store.sql_store import SqlStore
 from resumable.errors import CheckpointNotFoundError, InvalidTransition, LeaseLostError, StepChangedError
+
+# A run with more steps than this reads its snapshot again only for a streak of restores (a resume),
+# not for a lone one (a notebook cell): reading it would then cost more than the restore's transaction.
+SNAPSHOT_STEPS = 1000
 
 # Steps this process is executing now, by (store, run, step), with the fencing token each attempt
 # runs under. A step of this process found 'running' in the store but not here was left behind by
@@ -155,6 +161,13 @@ class DuckDBStore(SqlStore):
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
         self._keeper: lease.LeaseKeeper | None = None
+        # Completed steps of owned runs, read once (``restorable.py``); ``_changes`` counts this
+        # store's changes that may touch any step, so a snapshot read before one is not used.
+        self._snapshots: dict[str, restorable.Snapshot] = {}
+        self._changes = 0
+        # The mark at each owned run's last restore decided by a transaction: a second restore under
+        # the same mark is a streak (a resume), worth reading the snapshot for.
+        self._streaks: dict[str, object] = {}
         # Read-only: a dead process's log holds steps that returned and are not in the file yet.
         self.holds_unreplayed_log = False
         try:
@@ -190,10 +203,68 @@ class DuckDBStore(SqlStore):
         """A dry run's transaction: it does not write what this process deferred, since it is rolled back."""
         return self._conn.transaction(with_pending=False)
 
-    def _transaction(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    def _transaction(self, *, step_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A transaction of this store's; ``step_only``: it changes one step, whose snapshot entry the caller drops.
+
+        Any other transaction may change any step, so the snapshots of completed steps read before
+        it are no longer used (``restorable.py``).
+        """
+        if not step_only:
+            self._changes += 1
         if self._failures:
             self._flush_failures(strict=False)
         return self._conn.transaction()
+
+    def _mark(self) -> object:
+        """Equal while nothing changed this store's rows except steps dropped from the snapshots; None: unknown."""
+        held = self._conn.unchanged_since()
+        return None if held is None else (held, self._changes)
+
+    def _drop_snapshot(self, run_id: str, *steps_changed: str) -> None:
+        snapshot = self._snapshots.get(run_id)
+        if snapshot is not None:
+            snapshot.drop(*steps_changed)
+
+    def _new_snapshot(self, run_id: str, entries: dict[str, restorable.Entry]) -> restorable.Snapshot:
+        """Keep a snapshot just read (call holding the connection's lock); inline bytes read ahead carry over."""
+        old = self._snapshots.get(run_id)
+        snapshot = restorable.Snapshot(self._mark(), entries, old.inline if old is not None else {})
+        self._snapshots[run_id] = snapshot
+        return snapshot
+
+    def _restore_from_snapshot(self, req: StepRequest) -> Begin | None:
+        """A completed step of an owned run restored from the snapshot, or None when a transaction must decide.
+
+        The snapshot is read (or read again) here when missing or out of date; it answers only
+        while ``_mark`` stays what it was when it was read, checked again after reading inline
+        bytes (that transaction may have had to open the file anew).
+        """
+        snapshot = self._snapshots.get(req.run_id)
+        mark = self._mark()
+        if snapshot is None or snapshot.mark is None or snapshot.mark != mark:
+            known = len(journal.known_steps) if (journal := self._journals.get(req.run_id)) else 0
+            if known > SNAPSHOT_STEPS and (mark is None or self._streaks.get(req.run_id) != mark):
+                return None  # a lone restore in a long run: one transaction is cheaper than its snapshot
+            with self._conn.lock:
+                with self._conn.transaction() as con:
+                    claim = journal.generation if journal is not None else None
+                    entries = restorable.read(con, self.location, req.run_id, req.owner, claim)
+                snapshot = self._new_snapshot(req.run_id, entries)
+            if snapshot.mark is None:
+                return None
+        entry = snapshot.entries.get(req.step)
+        if entry is None:
+            return None
+        begin = steps.plain_restore(entry.view, req)
+        if begin is None:
+            return None
+        if snapshot.missing(entry):
+            with self._conn.lock:
+                with self._conn.transaction() as con:
+                    snapshot.inline.update(restorable.read_inline(con, snapshot.window(entry)))
+                if snapshot.mark != self._mark() or snapshot.missing(entry):
+                    return None
+        return dataclasses.replace(begin, checkpoints=snapshot.refs(entry))
 
     def _flush_failures(self, *, strict: bool) -> None:
         """Write kept failures in a transaction of their own; keep them again when that fails.
@@ -254,6 +325,8 @@ class DuckDBStore(SqlStore):
 
     def _forget_removed(self) -> None:
         """The store file was removed: what was pending belonged to it and went with it (its log too)."""
+        self._changes += 1
+        self._snapshots.clear()
         with self._journal_lock:
             self._log.close()
             for journal in self._journals.values():
@@ -279,6 +352,8 @@ class DuckDBStore(SqlStore):
         """A forked child starts with fresh locks, its own completion log, and nothing pending of its parent's."""
         self._keeper = None
         self._journals.clear()
+        self._snapshots.clear()
+        self._streaks.clear()
         self._failures = []
         self._journal_lock = threading.Lock()
         self._log.forget_inherited()
@@ -303,6 +378,8 @@ class DuckDBStore(SqlStore):
         replayed = []
         if self._migrated:
             replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+            if replayed:
+                self._changes += 1  # a dead process's steps: no snapshot read before vouches for them
         with self._journal_lock:
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
             records = self._log.records
@@ -394,15 +471,21 @@ class DuckDBStore(SqlStore):
 
     def claim_run(self, run_id: str, owner: Owner, durability: Durability = Durability.DURABLE) -> None:
         """While it owns the run, this process decides new steps in memory and commits quick ones in groups."""
-        with self._transaction() as con:
-            journal = self._journals.get(run_id)
-            runs.check_owner(con, self.location, run_id, owner, claim=journal.generation if journal else None)
-            known, token = runs.set_owner(con, run_id, owner)
-            self._lease().claimed(con, token)
-            if journal is None:
-                self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability, generation=token)
-            else:
-                journal.claims += 1
+        with self._conn.lock:  # the snapshot is marked before the file can be let go of
+            with self._transaction() as con:
+                journal = self._journals.get(run_id)
+                runs.check_owner(con, self.location, run_id, owner, claim=journal.generation if journal else None)
+                known, token = runs.set_owner(con, run_id, owner)
+                self._lease().claimed(con, token)
+                # A run with steps is most likely resumed: its snapshot read now, in the claim's transaction,
+                # saves the first restores a transaction of their own (``_restore_from_snapshot``).
+                entries = restorable.read(con, self.location, run_id, owner) if known else None
+                if journal is None:
+                    self._journals[run_id] = RunJournal(run_id, owner, known, len(known), durability, generation=token)
+                else:
+                    journal.claims += 1
+            if entries is not None:
+                self._new_snapshot(run_id, entries)
 
     def release_run(self, run_id: str, owner: Owner) -> None:
         with self._transaction() as con:  # opening it writes what is pending
@@ -413,6 +496,8 @@ class DuckDBStore(SqlStore):
                 if journal.claims > 0:
                     return
                 del self._journals[run_id]
+                self._snapshots.pop(run_id, None)
+                self._streaks.pop(run_id, None)
                 token = journal.generation
             runs.clear_owner(con, run_id, owner, token)
         with self._conn.lock:
@@ -431,36 +516,47 @@ class DuckDBStore(SqlStore):
         if self._failures:  # no step starts on top of a failure not yet written
             self._flush_failures(strict=True)
         if journal is not None:
-            self._conn.check_file()  # decided in memory: still the file this process opened?
-            with self._journal_lock:
-                first_of_window = not journal.pending
-                quick = journal.try_begin(req)
-                batch_full = len(journal.pending) >= MAX_BATCH
-            if quick is not None:
-                token = quick.generation
-                if batch_full:
-                    # Back-pressure: a process that starts steps faster than they can be written
-                    # writes a full batch itself, so a group commit never grows past one batch.
-                    with self._transaction():
-                        pass
-                elif first_of_window:
-                    self._conn.wake()
-                self._started(key, token)
-                return quick
+            decided = self._begin_in_memory(journal, req, key)
+            if decided is not None:
+                return decided
         with self._conn.lock:
-            with self._transaction() as con:
+            with self._transaction(step_only=True) as con:
                 claim = journal.generation if journal is not None else None
                 begin = steps.begin(con, self.location, req, abandoned=abandoned, claim=claim)
                 if begin.action == "execute":
                     self._lease().claimed(con, begin.generation)
+            self._drop_snapshot(req.run_id, req.step, *begin.stale)
             if begin.action == "execute":
                 self._started(key, begin.generation)
+            elif journal is not None:
+                self._streaks[req.run_id] = self._mark()
             if journal is not None:
                 with self._journal_lock:
                     if req.step not in journal.known_steps:
                         journal.known_steps.add(req.step)
                         journal.step_count += 1
             return begin
+
+    def _begin_in_memory(self, journal: RunJournal, req: StepRequest, key: tuple[str, str, str]) -> Begin | None:
+        """A step of an owned run decided without a transaction: a new quick step, or a restore from the snapshot."""
+        self._conn.check_file()  # decided in memory: still the file this process opened?
+        with self._journal_lock:
+            first_of_window = not journal.pending
+            quick = journal.try_begin(req)
+            batch_full = len(journal.pending) >= MAX_BATCH
+        if quick is not None:
+            if batch_full:
+                # Back-pressure: a process that starts steps faster than they can be written
+                # writes a full batch itself, so a group commit never grows past one batch.
+                with self._transaction(step_only=True):  # writes only steps no snapshot holds
+                    pass
+            elif first_of_window:
+                self._conn.wake()
+            self._started(key, quick.generation)
+            return quick
+        if req.step in journal.known_steps:
+            return self._restore_from_snapshot(req)
+        return None
 
     @staticmethod
     def _started(key: tuple[str, str, str], token: int | None) -> None:
@@ -499,8 +595,9 @@ class DuckDBStore(SqlStore):
                 self._ended(done.run_id, done.step)
                 return
         token = self._token(done.run_id, done.step)
+        self._drop_snapshot(done.run_id, done.step)
         try:
-            with self._transaction() as con:
+            with self._transaction(step_only=True) as con:
                 steps.complete(con, done, token)
         except StepChangedError:
             self._ended(done.run_id, done.step)
@@ -557,8 +654,9 @@ class DuckDBStore(SqlStore):
         KeyboardInterrupt still propagates; other write errors do not hide the step's own error.
         """
         token = self._token(run_id, step)
+        self._drop_snapshot(run_id, step)
         try:
-            with self._transaction() as con:
+            with self._transaction(step_only=True) as con:
                 steps.fail(con, run_id, step, owner, error, traceback, duration_s, token)
         except (StepChangedError, InvalidTransition):  # not this process's step to fail (any more)
             self._ended(run_id, step)
@@ -582,7 +680,8 @@ class DuckDBStore(SqlStore):
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
         journal = self._journals.get(run_id)
-        with self._transaction() as con:
+        self._drop_snapshot(run_id, step)
+        with self._transaction(step_only=True) as con:
             attempt, token = steps.retry(
                 con, self.location, run_id, step, owner, journal.generation if journal is not None else None
             )

@@ -6,6 +6,7 @@ is deferred (``journal.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -230,11 +231,7 @@ def check_owner(
             "UPDATE runs SET owner_host = NULL, owner_pid = NULL, owner_generation = NULL WHERE run_id = ?", [run_id]
         )
     rows = con.execute(
-        """SELECT step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
-                  outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token,
-                  coalesce(checkpoint_run, run_id), coalesce(checkpoint_generation, 0)
-           FROM steps WHERE run_id = ? AND (step = ? OR state = 'running')""",
-        [run_id, step],
+        f"SELECT {VIEW_COLUMNS} FROM steps WHERE run_id = ? AND (step = ? OR state = 'running')", [run_id, step]
     ).fetchall()
     mine = next((r for r in rows if r[0] == step), None)
     state = mine[1] if mine else None
@@ -254,9 +251,20 @@ def check_owner(
             state = StepState.INTERRUPTED.value
     if mine is None:
         return RunView(pipeline, None, None, None, None, None)
+    return view_from(pipeline, state, mine)
+
+
+# What a decision about one step reads of its row (``view_from`` makes the RunView of it).
+VIEW_COLUMNS = """step, state, attempts, owner_host, owner_pid, owner_started, owner_kernel, source_digest,
+    outputs, finished_at, inputs, effect, key_generation, key_used, rerun_token,
+    coalesce(checkpoint_run, run_id), coalesce(checkpoint_generation, 0)"""
+
+
+def view_from(pipeline: str, state: str | None, row: Sequence[Any]) -> RunView:
+    """The RunView of a row of ``VIEW_COLUMNS`` (``state`` as found, after any recovery)."""
     return RunView(
-        pipeline, state, mine[2], mine[7], mine[8], mine[9], mine[10], bool(mine[11]), int(mine[12] or 1),
-        bool(mine[13]), mine[14], mine[15], int(mine[16]),
+        pipeline, state, row[2], row[7], row[8], row[9], row[10], bool(row[11]), int(row[12] or 1),
+        bool(row[13]), row[14], row[15], int(row[16]),
     )  # fmt: skip
 
 

@@ -104,9 +104,7 @@ def begin(
     token = _rerun_token(req) if req.rerun else None
     if state is StepState.COMPLETED:
         why = _why(view, req)
-        restore_as = Begin(
-            "restore", view.attempts or 0, (), view.finished_at, (), view.key_generation, why, None, effect
-        )  # fmt: skip
+        restore_as = _restore_as(view, req, why)
         if effect:
             # A completed side effect is never repeated implicitly: only a rerun asked for this
             # source and these inputs for the first time executes it, under a new key generation.
@@ -142,6 +140,26 @@ def begin(
         [edited, *common, effect, token, *owner_params, fence],
     )  # fmt: skip
     return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution, fence)
+
+
+def _restore_as(view: RunView, req: StepRequest, why: Why) -> Begin:
+    """The restore of the completed step ``view`` describes (its checkpoints not read yet)."""
+    effect = view.effect or req.effect
+    return Begin("restore", view.attempts or 0, (), view.finished_at, (), view.key_generation, why, None, effect)
+
+
+def plain_restore(view: RunView, req: StepRequest) -> Begin | None:
+    """The decision of :func:`begin` when it needs nothing but ``view``: a completed step restored as it is.
+
+    None when :func:`begin` must decide in a transaction: the step is not completed, or its
+    source or inputs changed, or it is forced or rerun (which may log, hold or start it). Both
+    paths take their answer from here and ``_restore_as``, so a snapshot's restore is the same
+    decision as the transaction's.
+    """
+    if view.state != StepState.COMPLETED.value or req.rerun or req.force:
+        return None
+    why = _why(view, req)
+    return None if why else _restore_as(view, req, why)
 
 
 def _completed_once(con: Connection, req: StepRequest) -> bool:
