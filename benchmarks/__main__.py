@@ -23,6 +23,7 @@ CONCERNS = {
     "headless": "headless",
     "inplace": "inplace",
     "fork": "fork",
+    "datascience": "datascience",
 }
 
 
