@@ -188,7 +188,7 @@ top.head(10)"""),
     ("calibration", """\
 calib = df.groupby(pd.cut(df["score"], 10), observed=True)["churn"].mean()
 calib"""),
-    ("calibration_plot", "calib.reset_index(drop=True).plot(marker=\"o\", title=\"observed churn by score decile\");"),
+    ("calibration_plot", "calib.reset_index(drop=True).plot(figsize=(5, 3), marker=\"o\", title=\"churn by decile\");"),
     ("summary", """\
 summary = {"rows": len(df), "auc_logreg": round(auc_lr, 3), "auc_forest": round(auc_rf, 3), "ridge_mae": round(mae)}
 print(summary)"""),
