@@ -211,19 +211,21 @@ def write(path: Path, rows: int, trees: int, magic: bool) -> None:
     nbformat.write(doc, str(path))  # type: ignore[no-untyped-call]
 
 
-def measure(folder: str, rows: int, trees: int, reps: int) -> dict[str, Any]:
+def measure(folder: str, rows: int, trees: int, reps: int, warm_up: bool = True) -> dict[str, Any]:
     """Median seconds of the plain nbclient run, the first run and the rerun with resumable."""
     import resumable
     from benchmarks.headless import nbclient_run
 
     base = Path(folder)
+    base.mkdir(parents=True, exist_ok=True)
     plain, magic, out = base / "plain.ipynb", base / "ds.ipynb", base / "out.ipynb"
     write(plain, rows, trees, magic=False)
     write(magic, rows, trees, magic=True)
     root = str(Path(__file__).resolve().parent.parent)  # the kernels import the checkout measured
     execute = resumable.execute_notebook  # type: ignore[attr-defined]
     times: dict[str, list[float]] = {"plain": [], "first": [], "rerun": []}
-    nbclient_run(plain, out, dict(os.environ), root)  # warm-up: imports and disk caches
+    if warm_up:
+        nbclient_run(plain, out, dict(os.environ), root)  # warm-up: imports and disk caches
     for rep in range(reps):
         store = str(base / f"s{rep}" / "store.duckdb")
         times["plain"].append(nbclient_run(plain, out, dict(os.environ), root))

@@ -141,18 +141,20 @@ def nbclient_run(path: Path, out: Path, env: dict[str, str], cwd: str) -> float:
     return time.perf_counter() - t0
 
 
-def measure_cells(folder: str, cells: int, reps: int) -> dict[str, Any]:
+def measure_cells(folder: str, cells: int, reps: int, warm_up: bool = True) -> dict[str, Any]:
     """Median seconds: nbclient plain and with the magic, ``resumable execute`` new and restoring."""
     import resumable
 
     base = Path(folder)
+    base.mkdir(parents=True, exist_ok=True)
     plain, magic, out = base / "plain.ipynb", base / "cells.ipynb", base / "out.ipynb"
     _cells_notebook(plain, cells, magic=False)
     _cells_notebook(magic, cells, magic=True)
     root = str(Path(__file__).resolve().parent.parent)  # the kernels import the checkout measured
     execute = resumable.execute_notebook  # type: ignore[attr-defined]
     times: dict[str, list[float]] = {"plain": [], "nbclient_magic": [], "execute_new": [], "execute_restore": []}
-    nbclient_run(plain, out, dict(os.environ), root)  # warm-up: the first kernel start pays for disk caches
+    if warm_up:
+        nbclient_run(plain, out, dict(os.environ), root)  # warm-up: the first kernel start pays for disk caches
     for rep in range(reps):
         store = str(base / f"s{rep}" / "store.duckdb")
         env = {**os.environ, "RESUMABLE_STORE": str(base / f"n{rep}" / "store.duckdb"), "RESUMABLE_RUN_ID": "nb"}
