@@ -2,10 +2,10 @@
 
 DuckDB lets one process at a time hold the database file, and a connect costs about 15 ms. A
 :class:`FileConnection` opens the file for a transaction and keeps it open only for a short idle
-time (``idle_close_s``) and never longer than ``max_hold_s`` in one stretch while another process
-waits for it (up to ``QUIET_HOLD_S`` while none does); after such a forced release it leaves a
-short gap, so a CLI or a panel in another process gets in within about a second even during a
-run of many quick steps. The whole stretch from ``duckdb.connect`` to
+time (``idle_close_s``) and never longer than ``max_hold_s`` in one stretch (while a step of its
+own is under way and no other process waits for the file, up to ``QUIET_HOLD_S``); after such a
+forced release it leaves a short gap, so a CLI or a panel in another process gets in within about
+a second even during a run of many quick steps. The whole stretch from ``duckdb.connect`` to
 ``close`` is held under this process's lock on the store (``filelock.py``), because DuckDB reads
 the file's header before it takes its own lock; waiting for it is bounded by ``lock_timeout_s``
 and then reported with the holder's pid.
@@ -130,6 +130,7 @@ class FileConnection:
         self._removal: StoreRemovedError | None = None  # found, not yet told to the user's code
         self._fresh = False  # the file was created by the last connect
         self._stopped = False  # at exit: no housekeeper any more; the file is closed after each transaction
+        self._busy_until = 0.0  # a step started: the file may stay open until then while nobody waits
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
@@ -296,14 +297,26 @@ class FileConnection:
         return None if oldest is None else oldest + self.pending.window_s
 
     def _nobody_waits(self, now: float) -> bool:
-        """Whether the file may stay open past its idle or hold time: no process says it waits for it.
+        """Whether the file may stay open past its idle or hold time: a step of ours runs, nobody waits.
+
+        A step of this process is under way (``stay_open``) and no process says it waits for the file.
 
         Reopening costs a connect and closing a checkpoint (15-80 ms together), which a notebook
         would otherwise pay at every step longer than ``idle_close_s``. A process waiting for the
         file says so at once (``filelock``), and is then let in within ``idle_close_s`` as before;
         one that cannot say so (DuckDB outside resumable) waits at most ``QUIET_HOLD_S``.
         """
-        return now < self._opened_at + QUIET_HOLD_S and not filelock.others_waiting(self.path)
+        if now >= min(self._busy_until, self._opened_at + QUIET_HOLD_S):
+            return False
+        return not filelock.others_waiting(self.path)
+
+    def stay_open(self) -> None:
+        """A step starts: keep the file open past the idle time (while nobody waits) until it completes.
+
+        Only steps ask: a reader (a panel's poll, the CLI) lets go after ``idle_close_s`` as ever,
+        so a process watching a run never makes the process running it wait.
+        """
+        self._busy_until = time.monotonic() + QUIET_HOLD_S
 
     def _housekeep(self) -> None:
         """Commit pending writes when their window closes; close the file once idle or held too long."""
