@@ -42,11 +42,11 @@ def client_class() -> Any:
     Step reports (``resumable._step_report``) go to the client's ``on_step_report``, not into the
     executed notebook.
 
-    A dead kernel is noticed within 0.1 s instead of 1 s.
-    nbclient checks a running cell's kernel once a second; after a crash that second is most of
-    what a restart costs beyond starting the new kernel. The check is a ``poll()`` of the kernel
-    process, so doing it ten times as often costs nothing measurable. If nbclient renames this
-    private hook, the override is simply unused and detection falls back to nbclient's pace.
+    A dead kernel is noticed within 0.1 s instead of 1 s: nbclient checks a running cell's kernel
+    once a second, and after a crash that second is most of what a restart costs beyond starting
+    the new kernel. The check is a ``poll()`` of the kernel process, so doing it ten times as often
+    costs nothing measurable. If nbclient renames this private hook, the override is simply unused
+    and detection falls back to nbclient's pace.
     """
     import asyncio
 
