@@ -29,6 +29,7 @@ CONCERNS = {
     "import": "imports",
     "resume": "resume",
     "bigstore": "bigstore",
+    "datascience": "datascience",
 }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from resumable import _step_report
 from resumable._context import StepContext, entered
 from resumable._inputs import Input
 from resumable._records import Blob, Owner, StepPolicy
@@ -72,6 +73,11 @@ def remove_listener(listener: Callable[[StepEvent], None]) -> None:
     """Stop calling ``listener``."""
     if listener in _listeners:
         _listeners.remove(listener)
+
+
+if _step_report.token() is not None:  # a kernel of ``resumable execute``: tell the executor each change
+    add_listener(_step_report.on_step_event)
+    _step_report.listening()
 
 
 @dataclass(frozen=True, slots=True)

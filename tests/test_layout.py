@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     },
     {"_codec", "_owner", "_inputs", "_why", "_fingerprint", "_aliases"},
     {"_store"},
-    {"_context", "_kernel_run", "_runs", "_table", "_engine", "_capture", "_query"},
+    {"_context", "_kernel_run", "_runs", "_table", "_engine", "_capture", "_query", "_step_report"},
     {"pipeline"},
     {"_magics", "_panel", "_headless", "_sweep", "cli", "_demo"},
     {"__init__", "__main__"},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from resumable import _config, _params
+from resumable import _config, _params, _step_report
 from resumable._headless import params as _headless_params
 from resumable._headless.kernel import check_kernel, client_class, execute_or_interrupt, ipc_config
 from resumable._headless.lock import executor_lock
@@ -146,7 +147,8 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
 
     nb = copy.deepcopy(job.source_nb)
     _headless_params.inject(nb, job.params)
-    tracker = Tracker(job.store, job.run_id, job.progress)
+    token = secrets.token_hex(16)  # a report carrying another pass's token (or none) is not this kernel's
+    tracker = Tracker(job.store, job.run_id, job.progress, token)
     client = client_class()(
         nb,
         timeout=math.ceil(job.timeout) if job.timeout is not None else None,
@@ -156,7 +158,10 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         on_cell_start=tracker.on_cell_start,
         on_cell_executed=tracker.on_cell_executed,
     )
-    env = {**os.environ, "RESUMABLE_RUN_ID": job.run_id, "RESUMABLE_STORE": str(job.store_path)}
+    client.on_step_report = tracker.on_report
+    env = {
+        **os.environ, "RESUMABLE_RUN_ID": job.run_id, "RESUMABLE_STORE": str(job.store_path), _step_report.ENV: token,
+    }  # fmt: skip
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
     job.progress.start_pass(number, code_cells, max_restarts)
     outcome: Literal["completed", "failed", "kernel_died"] = "completed"

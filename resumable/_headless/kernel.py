@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from resumable import _step_report
 from resumable.errors import NotebookInputError
 
 
@@ -35,12 +37,16 @@ ALIVE_POLL_S = 0.1
 
 
 def client_class() -> Any:
-    """The NotebookClient of nbclient, noticing a dead kernel within 0.1 s instead of 1 s.
+    """The NotebookClient of nbclient, taking step reports out of the outputs and noticing a dead kernel quickly.
 
-    nbclient checks a running cell's kernel once a second; after a crash that second is most of
-    what a restart costs beyond starting the new kernel. The check is a ``poll()`` of the kernel
-    process, so doing it ten times as often costs nothing measurable. If nbclient renames this
-    private hook, the override is simply unused and detection falls back to nbclient's pace.
+    Step reports (``resumable._step_report``) go to the client's ``on_step_report``, not into the
+    executed notebook.
+
+    A dead kernel is noticed within 0.1 s instead of 1 s: nbclient checks a running cell's kernel
+    once a second, and after a crash that second is most of what a restart costs beyond starting
+    the new kernel. The check is a ``poll()`` of the kernel process, so doing it ten times as often
+    costs nothing measurable. If nbclient renames this private hook, the override is simply unused
+    and detection falls back to nbclient's pace.
     """
     import asyncio
 
@@ -48,6 +54,16 @@ def client_class() -> Any:
     from nbclient.exceptions import DeadKernelError
 
     class _Client(NotebookClient):  # type: ignore[misc]
+        on_step_report: Callable[[dict[str, Any]], None] | None = None
+
+        def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
+            """Hand a step report to ``on_step_report``; it is never one of the cell's outputs."""
+            if msg["msg_type"] == "display_data" and _step_report.MIME in msg["content"].get("data", {}):
+                if self.on_step_report is not None:
+                    self.on_step_report(msg["content"]["data"])
+                return None
+            return super().process_message(msg, cell, cell_index)
+
         async def _async_poll_kernel_alive(self) -> None:
             while True:
                 await asyncio.sleep(ALIVE_POLL_S)

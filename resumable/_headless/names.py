@@ -47,8 +47,13 @@ def step_of(source: str, where: str = "a cell") -> str | None:
     match = _STEP_LINE.match(first)
     if match is None:
         return None
-    name: str | None = _parsed("durable_step", match.group(1), where).name
-    return name
+    arguments = match.group(1)
+    if arguments not in _STEP_NAMES:  # the executor asks for every cell it runs: parse each line once
+        _STEP_NAMES[arguments] = _parsed("durable_step", arguments, where).name
+    return _STEP_NAMES[arguments]
+
+
+_STEP_NAMES: dict[str, str | None] = {}  # a line's arguments -> its step name (lines that parse only)
 
 
 def _run_lines(nb: Any) -> list[Any]:

@@ -6,8 +6,8 @@ import sys
 import time
 from typing import Any, Literal
 
+from resumable import _step_report
 from resumable._headless.names import step_of
-from resumable._records import Event
 from resumable._states import StepState, Transition
 from resumable._store import Store
 from resumable._units import human_duration
@@ -50,26 +50,47 @@ class Progress:
 
 
 class Tracker:
-    """nbclient hooks: which steps each cell executed or restored, read from the store's event log.
+    """nbclient hooks: which steps each cell executed or restored.
 
-    The newest event number is read once when the pass starts; after each code cell, one read of
-    the run's newer events says what the cell did, and its newest number is the next cell's
-    starting point. A ``start`` or ``retry`` event means the step executed in this pass; a
-    ``%%durable_step`` cell that succeeded without any event of its step was restored (the magic
-    either restores or starts the step, and starting is always logged). Holding and releasing the
-    store's file while the kernel writes is the store's business.
+    A kernel of ``resumable execute`` reports each step state change it makes, and each
+    ``%%durable_step`` cell that restored, on its IOPub channel (``resumable._step_report``); a
+    cell's reports have all arrived when nbclient says the cell finished. So a cell that ended
+    normally is classified from its reports, with no store access. The store's event log is read
+    instead (its events newer than the last one read, for steps no earlier cell of the pass
+    settled) when the reports cannot be relied on: before the kernel said it reports (resumable
+    not imported yet, or a kernel whose resumable does not report), when a step cell's own step
+    sent nothing, and whenever a cell failed or the kernel died, where the store is the truth. A
+    ``start`` or ``retry`` (a ``running`` report) means the step executed in this pass; a
+    ``%%durable_step`` cell that succeeded and started nothing was restored (the magic either
+    restores or starts the step, and starting is always logged). The store is let go of after
+    each read, so the kernel never waits for this process to release the file.
     """
 
-    def __init__(self, store: Store, run_id: str, progress: Progress) -> None:
+    def __init__(self, store: Store, run_id: str, progress: Progress, token: str) -> None:
         self.store = store
         self.run_id = run_id
         self.progress = progress
+        self.token = token
         self.executed: list[str] = []
         self.restored: list[str] = []
         self.cell_index: int | None = None
         self.step: str | None = None
         self.before = store.last_event_seq()
+        store.close()
         self.started = 0.0
+        self.listening = False  # the kernel said it reports: a cell without reports started nothing
+        self.reports: list[tuple[str, str]] = []  # (step, status) the running cell's kernel sent
+        self.settled: set[str] = set()  # steps an earlier cell of this pass classified
+
+    def on_report(self, data: dict[str, Any]) -> None:
+        """A step report from the kernel (a ``display_data`` of ``_step_report.MIME``)."""
+        found = _step_report.parse(data, self.token)
+        if found is None:
+            return
+        run, step, status = found
+        self.listening = True  # any report of this pass's token: the kernel's engine reports
+        if status != _step_report.LISTENING and run == self.run_id and step is not None:
+            self.reports.append((step, status))
 
     def on_cell_start(self, cell: Any, cell_index: int) -> None:
         if cell.cell_type != "code" or not cell.source.strip():
@@ -77,29 +98,50 @@ class Tracker:
         self.cell_index = cell_index
         self.step = step_of(cell.source)
         self.started = time.perf_counter()
+        self.reports = []
 
     def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any = None) -> None:
         if cell.cell_type != "code" or not cell.source.strip():
             return
         self.classify(cell, ending="ok")
 
-    def _new_events(self) -> list[Event]:
-        events = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
-        if events:
-            self.before = max(e.seq for e in events)
-        return events
+    def _reported(self, ending: str) -> bool:
+        """Whether the cell's reports say all it did: it ended normally in a kernel that reports."""
+        if ending != "ok" or not self.listening:
+            return False
+        return self.step is None or any(step == self.step for step, _ in self.reports)
+
+    def _new_events(self) -> list[tuple[str, str]]:
+        """The store's word: (step, status) for each new event of a step no earlier cell settled."""
+        try:
+            found = [e for e in self.store.list_events(self.run_id) if e.seq > self.before]
+        finally:
+            self.store.close()  # the kernel's next transaction must not wait for this process
+        if found:
+            self.before = max(e.seq for e in found)
+        out: list[tuple[str, str]] = []
+        for event in found:
+            if event.step in self.settled:
+                continue
+            if event.transition in (Transition.START, Transition.RETRY):
+                out.append((event.step, "running"))
+            elif event.target == StepState.COMPLETED:
+                out.append((event.step, "executed"))
+            elif event.target == StepState.FAILED:
+                out.append((event.step, "failed"))
+        return out
 
     def classify(self, cell: Any, *, ending: Literal["ok", "failed", "kernel_died"]) -> None:
         """Record what this cell did to its steps, in the progress output and the cell's metadata."""
-        events = self._new_events()
+        reported = self._reported(ending)
         statuses: dict[str, str] = {}
-        for event in events:
-            if event.transition in (Transition.START, Transition.RETRY):
-                statuses[event.step] = "running"
-            elif event.step in statuses and event.target == StepState.COMPLETED:
-                statuses[event.step] = "executed"
-            elif event.step in statuses and event.target == StepState.FAILED:
-                statuses[event.step] = "failed"
+        for step, status in self.reports if reported else self._new_events():
+            if status == "running":
+                statuses[step] = "running"
+            elif status in ("executed", "failed") and (reported or step in statuses):
+                # A kernel reports only what it did itself; in the log, an event of a step started
+                # before this cell (an earlier pass's, another process's) is not this cell's doing.
+                statuses[step] = status
         if self.step is not None and self.step not in statuses and ending == "ok":
             statuses[self.step] = "restored"
         seconds = time.perf_counter() - self.started
@@ -116,6 +158,8 @@ class Tracker:
             self.progress.say(f"  step '{name}': {status}{timing}")
         if self.step is not None and self.step not in statuses:
             statuses[self.step] = unfinished
+        self.settled.update(statuses)
+        self.reports = []
         if statuses:
             cell.metadata["resumable"] = {"steps": statuses}
         if ending == "ok":

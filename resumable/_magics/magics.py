@@ -26,7 +26,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.capture import RichOutput
 from traitlets import Bool
 
-from resumable import _aliases, _capture, _cellast, _engine, _inputs, _magic_lines, _why
+from resumable import _aliases, _capture, _cellast, _engine, _inputs, _magic_lines, _step_report, _why
 from resumable._inputs import Input
 from resumable._kernel_run import NotebookRun, notebook_run, set_notebook_run
 from resumable._keys import DEFAULT_PIPELINE, new_run_id, notebook_pipeline
@@ -493,6 +493,8 @@ class DurableMagics(Magics):  # type: ignore[misc]
         """Bring a restored step's outputs back; the value the cell shows as ``Out[n]``."""
         restored = outcome.restored
         value = self._restore(step.name, outcome, step.names, step.line) if restored else step.executor.value
+        if restored:  # a headless executor learns it here instead of from the store (no event says so)
+            _step_report.restored(step.call.run_id, step.name)
         self.provenance.after_step(step.python, step.names, step.inputs, outcome.digests, self._ip.user_ns)
         return value
 

@@ -2,9 +2,10 @@
 
 DuckDB lets one process at a time hold the database file, and a connect costs about 15 ms. A
 :class:`FileConnection` opens the file for a transaction and keeps it open only for a short idle
-time (``idle_close_s``) and never longer than ``max_hold_s`` in one stretch; after such a forced
-release it leaves a short gap, so a CLI or a panel in another process gets in within about a
-second even during a run of many quick steps. The whole stretch from ``duckdb.connect`` to
+time (``idle_close_s``) and never longer than ``max_hold_s`` in one stretch (while a step of its
+own is under way and no other process waits for the file, up to ``QUIET_HOLD_S``); after such a
+forced release it leaves a short gap, so a CLI or a panel in another process gets in within about
+a second even during a run of many quick steps. The whole stretch from ``duckdb.connect`` to
 ``close`` is held under this process's lock on the store (``filelock.py``), because DuckDB reads
 the file's header before it takes its own lock; waiting for it is bounded by ``lock_timeout_s``
 and then reported with the holder's pid.
@@ -52,6 +53,8 @@ _LOCKED = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)  # n
 # After a forced release, the file is left alone this long so a waiting process can take it.
 RELEASE_GAP_S = 0.015
 MIN_HOLD_S = 0.02
+# While no other process waits for it, the file is kept open up to this long in one stretch.
+QUIET_HOLD_S = 2.0
 # A torn read by a process outside resumable (a DuckDB shell writing the file) is read again this long.
 CORRUPT_RETRY_S = 1.0
 _CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
@@ -134,6 +137,7 @@ class FileConnection:
         self._stopped = False  # at exit: no housekeeper any more; the file is closed after each transaction
         self._session = 0  # counts opens of the file: nobody else wrote it while one session lasts
         self._own_commits = 0  # this handle's share of _COMMITS for the file
+        self._busy_until = 0.0  # a step started: the file may stay open until then while nobody waits
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
@@ -299,6 +303,28 @@ class FileConnection:
         oldest = self.pending.oldest_pending()
         return None if oldest is None else oldest + self.pending.window_s
 
+    def _nobody_waits(self, now: float) -> bool:
+        """Whether the file may stay open past its idle or hold time: a step of ours runs, nobody waits.
+
+        A step of this process is under way (``stay_open``) and no process says it waits for the file.
+
+        Reopening costs a connect and closing a checkpoint (15-80 ms together), which a notebook
+        would otherwise pay at every step longer than ``idle_close_s``. A process waiting for the
+        file says so at once (``filelock``), and is then let in within ``idle_close_s`` as before;
+        one that cannot say so (DuckDB outside resumable) waits at most ``QUIET_HOLD_S``.
+        """
+        if now >= min(self._busy_until, self._opened_at + QUIET_HOLD_S):
+            return False
+        return not filelock.others_waiting(self.path)
+
+    def stay_open(self) -> None:
+        """A step starts: keep the file open past the idle time (while nobody waits) until it completes.
+
+        Only steps ask: a reader (a panel's poll, the CLI) lets go after ``idle_close_s`` as ever,
+        so a process watching a run never makes the process running it wait.
+        """
+        self._busy_until = time.monotonic() + QUIET_HOLD_S
+
     def _housekeep(self) -> None:
         """Commit pending writes when their window closes; close the file once idle or held too long."""
         with self.lock:
@@ -310,7 +336,10 @@ class FileConnection:
                 due = self._due_pending()
                 deadlines = [] if due is None else [due]
                 if self._con is not None:
-                    deadlines.append(min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s))
+                    let_go = min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s)
+                    if now >= let_go and self._nobody_waits(now):  # keep it, and look again soon
+                        let_go = min(now + self.idle_close_s, self._opened_at + QUIET_HOLD_S)
+                    deadlines.append(let_go)
                 if not deadlines:
                     self._housekeeper = None
                     return

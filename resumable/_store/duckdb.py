@@ -507,6 +507,7 @@ class DuckDBStore(SqlStore):
 
     def begin_step(self, req: StepRequest) -> Begin:
         """A new step of a run this process owns starts in memory, written with the next group commit."""
+        self._conn.stay_open()  # its completion follows: keep the file while nobody waits for it
         journal = self._journals.get(req.run_id)
         key = (self.location, req.run_id, req.step)
         with _IN_FLIGHT_LOCK:
