@@ -303,7 +303,7 @@ def _reduce_ndarray(array: Any) -> Any:
     return array.__reduce_ex__(5)
 
 
-class _Pickler(cloudpickle.CloudPickler):
+class _Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
     """cloudpickle, with numpy datetime and timedelta arrays handed over out of band.
 
     numpy pickles those dtypes in band (a copy of the column inside the pickle stream: 148 MB of a
