@@ -32,6 +32,9 @@ CONCERNS = {
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of about a minute")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks that every concern runs (figures mean nothing)"
+    )
     parser.add_argument("--only", default="", help=f"comma-separated concerns among {', '.join(CONCERNS)}")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS comparison (it takes seconds to start)")
     parser.add_argument("--json", type=Path, help="also write every figure and the machine description here")
@@ -77,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         except _compare.BaselineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    cfg = Config.make(args.quick, dbos=not args.no_dbos)
+    cfg = Config.make(args.quick or args.smoke, dbos=not args.no_dbos, smoke=args.smoke)
     meta = machine()
-    print(f"# resumable benchmarks ({'quick' if cfg.quick else 'full'} sizes) on {meta['cpu']}, "
+    sizes = "smoke" if args.smoke else "quick" if cfg.quick else "full"
+    print(f"# resumable benchmarks ({sizes} sizes) on {meta['cpu']}, "
           f"{meta['cores']} cores, {meta['memory_gib']} GiB, Python {meta['python']}", flush=True)  # fmt: skip
     results: list[Result | Skipped] = []
     for concern in args.concerns:
@@ -97,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)  # fmt: skip
         results += found
     if args.json:
-        write_json(args.json, results, {**meta, "quick": cfg.quick, "argv": sys.argv[1:] if argv is None else argv})
+        write_json(
+            args.json,
+            results,
+            {**meta, "quick": cfg.quick, "smoke": args.smoke, "argv": sys.argv[1:] if argv is None else argv},
+        )
     if args.compare:
         return _print_comparison(results, baseline, args.compare)
     return 0

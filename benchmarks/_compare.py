@@ -100,6 +100,8 @@ def line(c: Change) -> str:
     noise = f"noise +-{c.noise * 100:.1f} %" + (" assumed" if c.assumed else "")
     if c.regression:
         verdict = f"REGRESSION: {pct:.1f} % worse, beyond {noise}"
+    elif pct < 0.05:
+        verdict = f"unchanged ({noise})"
     elif c.relative < -c.noise:
         verdict = f"better by {pct:.1f} % ({noise})"
     else:

@@ -106,7 +106,7 @@ def measure_dbos(folder: str, size: int, reps: int) -> dict[str, Any]:
 
 def run(cfg: Config) -> list[Result | Skipped]:
     """Save and restore of a mid-size frame, ours against DBOS in the same run."""
-    size = 10 * MB if cfg.quick else 96 * MB
+    size = cfg.frame_sizes[0] if cfg.quick else 96 * MB
     label = _data.label("frame", size)
     if not cfg.dbos:
         return [Skipped(CONCERN, f"{label} step vs DBOS", "--no-dbos given")]

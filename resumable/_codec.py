@@ -125,6 +125,7 @@ class _ChunkDigest:
 
 
 WRITEBACK_CHUNK = 32 * 1024 * 1024
+WRITE_PIECE = 32 * 1024 * 1024  # a multiple of CHUNK: each piece's whole chunks are hashed in parallel
 
 
 def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
@@ -208,13 +209,22 @@ class _PayloadWriter:
                 self.size += view.nbytes
                 return view.nbytes
             self._checked(self._spill, view)
-        self._queue.put(view)
-        self._checked(self._write_all, view)
-        self.size += view.nbytes
-        if _START_WRITEBACK is not None and self.size - self._written_back >= WRITEBACK_CHUNK:
-            assert self.file is not None
-            _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
-            self._written_back = self.size
+        # A large buffer (a column) goes in pieces: the disk starts on the first piece while the
+        # next is copied, and the hasher hashes a piece while the writer copies the next one.
+        before = self.size
+        for start in range(0, view.nbytes, WRITE_PIECE):
+            piece = view[start : start + WRITE_PIECE]
+            self._queue.put(piece)
+            try:
+                self._checked(self._write_all, piece)
+            except _OwnWriteError:
+                self.needed = before + view.nbytes  # the whole buffer, as when it was written at once
+                raise
+            self.size += piece.nbytes
+            if _START_WRITEBACK is not None and self.size - self._written_back >= WRITEBACK_CHUNK:
+                assert self.file is not None
+                _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
+                self._written_back = self.size
         return view.nbytes
 
     def _checked(self, write: Callable[[memoryview], None], view: memoryview) -> None:
