@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ class Result:
 
     ``ratio`` is ``value / baseline`` for costs (lower is better) and ``value / baseline`` for
     speeds too; ``target`` says which side of it is good (``"<= 0.5"`` or ``">= 1"``).
+    ``spread`` is the noise between repetitions of the same run: half the range of the repeated
+    figure (the ratio where there is a baseline) over its median, so 0.08 means +-8 %. ``None``
+    when the figure was measured once; ``--compare`` then assumes ``ASSUMED_NOISE``.
     """
 
     concern: str
@@ -23,6 +27,7 @@ class Result:
     baseline: float | None = None
     target: str = ""
     note: str = ""
+    spread: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -37,6 +42,27 @@ class Result:
         op, bound = self.target.split()
         ok = self.ratio <= float(bound) if op == "<=" else self.ratio >= float(bound)
         return "ok" if ok else "MISS"
+
+
+def spread(samples: list[float]) -> float | None:
+    """Half the range of repeated measurements over their median (0.1 = +-10 %); None for fewer than two."""
+    if len(samples) < 2:
+        return None
+    ordered = sorted(samples)
+    mid = statistics.median(ordered)
+    return (ordered[-1] - ordered[0]) / 2 / abs(mid) if mid else None
+
+
+def split_half(samples: list[float]) -> float | None:
+    """The noise of a median of many samples: how far the medians of its two halves differ, relative.
+
+    For figures that are a median of many calls (not a few repetitions), the two halves stand for
+    two repetitions of the same measurement.
+    """
+    if len(samples) < 4:
+        return None
+    half = len(samples) // 2
+    return spread([statistics.median(samples[:half]), statistics.median(samples[half:])])
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +92,8 @@ def line(r: Result | Skipped) -> str:
             text += f" (target {r.target}: {r.verdict})"
     if r.note:
         text += f"  [{r.note}]"
+    if r.spread is not None:
+        text += f"  [noise +-{r.spread * 100:.1f} % between repetitions]"
     return text
 
 

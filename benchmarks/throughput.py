@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _data
-from benchmarks._report import Result, Skipped
+from benchmarks._report import Result, Skipped, spread
 from benchmarks._util import Config, fsync_path, run_worker, write_fsync
 
 CONCERN = "throughput"
@@ -112,7 +112,12 @@ def measure_payload(kind: str, size: int, folder: str, reps: int) -> dict[str, A
         ref = next(r for r in store.checkpoint_refs(run_id, "save") if r.kind == "value")
         _time(t, "codec_decode", store.load_value, ref)
     sizes = {"pickle_file": (base / "v.pkl").stat().st_size, "payload": payload_bytes}
-    return {"nbytes": nbytes, "sizes": sizes, "median_s": {k: statistics.median(v) for k, v in t.items()}}
+    return {
+        "nbytes": nbytes,
+        "sizes": sizes,
+        "median_s": {k: statistics.median(v) for k, v in t.items()},
+        "samples_s": t,
+    }
 
 
 def payloads(cfg: Config) -> list[tuple[str, int]]:
@@ -139,36 +144,34 @@ def run(cfg: Config) -> list[Result | Skipped]:
 
 def _results(label: str, m: dict[str, Any]) -> list[Result | Skipped]:
     s = m["median_s"]
+    reps = m.get("samples_s", {})
     mb = m["nbytes"] / 1e6
 
     def speed(key: str) -> float:
         return float(mb / s[key])
 
+    def fig(name: str, ours: str, base_name: str, base: str, target: str = "", note: str = "") -> Result:
+        # Per repetition, both speeds come from the same pass, so their ratio's spread is the noise.
+        per_rep = [b / a for a, b in zip(reps.get(ours, []), reps.get(base, []), strict=False)]
+        return Result(CONCERN, name, speed(ours), "MB/s", base_name, speed(base), target, note, spread(per_rep))
+
     note = f"{mb:,.0f} MB in memory, {m['sizes']['payload'] / 1e6:,.0f} MB checkpoint"
+    save, enc = f"{label} checkpoint (step, fsync)", f"{label} codec encode only (fsync)"
     out: list[Result | Skipped] = [
-        Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
-               "joblib.dump", speed("joblib_dump"), ">= 1", note),
-        Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
-               "joblib.dump + fsync", speed("joblib_dump_fsync")),
-        Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
-               "pickle p5 to file + fsync", speed("pickle_dump")),
-        Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
-               "raw write + fsync", speed("raw_write")),
-        Result(CONCERN, f"{label} codec encode only (fsync)", speed("codec_encode"), "MB/s",
-               "pickle p5 to file + fsync", speed("pickle_dump")),
-    ]  # fmt: skip
+        fig(save, "step_save", "joblib.dump", "joblib_dump", ">= 1", note),
+        fig(save, "step_save", "joblib.dump + fsync", "joblib_dump_fsync"),
+        fig(save, "step_save", "pickle p5 to file + fsync", "pickle_dump"),
+        fig(save, "step_save", "raw write + fsync", "raw_write"),
+        fig(enc, "codec_encode", "pickle p5 to file + fsync", "pickle_dump"),
+    ]
     if "feather_write" in s:
-        out.append(Result(CONCERN, f"{label} checkpoint (step, fsync)", speed("step_save"), "MB/s",
-                          "feather write + fsync", speed("feather_write")))  # fmt: skip
+        out.append(fig(save, "step_save", "feather write + fsync", "feather_write"))
+    restore, dec = f"{label} restore (step)", f"{label} codec decode only"
     out += [
-        Result(CONCERN, f"{label} restore (step)", speed("step_restore"), "MB/s",
-               "joblib.load", speed("joblib_load"), ">= 1"),
-        Result(CONCERN, f"{label} restore (step)", speed("step_restore"), "MB/s",
-               "pickle.load from file", speed("pickle_load")),
-        Result(CONCERN, f"{label} codec decode only", speed("codec_decode"), "MB/s",
-               "pickle.load from file", speed("pickle_load")),
-    ]  # fmt: skip
+        fig(restore, "step_restore", "joblib.load", "joblib_load", ">= 1"),
+        fig(restore, "step_restore", "pickle.load from file", "pickle_load"),
+        fig(dec, "codec_decode", "pickle.load from file", "pickle_load"),
+    ]
     if "feather_read" in s:
-        out.append(Result(CONCERN, f"{label} restore (step)", speed("step_restore"), "MB/s",
-                          "feather read", speed("feather_read")))  # fmt: skip
+        out.append(fig(restore, "step_restore", "feather read", "feather_read"))
     return out
