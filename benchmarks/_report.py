@@ -53,18 +53,6 @@ def spread(samples: list[float]) -> float | None:
     return (ordered[-1] - ordered[0]) / 2 / abs(mid) if mid else None
 
 
-def split_half(samples: list[float]) -> float | None:
-    """The noise of a median of many samples: how far the medians of its two halves differ, relative.
-
-    For figures that are a median of many calls (not a few repetitions), the two halves stand for
-    two repetitions of the same measurement.
-    """
-    if len(samples) < 4:
-        return None
-    half = len(samples) // 2
-    return spread([statistics.median(samples[:half]), statistics.median(samples[half:])])
-
-
 @dataclass(frozen=True, slots=True)
 class Skipped:
     """A concern or case that could not be measured here, with the reason."""

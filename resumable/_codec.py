@@ -28,6 +28,7 @@ import socket
 import struct
 import sys
 import threading
+from collections import ChainMap
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -307,8 +308,12 @@ def _view_as(array: Any, dtype: str) -> Any:
 
 
 def _reduce_ndarray(array: Any) -> Any:
-    if array.dtype.kind in "mM" and (array.flags.c_contiguous or array.flags.f_contiguous):
-        dtype = array.dtype
+    """A contiguous datetime or timedelta array as its integers (out of band); any other as numpy pickles it.
+
+    A dtype carrying metadata keeps numpy's own pickle, which preserves it.
+    """
+    dtype = array.dtype
+    if dtype.kind in "mM" and dtype.metadata is None and (array.flags.c_contiguous or array.flags.f_contiguous):
         return _view_as, (array.view(f"{dtype.byteorder}i{dtype.itemsize}"), dtype.str)
     return array.__reduce_ex__(5)
 
@@ -319,15 +324,16 @@ class _Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
     numpy pickles those dtypes in band (a copy of the column inside the pickle stream: 148 MB of a
     1 GB frame with one datetime column, held in memory while it is written). Viewed as integers
     of the same width they go out of band like any other column, and ``_view_as`` views them back.
-    The reducer sits in the dispatch table (looked up by exact type, in C) rather than in
-    ``reducer_override``, which pickle calls for every object: a dict of 10,000 small records
-    pickled 48 % slower that way.
+    The reducer sits in the dispatch table, looked up by exact type, so subclasses of ndarray keep
+    numpy's own pickle.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         numpy = sys.modules.get("numpy")
         if numpy is not None:  # read by the C pickler when it is initialised: set first
-            self.dispatch_table = {**cloudpickle.CloudPickler.dispatch_table, numpy.ndarray: _reduce_ndarray}
+            # A view in front of cloudpickle's table (itself a view of copyreg's): reducers registered
+            # later still count, and building it costs nothing per checkpoint (a merged copy: 30 us).
+            self.dispatch_table = ChainMap({numpy.ndarray: _reduce_ndarray}, cloudpickle.CloudPickler.dispatch_table)
         super().__init__(*args, **kwargs)
 
 
