@@ -262,7 +262,8 @@ class DuckDBStore(SqlStore):
                     snapshot.inline.update(restorable.read_inline(con, snapshot.window(entry)))
                 if snapshot.mark != self._mark() or snapshot.missing(entry):
                     return None
-        return dataclasses.replace(begin, checkpoints=snapshot.refs(entry))
+        refs = snapshot.take(entry)
+        return None if refs is None else dataclasses.replace(begin, checkpoints=refs)
 
     def _flush_failures(self, *, strict: bool) -> None:
         """Write kept failures in a transaction of their own; keep them again when that fails.
@@ -506,11 +507,7 @@ class DuckDBStore(SqlStore):
                 if restored is not None:
                     return restored
         with self._conn.lock:
-            with self._transaction(step_only=True) as con:
-                begin = steps.begin(con, self.location, req, abandoned=abandoned)
-                if begin.action == "execute":
-                    self._lease().claimed(con)
-            self._drop_snapshot(req.run_id, req.step, *begin.stale)
+            begin = self._begin_in_transaction(req, abandoned=abandoned)
             if begin.action == "execute":
                 self._started(key)
             elif journal is not None:
@@ -521,6 +518,20 @@ class DuckDBStore(SqlStore):
                         journal.known_steps.add(req.step)
                         journal.step_count += 1
             return begin
+
+    def _begin_in_transaction(self, req: StepRequest, *, abandoned: bool) -> Begin:
+        """The decision in a transaction (``steps.begin``); the step and those it made stale leave the snapshot."""
+        self._drop_snapshot(req.run_id, req.step)
+        try:
+            with self._transaction(step_only=True) as con:
+                begin = steps.begin(con, self.location, req, abandoned=abandoned)
+                if begin.action == "execute":
+                    self._lease().claimed(con)
+        except BaseException:
+            self._changes += 1  # whatever it did or did not write, no snapshot vouches for it
+            raise
+        self._drop_snapshot(req.run_id, *begin.stale)
+        return begin
 
     @staticmethod
     def _started(key: tuple[str, str, str]) -> None:
