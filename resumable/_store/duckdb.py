@@ -264,7 +264,8 @@ class DuckDBStore(SqlStore):
                     snapshot.inline.update(restorable.read_inline(con, snapshot.window(entry)))
                 if snapshot.mark != self._mark() or snapshot.missing(entry):
                     return None
-        return dataclasses.replace(begin, checkpoints=snapshot.refs(entry))
+        refs = snapshot.take(entry)
+        return None if refs is None else dataclasses.replace(begin, checkpoints=refs)
 
     def _flush_failures(self, *, strict: bool) -> None:
         """Write kept failures in a transaction of their own; keep them again when that fails.
@@ -521,12 +522,7 @@ class DuckDBStore(SqlStore):
             if decided is not None:
                 return decided
         with self._conn.lock:
-            with self._transaction(step_only=True) as con:
-                claim = journal.generation if journal is not None else None
-                begin = steps.begin(con, self.location, req, abandoned=abandoned, claim=claim)
-                if begin.action == "execute":
-                    self._lease().claimed(con, begin.generation)
-            self._drop_snapshot(req.run_id, req.step, *begin.stale)
+            begin = self._begin_in_transaction(req, journal, abandoned=abandoned)
             if begin.action == "execute":
                 self._started(key, begin.generation)
             elif journal is not None:
@@ -558,6 +554,21 @@ class DuckDBStore(SqlStore):
         if req.step in journal.known_steps:
             return self._restore_from_snapshot(req)
         return None
+
+    def _begin_in_transaction(self, req: StepRequest, journal: RunJournal | None, *, abandoned: bool) -> Begin:
+        """The decision in a transaction (``steps.begin``); the step and those it made stale leave the snapshot."""
+        self._drop_snapshot(req.run_id, req.step)
+        claim = journal.generation if journal is not None else None
+        try:
+            with self._transaction(step_only=True) as con:
+                begin = steps.begin(con, self.location, req, abandoned=abandoned, claim=claim)
+                if begin.action == "execute":
+                    self._lease().claimed(con, begin.generation)
+        except BaseException:
+            self._changes += 1  # whatever it did or did not write, no snapshot vouches for it
+            raise
+        self._drop_snapshot(req.run_id, *begin.stale)
+        return begin
 
     @staticmethod
     def _started(key: tuple[str, str, str], token: int | None) -> None:

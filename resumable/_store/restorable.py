@@ -77,17 +77,20 @@ class Snapshot:
         """Whether some inline bytes of ``entry`` are not read yet."""
         return not all(self._has(key, ref) for key, ref in entry.inline_refs())
 
-    def refs(self, entry: Entry) -> tuple[CheckpointRef, ...]:
-        """The step's references with their inline bytes, taken out of the read-ahead (each is restored once)."""
-        inline = {ref: key for key, ref in entry.inline_refs()}
+    def take(self, entry: Entry) -> tuple[CheckpointRef, ...] | None:
+        """The step's references with their inline bytes, taken out of the read-ahead (each is restored once).
+
+        None when some bytes are gone (another thread of the process restored the same step at
+        the same moment): the caller lets a transaction decide instead.
+        """
         out = []
-        for ref in entry.refs:
-            key = inline.get(ref)
-            if key is not None:
-                out.append(dataclasses.replace(ref, data=self.inline.pop(key)[1]))
-            else:
-                out.append(ref)
-        return tuple(out)
+        for key, ref in entry.inline_refs():
+            found = self.inline.pop(key, None)
+            if found is None or found[0] != ref.digest:
+                return None
+            out.append(dataclasses.replace(ref, data=found[1]))
+        inline = iter(out)
+        return tuple(next(inline) if ref.file is None else ref for ref in entry.refs)
 
     def window(self, entry: Entry) -> list[RowKey]:
         """The inline rows to read for ``entry``: its own, then the next steps' in run order, up to the budget."""
