@@ -3,7 +3,9 @@
 A small wrapper rather than a DuckDB connection: a connection held open would hold the store's
 file and keep every other process out of it. Each :meth:`StoreReader.sql` call takes the file,
 runs one query on a read-only connection with external access switched off, and lets go again
-(``resumable/_store/views.py``), so a notebook can keep a reader around while pipelines run.
+(``resumable/_store/views.py``), so a notebook can keep a reader around while pipelines run. On a
+PostgreSQL store each call is a session of its own with a read-only transaction
+(``resumable/_store/pg_query.py``), with the same views.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def connect(store: str | os.PathLike[str] | None = None) -> StoreReader:
     Parameters
     ----------
     store
-        The store file (default: ``RESUMABLE_STORE``, else ``.resumable/store.duckdb``). It must
-        exist; it is opened read-only and never changed.
+        The store file or ``postgresql://`` URL (default: ``RESUMABLE_STORE``, else
+        ``.resumable/store.duckdb``). It must exist; it is opened read-only and never changed.
 
     Returns
     -------

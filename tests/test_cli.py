@@ -24,16 +24,27 @@ def cli(*args: str | Path, check_code: int | None = 0) -> subprocess.CompletedPr
     return out
 
 
-@pytest.fixture
-def store_with_run(store_location: str) -> str:
+def _store_with_run(store: str) -> str:
     """A store holding run 'r1': a completed step with a frame, a failed step."""
-    pipe = resumable.Pipeline("shop", store=store_location)
+    pipe = resumable.Pipeline("shop", store=store)
     with pipe.run(run_id="r1", params={"region": "eu"}) as run:
         run.step("load", lambda: pd.DataFrame({"id": [1, 2], "amount": [9.5, 3.0]}))
         with pytest.raises(ConnectionError):
             run.step("charge", _refuse)
     close_all()  # the CLI is another process: let go of the file
-    return store_location
+    return store
+
+
+@pytest.fixture
+def store_with_run(store_location: str) -> str:
+    """Run 'r1' in a DuckDB file and in a PostgreSQL database."""
+    return _store_with_run(store_location)
+
+
+@pytest.fixture
+def file_with_run(store_path: Path) -> str:
+    """Run 'r1' in a DuckDB file: for what the store's kind does not change (the export formats)."""
+    return _store_with_run(str(store_path))
 
 
 def _refuse() -> None:
@@ -77,11 +88,11 @@ def test_invalidate_then_gc_then_the_step_runs_again(store_with_run: str) -> Non
     assert calls == [1]
 
 
-def test_export_writes_the_value_in_the_format_asked(store_with_run: str, tmp_path: Path) -> None:
+def test_export_writes_the_value_in_the_format_asked(file_with_run: str, tmp_path: Path) -> None:
     """export writes a checkpointed frame as CSV, or any value as a pickle file."""
-    cli("export", "r1", "load", "-o", tmp_path / "load.csv", "--store", store_with_run)
+    cli("export", "r1", "load", "-o", tmp_path / "load.csv", "--store", file_with_run)
     assert pd.read_csv(tmp_path / "load.csv")["amount"].tolist() == [9.5, 3.0]
-    cli("export", "r1", "load", "-o", tmp_path / "load.pkl", "--store", store_with_run)
+    cli("export", "r1", "load", "-o", tmp_path / "load.pkl", "--store", file_with_run)
     assert pickle.loads((tmp_path / "load.pkl").read_bytes())["id"].tolist() == [1, 2]
 
 
@@ -110,23 +121,23 @@ def test_errors_have_their_documented_exit_codes(store_with_run: str, tmp_path: 
     assert "4  the run is owned by another live process" in cli("--help").stdout
 
 
-def test_export_writes_parquet_only_for_a_dataframe(store_location: str, tmp_path: Path) -> None:
+def test_export_writes_parquet_only_for_a_dataframe(store_path: Path, tmp_path: Path) -> None:
     """A .parquet or .csv name for a list is refused, saying what to use; a frame becomes real Parquet."""
-    pipe = resumable.Pipeline("shop", store=store_location)
+    pipe = resumable.Pipeline("shop", store=store_path)
     with pipe.run(run_id="r1") as run:
         run.step("rows", lambda: [{"id": 1}, {"id": 2}])
         run.step("frame", lambda: pd.DataFrame({"id": [1, 2]}))
     close_all()
     for suffix, label in ((".parquet", "Parquet"), (".csv", "CSV")):
-        refused = cli("export", "r1", "rows", "-o", tmp_path / f"rows{suffix}", "--store", store_location, check_code=2)
+        refused = cli("export", "r1", "rows", "-o", tmp_path / f"rows{suffix}", "--store", store_path, check_code=2)
         assert refused.stderr == (
             f"error: output 'return' of step 'rows' (run 'r1') is a list, not a DataFrame, so it cannot be written as "
             f"{label}; nothing was written. Use rows.json for JSON (plain data) or rows.pkl for a pickle.\n"
         )
         assert not (tmp_path / f"rows{suffix}").exists()
-    cli("export", "r1", "rows", "-o", tmp_path / "rows.json", "--store", store_location)
+    cli("export", "r1", "rows", "-o", tmp_path / "rows.json", "--store", store_path)
     assert json.loads((tmp_path / "rows.json").read_text()) == [{"id": 1}, {"id": 2}]
-    cli("export", "r1", "frame", "-o", tmp_path / "frame.parquet", "--store", store_location)
+    cli("export", "r1", "frame", "-o", tmp_path / "frame.parquet", "--store", store_path)
     assert (tmp_path / "frame.parquet").read_bytes()[:4] == b"PAR1"
     assert pd.read_parquet(tmp_path / "frame.parquet")["id"].tolist() == [1, 2]
 

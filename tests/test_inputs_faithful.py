@@ -74,16 +74,16 @@ def test_a_change_of_type_is_a_change(store_location: str) -> None:
         (Path("x"), "its repr is not a Python literal (ValueError)"),
     ],
 )
-def test_a_parameter_that_cannot_come_back_is_refused(store_location: str, value: object, problem: str) -> None:
+def test_a_parameter_that_cannot_come_back_is_refused(store_path: Path, value: object, problem: str) -> None:
     """nan, a class, a Path: refused with our error before anything is written; the store keeps no run."""
-    pipe = resumable.Pipeline("p", store=store_location)
+    pipe = resumable.Pipeline("p", store=store_path)
     with pytest.raises(resumable.ParameterValueError) as excinfo, pipe.run(run_id="r1", params={"x": value}):
         pass
     assert str(excinfo.value) == (
         f"parameter 'x' = {value!r} ({type(value).__name__}) cannot be recorded with the run: {problem}; nothing "
         "was stored. Use strings, numbers, booleans, None, and lists, tuples, sets or dicts of them."
     )
-    assert open_store(store_location).get_run("r1") is None
+    assert open_store(store_path).get_run("r1") is None
 
 
 def test_a_run_recorded_as_json_by_an_older_version_still_resumes(store_path: Path) -> None:

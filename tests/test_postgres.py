@@ -148,6 +148,35 @@ def test_large_checkpoints_go_to_the_shared_folder_or_else_into_the_database(
     np.testing.assert_array_equal(resumable.load("r1", "make", store=in_database), big)
 
 
+def test_sql_on_a_server_store_does_not_wait_for_a_writer(
+    cluster: pg_server.Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session holding a run's row locked: a query still answers at once (the server reads beside writers).
+
+    A database without a store is reported as no store, and nothing is created in it.
+    """
+    import psycopg
+
+    url = cluster.new_database()
+    pipe = resumable.Pipeline("p", store=url)
+    with pipe.run(run_id="r1") as run:
+        run.step("one", lambda: 1)
+    forget_all()
+    monkeypatch.setenv("RESUMABLE_LOCK_TIMEOUT", "0.5")
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT * FROM runs WHERE run_id = 'r1' FOR UPDATE")
+        started = time.monotonic()
+        assert resumable.connect(url).sql("SELECT run_id, state FROM runs").rows == (("r1", "completed"),)
+        assert time.monotonic() - started < 10
+    empty = cluster.new_database()
+    with pytest.raises(resumable.CheckpointNotFoundError):
+        resumable.connect(empty)
+    with psycopg.connect(empty) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone() == (0,)
+
+
 def test_a_lock_held_past_the_timeout_is_reported(cluster: pg_server.Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session holding a run's row past RESUMABLE_LOCK_TIMEOUT: StoreLockedError, nothing changed."""
     import psycopg

@@ -3,6 +3,10 @@
 Real DuckDB files and real processes: the CLI runs as a subprocess, live owners are real processes
 (``history_store.start_worker``), and the crash test kills ``resumable gc`` with SIGKILL at its
 store write points (the hook of ``tests/killpoint_hook``) and reopens the store after each kill.
+
+Deleting runs (``rm``, ``gc --keep-last/--state/--older-than``, ``remove_runs``, dry runs, a live
+owner's run refused) runs on both stores (``store_location``). Compaction, its crash test, the file
+lock and the file's size stay DuckDB-only: a PostgreSQL server compacts nothing itself (autovacuum).
 """
 
 from __future__ import annotations

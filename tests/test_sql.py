@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -409,3 +410,28 @@ def test_a_nul_character_in_a_parameter_does_not_break_the_views(store_location:
     nul = "x\\u0000y" if not store_location.startswith("postgresql://") else "x\\\\x00y"
     assert values == {"a": f'"{nul}"', "b": '"as typed: \\\\u0000"'}
     assert json.loads(values["b"]) == "as typed: \\u0000"  # a backslash the user typed stays one
+
+
+def test_a_role_that_only_reads_queries_the_views_and_cannot_read_server_files(
+    request: pytest.FixtureRequest, histories: dict[str, Path | str]
+) -> None:
+    """docs/sql.md's advice: a role that is not a superuser, granted SELECT, gets the views and no server files."""
+    import psycopg
+
+    server = str(_history("postgresql", request, histories))
+    plain = server.split("?", 1)[0]
+    role = f"reader_{os.getpid()}"
+    with psycopg.connect(plain, autocommit=True) as admin:
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    reader = plain.replace("postgresql://resumable@", f"postgresql://{role}@")
+    db = resumable.connect(reader)
+    assert db.sql("SELECT count(*) FROM runs").rows == ((5,),)
+    with pytest.raises(resumable.QueryError) as excinfo:
+        db.sql("SELECT pg_read_file('/etc/hostname')")
+    assert str(excinfo.value) == (
+        "the query was refused: the server's role may not do that (PostgreSQL: permission denied for function "
+        "pg_read_file). Query the views runs, steps, attempts, events, checkpoints, inputs, parameters (their "
+        "columns are listed in docs/sql.md)."
+    )
