@@ -159,3 +159,75 @@ def test_a_taken_over_owners_late_completion_is_refused(
         ("interrupted", "running", "host-b"),
         ("running", "completed", "host-b"),
     ]
+
+
+# argv: host, store, folder. A quick step completes (deferred: no group commit for a minute), then
+# host-a waits for 'go' inside its run; host-b takes the run over meanwhile.
+DEFERRED = """
+import socket, sys
+socket.gethostname = lambda: sys.argv[1]
+import fcntl, json, pathlib, time, resumable
+from resumable._store.filelock import lock_path
+host, store, folder = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+pipe = resumable.Pipeline("p", store=store, durability="deferred")  # no completion log to replay
+deadline = time.monotonic() + 90
+while True:
+    try:
+        with pipe.run(run_id="r1") as run:
+            while host == "host-a":  # the file let go of: the next step is decided and deferred in memory
+                with open(lock_path(pathlib.Path(store)), "a") as lock:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        time.sleep(0.01)
+                        continue
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+                    break
+            value = run.step("quick", lambda: host)
+            (folder / f"{host}.returned").write_text(value)
+            while host == "host-a" and not (folder / "go").exists():
+                time.sleep(0.01)
+        print(json.dumps({"quick": value}), flush=True)
+        break
+    except resumable.RunOwnedError:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    except resumable.LeaseLostError as exc:
+        print(json.dumps({"refused": str(exc)}), flush=True)
+        break
+"""
+
+
+def test_a_deferred_completion_dropped_by_a_lost_claim_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """host-a's quick step returned but was not written when host-b took the run over: host-a is told as it ends."""
+    store = str(tmp_path / "s.duckdb")
+    env = {**os.environ, "RESUMABLE_LEASE_S": "2", "RESUMABLE_GROUP_COMMIT_MS": "60000"}
+    command = [sys.executable, "-c", DEFERRED]
+    a = subprocess.Popen([*command, "host-a", store, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        _wait_for(tmp_path / "host-a.returned", a)
+        _stop_outside_the_store_lock(a, store)
+        b = subprocess.run(
+            [*command, "host-b", store, str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (b.returncode, b.stdout) == (0, '{"quick": "host-b"}\n'), b.stderr
+        (tmp_path / "go").touch()
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    out, _ = a.communicate(timeout=60)
+    # Not a silent success: host-a's 'quick' returned but is not in the store, and host-a is told so.
+    refused = json.loads(out)["refused"]
+    assert refused.startswith("run 'r1' was taken over by another owner under lease generation "), refused
+    assert refused.endswith(
+        "so this process's late write was refused: nothing of it was stored, and the other owner's work is kept. "
+        "This process no longer owns the run: stop it, and start the run again to resume it from the store (what "
+        "the other owner completed is restored, not run again)."
+    ), refused
+    forget_all()
+    monkeypatch.setenv("RESUMABLE_STORE", store)
+    assert resumable.load("r1", "quick") == "host-b"

@@ -503,6 +503,10 @@ class DuckDBStore(SqlStore):
             runs.clear_owner(con, run_id, owner, token)
         with self._conn.lock:
             self._drop_log_if_applied()
+        if journal is not None and journal.lost is not None:
+            # Steps that returned here were deferred and not written (another owner took the run over):
+            # the run must not end as if they were stored.
+            raise journal.lost
 
     # ------------------------------------------------------------------ steps
 
