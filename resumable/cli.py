@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -868,7 +868,6 @@ def execute(
     """
     from resumable._headless import execute_notebook
     from resumable._headless import params as _headless_params
-    from resumable.errors import NotebookInputError
 
     sweep_options = {"--workers": workers, "--cluster": cluster, "--max-failures": max_failures,
                      "--output-dir": output_dir}  # fmt: skip
@@ -892,16 +891,8 @@ def execute(
         )  # fmt: skip
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)  # the resume command was printed
-    except NotebookInputError as exc:
-        if as_json:
-            click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))
-        raise click.UsageError(str(exc)) from None
     except ResumableError as exc:
-        code = exit_code_for(exc)
-        if as_json:
-            click.echo(json.dumps({"ok": False, "outcome": type(exc).__name__, "error": str(exc), "exit_code": code}))
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(code)
+        _execute_failed(exc, as_json)
     code = _EXECUTE_EXIT[result.outcome]
     if as_json:
         click.echo(json.dumps({**result.to_json(), "exit_code": code}, indent=2))
@@ -921,6 +912,21 @@ def execute(
     sys.exit(code)
 
 
+def _execute_failed(exc: ResumableError, as_json: bool) -> NoReturn:
+    """How ``execute`` (one run or a sweep) ends on an error of ours: bad input is a usage error, else its exit code."""
+    from resumable.errors import NotebookInputError
+
+    if isinstance(exc, NotebookInputError):
+        if as_json:
+            click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))
+        raise click.UsageError(str(exc)) from None
+    code = exit_code_for(exc)
+    if as_json:
+        click.echo(json.dumps({"ok": False, "outcome": type(exc).__name__, "error": str(exc), "exit_code": code}))
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(code)
+
+
 def _execute_sweep(
     notebook: Path, sweep_file: Path, workers: int | None, cluster: str | None, max_failures: int | None,
     output_dir: Path | None, max_restarts: int, timeout: float | None, kernel: str | None, store: Path | None,
@@ -928,7 +934,6 @@ def _execute_sweep(
 ) -> None:  # fmt: skip
     """``execute --sweep``: the sweep, then a table of its runs (or JSON) and its exit code."""
     from resumable._sweep import sweep
-    from resumable.errors import NotebookInputError
 
     try:
         with front_end("command"):
@@ -940,16 +945,8 @@ def _execute_sweep(
     except KeyboardInterrupt:
         click.echo("interrupted; completed steps are checkpointed. Run the same sweep again to resume it.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except NotebookInputError as exc:
-        if as_json:
-            click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))
-        raise click.UsageError(str(exc)) from None
     except ResumableError as exc:
-        code = exit_code_for(exc)
-        if as_json:
-            click.echo(json.dumps({"ok": False, "outcome": type(exc).__name__, "error": str(exc), "exit_code": code}))
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(code)
+        _execute_failed(exc, as_json)
     code = EXIT_OK if result.ok else EXIT_FAILED
     if as_json:
         click.echo(json.dumps({**result.to_json(), "exit_code": code}, indent=2))
