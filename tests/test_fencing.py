@@ -64,8 +64,8 @@ while True:
                 print(json.dumps({"long": run.step("long", long)}), flush=True)
             except resumable.LeaseLostError as exc:
                 refused = {"refused": str(exc), "generation": exc.generation}
-                try:  # its claim is lost too: the next step (an effect: decided by the store) is refused
-                    run.step("after", lambda: 1, effect=True)
+                try:  # its claim is lost too: the next step is refused (an effect, or with 'quick' a quick step)
+                    run.step("after", lambda: 1, effect=sys.argv[4:] != ["quick"])
                 except resumable.LeaseLostError as exc:
                     refused["next"] = str(exc)
                 print(json.dumps(refused), flush=True)
@@ -231,3 +231,32 @@ def test_a_deferred_completion_dropped_by_a_lost_claim_is_told(tmp_path: Path, m
     forget_all()
     monkeypatch.setenv("RESUMABLE_STORE", store)
     assert resumable.load("r1", "quick") == "host-b"
+
+
+def test_a_quick_step_after_a_refused_completion_is_refused_too(tmp_path: Path) -> None:
+    """A DuckDB owner told its completion was refused cannot go on with a quick step decided in memory."""
+    store = str(tmp_path / "s.duckdb")
+    env = {**os.environ, "RESUMABLE_LEASE_S": "2"}
+    command = [sys.executable, "-c", WORKER]
+    a = subprocess.Popen(
+        [*command, "host-a", store, str(tmp_path), "quick"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(tmp_path / "host-a.started", a)
+        _stop_outside_the_store_lock(a, store)
+        b = subprocess.run(
+            [*command, "host-b", store, str(tmp_path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (b.returncode, b.stdout) == (0, '{"long": "from-host-b"}\n'), b.stderr
+        (tmp_path / "go").touch()
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    out, _ = a.communicate(timeout=60)
+    told = json.loads(out)
+    # Refused, not started in memory (and dropped unwritten at the next group commit).
+    assert told.get("next", "").startswith("run 'r1' was taken over by another owner under lease generation "), out

@@ -568,11 +568,26 @@ class DuckDBStore(SqlStore):
                 begin = steps.begin(con, self.location, req, abandoned=abandoned, claim=claim)
                 if begin.action == "execute":
                     self._lease().claimed(con, begin.generation)
-        except BaseException:
+        except BaseException as exc:
             self._changes += 1  # whatever it did or did not write, no snapshot vouches for it
+            self._note_lost(req.run_id, exc)
             raise
         self._drop_snapshot(req.run_id, *begin.stale)
         return begin
+
+    def _note_lost(self, run_id: str, exc: BaseException) -> None:
+        """A write of the run's claim was refused (LeaseLostError): no later step of the claim is decided in memory.
+
+        Otherwise the next quick step would start and return in memory on top of the refused one,
+        and be dropped unwritten at the group commit (``_still_held``).
+        """
+        journal = self._journals.get(run_id)
+        if isinstance(exc, LeaseLostError) and journal is not None and journal.lost is None:
+            try:  # the run's own claim, looked at as a group commit does: the run's error, not the step's
+                with self._conn.transaction(with_pending=False) as con:
+                    self._still_held(con, journal)
+            except Exception:  # not known whether the claim holds: nothing more of it is decided in memory
+                journal.lost = exc
 
     @staticmethod
     def _started(key: tuple[str, str, str], token: int | None) -> None:
@@ -615,8 +630,9 @@ class DuckDBStore(SqlStore):
         try:
             with self._transaction(step_only=True) as con:
                 steps.complete(con, done, token)
-        except StepChangedError:
+        except StepChangedError as exc:
             self._ended(done.run_id, done.step)
+            self._note_lost(done.run_id, exc)
             raise
         except BaseException as exc:
             stop = faults.interrupted(exc)
@@ -674,8 +690,9 @@ class DuckDBStore(SqlStore):
         try:
             with self._transaction(step_only=True) as con:
                 steps.fail(con, run_id, step, owner, error, traceback, duration_s, token)
-        except (StepChangedError, InvalidTransition):  # not this process's step to fail (any more)
+        except (StepChangedError, InvalidTransition) as exc:  # not this process's step to fail (any more)
             self._ended(run_id, step)
+            self._note_lost(run_id, exc)
             raise
         except BaseException as exc:
             again: BaseException | None = None
