@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,25 @@ def test_a_missing_file_and_bad_python_sets_are_named() -> None:
         "sweep parameters holds no parameter set. Give at least one, for example:\n"
         "  grid:\n    lr: [0.1, 0.01]\n    depth: [3, 5]\nor a list:\n  - {lr: 0.1, depth: 3}"
     )
+
+
+def test_run_ids_do_not_depend_on_set_or_mapping_order(tmp_path: Path) -> None:
+    """A set (hash-ordered per process) or a nested mapping in another order is the same parameter set, the same run."""
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text("- {tags: !!set {alpha, beta, gamma, delta}, cfg: {a: 1, b: 2}}\n")
+    script = "import sys; from resumable._sweep import spec; print(spec.run_id_for('p', spec.load(sys.argv[1])[0]))"
+    ids = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(sweep_file)],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        for seed in (1, 2, 3, 4)
+    }
+    assert len(ids) == 1, ids
+    assert spec.run_id_for("p", {"cfg": {"a": 1, "b": 2}}) == spec.run_id_for("p", {"cfg": {"b": 2, "a": 1}})
+    nested = [spec.run_id_for("p", {"cfg": {"a": v}}) for v in (1, 1.0, True, "1", [1], (1,), {1})]
+    assert len(set(nested)) == len(nested)

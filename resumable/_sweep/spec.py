@@ -13,10 +13,11 @@ Two forms, which may be combined in one mapping::
     runs:
       - {lr: 0.5, depth: 1}
 
-A run's id is derived from the pipeline and its parameters in canonical form (names sorted, each
-value as the typed literal the store records, so ``1``, ``1.0`` and ``true`` are three different
-sets). The same sweep run again therefore maps every parameter set to the run it had: completed
-runs restore and interrupted ones resume. The notebook's path and source are not part of the id, so
+A run's id is derived from the pipeline and its parameters in canonical form (mapping keys and set
+members sorted, each value with its type, so ``1``, ``1.0`` and ``true`` are three different sets,
+and a set or a mapping gives the same id in every process, whatever its order). The same sweep run
+again therefore maps every parameter set to the run it had: completed runs restore and interrupted
+ones resume. The notebook's path and source are not part of the id, so
 editing a step of the notebook resumes the same runs and re-executes that step, as any resume does.
 """
 
@@ -29,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from resumable import _params
 from resumable._headless import params as _headless_params
 from resumable.errors import NotebookInputError, SweepFileError
 
@@ -41,8 +41,24 @@ _EXAMPLE = "for example:\n  grid:\n    lr: [0.1, 0.01]\n    depth: [3, 5]\nor a 
 
 def run_id_for(pipeline: str, params: Mapping[str, Any]) -> str:
     """The run id of one parameter set: the pipeline name and a digest of the canonical parameters."""
-    digest = hashlib.sha256(f"{pipeline}\0{_params.encode(params)}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{pipeline}\0{_canonical(params)}".encode()).hexdigest()[:16]
     return f"{pipeline[:100]}-{digest}"
+
+
+def _canonical(value: Any) -> str:
+    """``value`` as text that depends on neither set order (hash-seeded per process) nor mapping order.
+
+    Each value carries its type, so ``1``, ``1.0``, ``True`` and ``"1"`` stay apart; the parameters
+    were checked to be literals of these types (``_value``), so nothing else reaches here.
+    """
+    if isinstance(value, Mapping):
+        items = sorted(f"{_canonical(k)}:{_canonical(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}(" + ",".join(sorted(_canonical(v) for v in value)) + ")"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}(" + ",".join(_canonical(v) for v in value) + ")"
+    return f"{type(value).__name__}:{value!r}"
 
 
 def load(params: ParamSets) -> tuple[dict[str, Any], ...]:
@@ -142,7 +158,7 @@ def _value(label: str | None, where: str, name: str, value: Any) -> Any:
 def _refuse_duplicates(label: str | None, sets: list[tuple[str, dict[str, Any]]]) -> None:
     seen: dict[str, str] = {}
     for where, params in sets:
-        key = _params.encode(params)
+        key = _canonical(params)
         if key in seen:
             problem = f"repeats the parameter set of {seen[key]}, which would be the same run"
             raise SweepFileError(label, where, problem, "Remove one of them.")
