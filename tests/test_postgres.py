@@ -246,6 +246,41 @@ def test_a_completion_whose_commit_answer_is_lost_finds_itself_committed(cluster
     assert resumable.load("r1", "one", store=url) == 41
 
 
+def test_a_retry_whose_commit_answer_is_lost_goes_on_with_the_attempt(cluster: pg_server.Cluster) -> None:
+    """The retry's start commits, its answer never comes back: the step goes on with that attempt (two calls in all)."""
+    from resumable import _engine
+
+    url = cluster.new_database()
+    relay = Relay(cluster.port)
+
+    def arm(event: _engine.StepEvent) -> None:
+        if event.state.value == "failed":  # the failure is written: the next COMMIT is the retry's start
+            relay.armed.set()
+
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("first attempt")
+        return 7
+
+    _engine.add_listener(arm)
+    try:
+        pipe = resumable.Pipeline("p", store=url.replace(f":{cluster.port}/", f":{relay.port}/"))
+        with pipe.run(run_id="r1") as run:
+            assert run.step("one", flaky, retries=2, backoff=0) == 7
+            assert relay.cut.is_set()
+    finally:
+        _engine.remove_listener(arm)
+        relay.close()
+    assert len(calls) == 2
+    assert resumable.load("r1", "one", store=url) == 7
+    events = [(e.source, e.target, e.attempt) for e in open_store(url).list_events("r1", "one")]
+    assert events == [("pending", "running", 1), ("running", "failed", 1), ("failed", "running", 2),
+                      ("running", "completed", 2)]  # fmt: skip
+
+
 def test_a_completion_cut_off_before_its_commit_is_written_on_a_new_session(cluster: pg_server.Cluster) -> None:
     """The completing session is terminated (pg_terminate_backend) while it waits: written once on a new one."""
     import threading

@@ -385,7 +385,12 @@ class PostgresStore(SqlStore):
 
     def retry_step(self, run_id: str, step: str, owner: Owner) -> int:
         claim = self._claim_tokens.get(run_id)
-        attempt, token = self._retrying(lambda con: steps.retry(con, self.location, run_id, step, owner, claim))
+
+        def again(con: PgConnection) -> tuple[int, int]:  # after a cut commit: its own retry found, or tried again
+            found = steps.retried_by(con, run_id, step, owner, claim)
+            return found if found is not None else steps.retry(con, self.location, run_id, step, owner, claim)
+
+        attempt, token = self._retrying(lambda con: steps.retry(con, self.location, run_id, step, owner, claim), again)
         self._in_flight[(run_id, step)] = token
         return attempt
 

@@ -320,6 +320,23 @@ def completed_by(con: Connection, done: Completion, generation: int | None) -> b
     return row is not None and json.loads(row[0]) == [b.name for b in done.outputs]
 
 
+def retried_by(con: Connection, run_id: str, step: str, owner: Owner, claim: int | None) -> tuple[int, int] | None:
+    """The attempt and token of a retry of ``owner``'s already in the store: running under it (and ``claim``).
+
+    What a retry whose commit was not acknowledged (a cut connection) reads back before it is tried
+    again: the step was failed or interrupted before, and only this owner's retry makes it run under
+    this owner, so finding that is finding its own commit (a second try would be running to running).
+    """
+    row = con.execute(
+        """SELECT attempts, owner_generation FROM steps WHERE run_id = ? AND step = ? AND state = 'running'
+             AND owner_host = ? AND owner_pid = ? AND (? IS NULL OR owner_generation = ?)""",
+        [run_id, step, owner.host, owner.pid, claim, claim],
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
 def retry(
     con: Connection, location: str, run_id: str, step: str, owner: Owner, claim: int | None = None
 ) -> tuple[int, int]:
