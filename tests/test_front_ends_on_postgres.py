@@ -6,8 +6,9 @@ session's real PostgreSQL server instead and the same assertions hold there. Tog
 a step's outputs restored in a fresh kernel namespace, an edited cell executing again and its
 readers going stale, a failed step and a retried one, an effect step's idempotency key stable
 across retries and held when its inputs change, and in-place changes (a DataFrame column, a
-list.append, ``np.add.at``) kept across a restart. The server half is skipped, with the reason,
-where the cluster cannot start.
+list.append, ``np.add.at``) kept across a restart, ``%durable_run`` joining, resuming or starting a
+run, ``%durable_status``'s table, and a notebook's function loaded outside it. The server half is
+skipped, with the reason, where the cluster cannot start.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ from test_inputs import (
 from test_magics import (
     calls,
     test_completed_step_is_restored_not_rerun,
+    test_durable_run_resumes_latest_or_starts,
     test_edited_cell_runs_again_and_its_readers_become_stale,
     test_failing_cell_fails_the_step_and_the_notebook,
     test_idempotency_key_is_stable_across_retries_and_new_after_a_rerun,
     test_in_place_change_of_an_earlier_object_survives_a_restart,
+    test_notebook_function_loads_as_a_function_outside_the_notebook,
     test_retries_run_the_body_again_and_show_the_attempt,
+    test_status_table_lists_steps,
 )
 from test_magics_first_hour import test_an_edited_step_says_why_it_runs_again_before_its_output
 
@@ -40,12 +44,15 @@ __all__ = [  # collected here, on this module's fixtures
     "test_an_edited_step_says_why_it_runs_again_before_its_output",
     "test_an_effect_step_is_held_when_its_inputs_change_and_runs_again_only_when_asked",
     "test_completed_step_is_restored_not_rerun",
+    "test_durable_run_resumes_latest_or_starts",
     "test_edited_cell_runs_again_and_its_readers_become_stale",
     "test_failing_cell_fails_the_step_and_the_notebook",
     "test_idempotency_key_is_stable_across_retries_and_new_after_a_rerun",
     "test_in_place_change_of_an_earlier_object_survives_a_restart",
+    "test_notebook_function_loads_as_a_function_outside_the_notebook",
     "test_np_add_at_and_a_helper_appending_are_kept",
     "test_retries_run_the_body_again_and_show_the_attempt",
+    "test_status_table_lists_steps",
 ]
 
 pytestmark = pytest.mark.parametrize("store_location", ["postgresql"], indirect=True)
