@@ -352,6 +352,54 @@ def test_resumable_execute_runs_a_notebook_on_a_server_store(cluster: pg_server.
     ]
 
 
+def test_execute_on_a_server_store_resumes_after_the_kernel_dies_and_charges_once(
+    cluster: pg_server.Cluster, tmp_path: Path
+) -> None:
+    """RESUMABLE_STORE a URL; the kernel dies inside the charge step, after its effect: execute restarts the
+    kernel, restores the step before it from the server and charges under the same key, so the shop charged once."""
+    import json
+    import os
+
+    import nbformat
+    from notebook_files import write_nb
+
+    from resumable._demo.shop import ShopServer
+
+    url = cluster.new_database()
+    nb = write_nb(
+        tmp_path / "checkout.ipynb",
+        ('shop_url = ""', ["parameters"]),
+        "%load_ext resumable\nimport os, pathlib, resumable\nfrom resumable._demo.shop import call",
+        "%%durable_step load\nopen('executed.log', 'a').write('load ')\nqty = 2",
+        "%%durable_step charge\nopen('executed.log', 'a').write('charge ')\n"
+        "reply = call(shop_url, 'charge', 'o1', resumable.idempotency_key(), amount=qty)\n"
+        "if not pathlib.Path('died-once').exists():\n    pathlib.Path('died-once').write_text('x')\n    os._exit(1)",
+        "print('charged', reply['id'])",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESUMABLE_")} | {"RESUMABLE_STORE": url}
+    with ShopServer() as shop:
+        done = subprocess.run(
+            [sys.executable, "-m", "resumable", "execute", nb.name, "-p", "shop_url", shop.url, "--run-id", "r1",
+             "--quiet", "--json"],
+            capture_output=True, text=True, timeout=200, cwd=tmp_path, env=env, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert shop.ledger.count("charge", "o1") == 1
+    summary = json.loads(done.stdout)
+    assert summary["restarts"] == 1
+    assert (tmp_path / "executed.log").read_text().split() == ["load", "charge", "charge"]  # load restored
+    out = nbformat.read(tmp_path / "checkout.resumable.ipynb", as_version=4)
+    assert out.cells[-1].outputs[0]["text"].startswith("charged charge-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkout.ipynb", "checkout.resumable.ipynb", "died-once", "executed.log",
+    ]  # fmt: skip
+    store = open_store(url)
+    assert [(s.step, s.state.value) for s in store.list_steps("r1")] == [("load", "completed"), ("charge", "completed")]
+    assert [(e.source, e.target) for e in store.list_events("r1", "charge")] == [
+        ("pending", "running"), ("running", "interrupted"), ("interrupted", "running"), ("running", "completed"),
+    ]  # fmt: skip
+
+
 # A worker that pretends to run on another machine: its host name is the first argument.
 HOST_WORKER = """
 import socket, sys
