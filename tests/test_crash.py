@@ -105,7 +105,9 @@ def _campaign(tmp_path: Path, pause_s: float, trials: int, server: str | None) -
             ).store
             states = {s.step: s.state for s in store.list_steps(run_id)}
             assert states == dict.fromkeys(("charge", "reserve", "courier", "email"), resumable.StepState.COMPLETED)
-        # Some kills must have landed after an effect and before its checkpoint: the shop then
-        # saw the same key twice and replayed its first answer instead of acting again.
+        # With a pause after each effect, some kills must have landed after an effect and before its
+        # checkpoint: the shop then saw the same key twice and replayed its first answer instead of
+        # acting again. Quick steps have no such pause (the window is microseconds wide), so there
+        # the campaign is about group commits and log replays, and a replay is not required.
         replays = len(shop.ledger.requests) - len(shop.ledger.effects)
-        assert replays >= 1, "no trial hit the window between an effect and its checkpoint"
+        assert replays >= 1 or pause_s == 0, "no trial hit the window between an effect and its checkpoint"
