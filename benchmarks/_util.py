@@ -38,11 +38,12 @@ class Config:
     noop_cells: int
     probes: int  # store opens from other processes during a long run
     dbos: bool = True
+    smoke: bool = False  # the suite's check that each concern runs: kernel-based concerns shrink to one repetition
 
     @classmethod
     def make(cls, quick: bool, dbos: bool = True, smoke: bool = False) -> Config:
         if smoke:  # the test suite's check that every concern runs: figures too small to mean anything
-            return cls(True, 20, 200, (1 * MB,), (1 * MB,), 1_000, 2, 1 * MB, 3, 1, dbos)
+            return cls(True, 20, 200, (1 * MB,), (1 * MB,), 1_000, 2, 1 * MB, 3, 1, dbos, smoke=True)
         if quick:
             return cls(True, 100, 2000, (10 * MB,), (10 * MB,), 10_000, 3, 10 * MB, 30, 3, dbos)
         return cls(False, 500, 20_000, (100 * MB, 1 * GB), (1 * GB,), 10_000, 3, 1 * GB, 100, 10, dbos)

@@ -244,10 +244,11 @@ def run(cfg: Config) -> list[Result | Skipped]:
 
     if not hasattr(resumable, "execute_notebook"):
         return [Skipped(CONCERN, "all", "resumable execute (resumable.execute_notebook) is not in this checkout yet")]
-    rows, trees = (3_000, 10) if cfg.quick else (100_000, 40)
+    rows, trees = (500, 2) if cfg.smoke else (3_000, 10) if cfg.quick else (100_000, 40)
+    reps = 1 if cfg.smoke else cfg.reps
     with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
         try:
-            m = run_worker(CONCERN, "measure", {"folder": tmp, "rows": rows, "trees": trees, "reps": cfg.reps})
+            m = run_worker(CONCERN, "measure", {"folder": tmp, "rows": rows, "trees": trees, "reps": reps})
         except Exception as exc:
             return [Skipped(CONCERN, "all", str(exc).strip().splitlines()[-1])]
     what = f"{len(STEPS)} data-science step cells, {rows:,} rows"

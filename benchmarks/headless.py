@@ -177,7 +177,9 @@ def run(cfg: Config) -> list[Result | Skipped]:
         return [Skipped(CONCERN, "all", "resumable execute (resumable.execute_notebook) is not in this checkout yet")]
     with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
         try:
-            m = run_worker("headless", "measure", {"folder": tmp, "size": cfg.notebook_size, "reps": cfg.reps})
+            m = run_worker(
+                "headless", "measure", {"folder": tmp, "size": cfg.notebook_size, "reps": 1 if cfg.smoke else cfg.reps}
+            )
         except Exception as exc:
             return [Skipped(CONCERN, "all", str(exc).strip().splitlines()[-1])]
     budget = m["kernel_start_s"] + m["restore_s"] + RESUME_SLACK_S
@@ -204,10 +206,12 @@ def run(cfg: Config) -> list[Result | Skipped]:
 
 def _cells(cfg: Config) -> list[Result | Skipped]:
     """Target 6: ``resumable execute`` of trivial step cells, new and restoring, against nbclient."""
-    cells = 10 if cfg.quick else 40
+    cells = 3 if cfg.smoke else 10 if cfg.quick else 40
     with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
         try:
-            m = run_worker("headless", "measure_cells", {"folder": tmp, "cells": cells, "reps": cfg.reps})
+            m = run_worker(
+                "headless", "measure_cells", {"folder": tmp, "cells": cells, "reps": 1 if cfg.smoke else cfg.reps}
+            )
         except Exception as exc:
             return [Skipped(CONCERN, "step cells", str(exc).strip().splitlines()[-1])]
     added_ms = (m["execute_new"] - m["nbclient_magic"]) / cells * 1000

@@ -59,7 +59,7 @@ def run(cfg: Config) -> list[Result | Skipped]:
         import distributed  # noqa: F401
     except ImportError:
         return [Skipped(CONCERN, "all", "Dask is not installed (pip install 'resumable[dask]')")]
-    runs, counts = (4, (1, 2)) if cfg.quick else (20, (1, 2, 4))
+    runs, counts = (2, (1, 2)) if cfg.smoke else (4, (1, 2)) if cfg.quick else (20, (1, 2, 4))
     with tempfile.TemporaryDirectory(prefix="rsm-bench-sweep-") as tmp:
         times = {w: _timed(Path(tmp), runs, w) for w in counts}
     one = times[1]
