@@ -106,6 +106,15 @@ def test_a_bad_sweep_on_the_command_line_is_a_usage_error(tmp_path: Path) -> Non
         "Error: --run-id is for a single run; with --sweep each run's id and parameters come from the sweep file."
         in mixed.stderr
     )
+    (tmp_path / "params.yaml").write_text("- {n: 1}\n")
+    both = cli(
+        "execute", nb, "--sweep", "params.yaml", "--workers", "2", "--cluster", "tcp://127.0.0.1:1", cwd=tmp_path
+    )
+    assert both.returncode == 2
+    assert (
+        "Error: --workers 2 cannot be used with the cluster 'tcp://127.0.0.1:1', whose workers are its own. Start as "
+        "many workers as you want on the cluster (dask worker ADDRESS) and leave this out."
+    ) in both.stderr
 
 
 def test_a_killed_worker_s_run_resumes_on_another_worker_and_its_effect_happens_once(

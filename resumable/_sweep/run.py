@@ -45,8 +45,14 @@ def _count(what: str, value: object, *, allow_none: bool) -> None:
         raise NotebookInputError(what, value, "is not valid", "Give a whole number, 1 or more.")
 
 
-def _check(workers: int | None, max_failures: int | None, max_restarts: int, timeout: float | None) -> None:
+def _check(
+    workers: int | None, cluster: str | None, max_failures: int | None, max_restarts: int, timeout: float | None
+) -> None:
     _count(option_words("workers", "--workers"), workers, allow_none=True)
+    if workers is not None and cluster is not None:  # silently ignored, it would promise a parallelism it does not give
+        problem = f"cannot be used with the cluster {cluster!r}, whose workers are its own"
+        fix = "Start as many workers as you want on the cluster (dask worker ADDRESS) and leave this out."
+        raise NotebookInputError(option_words("workers", "--workers"), workers, problem, fix)
     _count(option_words("max_failures", "--max-failures"), max_failures, allow_none=True)
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         raise NotebookInputError("max_restarts", max_restarts, "is not valid", "Give a whole number, 0 or more.")
@@ -95,7 +101,7 @@ def sweep(
         Python: a list of mappings, or a mapping with ``grid`` and/or ``runs``.
     workers
         Worker processes of the local pool (default: the number of CPUs, at most one per run).
-        Ignored with ``cluster``, whose workers are its own.
+        Refused with ``cluster``, whose workers are its own.
     cluster
         A Dask scheduler's address (``tcp://host:8786``); default: a local pool.
     max_failures
@@ -131,7 +137,7 @@ def sweep(
     ['completed', 'completed']
     """
     started = time.perf_counter()
-    _check(workers, max_failures, max_restarts, timeout)
+    _check(workers, cluster, max_failures, max_restarts, timeout)
     sets = spec.load(params)
     nb_path = Path(notebook).absolute()
     pipeline = _checked_notebook(nb_path, kernel)
