@@ -411,7 +411,7 @@ def encode(name: str, value: object, payload_dir: Path) -> Blob:
     try:
         make_private_dir(final.parent)
         out.path.replace(final)
-        _fsync_dir(final.parent)
+        fsync_path(final.parent)
     except OSError as exc:
         out.path.unlink(missing_ok=True)
         raise WriteFailure(name, payload_dir, exc, out.size) from exc
@@ -452,7 +452,8 @@ def part_writer_alive(name: str) -> bool | None:
     return is_alive(owner)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or a folder (a rename in it) to the disk by its path: both go through one read-only descriptor."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import duckdb
 
+from resumable._codec import fsync_path
 from resumable._store import walmark
 from resumable._store.base import Compaction
 
@@ -128,14 +129,6 @@ def _sequences(con: duckdb.DuckDBPyConnection, database: str) -> dict[str, int |
     return {name: value for name, value in rows}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _identity(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_dev, st.st_ino
@@ -189,7 +182,7 @@ def compact(store: Path, decide: Callable[[duckdb.DuckDBPyConnection, int], str 
     for log in logs:
         log.unlink(missing_ok=True)
     os.chmod(temp, 0o600)  # noqa: PTH101
-    _fsync(temp)
+    fsync_path(temp)
     old, new = _identity(store), _identity(temp)
     with open(lineage_path(store), "a", encoding="ascii") as out:
         out.write(f"{old[0]} {old[1]} -> {new[0]} {new[1]}\n")
@@ -198,7 +191,7 @@ def compact(store: Path, decide: Callable[[duckdb.DuckDBPyConnection, int], str 
     os.chmod(lineage_path(store), 0o600)  # noqa: PTH101
     os.replace(temp, store)  # noqa: PTH105
     try:  # swapped: what follows only tidies up, and must not be reported as a failed compaction
-        _fsync(store.parent)
+        fsync_path(store.parent)
     except OSError:
         pass
     clean_leftovers(store)  # the folder, empty now
