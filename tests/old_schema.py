@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
+
+import resumable
+from resumable._owner import current_owner
+from resumable._store import forget_all
 
 # What migration 6 (forks) added.
 MIGRATION_6_COLUMNS = (
@@ -30,3 +36,24 @@ def drop_migration_8(con: duckdb.DuckDBPyConnection) -> None:
     """Remove what migration 8 added (the caller sets the version it pretends to be)."""
     for statement in UNDO_MIGRATION_8:
         con.execute(statement)
+
+
+def two_executions_of_a_flaky_step(store: str | Path) -> resumable.Pipeline:
+    """Run 'old' of pipeline 'p', step 'a': execution 1 (a failed attempt, then a completed one), then, invalidated,
+    execution 2; the store is let go of, ready to be made to look older. The history the migration-7 tests recount."""
+    pipe = resumable.Pipeline("p", store=store)
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("reset")
+        return len(calls)
+
+    with pipe.run(run_id="old") as run:
+        run.step("a", flaky, retries=1, backoff=0)  # execution 1: attempts 1 (failed) and 2
+    pipe.store.invalidate("old", "a", current_owner())
+    with pipe.run(run_id="old") as run:
+        run.step("a", flaky)  # execution 2
+    forget_all()
+    return pipe

@@ -18,11 +18,10 @@ from typing import Any
 import duckdb
 import pytest
 from ipython_shell import step
-from old_schema import drop_migration_8
+from old_schema import drop_migration_8, two_executions_of_a_flaky_step
 
 import resumable
 from resumable import StepFailed, StepState
-from resumable._owner import current_owner
 from resumable._store import forget_all, open_store
 
 
@@ -148,21 +147,7 @@ def test_a_store_from_before_executions_reads_with_the_same_numbers(store_path: 
     recounts its steps, and its events read numbered by execution, in the API, the CLI and SQL.
 
     DuckDB only: a store older than version 7 exists only as a file (server stores began at 7)."""
-    pipe = resumable.Pipeline("p", store=store_path)
-    calls: list[int] = []
-
-    def flaky() -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise ConnectionError("reset")
-        return len(calls)
-
-    with pipe.run(run_id="old") as run:
-        run.step("a", flaky, retries=1, backoff=0)  # execution 1: attempts 1 (failed) and 2
-    pipe.store.invalidate("old", "a", current_owner())
-    with pipe.run(run_id="old") as run:
-        run.step("a", flaky)  # execution 2
-    forget_all()
+    two_executions_of_a_flaky_step(store_path)
     with duckdb.connect(str(store_path)) as con:  # as an older version left it
         con.execute(
             """UPDATE events SET attempt = n.lifetime FROM (

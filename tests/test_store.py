@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import store_sql
-from old_schema import UNDO_MIGRATION_8
+from old_schema import UNDO_MIGRATION_8, two_executions_of_a_flaky_step
 
 import resumable
 from resumable import StepState
@@ -295,21 +295,7 @@ def test_rm_deletes_a_run_and_keeps_what_its_fork_shares(store_location: str) ->
 def test_a_store_from_before_executions_is_recounted_by_migration_7(store_location: str) -> None:
     """Events with lifetime attempt counts and no ``executions`` column (schema 6): the migration recounts the
     step from its log, and the log reads numbered by execution."""
-    pipe = resumable.Pipeline("p", store=store_location)
-    calls: list[int] = []
-
-    def flaky() -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise ConnectionError("reset")
-        return len(calls)
-
-    with pipe.run(run_id="old") as run:
-        run.step("a", flaky, retries=1, backoff=0)  # execution 1: attempts 1 (failed) and 2
-    pipe.store.invalidate("old", "a", current_owner())
-    with pipe.run(run_id="old") as run:
-        run.step("a", flaky)  # execution 2
-    forget_all()
+    pipe = two_executions_of_a_flaky_step(store_location)
     for statement in (  # as schema 6 left it
         """UPDATE events SET attempt = n.lifetime FROM (
                SELECT seq, sum(CASE WHEN target = 'running' THEN 1 ELSE 0 END)
