@@ -134,3 +134,38 @@ def test_step_changed_by_a_process_outside_resumable_executes(tmp_path: Path) ->
         for i in range(first, 12):
             run.step(f"s{i}", lambda i=i: calls.append(f"s{i}") or "again")
     assert calls == ["s10"]
+
+
+def test_changed_inputs_are_decided_as_a_transaction_would_while_the_snapshot_is_in_use(tmp_path: Path) -> None:
+    """With the snapshot answering: a step called with the inputs it completed with restores, one called with
+    other inputs executes on them, and an effect step whose input changed is held (never called again)."""
+    pipe = resumable.Pipeline("snap", store=str(tmp_path / "s.duckdb"))
+    calls: list[str] = []
+
+    @pipe.step
+    def scale(x: int) -> int:
+        calls.append(f"scale {x}")
+        return x * 10
+
+    @pipe.step(effect=True)
+    def charge(amount: int) -> str:
+        calls.append(f"charge {amount}")
+        return f"charged {amount}"
+
+    with pipe.run(run_id="r") as run:
+        for i in range(8):
+            run.step(f"s{i}", lambda i=i: i)
+        assert charge(scale(1)) == "charged 10"
+    calls.clear()
+    with pytest.warns(resumable.EffectHeldWarning) as held, pipe.run(run_id="r") as run:
+        _restore_until_snapshot(pipe, run, calls)
+        assert scale(1) == 10  # the inputs it completed with: restored
+        assert calls == []
+        assert scale(2) == 20  # other inputs: executed on them, not the stored 10
+        assert calls == ["scale 2"]
+        assert charge(20) == "charged 10"  # the charge made with 10 is not made again with 20
+    assert calls == ["scale 2"]
+    assert [str(w.message) for w in held] == [
+        "step 'charge' has side effects and its inputs changed ('amount'); it was not run again. "
+        "To do it again: run.rerun('charge') before calling it"
+    ]
