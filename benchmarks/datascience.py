@@ -248,7 +248,9 @@ def run(cfg: Config) -> list[Result | Skipped]:
     reps = 1 if cfg.smoke else cfg.reps
     with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
         try:
-            m = run_worker(CONCERN, "measure", {"folder": tmp, "rows": rows, "trees": trees, "reps": reps})
+            # A smoke run only checks that the concern runs: no warm-up run.
+            job = {"folder": tmp, "rows": rows, "trees": trees, "reps": reps, "warm_up": not cfg.smoke}
+            m = run_worker(CONCERN, "measure", job)
         except Exception as exc:
             return [Skipped(CONCERN, "all", str(exc).strip().splitlines()[-1])]
     what = f"{len(STEPS)} data-science step cells, {rows:,} rows"

@@ -1,7 +1,7 @@
 """Smoke test of the benchmarks: every concern runs at tiny sizes, and ``--compare`` flags regressions.
 
-One run of ``python -m benchmarks --smoke`` (about 40 s of CPU) checks that each concern still
-runs and prints its figures with their ratios; it does not judge the figures. ``--compare`` is
+A run of ``python -m benchmarks --smoke --only CONCERN`` per concern (about 2 min of CPU in all) checks that each
+concern still runs and prints its figures with their ratios; it does not judge the figures. ``--compare`` is
 checked twice: against a crafted baseline during that run, and on saved runs (``--results``).
 """
 
@@ -47,26 +47,12 @@ def _save(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """One smoke run of every concern, compared with a baseline whose save ratio cannot be reached."""
-    folder = tmp_path_factory.mktemp("bench")
-    baseline = _save(folder / "baseline.json", [
-        _row(MIDSIZE_SAVE, 1000.0, 1.0, 0.01),  # ratio 1000 with +-1 % noise: any real run is a regression
-        _row(MIDSIZE_RESTORE, 0.001, 1.0, None),  # ratio 0.001: any real run is better
-    ])  # fmt: skip
-    out = folder / "run.json"
-    proc = _benchmarks("--smoke", "--json", str(out), "--compare", str(baseline), timeout=600)
-    assert out.exists(), proc.stdout + proc.stderr
-    return proc, json.loads(out.read_text())
+# The concerns the comparison run measures; every other concern gets a smoke run of its own.
+COMPARED = ("midsize", "bigdata")
 
 
-@pytest.mark.timeout(700)
-def test_every_concern_runs_and_prints_its_ratios(
-    smoke: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
-) -> None:
-    """Each registered concern finishes with figures against a same-run baseline; none is skipped."""
-    proc, saved = smoke
+def _check_concern(concern: str, proc: subprocess.CompletedProcess[str], saved: dict[str, Any]) -> None:
+    """The concern finished with figures against a same-run baseline; nothing skipped because it broke."""
     # A case may be skipped for a reason it states (an optional comparison); never because it broke.
     broken = [
         r
@@ -74,25 +60,57 @@ def test_every_concern_runs_and_prints_its_ratios(
         if r["kind"] == "Skipped" and re.search(r"Error|exited|Traceback|did not", r["reason"])
     ]
     assert not broken, broken
-    for concern in CONCERNS:
-        assert re.search(rf"^# {concern} took [\d.]+ s; 1-min load average", proc.stdout, re.MULTILINE), concern
-        rows = [r for r in saved["results"] if r["concern"] == concern and r["kind"] == "Result"]
-        assert any(r["ratio"] is not None for r in rows), (concern, rows)
-    step_line = (
-        r"^\[step\] no-op step \(new, executes, default durability\): [\d.]+ ms \| plain call: .* \| ratio [\d.]+"
-    )
-    assert re.search(step_line, proc.stdout, re.MULTILINE), proc.stdout
+    assert re.search(rf"^# {concern} took [\d.]+ s; 1-min load average", proc.stdout, re.MULTILINE), proc.stdout
+    rows = [r for r in saved["results"] if r["concern"] == concern and r["kind"] == "Result"]
+    assert any(r["ratio"] is not None for r in rows), (concern, rows)
     # The figures --compare judges by their noise carry it: repetitions of the same run.
-    for concern in ("throughput", "midsize", "bigdata"):
-        assert all(r["spread"] is not None for r in saved["results"] if r["concern"] == concern), concern
+    if concern in ("throughput", "midsize", "bigdata"):
+        assert all(r["spread"] is not None for r in rows), concern
 
 
-@pytest.mark.timeout(700)
+@pytest.fixture
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """One smoke run of the compared concerns, against a baseline whose save ratio cannot be reached."""
+    folder = tmp_path_factory.mktemp("bench")
+    baseline = _save(folder / "baseline.json", [
+        _row(MIDSIZE_SAVE, 1000.0, 1.0, 0.01),  # ratio 1000 with +-1 % noise: any real run is a regression
+        _row(MIDSIZE_RESTORE, 0.001, 1.0, None),  # ratio 0.001: any real run is better
+    ])  # fmt: skip
+    out = folder / "run.json"
+    only = ",".join(COMPARED)
+    proc = _benchmarks("--smoke", "--only", only, "--json", str(out), "--compare", str(baseline), timeout=240)
+    assert out.exists(), proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+# One item per concern, so the two test workers share them out instead of one worker running them all.
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("concern", [c for c in CONCERNS if c not in COMPARED])
+def test_every_concern_runs_and_prints_its_ratios(concern: str, tmp_path: Path) -> None:
+    """Each registered concern finishes with figures against a same-run baseline; none is skipped."""
+    out = tmp_path / "run.json"
+    proc = _benchmarks("--smoke", "--only", concern, "--json", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _check_concern(concern, proc, json.loads(out.read_text()))
+    if concern == "step":
+        step_line = (
+            r"^\[step\] no-op step \(new, executes, default durability\): [\d.]+ ms \| plain call: .* \| ratio [\d.]+"
+        )
+        assert re.search(step_line, proc.stdout, re.MULTILINE), proc.stdout
+
+
+@pytest.mark.timeout(300)
 def test_compare_during_a_run_flags_the_regression_and_the_improvement(
     smoke: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
 ) -> None:
-    """The run's figures are printed next to the baseline's; the unreachable ratio is a regression (exit 1)."""
-    proc, _ = smoke
+    """The run's figures are printed next to the baseline's; the unreachable ratio is a regression (exit 1).
+
+    The run's concerns are checked as the others are: one test, so the run is made once (a module's
+    fixture is made again on each test worker that needs it).
+    """
+    proc, saved = smoke
+    for concern in COMPARED:
+        _check_concern(concern, proc, saved)
     assert proc.returncode == 1, proc.stderr
     num = r"[\d.,]+"
     regression = (
