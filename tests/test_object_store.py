@@ -260,3 +260,27 @@ def test_a_notebook_cell_restores_its_frame_from_the_bucket_in_a_fresh_kernel(
         assert statuses["make"].state is StepState.COMPLETED
     finally:
         fresh_kernel(ip)
+
+
+def test_a_payload_url_fsspec_cannot_open_or_a_file_store_given_one_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown scheme is refused when the store opens; a DuckDB file never takes RESUMABLE_PAYLOADS' bucket."""
+    with pytest.raises(resumable.StorePathError) as unknown:
+        open_store("postgresql://me@127.0.0.1:1/db?payloads=nosuchscheme://bucket/x")
+    assert str(unknown.value).startswith(
+        "store 'nosuchscheme://bucket/x' names an object store fsspec cannot open (ValueError: Protocol not known: "
+        "nosuchscheme). Install the package for that scheme (for s3://: pip install 'resumable[objectstore]') or "
+        "fix the URL"
+    )
+    monkeypatch.setenv("RESUMABLE_PAYLOADS", "s3://bucket/prefix")
+    path = tmp_path / "store.duckdb"
+    with pytest.raises(resumable.StorePathError) as file_store:
+        open_store(path)
+    assert str(file_store.value) == (
+        f"store '{path}' is a DuckDB file, whose large checkpoints stay in the folder beside it, but "
+        "RESUMABLE_PAYLOADS names an object store ('s3://bucket/prefix'), which only a PostgreSQL store uses. "
+        "Unset RESUMABLE_PAYLOADS to use this file, or use a postgresql:// store with ?payloads=<URL> "
+        "(docs/scale.md)."
+    )
+    assert not path.exists()
