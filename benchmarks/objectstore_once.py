@@ -51,10 +51,12 @@ def main() -> None:
         rows = args.mb * 1_000_000 // 32
         frame = pd.DataFrame({f"c{i}": np.random.default_rng(i).random(rows) for i in range(4)})
         with tempfile.TemporaryDirectory(prefix="rsm-bench-obj-") as tmp:
+            bucket = s3.new_bucket()
             stores = {
                 "folder": f"{cluster.new_database()}?payloads={tmp}/payloads",
-                "bucket": f"{cluster.new_database()}?payloads=s3://{s3.new_bucket()}/runs",
+                "bucket": f"{cluster.new_database()}?payloads=s3://{bucket}/runs",
             }
+            raw_times: dict[str, list[float]] = {"put": [], "get": []}
             times: dict[str, dict[str, list[float]]] = {k: {"save": [], "restore": []} for k in stores}
             load = os.getloadavg()[0]
             for rep in range(args.reps):
@@ -69,6 +71,16 @@ def main() -> None:
                     times[case]["restore"].append(time.perf_counter() - start)
                     assert restored.shape == frame.shape
                     del restored
+                # The bare client on the same bytes: what the bucket costs before our code adds anything.
+                fs = s3.filesystem()
+                raw = Path(tmp) / "raw.bin"
+                raw.write_bytes(np.random.default_rng(9).bytes(args.mb * 1_000_000))
+                start = time.perf_counter()
+                fs.put_file(str(raw), f"{bucket}/raw/{rep}.bin")  # type: ignore[attr-defined]
+                raw_times["put"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                fs.get_file(f"{bucket}/raw/{rep}.bin", str(raw))  # type: ignore[attr-defined]
+                raw_times["get"].append(time.perf_counter() - start)
         mb = frame.memory_usage(index=False).sum() / 1e6
         print(f"# {mb:.0f} MB frame, median of {args.reps}; 1-min load average {load:.1f} before, "
               f"{os.getloadavg()[0]:.1f} after")  # fmt: skip
@@ -77,7 +89,14 @@ def main() -> None:
             folder = statistics.median(times["folder"][what])
             print(f"{what}: bucket (moto S3) {bucket:.2f} s ({mb / bucket:.0f} MB/s) | shared folder {folder:.2f} s "
                   f"({mb / folder:.0f} MB/s) | ratio {bucket / folder:.2f}")  # fmt: skip
+        put, get = statistics.median(raw_times["put"]), statistics.median(raw_times["get"])
+        print(f"bare s3fs on {args.mb} MB of bytes: put_file {put:.2f} s, get_file {get:.2f} s "
+              f"(our save / bare put {statistics.median(times['bucket']['save']) / put:.2f}, "
+              f"our restore / bare get {statistics.median(times['bucket']['restore']) / get:.2f})")  # fmt: skip
     finally:
+        from resumable._store import forget_all
+
+        forget_all()  # the stores' sessions closed before their server stops
         s3.stop()
         cluster.stop()
 
