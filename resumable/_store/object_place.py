@@ -142,6 +142,7 @@ class ObjectPlace:
         _codec.make_private_dir(self.staging / "tmp")
         local = self.staging / "tmp" / f"{_codec.part_prefix()}{secrets.token_hex(8)}.get"
         try:
+            os.close(os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private before a byte arrives
             try:
                 fs, root = self._filesystem()
                 fs.get_file(f"{root}/{relative}", str(local))
@@ -165,10 +166,11 @@ class ObjectPlace:
             return {}
         listing = {}
         for key, info in found.items():
-            if info.get("type") == "directory":
+            # Only what lies under the prefix: a backend that lists by plain prefix also names
+            # ``runs2/...`` for ``runs``, objects no row of ours could ever reference.
+            if info.get("type") == "directory" or not key.startswith(root + "/"):
                 continue
-            relative = key[len(root) + 1 :] if key.startswith(root + "/") else key
-            listing[relative] = (int(info.get("size") or 0), _modified(info))
+            listing[key[len(root) + 1 :]] = (int(info.get("size") or 0), _modified(info))
         return listing
 
     def remove_unreferenced(self, referenced: set[str]) -> tuple[int, int]:
@@ -204,6 +206,7 @@ class ObjectPlace:
     def unreferenced(self, gone: Sequence[str], written: dict[str, datetime]) -> list[Unreferenced]:
         """All of them: no other writer ever puts an object under a key a row already named."""
         fs, root = self._filesystem()
+        fs.invalidate_cache()
         files = []
         for relative in gone:
             try:
