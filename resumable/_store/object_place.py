@@ -174,7 +174,11 @@ class ObjectPlace:
         return listing
 
     def remove_unreferenced(self, referenced: set[str]) -> tuple[int, int]:
-        """Objects no row points to whose last change is older than the write grace (the store's own clock).
+        """Objects no row points to whose last change is older than the write grace.
+
+        The object store's last-modified time is compared with this machine's clock: keep the two
+        within minutes of each other (NTP), or a clock running an hour ahead could take a young
+        object whose row is about to be committed.
 
         A killed write leaves no partial object to take sooner (see the module docstring); the
         staging folder's leftovers of writers that are gone are removed too.
