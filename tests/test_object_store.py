@@ -7,6 +7,7 @@ Payloads are kept just over the 256 kB inline limit, except the one frame of ove
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -105,8 +106,17 @@ def test_a_large_frame_is_an_object_in_the_bucket_and_a_fresh_process_restores_i
 
 
 def test_an_object_deleted_or_overwritten_behind_our_back_is_refused_whole(bucket_store: Bucket) -> None:
-    """Nothing is unpickled from a missing or changed object: CheckpointIntegrityError, whole."""
+    """Nothing is unpickled from a missing or changed object, nor fetched from outside the prefix: whole messages."""
     key = completed(bucket_store.url, "r1", "make", frame(JUST_OVER))
+    store = open_store(bucket_store.url)
+    (ref,) = store.checkpoint_refs("r1", "make")
+    for outside in ("../elsewhere/x.bin", f"s3://{bucket_store.bucket}/x.bin"):
+        with pytest.raises(resumable.CheckpointIntegrityError) as escaped:
+            store.load_value(dataclasses.replace(ref, file=outside))
+        assert str(escaped.value) == (
+            f"output 'return' of step 'make' (run 'r1') points to an object outside the store's payload location "
+            f"({outside!r}) and was not loaded. Recompute it with: resumable invalidate r1 make"
+        )
     bucket_store.fs.pipe(bucket_store.key(key), b"RSMP1\nsomething else entirely")
     with pytest.raises(resumable.CheckpointIntegrityError) as changed:
         resumable.load("r1", "make", store=bucket_store.url)
