@@ -32,7 +32,7 @@ all of ours and nothing of the user's::
      │   │   ├─ StoreFullError               ... because the disk is full (or a quota or file size limit)
      │   │   ├─ StoreReadOnlyError           ... because the store's file system is read-only
      │   │   └─ ObjectStoreWriteError        ... because the object store holding payloads did not take them
-     │   ├─ ObjectStoreError                 the object store holding payloads cannot be read (unreachable, refused)
+     │   ├─ ObjectStoreError                 the object store holding payloads cannot be read or listed (load, gc, rm)
      │   └─ SigningKeyError                  the signing-key file is missing, unreadable or empty
      ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
@@ -622,15 +622,16 @@ class ObjectStoreWriteError(StoreWriteError):
 
 
 class ObjectStoreError(StoreError):
-    """The object store holding the store's large payloads could not be read; nothing was loaded."""
+    """The object store holding the store's large payloads could not be read or listed (a load, gc, rm)."""
 
     def __init__(self, url: str, detail: str) -> None:
         self.url = url
         self.detail = detail
         super().__init__(
-            f"the object store at '{url}' could not be read: {detail.strip()}. Nothing was loaded and nothing in "
-            f"the store changed. Check that the bucket can be reached from this machine and that the credentials "
-            f"(for s3://, the usual AWS_* environment variables or ~/.aws files) allow reading it, then try again."
+            f"the object store at '{url}' could not be reached or refused the request: {detail.strip()}. Nothing "
+            f"was loaded from it; completed steps and their checkpoints are kept. Check that the bucket can be "
+            f"reached from this machine and that the credentials (for s3://, the usual AWS_* environment variables "
+            f"or ~/.aws files) allow reading there (and deleting, for gc and rm), then try again."
         )
 
 

@@ -163,7 +163,10 @@ def test_gc_and_rm_remove_the_objects_no_row_references_once_past_the_write_grac
 def test_an_object_store_that_cannot_take_an_output_fails_the_step_clearly_and_keeps_what_completed(
     bucket_store: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Unreachable, or no such bucket: ObjectStoreWriteError, whole; the step is failed, the earlier one kept."""
+    """Unreachable, or no such bucket: ObjectStoreWriteError, whole; the step is failed, the earlier one kept.
+
+    A load while the store is unreachable is ObjectStoreError, whole.
+    """
     completed(bucket_store.url, "r1", "first", frame(JUST_OVER))
     database = bucket_store.url.partition("?")[0]
     endpoint = os.environ["AWS_ENDPOINT_URL"]
@@ -192,6 +195,17 @@ def test_an_object_store_that_cannot_take_an_output_fails_the_step_clearly_and_k
             "environment variables or ~/.aws files) allow writing there, then run the step again."
         )
         assert open_store(url).get_step("r1", f"second{n}").state is StepState.FAILED  # type: ignore[union-attr]
+    with pytest.raises(resumable.ObjectStoreError) as unread:  # still unreachable: a load says so, loads nothing
+        resumable.load("r1", "first", store=bucket_store.url)
+    assert str(unread.value).startswith(
+        f"the object store at 's3://{bucket_store.bucket}/{PREFIX}' could not be reached or refused the request: "
+        "EndpointConnectionError: Could not connect to the endpoint URL"
+    )
+    assert str(unread.value).endswith(
+        "Nothing was loaded from it; completed steps and their checkpoints are kept. Check that the bucket can be "
+        "reached from this machine and that the credentials (for s3://, the usual AWS_* environment variables or "
+        "~/.aws files) allow reading there (and deleting, for gc and rm), then try again."
+    )
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     monkeypatch.delenv("AWS_MAX_ATTEMPTS")
     forget_all()

@@ -102,9 +102,6 @@ class ObjectPlace:
             self._pid = os.getpid()
         return self._fs, self._root
 
-    def _key(self, relative: str) -> str:
-        return f"{self._filesystem()[1]}/{relative}"
-
     # ------------------------------------------------------------------ writing
 
     def write(self, name: str, value: object) -> Blob:
@@ -158,12 +155,14 @@ class ObjectPlace:
 
     def _listing(self) -> dict[str, tuple[int, float]]:
         """Every payload object by its relative key: (size, last-modified as a Unix time)."""
-        fs, root = self._filesystem()
-        fs.invalidate_cache()
         try:
+            fs, root = self._filesystem()
+            fs.invalidate_cache()
             found = fs.find(root, detail=True)
         except FileNotFoundError:
             return {}
+        except Exception as exc:
+            raise ObjectStoreError(self.url, _first_line(exc)) from exc
         listing = {}
         for key, info in found.items():
             # Only what lies under the prefix: a backend that lists by plain prefix also names
@@ -190,10 +189,14 @@ class ObjectPlace:
         for relative, (size, modified) in self._listing().items():
             if relative in referenced or now - modified < WRITE_GRACE_S:
                 continue
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 fs.rm_file(f"{root}/{relative}")
-                removed += 1
-                freed += size
+            except FileNotFoundError:
+                continue
+            except Exception as exc:
+                raise ObjectStoreError(self.url, _first_line(exc)) from exc
+            removed += 1
+            freed += size
         return removed, freed
 
     def _clean_staging(self) -> None:
@@ -208,25 +211,32 @@ class ObjectPlace:
         """Nothing to repair: objects are removed in one call each, never moved aside."""
 
     def unreferenced(self, gone: Sequence[str], written: dict[str, datetime]) -> list[Unreferenced]:
-        """All of them: no other writer ever puts an object under a key a row already named."""
-        fs, root = self._filesystem()
-        fs.invalidate_cache()
+        """All of them: no other writer ever puts an object under a key a row already named.
+
+        Called inside the deleting transaction: a store that cannot be asked rolls the deletion back.
+        """
         files = []
-        for relative in gone:
-            try:
-                info = fs.info(f"{root}/{relative}")
-            except FileNotFoundError:
-                continue
-            files.append((relative, 0, int(info.get("size") or 0)))
+        try:
+            fs, root = self._filesystem()
+            fs.invalidate_cache()
+            for relative in gone:
+                try:
+                    info = fs.info(f"{root}/{relative}")
+                except FileNotFoundError:
+                    continue
+                files.append((relative, 0, int(info.get("size") or 0)))
+        except Exception as exc:
+            raise ObjectStoreError(self.url, _first_line(exc)) from exc
         return files
 
     def remove(self, files: Sequence[Unreferenced]) -> tuple[int, int]:
+        """Best effort, after the rows are gone: an object that cannot be removed now is gc's later."""
         fs, root = self._filesystem()
         removed = freed = 0
         for relative, _, size in files:
             try:
                 fs.rm_file(f"{root}/{relative}")
-            except FileNotFoundError:
+            except Exception:  # noqa: S112 - left for gc, which reports a store it cannot reach
                 continue
             removed += 1
             freed += size
