@@ -187,8 +187,9 @@ class _PayloadWriter:
     writing and hashing use both cores instead of taking turns.
     """
 
-    def __init__(self, payload_dir: Path) -> None:
+    def __init__(self, payload_dir: Path, *, durable: bool = True) -> None:
         self.payload_dir = payload_dir
+        self.durable = durable  # fsync (and start write-back early); not for a file only staged for upload
         self.digest = _ChunkDigest()
         self.size = 0
         self.memory: io.BytesIO | None = io.BytesIO()
@@ -222,7 +223,7 @@ class _PayloadWriter:
                 self.needed = before + view.nbytes  # the whole buffer, as when it was written at once
                 raise
             self.size += piece.nbytes
-            if _START_WRITEBACK is not None and self.size - self._written_back >= WRITEBACK_CHUNK:
+            if _START_WRITEBACK is not None and self.durable and self.size - self._written_back >= WRITEBACK_CHUNK:
                 assert self.file is not None
                 _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
                 self._written_back = self.size
@@ -278,7 +279,7 @@ class _PayloadWriter:
             return
         failed = not ok
         try:
-            if ok:
+            if ok and self.durable:
                 os.fsync(self.file.fileno())
         except BaseException:
             failed = True
@@ -381,16 +382,19 @@ def signature_version(signature: str) -> int:
     return 1
 
 
-def encode(name: str, value: object, payload_dir: Path) -> Blob:
+def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False) -> Blob:
     """Serialize ``value``; small results stay in memory, large ones land fsynced in ``payload_dir``.
 
     The blob is not signed yet: its signature binds it to a run and step, which the store knows
     only when it records the blob (``Payloads.bind``).
 
     A file is written under a temporary name, fsynced and renamed to its digest before the caller
-    records it, so a row never points to a missing or partial file.
+    records it, so a row never points to a missing or partial file. ``staged``: the file is only a
+    copy on its way to an object store, which is where its durability comes from; it is left
+    under its temporary name (unique to this write, so no other process renames over it) and not
+    fsynced, and the blob names that temporary file.
     """
-    out = _PayloadWriter(payload_dir)
+    out = _PayloadWriter(payload_dir, durable=not staged)
     ok = False
     try:
         try:
@@ -406,6 +410,8 @@ def encode(name: str, value: object, payload_dir: Path) -> Blob:
     if out.memory is not None:
         return Blob(name, CODEC, digest, out.size, out.memory.getvalue(), None, None)
     assert out.path is not None
+    if staged:
+        return Blob(name, CODEC, digest, out.size, None, out.path.relative_to(payload_dir).as_posix(), None)
     relative = f"{digest[:2]}/{digest}.bin"
     final = payload_dir / relative
     try:

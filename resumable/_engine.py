@@ -28,6 +28,7 @@ from resumable._tracebacks import user_traceback
 from resumable._why import Why
 from resumable.errors import (
     LeaseLostError,
+    ObjectStoreWriteError,
     ResumableError,
     StepChangedError,
     StepFailed,
@@ -39,7 +40,7 @@ from resumable.errors import (
     UnserializableOutputError,
 )
 
-_WRITE_ERRORS = {"full": StoreFullError, "read_only": StoreReadOnlyError}
+_WRITE_ERRORS = {"full": StoreFullError, "read_only": StoreReadOnlyError, "object_store": ObjectStoreWriteError}
 
 # Jitter from a generator of our own: the global one belongs to the user's notebook (a seeded
 # ``random`` must give the same draws whether or not a retry happened in between).

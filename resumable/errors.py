@@ -30,7 +30,9 @@ all of ours and nothing of the user's::
      │   ├─ CheckpointNotFoundError          no such store, run, step or output
      │   ├─ StoreWriteError                  a step's outputs could not be written (an I/O error)
      │   │   ├─ StoreFullError               ... because the disk is full (or a quota or file size limit)
-     │   │   └─ StoreReadOnlyError           ... because the store's file system is read-only
+     │   │   ├─ StoreReadOnlyError           ... because the store's file system is read-only
+     │   │   └─ ObjectStoreWriteError        ... because the object store holding payloads did not take them
+     │   ├─ ObjectStoreError                 the object store holding payloads cannot be read or listed (load, gc, rm)
      │   └─ SigningKeyError                  the signing-key file is missing, unreadable or empty
      ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
@@ -599,6 +601,37 @@ class StoreReadOnlyError(StoreWriteError):
         return (
             "Make that file system writable again (it may have been remounted read-only after disk errors; "
             "see the system log), or point RESUMABLE_STORE at a writable store, then run the step again."
+        )
+
+
+class ObjectStoreWriteError(StoreWriteError):
+    """The object store holding the store's large payloads did not take an output.
+
+    It could not be reached, refused the credentials, or has no such bucket: ``reason`` is the
+    client's own words. The step was not completed; nothing completed was touched.
+    """
+
+    happened = "the object store did not take them"
+
+    def _fix(self) -> str:
+        return (
+            "Check that the bucket exists and can be reached from this machine, and that the credentials "
+            "(for s3://, the usual AWS_* environment variables or ~/.aws files) allow writing there, then run the "
+            "step again."
+        )
+
+
+class ObjectStoreError(StoreError):
+    """The object store holding the store's large payloads could not be read or listed (a load, gc, rm)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(
+            f"the object store at '{url}' could not be reached or refused the request: {detail.strip()}. Nothing "
+            f"was loaded from it; completed steps and their checkpoints are kept. Check that the bucket can be "
+            f"reached from this machine and that the credentials (for s3://, the usual AWS_* environment variables "
+            f"or ~/.aws files) allow reading there (and deleting, for gc and rm), then try again."
         )
 
 

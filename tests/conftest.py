@@ -9,6 +9,7 @@ from typing import Any
 
 import pg_server
 import pytest
+import s3_server
 from ipython_shell import fresh_kernel, started_shell
 
 from resumable._store import forget_all
@@ -75,6 +76,15 @@ def pg_cluster() -> Iterator[pg_server.Cluster | str]:
     yield cluster
     if isinstance(cluster, pg_server.Cluster):
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[s3_server.S3Server | str]:
+    """One S3-compatible server (moto's, a real subprocess) for the session (or why it cannot start)."""
+    server = s3_server.start()
+    yield server
+    if isinstance(server, s3_server.S3Server):
+        server.stop()
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])

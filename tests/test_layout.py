@@ -42,6 +42,8 @@ ONLY_IMPORTED_BY = {
     "duckdb": "_store",
     "psycopg": "_store",
     "psycopg_pool": "_store",
+    "fsspec": "_store",
+    "s3fs": "_store",
     "dask": "_sweep",
     "distributed": "_sweep",
 }

@@ -1,17 +1,15 @@
-"""Checkpoints: their rows, their payload files beside the database, and collecting what nothing needs.
+"""Checkpoints: their rows, their large payloads (in a folder or an object store), and collecting what nothing needs.
 
-``Payloads`` owns the payload folder and the signing key: serializing (``_codec``), the digest and
-signature checks before anything is unpickled, and removing files no row points to. The row
-functions work inside a transaction the store opened.
+``Payloads`` owns the payload place (``places.py``) and the signing key: serializing (``_codec``),
+the digest and signature checks before anything is unpickled, and removing payloads no row points
+to. The row functions work inside a transaction the store opened.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from resumable import _codec
@@ -19,13 +17,8 @@ from resumable._records import Blob
 from resumable._store import faults
 from resumable._store.base import CheckpointRef, Completion, EncodeError, WriteFault
 from resumable._store.dialect import Connection
+from resumable._store.places import PayloadPlace
 from resumable.errors import CheckpointIntegrityError
-
-# An unreferenced payload file younger than this may belong to a write in progress in some process:
-# a large output is renamed into place when it is encoded, and its row is committed only once the
-# step's other outputs are encoded too. Such files are left for a later gc.
-WRITE_GRACE_S = 3600.0
-
 
 # A step's checkpoint rows: those its pointer names (a fork's step points at the origin's rows).
 POINTED = """c.run_id = coalesce(s.checkpoint_run, s.run_id) AND c.step = s.step
@@ -118,31 +111,31 @@ def drop_superseded(con: Connection, scope: Sequence[tuple[str, str]] = ()) -> i
 
 
 def referenced_files(con: Connection) -> set[str]:
-    """Every payload file a checkpoint row points to (relative to the payload folder)."""
+    """Every large payload a checkpoint row points to (its name relative to the payload place)."""
     return {r[0] for r in con.execute("SELECT file FROM checkpoints WHERE file IS NOT NULL").fetchall()}
 
 
 class Payloads:
-    """The payload folder beside the database and the key that signs what is written there."""
+    """Where large payloads live (a :class:`~resumable._store.places.PayloadPlace`) and the key that signs them."""
 
-    def __init__(self, folder: Path, signing_key: bytes | None) -> None:
-        self.folder = folder
+    def __init__(self, place: PayloadPlace, signing_key: bytes | None) -> None:
+        self.place = place
         self.signing_key = signing_key
 
     def encode(self, name: str, value: object) -> Blob:
-        """Serialize an output; a large one lands fsynced in the folder.
+        """Serialize an output; a large one is in its place, durable, before this returns.
 
-        EncodeError when the value cannot be pickled; WriteFault when the folder cannot take it
-        (a full disk, a read-only file system).
+        EncodeError when the value cannot be pickled; WriteFault when the place cannot take it
+        (a full disk, a read-only file system, an object store that cannot be reached).
         """
         try:
-            return _codec.encode(name, value, self.folder)
+            return self.place.write(name, value)
         except _codec.EncodeFailure as exc:
             raise EncodeError(exc.name, exc.type_name, exc.reason) from exc.__cause__
         except _codec.WriteFailure as exc:
-            fault = faults.classify(exc.error, self.folder, exc.written)
+            fault = faults.classify(exc.error, exc.path, exc.written)
             if fault is None:  # pragma: no cover - an OSError always classifies
-                fault = WriteFault(faults.WRITE, str(self.folder), str(exc.error), exc.written)
+                fault = WriteFault(faults.WRITE, str(exc.path), str(exc.error), exc.written)
             raise fault from exc.error
 
     def bind(self, done: Completion) -> Completion:
@@ -160,26 +153,20 @@ class Payloads:
         return dataclasses.replace(done, outputs=tuple(signed(b, "value") for b in done.outputs), display=display)
 
     def load(self, ref: CheckpointRef) -> Any:
-        """Check the file's place, the signature (with a key configured) and the digest, then unpickle."""
-        file = self._payload_file(ref) if ref.file else None
+        """Check the payload's place, the signature (with a key configured) and the digest, then unpickle."""
+        if ref.file:
+            misplaced = self.place.misplaced(ref.file)
+            if misplaced is not None:
+                raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, misplaced)
         if self.signing_key is not None:
             self._check_signature(ref)
         try:
-            return _codec.decode(ref.data, file, ref.digest)
+            if not ref.file:
+                return _codec.decode(ref.data, None, ref.digest)
+            with self.place.fetch(ref.file) as file:
+                return _codec.decode(None, file, ref.digest)
         except _codec.DigestMismatch as exc:
             raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, f"failed its digest check ({exc})") from None
-
-    def _payload_file(self, ref: CheckpointRef) -> Path:
-        """The row's file, refused before any read unless it lies inside the payload folder."""
-        assert ref.file is not None
-        relative = Path(ref.file)
-        folder = self.folder.resolve()
-        candidate = (self.folder / relative).resolve()
-        if relative.is_absolute() or ".." in relative.parts or not candidate.is_relative_to(folder):
-            raise CheckpointIntegrityError(
-                ref.run_id, ref.step, ref.name, f"points to a file outside the store's payload folder ({ref.file!r})"
-            )
-        return candidate
 
     def _check_signature(self, ref: CheckpointRef) -> None:
         if ref.signature is None:
@@ -196,32 +183,5 @@ class Payloads:
             raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, "has a bad signature")
 
     def remove_unreferenced(self, referenced: set[str]) -> tuple[int, int]:
-        """Delete files no row points to, except young ones; returns (files removed, bytes freed).
-
-        A ``.part`` file (a payload being written) is removed as soon as the process named in it is
-        gone, whatever its age: that write was killed and can never be recorded.
-        """
-        removed = 0
-        freed = 0
-        if not self.folder.exists():
-            return removed, freed
-        now = time.time()
-        for file in self.folder.rglob("*"):
-            if not file.is_file() or file.is_symlink():
-                continue
-            if file.relative_to(self.folder).as_posix() in referenced:
-                continue
-            try:
-                stat = file.stat()
-            except FileNotFoundError:  # its writer renamed or removed it meanwhile
-                continue
-            if file.suffix == ".part":
-                writer_alive = _codec.part_writer_alive(file.name)
-                if writer_alive or (writer_alive is None and now - stat.st_mtime < WRITE_GRACE_S):
-                    continue
-            elif now - stat.st_mtime < WRITE_GRACE_S:
-                continue
-            freed += stat.st_size
-            file.unlink(missing_ok=True)
-            removed += 1
-        return removed, freed
+        """Remove payloads no row points to, except young ones; returns (payloads removed, bytes freed)."""
+        return self.place.remove_unreferenced(referenced)

@@ -33,6 +33,7 @@ from resumable._store import (
     compaction,
     faults,
     lease,
+    places,
     process,
     replay,
     restorable,
@@ -139,7 +140,7 @@ class DuckDBStore(SqlStore):
         self.read_only = read_only
         self.location = str(self.path)
         self.payload_dir = self.path.parent / (self.path.name + ".payloads")
-        self._payloads = checkpoints.Payloads(self.payload_dir, _config.signing_key())
+        self._payloads = checkpoints.Payloads(places.FolderPlace(self.payload_dir), _config.signing_key())
         self._conn = FileConnection(
             self.path,
             _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s,

@@ -19,6 +19,7 @@ from resumable._store.base import WriteFault
 FULL = "full"
 READ_ONLY = "read_only"
 WRITE = "write"
+OBJECT_STORE = "object_store"  # the object store holding payloads did not take one (not a local disk)
 
 _BY_ERRNO = {
     errno.ENOSPC: FULL,

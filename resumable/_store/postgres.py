@@ -18,9 +18,11 @@ on pooled psycopg 3 connections. What differs, and why:
   for no guarantee these locks do not already give.
 - Liveness across hosts is the lease (``lease.py``): an owner on this host is checked by its
   process, an owner on another host by its lease's expiry.
-- Large checkpoints go to the payload folder the URL names (``?payloads=/shared/folder``, or
+- Large checkpoints go to the payload location the URL names (``?payloads=/shared/folder``, or
   ``RESUMABLE_PAYLOADS``), written and fsynced before the completing transaction as in the DuckDB
-  store; without one they are kept in the database, which every host can read.
+  store; an fsspec URL there (``?payloads=s3://bucket/prefix``) puts them in an object store
+  (``object_place.py``: a completed PUT before that transaction). Without one they are kept in
+  the database, which every host can read.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Owner, RunInfo
 from resumable._states import StepState
-from resumable._store import checkpoints, faults, lease, pg_query, process, runs, steps
+from resumable._store import checkpoints, faults, lease, pg_query, places, process, runs, steps
 from resumable._store.base import (
     Begin,
     Compaction,
@@ -74,15 +76,20 @@ _INHERITED: list[psycopg_pool.ConnectionPool[Any]] = []
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """What a ``postgresql://`` URL names: where to connect, how to show it, and the payload folder."""
+    """What a ``postgresql://`` URL names: where to connect, how to show it, and the payload location."""
 
     conninfo: str  # the URL psycopg connects with (``payloads`` taken out)
     location: str  # the URL without its password, as messages show it and ``open_store`` takes it again
-    payloads: Path | None  # where large checkpoints go; None: in the database
+    payloads: Path | None  # the folder large checkpoints go to; None: an object store, or the database
+    payload_url: str | None = None  # the object store (an fsspec URL) large checkpoints go to
 
 
 def parse_url(url: str) -> ServerConfig:
-    """Split a store URL into what psycopg gets, what messages show and the payload folder."""
+    """Split a store URL into what psycopg gets, what messages show and the payload location.
+
+    A payload location with a scheme fsspec may know (``s3://bucket/prefix``) is an object store;
+    a plain path or a ``file://`` URL is a folder.
+    """
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     folder = next((v for k, v in query if k == "payloads"), None) or os.environ.get("RESUMABLE_PAYLOADS") or None
@@ -95,7 +102,9 @@ def parse_url(url: str) -> ServerConfig:
         netloc = f"{netloc}:{parts.port}"
     shown = [(k, v) for k, v in query if k != "password"]  # the payload folder stays: reopening needs it
     location = urlunsplit(("postgresql", netloc, parts.path, urlencode(shown), ""))
-    return ServerConfig(conninfo, location, Path(folder).expanduser().absolute() if folder else None)
+    if folder and places.is_url(folder):
+        return ServerConfig(conninfo, location, None, folder)
+    return ServerConfig(conninfo, location, places.folder_of(folder) if folder else None)
 
 
 class PgConnection:
@@ -140,11 +149,19 @@ class PostgresStore(SqlStore):
         self.location = config.location
         self.read_only = read_only
         self.payload_dir = config.payloads
+        self.payload_url = config.payload_url
         self.lock_timeout_s = _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
         self._conninfo = config.conninfo
-        # Without a shared folder, a large output is spilled to a private folder and read back into the row.
-        spill = config.payloads or Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}"
-        self._payloads = checkpoints.Payloads(spill, _config.signing_key())
+        place: places.PayloadPlace
+        if config.payload_url is not None:
+            from resumable._store.object_place import ObjectPlace  # fsspec: loaded only for a store that names one
+
+            place = ObjectPlace(config.payload_url)
+        else:
+            # Without a shared folder, a large output is spilled to a private folder and read back into the row.
+            spill = Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}"
+            place = places.FolderPlace(config.payloads or spill)
+        self._payloads = checkpoints.Payloads(place, _config.signing_key())
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._pool_lock = threading.Lock()
         self._keeper: lease.LeaseKeeper | None = None
@@ -405,11 +422,12 @@ class PostgresStore(SqlStore):
     # ------------------------------------------------------------------ checkpoints
 
     def encode(self, name: str, value: object) -> Blob:
-        """A large output lands fsynced in the payload folder; without one, its bytes go into the row."""
+        """A large output lands in the payload location (fsynced, or PUT); without one, its bytes go into the row."""
         blob = self._payloads.encode(name, value)
-        if self.payload_dir is not None or blob.file is None:
+        if self.payload_dir is not None or self.payload_url is not None or blob.file is None:
             return blob
-        spilled = self._payloads.folder / blob.file
+        assert isinstance(self._payloads.place, places.FolderPlace)
+        spilled = self._payloads.place.folder / blob.file
         try:
             data = spilled.read_bytes()
         finally:
@@ -417,11 +435,11 @@ class PostgresStore(SqlStore):
         return dataclasses.replace(blob, inline=data, file=None)
 
     def gc(self) -> GcReport:
-        """Rows first, in one transaction; then files of the payload folder no row points to."""
+        """Rows first, in one transaction; then payloads (files, objects) no row points to."""
         with self._transaction() as con:
             removed = checkpoints.drop_superseded(con)
             referenced = checkpoints.referenced_files(con)
-        if self.payload_dir is None:
+        if self.payload_dir is None and self.payload_url is None:
             return GcReport(removed, 0, 0)
         files, freed = self._payloads.remove_unreferenced(referenced)
         return GcReport(removed, files, freed)

@@ -13,7 +13,7 @@ import threading
 from urllib.parse import urlsplit
 
 from resumable import _config
-from resumable._store import process
+from resumable._store import places, process
 from resumable._store.base import Store
 from resumable._store.duckdb import DuckDBStore
 from resumable.errors import ArgumentTypeError, CheckpointNotFoundError, StorePathError
@@ -65,6 +65,17 @@ def open_store(
         return _open_server(chosen, read_only=read_only)
     path = _config.store_path(chosen or None)
     key = str(path)
+    payloads = os.environ.get("RESUMABLE_PAYLOADS")
+    if payloads and places.is_url(payloads):
+        # A file store keeps its payloads beside its file (one machine needs no bucket); taking the
+        # variable's bucket silently for a folder would put a user's checkpoints where they did not look.
+        raise StorePathError(
+            key,
+            f"is a DuckDB file, whose large checkpoints stay in the folder beside it, but RESUMABLE_PAYLOADS names "
+            f"an object store ('{payloads}'), which only a PostgreSQL store uses",
+            "Unset RESUMABLE_PAYLOADS to use this file, or use a postgresql:// store with ?payloads=<URL> "
+            "(docs/scale.md).",
+        )
     with _LOCK:
         store = _BY_LOCATION.get(key)
         if store is not None and not read_only and getattr(store, "read_only", False):

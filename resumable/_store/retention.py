@@ -3,26 +3,28 @@
 Plain functions over a transaction the store opened. A run goes with its steps and its events;
 its checkpoint rows are never deleted here by run: ``checkpoints.drop_superseded`` is the one rule
 for which checkpoint rows are still needed (another run may share them), and it runs after the
-runs are gone. What the deleted rows pointed to in the payload folder is found by comparing the
-files referenced before and after, so a file another run still points to stays.
+runs are gone. What the deleted rows pointed to in the payload place is found by comparing the
+payloads referenced before and after, so a payload another run still points to stays.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from resumable._records import Owner, RunInfo
 from resumable._store import checkpoints
 from resumable._store.base import Refused, RunFilter
 from resumable._store.dialect import Connection, dialect_of
 from resumable._store.lease import owner_alive
+from resumable._store.places import PayloadPlace, Unreferenced, recover_aside, remove_files
 from resumable._store.rows import clock, owner_from
 from resumable._store.runs import find_runs, get_run
 from resumable.errors import CheckpointNotFoundError, RunOwnedError
+
+# recover_aside and remove_files live with the folder's other payload rules (places.py); named here as before.
+__all__ = ["Deleted", "busy_owner", "delete", "live_holder", "recover_aside", "remove_files", "select"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,7 @@ class Deleted:
     refused: tuple[Refused, ...]
     checkpoints_removed: int
     inline_bytes: int
-    files: tuple[tuple[str, int, int], ...]  # (relative path, inode, size) of files nothing points to now
+    files: tuple[Unreferenced, ...]  # (relative name, identity, size) of payloads nothing points to now
 
 
 def select(con: Connection, rule: RunFilter) -> list[RunInfo]:
@@ -101,7 +103,7 @@ def _checkpoint_totals(con: Connection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def delete(con: Connection, location: str, payloads: Path, which: RunFilter | Sequence[str]) -> Deleted:
+def delete(con: Connection, location: str, payloads: PayloadPlace, which: RunFilter | Sequence[str]) -> Deleted:
     """Delete the chosen runs a live process does not hold, then the checkpoint rows nothing needs any more."""
     removed: list[RunInfo] = []
     refused: list[Refused] = []
@@ -122,7 +124,7 @@ def delete(con: Connection, location: str, payloads: Path, which: RunFilter | Se
     written = dict(
         con.execute("SELECT file, max(created_at) FROM checkpoints WHERE file IS NOT NULL GROUP BY file").fetchall()
     )
-    recover_aside(payloads, files_before)
+    payloads.recover(files_before)
     lock = dialect_of(con).for_update
     for run in chosen:
         if lock:  # a server store: a claim of the run waits for this transaction, or is seen below
@@ -137,82 +139,5 @@ def delete(con: Connection, location: str, payloads: Path, which: RunFilter | Se
     checkpoints.drop_superseded(con)
     rows_after, inline_after = _checkpoint_totals(con)
     gone = sorted(files_before - checkpoints.referenced_files(con))
-    files = []
-    for relative in gone:
-        try:
-            st = (payloads / relative).stat()
-        except OSError:  # already gone: nothing to give back
-            continue
-        if st.st_mtime > written[relative].timestamp():
-            # Written after its last row was: a step elsewhere wrote the same content into a new
-            # file and renamed it over this one, and will commit a row pointing at it. It stays;
-            # gc takes it once it is old and still unreferenced. (A copy of the store that kept
-            # modification times, as backups do, still frees its files here.)
-            continue
-        files.append((relative, st.st_ino, st.st_size))
+    files = payloads.unreferenced(gone, written)
     return Deleted(tuple(removed), tuple(refused), rows_before - rows_after, inline_before - inline_after, tuple(files))
-
-
-def remove_files(payloads: Path, files: Sequence[tuple[str, int, int]]) -> tuple[int, int]:
-    """Remove payload files the deleting transaction left unreferenced; returns (files, bytes).
-
-    Payload files are named by their content, and a step in another process may be writing the
-    same content right now: it renames its own new file over this name (a new inode) before
-    committing a row that points to it. So each file is first moved aside and removed only when it
-    is still the very file (inode) the deleted rows pointed to; otherwise it is put back.
-    """
-    removed = freed = 0
-    for relative, inode, size in files:
-        path = payloads / relative
-        aside = path.with_name(f"{path.name}.{os.getpid()}.removing")
-        try:
-            os.rename(path, aside)  # noqa: PTH104
-        except OSError:  # gone already, or not ours to move
-            continue
-        try:
-            same = os.stat(aside).st_ino == inode  # noqa: PTH116
-        except OSError:
-            continue
-        if same:
-            os.unlink(aside)  # noqa: PTH108
-            removed += 1
-            freed += size
-            continue
-        try:
-            os.link(aside, path)  # someone wrote the same content meanwhile: it stays
-        except FileExistsError:  # and again since: that newest file is the one to keep
-            pass
-        os.unlink(aside)  # noqa: PTH108
-    return removed, freed
-
-
-def recover_aside(payloads: Path, referenced: set[str]) -> None:
-    """Put back a file that ``remove_files`` moved aside when it was killed before it could check it.
-
-    A ``.removing`` file whose name a row points to, with nothing at that name, is that row's
-    payload: it goes back. One that nothing points to is garbage once its remover is gone.
-    """
-    if not payloads.exists():
-        return
-    for aside in payloads.glob("*/*.removing"):
-        name, _, rest = aside.name.rpartition(".removing")[0].rpartition(".")
-        original = aside.with_name(name)
-        relative = original.relative_to(payloads).as_posix()
-        try:
-            if relative in referenced and not original.exists():
-                os.link(aside, original)
-                os.unlink(aside)  # noqa: PTH108
-            elif rest.isdigit() and not _pid_alive(int(rest)):
-                os.unlink(aside)  # noqa: PTH108
-        except OSError:  # a remover at work on it right now: left for next time
-            continue
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -118,18 +118,18 @@ class SqlStore:
     # ------------------------------------------------------------------ deleting runs
 
     def remove_runs(self, which: RunFilter | tuple[str, ...], who: Owner, *, dry_run: bool = False) -> Removal:
-        """One transaction deletes the rows (rolled back for a dry run); the payload files go after its commit.
+        """One transaction deletes the rows (rolled back for a dry run); the payloads go after its commit.
 
-        The files are removed only once the rows that pointed to them are committed away: a crash
-        in between leaves unreferenced files (garbage for ``gc``), never a row without its file. On
+        The payloads are removed only once the rows that pointed to them are committed away: a crash
+        in between leaves unreferenced payloads (garbage for ``gc``), never a row without its payload. On
         a server each run's row is locked before its holder is checked (``retention.delete``), so a
         process claiming the run meanwhile either waits for the deletion or is seen as its holder.
         """
-        folder = self._payloads.folder
+        place = self._payloads.place
         if dry_run:
             try:
                 with self._rolled_back_transaction() as con:
-                    deleted = retention.delete(con, self.location, folder, which)
+                    deleted = retention.delete(con, self.location, place, which)
                     raise _DryRun  # noqa: TRY301 - the one way to roll a transaction back here
             except _DryRun:
                 pass
@@ -139,8 +139,8 @@ class SqlStore:
                 len(deleted.files), size, dry_run=True,
             )  # fmt: skip
         with self._transaction() as con:
-            deleted = retention.delete(con, self.location, folder, which)
-        files, size = retention.remove_files(folder, deleted.files)
+            deleted = retention.delete(con, self.location, place, which)
+        files, size = place.remove(deleted.files)
         return Removal(deleted.removed, deleted.refused, deleted.checkpoints_removed, deleted.inline_bytes, files, size)
 
 

@@ -1,0 +1,310 @@
+"""Large checkpoints in an object store (``?payloads=s3://bucket/prefix``) on the PostgreSQL store.
+
+Real components: the session's PostgreSQL server (``pg_server.py``) and an S3-compatible server
+(moto's, a real subprocess: ``s3_server.py``), reached through s3fs as a user's bucket would be.
+Payloads are kept just over the 256 kB inline limit, except the one frame of over 1 MB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pg_server
+import pytest
+import s3_server
+from ipython_shell import fresh_kernel, started_shell, step
+
+import resumable
+from resumable._owner import current_owner
+from resumable._states import StepState
+from resumable._store import forget_all, open_store
+from resumable._store import object_place as object_place_module
+
+PREFIX = "runs"
+
+
+def frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    """A frame of ``rows`` float rows plus a short text column (8 bytes a row and a little more)."""
+    return pd.DataFrame({"x": np.arange(rows, dtype=np.float64) + seed, "k": np.arange(rows) % 7})
+
+
+JUST_OVER = 20_000  # 16 bytes a row: 320 kB serialized, just over the inline limit
+
+
+@dataclass
+class Bucket:
+    """A fresh database whose large payloads go to a fresh bucket, and a client to look behind its back."""
+
+    url: str  # the store URL, ?payloads=s3://... included
+    bucket: str
+    fs: Any
+
+    def key(self, relative: str) -> str:
+        return f"{self.bucket}/{PREFIX}/{relative}"
+
+
+@pytest.fixture
+def bucket_store(
+    pg_cluster: pg_server.Cluster | str, s3: s3_server.S3Server | str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Bucket]:
+    if not isinstance(pg_cluster, pg_server.Cluster):
+        pytest.skip(f"needs the PostgreSQL server: {pg_cluster}")
+    if not isinstance(s3, s3_server.S3Server):
+        pytest.skip(f"needs the S3-compatible server: {s3}")
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = s3.new_bucket()
+    yield Bucket(f"{pg_cluster.new_database()}?payloads=s3://{bucket}/{PREFIX}", bucket, s3.filesystem())
+
+
+def completed(url: str, run_id: str, name: str, value: Any) -> str:
+    """Run one step returning ``value``; the key of its payload object, relative to the prefix."""
+    pipe = resumable.Pipeline("p", store=url)
+    with pipe.run(run_id=run_id) as run:
+        run.step(name, lambda: value)
+    (ref,) = open_store(url).checkpoint_refs(run_id, name)
+    assert ref.data is None and ref.file is not None
+    return ref.file
+
+
+def test_a_large_frame_is_an_object_in_the_bucket_and_a_fresh_process_restores_it(
+    bucket_store: Bucket, tmp_path: Path
+) -> None:
+    """A 1.6 MB frame: completed, its object in the bucket (nothing in the row), restored equal elsewhere."""
+    big = frame(100_000)
+    key = completed(bucket_store.url, "r1", "make", big)
+    (ref,) = open_store(bucket_store.url).checkpoint_refs("r1", "make")
+    assert ref.size > 1_000_000
+    assert bucket_store.fs.info(bucket_store.key(key))["size"] == ref.size
+    out = tmp_path / "loaded.pickle"
+    reader = (
+        "import pickle, sys, resumable\n"
+        "pickle.dump(resumable.load('r1', 'make', store=sys.argv[1]), open(sys.argv[2], 'wb'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", reader, bucket_store.url, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pickle.loads(out.read_bytes()), big)
+
+
+def test_an_object_deleted_or_overwritten_behind_our_back_is_refused_whole(bucket_store: Bucket) -> None:
+    """Nothing is unpickled from a missing or changed object, nor fetched from outside the prefix: whole messages."""
+    key = completed(bucket_store.url, "r1", "make", frame(JUST_OVER))
+    store = open_store(bucket_store.url)
+    (ref,) = store.checkpoint_refs("r1", "make")
+    for outside in ("../elsewhere/x.bin", f"s3://{bucket_store.bucket}/x.bin"):
+        with pytest.raises(resumable.CheckpointIntegrityError) as escaped:
+            store.load_value(dataclasses.replace(ref, file=outside))
+        assert str(escaped.value) == (
+            f"output 'return' of step 'make' (run 'r1') points to an object outside the store's payload location "
+            f"({outside!r}) and was not loaded. Recompute it with: resumable invalidate r1 make"
+        )
+    bucket_store.fs.pipe(bucket_store.key(key), b"RSMP1\nsomething else entirely")
+    with pytest.raises(resumable.CheckpointIntegrityError) as changed:
+        resumable.load("r1", "make", store=bucket_store.url)
+    assert str(changed.value) == (
+        "output 'return' of step 'make' (run 'r1') failed its digest check (its bytes no longer match their "
+        "digest) and was not loaded. Recompute it with: resumable invalidate r1 make"
+    )
+    bucket_store.fs.rm_file(bucket_store.key(key))
+    with pytest.raises(resumable.CheckpointIntegrityError) as missing:
+        resumable.load("r1", "make", store=bucket_store.url)
+    assert str(missing.value) == (
+        f"output 'return' of step 'make' (run 'r1') failed its digest check (its payload object {key} is missing "
+        f"from s3://{bucket_store.bucket}/{PREFIX}) and was not loaded. Recompute it with: resumable invalidate r1 make"
+    )
+
+
+def test_gc_and_rm_remove_the_objects_no_row_references_once_past_the_write_grace(
+    bucket_store: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A young unreferenced object stays (a write in progress may own it); an old one goes, referenced ones stay.
+
+    The grace is an hour by the object's last-modified time; the store cannot be made to date an
+    object back, so the second gc runs with the grace set to nothing.
+    """
+    kept = completed(bucket_store.url, "r1", "keep", frame(JUST_OVER))
+    dropped = completed(bucket_store.url, "r1", "drop", frame(JUST_OVER, seed=1))
+    orphan = "ab/" + "ab" * 32 + ".0123456789abcdef.bin"
+    bucket_store.fs.pipe(bucket_store.key(orphan), b"left by a writer that was killed before its commit")
+    store = open_store(bucket_store.url)
+    store.invalidate("r1", "drop", current_owner())
+    first = store.gc()
+    assert (first.checkpoints_removed, first.files_removed) == (1, 0)  # the objects are younger than the grace
+    monkeypatch.setattr(object_place_module, "WRITE_GRACE_S", 0.0)
+    second = store.gc()
+    assert second.files_removed == 2
+    assert not bucket_store.fs.exists(bucket_store.key(orphan))
+    assert not bucket_store.fs.exists(bucket_store.key(dropped))
+    pd.testing.assert_frame_equal(resumable.load("r1", "keep", store=bucket_store.url), frame(JUST_OVER))
+    removal = resumable.remove_runs("r1", store=bucket_store.url)
+    assert (len(removal.removed), removal.files_removed) == (1, 1)
+    assert not bucket_store.fs.exists(bucket_store.key(kept))
+
+
+def test_an_object_store_that_cannot_take_an_output_fails_the_step_clearly_and_keeps_what_completed(
+    bucket_store: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unreachable, or no such bucket: ObjectStoreWriteError, whole; the step is failed, the earlier one kept.
+
+    A load while the store is unreachable is ObjectStoreError, whole.
+    """
+    completed(bucket_store.url, "r1", "first", frame(JUST_OVER))
+    database = bucket_store.url.partition("?")[0]
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    no_bucket = "FileNotFoundError: The specified bucket does not exist"
+    unreachable = "EndpointConnectionError: Could not connect to the endpoint URL"
+    cases = [
+        (f"{database}?payloads=s3://no-such-bucket/x", "s3://no-such-bucket/x", no_bucket),
+        (bucket_store.url, f"s3://{bucket_store.bucket}/{PREFIX}", unreachable),
+    ]
+    for n, (url, where, reason) in enumerate(cases):
+        forget_all()  # a store opened anew, with the endpoint below
+        if n == 1:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+            monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        pipe = resumable.Pipeline("p", store=url)
+        with pytest.raises(resumable.ObjectStoreWriteError) as excinfo, pipe.run(run_id="r1") as run:
+            run.step(f"second{n}", lambda: frame(JUST_OVER, seed=2))
+        message = str(excinfo.value)
+        assert message.startswith(
+            f"step 'second{n}' (run 'r1'): its outputs could not be stored: the object store did not take them at "
+            f"'{where}' ({reason}"
+        )
+        assert message.endswith(
+            "The step was marked failed; completed steps and their checkpoints are intact. Check that the bucket "
+            "exists and can be reached from this machine, and that the credentials (for s3://, the usual AWS_* "
+            "environment variables or ~/.aws files) allow writing there, then run the step again."
+        )
+        assert open_store(url).get_step("r1", f"second{n}").state is StepState.FAILED  # type: ignore[union-attr]
+    with pytest.raises(resumable.ObjectStoreError) as unread:  # still unreachable: a load says so, loads nothing
+        resumable.load("r1", "first", store=bucket_store.url)
+    assert str(unread.value).startswith(
+        f"the object store at 's3://{bucket_store.bucket}/{PREFIX}' could not be reached or refused the request: "
+        "EndpointConnectionError: Could not connect to the endpoint URL"
+    )
+    assert str(unread.value).endswith(
+        "Nothing was loaded from it; completed steps and their checkpoints are kept. Check that the bucket can be "
+        "reached from this machine and that the credentials (for s3://, the usual AWS_* environment variables or "
+        "~/.aws files) allow reading there (and deleting, for gc and rm), then try again."
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
+    forget_all()
+    pd.testing.assert_frame_equal(resumable.load("r1", "first", store=bucket_store.url), frame(JUST_OVER))
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, pandas as pd, resumable
+    pipe = resumable.Pipeline("p", store=sys.argv[1])
+    with pipe.run(run_id=sys.argv[2]) as run:
+        for i in range(1000):
+            run.step(f"s{i}", lambda i=i: pd.DataFrame({"x": np.arange(200_000, dtype=np.float64) + i}))
+            print(i, flush=True)
+    """
+)
+
+
+def test_a_writer_killed_at_random_while_it_puts_objects_leaves_no_completed_step_without_its_object(
+    bucket_store: Bucket,
+) -> None:
+    """SIGKILL at random moments of a loop that mostly serializes and PUTs 1.6 MB objects.
+
+    Every step the store calls completed restores equal; the killed attempt is not completed.
+    Trials: RESUMABLE_OBJECT_KILLS (default 2).
+    """
+    rng = random.Random()
+    for trial in range(int(os.environ.get("RESUMABLE_OBJECT_KILLS", "2"))):
+        run_id = f"k{trial}"
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, bucket_store.url, run_id], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert writer.stdout is not None
+            assert writer.stdout.readline().strip() == "0"  # one step completed: the writer is in its loop
+            try:  # a random kill moment, not a synchronisation: the writer is not expected to exit
+                writer.wait(timeout=rng.uniform(0.0, 0.4))
+            except subprocess.TimeoutExpired:
+                pass
+            writer.send_signal(signal.SIGKILL)
+        finally:
+            writer.kill()
+            writer.wait(timeout=30)
+        store = open_store(bucket_store.url)
+        done = [s for s in store.list_steps(run_id) if s.state is StepState.COMPLETED]
+        assert done, "the first step completed before the kill"
+        for status in done:
+            (ref,) = store.checkpoint_refs(run_id, status.step)
+            assert bucket_store.fs.exists(bucket_store.key(ref.file))
+            i = int(status.step[1:])
+            restored = resumable.load(run_id, status.step, store=bucket_store.url)
+            assert restored["x"].iloc[0] == i and len(restored) == 200_000
+
+
+def test_a_notebook_cell_restores_its_frame_from_the_bucket_in_a_fresh_kernel(
+    bucket_store: Bucket, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The magics' user's path: a %%durable_step cell's frame goes to the bucket and comes back after a restart."""
+    monkeypatch.setenv("RESUMABLE_STORE", bucket_store.url)
+    monkeypatch.setenv("RESUMABLE_RUN_ID", "r1")
+    monkeypatch.chdir(tmp_path)
+    ip = started_shell()
+    body = f"import numpy as np, pandas as pd\nframe = pd.DataFrame({{'x': np.arange({2 * JUST_OVER}, dtype=float)}})"
+    try:
+        assert step(ip, "make", body).error_in_exec is None
+        (ref,) = (r for r in open_store(bucket_store.url).checkpoint_refs("r1", "make") if r.name == "frame")
+        assert ref.file is not None and bucket_store.fs.exists(bucket_store.key(ref.file))
+        fresh_kernel(ip)
+        capsys.readouterr()
+        again = step(ip, "make", body)
+        assert again.error_in_exec is None
+        assert "↺ restored" in capsys.readouterr().out  # restored from the bucket, not executed again
+        pd.testing.assert_frame_equal(ip.user_ns["frame"], pd.DataFrame({"x": np.arange(2 * JUST_OVER, dtype=float)}))
+        statuses = {s.step: s for s in open_store(bucket_store.url).list_steps("r1")}
+        assert statuses["make"].state is StepState.COMPLETED
+    finally:
+        fresh_kernel(ip)
+
+
+def test_a_payload_url_fsspec_cannot_open_or_a_file_store_given_one_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown scheme is refused when the store opens; a DuckDB file never takes RESUMABLE_PAYLOADS' bucket."""
+    with pytest.raises(resumable.StorePathError) as unknown:
+        open_store("postgresql://me@127.0.0.1:1/db?payloads=nosuchscheme://bucket/x")
+    assert str(unknown.value).startswith(
+        "store 'nosuchscheme://bucket/x' names an object store fsspec cannot open (ValueError: Protocol not known: "
+        "nosuchscheme). Install the package for that scheme (for s3://: pip install 'resumable[objectstore]') or "
+        "fix the URL"
+    )
+    monkeypatch.setenv("RESUMABLE_PAYLOADS", "s3://bucket/prefix")
+    path = tmp_path / "store.duckdb"
+    with pytest.raises(resumable.StorePathError) as file_store:
+        open_store(path)
+    assert str(file_store.value) == (
+        f"store '{path}' is a DuckDB file, whose large checkpoints stay in the folder beside it, but "
+        "RESUMABLE_PAYLOADS names an object store ('s3://bucket/prefix'), which only a PostgreSQL store uses. "
+        "Unset RESUMABLE_PAYLOADS to use this file, or use a postgresql:// store with ?payloads=<URL> "
+        "(docs/scale.md)."
+    )
+    assert not path.exists()
