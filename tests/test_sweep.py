@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +30,13 @@ def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "resumable", *map(str, args)],
         capture_output=True, text=True, timeout=200, check=False, cwd=cwd, env=env,
     )  # fmt: skip
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (just released by the system)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def squares_notebook(folder: Path) -> Path:
@@ -107,6 +115,18 @@ def test_a_bad_sweep_on_the_command_line_is_a_usage_error(tmp_path: Path) -> Non
         in mixed.stderr
     )
     (tmp_path / "params.yaml").write_text("- {n: 1}\n")
+    port = closed_port()
+    started = time.monotonic()
+    unreachable = cli("execute", nb, "--sweep", "params.yaml", "--cluster", f"tcp://127.0.0.1:{port}", cwd=tmp_path)
+    elapsed = time.monotonic() - started  # an interpreter's start included; Dask alone waited 20 s before
+    assert (unreachable.returncode, elapsed < 20) == (2, True), (elapsed, unreachable.stderr)
+    assert unreachable.stderr.endswith(
+        f"Error: the Dask scheduler at tcp://127.0.0.1:{port}: cannot be reached: nothing listens on port {port} "
+        "of 127.0.0.1 (connection refused). No run of the sweep was started. Check the address, start a "
+        "scheduler there ('dask scheduler') and its workers ('dask worker ADDRESS'), or leave out --cluster to "
+        "run on a local pool.\n"
+    ), unreachable.stderr
+    assert not (tmp_path / "squares.sweep").exists()  # nothing of the sweep was made
     both = cli(
         "execute", nb, "--sweep", "params.yaml", "--workers", "2", "--cluster", "tcp://127.0.0.1:1", cwd=tmp_path
     )
@@ -165,3 +185,21 @@ def test_a_killed_worker_s_run_resumes_on_another_worker_and_its_effect_happens_
     assert len(list(tmp_path.glob("waiting-*"))) == 2  # the step started on two kernels, one per worker
     wait = open_store(store_path).get_step(run.run_id, "wait")
     assert wait is not None and wait.attempts == 2
+
+
+def test_an_unreachable_scheduler_fails_the_sweep_at_once_and_starts_no_run(tmp_path: Path, store_path: Path) -> None:
+    """resumable.sweep(cluster=...) on a port nobody listens on: SweepClusterError within seconds, nothing written."""
+    nb = squares_notebook(tmp_path)
+    port = closed_port()
+    started = time.monotonic()
+    with pytest.raises(resumable.SweepClusterError) as caught:
+        resumable.sweep(nb, [{"n": 2}], cluster=f"tcp://127.0.0.1:{port}", store=store_path, progress=False)
+    assert time.monotonic() - started < 10  # Dask's own connection attempts took 20 s
+    assert str(caught.value) == (
+        f"the Dask scheduler at tcp://127.0.0.1:{port}: cannot be reached: nothing listens on port {port} of "
+        "127.0.0.1 (connection refused). No run of the sweep was started. Check the address, start a scheduler "
+        "there ('dask scheduler') and its workers ('dask worker ADDRESS'), or leave out cluster to run on a "
+        "local pool."
+    )
+    assert open_store(store_path).list_runs() == []
+    assert not (tmp_path / "squares.sweep").exists()
