@@ -203,3 +203,105 @@ def test_an_unreachable_scheduler_fails_the_sweep_at_once_and_starts_no_run(tmp_
     )
     assert open_store(store_path).list_runs() == []
     assert not (tmp_path / "squares.sweep").exists()
+
+
+class DaskCluster:
+    """A real Dask scheduler and one single-threaded worker, each its own process (what `dask scheduler` and
+    `dask worker` start)."""
+
+    def __init__(self) -> None:
+        port = closed_port()
+        self.address = f"tcp://127.0.0.1:{port}"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+        self.scheduler = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard"], **quiet,
+        )  # fmt: skip
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", self.address, "--nthreads", "1", "--no-dashboard"],
+            **quiet,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler listens (a sweep refuses a port nobody listens on)
+            assert self.scheduler.poll() is None and time.monotonic() < deadline
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        for proc in (self.scheduler, self.worker):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the worker with its nanny
+            proc.wait(timeout=30)
+
+
+def test_a_scheduler_killed_mid_sweep_reports_the_unfinished_run_and_a_new_cluster_resumes_it(
+    tmp_path: Path, store_path: Path
+) -> None:
+    """SIGKILL the scheduler while the second run waits in a step: the first stays completed, the second is
+    scheduler_lost; the same sweep on a new cluster restores the first, and the second's completed effect."""
+    nb = write_nb(
+        tmp_path / "pay.ipynb",
+        ("n = 1", ["parameters"]),
+        "%load_ext resumable\nimport os, pathlib, time",
+        "%%durable_step charge --effect --exclude f\nwith open('charges', 'a') as f:\n    f.write(f'{n}\\n')",
+        # The run that starts second (one worker thread: after the first returned) waits for 'go'.
+        "%%durable_step wait\nif pathlib.Path('first-done').exists() and not pathlib.Path('go').exists():\n"
+        "    pathlib.Path('waiting').write_text(str(os.getpid()))\n"
+        "    while not pathlib.Path('go').exists():\n        time.sleep(0.05)",
+        "%%durable_step finish\npathlib.Path('first-done').touch()",
+    )
+    params = [{"n": 2}, {"n": 3}]
+    old = DaskCluster()
+    kernel: list[int] = []
+
+    def kill_the_scheduler() -> None:
+        deadline = time.monotonic() + 150
+        while not (tmp_path / "waiting").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        kernel.append(int((tmp_path / "waiting").read_text()))
+        os.kill(old.scheduler.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_scheduler, daemon=True)
+    killer.start()
+    try:
+        started = time.monotonic()
+        lost = resumable.sweep(nb, params, cluster=old.address, store=store_path, progress=False)
+        killer.join(timeout=30)
+        assert time.monotonic() - started < 150
+    finally:
+        old.kill()  # the old worker (and its kernel, by its parent poller) too: the whole old cluster is gone
+    first, second = sorted(lost.runs, key=lambda r: r.state)  # 'completed' < 'scheduler_lost'
+    assert (first.state, first.steps_executed) == ("completed", ("charge", "wait", "finish"))
+    assert (second.state, second.error) == (
+        "scheduler_lost",
+        f"the connection to the Dask scheduler at {old.address} was lost before run '{second.run_id}' reported "
+        "how it ended (the scheduler stopped, or the network to it failed); its completed steps are checkpointed, "
+        "and a worker may still be executing it. Run the same sweep again on a working cluster to resume it.",
+    )
+    assert not lost.ok
+    store = open_store(store_path)
+    assert [s.state.value for s in store.list_steps(first.run_id)] == ["completed"] * 3
+    assert store.get_step(second.run_id, "charge").state.value == "completed"  # type: ignore[union-attr]
+    store.close()
+    psutil.Process(kernel[0]).wait(timeout=30) if psutil.pid_exists(kernel[0]) else None
+    (tmp_path / "go").write_text("")
+    new = DaskCluster()
+    try:
+        again = resumable.sweep(nb, params, cluster=new.address, store=store_path, progress=False)
+    finally:
+        new.kill()
+    by_id = {r.run_id: r for r in again.runs}
+    assert again.ok, [r.error for r in again.runs]
+    assert (by_id[first.run_id].steps_executed, by_id[first.run_id].steps_restored) == (
+        (),
+        ("charge", "wait", "finish"),
+    )
+    assert (by_id[second.run_id].steps_executed, by_id[second.run_id].steps_restored) == (
+        ("wait", "finish"),
+        ("charge",),
+    )
+    assert sorted((tmp_path / "charges").read_text().split()) == ["2", "3"]  # each effect once

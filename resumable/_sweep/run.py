@@ -210,31 +210,33 @@ def _gather(
 def _outcome(future: Any, member: Member, cluster: str | None) -> SweepRun:
     """The run's record, also when its task never returned one (its workers died, the scheduler, or a bug)."""
     try:
-        exc = future.exception()
-    except CancelledError as cancelled:  # Dask cancels every future of a client that lost its scheduler
-        reason = getattr(cancelled, "reason", None) or "unknown"
-        if reason != "scheduler-connection-lost":
-            error = f"Dask cancelled run '{member.run_id}' ({reason}); run the same sweep again to resume it."
-            return SweepRun(member.run_id, member.params, "cancelled", output=Path(member.output), error=error)
-        where = f"the Dask scheduler at {cluster}" if cluster else "the local Dask cluster's scheduler"
-        error = (
-            f"the connection to {where} was lost before run '{member.run_id}' reported how it ended (the "
-            f"scheduler stopped, or the network to it failed); its completed steps are checkpointed, and a "
-            f"worker may still be executing it. Run the same sweep again on a working cluster to resume it."
-        )
-        return SweepRun(member.run_id, member.params, "scheduler_lost", output=Path(member.output), error=error)
-    if exc is None:
         found: SweepRun = future.result()
-        return found
-    if _cluster.is_killed_worker(exc):
-        state: Any = "worker_died"
-        error = (
-            f"the workers executing run '{member.run_id}' died repeatedly (Dask's allowed failures); completed "
-            f"steps are checkpointed. Find the cause, then run the same sweep again to resume it."
-        )
-    else:
-        state, error = "failed", f"{type(exc).__name__}: {exc}"
-    return SweepRun(member.run_id, member.params, state, output=Path(member.output), error=error)
+    except CancelledError as cancelled:  # Dask cancels every future of a client that lost its scheduler
+        return _cancelled(member, cluster, getattr(cancelled, "reason", None) or "unknown")
+    except Exception as exc:  # the task raised: run_member reports every outcome of a run, so its workers died
+        if _cluster.is_killed_worker(exc):
+            error = (
+                f"the workers executing run '{member.run_id}' died repeatedly (Dask's allowed failures); completed "
+                f"steps are checkpointed. Find the cause, then run the same sweep again to resume it."
+            )
+            return SweepRun(member.run_id, member.params, "worker_died", output=Path(member.output), error=error)
+        error = f"{type(exc).__name__}: {exc}"
+        return SweepRun(member.run_id, member.params, "failed", output=Path(member.output), error=error)
+    return found
+
+
+def _cancelled(member: Member, cluster: str | None, reason: str) -> SweepRun:
+    """A run whose future Dask cancelled: the client lost its scheduler (or someone cancelled the task)."""
+    if reason != "scheduler-connection-lost":
+        error = f"Dask cancelled run '{member.run_id}' ({reason}); run the same sweep again to resume it."
+        return SweepRun(member.run_id, member.params, "cancelled", output=Path(member.output), error=error)
+    where = f"the Dask scheduler at {cluster}" if cluster else "the local Dask cluster's scheduler"
+    error = (
+        f"the connection to {where} was lost before run '{member.run_id}' reported how it ended (the "
+        f"scheduler stopped, or the network to it failed); its completed steps are checkpointed, and a "
+        f"worker may still be executing it. Run the same sweep again on a working cluster to resume it."
+    )
+    return SweepRun(member.run_id, member.params, "scheduler_lost", output=Path(member.output), error=error)
 
 
 def _counts(runs: Any) -> dict[str, int]:
