@@ -913,10 +913,14 @@ def execute(
 
 
 def _execute_failed(exc: ResumableError, as_json: bool) -> NoReturn:
-    """How ``execute`` (one run or a sweep) ends on an error of ours: bad input is a usage error, else its exit code."""
-    from resumable.errors import NotebookInputError
+    """How ``execute`` (one run or a sweep) ends on an error of ours: bad input is a usage error, else its exit code.
 
-    if isinstance(exc, NotebookInputError):
+    A sweep's cluster that cannot be reached or started is a usage error too: like a bad option, it
+    stops the sweep before any run starts.
+    """
+    from resumable.errors import NotebookInputError, SweepClusterError
+
+    if isinstance(exc, (NotebookInputError, SweepClusterError)):
         if as_json:
             click.echo(json.dumps({"ok": False, "outcome": "usage", "error": str(exc), "exit_code": EXIT_USAGE}))
         raise click.UsageError(str(exc)) from None

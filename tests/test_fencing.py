@@ -260,3 +260,95 @@ def test_a_quick_step_after_a_refused_completion_is_refused_too(tmp_path: Path) 
     told = json.loads(out)
     # Refused, not started in memory (and dropped unwritten at the next group commit).
     assert told.get("next", "").startswith("run 'r1' was taken over by another owner under lease generation "), out
+
+
+# argv: host, store, folder, steps. Quick steps 'a' then 'b', each deferred and
+# appended to the completion log (durability 'durable'; no group commit for a minute); host-a then
+# waits inside its run (argv[4] holds 'wait'). Step 'b' runs when argv[4] holds 'b'.
+LOGGED = """
+import socket, sys
+socket.gethostname = lambda: sys.argv[1]
+import fcntl, json, pathlib, time, resumable
+from resumable._store.filelock import lock_path
+host, store, folder, names = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4]
+pipe = resumable.Pipeline("p", store=store)
+deadline = time.monotonic() + 90
+while True:
+    try:
+        with pipe.run(run_id="r1") as run:
+            while "wait" in names:  # the file let go of: the next steps are decided and deferred in memory
+                with open(lock_path(pathlib.Path(store)), "a") as lock:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        time.sleep(0.01)
+                        continue
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+                    break
+            out = {"a": run.step("a", lambda: f"a from {host} under {resumable.fencing_token()}")}
+            if "b" in names:
+                out["b"] = run.step("b", lambda: f"b from {host} ({names})")
+            (folder / f"{host}.returned").write_text(json.dumps(out))
+            while "wait" in names:  # frozen and killed here
+                time.sleep(0.01)
+        print(json.dumps(out), flush=True)
+        break
+    except resumable.RunOwnedError:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+"""
+
+
+def test_a_dead_stale_owners_logged_completions_are_not_replayed_over_the_new_owners_run(tmp_path: Path) -> None:
+    """host-a logged 'a' and 'b', froze, lost r1 to host-b (which did 'a' only), and died: its log is not replayed.
+
+    A replay would put host-a's late 'b' into a run host-a no longer owned, on top of host-b's 'a'
+    (which replaced host-a's): a later resume would restore that 'b' instead of executing it.
+    """
+    store = str(tmp_path / "s.duckdb")
+    env = {**os.environ, "RESUMABLE_LEASE_S": "2", "RESUMABLE_GROUP_COMMIT_MS": "60000"}
+    command = [sys.executable, "-c", LOGGED]
+
+    def run(host: str, names: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, host, store, str(tmp_path), names],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    a = subprocess.Popen(
+        [*command, "host-a", store, str(tmp_path), "ab-wait"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(tmp_path / "host-a.returned", a)
+        returned = json.loads((tmp_path / "host-a.returned").read_text())
+        old = int(returned["a"].rsplit(" ", 1)[1])
+        assert returned == {"a": f"a from host-a under {old}", "b": "b from host-a (ab-wait)"}
+        _stop_outside_the_store_lock(a, store)
+        b = run("host-b", "a")  # takes r1 over once host-a's lease ran out; does 'a' only
+        new = int(json.loads(b.stdout)["a"].rsplit(" ", 1)[1])
+        assert (b.returncode, b.stdout, new > old) == (0, f'{{"a": "a from host-b under {new}"}}\n', True), b.stderr
+    finally:
+        os.kill(a.pid, signal.SIGKILL)  # host-a dies without waking: its log stays behind
+        a.wait(timeout=30)
+    (log,) = (tmp_path / "s.duckdb.journal").iterdir()
+    process = log.name.rsplit("_", 1)[0]
+    assert process.startswith(f"host-a_{a.pid}_")
+    # A later process on host-a finds the dead process's log: its 'b' is refused, not replayed.
+    again = run("host-a", "ab")
+    assert (again.returncode, again.stdout) == (
+        0, f'{{"a": "a from host-b under {new}", "b": "b from host-a (ab)"}}\n'
+    ), again.stderr  # fmt: skip
+    assert again.stderr == (
+        f"store {store}: completed step(s) 'b' of run 'r1' in the completion log of dead process {process} were "
+        f"not replayed: they ran under lease generation {old}, and the run has since been taken over by another "
+        f"owner under lease generation {new} (its lease ran out, or the run was unlocked), so these late writes "
+        "are refused and the other owner's work is kept. They execute again when the run resumes.\n"
+    )
+    assert list((tmp_path / "s.duckdb.journal").iterdir()) == []
+    events = [(e.step, e.source, e.target, e.host) for e in open_store(store).list_events("r1")]
+    assert events == [
+        ("a", "pending", "running", "host-b"),
+        ("a", "running", "completed", "host-b"),
+        ("b", "pending", "running", "host-a"),
+        ("b", "running", "completed", "host-a"),
+    ]

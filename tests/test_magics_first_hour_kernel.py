@@ -1,4 +1,12 @@
-"""The first hour's notebook edges in a real Jupyter kernel (issue 12 §8): what ipykernel shows."""
+"""The first hour's notebook edges in a real Jupyter kernel (issue 12 §8): what ipykernel shows.
+
+DuckDB only, on purpose: what this module checks (a step awaiting on the kernel's own event loop,
+the traceback a failing step shows from its cell) is the kernel's and the magics', and the store
+only records a completion and a failure, which the store-level tests and test_front_ends_on_postgres
+(a real IPython shell on a server store) check on PostgreSQL. The kernel tests where a server store
+could behave differently run on both: test_notebook_kernel (restore after a kernel death, the
+effect's key kept, the latest run resumed) and test_runner_inputs (papermill's parameters, a held effect).
+"""
 
 from __future__ import annotations
 

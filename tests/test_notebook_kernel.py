@@ -1,7 +1,20 @@
 """The quickstart notebook in real kernels: its third step kills the kernel, the next pass resumes.
 
-Driven three ways users run notebooks: nbclient in-process, ``jupyter nbconvert --execute`` and
-papermill (both as subprocesses). Every pass gets a fresh kernel; what survives is the store.
+Driven three ways users run notebooks: nbclient in-process, ``jupyter nbconvert --execute`` (a
+subprocess) and papermill (its Python API, what its command line calls). Every pass gets a fresh
+kernel; what survives is the store.
+
+Which tests run on a PostgreSQL server store too (``store_location``), and why only these: a server
+store differs from the file in where a kernel's steps go and how they come back, so the tests that
+say something about that run on both. The nbclient test restores a DataFrame, a float and a shown
+table in a fresh kernel after the kernel died inside an effect step, whose retry keeps the same
+idempotency key (the key generation the store keeps); the papermill test has ``%durable_run``
+resume the latest run of the pipeline, which the store picks by creation time. The nbconvert test
+repeats the nbclient test's store work through another driver, and the quickstart edit's held
+charge is what ``resumable execute`` (a CLI start and three kernels) shows: held effects on a
+server store are covered by test_runner_inputs' papermill test (a changed parameter holds the
+effect) and test_front_ends_on_postgres (in a real IPython shell), so these two stay on the file,
+keeping the suite inside its time budget.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from resumable import StepState
+from resumable._keys import idempotency_key
 from resumable._store import open_store
 
 pytestmark = pytest.mark.slow  # real kernels: seconds each, still run by default
@@ -32,7 +46,7 @@ HELD_CHARGE = (
 CHECK = 'print("CHECK", type(orders).__name__, orders.to_json(), repr(total))'
 
 
-def kernel_env(store: Path, run_id: str | None) -> dict[str, str]:
+def kernel_env(store: Path | str, run_id: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RESUMABLE_", "JPY_"))}
     env["RESUMABLE_STORE"] = str(store)
     if run_id is not None:
@@ -48,8 +62,8 @@ def text_of(cell: Any) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
-def assert_resumed(nb: Any, workdir: Path, store: Path, run_id: str | None = None) -> None:
-    """What a user sees after the second pass: restores with their output, each effect once."""
+def assert_resumed(nb: Any, workdir: Path, store: Path | str, run_id: str | None = None) -> None:
+    """What a user sees after the second pass: restores with their output, each effect once, under its first key."""
     load, total = nb.cells[cell_index(nb, "%%durable_step load")], nb.cells[cell_index(nb, "%%durable_step total")]
     assert "↺ restored step 'load' from checkpoint of " in text_of(load)
     assert "loaded 3 order lines" in text_of(load)
@@ -58,9 +72,10 @@ def assert_resumed(nb: Any, workdir: Path, store: Path, run_id: str | None = Non
     assert "↺ restored step 'total'" in text_of(total) and "total: 48.00" in text_of(total)
     assert "charged 48.00" in text_of(nb.cells[cell_index(nb, "%%durable_step charge")])
     effects = (workdir / "quickstart-effects.log").read_text().splitlines()
-    assert [e.split()[0] for e in effects] == ["load", "total", "charge"]  # steps 1 and 2 ran once
-    store_ = open_store(store)
+    store_ = open_store(str(store))
     run = run_id or store_.list_runs("quickstart")[0].run_id
+    # Steps 1 and 2 ran once; the charge, retried after the kernel died in it, kept its first key.
+    assert effects == ["load", "total", f"charge 48.00 key={idempotency_key('quickstart', run, 'charge', None)}"]
     states = {s.step: (s.state, s.attempts) for s in store_.list_steps(run)}
     assert states == {
         "load": (StepState.COMPLETED, 1),
@@ -70,9 +85,9 @@ def assert_resumed(nb: Any, workdir: Path, store: Path, run_id: str | None = Non
     store_.close()
 
 
-def test_nbclient_kernel_death_then_resume(tmp_path: Path) -> None:
+def test_nbclient_kernel_death_then_resume(tmp_path: Path, store_location: str) -> None:
     """Kernel killed in step 3; a fresh kernel restores steps 1-2 (equal values, output shown) and finishes."""
-    store = tmp_path / "store.duckdb"
+    store = store_location
     nb = nbformat.read(QUICKSTART, as_version=4)
     nb.cells.insert(cell_index(nb, "%%durable_step total") + 1, nbformat.v4.new_code_cell(CHECK))
     check = cell_index(nb, CHECK)
@@ -113,17 +128,20 @@ def test_nbconvert_execute_resumes(tmp_path: Path) -> None:
     assert_resumed(nbformat.read(tmp_path / "out.ipynb", as_version=4), tmp_path, tmp_path / "store.duckdb", "nbc-1")
 
 
-def test_papermill_resumes_latest_run(tmp_path: Path) -> None:
+def test_papermill_resumes_latest_run(tmp_path: Path, store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """papermill twice, without RESUMABLE_RUN_ID: %durable_run resumes the latest run of the pipeline."""
-    env = kernel_env(tmp_path / "store.duckdb", None)
-    argv = [sys.executable, "-m", "papermill", str(QUICKSTART), str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path)]
-    crashed = run_cli(argv, tmp_path, env)
-    assert crashed.returncode != 0
-    resumed = run_cli(argv, tmp_path, env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    import papermill
+
+    monkeypatch.setenv("RESUMABLE_STORE", store_location)  # the kernel papermill starts inherits it
+    for name in [k for k in os.environ if k.startswith("JPY_")]:
+        monkeypatch.delenv(name)
+    out_path = tmp_path / "out.ipynb"
+    with pytest.raises(DeadKernelError):
+        papermill.execute_notebook(str(QUICKSTART), str(out_path), cwd=str(tmp_path), progress_bar=False)
+    papermill.execute_notebook(str(QUICKSTART), str(out_path), cwd=str(tmp_path), progress_bar=False)
+    out = nbformat.read(out_path, as_version=4)
     assert "resumed run" in text_of(out.cells[cell_index(out, "%durable_run")])
-    assert_resumed(out, tmp_path, tmp_path / "store.duckdb")
+    assert_resumed(out, tmp_path, store_location)
 
 
 def streams_of(cell: Any) -> tuple[str, str]:

@@ -1,7 +1,9 @@
 """A changed parameter under every notebook runner: its readers execute again and say why, a completed
-effect is held, and an unchanged parameter restores everything. Real kernels, started by papermill,
-`jupyter nbconvert --execute` and a JupyterLab server as subprocesses (`resumable execute` is covered in
-test_headless.py)."""
+effect is held, and an unchanged parameter restores everything. Real kernels, started by papermill (its
+Python API), and by `jupyter nbconvert --execute` and a JupyterLab server as subprocesses (`resumable
+execute` is covered in test_headless.py). The papermill test runs on a PostgreSQL server store too: it
+is the one of these where the store decides (a reader executed again, an effect held, across kernels);
+the other two drive the same decisions through other front ends."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from typing import Any
 import nbformat
 import pytest
 from notebook_files import write_nb
+
+from resumable._store import open_store
 
 pytestmark = pytest.mark.slow  # real kernels: seconds each, still run by default
 
@@ -74,18 +78,45 @@ def assert_second_pass(nb: Any, tmp_path: Path, old: str, new: str) -> None:
     assert (tmp_path / "published.log").read_text() == f"published {old}\n"  # the effect happened once
 
 
-def test_papermill_with_a_changed_parameter_reruns_its_reader_and_holds_the_effect(tmp_path: Path) -> None:
-    """`papermill -p region eu`, then `-p region us` on the same run: no "published eu" restored as current."""
+def test_papermill_with_a_changed_parameter_reruns_its_reader_and_holds_the_effect(
+    tmp_path: Path, store_location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """papermill with `region` 'eu', then 'us' on the same run: no "published eu" restored as current.
+
+    On both stores: the decision to execute the reader again and to hold the effect is the store's
+    (the inputs it recorded, its effect marks and key generations).
+    Driven through papermill's Python API (what its command line calls), which spares two
+    interpreters per pass; the kernels are real and new each pass.
+    """
+    import papermill
+
     nb = write_nb(tmp_path / "report.ipynb", PARAMETERS, *CELLS)
-    argv = [sys.executable, "-m", "papermill", str(nb), str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path)]
-    run([*argv, "-p", "region", "eu"], tmp_path)
-    run([*argv, "-p", "region", "us"], tmp_path)
-    assert_second_pass(nbformat.read(tmp_path / "out.ipynb", as_version=4), tmp_path, "eu", "us")
-    run([*argv, "-p", "region", "us"], tmp_path)
-    again = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    for name, value in env_for(tmp_path).items():
+        if name.startswith("RESUMABLE_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RESUMABLE_STORE", store_location)  # the kernels papermill starts inherit it
+    for name in [k for k in os.environ if k.startswith("JPY_")]:
+        monkeypatch.delenv(name)
+
+    def run_with(region: str) -> Any:
+        out = tmp_path / "out.ipynb"
+        papermill.execute_notebook(
+            str(nb), str(out), parameters={"region": region}, cwd=str(tmp_path), progress_bar=False
+        )
+        return nbformat.read(out, as_version=4)
+
+    run_with("eu")
+    assert_second_pass(run_with("us"), tmp_path, "eu", "us")
+    again = run_with("us")
     out, _ = streams(by_source(again, "%%durable_step summary"))
     assert out.startswith("↺ restored step 'summary' from checkpoint of ") and out.endswith("published us\n")
     assert streams(by_source(again, "%%durable_step publish"))[1] == HELD  # still held: it read 'eu'
+    store = open_store(store_location)
+    assert [(s.step, s.state.value, s.executions) for s in store.list_steps("nightly")] == [
+        ("summary", "completed", 2),
+        ("publish", "completed", 1),
+    ]
+    store.close()
 
 
 def test_nbconvert_after_an_edited_parameters_cell_reruns_its_reader_and_holds_the_effect(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +32,13 @@ def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (just released by the system)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def squares_notebook(folder: Path) -> Path:
     """A parameters cell, one durable step that logs each execution to a file, and a step that may fail."""
     return write_nb(
@@ -43,16 +51,16 @@ def squares_notebook(folder: Path) -> Path:
 
 
 def test_a_sweep_runs_each_set_once_and_running_it_again_restores_everything(tmp_path: Path, store_path: Path) -> None:
-    """Three parameter sets run in parallel; the same sweep again (from a YAML file) restores every run."""
+    """Two parameter sets run in parallel; the same sweep again (from a YAML file) restores every run."""
     nb = squares_notebook(tmp_path)
-    result = resumable.sweep(nb, [{"n": 2}, {"n": 3}, {"n": 4}], workers=2, store=store_path, progress=False)
-    (tmp_path / "params.yaml").write_text("- {n: 2}\n- {n: 3}\n- {n: 4}\n")  # the same sets, from a file
+    result = resumable.sweep(nb, [{"n": 2}, {"n": 3}], workers=2, store=store_path, progress=False)
+    (tmp_path / "params.yaml").write_text("- {n: 2}\n- {n: 3}\n")  # the same sets, from a file
     assert result.ok, [r.error for r in result.runs]
     assert result.pipeline == "squares" and result.stopped_early is False
     assert [(r.params, r.state, r.steps_executed, r.steps_restored) for r in result.runs] == [
-        ({"n": n}, "completed", ("square", "check"), ()) for n in (2, 3, 4)
+        ({"n": n}, "completed", ("square", "check"), ()) for n in (2, 3)
     ]
-    assert sorted((tmp_path / "executions").read_text().split()) == ["2", "3", "4"]
+    assert sorted((tmp_path / "executions").read_text().split()) == ["2", "3"]
     out = nbformat.read(tmp_path / "squares.sweep" / f"{result.runs[1].run_id}.ipynb", as_version=4)
     assert out.metadata["resumable"]["params"] == {"n": 3}
     assert out.metadata["resumable"]["outcome"] == "completed"
@@ -63,9 +71,9 @@ def test_a_sweep_runs_each_set_once_and_running_it_again_restores_everything(tmp
     assert [(r.run_id, r.state, r.steps_executed, r.steps_restored) for r in again.runs] == [
         (r.run_id, "completed", (), ("square", "check")) for r in result.runs
     ]
-    assert sorted((tmp_path / "executions").read_text().split()) == ["2", "3", "4"]  # nothing executed again
+    assert sorted((tmp_path / "executions").read_text().split()) == ["2", "3"]  # nothing executed again
     doc = again.to_json()
-    assert doc["counts"] == {"completed": 3} and doc["runs"][0]["params"] == {"n": 2}
+    assert doc["counts"] == {"completed": 2} and doc["runs"][0]["params"] == {"n": 2}
     assert json.loads(json.dumps(doc)) == doc
 
 
@@ -107,6 +115,18 @@ def test_a_bad_sweep_on_the_command_line_is_a_usage_error(tmp_path: Path) -> Non
         in mixed.stderr
     )
     (tmp_path / "params.yaml").write_text("- {n: 1}\n")
+    port = closed_port()
+    started = time.monotonic()
+    unreachable = cli("execute", nb, "--sweep", "params.yaml", "--cluster", f"tcp://127.0.0.1:{port}", cwd=tmp_path)
+    elapsed = time.monotonic() - started  # an interpreter's start included; Dask alone waited 20 s before
+    assert (unreachable.returncode, elapsed < 20) == (2, True), (elapsed, unreachable.stderr)
+    assert unreachable.stderr.endswith(
+        f"Error: the Dask scheduler at tcp://127.0.0.1:{port}: cannot be reached: nothing listens on port {port} "
+        "of 127.0.0.1 (connection refused). No run of the sweep was started. Check the address, start a "
+        "scheduler there ('dask scheduler') and its workers ('dask worker ADDRESS'), or leave out --cluster to "
+        "run on a local pool.\n"
+    ), unreachable.stderr
+    assert not (tmp_path / "squares.sweep").exists()  # nothing of the sweep was made
     both = cli(
         "execute", nb, "--sweep", "params.yaml", "--workers", "2", "--cluster", "tcp://127.0.0.1:1", cwd=tmp_path
     )
@@ -165,3 +185,123 @@ def test_a_killed_worker_s_run_resumes_on_another_worker_and_its_effect_happens_
     assert len(list(tmp_path.glob("waiting-*"))) == 2  # the step started on two kernels, one per worker
     wait = open_store(store_path).get_step(run.run_id, "wait")
     assert wait is not None and wait.attempts == 2
+
+
+def test_an_unreachable_scheduler_fails_the_sweep_at_once_and_starts_no_run(tmp_path: Path, store_path: Path) -> None:
+    """resumable.sweep(cluster=...) on a port nobody listens on: SweepClusterError within seconds, nothing written."""
+    nb = squares_notebook(tmp_path)
+    port = closed_port()
+    started = time.monotonic()
+    with pytest.raises(resumable.SweepClusterError) as caught:
+        resumable.sweep(nb, [{"n": 2}], cluster=f"tcp://127.0.0.1:{port}", store=store_path, progress=False)
+    assert time.monotonic() - started < 10  # Dask's own connection attempts took 20 s
+    assert str(caught.value) == (
+        f"the Dask scheduler at tcp://127.0.0.1:{port}: cannot be reached: nothing listens on port {port} of "
+        "127.0.0.1 (connection refused). No run of the sweep was started. Check the address, start a scheduler "
+        "there ('dask scheduler') and its workers ('dask worker ADDRESS'), or leave out cluster to run on a "
+        "local pool."
+    )
+    assert open_store(store_path).list_runs() == []
+    assert not (tmp_path / "squares.sweep").exists()
+
+
+class DaskCluster:
+    """A real Dask scheduler and one single-threaded worker, each its own process (what `dask scheduler` and
+    `dask worker` start)."""
+
+    def __init__(self) -> None:
+        port = closed_port()
+        self.address = f"tcp://127.0.0.1:{port}"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+        self.scheduler = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--no-dashboard"], **quiet,
+        )  # fmt: skip
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", self.address, "--nthreads", "1", "--no-dashboard"],
+            **quiet,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler listens (a sweep refuses a port nobody listens on)
+            assert self.scheduler.poll() is None and time.monotonic() < deadline
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        for proc in (self.scheduler, self.worker):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the worker with its nanny
+            proc.wait(timeout=30)
+
+
+def test_a_scheduler_killed_mid_sweep_reports_the_unfinished_run_and_a_new_cluster_resumes_it(
+    tmp_path: Path, store_path: Path
+) -> None:
+    """SIGKILL the scheduler while the second run waits in a step: the first stays completed, the second is
+    scheduler_lost; the same sweep on a new cluster restores the first, and the second's completed effect."""
+    nb = write_nb(
+        tmp_path / "pay.ipynb",
+        ("n = 1", ["parameters"]),
+        "%load_ext resumable\nimport os, pathlib, time",
+        "%%durable_step charge --effect --exclude f\nwith open('charges', 'a') as f:\n    f.write(f'{n}\\n')",
+        # The run that starts second (one worker thread: after the first returned) waits for 'go'.
+        "%%durable_step wait\nif pathlib.Path('first-done').exists() and not pathlib.Path('go').exists():\n"
+        "    pathlib.Path('waiting').write_text(str(os.getpid()))\n"
+        "    while not pathlib.Path('go').exists():\n        time.sleep(0.05)",
+        "%%durable_step finish\npathlib.Path('first-done').touch()",
+    )
+    params = [{"n": 2}, {"n": 3}]
+    old = DaskCluster()
+    kernel: list[int] = []
+
+    def kill_the_scheduler() -> None:
+        deadline = time.monotonic() + 150
+        while not (tmp_path / "waiting").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        kernel.append(int((tmp_path / "waiting").read_text()))
+        os.kill(old.scheduler.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_scheduler, daemon=True)
+    killer.start()
+    try:
+        started = time.monotonic()
+        lost = resumable.sweep(nb, params, cluster=old.address, store=store_path, progress=False)
+        killer.join(timeout=30)
+        assert time.monotonic() - started < 150
+    finally:
+        old.kill()  # the old worker (and its kernel, by its parent poller) too: the whole old cluster is gone
+    first, second = sorted(lost.runs, key=lambda r: r.state)  # 'completed' < 'scheduler_lost'
+    assert (first.state, first.steps_executed) == ("completed", ("charge", "wait", "finish"))
+    assert (second.state, second.error) == (
+        "scheduler_lost",
+        f"the connection to the Dask scheduler at {old.address} was lost before run '{second.run_id}' reported "
+        "how it ended (the scheduler stopped, or the network to it failed); its completed steps are checkpointed, "
+        "and a worker may still be executing it. Run the same sweep again on a working cluster to resume it.",
+    )
+    assert not lost.ok
+    store = open_store(store_path)
+    assert [s.state.value for s in store.list_steps(first.run_id)] == ["completed"] * 3
+    assert store.get_step(second.run_id, "charge").state.value == "completed"  # type: ignore[union-attr]
+    store.close()
+    psutil.Process(kernel[0]).wait(timeout=30) if psutil.pid_exists(kernel[0]) else None
+    (tmp_path / "go").write_text("")
+    new = DaskCluster()
+    try:
+        again = resumable.sweep(nb, params, cluster=new.address, store=store_path, progress=False)
+    finally:
+        new.kill()
+    by_id = {r.run_id: r for r in again.runs}
+    assert again.ok, [r.error for r in again.runs]
+    assert (by_id[first.run_id].steps_executed, by_id[first.run_id].steps_restored) == (
+        (),
+        ("charge", "wait", "finish"),
+    )
+    assert (by_id[second.run_id].steps_executed, by_id[second.run_id].steps_restored) == (
+        ("wait", "finish"),
+        ("charge",),
+    )
+    assert sorted((tmp_path / "charges").read_text().split()) == ["2", "3"]  # each effect once

@@ -6,18 +6,20 @@ processes that died (``replay_dead``): their records past the applied count beco
 caller's transaction, before the caller decides anything about a run; the files are removed only
 after that transaction committed. A step that is already in the store is never inserted twice,
 whatever the count says, so a replay interrupted after its commit and before the removal is
-harmless when it runs again.
+harmless when it runs again. A step is replayed only while its run is still under the claim
+(fencing token) the step ran under: a dead owner's log never writes over a run another owner took.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from resumable._store.completion_log import LogFile, dead_logs, read_records
-from resumable._store.rows import QuickRows, decode_quick_rows, insert_quick_rows
+from resumable._store.rows import STEP_INSERT, QuickRows, decode_quick_rows, insert_quick_rows
 
 _log = logging.getLogger("resumable")
 
@@ -32,31 +34,83 @@ def _applied(con: duckdb.DuckDBPyConnection, process: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> QuickRows:
-    """Only the rows of steps the store does not hold yet, of runs it does hold.
+# Where a step row of a completion log holds the fencing token its step ran under (``rows.STEP_INSERT``).
+_GENERATION = [name for name, _ in STEP_INSERT].index("owner_generation")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Logged steps of one run not replayed: the run is no longer under the claim (token) they ran under."""
+
+    run_id: str
+    steps: tuple[str, ...]
+    generation: int
+    current: int | None  # the run's claim now (None: nobody's)
+
+
+def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> tuple[QuickRows, list[Refused]]:
+    """Only the rows of steps the store does not hold yet, of runs it does hold under the claim they ran under.
 
     A replay applies a step at most once. A run is always written before any of its steps, so a
     run the store does not know means the log was written for a store that has since been removed
-    or replaced at this path: its rows do not belong here.
+    or replaced at this path: its rows do not belong here. A step logged under a fencing token
+    that is no longer the run's (another owner took the run over after the dead process's lease ran
+    out, or released it from the dead owner) is a stale owner's late write: refused, as the
+    group commit of a live stale owner refuses it (``DuckDBStore._still_held``). Every transaction
+    replays before it decides anything, so a process that dies on this host while it owns a run
+    is replayed before anyone can take the run: only an owner judged by its lease (another host's)
+    can lose its run with steps still in its log.
     """
     if not rows.steps:
-        return rows
+        return rows, []
     runs = sorted({r[0] for r in rows.steps})
-    known = {r for (r,) in con.execute("SELECT run_id FROM runs WHERE list_contains(?, run_id)", [runs]).fetchall()}
+    claims = {
+        r: None if g is None else int(g)
+        for r, g in con.execute(
+            "SELECT run_id, owner_generation FROM runs WHERE list_contains(?, run_id)", [runs]
+        ).fetchall()
+    }
     held = {
         (run_id, step)
         for run_id, step in con.execute(
             "SELECT run_id, step FROM steps WHERE list_contains(?, run_id)", [runs]
         ).fetchall()
     }
+    kept: set[tuple[str, str]] = set()
+    refused: dict[tuple[str, int], list[str]] = {}
+    for row in rows.steps:
+        run_id, step, generation = row[0], row[1], row[_GENERATION]
+        if run_id not in claims or (run_id, step) in held:
+            continue
+        if generation is not None and claims[run_id] != int(generation):
+            refused.setdefault((run_id, int(generation)), []).append(step)
+            continue
+        kept.add((run_id, step))
 
     def keep(row: list[object]) -> bool:
-        return row[0] in known and (row[0], row[1]) not in held
+        return (row[0], row[1]) in kept
 
-    return QuickRows(
+    fresh = QuickRows(
         [r for r in rows.steps if keep(r)],
         [r for r in rows.events if keep(r)],
         [r for r in rows.checkpoints if keep(r)],
+    )
+    return fresh, [Refused(r, tuple(names), g, claims[r]) for (r, g), names in refused.items()]
+
+
+def refused_text(location: str, process: str, refused: Refused) -> str:
+    """What the log says about steps of a dead stale owner that were not replayed."""
+    names = ", ".join(f"'{n}'" for n in refused.steps)
+    since = (
+        f"taken over by another owner under lease generation {refused.current}"
+        if refused.current is not None
+        else "released from that process"
+    )
+    return (
+        f"store {location}: completed step(s) {names} of run '{refused.run_id}' in the completion log of dead "
+        f"process {process} were not replayed: they ran under lease generation {refused.generation}, and the run "
+        f"has since been {since} (its lease ran out, or the run was unlocked), so these late writes are refused "
+        "and the other owner's work is kept. They execute again when the run resumes."
     )
 
 
@@ -92,7 +146,9 @@ def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location:
                 merged.checkpoints.extend(rows.checkpoints)
             if readable:
                 done.append(log)
-        fresh = _not_yet_stored(con, merged)
+        fresh, refused = _not_yet_stored(con, merged)
+        for stale in refused:
+            _log.warning("%s", refused_text(location, process, stale))
         insert_quick_rows(con, fresh)
         if last > applied:
             record_applied(con, process, last)
@@ -115,7 +171,7 @@ def unreplayed(con: duckdb.DuckDBPyConnection, folder: Path, me: str) -> bool:
                     number, rows = decode_quick_rows(payload)
                 except (ValueError, TypeError):
                     continue
-                if number > applied and _not_yet_stored(con, rows).steps:
+                if number > applied and _not_yet_stored(con, rows)[0].steps:
                     return True
     return False
 

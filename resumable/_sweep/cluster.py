@@ -9,13 +9,20 @@ with ``KilledWorker``. Dask is imported here only, and only when a sweep starts.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from resumable.errors import SweepClusterError
+from resumable.errors import SweepClusterError, option_words
 
-CONNECT_TIMEOUT_S = 20
+# A scheduler address is tried with a plain TCP connection first, for at most this long: a port
+# nobody listens on, a host name that does not resolve or a host that does not answer is reported
+# at once, instead of after Dask's connection retries.
+PROBE_S = 5.0
+# Then Dask's own handshake: something that listens but is not a Dask scheduler answers within this.
+CONNECT_TIMEOUT_S = 10
+DEFAULT_PORT = 8786  # Dask's, for an address given without one
 
 
 def _distributed() -> Any:
@@ -50,14 +57,49 @@ def dask_client(workers: int, address: str | None) -> Iterator[Any]:
         finally:
             cluster.close()
         return
+    fix = (
+        "Check the address, start a scheduler there ('dask scheduler') and its workers ('dask worker ADDRESS'), "
+        f"or leave out {option_words('cluster', '--cluster')} to run on a local pool."
+    )
+    problem = _unreachable(address)
+    if problem is not None:
+        raise SweepClusterError(address, problem, fix)
     try:
         client = distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as exc:
         problem = f"cannot be reached ({type(exc).__name__}: {' '.join(str(exc).split())})"
-        fix = "Start one with 'dask scheduler' and workers with 'dask worker ADDRESS', or leave out the address."
         raise SweepClusterError(address, problem, fix) from None
     with client:
         yield client
+
+
+def _unreachable(address: str) -> str | None:
+    """Why a TCP connection to the scheduler's host and port fails (None: it opens, or the address is not TCP)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location, DEFAULT_PORT)
+    except ValueError as exc:
+        return f"is not an address Dask understands ({' '.join(str(exc).split())})"
+    if scheme not in ("tcp", "tls"):
+        return None  # another transport: Dask's own connection says
+    try:
+        with socket.create_connection((host, int(port)), timeout=PROBE_S):
+            return None
+    except OSError as exc:
+        return f"cannot be reached: {_why_not(exc, host, port)}"
+
+
+def _why_not(exc: OSError, host: str, port: object) -> str:
+    """The failed connection, in words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing listens on port {port} of {host} (connection refused)"
+    if isinstance(exc, socket.gaierror):
+        return f"the host name {host!r} does not resolve"
+    if isinstance(exc, TimeoutError):
+        return f"{host} port {port} did not answer within {PROBE_S:g} s"
+    return f"{host} port {port}: {exc.strerror or exc}"
 
 
 def is_killed_worker(exc: BaseException) -> bool:

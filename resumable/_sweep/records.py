@@ -9,9 +9,10 @@ from typing import Any, Literal
 from resumable import _params
 
 # ``completed``, ``failed``, ``kernel_died`` and ``owned`` are the outcomes of ``resumable execute``;
-# ``worker_died`` means the workers running it died too often (Dask's allowed failures), and
-# ``cancelled`` that --max-failures stopped the sweep before the run finished.
-SweepState = Literal["completed", "failed", "kernel_died", "owned", "worker_died", "cancelled"]
+# ``worker_died`` means the workers running it died too often (Dask's allowed failures),
+# ``scheduler_lost`` that the connection to the Dask scheduler was lost before the run reported
+# (the scheduler died), and ``cancelled`` that --max-failures stopped the sweep before the run finished.
+SweepState = Literal["completed", "failed", "kernel_died", "owned", "worker_died", "scheduler_lost", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class SweepResult:
 
     def counts(self) -> dict[str, int]:
         """How many runs ended in each state, in a fixed order."""
-        order = ("completed", "failed", "kernel_died", "owned", "worker_died", "cancelled")
+        order = ("completed", "failed", "kernel_died", "owned", "worker_died", "scheduler_lost", "cancelled")
         return {s: n for s in order if (n := sum(r.state == s for r in self.runs))}
 
     def to_json(self) -> dict[str, Any]:

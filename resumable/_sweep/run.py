@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,6 @@ def sweep(
     location = _config.store_location(store)  # absolute: workers do not share this process's folder
     open_store(location)  # an unusable store fails here, once
     out_dir = Path(output_dir).absolute() if output_dir is not None else default_output_dir(nb_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
     wait = takeover_s if takeover_s is not None else _config.lease_s() + 10
     members = []
     for p in sets:
@@ -153,14 +153,15 @@ def sweep(
         members.append(Member(str(nb_path), output, run_id, p, str(location), max_restarts, timeout, kernel, wait))
     n_workers = min(workers or os.cpu_count() or 1, len(members))
     with _cluster.dask_client(n_workers, cluster) as client:
-        runs, stopped = _gather(client, members, max_failures, progress, pipeline)
+        out_dir.mkdir(parents=True, exist_ok=True)  # once the cluster answers: a sweep that cannot start leaves nothing
+        runs, stopped = _gather(client, members, max_failures, progress, pipeline, cluster)
     return SweepResult(
         nb_path, pipeline, out_dir, location, tuple(runs), time.perf_counter() - started, stopped, cluster
     )
 
 
 def _gather(
-    client: Any, members: list[Member], max_failures: int | None, progress: bool, pipeline: str
+    client: Any, members: list[Member], max_failures: int | None, progress: bool, pipeline: str, cluster: str | None
 ) -> tuple[list[SweepRun], bool]:
     """Submit every run, collect them as they finish, and stop early at ``max_failures``."""
     from distributed import as_completed
@@ -174,7 +175,7 @@ def _gather(
     try:
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
             i = index[future.key]
-            done[i] = _outcome(future, members[i])
+            done[i] = _outcome(future, members[i], cluster)
             failures += not done[i].ok
             if bar is not None:
                 bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in _counts(done.values()).items()), refresh=False)
@@ -206,21 +207,36 @@ def _gather(
     return [done[i] for i in range(len(members))], stopped
 
 
-def _outcome(future: Any, member: Member) -> SweepRun:
-    """The run's record, also when its task never returned one (its workers died, or a bug)."""
-    exc = future.exception()
-    if exc is None:
+def _outcome(future: Any, member: Member, cluster: str | None) -> SweepRun:
+    """The run's record, also when its task never returned one (its workers died, the scheduler, or a bug)."""
+    try:
         found: SweepRun = future.result()
-        return found
-    if _cluster.is_killed_worker(exc):
-        state: Any = "worker_died"
-        error = (
-            f"the workers executing run '{member.run_id}' died repeatedly (Dask's allowed failures); completed "
-            f"steps are checkpointed. Find the cause, then run the same sweep again to resume it."
-        )
-    else:
-        state, error = "failed", f"{type(exc).__name__}: {exc}"
-    return SweepRun(member.run_id, member.params, state, output=Path(member.output), error=error)
+    except CancelledError as cancelled:  # Dask cancels every future of a client that lost its scheduler
+        return _cancelled(member, cluster, getattr(cancelled, "reason", None) or "unknown")
+    except Exception as exc:  # the task raised: run_member reports every outcome of a run, so its workers died
+        if _cluster.is_killed_worker(exc):
+            error = (
+                f"the workers executing run '{member.run_id}' died repeatedly (Dask's allowed failures); completed "
+                f"steps are checkpointed. Find the cause, then run the same sweep again to resume it."
+            )
+            return SweepRun(member.run_id, member.params, "worker_died", output=Path(member.output), error=error)
+        error = f"{type(exc).__name__}: {exc}"
+        return SweepRun(member.run_id, member.params, "failed", output=Path(member.output), error=error)
+    return found
+
+
+def _cancelled(member: Member, cluster: str | None, reason: str) -> SweepRun:
+    """A run whose future Dask cancelled: the client lost its scheduler (or someone cancelled the task)."""
+    if reason != "scheduler-connection-lost":
+        error = f"Dask cancelled run '{member.run_id}' ({reason}); run the same sweep again to resume it."
+        return SweepRun(member.run_id, member.params, "cancelled", output=Path(member.output), error=error)
+    where = f"the Dask scheduler at {cluster}" if cluster else "the local Dask cluster's scheduler"
+    error = (
+        f"the connection to {where} was lost before run '{member.run_id}' reported how it ended (the "
+        f"scheduler stopped, or the network to it failed); its completed steps are checkpointed, and a "
+        f"worker may still be executing it. Run the same sweep again on a working cluster to resume it."
+    )
+    return SweepRun(member.run_id, member.params, "scheduler_lost", output=Path(member.output), error=error)
 
 
 def _counts(runs: Any) -> dict[str, int]:
