@@ -116,6 +116,9 @@ def test_papermill_with_a_changed_parameter_reruns_its_reader_and_holds_the_effe
         ("summary", "completed", 2),
         ("publish", "completed", 1),
     ]
+    # papermill's cell ran before `%load_ext resumable`; the parameters are recorded all the same.
+    run = store.get_run("nightly")
+    assert run is not None and run.params == {"region": "us"}
     store.close()
 
 

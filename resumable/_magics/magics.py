@@ -186,6 +186,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         self._known: Known = {}  # fingerprints steps took of what they read: the next reader's "before"
         shell.events.register("pre_run_cell", self.remember_cell)
         shell.events.register("post_run_cell", self.track_plain_cell)
+        self._take_parameters_injected_before_loading()
         awaiting.install(shell)  # a step cell with top-level ``await`` is awaited like a plain one
         label_files(self._cell_label)  # stored tracebacks say ``Cell In[16]``, not a temporary file
 
@@ -220,6 +221,23 @@ class DurableMagics(Magics):  # type: ignore[misc]
             self._injected.update(injected)
             if self._run is not None and self._store is not None:
                 self._store.open_run(self._run.run_id, self._run.pipeline, self._injected, update_params=True)
+
+    def _take_parameters_injected_before_loading(self) -> None:
+        """Parameters a runner injected in a cell that ran before ``%load_ext resumable``.
+
+        Papermill's usual layout puts the parameters cell first, so its injected cell runs before
+        the hook above exists; the kernel's input history still holds it. Values are read from the
+        namespace, as the hook reads them.
+        """
+        history = getattr(getattr(self._ip, "history_manager", None), "input_hist_raw", None) or []
+        for raw in history:
+            if not raw.lstrip().startswith("# Parameters") or is_step_cell(raw):
+                continue
+            try:
+                python = self._ip.transform_cell(raw)
+            except Exception:  # noqa: S112 - a cell IPython could not transform did not run
+                continue
+            self._injected.update(injected_parameters(raw, python, self._ip.user_ns))
 
     def _check_one_cell_per_step(self, run_id: str, name: str, body: str) -> None:
         """Refuse a step name another cell of this kernel ran, before anything executes or is written.
