@@ -143,7 +143,7 @@ def test_gc_and_rm_remove_the_objects_no_row_references_once_past_the_write_grac
     """
     kept = completed(bucket_store.url, "r1", "keep", frame(JUST_OVER))
     dropped = completed(bucket_store.url, "r1", "drop", frame(JUST_OVER, seed=1))
-    orphan = "ab/" + "ab" * 32 + ".0123456789abcdef.bin"
+    orphan = dropped.split("/")[0] + "/ab/" + "ab" * 32 + ".0123456789abcdef.bin"  # in the store's own folder
     bucket_store.fs.pipe(bucket_store.key(orphan), b"left by a writer that was killed before its commit")
     store = open_store(bucket_store.url)
     store.invalidate("r1", "drop", current_owner())
@@ -158,6 +158,23 @@ def test_gc_and_rm_remove_the_objects_no_row_references_once_past_the_write_grac
     removal = resumable.remove_runs("r1", store=bucket_store.url)
     assert (len(removal.removed), removal.files_removed) == (1, 1)
     assert not bucket_store.fs.exists(bucket_store.key(kept))
+
+
+def test_gc_of_one_store_never_removes_the_objects_of_another_store_sharing_the_bucket_prefix(
+    bucket_store: Bucket, pg_cluster: pg_server.Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two databases with the same ``?payloads=`` URL (as one RESUMABLE_PAYLOADS gives every store).
+
+    Each store's gc collects only what it wrote: the other store's completed checkpoints, which
+    none of its rows reference, stay, past the write grace too.
+    """
+    other = f"{pg_cluster.new_database()}?{bucket_store.url.partition('?')[2]}"
+    completed(bucket_store.url, "r1", "mine", frame(JUST_OVER))
+    theirs = completed(other, "r1", "theirs", frame(JUST_OVER, seed=3))
+    monkeypatch.setattr(object_place_module, "WRITE_GRACE_S", 0.0)
+    assert open_store(bucket_store.url).gc().files_removed == 0
+    assert bucket_store.fs.exists(bucket_store.key(theirs))
+    pd.testing.assert_frame_equal(resumable.load("r1", "theirs", store=other), frame(JUST_OVER, seed=3))
 
 
 def test_an_object_store_that_cannot_take_an_output_fails_the_step_clearly_and_keeps_what_completed(

@@ -14,7 +14,10 @@ a writer killed mid-PUT leaves nothing, or an incomplete multipart upload that i
 (a bucket lifecycle rule aborting incomplete uploads reclaims it). On any other backend the
 object is written under a temporary key and then moved to its final key.
 
-Every key is new: the digest followed by a random token (``ab/abcd....3f2a9c1e.bin``). Objects
+Every key is new: the digest followed by a random token (``ab/abcd....3f2a9c1e.bin``), under the
+store's own folder in the prefix (``namespace``: a random name the store keeps in its ``meta``
+table). Two stores given the same URL (one ``RESUMABLE_PAYLOADS`` for every database) thus never
+list, nor collect, each other's objects: gc removes only under its own store's folder. Objects
 are never overwritten nor shared between rows, unlike the folder's files (one file per content).
 So a removal (``gc``, ``resumable rm``) can never race a writer putting the same bytes under the
 same name, which an object store, with no rename and no inode to compare, could not detect.
@@ -87,10 +90,16 @@ class ObjectPlace:
         self._fs: Any = None
         self._root = ""
         self._pid = -1
+        # The store's folder under the prefix (``use_namespace``); until it is known nothing is written or collected.
+        self.namespace: str | None = None
 
     @property
     def where(self) -> str:
         return self.url
+
+    def use_namespace(self, namespace: str) -> None:
+        """The store's own folder under the prefix: new objects go there, and gc lists only there."""
+        self.namespace = namespace
 
     def _filesystem(self) -> tuple[Any, str]:
         """The fsspec file system and the root path in it; a new one in a forked child (its event loop)."""
@@ -110,14 +119,15 @@ class ObjectPlace:
         if blob.file is None:
             return blob  # small: it goes into the row
         local = self.staging / blob.file
-        relative = f"{blob.digest[:2]}/{blob.digest}.{secrets.token_hex(8)}.bin"
+        assert self.namespace is not None, "the store names its folder under the prefix when it opens"
+        relative = f"{self.namespace}/{blob.digest[:2]}/{blob.digest}.{secrets.token_hex(8)}.bin"
         try:
             fs, root = self._filesystem()
             key = f"{root}/{relative}"
             if self.protocol in ATOMIC_PUT:
                 fs.put_file(str(local), key)
             else:
-                temporary = f"{root}/staging/{_codec.part_prefix()}{secrets.token_hex(8)}.part"
+                temporary = f"{root}/{self.namespace}/staging/{_codec.part_prefix()}{secrets.token_hex(8)}.part"
                 fs.put_file(str(local), temporary)
                 fs.mv(temporary, key)
         except Exception as exc:
@@ -154,11 +164,17 @@ class ObjectPlace:
     # ------------------------------------------------------------------ removing
 
     def _listing(self) -> dict[str, tuple[int, float]]:
-        """Every payload object by its relative key: (size, last-modified as a Unix time)."""
+        """Every payload object of this store by its relative key: (size, last-modified as a Unix time).
+
+        Only under the store's own folder: the prefix may hold other stores' objects, which no row
+        of this store references and which its gc must never take.
+        """
+        if self.namespace is None:
+            return {}
         try:
             fs, root = self._filesystem()
             fs.invalidate_cache()
-            found = fs.find(root, detail=True)
+            found = fs.find(f"{root}/{self.namespace}", detail=True)
         except FileNotFoundError:
             return {}
         except Exception as exc:
@@ -167,7 +183,7 @@ class ObjectPlace:
         for key, info in found.items():
             # Only what lies under the prefix: a backend that lists by plain prefix also names
             # ``runs2/...`` for ``runs``, objects no row of ours could ever reference.
-            if info.get("type") == "directory" or not key.startswith(root + "/"):
+            if info.get("type") == "directory" or not key.startswith(f"{root}/{self.namespace}/"):
                 continue
             listing[key[len(root) + 1 :]] = (int(info.get("size") or 0), _modified(info))
         return listing

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -107,6 +108,22 @@ def parse_url(url: str) -> ServerConfig:
     return ServerConfig(conninfo, location, places.folder_of(folder) if folder else None)
 
 
+def _payload_namespace(con: PgConnection, read_only: bool) -> str | None:
+    """This store's own folder under a bucket's prefix: a random name kept in ``meta``, made on first open.
+
+    Several databases may be given the same payload URL; each store writes and collects only under
+    its own folder, so one store's gc never takes another's objects. None: a read-only open of a
+    store that never had one (it wrote no object, and reads need none: rows hold whole keys).
+    """
+    if not read_only:
+        con.execute(
+            "INSERT INTO meta (key, value) VALUES ('payload_namespace', ?) ON CONFLICT (key) DO NOTHING",
+            [secrets.token_hex(8)],
+        )
+    row = con.execute("SELECT value FROM meta WHERE key = 'payload_namespace'").fetchone()
+    return None if row is None else str(row[0])
+
+
 class PgConnection:
     """One open transaction on the server, as the row modules use it (``?`` placeholders, ``dialect``)."""
 
@@ -153,10 +170,11 @@ class PostgresStore(SqlStore):
         self.lock_timeout_s = _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
         self._conninfo = config.conninfo
         place: places.PayloadPlace
+        bucket = None
         if config.payload_url is not None:
             from resumable._store.object_place import ObjectPlace  # fsspec: loaded only for a store that names one
 
-            place = ObjectPlace(config.payload_url)
+            place = bucket = ObjectPlace(config.payload_url)
         else:
             # Without a shared folder, a large output is spilled to a private folder and read back into the row.
             spill = Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}"
@@ -178,6 +196,10 @@ class PostgresStore(SqlStore):
                 check_version(con, self.location)
             else:
                 migrate(con, self.location)
+            if bucket is not None:
+                namespace = _payload_namespace(con, read_only)
+                if namespace is not None:
+                    bucket.use_namespace(namespace)
         process.track(self)
 
     def __repr__(self) -> str:
