@@ -7,6 +7,7 @@ a server store has, or races that matter most there.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -146,6 +147,33 @@ def test_large_checkpoints_go_to_the_shared_folder_or_else_into_the_database(
     (ref,) = open_store(in_database).checkpoint_refs("r1", "make")
     assert ref.file is None and ref.data is not None and len(ref.data) == ref.size
     np.testing.assert_array_equal(resumable.load("r1", "make", store=in_database), big)
+
+
+def test_databases_sharing_one_payload_folder_never_remove_each_others_checkpoints(
+    cluster: pg_server.Cluster, tmp_path: Path
+) -> None:
+    """One folder for every store (one RESUMABLE_PAYLOADS): each database writes and collects in a folder of its own.
+
+    Both databases store the same large output (one file, were payloads shared by their content)
+    and the second another one: removing the first database's run and its gc, past the write
+    grace, leave every checkpoint of the second loadable; the second's gc keeps them too.
+    """
+    big = np.arange(100_000, dtype=np.float64)  # 800 kB: a payload file
+    shared = tmp_path / "shared"
+    first, second = (f"{cluster.new_database()}?payloads={shared}" for _ in range(2))
+    for store in (first, second):
+        with resumable.Pipeline("p", store=store).run(run_id="r1") as run:
+            run.step("make", lambda: big)
+    with resumable.Pipeline("p", store=second).run(run_id="r2") as run:
+        run.step("other", lambda: big + 1)
+    assert resumable.remove_runs("r1", store=first).files_removed == 1
+    hours_ago = time.time() - 2 * 3600
+    for file in shared.rglob("*"):
+        os.utime(file, (hours_ago, hours_ago))
+    assert open_store(first).gc().files_removed == 0
+    assert open_store(second).gc().files_removed == 0
+    np.testing.assert_array_equal(resumable.load("r1", "make", store=second), big)
+    np.testing.assert_array_equal(resumable.load("r2", "other", store=second), big + 1)
 
 
 def test_sql_on_a_server_store_does_not_wait_for_a_writer(

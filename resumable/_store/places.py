@@ -12,6 +12,7 @@ object store, imported only when a store names one, so fsspec is never loaded ot
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -75,6 +76,13 @@ class PayloadPlace(Protocol):
         """Remove those payloads, after the deleting transaction committed; (removed, bytes freed)."""
 
 
+class SharedPlace(PayloadPlace, Protocol):
+    """A place several databases may be given: each store keeps to a folder of its own in it."""
+
+    def use_namespace(self, namespace: str) -> None:
+        """New payloads go under ``namespace``, and gc looks only there."""
+
+
 def is_url(location: str) -> bool:
     """Whether a payload location is an fsspec URL (``s3://bucket/prefix``) rather than a folder.
 
@@ -92,17 +100,36 @@ def folder_of(location: str) -> Path:
 
 
 class FolderPlace:
-    """Payloads as files in a folder: written, fsynced and renamed into place; mapped without a copy."""
+    """Payloads as files in a folder: written, fsynced and renamed into place; mapped without a copy.
+
+    A DuckDB file's folder is its own. A folder a server store names may be named by several
+    databases too (one ``RESUMABLE_PAYLOADS`` for every store), so such a store writes and collects
+    only under a subfolder of its own (``use_namespace``); rows name files relative to the folder,
+    so files written before a store had one stay readable.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.namespace: str | None = None
 
     @property
     def where(self) -> str:
         return str(self.folder)
 
+    @property
+    def own(self) -> Path:
+        """The folder this store writes into and collects in: its subfolder, or the whole folder."""
+        return self.folder / self.namespace if self.namespace else self.folder
+
+    def use_namespace(self, namespace: str) -> None:
+        """The store's own subfolder: new files go there, and gc looks only there."""
+        self.namespace = namespace
+
     def write(self, name: str, value: object) -> Blob:
-        return _codec.encode(name, value, self.folder)
+        blob = _codec.encode(name, value, self.own)
+        if blob.file is None or not self.namespace:
+            return blob
+        return dataclasses.replace(blob, file=f"{self.namespace}/{blob.file}")
 
     def misplaced(self, relative: str) -> str | None:
         path = Path(relative)
@@ -122,10 +149,10 @@ class FolderPlace:
         """
         removed = 0
         freed = 0
-        if not self.folder.exists():
+        if not self.own.exists():
             return removed, freed
         now = time.time()
-        for file in self.folder.rglob("*"):
+        for file in self.own.rglob("*"):
             if not file.is_file() or file.is_symlink():
                 continue
             if file.relative_to(self.folder).as_posix() in referenced:
@@ -209,7 +236,7 @@ def recover_aside(payloads: Path, referenced: set[str]) -> None:
     """
     if not payloads.exists():
         return
-    for aside in payloads.glob("*/*.removing"):
+    for aside in [*payloads.glob("*/*.removing"), *payloads.glob("*/*/*.removing")]:  # a store's subfolder too
         name, _, rest = aside.name.rpartition(".removing")[0].rpartition(".")
         original = aside.with_name(name)
         relative = original.relative_to(payloads).as_posix()

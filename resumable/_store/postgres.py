@@ -109,11 +109,12 @@ def parse_url(url: str) -> ServerConfig:
 
 
 def _payload_namespace(con: PgConnection, read_only: bool) -> str | None:
-    """This store's own folder under a bucket's prefix: a random name kept in ``meta``, made on first open.
+    """This store's own folder in a shared payload folder or bucket prefix: a random name kept in ``meta``.
 
-    Several databases may be given the same payload URL; each store writes and collects only under
-    its own folder, so one store's gc never takes another's objects. None: a read-only open of a
-    store that never had one (it wrote no object, and reads need none: rows hold whole keys).
+    Several databases may be given the same payload location; each store writes and collects only
+    under its own folder, so one store's gc or ``rm`` never takes another's payloads. None: a
+    read-only open of a store that never had one (it wrote nothing there, and reads need none:
+    rows hold names relative to the location).
     """
     if not read_only:
         con.execute(
@@ -170,15 +171,16 @@ class PostgresStore(SqlStore):
         self.lock_timeout_s = _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
         self._conninfo = config.conninfo
         place: places.PayloadPlace
-        bucket = None
+        shared: places.SharedPlace | None = None  # a folder or bucket other databases may be given too
         if config.payload_url is not None:
             from resumable._store.object_place import ObjectPlace  # fsspec: loaded only for a store that names one
 
-            place = bucket = ObjectPlace(config.payload_url)
+            place = shared = ObjectPlace(config.payload_url)
+        elif config.payloads is not None:
+            place = shared = places.FolderPlace(config.payloads)
         else:
             # Without a shared folder, a large output is spilled to a private folder and read back into the row.
-            spill = Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}"
-            place = places.FolderPlace(config.payloads or spill)
+            place = places.FolderPlace(Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}")
         self._payloads = checkpoints.Payloads(place, _config.signing_key())
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._pool_lock = threading.Lock()
@@ -196,10 +198,10 @@ class PostgresStore(SqlStore):
                 check_version(con, self.location)
             else:
                 migrate(con, self.location)
-            if bucket is not None:
+            if shared is not None:
                 namespace = _payload_namespace(con, read_only)
                 if namespace is not None:
-                    bucket.use_namespace(namespace)
+                    shared.use_namespace(namespace)
         process.track(self)
 
     def __repr__(self) -> str:
