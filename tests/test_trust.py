@@ -234,8 +234,7 @@ def test_an_empty_or_missing_key_file_is_refused(
 
 WRITER = """
 import os, sys, threading
-from pathlib import Path
-from resumable import _codec
+from resumable._store import open_store
 
 class Stall:
     def __reduce__(self):
@@ -243,7 +242,7 @@ class Stall:
         threading.Event().wait()  # the parent kills this process mid-write
         return (int, ())
 
-_codec.encode('big', [bytes(400_000), Stall()], Path(sys.argv[1]))
+open_store(sys.argv[1]).encode('big', [bytes(400_000), Stall()])  # where the store writes its payloads
 """
 
 
@@ -252,13 +251,13 @@ def test_gc_collects_part_files_of_killed_writes_only(store_location: str) -> No
     resumable.Pipeline("p", store=store_location).runs()
     payloads = _payload_folder(store_location)
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(payloads)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", WRITER, store_location], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
     try:
         for w in writers:
             assert w.stdout is not None and w.stdout.readline() == "writing\n"
-        parts = sorted((payloads / "tmp").glob("*.part"))
+        parts = sorted(payloads.rglob("tmp/*.part"))
         assert len(parts) == 2
         assert {p.name.split("-")[0] for p in parts} == {str(w.pid) for w in writers}
         dead, live = writers
@@ -267,7 +266,7 @@ def test_gc_collects_part_files_of_killed_writes_only(store_location: str) -> No
         report = open_store(store_location).gc()
         assert report.files_removed == 1
         assert report.bytes_freed >= 400_000
-        left = [p.name for p in (payloads / "tmp").glob("*.part")]
+        left = [p.name for p in payloads.rglob("tmp/*.part")]
         assert len(left) == 1
         assert left[0].startswith(f"{live.pid}-")
     finally:
