@@ -178,14 +178,15 @@ def test_gc_of_one_store_never_removes_the_objects_of_another_store_sharing_the_
 
 
 def test_an_object_store_that_cannot_take_an_output_fails_the_step_clearly_and_keeps_what_completed(
-    bucket_store: Bucket, monkeypatch: pytest.MonkeyPatch
+    bucket_store: Bucket, pg_cluster: pg_server.Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Unreachable, or no such bucket: ObjectStoreWriteError, whole; the step is failed, the earlier one kept.
 
-    A load while the store is unreachable is ObjectStoreError, whole.
+    A load while the store is unreachable is ObjectStoreError, whole. (The missing bucket is named
+    by a database of its own: a store keeps the one payload location it recorded first.)
     """
     completed(bucket_store.url, "r1", "first", frame(JUST_OVER))
-    database = bucket_store.url.partition("?")[0]
+    database = pg_cluster.new_database()
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     no_bucket = "FileNotFoundError: The specified bucket does not exist"
     unreachable = "EndpointConnectionError: Could not connect to the endpoint URL"

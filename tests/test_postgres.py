@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pg_server
@@ -174,6 +175,30 @@ def test_databases_sharing_one_payload_folder_never_remove_each_others_checkpoin
     assert open_store(second).gc().files_removed == 0
     np.testing.assert_array_equal(resumable.load("r1", "make", store=second), big)
     np.testing.assert_array_equal(resumable.load("r2", "other", store=second), big + 1)
+
+
+def test_a_store_keeps_the_payload_folder_it_was_first_given(
+    cluster: pg_server.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that names no folder finds the large checkpoints where they are; one naming another is refused."""
+    big = np.arange(100_000, dtype=np.float64)  # 800 kB: a payload file
+    database = cluster.new_database()
+    monkeypatch.setenv("RESUMABLE_PAYLOADS", str(tmp_path / "shared"))
+    with resumable.Pipeline("p", store=database).run(run_id="r1") as run:
+        run.step("make", lambda: big)
+    forget_all()
+    monkeypatch.delenv("RESUMABLE_PAYLOADS")
+    np.testing.assert_array_equal(resumable.load("r1", "make", store=database), big)
+    forget_all()
+    with pytest.raises(resumable.StorePathError) as excinfo:
+        open_store(f"{database}?payloads={tmp_path / 'elsewhere'}")
+    assert str(excinfo.value) == (
+        f"store '{database}?payloads={quote(str(tmp_path / 'elsewhere'), safe='')}' keeps its large checkpoints in "
+        f"{tmp_path / 'shared'}, and this process names {tmp_path / 'elsewhere'} (RESUMABLE_PAYLOADS or ?payloads=). "
+        f"Nothing was read or written. Name {tmp_path / 'shared'} (a shared folder must be mounted at that path on "
+        "every machine), or leave the setting out to use it"
+    )
+    np.testing.assert_array_equal(resumable.load("r1", "make", store=database), big)
 
 
 def test_sql_on_a_server_store_does_not_wait_for_a_writer(

@@ -63,6 +63,7 @@ from resumable.errors import (
     InvalidTransition,
     StepChangedError,
     StoreLockedError,
+    StorePathError,
     StoreServerError,
 )
 
@@ -106,6 +107,34 @@ def parse_url(url: str) -> ServerConfig:
     if folder and places.is_url(folder):
         return ServerConfig(conninfo, location, None, folder)
     return ServerConfig(conninfo, location, places.folder_of(folder) if folder else None)
+
+
+def _payload_location(con: PgConnection, config: ServerConfig, read_only: bool, store: str) -> str | None:
+    """Where the store's large checkpoints live: recorded in ``meta`` by the first process that named a place.
+
+    Every process must use that one place. One that names none uses it (a worker started without
+    ``RESUMABLE_PAYLOADS`` still finds the checkpoints others wrote, instead of calling them missing);
+    one that names another is refused before anything is read or written, since its restores would
+    miss every file and its own files would be missed by every other process.
+    """
+    named = config.payload_url.rstrip("/") if config.payload_url else None
+    if config.payloads is not None:
+        named = str(config.payloads)
+    if named is not None and not read_only:
+        con.execute(
+            "INSERT INTO meta (key, value) VALUES ('payload_location', ?) ON CONFLICT (key) DO NOTHING", [named]
+        )
+    row = con.execute("SELECT value FROM meta WHERE key = 'payload_location'").fetchone()
+    recorded = None if row is None else str(row[0])
+    if named is not None and recorded is not None and named != recorded:
+        raise StorePathError(
+            store,
+            f"keeps its large checkpoints in {recorded}, and this process names {named} "
+            "(RESUMABLE_PAYLOADS or ?payloads=)",
+            f"Nothing was read or written. Name {recorded} (a shared folder must be mounted at that path on every "
+            "machine), or leave the setting out to use it",
+        )
+    return recorded if recorded is not None else named
 
 
 def _payload_namespace(con: PgConnection, read_only: bool) -> str | None:
@@ -166,22 +195,8 @@ class PostgresStore(SqlStore):
         config = parse_url(url)
         self.location = config.location
         self.read_only = read_only
-        self.payload_dir = config.payloads
-        self.payload_url = config.payload_url
         self.lock_timeout_s = _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s
         self._conninfo = config.conninfo
-        place: places.PayloadPlace
-        shared: places.SharedPlace | None = None  # a folder or bucket other databases may be given too
-        if config.payload_url is not None:
-            from resumable._store.object_place import ObjectPlace  # fsspec: loaded only for a store that names one
-
-            place = shared = ObjectPlace(config.payload_url)
-        elif config.payloads is not None:
-            place = shared = places.FolderPlace(config.payloads)
-        else:
-            # Without a shared folder, a large output is spilled to a private folder and read back into the row.
-            place = places.FolderPlace(Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}")
-        self._payloads = checkpoints.Payloads(place, _config.signing_key())
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._pool_lock = threading.Lock()
         self._keeper: lease.LeaseKeeper | None = None
@@ -190,6 +205,11 @@ class PostgresStore(SqlStore):
         self._in_flight: dict[tuple[str, str], int | None] = {}  # steps this process executes now: their tokens
         # Failed attempts written before the next transaction (run, step, owner, error, traceback, duration, token).
         self._failures: list[tuple[str, str, Owner, str, str | None, float, int | None]] = []
+        named: places.SharedPlace | None = None  # an object store's URL is checked before it is recorded
+        if config.payload_url is not None:
+            from resumable._store.object_place import ObjectPlace  # fsspec: loaded only for a store that names one
+
+            named = ObjectPlace(config.payload_url)
         with self._transaction() as con:
             if read_only:
                 exists = con.execute(POSTGRES.exists_table, ["meta"]).fetchone()
@@ -198,10 +218,26 @@ class PostgresStore(SqlStore):
                 check_version(con, self.location)
             else:
                 migrate(con, self.location)
-            if shared is not None:
-                namespace = _payload_namespace(con, read_only)
-                if namespace is not None:
-                    shared.use_namespace(namespace)
+            location = _payload_location(con, config, read_only, self.location)
+            namespace = _payload_namespace(con, read_only) if location is not None else None
+        self.payload_dir: Path | None = None
+        self.payload_url: str | None = None
+        place: places.PayloadPlace
+        shared: places.SharedPlace | None = None  # a folder or bucket other databases may be given too
+        if location is not None and places.is_url(location):
+            from resumable._store.object_place import ObjectPlace
+
+            place = shared = named or ObjectPlace(location)
+            self.payload_url = location
+        elif location is not None:
+            place = shared = places.FolderPlace(Path(location))
+            self.payload_dir = Path(location)
+        else:
+            # Without a shared folder, a large output is spilled to a private folder and read back into the row.
+            place = places.FolderPlace(Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}")
+        if shared is not None and namespace is not None:
+            shared.use_namespace(namespace)
+        self._payloads = checkpoints.Payloads(place, _config.signing_key())
         process.track(self)
 
     def __repr__(self) -> str:
