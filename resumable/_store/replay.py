@@ -58,8 +58,11 @@ def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> tuple[Qu
     out, or released it from the dead owner) is a stale owner's late write: refused, as the
     group commit of a live stale owner refuses it (``DuckDBStore._still_held``). Every transaction
     replays before it decides anything, so a process that dies on this host while it owns a run
-    is replayed before anyone can take the run: only an owner judged by its lease (another host's)
-    can lose its run with steps still in its log.
+    is replayed before anyone can take the run, with one narrow exception: an owner that dies
+    between a transaction's replay and that transaction's check of the owner (which then takes
+    the run over) has its logged steps refused later, and they run again. Never restored wrong,
+    and never an effect: an effect waits until every deferred step is committed. Otherwise only
+    an owner judged by its lease (another host's) can lose its run with steps still in its log.
     """
     if not rows.steps:
         return rows, []
