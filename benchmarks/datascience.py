@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._report import Result, Skipped
-from benchmarks._util import Config, run_worker
+from benchmarks._util import Config, bytecode_cache, run_worker
 
 CONCERN = "datascience"
 FIRST_RUN_TARGET = "<= 1.15"
@@ -246,11 +246,11 @@ def run(cfg: Config) -> list[Result | Skipped]:
         return [Skipped(CONCERN, "all", "resumable execute (resumable.execute_notebook) is not in this checkout yet")]
     rows, trees = (500, 2) if cfg.smoke else (3_000, 10) if cfg.quick else (100_000, 40)
     reps = 1 if cfg.smoke else cfg.reps
-    with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp, bytecode_cache() as env:
         try:
             # A smoke run only checks that the concern runs: no warm-up run.
             job = {"folder": tmp, "rows": rows, "trees": trees, "reps": reps, "warm_up": not cfg.smoke}
-            m = run_worker(CONCERN, "measure", job)
+            m = run_worker(CONCERN, "measure", job, env=env)
         except Exception as exc:
             return [Skipped(CONCERN, "all", str(exc).strip().splitlines()[-1])]
     what = f"{len(STEPS)} data-science step cells, {rows:,} rows"

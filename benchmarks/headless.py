@@ -31,7 +31,7 @@ from typing import Any
 
 from benchmarks import _data
 from benchmarks._report import Result, Skipped
-from benchmarks._util import Config, run_worker
+from benchmarks._util import Config, bytecode_cache, run_worker
 
 RESUME_SLACK_S = 0.3
 ADDED_PER_CELL_MS = 15.0
@@ -175,10 +175,13 @@ def run(cfg: Config) -> list[Result | Skipped]:
 
     if not hasattr(resumable, "execute_notebook"):
         return [Skipped(CONCERN, "all", "resumable execute (resumable.execute_notebook) is not in this checkout yet")]
-    with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp, bytecode_cache() as env:
         try:
             m = run_worker(
-                "headless", "measure", {"folder": tmp, "size": cfg.notebook_size, "reps": 1 if cfg.smoke else cfg.reps}
+                "headless",
+                "measure",
+                {"folder": tmp, "size": cfg.notebook_size, "reps": 1 if cfg.smoke else cfg.reps},
+                env=env,
             )
         except Exception as exc:
             return [Skipped(CONCERN, "all", str(exc).strip().splitlines()[-1])]
@@ -207,10 +210,13 @@ def run(cfg: Config) -> list[Result | Skipped]:
 def _cells(cfg: Config) -> list[Result | Skipped]:
     """Target 6: ``resumable execute`` of trivial step cells, new and restoring, against nbclient."""
     cells = 3 if cfg.smoke else 10 if cfg.quick else 40
-    with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp, bytecode_cache() as env:
         try:
             m = run_worker(
-                "headless", "measure_cells", {"folder": tmp, "cells": cells, "reps": 1 if cfg.smoke else cfg.reps}
+                "headless",
+                "measure_cells",
+                {"folder": tmp, "cells": cells, "reps": 1 if cfg.smoke else cfg.reps},
+                env=env,
             )
         except Exception as exc:
             return [Skipped(CONCERN, "step cells", str(exc).strip().splitlines()[-1])]

@@ -283,17 +283,18 @@ class DurableMagics(Magics):  # type: ignore[misc]
         run_id, pipeline = check_name("run", choice.run_id), choice.pipeline
         # Parameters a runner injected are recorded with the run (``resumable show`` lists them);
         # changed ones are recorded too: the steps that read them see the change in their inputs.
-        store.open_run(run_id, pipeline, self._injected or None, update_params=True)
+        opened = store.open_run(run_id, pipeline, self._injected or None, update_params=True)
         self._run = NotebookRun(pipeline, run_id, store.location)
         self._store = store
         set_notebook_run(self._run)
         note = f" ({JoinedBy.ENVIRONMENT})" if choice.joined_by is JoinedBy.ENVIRONMENT else ""
         if choice.existing is None:
             return f"resumable: started run '{run_id}' of pipeline '{pipeline}'{note}"
-        steps = store.list_steps(run_id)
-        done = sum(1 for s in steps if s.state is StepState.COMPLETED)
+        # The run as opened counts its steps by state (as a reader sees them): no second read of its steps.
+        done = opened.counts.get(StepState.COMPLETED.value, 0)
         return (
-            f"resumable: resumed run '{run_id}' of pipeline '{pipeline}'{note}: {done} of {len(steps)} steps completed"
+            f"resumable: resumed run '{run_id}' of pipeline '{pipeline}'{note}: "
+            f"{done} of {opened.step_count} steps completed"
         )
 
     def _current(self) -> tuple[NotebookRun, Store]:

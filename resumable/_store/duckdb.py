@@ -526,11 +526,13 @@ class DuckDBStore(SqlStore):
             decided = self._begin_in_memory(journal, req, key)
             if decided is not None:
                 return decided
+        elif (restored := self._restore_in_streak(req)) is not None:
+            return restored
         with self._conn.lock:
             begin = self._begin_in_transaction(req, journal, abandoned=abandoned)
             if begin.action == "execute":
                 self._started(key, begin.generation)
-            elif journal is not None:
+            else:
                 self._streaks[req.run_id] = self._mark()
             if journal is not None:
                 with self._journal_lock:
@@ -559,6 +561,27 @@ class DuckDBStore(SqlStore):
         if req.step in journal.known_steps:
             return self._restore_from_snapshot(req)
         return None
+
+    def _restore_in_streak(self, req: StepRequest) -> Begin | None:
+        """A restore of a run this process does not own (a kernel's), from the snapshot while restores follow on.
+
+        A kernel owns its run only while a step runs, so its restores are not decided in memory as
+        an owned run's are; but the snapshot rests on the file alone, not on owning the run: while
+        this handle holds the file no other process can write it, and ``_mark`` changes when the
+        file is let go of, another handle of this process commits, or this store makes any change
+        but a step's own. So a restore that follows a restore decided by a transaction under the
+        same mark (cells restored one after another, as a rerun of a notebook does) reads the
+        snapshot, with the same owner check, and decides the next ones from it by the same rule;
+        a lone restore keeps its one transaction. None: a transaction decides.
+        """
+        self._conn.check_file()  # decided without a transaction: still the file this process opened?
+        mark = self._mark()
+        if mark is None:
+            return None
+        snapshot = self._snapshots.get(req.run_id)
+        if (snapshot is None or snapshot.mark != mark) and self._streaks.get(req.run_id) != mark:
+            return None
+        return self._restore_from_snapshot(req)
 
     def _begin_in_transaction(self, req: StepRequest, journal: RunJournal | None, *, abandoned: bool) -> Begin:
         """The decision in a transaction (``steps.begin``); the step and those it made stale leave the snapshot."""
