@@ -82,5 +82,10 @@ def test_forks_and_removals_racing_completions_leave_every_run_whole(store_locat
         assert resumable.load(f"r{i}", "b", store=store_location) == i * 2
         assert resumable.load(f"r{i}", "a", store=store_location) in (i, -(i + 1))
     for i in raced["forks"]:
-        # made before or after r{i}'s 'a' executed again: one of its two values, never missing rows
-        assert resumable.load(f"f{i}", "a", store=store_location) in (i, -(i + 1))
+        # Made before or after r{i}'s 'a' executed again: one of its two values, never missing rows.
+        # Made while it executed again: 'a' was not completed then, so it was not copied and the fork
+        # executes it when resumed (forks.py); a fork never lists a step it cannot restore.
+        forked = [s.step for s in store.list_steps(f"f{i}")]
+        assert forked in (["a"], []), (i, forked)
+        if forked:
+            assert resumable.load(f"f{i}", "a", store=store_location) in (i, -(i + 1))
