@@ -177,6 +177,25 @@ def test_databases_sharing_one_payload_folder_never_remove_each_others_checkpoin
     np.testing.assert_array_equal(resumable.load("r2", "other", store=second), big + 1)
 
 
+def test_gc_puts_back_a_payload_a_killed_removal_moved_aside(cluster: pg_server.Cluster, tmp_path: Path) -> None:
+    """A remover killed between moving a file aside and checking it: gc puts back what a row needs, however old."""
+    big = np.arange(100_000, dtype=np.float64)  # 800 kB: a payload file
+    store = f"{cluster.new_database()}?payloads={tmp_path / 'shared'}"
+    with resumable.Pipeline("p", store=store).run(run_id="r1") as run:
+        run.step("make", lambda: big)
+    [payload] = (tmp_path / "shared").rglob("*.bin")
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    aside = payload.with_name(f"{payload.name}.{int(gone.stdout)}.removing")
+    payload.rename(aside)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(aside, (hours_ago, hours_ago))  # old enough for gc to take it, were it garbage
+    assert open_store(store).gc().files_removed == 0
+    assert payload.exists() and not aside.exists()
+    np.testing.assert_array_equal(resumable.load("r1", "make", store=store), big)
+
+
 def test_a_store_keeps_the_payload_folder_it_was_first_given(
     cluster: pg_server.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -470,7 +470,7 @@ def test_a_compaction_that_runs_out_of_room_leaves_the_store_as_it_was(tmp_path:
 
 def test_a_payload_file_rewritten_meanwhile_is_not_removed(tmp_path: Path) -> None:
     """Files are named by content: one a step wrote again after the deletion (a new inode) stays."""
-    from resumable._store import retention
+    from resumable._store import places
 
     folder = tmp_path / "payloads"
     (folder / "ab").mkdir(parents=True)
@@ -480,11 +480,11 @@ def test_a_payload_file_rewritten_meanwhile_is_not_removed(tmp_path: Path) -> No
     fresh = folder / "ab" / "new.part"
     fresh.write_bytes(b"x" * 10)
     fresh.replace(old)  # what a step writing the same content does before it records its row
-    assert retention.remove_files(folder, [recorded]) == (0, 0)
+    assert places.remove_files(folder, [recorded]) == (0, 0)
     assert old.read_bytes() == b"x" * 10
     assert [p.name for p in (folder / "ab").iterdir()] == ["abc.bin"]
     recorded = (recorded[0], old.stat().st_ino, 10)
-    assert retention.remove_files(folder, [recorded]) == (1, 10)
+    assert places.remove_files(folder, [recorded]) == (1, 10)
     assert not old.exists()
 
 

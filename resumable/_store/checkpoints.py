@@ -183,5 +183,10 @@ class Payloads:
             raise CheckpointIntegrityError(ref.run_id, ref.step, ref.name, "has a bad signature")
 
     def remove_unreferenced(self, referenced: set[str]) -> tuple[int, int]:
-        """Remove payloads no row points to, except young ones; returns (payloads removed, bytes freed)."""
+        """Remove payloads no row points to, except young ones; returns (payloads removed, bytes freed).
+
+        What a removal killed halfway left aside is put back first when a row points to it: otherwise
+        it would look unreferenced here, and be taken once past the write grace.
+        """
+        self.place.recover(referenced)
         return self.place.remove_unreferenced(referenced)

@@ -776,7 +776,6 @@ class DuckDBStore(SqlStore):
         with self._transaction() as con:
             rows = checkpoints.drop_superseded(con)
             referenced = checkpoints.referenced_files(con)
-            retention.recover_aside(self.payload_dir, referenced)
         files, freed = self._payloads.remove_unreferenced(referenced)
         return GcReport(rows, files, freed)
 

@@ -18,13 +18,10 @@ from resumable._store import checkpoints
 from resumable._store.base import Refused, RunFilter
 from resumable._store.dialect import Connection, dialect_of
 from resumable._store.lease import owner_alive
-from resumable._store.places import PayloadPlace, Unreferenced, recover_aside, remove_files
+from resumable._store.places import PayloadPlace, Unreferenced
 from resumable._store.rows import clock, owner_from
 from resumable._store.runs import find_runs, get_run
 from resumable.errors import CheckpointNotFoundError, RunOwnedError
-
-# recover_aside and remove_files live with the folder's other payload rules (places.py); named here as before.
-__all__ = ["Deleted", "busy_owner", "delete", "live_holder", "recover_aside", "remove_files", "select"]
 
 
 @dataclass(frozen=True, slots=True)
