@@ -34,7 +34,7 @@ from resumable._magics import awaiting, hidden
 from resumable._magics.executor import CellExecutor, Known, show_from_the_cell
 from resumable._magics.functions import rebind_class, unwrap
 from resumable._magics.outputs import parse_output_spec, source_digest
-from resumable._magics.provenance import Provenance, injected_parameters, is_step_cell
+from resumable._magics.provenance import Provenance, injected_parameters, is_injected_parameters_cell, is_step_cell
 from resumable._owner import current_owner
 from resumable._records import Owner, StepStatus
 from resumable._runs import JoinedBy, choose_run
@@ -231,7 +231,7 @@ class DurableMagics(Magics):  # type: ignore[misc]
         """
         history = getattr(getattr(self._ip, "history_manager", None), "input_hist_raw", None) or []
         for raw in history:
-            if not raw.lstrip().startswith("# Parameters") or is_step_cell(raw):
+            if not is_injected_parameters_cell(raw):  # checked first: transforming every earlier cell is not needed
                 continue
             try:
                 python = self._ip.transform_cell(raw)

@@ -29,13 +29,17 @@ def is_step_cell(raw: str) -> bool:
     return raw.lstrip().startswith(_STEP_MAGIC)
 
 
-def injected_parameters(raw: str, python: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The values a runner's injected parameters cell binds (papermill's and ``resumable execute``'s).
+def is_injected_parameters_cell(raw: str) -> bool:
+    """Whether a cell is a runner's injected parameters cell (papermill's and ``resumable execute``'s).
 
     Both runners start the cell they inject with ``# Parameters``; the kernel sees no cell tags.
-    Only small plain values are taken: they are what a runner can inject.
     """
-    if not raw.lstrip().startswith("# Parameters"):
+    return raw.lstrip().startswith("# Parameters")
+
+
+def injected_parameters(raw: str, python: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a runner's injected parameters cell binds; only small plain values, what a runner can inject."""
+    if not is_injected_parameters_cell(raw):
         return {}
     try:
         names = _cellast.analyze(python)
