@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from resumable import _params
 
@@ -69,8 +69,7 @@ class SweepResult:
 
     def counts(self) -> dict[str, int]:
         """How many runs ended in each state, in a fixed order."""
-        order = ("completed", "failed", "kernel_died", "owned", "worker_died", "scheduler_lost", "cancelled")
-        return {s: n for s in order if (n := sum(r.state == s for r in self.runs))}
+        return {s: n for s in get_args(SweepState) if (n := sum(r.state == s for r in self.runs))}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary of the sweep."""
