@@ -127,3 +127,24 @@ def test_an_edited_cell_and_a_changed_input_execute_mid_rerun(shell: Any, tmp_pa
     assert step(shell, "reads", reads).error_in_exec is None
     assert shell.user_ns["y"] == 15
     assert _calls(calls) == ["s3", "reads"]
+
+
+def test_an_effect_step_whose_input_changed_is_held_mid_rerun(
+    shell: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the snapshot answering, a completed effect step whose input changed is restored and held, not run again."""
+    calls = tmp_path / "calls"
+    shell.run_cell("amount = 2")
+    charge = f"open({str(calls)!r}, 'a').write('charge ')\ncharged = amount"
+    assert step(shell, "charge --effect", charge).error_in_exec is None
+    _built_then_restored(shell, calls, 3)
+    shell.run_cell("amount = 5")
+    assert _snapshot_answers(shell)
+    capsys.readouterr()
+    assert step(shell, "charge --effect", charge).error_in_exec is None
+    assert shell.user_ns["charged"] == 2  # restored: the charge was never made again
+    assert _calls(calls) == []
+    assert capsys.readouterr().err == (
+        "step 'charge' has side effects and its inputs changed ('amount'); it was not run again. To do it again: "
+        "%%durable_step charge --effect --rerun\n"
+    )
