@@ -322,6 +322,21 @@ def test_a_plain_cell_between_two_readers_does_not_hide_a_change_back(
     compare(shell, cells, capsys, ["cfg", "n", "m"])
 
 
+def test_a_step_between_two_readers_does_not_hide_a_change_back(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A step changes `cfg` in place (visibly: it is stored) after another step read it; the next step
+    changes it back through a helper. The change back must be stored: the fingerprint the first reader
+    took is stale by then."""
+    cells = [
+        "def set_debug(c, v):\n    c['debug'] = v",
+        STEP.format("make") + "cfg = {'debug': False}",
+        STEP.format("size") + "n = len(cfg)",
+        STEP.format("debug") + "cfg['debug'] = True",
+        STEP.format("reset") + "set_debug(cfg, False)\nm = 1",
+        "print(cfg)",
+    ]
+    compare(shell, cells, capsys, ["cfg", "n", "m"])
+
+
 def test_a_secret_changed_in_place_or_sharing_an_output_is_not_stored(shell: Any, store_path: Path) -> None:
     """Variables a step stores beyond what it bound (changed through a helper, sharing an output's memory)
     are left out when they look like secrets, and the user is told, as for bound ones."""

@@ -172,6 +172,7 @@ class CellExecutor:
         call.display = recording.outputs()
         outputs = collect_outputs(call.step, self.names, self.spec, namespace)
         withheld = withhold_secrets(call.step, self.spec, [n for n in before if n in namespace and n not in outputs])
+        taken: set[str] = set()
         for name, print_before in before.items():
             if name not in namespace or name in withheld:
                 continue
@@ -179,13 +180,29 @@ class CellExecutor:
             now = _fingerprint.fingerprint(value).digest
             if now is not None:
                 self.known[name] = (id(value), _weak(value), now)
+                taken.add(name)
             if name not in outputs and now != print_before:
                 outputs[name] = NotebookFunction.wrap(value, namespace)
         outputs = self._share(outputs, namespace)
+        self._forget_stored(outputs, taken)
         state = hidden.capture(settings, self.raw)
         if state:
             outputs[hidden.STATE] = state
         return outputs
+
+    def _forget_stored(self, outputs: dict[str, Any], taken: set[str]) -> None:
+        """Drop the fingerprints earlier steps took of what this step stores, unless taken just now.
+
+        A fingerprint in ``known`` stands for the value as a restore brings it back: the next
+        reader compares its value after it ran with it, so a change an earlier step made unseen
+        is stored then. A step that stores a variable without fingerprinting it (it binds it,
+        changes it visibly, or it shares memory with an output) makes that fingerprint stale: a
+        later step changing the value back to it would look unchanged and not be stored. The next
+        reader fingerprints it afresh instead (the sharing walk adds a second name of one object
+        to the outputs, so it is dropped too).
+        """
+        for name in [n for n in self.known if n in outputs and n not in taken]:
+            del self.known[name]
 
     def _fingerprints(self, namespace: dict[str, Any]) -> dict[str, str]:
         """Content fingerprints of what the cell read, before it runs (what has none is told, once)."""
