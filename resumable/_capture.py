@@ -176,6 +176,43 @@ def tee(shell: Any) -> Iterator[Recording]:
         sys.stdout, sys.stderr, shell.display_pub = saved
 
 
+Bundle = tuple[dict[str, Any], dict[str, Any]]  # what IPython's formatter returns: (data, metadata)
+
+
+def show_as_recorded(shell: Any, value: object, bundle: Bundle) -> None:
+    """Let IPython show ``value`` as ``Out[n]`` with the mime bundle already formatted for the recording.
+
+    Formatting runs a value's ``_repr_html_`` and the like (a scikit-learn estimator's diagram takes
+    tens of milliseconds), and IPython's displayhook would run them again right after the step.
+    The displayhook asks ``compute_format_data`` for this cell's value once: the stand-in answers
+    for this very object in this very cell (its execution count) only, and removes itself on first
+    use; anything else gets IPython's own formatting. :func:`forget_shown` removes it when a cell
+    starts or ends, in case nothing displayed the value. ``Out[n]`` and ``_`` still hold the value.
+    """
+    hook = getattr(shell, "displayhook", None)
+    own = getattr(type(hook), "compute_format_data", None)
+    if hook is None or own is None:
+        return
+    count = shell.execution_count
+
+    def once(result: object) -> Bundle:
+        forget_shown(shell)
+        if result is value and shell.execution_count == count:
+            return bundle
+        return own(hook, result)  # type: ignore[no-any-return]
+
+    once.resumable_shown = True  # type: ignore[attr-defined]
+    hook.compute_format_data = once
+
+
+def forget_shown(shell: Any) -> None:
+    """Remove :func:`show_as_recorded`'s stand-in (and the value it holds), if it is still there."""
+    hook = getattr(shell, "displayhook", None)
+    found = getattr(hook, "__dict__", {}).get("compute_format_data")
+    if getattr(found, "resumable_shown", False):
+        del hook.__dict__["compute_format_data"]
+
+
 def flush_inline_figures() -> None:
     """Show figures pending in matplotlib's inline backend now (a no-op when it is not in use)."""
     backend = sys.modules.get("matplotlib_inline.backend_inline")

@@ -51,6 +51,27 @@ def test_completed_step_is_restored_not_rerun(shell: Any, calls: Path, capsys: p
     assert second.result.data["text/plain"] == "42"  # shown again as the cell's Out[n]
 
 
+def test_a_steps_value_is_formatted_once_and_shown_afresh_by_later_cells(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A step's Out[n] is formatted once, for the notebook and the recording alike, and is the value
+    itself; a later cell showing the value, changed, shows it as it is then, also after a step whose
+    value nothing displayed (a silent run)."""
+    shell.run_cell(
+        "class Shown:\n    calls = 0\n    def __init__(self):\n        self.label = 'first'\n"
+        "    def __repr__(self):\n        Shown.calls += 1\n        return f'<{self.label}>'"
+    )
+    capsys.readouterr()
+    made = step(shell, "make", "box = Shown()\nbox")
+    box = shell.user_ns["box"]
+    assert made.result is box and shell.user_ns["_"] is box
+    assert (shell.user_ns["Shown"].calls, re.findall(r"Out\[\d+\]: (.*)", capsys.readouterr().out)) == (1, ["<first>"])
+    assert shell.run_cell("box.label = 'second'\nbox").result is box
+    shell.run_cell("%%durable_step again\nbox.label = 'third'\nbox", silent=True)
+    assert shell.run_cell("box.label = 'fourth'\nbox").result is box
+    assert re.findall(r"Out\[\d+\]: (.*)", capsys.readouterr().out) == ["<second>", "<fourth>"]
+
+
 def test_outputs_are_the_names_bound_each_stored_separately(
     shell: Any, store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

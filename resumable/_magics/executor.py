@@ -105,6 +105,7 @@ class CellExecutor:
         self.tell = tell or (lambda name, problem: None)
         self.known: Known = known if known is not None else {}
         self.value: Any = None
+        self.shown: _capture.Bundle | None = None  # the value's mime bundle, formatted for the recording
         self.filename = filename = shell.compile.cache(python, shell.execution_count, raw_code=python)
         tree = shell.transform_ast(shell.compile.ast_parse(python, filename=filename))
         # The last expression is evaluated apart, as IPython does, so its value becomes Out[n].
@@ -144,7 +145,8 @@ class CellExecutor:
         """The value of the cell's last expression, shown as ``Out[n]`` and recorded for a restore."""
         if value is not None and not self.quiet:
             self.value = value
-            recording.result(*self.shell.display_formatter.format(value))
+            self.shown = self.shell.display_formatter.format(value)
+            recording.result(*self.shown)
 
     def _begin(self) -> tuple[dict[str, str], dict[str, Any]]:
         """Say why the step executes (or which attempt this is); fingerprint what it reads."""
@@ -162,7 +164,7 @@ class CellExecutor:
                 f"(attempt {call.attempt - 1} failed: {call.errors[-1]})",
                 file=sys.stderr,
             )
-        self.value = None
+        self.value = self.shown = None
         return self._fingerprints(self.shell.user_ns), hidden.settings()
 
     def _end(self, before: dict[str, str], settings: dict[str, Any], recording: _capture.Recording) -> dict[str, Any]:

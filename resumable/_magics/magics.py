@@ -202,12 +202,14 @@ class DurableMagics(Magics):  # type: ignore[misc]
         Any other cell may change in place what the last step read, so the fingerprints steps took
         afterwards are no longer a next step's "before": it takes them afresh.
         """
+        _capture.forget_shown(self._ip)
         self._cell = (getattr(info, "cell_id", None), getattr(info, "raw_cell", "") or "")
         if not is_step_cell(self._cell[1]):
             self._known.clear()
 
     def track_plain_cell(self, result: Any) -> None:
         """``post_run_cell``: fingerprint what a plain cell bound, for the steps that read it later."""
+        _capture.forget_shown(self._ip)  # a step's value nothing displayed
         raw = getattr(getattr(result, "info", None), "raw_cell", None) or ""
         if not raw.strip() or is_step_cell(raw):
             return
@@ -512,6 +514,9 @@ class DurableMagics(Magics):  # type: ignore[misc]
         """Bring a restored step's outputs back; the value the cell shows as ``Out[n]``."""
         restored = outcome.restored
         value = self._restore(step.name, outcome, step.names, step.line) if restored else step.executor.value
+        shown = step.executor.shown
+        if not restored and value is not None and shown is not None:
+            _capture.show_as_recorded(self._ip, value, shown)  # formatted once, not again for Out[n]
         if restored:  # a headless executor learns it here instead of from the store (no event says so)
             _step_report.restored(step.call.run_id, step.name)
         self.provenance.after_step(step.python, step.names, step.inputs, outcome.digests, self._ip.user_ns)
