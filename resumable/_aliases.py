@@ -32,13 +32,17 @@ WALK_LIMIT = 20_000
 # Immutable leaves and shared machinery: two variables pointing at the same one do not share state.
 _ATOMIC = (
     int, float, complex, str, bytes, bool, type(None), type, types.ModuleType, types.FunctionType,
-    types.BuiltinFunctionType, types.MethodType, types.CodeType, range, slice,
+    types.BuiltinFunctionType, types.MethodType, types.CodeType, range, slice, type(Ellipsis), type(NotImplemented),
 )  # fmt: skip
 
 
 def _counted(value: object) -> bool:
-    """Whether ``value`` can carry state two names could share."""
-    return not isinstance(value, _ATOMIC) and value is not Ellipsis and value is not NotImplemented
+    """Whether ``value`` can carry state two names could share.
+
+    Decided by the value's type alone (not by a ``__class__`` a proxy may claim), so a walk can
+    decide it once per type: :func:`reach` keeps the answers for the length of one walk.
+    """
+    return not issubclass(type(value), _ATOMIC)
 
 
 def _owner(value: object) -> object | None:
@@ -64,16 +68,30 @@ def _children(value: object) -> list[object]:
 def reach(values: Iterable[object], limit: int = WALK_LIMIT) -> set[int]:
     """The ids of what ``values`` refer to, directly or not, that can carry state (walked up to ``limit``)."""
     seen: set[int] = set()
+    counted: dict[type, bool] = {}  # _counted per type, for this walk only
     todo = [v for v in values if _counted(v)]
+    numpy = sys.modules.get("numpy")
+    ndarray = numpy.ndarray if numpy is not None else ()
+    referents = gc.get_referents
     while todo and len(seen) < limit:
         value = todo.pop()
         if id(value) in seen:
             continue
         seen.add(id(value))
-        owner = _owner(value)
-        if owner is not None and owner is not value:
-            todo.append(owner)
-        todo += [c for c in _children(value) if _counted(c) and id(c) not in seen]
+        if isinstance(value, ndarray):
+            owner = _owner(value)
+            if owner is not None and owner is not value:
+                todo.append(owner)
+            children = _children(value)
+        else:
+            children = referents(value)
+        for child in children:
+            kind = type(child)
+            keep = counted.get(kind)
+            if keep is None:
+                keep = counted[kind] = not issubclass(kind, _ATOMIC)
+            if keep and id(child) not in seen:
+                todo.append(child)
     return seen
 
 
