@@ -170,6 +170,20 @@ def shutdown() -> None:
         pool.shutdown(wait=True)
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child has none of its parent's hashing threads: it makes its own pool when it needs one.
+
+    The inherited pool would believe its threads idle and queue work nobody runs: a child hashing
+    a large payload (a ``multiprocessing`` worker loading a checkpoint) would wait forever.
+    """
+    global _POOL  # noqa: PLW0603 - the one pool of this process
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def digest_of(view: memoryview) -> str:
     """The chunked digest of bytes in memory, chunks hashed in parallel (hashlib releases the GIL)."""
     n = max(1, -(-view.nbytes // CHUNK))

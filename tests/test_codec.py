@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,20 @@ def test_digest_does_not_depend_on_how_the_bytes_were_written(monkeypatch: pytes
             digest.feed(data[offset : offset + n])
             offset += n
         assert digest.hexdigest() == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_hashes_a_large_payload_after_its_parent_did() -> None:
+    """The parent's hashing threads are not the child's: the child checks a 40 MB payload's digest too."""
+    data = memoryview(bytes(40 * 1024 * 1024))  # several chunks: hashed by the pool
+    expected = _codec.digest_of(data)
+    pid = os.fork()
+    if pid == 0:  # the child: a hang ends by the alarm's signal, a wrong digest or an error by status 1
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(20)
+            os._exit(0 if _codec.digest_of(data) == expected else 1)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
