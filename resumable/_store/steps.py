@@ -80,15 +80,18 @@ def begin(
         if req.rerun:
             raise RerunError(req.step, req.run_id, None)
         started = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
-        fence = claim if claim is not None else next_token(con)
-        con.execute(
-            """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
+        # Without a claim the step takes a new fencing token in the same statement (one round trip less).
+        token_sql, token_param = ("?", [claim]) if claim is not None else ("nextval('lease_generation')", [])
+        row = con.execute(
+            f"""INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
                                   owner_host, owner_pid, owner_started, owner_kernel, owner_generation, started_at,
                                   outputs, output_bytes, effect, key_generation, key_used)
-               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), '[]', 0, ?, 1, false
-               FROM steps WHERE run_id = ?""",
-            [req.run_id, req.step, *common, *owner_params, fence, req.effect, req.run_id],
-        )
+               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, {token_sql}, now(), '[]', 0, ?, 1, false
+               FROM steps WHERE run_id = ? RETURNING owner_generation""",
+            [req.run_id, req.step, *common, *owner_params, *token_param, req.effect, req.run_id],
+        ).fetchone()
+        assert row is not None
+        fence = int(row[0])
         log_events(
             con, [(req.run_id, req.step, started, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", None)]
         )
