@@ -46,7 +46,9 @@ def outputs_text(cell: Any) -> str:
 
 def test_dead_kernel_is_replaced_and_the_notebook_runs_again_from_the_top(tmp_path: Path, store_path: Path) -> None:
     """A kernel killed by os._exit mid-notebook is restarted with the same run id and the notebook finishes;
-    the kernel's channels are Unix sockets, not TCP ports."""
+    the kernel's channels are Unix sockets, not TCP ports. The last kernel is shut down gracefully (its exit
+    handlers run), and its store open imports no widgets (DuckDB is imported as in a script) and leaves no
+    ``__file__`` in the notebook's namespace."""
     nb = write_nb(
         tmp_path / "crashy.ipynb",
         "import os, pathlib, psutil, json, ipykernel\nprint('run', os.environ['RESUMABLE_RUN_ID'])\n"
@@ -55,6 +57,10 @@ def test_dead_kernel_is_replaced_and_the_notebook_runs_again_from_the_top(tmp_pa
         "print('other tcp listeners', ports - {get_ipython().kernel.iopub_thread._pipe_port})",
         "marker = pathlib.Path('died-once')\nif not marker.exists():\n    marker.write_text('x')\n    os._exit(1)",
         "print('after the crash')",
+        "%load_ext resumable\nimport atexit, sys\n"
+        "atexit.register(pathlib.Path('exited').write_text, 'exit handlers ran')",
+        "%%durable_step s\nx = 1",
+        "print('ipywidgets' in sys.modules, '__file__' in globals(), hasattr(sys.modules['__main__'], '__file__'))",
     )
     result = resumable.execute_notebook(nb, run_id="r1", store=store_path, progress=False)
     assert result.ok
@@ -62,12 +68,15 @@ def test_dead_kernel_is_replaced_and_the_notebook_runs_again_from_the_top(tmp_pa
     assert result.restarts == 1
     assert [p.outcome for p in result.passes] == ["kernel_died", "completed"]
     assert result.passes[0].cell_index == 1
+    assert result.steps_executed == ("s",)
     assert (tmp_path / "died-once").exists()  # the kernel ran in the notebook's folder
+    assert (tmp_path / "exited").read_text() == "exit handlers ran"
     out = nbformat.read(tmp_path / "crashy.resumable.ipynb", as_version=4)
     # The kernel's channels are Unix sockets; the one TCP listener left is ipykernel's loopback pipe for the
     # output of forked subprocesses, which drops any message without its random token.
     assert outputs_text(out.cells[0]) == "run r1\ntransport ipc\nother tcp listeners set()\n"
     assert outputs_text(out.cells[2]) == "after the crash\n"
+    assert outputs_text(out.cells[5]) == "False False False\n"
     assert out.metadata["resumable"]["restarts"] == 1
 
 
@@ -188,6 +197,9 @@ def test_a_run_whose_step_runs_in_another_live_process_exits_4(tmp_path: Path) -
     assert done.returncode == 4
     assert f"pid {os.getpid()}" in done.stderr
     assert not (tmp_path / "busy.resumable.ipynb").exists()
+    # The kernel started while the run was being claimed was killed with the refusal: an orphaned one would
+    # have kept the command's stderr open until it noticed its parent gone, and said so there.
+    assert "Parent appears to have exited" not in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -66,3 +66,10 @@ def test_executed_and_restored_steps_are_named_alike_with_or_without_the_kernels
     assert "made x" in "".join(o.get("text", "") for o in restored.cells[2].outputs)  # the recorded output
     _no_report_anywhere(out)
     assert json.loads(json.dumps(again.to_json()))["steps_restored"] == ["made", "flaky"]
+
+
+def test_the_store_knows_a_headless_kernel_by_the_report_token() -> None:
+    """The store's package, below the reports in the layers, names the reports' variable itself: the same one."""
+    from resumable._store import script_import
+
+    assert script_import.HEADLESS_ENV == _step_report.ENV

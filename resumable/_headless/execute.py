@@ -19,14 +19,20 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from resumable import _config, _params, _step_report
 from resumable._headless import params as _headless_params
-from resumable._headless.kernel import check_kernel, client_class, execute_or_interrupt, ipc_config
+from resumable._headless.kernel import (
+    check_kernel,
+    client_class,
+    execute_or_interrupt,
+    ipc_config,
+    manager_class,
+)
 from resumable._headless.lock import executor_lock
 from resumable._headless.names import (
     DEFAULT_MAX_RESTARTS,
@@ -141,33 +147,91 @@ class _Job:
     hinted: dict[str, Any]  # the parameters a failure's hint offers to correct: those given, else the run's
 
 
-def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassReport, _Failure | None]:
-    """Execute the notebook once on a fresh kernel."""
+class _Pass:
+    """One kernel's pass over the notebook: its copy of the notebook, its client and its kernel.
+
+    The kernel is started by :meth:`launch`, before the executor's own store work (recording and
+    claiming the run, reading the store's last event, after a death reading the dead pass's
+    events), so that work overlaps the half second or more a kernel takes to start instead of
+    adding to it. A kernel runs nothing until nbclient sends it the first cell, which happens only
+    after that work is done; a kernel launched for a run that then does not go ahead is killed
+    (:meth:`discard`).
+    """
+
+    def __init__(self, job: _Job, number: int) -> None:
+        self.number = number
+        self.nb = copy.deepcopy(job.source_nb)
+        _headless_params.inject(self.nb, job.params)
+        token = secrets.token_hex(16)  # a report carrying another pass's token (or none) is not this kernel's
+        self.tracker = Tracker(job.store, job.run_id, job.progress, token)
+        self.client = client_class()(
+            self.nb,
+            timeout=math.ceil(job.timeout) if job.timeout is not None else None,
+            kernel_name=job.kernel,
+            kernel_manager_class=manager_class(),
+            config=ipc_config(job.socket_dir),
+            resources={"metadata": {"path": str(job.cwd)}},
+            on_cell_start=self.tracker.on_cell_start,
+            on_cell_executed=self.tracker.on_cell_executed,
+        )
+        self.client.on_step_report = self.tracker.on_report
+        self.env = {
+            **os.environ, "RESUMABLE_RUN_ID": job.run_id, "RESUMABLE_STORE": str(job.store_path),
+            _step_report.ENV: token,
+        }  # fmt: skip
+        self.handed_over = False  # nbclient owns the kernel from here: it shuts it down
+
+    def launch(self) -> _Pass:
+        """Start the kernel process; nbclient connects to it and waits for it in ``execute``."""
+        from jupyter_core.utils import run_sync
+
+        self.client.km = self.client.create_kernel_manager()
+        try:
+            run_sync(self.client.async_start_new_kernel)(env=self.env)
+        except BaseException:
+            self.discard()
+            raise
+        return self
+
+    def discard(self) -> None:
+        """Kill a kernel that ran nothing (the run did not go ahead); nbclient's own once it executes."""
+        from jupyter_core.utils import run_sync
+
+        km = self.client.km
+        if self.handed_over or km is None:
+            return
+        self.client.km = None
+        try:
+            if km.has_kernel:
+                run_sync(km.shutdown_kernel)(now=True)
+            run_sync(km.cleanup_resources)()
+        except Exception:  # a kernel that cannot be killed must not hide the error that stopped the run
+            pass
+
+
+def _run_pass(
+    job: _Job, this: _Pass, max_restarts: int, launch_next: Callable[[], _Pass] | None
+) -> tuple[Any, PassReport, _Failure | None, _Pass | None]:
+    """Execute the notebook once on the pass's fresh kernel.
+
+    When the kernel dies and ``launch_next`` is given, the next pass's kernel is started before
+    this pass's events are read from the store, so the read overlaps its start.
+    """
     from nbclient.exceptions import CellControlSignal, CellTimeoutError, DeadKernelError
 
-    nb = copy.deepcopy(job.source_nb)
-    _headless_params.inject(nb, job.params)
-    token = secrets.token_hex(16)  # a report carrying another pass's token (or none) is not this kernel's
-    tracker = Tracker(job.store, job.run_id, job.progress, token)
-    client = client_class()(
-        nb,
-        timeout=math.ceil(job.timeout) if job.timeout is not None else None,
-        kernel_name=job.kernel,
-        config=ipc_config(job.socket_dir),
-        resources={"metadata": {"path": str(job.cwd)}},
-        on_cell_start=tracker.on_cell_start,
-        on_cell_executed=tracker.on_cell_executed,
-    )
-    client.on_step_report = tracker.on_report
-    env = {
-        **os.environ, "RESUMABLE_RUN_ID": job.run_id, "RESUMABLE_STORE": str(job.store_path), _step_report.ENV: token,
-    }  # fmt: skip
+    nb, tracker, client, number = this.nb, this.tracker, this.client, this.number
+    try:
+        tracker.begin()
+    except BaseException:
+        this.discard()
+        raise
     code_cells = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
     job.progress.start_pass(number, code_cells, max_restarts)
     outcome: Literal["completed", "failed", "kernel_died"] = "completed"
     failure: _Failure | None = None
+    this.handed_over = True
     try:
-        execute_or_interrupt(client, env)
+        execute_or_interrupt(client, this.env)
     except DeadKernelError:
         outcome = "kernel_died"
     except CellControlSignal as exc:  # a raising cell, or a cell past --timeout
@@ -193,8 +257,14 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         tracker.step = None
     finally:
         job.progress.end_pass()
-    if outcome == "kernel_died" and tracker.cell_index is not None:
-        tracker.classify(nb.cells[tracker.cell_index], ending="kernel_died")
+    following = launch_next() if outcome == "kernel_died" and launch_next is not None else None
+    try:
+        if outcome == "kernel_died" and tracker.cell_index is not None:
+            tracker.classify(nb.cells[tracker.cell_index], ending="kernel_died")
+    except BaseException:
+        if following is not None:
+            following.discard()
+        raise
     report = PassReport(
         number,
         tuple(tracker.executed),
@@ -204,7 +274,7 @@ def _run_pass(job: _Job, number: int, max_restarts: int) -> tuple[Any, PassRepor
         tracker.cell_index if outcome != "completed" else None,
         tracker.step if outcome != "completed" else None,
     )
-    return nb, report, failure
+    return nb, report, failure, following
 
 
 def _reply_error(exc: BaseException) -> tuple[str, str, str]:
@@ -332,50 +402,64 @@ def execute_notebook(
     choice = choose_run(opened, pipeline, run_id or pinned, new=new)
     chosen, existing = choice.run_id, choice.existing
     merged = {**(existing.params if existing is not None else {}), **given}
-    # A changed parameter is recorded, not refused: the steps that read it see it changed (their
-    # inputs), execute again and say so; completed effect steps are held.
-    opened.open_run(chosen, pipeline, merged, update_params=True)
     resume = resume_command(
         os.fspath(notebook), chosen, os.fspath(output) if output is not None else None,
         os.fspath(store) if store is not None else None, kernel, max_restarts, timeout,
     )  # fmt: skip
-    with executor_lock(store_path, chosen, pipeline):  # RunOwnedError when another executor runs it
-        me = current_owner()
-        opened.claim_run(chosen, me)  # RunOwnedError when a live process runs a step; reaps dead owners
-        opened.release_run(chosen, me)  # the kernel, not this process, owns the steps it runs
-        job = _Job(
-            source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
-            Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
-            tempfile.mkdtemp(prefix="resumable-kernel-"), Progress(progress, pipeline, chosen),
-            {name: merged[name] for name in (given or merged)},
-        )  # fmt: skip
-        try:
-            final_nb, passes, failure = _execute_passes(job, max_restarts)
-        except KeyboardInterrupt:
-            job.progress.say(f"interrupted; completed steps are checkpointed. Resume the run with:\n  {resume}")
-            raise
-        finally:
-            shutil.rmtree(job.socket_dir, ignore_errors=True)
-        return _finish(job, nb_path, out_path, final_nb, passes, failure, resume, started, raise_on_error)
+    job = _Job(
+        source_nb, pipeline, chosen, merged, opened, store_path, kernel_name,
+        Path(cwd) if cwd is not None else nb_path.absolute().parent, timeout,
+        tempfile.mkdtemp(prefix="resumable-kernel-"), Progress(progress, pipeline, chosen),
+        {name: merged[name] for name in (given or merged)},
+    )  # fmt: skip
+    try:
+        with executor_lock(store_path, chosen, pipeline):  # RunOwnedError when another executor runs it
+            first = _Pass(job, 1).launch()  # it starts while the run is recorded and claimed below
+            try:
+                # A changed parameter is recorded, not refused: the steps that read it see it changed
+                # (their inputs), execute again and say so; completed effect steps are held.
+                opened.open_run(chosen, pipeline, merged, update_params=True)
+                me = current_owner()
+                opened.claim_run(chosen, me)  # RunOwnedError when a live process runs a step; reaps dead owners
+                opened.release_run(chosen, me)  # the kernel, not this process, owns the steps it runs
+                try:
+                    final_nb, passes, failure = _execute_passes(job, first, max_restarts)
+                except KeyboardInterrupt:
+                    job.progress.say(f"interrupted; completed steps are checkpointed. Resume the run with:\n  {resume}")
+                    raise
+                return _finish(job, nb_path, out_path, final_nb, passes, failure, resume, started, raise_on_error)
+            finally:
+                first.discard()  # the run did not go ahead: its kernel ran nothing
+    finally:
+        shutil.rmtree(job.socket_dir, ignore_errors=True)
 
 
-def _execute_passes(job: _Job, max_restarts: int) -> tuple[Any, list[PassReport], _Failure | None]:
+def _execute_passes(job: _Job, first: _Pass, max_restarts: int) -> tuple[Any, list[PassReport], _Failure | None]:
     passes: list[PassReport] = []
+    this: _Pass | None = first
     for number in range(1, max_restarts + 2):
-        nb, report, failure = _run_pass(job, number, max_restarts)
+        assert this is not None
+        restarts_left = number <= max_restarts
+        launch_next = (lambda n=number + 1: _Pass(job, n).launch()) if restarts_left else None
+        nb, report, failure, this = _run_pass(job, this, max_restarts, launch_next)
         passes.append(report)
         if report.outcome != "kernel_died":
             return nb, passes, failure
         where = f"step '{report.step}' (cell {report.cell_index})" if report.step else f"cell {report.cell_index}"
         if report.cell_index is None:
             where = "while starting"
-        if number <= max_restarts:
-            job.progress.say(
-                f"the kernel died in {where}; starting a new kernel and resuming run '{job.run_id}' "
-                f"(restart {number} of {max_restarts})"
-            )
-        else:
-            job.progress.say(f"the kernel died in {where}; no restarts left (max_restarts={max_restarts})")
+        try:
+            if restarts_left:
+                job.progress.say(
+                    f"the kernel died in {where}; starting a new kernel and resuming run '{job.run_id}' "
+                    f"(restart {number} of {max_restarts})"
+                )
+            else:
+                job.progress.say(f"the kernel died in {where}; no restarts left (max_restarts={max_restarts})")
+        except BaseException:
+            if this is not None:
+                this.discard()
+            raise
     return nb, passes, None
 
 

@@ -75,12 +75,22 @@ class Tracker:
         self.restored: list[str] = []
         self.cell_index: int | None = None
         self.step: str | None = None
-        self.before = store.last_event_seq()
-        store.close()
+        self.before = 0  # the store's last event before this pass: ``begin`` reads it
         self.started = 0.0
         self.listening = False  # the kernel said it reports: a cell without reports started nothing
         self.reports: list[tuple[str, str]] = []  # (step, status) the running cell's kernel sent
         self.settled: set[str] = set()  # steps an earlier cell of this pass classified
+
+    def begin(self) -> None:
+        """Note the store's last event before this pass's kernel runs a cell; only newer ones are the pass's.
+
+        Called while the pass's kernel is starting (it runs nothing until the first cell is sent),
+        so the read costs the run no time; the file is let go of at once.
+        """
+        try:
+            self.before = self.store.last_event_seq()
+        finally:
+            self.store.close()
 
     def on_report(self, data: dict[str, Any]) -> None:
         """A step report from the kernel (a ``display_data`` of ``_step_report.MIME``)."""

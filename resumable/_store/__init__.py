@@ -3,6 +3,9 @@
 Front ends import from here only: the records, :class:`Store` and :func:`open_store`.
 """
 
+from resumable._store import script_import  # noqa: F401  first: it may import DuckDB, before anything below
+
+# isort: split
 from resumable._store.base import (
     Begin,
     CheckpointRef,
