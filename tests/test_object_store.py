@@ -460,10 +460,10 @@ def test_a_read_only_or_full_local_disk_is_blamed_on_the_staging_folder_not_the_
         f"written (OSError: [Errno 30] Read-only file system: '{read_only / spill}'). {kept} Make it writable by "
         "you, or set TMPDIR to a writable folder of your own, then try again."
     )
-    free = object_place_module._size(seen["full_free"])
+    free = human_size(seen["full_free"])
     assert seen["full"] == (
         f"the local folder '{full / spill / 'tmp'}', which stages checkpoints of the object store at '{url}', has no "
-        f"room on its disk (OSError: [Errno 28] No space left on device; {object_place_module._size(ref.size)} "
+        f"room on its disk (OSError: [Errno 28] No space left on device; {human_size(ref.size)} "
         f"needed, {free} free). {kept} Make room on that disk, or set TMPDIR to a folder on a disk with room, "
         "then try again."
     )

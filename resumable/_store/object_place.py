@@ -54,6 +54,7 @@ from resumable._records import Blob
 from resumable._store import faults
 from resumable._store.base import WriteFault
 from resumable._store.places import WRITE_GRACE_S, Unreferenced
+from resumable._units import human_size
 from resumable.errors import ObjectStoreError, StagingFolderError, StorePathError
 
 # What the local disk says when a download cannot be written; s3fs never maps a bucket's answer to these.
@@ -219,10 +220,10 @@ class ObjectPlace:
             problem = f"took a file past this process's file size limit ('ulimit -f') ({reason})"
             fix = f"Raise the limit ('ulimit -f unlimited'), {_RETRY}."
         elif exc.errno in _DISK_FULL:
-            sizes = [f"{_size(needed)} needed"] if needed else []
+            sizes = [f"{human_size(needed)} needed"] if needed else []
             free = faults.free_bytes(folder)
             if free is not None:
-                sizes.append(f"{_size(free)} free")
+                sizes.append(f"{human_size(free)} free")
             problem = f"has no room on its disk ({reason}{'; ' if sizes else ''}{', '.join(sizes)})"
             fix = f"Make room on that disk, or set TMPDIR to a folder on a disk with room, {_RETRY}."
         else:
@@ -367,16 +368,6 @@ def _local_failure(exc: BaseException, local: Path) -> OSError | None:
             return current
         current = current.__cause__ or current.__context__
     return None
-
-
-def _size(n: int) -> str:
-    """Bytes as a message shows them (``3.0 MB``)."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 def _modified(info: dict[str, Any]) -> float:
