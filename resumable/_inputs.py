@@ -191,9 +191,12 @@ def of_cell(source: str, name: str, reads: Mapping[str, Input], value: object) -
     return Input(origin=origin, value=small.value if small else None, shown=small.shown if small else None)
 
 
+CHANGED_IN_PLACE = "mut:"  # the origin of a name a plain cell changed without binding it
+
+
 def changed_in_place(before: Input, source: str) -> Input:
     """A name a plain cell changed in place (``rows.append(x)``): its origin chained with the cell."""
-    return Input(origin="mut:" + _digest(before.origin or before.value or "", source))
+    return Input(origin=CHANGED_IN_PLACE + _digest(before.origin or before.value or "", source))
 
 
 class _Capped(io.RawIOBase):

@@ -28,7 +28,7 @@ from resumable import _params
 from resumable._owner import current_owner
 from resumable._records import RunInfo, StepStatus
 from resumable._states import RunState
-from resumable._store import Compaction, QueryResult, Removal, RunFilter, Store, open_store
+from resumable._store import Compaction, PayloadsAt, QueryResult, Removal, RunFilter, Store, open_store
 from resumable._table import COLUMNS, step_rows
 from resumable._units import human_duration, human_size, human_time
 from resumable._why import explain
@@ -585,10 +585,15 @@ def _removal_lines(removal: Removal) -> None:
         click.echo(f"error: {refused.reason}", err=True)
 
 
-def _freed_line(removal: Removal, compaction: Compaction | None) -> str:
+def _payloads(count: int, at: PayloadsAt) -> str:
+    """``4 payload files``, or ``4 payload objects in s3://bucket/prefix`` when they are a bucket's."""
+    return f"{count} payload objects in {at.where}" if at.objects else f"{count} payload files"
+
+
+def _freed_line(removal: Removal, compaction: Compaction | None, at: PayloadsAt) -> str:
     what = (
         f"{removal.checkpoints_removed} checkpoint rows ({human_size(removal.inline_bytes)} inside the database) "
-        f"and {removal.files_removed} payload files ({human_size(removal.file_bytes)})"
+        f"and {_payloads(removal.files_removed, at)} ({human_size(removal.file_bytes)})"
     )
     if removal.dry_run:
         return f"dry run, nothing changed: would free about {human_size(removal.bytes_freed)}: {what}"
@@ -630,7 +635,10 @@ def _removal_exit(removal: Removal) -> int:
 )
 @click.option("--compact/--no-compact", default=None, help=_COMPACT_HELP)
 def rm(run_ids: tuple[str, ...], store: Path | None, dry_run: bool, compact: bool | None) -> None:
-    """Delete whole runs: their steps, events, checkpoints and payload files.
+    """Delete whole runs: their steps, events, checkpoints and payloads.
+
+    Large payloads are files beside the store, or objects in a bucket for a server store
+    that names one (docs/scale.md).
 
     Checkpoints another run still shares stay. Like gc, it also drops checkpoints of steps sent
     back to pending. The database file is then compacted when enough of it is free space
@@ -641,7 +649,7 @@ def rm(run_ids: tuple[str, ...], store: Path | None, dry_run: bool, compact: boo
         removal = opened.remove_runs(run_ids, current_owner(), dry_run=dry_run)
         _removal_lines(removal)
         compaction = None if dry_run or not removal.removed else _compact(opened, compact, removal.inline_bytes)
-    click.echo(_freed_line(removal, compaction))
+    click.echo(_freed_line(removal, compaction, opened.payloads_at))
     sys.exit(_removal_exit(removal))
 
 
@@ -678,15 +686,15 @@ def gc(
     store: Path | None, keep_last: int | None, older_than: datetime | None, pipeline: str | None,
     state: str | None, dry_run: bool, compact: bool | None,
 ) -> None:  # fmt: skip
-    """Give disk space back: delete old runs, unused checkpoints and payload files.
+    """Give space back: delete old runs, unused checkpoints and payloads.
 
     Without --keep-last, --older-than or --state no run is deleted: only checkpoints of steps
-    sent back to pending and payload files nothing points to. A failed, running or interrupted
-    step keeps the checkpoint of its last completed attempt, and a checkpoint a forked run shares
-    stays while that run needs it; payload files written within the last hour stay (a step may
-    be about to record them). The given options narrow each other: --keep-last keeps the newest
-    N runs of each pipeline among those --pipeline and --state select, and --older-than deletes
-    only runs whose last change came before then.
+    sent back to pending and payloads (files beside the store, or objects in a bucket) nothing
+    points to. A failed, running or interrupted step keeps the checkpoint of its last completed
+    attempt, and a checkpoint a forked run shares stays while that run needs it; payloads written
+    within the last hour stay (a step may be about to record them). The given options narrow each
+    other: --keep-last keeps the newest N runs of each pipeline among those --pipeline and --state
+    select, and --older-than deletes only runs whose last change came before then.
     """
     selecting = keep_last is not None or older_than is not None or state is not None
     if pipeline is not None and not selecting:
@@ -700,7 +708,7 @@ def gc(
         if dry_run:  # without a selection: what dropping superseded checkpoints would free
             preview = opened.remove_runs(rule if selecting else (), current_owner(), dry_run=True)
             _removal_lines(preview)
-            click.echo(_freed_line(preview, None))
+            click.echo(_freed_line(preview, None, opened.payloads_at))
             sys.exit(_removal_exit(preview))
         removal = opened.remove_runs(rule, current_owner()) if selecting else None
         if removal is not None:
@@ -711,10 +719,11 @@ def gc(
         freed = (removal.inline_bytes if removal else 0) + report.bytes_freed
         compaction = _compact(opened, compact, freed)
     if removal is not None:
-        click.echo(_freed_line(removal, None))
+        click.echo(_freed_line(removal, None, opened.payloads_at))
     click.echo(
-        f"removed {report.checkpoints_removed} superseded checkpoint rows and {report.files_removed} payload files "
-        f"({human_size(report.bytes_freed)} freed){_compaction_text(compaction)}"
+        f"removed {report.checkpoints_removed} superseded checkpoint rows and "
+        f"{_payloads(report.files_removed, opened.payloads_at)} ({human_size(report.bytes_freed)} freed)"
+        f"{_compaction_text(compaction)}"
     )
     sys.exit(EXIT_OK if removal is None else _removal_exit(removal))
 

@@ -33,6 +33,7 @@ all of ours and nothing of the user's::
      │   │   ├─ StoreReadOnlyError           ... because the store's file system is read-only
      │   │   └─ ObjectStoreWriteError        ... because the object store holding payloads did not take them
      │   ├─ ObjectStoreError                 the object store holding payloads cannot be read or listed (load, gc, rm)
+     │   ├─ StagingFolderError               the local folder staging them is not private, not writable or full
      │   └─ SigningKeyError                  the signing-key file is missing, unreadable or empty
      ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
@@ -632,6 +633,31 @@ class ObjectStoreError(StoreError):
             f"was loaded from it; completed steps and their checkpoints are kept. Check that the bucket can be "
             f"reached from this machine and that the credentials (for s3://, the usual AWS_* environment variables "
             f"or ~/.aws files) allow reading there (and deleting, for gc and rm), then try again."
+        )
+
+
+class StagingFolderError(StoreError):
+    """The local folder that stages checkpoints on their way to or from an object store cannot be used.
+
+    Not the object store's fault: this machine's folder (under ``TMPDIR``) cannot be written, its
+    disk is full, or other users could write to it, and a checkpoint copy there could then be
+    swapped before it is unpickled. ``.folder``, ``.url`` (the object store), ``.problem`` (what is
+    wrong, with the operating system's words), ``.loading`` (a load, else a step's write).
+    """
+
+    def __init__(self, folder: str, url: str, problem: str, fix: str, *, loading: bool) -> None:
+        self.folder = folder
+        self.url = url
+        self.problem = problem
+        self.loading = loading
+        kept = (
+            "Nothing was unpickled and the checkpoint in the object store is untouched."
+            if loading
+            else "The step's outputs were not stored; completed steps and their checkpoints are intact."
+        )
+        super().__init__(
+            f"the local folder '{folder}', which stages checkpoints of the object store at '{url}', {problem}. "
+            f"{kept} {fix}"
         )
 
 

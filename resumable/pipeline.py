@@ -579,7 +579,7 @@ def fencing_token() -> int:
 
 @front_end("python")
 def remove_runs(*run_ids: str, store: StoreArg = None, dry_run: bool = False, compact: bool | None = None) -> Removal:
-    """Delete whole runs (steps, events, checkpoints nothing else needs, payload files), as ``resumable rm`` does.
+    """Delete whole runs (steps, events, checkpoints nothing else needs, their payloads), as ``resumable rm`` does.
 
     A run that a live process owns or executes is left whole and listed in ``Removal.refused``
     with a sentence naming the process, as is a run that does not exist; the others go. Then the

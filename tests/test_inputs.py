@@ -122,6 +122,39 @@ def test_a_new_kernel_running_the_same_cells_restores_every_step(
     assert executions(tmp_path) == ["load", "model", "model", "model"]
 
 
+def test_a_module_is_code_not_data_an_edited_import_cell_changes_no_step_after_a_restart(
+    shell: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Steps reading ``resumable`` (a plain one and an effect step) restore after a restart whose import cell
+    gained an import; before, 'resumable' counted as changed: the plain step ran again, the effect step was held.
+
+    A module is still fingerprinted as the module it is: ``codec`` made to name another module, or a
+    plain cell changing a module's attribute, makes its reader run again.
+    """
+    cells = [
+        "import resumable\nimport json as codec\nimport types\ncfg = types.ModuleType('cfg')",
+        "cfg.threshold = 0.5",
+        "n = 3",
+        "%%durable_step plain\n" + mark("plain") + "k = n + 1\nkind = resumable.__name__",
+        "%%durable_step pay\n" + mark("pay") + "key = resumable.idempotency_key()",
+        "%%durable_step encode\n" + mark("encode") + "text = str(codec.dumps([n, cfg.threshold]))",
+    ]
+    run_cells(shell, cells, capsys)
+    key = shell.user_ns["key"]
+    fresh_kernel(shell)
+    cells[0] = "import os\n" + cells[0]
+    outs = run_cells(shell, cells, capsys)
+    assert all(restored(out) and err == "" for out, err in outs[3:]), outs[3:]
+    assert shell.user_ns["key"] == key
+    fresh_kernel(shell)
+    cells[0] = cells[0].replace("import json as codec", "import pickle as codec")
+    cells[1] = "cfg.threshold = 0.7"
+    outs = run_cells(shell, cells, capsys)
+    assert restored(outs[3][0]) and restored(outs[4][0]) and outs[4][1] == ""  # they read neither
+    assert outs[5][0] == "↻ step 'encode' runs again: 'codec' changed (json → pickle), 'cfg' changed\n"
+    assert executions(tmp_path) == ["plain", "pay", "encode", "encode"]
+
+
 QUICKSTART_LOAD = "%%durable_step load\n" + mark("load") + "qty = {qty}\nprice = 16.0"
 CHARGE = (
     "%%durable_step charge{flags}\nimport resumable\n"

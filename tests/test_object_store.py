@@ -8,12 +8,16 @@ Payloads are kept just over the 256 kB inline limit, except the one frame of ove
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import random
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ import pandas as pd
 import pg_server
 import pytest
 import s3_server
+from click.testing import CliRunner
 from ipython_shell import fresh_kernel, started_shell, step
 
 import resumable
@@ -32,6 +37,8 @@ from resumable._owner import current_owner
 from resumable._states import StepState
 from resumable._store import forget_all, open_store
 from resumable._store import object_place as object_place_module
+from resumable._units import human_size
+from resumable.cli import main as cli_main
 
 PREFIX = "runs"
 
@@ -150,13 +157,25 @@ def test_gc_and_rm_remove_the_objects_no_row_references_once_past_the_write_grac
     first = store.gc()
     assert (first.checkpoints_removed, first.files_removed) == (1, 0)  # the objects are younger than the grace
     monkeypatch.setattr(object_place_module, "WRITE_GRACE_S", 0.0)
-    second = store.gc()
-    assert second.files_removed == 2
+    url = f"s3://{bucket_store.bucket}/{PREFIX}"
+    sizes = {k: bucket_store.fs.info(bucket_store.key(k))["size"] for k in (kept, dropped, orphan)}
+    second = CliRunner().invoke(cli_main, ["gc", "--store", bucket_store.url])  # the command line, in this process
+    assert (second.exit_code, second.stdout) == (
+        0,
+        f"removed 0 superseded checkpoint rows and 2 payload objects in {url} "
+        f"({human_size(sizes[dropped] + sizes[orphan])} freed); the store was not compacted: a PostgreSQL server "
+        "reuses the space of deleted rows itself (autovacuum)\n",
+    )
     assert not bucket_store.fs.exists(bucket_store.key(orphan))
     assert not bucket_store.fs.exists(bucket_store.key(dropped))
     pd.testing.assert_frame_equal(resumable.load("r1", "keep", store=bucket_store.url), frame(JUST_OVER))
-    removal = resumable.remove_runs("r1", store=bucket_store.url)
-    assert (len(removal.removed), removal.files_removed) == (1, 1)
+    removal = CliRunner().invoke(cli_main, ["rm", "r1", "--store", bucket_store.url])
+    assert removal.exit_code == 0, removal.output
+    assert removal.stdout.splitlines()[-1] == (
+        f"freed {human_size(sizes[kept])}: 1 checkpoint rows (0 B inside the database) and 1 payload objects in "
+        f"{url} ({human_size(sizes[kept])}); the store was not compacted: a PostgreSQL server reuses the space "
+        "of deleted rows itself (autovacuum)"
+    )
     assert not bucket_store.fs.exists(bucket_store.key(kept))
 
 
@@ -326,3 +345,132 @@ def test_a_payload_url_fsspec_cannot_open_or_a_file_store_given_one_is_refused_b
         "(docs/scale.md)."
     )
     assert not path.exists()
+
+
+def test_a_staging_folder_others_could_write_to_is_made_private_when_ours_and_refused_otherwise(
+    bucket_store: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging folder is checked on every use, not only when created: whole messages.
+
+    Ours but opened up (mode 0777): made 0700 again, and the load goes on. A symbolic link planted
+    in its place: refused for a load (nothing unpickled, the object untouched) and for a step's write
+    (the step failed, the earlier checkpoint kept). A folder of another user can only be made by
+    root, so that case runs only as root.
+    """
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    key = completed(bucket_store.url, "r1", "make", frame(JUST_OVER))
+    staging = tmp_path / f"resumable-spill-{os.getuid()}"
+    staging.chmod(0o777)
+    pd.testing.assert_frame_equal(resumable.load("r1", "make", store=bucket_store.url), frame(JUST_OVER))
+    assert stat.S_IMODE(staging.stat().st_mode) == 0o700
+    url = f"s3://{bucket_store.bucket}/{PREFIX}"
+    staging.rename(tmp_path / "planted")
+    staging.symlink_to(tmp_path / "planted")
+    with pytest.raises(resumable.StagingFolderError) as planted:
+        resumable.load("r1", "make", store=bucket_store.url)
+    assert str(planted.value) == (
+        f"the local folder '{staging}', which stages checkpoints of the object store at '{url}', is a symbolic link "
+        f"(to '{tmp_path / 'planted'}'), which anyone could have planted in a shared folder, so a checkpoint copy "
+        "there could be swapped before it is unpickled. Nothing was unpickled and the checkpoint in the object "
+        "store is untouched. Remove it (resumable makes a private one), or set TMPDIR to a folder of your own, "
+        "then try again."
+    )
+    pipe = resumable.Pipeline("p", store=bucket_store.url)
+    with pytest.raises(resumable.StagingFolderError) as writing, pipe.run(run_id="r1") as run:
+        run.step("second", lambda: frame(JUST_OVER, seed=1))
+    assert str(writing.value).endswith(
+        "could be swapped before it is unpickled. The step's outputs were not stored; completed steps and their "
+        "checkpoints are intact. Remove it (resumable makes a private one), or set TMPDIR to a folder of your own, "
+        "then try again."
+    )
+    assert open_store(bucket_store.url).get_step("r1", "second").state is StepState.FAILED  # type: ignore[union-attr]
+    assert bucket_store.fs.exists(bucket_store.key(key))
+    staging.unlink()
+    if os.geteuid() == 0:
+        staging.mkdir(mode=0o700)
+        os.chown(staging, 65534, 65534)
+        with pytest.raises(resumable.StagingFolderError) as foreign:
+            resumable.load("r1", "make", store=bucket_store.url)
+        assert str(foreign.value).startswith(
+            f"the local folder '{staging}', which stages checkpoints of the object store at '{url}', belongs to "
+            "another user (uid 65534), who can change what is in it, so a checkpoint copy there could be swapped"
+        )
+        staging.rmdir()
+    pd.testing.assert_frame_equal(resumable.load("r1", "make", store=bucket_store.url), frame(JUST_OVER))
+
+
+LOCAL_DISK = textwrap.dedent(
+    """
+    import json, os, resource, shutil, sys, tempfile
+    import resumable
+    from resumable._store import forget_all
+    url, read_only, full, limited = sys.argv[1:5]
+    seen = {}
+    for case, folder in (("read_only", read_only), ("full", full), ("limit", limited)):
+        tempfile.tempdir = folder
+        forget_all()
+        if case == "limit":
+            resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+        try:
+            resumable.load("r1", "make", store=url)
+        except resumable.StagingFolderError as exc:
+            seen[case] = str(exc)
+        seen[case + "_free"] = shutil.disk_usage(folder).free
+    seen["full_left"] = os.listdir(f"{full}/resumable-spill-{os.getuid()}/tmp")
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_a_read_only_or_full_local_disk_is_blamed_on_the_staging_folder_not_the_bucket(
+    bucket_store: Bucket, tmp_path: Path
+) -> None:
+    """Real file systems refuse the download: a read-only tmpfs, a 64 kB tmpfs, a file size limit.
+
+    The two tmpfs are mounted in a user and mount namespace of the reading subprocess (``unshare``,
+    no root needed where unprivileged namespaces are allowed), so the disk is really full (ENOSPC)
+    without filling a disk of the machine; ``RLIMIT_FSIZE`` gives the kernel's EFBIG. Each is a
+    StagingFolderError naming the local folder, never an ObjectStoreError; the object stays.
+    """
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], check=False).returncode:
+        pytest.skip("needs unshare with user and mount namespaces for a tmpfs of its own")
+    key = completed(bucket_store.url, "r1", "make", frame(JUST_OVER))
+    (ref,) = open_store(bucket_store.url).checkpoint_refs("r1", "make")
+    read_only, full, limited = (tmp_path / name for name in ("ro", "full", "limited"))
+    for folder in (read_only, full, limited):
+        folder.mkdir()
+    script = tmp_path / "load.py"
+    script.write_text(LOCAL_DISK)
+    mounts = f'mount -t tmpfs -o ro tmpfs {read_only} && mount -t tmpfs -o size=64k tmpfs {full} && exec "$@"'
+    command = [sys.executable, str(script), bucket_store.url, str(read_only), str(full), str(limited)]
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mounts, "sh", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    url = f"s3://{bucket_store.bucket}/{PREFIX}"
+    spill = f"resumable-spill-{os.getuid()}"
+    kept = "Nothing was unpickled and the checkpoint in the object store is untouched."
+    assert seen["read_only"] == (
+        f"the local folder '{read_only / spill}', which stages checkpoints of the object store at '{url}', cannot be "
+        f"written (OSError: [Errno 30] Read-only file system: '{read_only / spill}'). {kept} Make it writable by "
+        "you, or set TMPDIR to a writable folder of your own, then try again."
+    )
+    free = human_size(seen["full_free"])
+    assert seen["full"] == (
+        f"the local folder '{full / spill / 'tmp'}', which stages checkpoints of the object store at '{url}', has no "
+        f"room on its disk (OSError: [Errno 28] No space left on device; {human_size(ref.size)} "
+        f"needed, {free} free). {kept} Make room on that disk, or set TMPDIR to a folder on a disk with room, "
+        "then try again."
+    )
+    assert seen["limit"] == (
+        f"the local folder '{limited / spill / 'tmp'}', which stages checkpoints of the object store at '{url}', took "
+        "a file past this process's file size limit ('ulimit -f') (OSError: [Errno 27] File too large). "
+        f"{kept} Raise the limit ('ulimit -f unlimited'), then try again."
+    )
+    assert bucket_store.fs.exists(bucket_store.key(key))
+    assert seen["full_left"] == []  # the partial download was removed

@@ -83,6 +83,10 @@ def _method_names(value: object) -> set[str]:
     return names
 
 
+def _changed_in_place(found: Input) -> bool:
+    return (found.origin or "").startswith(_inputs.CHANGED_IN_PLACE)
+
+
 class Provenance:
     """The fingerprint of every variable the kernel has seen bound, by name."""
 
@@ -91,12 +95,20 @@ class Provenance:
         self.weak_told: set[str] = set()
 
     def of(self, name: str, value: object) -> Input:
-        """The fingerprint of ``name`` now: where it came from, else by its content."""
+        """The fingerprint of ``name`` now: where it came from, else by its content.
+
+        A module is code, not data: it is fingerprinted by the module it is (``np`` made to name
+        ``cupy`` is a change), never by the cell that imported it. Otherwise editing an import cell,
+        or importing ``resumable`` before ``%load_ext`` in one kernel and after it in the next, made
+        every step that reads the module look changed after a restart, and held effect steps
+        listed it among their changed inputs. A module a plain cell changed (``cfg.threshold = 0.7``)
+        keeps that change in its fingerprint, chained from the module's own.
+        """
         found = self.known.get(name)
+        if isinstance(value, types.ModuleType) and (found is None or not _changed_in_place(found)):
+            return Input(origin="module:" + value.__name__, shown=value.__name__)
         if found is not None:
             return found
-        if isinstance(value, types.ModuleType):
-            return Input(origin="module:" + value.__name__)
         return _inputs.of_unknown(value)
 
     def inputs(self, reads: Iterable[str], namespace: Mapping[str, Any]) -> dict[str, Input]:

@@ -108,11 +108,23 @@ class Completion:
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadsAt:
+    """Where a store keeps its large checkpoints, so that messages name them rightly.
+
+    Files in a folder (beside a DuckDB file, or a server store's shared folder), or objects under
+    an object store's URL: "4 payload files" would be wrong about objects in a bucket.
+    """
+
+    where: str  # the folder's path, or the object store's URL (``s3://bucket/prefix``)
+    objects: bool  # objects in an object store, not files in a folder
+
+
+@dataclass(frozen=True, slots=True)
 class GcReport:
     """What :meth:`Store.gc` removed."""
 
     checkpoints_removed: int  # checkpoint rows of steps that are no longer completed
-    files_removed: int  # payload files nothing points to
+    files_removed: int  # payloads (files, or objects: ``Store.payloads_at``) nothing points to
     bytes_freed: int
 
 
@@ -158,7 +170,7 @@ class Removal:
     refused: tuple[Refused, ...]
     checkpoints_removed: int  # checkpoint rows nothing needs any more
     inline_bytes: int  # of them, bytes kept inside the database file
-    files_removed: int  # payload files nothing points to any more
+    files_removed: int  # payloads (files, or objects: ``Store.payloads_at``) nothing points to any more
     file_bytes: int
     dry_run: bool = False
 
@@ -248,6 +260,10 @@ class Store(Protocol):
 
         A DuckDB store's is its file's absolute path; a server's would be its URL without secrets.
         """
+
+    @property
+    def payloads_at(self) -> PayloadsAt:
+        """Where large checkpoints live: a folder's files or an object store's objects (for messages)."""
 
     # ------------------------------------------------------------------ runs
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from resumable._records import Event, Owner, RunInfo, StepStatus
 from resumable._states import RunState
-from resumable._store import checkpoints, forks, retention, runs, steps
-from resumable._store.base import CheckpointRef, Removal, RunFilter, Unlocked
+from resumable._store import checkpoints, forks, places, retention, runs, steps
+from resumable._store.base import CheckpointRef, PayloadsAt, Removal, RunFilter, Unlocked
 from resumable._store.dialect import Connection
 
 
@@ -32,6 +32,11 @@ class SqlStore:
     def _rolled_back_transaction(self) -> AbstractContextManager[Connection]:
         """The transaction of a dry run, which an exception rolls back."""
         return self._transaction()
+
+    @property
+    def payloads_at(self) -> PayloadsAt:
+        where = self._payloads.place.where
+        return PayloadsAt(where, places.is_url(where))
 
     # ------------------------------------------------------------------ runs
 
