@@ -187,14 +187,18 @@ def test_exhausted_restarts_exit_3_and_python_raises_kernel_died(tmp_path: Path,
 
 
 def test_a_run_whose_step_runs_in_another_live_process_exits_4(tmp_path: Path) -> None:
-    """While another live process runs a step of the run, execute refuses with exit 4 and names the owner."""
+    """While another live process runs a step of the run, execute refuses with exit 4 and names the owner;
+    the parameters it was given are not recorded (a later resume would take them for the run's)."""
     nb = write_nb(tmp_path / "busy.ipynb", "print('hi')")
     store = open_store(tmp_path / ".resumable" / "store.duckdb")
-    store.open_run("r1", "busy", {})
+    store.open_run("r1", "busy", {"n": 1})
     store.begin_step(StepRequest("r1", "load", current_owner()))  # this test process is the live owner
     store.close()
-    done = cli("execute", nb.name, "--run-id", "r1", cwd=tmp_path)
+    done = cli("execute", nb.name, "--run-id", "r1", "-p", "n", "5", cwd=tmp_path)
     assert done.returncode == 4
+    store = open_store(tmp_path / ".resumable" / "store.duckdb")
+    assert store.get_run("r1").params == {"n": 1}  # type: ignore[union-attr]
+    store.close()
     assert f"pid {os.getpid()}" in done.stderr
     assert not (tmp_path / "busy.resumable.ipynb").exists()
     # The kernel started while the run was being claimed was killed with the refusal: an orphaned one would

@@ -72,6 +72,21 @@ def test_a_steps_value_is_formatted_once_and_shown_afresh_by_later_cells(
     assert re.findall(r"Out\[\d+\]: (.*)", capsys.readouterr().out) == ["<second>", "<fourth>"]
 
 
+def test_a_step_called_from_a_plain_cell_that_then_changes_its_value_shows_the_value_as_it_is(
+    shell: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The formatting made for the step's recording stands for Out[n] only when the step is the cell:
+    a plain cell running the magic and changing the value afterwards shows the changed value."""
+    shell.run_cell(
+        "class Shown:\n    def __init__(self):\n        self.label = 'a'\n"
+        "    def __repr__(self):\n        return f'<{self.label}>'"
+    )
+    shell.run_cell("%durable_run nb --run-id r1\nbox = Shown()")
+    capsys.readouterr()
+    shell.run_cell("get_ipython().run_cell_magic('durable_step', 's', 'box')\nbox.label = 'z'\nbox")
+    assert re.findall(r"Out\[\d+\]: (.*)", capsys.readouterr().out) == ["<z>"]
+
+
 def test_outputs_are_the_names_bound_each_stored_separately(
     shell: Any, store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

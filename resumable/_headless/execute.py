@@ -416,12 +416,7 @@ def execute_notebook(
         with executor_lock(store_path, chosen, pipeline):  # RunOwnedError when another executor runs it
             first = _Pass(job, 1).launch()  # it starts while the run is recorded and claimed below
             try:
-                # A changed parameter is recorded, not refused: the steps that read it see it changed
-                # (their inputs), execute again and say so; completed effect steps are held.
-                opened.open_run(chosen, pipeline, merged, update_params=True)
-                me = current_owner()
-                opened.claim_run(chosen, me)  # RunOwnedError when a live process runs a step; reaps dead owners
-                opened.release_run(chosen, me)  # the kernel, not this process, owns the steps it runs
+                _record_and_claim(opened, chosen, pipeline, merged, new_run=existing is None)
                 try:
                     final_nb, passes, failure = _execute_passes(job, first, max_restarts)
                 except KeyboardInterrupt:
@@ -432,6 +427,30 @@ def execute_notebook(
                 first.discard()  # the run did not go ahead: its kernel ran nothing
     finally:
         shutil.rmtree(job.socket_dir, ignore_errors=True)
+
+
+def _record_and_claim(opened: Store, run_id: str, pipeline: str, params: dict[str, Any], *, new_run: bool) -> None:
+    """Check that no live process runs a step of the run, then record its parameters.
+
+    A changed parameter is recorded, not refused: the steps that read it see it changed (their
+    inputs), execute again and say so; completed effect steps are held. It is recorded only once
+    the run is this execution's: a refused execution leaves the run's values as they were, or a
+    later plain resume would take the refused values for the run's. The kernel, not this process,
+    owns the steps it runs, so the claim is released at once.
+
+    Raises
+    ------
+    RunOwnedError
+        A live process runs a step of the run (dead owners' steps become ``interrupted``).
+    """
+    me = current_owner()
+    if new_run:  # created first: there is nothing to claim before
+        opened.open_run(run_id, pipeline, params, update_params=True)
+    opened.claim_run(run_id, me)
+    try:
+        opened.open_run(run_id, pipeline, params, update_params=True)
+    finally:
+        opened.release_run(run_id, me)
 
 
 def _execute_passes(job: _Job, first: _Pass, max_restarts: int) -> tuple[Any, list[PassReport], _Failure | None]:

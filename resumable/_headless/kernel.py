@@ -50,9 +50,9 @@ def manager_class() -> Any:
 
     class _Manager(AsyncKernelManager):  # type: ignore[misc]
         async def _async_finish_shutdown(
-            self, waittime: float | None = None, pollinterval: float = 0.1, restart: bool = False
+            self, waittime: float | None = None, pollinterval: float = 0.1, *args: Any, **kwargs: Any
         ) -> None:
-            await super()._async_finish_shutdown(waittime, min(pollinterval, EXIT_POLL_S), restart)
+            await super()._async_finish_shutdown(waittime, min(pollinterval, EXIT_POLL_S), *args, **kwargs)
 
     return _Manager
 

@@ -515,8 +515,11 @@ class DurableMagics(Magics):  # type: ignore[misc]
         restored = outcome.restored
         value = self._restore(step.name, outcome, step.names, step.line) if restored else step.executor.value
         shown = step.executor.shown
-        if not restored and value is not None and shown is not None:
-            _capture.show_as_recorded(self._ip, value, shown)  # formatted once, not again for Out[n]
+        # Formatted once, not again for Out[n]; only when the step is the cell (a cell magic takes the
+        # rest of its cell, so the value shown next is this one, unchanged): a plain cell calling
+        # ``run_cell_magic`` may change the value before showing it.
+        if not restored and value is not None and shown is not None and is_step_cell(self._cell[1]):
+            _capture.show_as_recorded(self._ip, value, shown)
         if restored:  # a headless executor learns it here instead of from the store (no event says so)
             _step_report.restored(step.call.run_id, step.name)
         self.provenance.after_step(step.python, step.names, step.inputs, outcome.digests, self._ip.user_ns)
