@@ -184,7 +184,8 @@ while True:
                     fcntl.flock(lock, fcntl.LOCK_UN)
                     break
             value = run.step("quick", lambda: host)
-            (folder / f"{host}.returned").write_text(value)
+            (folder / f"{host}.part").write_text(value)  # renamed whole: the test reads it once it exists
+            (folder / f"{host}.part").replace(folder / f"{host}.returned")
             while host == "host-a" and not (folder / "go").exists():
                 time.sleep(0.01)
         print(json.dumps({"quick": value}), flush=True)
@@ -288,7 +289,8 @@ while True:
             out = {"a": run.step("a", lambda: f"a from {host} under {resumable.fencing_token()}")}
             if "b" in names:
                 out["b"] = run.step("b", lambda: f"b from {host} ({names})")
-            (folder / f"{host}.returned").write_text(json.dumps(out))
+            (folder / f"{host}.part").write_text(json.dumps(out))  # renamed whole: the test reads it once it exists
+            (folder / f"{host}.part").replace(folder / f"{host}.returned")
             while "wait" in names:  # frozen and killed here
                 time.sleep(0.01)
         print(json.dumps(out), flush=True)
