@@ -403,7 +403,7 @@ LOCAL_DISK = textwrap.dedent(
     """
     import json, os, resource, shutil, sys, tempfile
     import resumable
-    from resumable._store import forget_all
+    from resumable._store import forget_all, open_store
     url, read_only, full, limited = sys.argv[1:5]
     seen = {}
     for case, folder in (("read_only", read_only), ("full", full), ("limit", limited)):
@@ -417,6 +417,15 @@ LOCAL_DISK = textwrap.dedent(
             seen[case] = str(exc)
         seen[case + "_free"] = shutil.disk_usage(folder).free
     seen["full_left"] = os.listdir(f"{full}/resumable-spill-{os.getuid()}/tmp")
+    tempfile.tempdir = full  # a step's large output staged on the full disk on its way to the bucket
+    forget_all()
+    pipe = resumable.Pipeline("p", store=url)
+    try:
+        with pipe.run(run_id="r1") as run:
+            run.step("more", lambda: b"x" * 300_000)
+    except resumable.StagingFolderError as exc:
+        seen["write"] = str(exc)
+    seen["states"] = {s.step: s.state.value for s in open_store(url).list_steps("r1")}
     print(json.dumps(seen))
     """
 )
@@ -474,3 +483,13 @@ def test_a_read_only_or_full_local_disk_is_blamed_on_the_staging_folder_not_the_
     )
     assert bucket_store.fs.exists(bucket_store.key(key))
     assert seen["full_left"] == []  # the partial download was removed
+    # A step's output staged on that full disk: blamed on it too, with TMPDIR as the way out.
+    assert seen["write"].startswith(
+        f"the local folder '{full / spill}', which stages checkpoints of the object store at '{url}', has no room on "
+        "its disk (OSError: [Errno 28] No space left on device; "
+    )
+    assert seen["write"].endswith(
+        " free). The step's outputs were not stored; completed steps and their checkpoints are intact. Make room "
+        "on that disk, or set TMPDIR to a folder on a disk with room, then try again."
+    )
+    assert seen["states"] == {"make": "completed", "more": "failed"}

@@ -130,7 +130,13 @@ class ObjectPlace:
     def write(self, name: str, value: object) -> Blob:
         """Stage locally, put under a new key, and return only once the object store acknowledged it."""
         self._private_staging(loading=False)
-        blob = _codec.encode(name, value, self.staging, staged=True)
+        try:
+            blob = _codec.encode(name, value, self.staging, staged=True)
+        except _codec.WriteFailure as exc:
+            if exc.error.errno not in _LOCAL_ONLY:
+                raise
+            # This machine's staging disk, not the store's: the fix is TMPDIR, not RESUMABLE_STORE.
+            raise self._unusable(self.staging, exc.error, loading=False) from exc.error
         if blob.file is None:
             return blob  # small: it goes into the row
         local = self.staging / blob.file
