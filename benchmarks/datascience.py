@@ -33,7 +33,7 @@ from benchmarks._util import Config, bytecode_cache, run_worker
 CONCERN = "datascience"
 FIRST_RUN_TARGET = "<= 1.15"
 RERUN_TARGET = "<= 0.3"
-SMOKE_STEPS = 14  # step cells of the suite's smoke run
+SMOKE_STEPS = 6  # step cells of the suite's smoke run
 
 SETUP = """\
 import numpy as np
@@ -252,7 +252,7 @@ def run(cfg: Config) -> list[Result | Skipped]:
     with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp, bytecode_cache() as env:
         try:
             # A smoke run only checks that the concern runs: no warm-up run, the first step cells
-            # (cleaning, a merge, a pivot table and two plots).
+            # (loading, describing and cleaning the frame).
             job = {"folder": tmp, "rows": rows, "trees": trees, "reps": reps, "warm_up": not cfg.smoke,
                    "steps": SMOKE_STEPS if cfg.smoke else len(STEPS)}  # fmt: skip
             m = run_worker(CONCERN, "measure", job, env=env)

@@ -18,8 +18,8 @@ import resumable
 from resumable._demo.shop import ShopServer
 
 APP = Path(__file__).with_name("checkout_app.py")
-TRIALS = int(os.environ.get("RESUMABLE_CRASH_TRIALS", "50"))
-PG_TRIALS = int(os.environ.get("RESUMABLE_PG_CRASH_TRIALS", "50"))
+TRIALS = int(os.environ.get("RESUMABLE_CRASH_TRIALS", "36"))
+PG_TRIALS = int(os.environ.get("RESUMABLE_PG_CRASH_TRIALS", "36"))
 
 
 def _start(store: str | Path, run_id: str, url: str, pause_s: float) -> subprocess.Popen[bytes]:
@@ -83,7 +83,7 @@ def test_sigkill_at_random_instants_never_repeats_an_effect(tmp_path: Path, paus
 def test_sigkill_at_random_instants_on_a_server_store_never_repeats_an_effect(
     tmp_path: Path, pg_cluster: pg_server.Cluster | str
 ) -> None:
-    """The same campaign on a PostgreSQL store (RESUMABLE_PG_CRASH_TRIALS trials, 50 by default)."""
+    """The same campaign on a PostgreSQL store (RESUMABLE_PG_CRASH_TRIALS trials, 36 by default)."""
     if not isinstance(pg_cluster, pg_server.Cluster):
         pytest.skip(f"PostgreSQL half skipped: {pg_cluster}")
     _campaign(tmp_path, 0.05, PG_TRIALS, pg_cluster.new_database())
