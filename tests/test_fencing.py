@@ -161,31 +161,49 @@ def test_a_taken_over_owners_late_completion_is_refused(
     ]
 
 
-# argv: host, store, folder. A quick step completes (deferred: no group commit for a minute), then
-# host-a waits for 'go' inside its run; host-b takes the run over meanwhile.
-DEFERRED = """
+# What both subprocess scripts below start with; argv[1] is the host name they pretend to run on.
+PRELUDE = """
 import socket, sys
 socket.gethostname = lambda: sys.argv[1]
 import fcntl, json, pathlib, time, resumable
 from resumable._store.filelock import lock_path
+
+
+def wait_until_let_go(store):
+    # Until this process lets go of the store's file: its next steps are decided and deferred in memory.
+    while True:
+        with open(lock_path(pathlib.Path(store)), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+
+
+def tell_returned(folder, host, text):
+    # Written under another name and renamed whole: the test reads it once it exists.
+    (folder / f"{host}.part").write_text(text)
+    (folder / f"{host}.part").replace(folder / f"{host}.returned")
+"""
+
+
+# argv: host, store, folder. A quick step completes (deferred: no group commit for a minute), then
+# host-a waits for 'go' inside its run; host-b takes the run over meanwhile.
+DEFERRED = (
+    PRELUDE
+    + """
 host, store, folder = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
 pipe = resumable.Pipeline("p", store=store, durability="deferred")  # no completion log to replay
 deadline = time.monotonic() + 90
 while True:
     try:
         with pipe.run(run_id="r1") as run:
-            while host == "host-a":  # the file let go of: the next step is decided and deferred in memory
-                with open(lock_path(pathlib.Path(store)), "a") as lock:
-                    try:
-                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        time.sleep(0.01)
-                        continue
-                    fcntl.flock(lock, fcntl.LOCK_UN)
-                    break
+            if host == "host-a":
+                wait_until_let_go(store)
             value = run.step("quick", lambda: host)
-            (folder / f"{host}.part").write_text(value)  # renamed whole: the test reads it once it exists
-            (folder / f"{host}.part").replace(folder / f"{host}.returned")
+            tell_returned(folder, host, value)
             while host == "host-a" and not (folder / "go").exists():
                 time.sleep(0.01)
         print(json.dumps({"quick": value}), flush=True)
@@ -197,6 +215,7 @@ while True:
         print(json.dumps({"refused": str(exc)}), flush=True)
         break
 """
+)
 
 
 def test_a_deferred_completion_dropped_by_a_lost_claim_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -266,31 +285,21 @@ def test_a_quick_step_after_a_refused_completion_is_refused_too(tmp_path: Path) 
 # argv: host, store, folder, steps. Quick steps 'a' then 'b', each deferred and
 # appended to the completion log (durability 'durable'; no group commit for a minute); host-a then
 # waits inside its run (argv[4] holds 'wait'). Step 'b' runs when argv[4] holds 'b'.
-LOGGED = """
-import socket, sys
-socket.gethostname = lambda: sys.argv[1]
-import fcntl, json, pathlib, time, resumable
-from resumable._store.filelock import lock_path
+LOGGED = (
+    PRELUDE
+    + """
 host, store, folder, names = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4]
 pipe = resumable.Pipeline("p", store=store)
 deadline = time.monotonic() + 90
 while True:
     try:
         with pipe.run(run_id="r1") as run:
-            while "wait" in names:  # the file let go of: the next steps are decided and deferred in memory
-                with open(lock_path(pathlib.Path(store)), "a") as lock:
-                    try:
-                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        time.sleep(0.01)
-                        continue
-                    fcntl.flock(lock, fcntl.LOCK_UN)
-                    break
+            if "wait" in names:
+                wait_until_let_go(store)
             out = {"a": run.step("a", lambda: f"a from {host} under {resumable.fencing_token()}")}
             if "b" in names:
                 out["b"] = run.step("b", lambda: f"b from {host} ({names})")
-            (folder / f"{host}.part").write_text(json.dumps(out))  # renamed whole: the test reads it once it exists
-            (folder / f"{host}.part").replace(folder / f"{host}.returned")
+            tell_returned(folder, host, json.dumps(out))
             while "wait" in names:  # frozen and killed here
                 time.sleep(0.01)
         print(json.dumps(out), flush=True)
@@ -299,6 +308,7 @@ while True:
         assert time.monotonic() < deadline
         time.sleep(0.05)
 """
+)
 
 
 def test_a_dead_stale_owners_logged_completions_are_not_replayed_over_the_new_owners_run(tmp_path: Path) -> None:
