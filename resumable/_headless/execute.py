@@ -448,7 +448,8 @@ def _record_and_claim(opened: Store, run_id: str, pipeline: str, params: dict[st
         opened.open_run(run_id, pipeline, params, update_params=True)
     opened.claim_run(run_id, me)
     try:
-        opened.open_run(run_id, pipeline, params, update_params=True)
+        if not new_run:  # a new run has its values already
+            opened.open_run(run_id, pipeline, params, update_params=True)
     finally:
         opened.release_run(run_id, me)
 
