@@ -8,8 +8,10 @@ a server store has, or races that matter most there.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -21,6 +23,7 @@ import store_sql
 from pg_proxy import Relay
 
 import resumable
+from resumable._states import StepState
 from resumable._store import forget_all, open_store
 from resumable._store.schema import SCHEMA_VERSION
 
@@ -148,6 +151,59 @@ def test_large_checkpoints_go_to_the_shared_folder_or_else_into_the_database(
     (ref,) = open_store(in_database).checkpoint_refs("r1", "make")
     assert ref.file is None and ref.data is not None and len(ref.data) == ref.size
     np.testing.assert_array_equal(resumable.load("r1", "make", store=in_database), big)
+
+
+def test_the_spill_folder_is_made_private_again_when_ours_and_refused_otherwise(
+    cluster: pg_server.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a payload location a large output passes through a folder under TMPDIR: checked on every use.
+
+    Ours but opened up: made 0700 again and the step completes. A symbolic link planted in its
+    place: the step fails with the whole message, nothing is written through the link, and the
+    completed step is kept. Another user's folder can only be made by root: that case only as root.
+    """
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    url = cluster.new_database()
+    big = np.arange(40_000, dtype=np.float64)  # 320 kB: above the inline limit, so it is spilled
+    pipe = resumable.Pipeline("p", store=url)
+    spill = tmp_path / f"resumable-spill-{os.getuid()}"
+    spill.mkdir(mode=0o777)
+    spill.chmod(0o777)
+    with pipe.run(run_id="r1") as run:
+        run.step("make", lambda: big)
+    assert stat.S_IMODE(spill.stat().st_mode) == 0o700
+    assert stat.S_IMODE((spill / "tmp").stat().st_mode) == 0o700
+    planted = tmp_path / "planted"
+    spill.rename(planted)
+    spill.symlink_to(planted)
+    kept = "The step's outputs were not stored; completed steps and their checkpoints are intact."
+    fix = "Remove it (resumable makes a private one), or set TMPDIR to a folder of your own, then try again."
+    with pytest.raises(resumable.StagingFolderError) as refused, pipe.run(run_id="r1") as run:
+        run.step("more", lambda: big + 1)
+    assert str(refused.value) == (
+        f"the local folder '{spill}', which holds large checkpoints of the PostgreSQL store at '{url}' on their "
+        f"way into its rows, is a symbolic link (to '{planted}'), which anyone could have planted in a shared "
+        f"folder, so a checkpoint copy there could be read or swapped before it is stored. {kept} {fix}"
+    )
+    assert list((planted / "tmp").iterdir()) == []
+    store = open_store(url)
+    assert store.get_step("r1", "more").state is StepState.FAILED  # type: ignore[union-attr]
+    np.testing.assert_array_equal(resumable.load("r1", "make", store=url), big)
+    spill.unlink()
+    if os.geteuid() == 0:
+        spill.mkdir(mode=0o700)
+        os.chown(spill, 65534, 65534)
+        with pytest.raises(resumable.StagingFolderError) as foreign, pipe.run(run_id="r1") as run:
+            run.step("more", lambda: big + 1)
+        assert str(foreign.value) == (
+            f"the local folder '{spill}', which holds large checkpoints of the PostgreSQL store at '{url}' on their "
+            "way into its rows, belongs to another user (uid 65534), who can change what is in it, so a checkpoint "
+            f"copy there could be read or swapped before it is stored. {kept} {fix}"
+        )
+        spill.rmdir()
+    with pipe.run(run_id="r1") as run:
+        run.step("more", lambda: big + 1)
+    np.testing.assert_array_equal(resumable.load("r1", "more", store=url), big + 1)
 
 
 def test_databases_sharing_one_payload_folder_never_remove_each_others_checkpoints(
