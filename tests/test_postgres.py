@@ -410,7 +410,12 @@ def test_a_retry_whose_commit_answer_is_lost_goes_on_with_the_attempt(cluster: p
 
 
 def test_a_completion_cut_off_before_its_commit_is_written_on_a_new_session(cluster: pg_server.Cluster) -> None:
-    """The completing session is terminated (pg_terminate_backend) while it waits: written once on a new one."""
+    """The completing session is terminated (pg_terminate_backend) while it waits: written once on a new one.
+
+    The holder is closed only once the thread that rolled it back has its answer: closing it while
+    that ROLLBACK's answer is still on its way (a thread a loaded machine has not scheduled yet,
+    though the server already let the completion go on) failed the thread, and so the test.
+    """
     import threading
 
     import psycopg
@@ -421,30 +426,36 @@ def test_a_completion_cut_off_before_its_commit_is_written_on_a_new_session(clus
     terminated: list[int] = []
 
     def cut() -> None:
-        with psycopg.connect(url, autocommit=True) as admin:
-            deadline = time.monotonic() + 60
-            while not terminated:
-                assert time.monotonic() < deadline, "the completion never waited for the row"
-                row = admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ).fetchone()
-                if row is not None:
-                    admin.execute("SELECT pg_terminate_backend(%s)", [row[0]])
-                    terminated.append(row[0])
-                time.sleep(0.01)
-        holder.rollback()
+        try:
+            with psycopg.connect(url, autocommit=True) as admin:
+                deadline = time.monotonic() + 60
+                while not terminated and time.monotonic() < deadline:
+                    row = admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    if row is not None:
+                        admin.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+                        terminated.append(row[0])
+                    time.sleep(0.01)
+        finally:
+            holder.rollback()  # the completion goes on, cut or not: the assertions below say which
+
+    cutter = threading.Thread(target=cut, daemon=True)
 
     def one() -> int:
         holder.execute("SELECT 1 FROM steps WHERE run_id = 'r1' AND step = 'one' FOR UPDATE")
-        threading.Thread(target=cut, daemon=True).start()
+        cutter.start()
         return 41
 
     try:
         with pipe.run(run_id="r1") as run:
             assert run.step("one", one) == 41
     finally:
+        if cutter.ident is not None:
+            cutter.join(timeout=60)
         holder.close()
-    assert len(terminated) == 1
+    assert len(terminated) == 1, "the completion never waited for the row"
     events = [(e.source, e.target) for e in open_store(url).list_events("r1", "one")]
     assert events == [("pending", "running"), ("running", "completed")]
 
