@@ -8,6 +8,7 @@ a server store has, or races that matter most there.
 from __future__ import annotations
 
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def test_the_spill_folder_is_made_private_again_when_ours_and_refused_otherwise(
     Ours but opened up: made 0700 again and the step completes. A symbolic link planted in its
     place: the step fails with the whole message, nothing is written through the link, and the
     completed step is kept. Another user's folder can only be made by root: that case only as root.
+    A write past ``ulimit -f`` there is the same error, with its own way out.
     """
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     url = cluster.new_database()
@@ -201,6 +203,18 @@ def test_the_spill_folder_is_made_private_again_when_ours_and_refused_otherwise(
             f"copy there could be read or swapped before it is stored. {kept} {fix}"
         )
         spill.rmdir()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))  # Python ignores SIGXFSZ: the write gets EFBIG
+    try:
+        with pytest.raises(resumable.StagingFolderError) as limited, pipe.run(run_id="r1") as run:
+            run.step("more", lambda: big + 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(limited.value) == (
+        f"the local folder '{spill}', which holds large checkpoints of the PostgreSQL store at '{url}' on their "
+        "way into its rows, took a file past this process's file size limit ('ulimit -f') (OSError: [Errno 27] "
+        f"File too large). {kept} Raise the limit ('ulimit -f unlimited'), then try again."
+    )
     with pipe.run(run_id="r1") as run:
         run.step("more", lambda: big + 1)
     np.testing.assert_array_equal(resumable.load("r1", "more", store=url), big + 1)
