@@ -33,7 +33,8 @@ all of ours and nothing of the user's::
      │   │   ├─ StoreReadOnlyError           ... because the store's file system is read-only
      │   │   └─ ObjectStoreWriteError        ... because the object store holding payloads did not take them
      │   ├─ ObjectStoreError                 the object store holding payloads cannot be read or listed (load, gc, rm)
-     │   ├─ StagingFolderError               the local folder staging them is not private, not writable or full
+     │   ├─ StagingFolderError               the local folder staging them (or a PostgreSQL store's spill) is not
+     │   │                                   private, not writable or full
      │   └─ SigningKeyError                  the signing-key file is missing, unreadable or empty
      ├─ ParameterValueError(ValueError)      a run parameter whose value cannot be recorded faithfully
      ├─ DependencyError(ValueError)          a --depends-on file is missing, a folder or unreadable
@@ -637,28 +638,34 @@ class ObjectStoreError(StoreError):
 
 
 class StagingFolderError(StoreError):
-    """The local folder that stages checkpoints on their way to or from an object store cannot be used.
+    """The local folder that stages checkpoints on their way to or from the store cannot be used.
 
-    Not the object store's fault: this machine's folder (under ``TMPDIR``) cannot be written, its
-    disk is full, or other users could write to it, and a checkpoint copy there could then be
-    swapped before it is unpickled. ``.folder``, ``.url`` (the object store), ``.problem`` (what is
-    wrong, with the operating system's words), ``.loading`` (a load, else a step's write).
+    The folder stages an object store's checkpoints on their way to or from the bucket, or holds a
+    PostgreSQL store's large outputs on their way into its rows (when it names no payload
+    location). Not the store's fault: this machine's folder (under ``TMPDIR``) cannot be written,
+    its disk is full, or other users could write to it, and a checkpoint copy there could then be
+    read, or swapped before it is unpickled or stored. ``.folder``, ``.url`` (the object store, or
+    the PostgreSQL store), ``.problem`` (what is wrong, with the operating system's words),
+    ``.loading`` (a load, else a step's write), ``.spill`` (a PostgreSQL store's folder).
     """
 
-    def __init__(self, folder: str, url: str, problem: str, fix: str, *, loading: bool) -> None:
+    def __init__(self, folder: str, url: str, problem: str, fix: str, *, loading: bool, spill: bool = False) -> None:
         self.folder = folder
         self.url = url
         self.problem = problem
         self.loading = loading
+        self.spill = spill
         kept = (
             "Nothing was unpickled and the checkpoint in the object store is untouched."
             if loading
             else "The step's outputs were not stored; completed steps and their checkpoints are intact."
         )
-        super().__init__(
-            f"the local folder '{folder}', which stages checkpoints of the object store at '{url}', {problem}. "
-            f"{kept} {fix}"
+        role = (
+            f"which holds large checkpoints of the PostgreSQL store at '{url}' on their way into its rows"
+            if spill
+            else f"which stages checkpoints of the object store at '{url}'"
         )
+        super().__init__(f"the local folder '{folder}', {role}, {problem}. {kept} {fix}")
 
 
 class SigningKeyError(StoreError):

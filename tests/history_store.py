@@ -37,8 +37,12 @@ print("done", flush=True)
 """
 
 
-def start_worker(store: Path | str, run_id: str, marker: Path, seconds: float = 60) -> subprocess.Popen[str]:
-    """Start the worker and return once its long step shows as running in the store."""
+def start_worker(store: Path | str, run_id: str, marker: Path, seconds: float = 600) -> subprocess.Popen[str]:
+    """Start the worker and return once its long step shows as running in the store.
+
+    Every caller ends the worker by killing it: the step outlasts any test (pytest-timeout ends one
+    at 300 s), so a loaded machine can never see it complete while a test expects it running.
+    """
     worker = subprocess.Popen(
         [sys.executable, "-c", WORKER, str(store), run_id, str(marker), str(seconds)],
         stdout=subprocess.PIPE,

@@ -515,12 +515,18 @@ def test_a_headless_run_resumes_the_interactive_run_of_a_dotted_notebook(
 
 
 def test_a_step_refused_in_the_kernel_because_another_process_owns_the_run_is_owned(tmp_path: Path) -> None:
-    """RunOwnedError raised inside the kernel is recognised by its class: outcome 'owned', exit 4."""
+    """RunOwnedError raised inside the kernel is recognised by its class: outcome 'owned', exit 4.
+
+    The holder keeps its step running until the test creates 'release' (however long a loaded
+    machine makes the run), not for a fixed time that could run out before the kernel's step.
+    """
     hold = (
-        "import sys, time; from resumable._store import open_store; from resumable._store.base import StepRequest; "
+        "import os, sys, time; from resumable._store import open_store; from resumable._store.base import StepRequest; "
         "from resumable._owner import current_owner; s = open_store(sys.argv[1]); "
         "s.begin_step(StepRequest(sys.argv[2], 'other', current_owner())); s.close(); "
-        "open('holder.pid', 'w').write(str(current_owner().pid)); print('holding', flush=True); time.sleep(60)"
+        "open('holder.pid', 'w').write(str(current_owner().pid)); print('holding', flush=True); "
+        "deadline = time.monotonic() + 600\n"
+        "while not os.path.exists('release') and time.monotonic() < deadline: time.sleep(0.01)"
     )
     start_holder = (
         "import os, subprocess, sys\n"
@@ -537,8 +543,9 @@ def test_a_step_refused_in_the_kernel_because_another_process_owns_the_run_is_ow
         assert "RunOwnedError: run 'r1' of pipeline 'contended' is owned by another live process" in summary["error"]
     finally:
         pid_file = tmp_path / "holder.pid"
-        if pid_file.exists():
+        if pid_file.exists():  # still holding: it waits for 'release', created only now
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        (tmp_path / "release").touch()
 
 
 def test_a_cell_failing_with_a_usage_error_reports_that_error_not_a_timeout(tmp_path: Path) -> None:

@@ -8,8 +8,11 @@ a server store has, or races that matter most there.
 from __future__ import annotations
 
 import os
+import resource
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -21,6 +24,7 @@ import store_sql
 from pg_proxy import Relay
 
 import resumable
+from resumable._states import StepState
 from resumable._store import forget_all, open_store
 from resumable._store.schema import SCHEMA_VERSION
 
@@ -148,6 +152,72 @@ def test_large_checkpoints_go_to_the_shared_folder_or_else_into_the_database(
     (ref,) = open_store(in_database).checkpoint_refs("r1", "make")
     assert ref.file is None and ref.data is not None and len(ref.data) == ref.size
     np.testing.assert_array_equal(resumable.load("r1", "make", store=in_database), big)
+
+
+def test_the_spill_folder_is_made_private_again_when_ours_and_refused_otherwise(
+    cluster: pg_server.Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a payload location a large output passes through a folder under TMPDIR: checked on every use.
+
+    Ours but opened up: made 0700 again and the step completes. A symbolic link planted in its
+    place: the step fails with the whole message, nothing is written through the link, and the
+    completed step is kept. Another user's folder can only be made by root: that case only as root.
+    A write past ``ulimit -f`` there is the same error, with its own way out.
+    """
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    url = cluster.new_database()
+    big = np.arange(40_000, dtype=np.float64)  # 320 kB: above the inline limit, so it is spilled
+    pipe = resumable.Pipeline("p", store=url)
+    spill = tmp_path / f"resumable-spill-{os.getuid()}"
+    spill.mkdir(mode=0o777)
+    spill.chmod(0o777)
+    with pipe.run(run_id="r1") as run:
+        run.step("make", lambda: big)
+    assert stat.S_IMODE(spill.stat().st_mode) == 0o700
+    assert stat.S_IMODE((spill / "tmp").stat().st_mode) == 0o700
+    planted = tmp_path / "planted"
+    spill.rename(planted)
+    spill.symlink_to(planted)
+    kept = "The step's outputs were not stored; completed steps and their checkpoints are intact."
+    fix = "Remove it (resumable makes a private one), or set TMPDIR to a folder of your own, then try again."
+    with pytest.raises(resumable.StagingFolderError) as refused, pipe.run(run_id="r1") as run:
+        run.step("more", lambda: big + 1)
+    assert str(refused.value) == (
+        f"the local folder '{spill}', which holds large checkpoints of the PostgreSQL store at '{url}' on their "
+        f"way into its rows, is a symbolic link (to '{planted}'), which anyone could have planted in a shared "
+        f"folder, so a checkpoint copy there could be read or swapped before it is stored. {kept} {fix}"
+    )
+    assert list((planted / "tmp").iterdir()) == []
+    store = open_store(url)
+    assert store.get_step("r1", "more").state is StepState.FAILED  # type: ignore[union-attr]
+    np.testing.assert_array_equal(resumable.load("r1", "make", store=url), big)
+    spill.unlink()
+    if os.geteuid() == 0:
+        spill.mkdir(mode=0o700)
+        os.chown(spill, 65534, 65534)
+        with pytest.raises(resumable.StagingFolderError) as foreign, pipe.run(run_id="r1") as run:
+            run.step("more", lambda: big + 1)
+        assert str(foreign.value) == (
+            f"the local folder '{spill}', which holds large checkpoints of the PostgreSQL store at '{url}' on their "
+            "way into its rows, belongs to another user (uid 65534), who can change what is in it, so a checkpoint "
+            f"copy there could be read or swapped before it is stored. {kept} {fix}"
+        )
+        spill.rmdir()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))  # Python ignores SIGXFSZ: the write gets EFBIG
+    try:
+        with pytest.raises(resumable.StagingFolderError) as limited, pipe.run(run_id="r1") as run:
+            run.step("more", lambda: big + 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(limited.value) == (
+        f"the local folder '{spill}', which holds large checkpoints of the PostgreSQL store at '{url}' on their "
+        "way into its rows, took a file past this process's file size limit ('ulimit -f') (OSError: [Errno 27] "
+        f"File too large). {kept} Raise the limit ('ulimit -f unlimited'), then try again."
+    )
+    with pipe.run(run_id="r1") as run:
+        run.step("more", lambda: big + 1)
+    np.testing.assert_array_equal(resumable.load("r1", "more", store=url), big + 1)
 
 
 def test_databases_sharing_one_payload_folder_never_remove_each_others_checkpoints(
@@ -354,7 +424,12 @@ def test_a_retry_whose_commit_answer_is_lost_goes_on_with_the_attempt(cluster: p
 
 
 def test_a_completion_cut_off_before_its_commit_is_written_on_a_new_session(cluster: pg_server.Cluster) -> None:
-    """The completing session is terminated (pg_terminate_backend) while it waits: written once on a new one."""
+    """The completing session is terminated (pg_terminate_backend) while it waits: written once on a new one.
+
+    The holder is closed only once the thread that rolled it back has its answer: closing it while
+    that ROLLBACK's answer is still on its way (a thread a loaded machine has not scheduled yet,
+    though the server already let the completion go on) failed the thread, and so the test.
+    """
     import threading
 
     import psycopg
@@ -365,30 +440,36 @@ def test_a_completion_cut_off_before_its_commit_is_written_on_a_new_session(clus
     terminated: list[int] = []
 
     def cut() -> None:
-        with psycopg.connect(url, autocommit=True) as admin:
-            deadline = time.monotonic() + 60
-            while not terminated:
-                assert time.monotonic() < deadline, "the completion never waited for the row"
-                row = admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                ).fetchone()
-                if row is not None:
-                    admin.execute("SELECT pg_terminate_backend(%s)", [row[0]])
-                    terminated.append(row[0])
-                time.sleep(0.01)
-        holder.rollback()
+        try:
+            with psycopg.connect(url, autocommit=True) as admin:
+                deadline = time.monotonic() + 60
+                while not terminated and time.monotonic() < deadline:
+                    row = admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    if row is not None:
+                        admin.execute("SELECT pg_terminate_backend(%s)", [row[0]])
+                        terminated.append(row[0])
+                    time.sleep(0.01)
+        finally:
+            holder.rollback()  # the completion goes on, cut or not: the assertions below say which
+
+    cutter = threading.Thread(target=cut, daemon=True)
 
     def one() -> int:
         holder.execute("SELECT 1 FROM steps WHERE run_id = 'r1' AND step = 'one' FOR UPDATE")
-        threading.Thread(target=cut, daemon=True).start()
+        cutter.start()
         return 41
 
     try:
         with pipe.run(run_id="r1") as run:
             assert run.step("one", one) == 41
     finally:
+        if cutter.ident is not None:
+            cutter.join(timeout=60)
         holder.close()
-    assert len(terminated) == 1
+    assert len(terminated) == 1, "the completion never waited for the row"
     events = [(e.source, e.target) for e in open_store(url).list_events("r1", "one")]
     assert events == [("pending", "running"), ("running", "completed")]
 

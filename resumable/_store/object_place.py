@@ -27,21 +27,17 @@ Reading downloads the object into the staging folder, maps it, and removes the l
 digest (and signature) is checked before anything is unpickled, as for a file. A missing object
 is a failed digest check; a store that cannot be reached is :class:`~resumable.errors.ObjectStoreError`.
 
-The staging folder (``resumable-spill-UID`` under ``TMPDIR``) holds bytes that are about to be
-unpickled, so it must be this user's alone: it is checked before every use, not only when it is
-created. A folder of ours that others may write to is made private again; a symbolic link, or a
-folder of another user, is refused. A staging folder that cannot be written, or whose disk is full,
+The staging folder (``resumable-spill-UID`` under ``TMPDIR``, ``staging.py``) holds bytes that are
+about to be unpickled, so it must be this user's alone: it is checked before every use, not only
+when it is created. A staging folder that is not private, cannot be written, or whose disk is full,
 is :class:`~resumable.errors.StagingFolderError`: this machine's problem, never blamed on the bucket.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
-import stat
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -54,27 +50,11 @@ from resumable._records import Blob
 from resumable._store import faults
 from resumable._store.base import WriteFault
 from resumable._store.places import WRITE_GRACE_S, Unreferenced
-from resumable._units import human_size
-from resumable.errors import ObjectStoreError, StagingFolderError, StorePathError
-
-# What the local disk says when a download cannot be written; s3fs never maps a bucket's answer to these.
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-_LOCAL_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
-_RETRY = "then try again"
+from resumable._store.staging import LOCAL_ONLY, first_line, private_folder, stage, staging_folder, unusable
+from resumable.errors import ObjectStoreError, StorePathError
 
 # Backends whose PUT is atomic (visible whole or not at all) and durable once acknowledged.
 ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
-
-
-def staging_folder() -> Path:
-    """This user's private folder for payloads on their way to or from a remote place."""
-    return Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class ObjectPlace:
@@ -97,7 +77,7 @@ class ObjectPlace:
         except (ImportError, ValueError) as exc:
             raise StorePathError(
                 url,
-                f"names an object store fsspec cannot open ({_first_line(exc)})",
+                f"names an object store fsspec cannot open ({first_line(exc)})",
                 "Install the package for that scheme (for s3://: pip install 'resumable[objectstore]') or fix the URL",
             ) from None
         self.staging = staging_folder()
@@ -129,14 +109,7 @@ class ObjectPlace:
 
     def write(self, name: str, value: object) -> Blob:
         """Stage locally, put under a new key, and return only once the object store acknowledged it."""
-        self._private_staging(loading=False)
-        try:
-            blob = _codec.encode(name, value, self.staging, staged=True)
-        except _codec.WriteFailure as exc:
-            if exc.error.errno not in _LOCAL_ONLY:
-                raise
-            # This machine's staging disk, not the store's: the fix is TMPDIR, not RESUMABLE_STORE.
-            raise self._unusable(self.staging, exc.error, loading=False) from exc.error
+        blob = stage(self.staging, self.url, name, value, spill=False)  # this machine's disk: the fix is TMPDIR
         if blob.file is None:
             return blob  # small: it goes into the row
         local = self.staging / blob.file
@@ -152,7 +125,7 @@ class ObjectPlace:
                 fs.put_file(str(local), temporary)
                 fs.mv(temporary, key)
         except Exception as exc:
-            raise WriteFault(faults.OBJECT_STORE, self.url, _first_line(exc), blob.size) from exc
+            raise WriteFault(faults.OBJECT_STORE, self.url, first_line(exc), blob.size) from exc
         finally:
             local.unlink(missing_ok=True)
         return Blob(blob.name, blob.codec, blob.digest, blob.size, None, relative, None)
@@ -167,13 +140,13 @@ class ObjectPlace:
 
     @contextmanager
     def fetch(self, relative: str) -> Iterator[Path]:
-        tmp = self._private_staging(loading=True)
+        tmp = private_folder(self.staging, self.url, loading=True)
         local = tmp / f"{_codec.part_prefix()}{secrets.token_hex(8)}.get"
         try:
             try:
                 os.close(os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private before a byte arrives
             except OSError as exc:
-                raise self._unusable(tmp, exc, loading=True) from exc
+                raise unusable(tmp, exc, self.url, loading=True) from exc
             try:
                 fs, root = self._filesystem()
                 fs.get_file(f"{root}/{relative}", str(local))
@@ -182,60 +155,14 @@ class ObjectPlace:
             except Exception as exc:
                 disk = _local_failure(exc, local)
                 if disk is None:
-                    raise ObjectStoreError(self.url, _first_line(exc)) from exc
+                    raise ObjectStoreError(self.url, first_line(exc)) from exc
                 local.unlink(missing_ok=True)  # before measuring what is free
-                raise self._unusable(tmp, disk, loading=True, needed=self._size_of(relative)) from exc
+                raise unusable(tmp, disk, self.url, loading=True, needed=self._size_of(relative)) from exc
             yield local  # decode maps it: the mapping outlives the file removed below
         finally:
             local.unlink(missing_ok=True)
 
-    # ------------------------------------------------------------------ the staging folder
-
-    def _private_staging(self, *, loading: bool) -> Path:
-        """The staging folder's ``tmp``, both checked private to this user (made so when they are ours).
-
-        Checked on every use: a folder that already exists may have been made by someone else (the
-        temporary folder is shared) or opened up since, and a payload copy in a folder others can
-        write to could be swapped between its download and its unpickling.
-        """
-        tmp = self.staging / "tmp"
-        for folder in (self.staging, tmp):
-            try:
-                if folder == self.staging:
-                    _codec.make_private_dir(folder)  # the parents too, when TMPDIR names a new folder
-                else:
-                    with contextlib.suppress(FileExistsError):
-                        folder.mkdir(mode=0o700)
-                problem = _not_private(folder)
-            except OSError as exc:
-                raise self._unusable(folder, exc, loading=loading) from exc
-            if problem is not None:
-                raise StagingFolderError(
-                    str(folder),
-                    self.url,
-                    f"{problem}, so a checkpoint copy there could be swapped before it is unpickled",
-                    f"Remove it (resumable makes a private one), or set TMPDIR to a folder of your own, {_RETRY}.",
-                    loading=loading,
-                )
-        return tmp
-
-    def _unusable(self, folder: Path, exc: OSError, *, loading: bool, needed: int | None = None) -> StagingFolderError:
-        """The staging folder's disk refused a write: full, over this process's file size limit, or not writable."""
-        reason = _first_line(exc)
-        if exc.errno == errno.EFBIG:
-            problem = f"took a file past this process's file size limit ('ulimit -f') ({reason})"
-            fix = f"Raise the limit ('ulimit -f unlimited'), {_RETRY}."
-        elif exc.errno in _DISK_FULL:
-            sizes = [f"{human_size(needed)} needed"] if needed else []
-            free = faults.free_bytes(folder)
-            if free is not None:
-                sizes.append(f"{human_size(free)} free")
-            problem = f"has no room on its disk ({reason}{'; ' if sizes else ''}{', '.join(sizes)})"
-            fix = f"Make room on that disk, or set TMPDIR to a folder on a disk with room, {_RETRY}."
-        else:
-            problem = f"cannot be written ({reason})"
-            fix = f"Make it writable by you, or set TMPDIR to a writable folder of your own, {_RETRY}."
-        return StagingFolderError(str(folder), self.url, problem, fix, loading=loading)
+    # ------------------------------------------------------------------ the staging folder (staging.py)
 
     def _size_of(self, relative: str) -> int | None:
         """The object's size, for a message: unknown when even that cannot be asked."""
@@ -262,7 +189,7 @@ class ObjectPlace:
         except FileNotFoundError:
             return {}
         except Exception as exc:
-            raise ObjectStoreError(self.url, _first_line(exc)) from exc
+            raise ObjectStoreError(self.url, first_line(exc)) from exc
         listing = {}
         for key, info in found.items():
             # Only what lies under the prefix: a backend that lists by plain prefix also names
@@ -294,7 +221,7 @@ class ObjectPlace:
             except FileNotFoundError:
                 continue
             except Exception as exc:
-                raise ObjectStoreError(self.url, _first_line(exc)) from exc
+                raise ObjectStoreError(self.url, first_line(exc)) from exc
             removed += 1
             freed += size
         return removed, freed
@@ -326,7 +253,7 @@ class ObjectPlace:
                     continue
                 files.append((relative, 0, int(info.get("size") or 0)))
         except Exception as exc:
-            raise ObjectStoreError(self.url, _first_line(exc)) from exc
+            raise ObjectStoreError(self.url, first_line(exc)) from exc
         return files
 
     def remove(self, files: Sequence[Unreferenced]) -> tuple[int, int]:
@@ -343,20 +270,6 @@ class ObjectPlace:
         return removed, freed
 
 
-def _not_private(folder: Path) -> str | None:
-    """Why ``folder`` is not this user's alone, or None; a folder of ours open to others is made private first."""
-    info = folder.lstat()
-    if stat.S_ISLNK(info.st_mode):
-        return f"is a symbolic link (to '{folder.readlink()}'), which anyone could have planted in a shared folder"
-    if not stat.S_ISDIR(info.st_mode):
-        return "is not a folder"
-    if info.st_uid != os.getuid():
-        return f"belongs to another user (uid {info.st_uid}), who can change what is in it"
-    if info.st_mode & 0o077:
-        folder.chmod(0o700)
-    return None
-
-
 def _local_failure(exc: BaseException, local: Path) -> OSError | None:
     """The local disk's error behind a failed download, or None when the object store failed.
 
@@ -369,7 +282,7 @@ def _local_failure(exc: BaseException, local: Path) -> OSError | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and (
-            current.errno in _LOCAL_ONLY or (current.filename is not None and str(current.filename) == str(local))
+            current.errno in LOCAL_ONLY or (current.filename is not None and str(current.filename) == str(local))
         ):
             return current
         current = current.__cause__ or current.__context__

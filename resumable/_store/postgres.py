@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,7 @@ from resumable._config import Durability
 from resumable._owner import current_owner
 from resumable._records import Blob, Owner, RunInfo
 from resumable._states import StepState
-from resumable._store import checkpoints, faults, lease, pg_query, places, process, runs, steps
+from resumable._store import checkpoints, faults, lease, pg_query, places, process, runs, staging, steps
 from resumable._store.base import (
     Begin,
     Compaction,
@@ -234,7 +233,7 @@ class PostgresStore(SqlStore):
             self.payload_dir = Path(location)
         else:
             # Without a shared folder, a large output is spilled to a private folder and read back into the row.
-            place = places.FolderPlace(Path(tempfile.gettempdir()) / f"resumable-spill-{os.getuid()}")
+            place = staging.SpillPlace(staging.staging_folder(), self.location)
         if shared is not None and namespace is not None:
             shared.use_namespace(namespace)
         self._payloads = checkpoints.Payloads(place, _config.signing_key())
@@ -482,17 +481,11 @@ class PostgresStore(SqlStore):
     # ------------------------------------------------------------------ checkpoints
 
     def encode(self, name: str, value: object) -> Blob:
-        """A large output lands in the payload location (fsynced, or PUT); without one, its bytes go into the row."""
-        blob = self._payloads.encode(name, value)
-        if self.payload_dir is not None or self.payload_url is not None or blob.file is None:
-            return blob
-        assert isinstance(self._payloads.place, places.FolderPlace)
-        spilled = self._payloads.place.folder / blob.file
-        try:
-            data = spilled.read_bytes()
-        finally:
-            spilled.unlink(missing_ok=True)
-        return dataclasses.replace(blob, inline=data, file=None)
+        """A large output lands in the payload location (fsynced, or PUT); without one, its bytes go into the row.
+
+        Without one it passes through the private spill folder (``staging.SpillPlace``, checked on every use).
+        """
+        return self._payloads.encode(name, value)
 
     def gc(self) -> GcReport:
         """Rows first, in one transaction; then payloads (files, objects) no row points to."""
