@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,29 +55,18 @@ def _alive_at_exit(report: Path) -> list[str]:
     return json.loads(report.read_text())
 
 
-def _script(tmp_path: Path, n: int) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run script ``n`` in a fresh interpreter (what is tested is how that interpreter ends)."""
-    report = tmp_path / f"threads{n}.json"
-    out = subprocess.run(
-        [sys.executable, "-c", REPORT_THREADS.format(report=str(report)) + SCRIPT, str(tmp_path / f"s{n}.duckdb")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return out, report
-
-
 @pytest.mark.timeout(900)
 def test_twenty_scripts_that_show_a_panel_exit_0(tmp_path: Path) -> None:
-    """Each script shows a panel, runs quick steps and ends: status 0, no abort, no resumable thread left.
-
-    Four at a time: each is its own interpreter with its own store and report file, so they do not
-    meet; half of a script's time is spent waiting (fsyncs, the panel's poll, joins at exit).
-    """
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        ended = list(pool.map(lambda n: _script(tmp_path, n), range(20)))
-    for n, (out, report) in enumerate(ended):
+    """Each script shows a panel, runs quick steps and ends: status 0, no abort, no resumable thread left."""
+    for n in range(20):
+        report = tmp_path / f"threads{n}.json"
+        out = subprocess.run(
+            [sys.executable, "-c", REPORT_THREADS.format(report=str(report)) + SCRIPT, str(tmp_path / f"s{n}.duckdb")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert (n, out.returncode, out.stderr) == (n, 0, "")
         assert out.stdout == "done\n"
         assert _alive_at_exit(report) == []
