@@ -301,11 +301,11 @@ def _cells(cfg: Config) -> list[Result | Skipped]:
     # The plain run is about a second and swings by a third between turns on a shared machine: the
     # restore figure takes more alternated turns than the others (medians of reps + pairs).
     reps, pairs = (1, 0) if cfg.smoke else (cfg.reps, 2 * cfg.reps + 2)
+    # A smoke run checks that the concern runs: no warm-up kernel (one kernel start of its five).
+    job = {"cells": cells, "reps": reps, "pairs": pairs, "warm_up": not cfg.smoke}
     with tempfile.TemporaryDirectory(prefix="rsm-bench-") as tmp, bytecode_cache() as env:
         try:
-            m = run_worker(
-                "headless", "measure_cells", {"folder": tmp, "cells": cells, "reps": reps, "pairs": pairs}, env=env
-            )
+            m = run_worker("headless", "measure_cells", {**job, "folder": tmp}, env=env)
         except Exception as exc:
             return [Skipped(CONCERN, "step cells", str(exc).strip().splitlines()[-1])]
     added_ms = (m["execute_new"] - m["nbclient_magic"]) / cells * 1000

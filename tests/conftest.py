@@ -53,6 +53,56 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     forget_all()
 
 
+# The suite's longest tests (20 s or more each in the last measured run of ``pytest -n 2 --durations``),
+# longest first. They are run before every other test: with ``-n 2 --dist worksteal`` a worker that
+# runs out of tests takes some of the other's, which works at the end of a run only if what is left
+# is short; one long test starting last kept a core idle for its whole length. Only the order changes.
+LONGEST_FIRST = (
+    "test_exit.py::test_twenty_scripts_that_show_a_panel_exit_0",
+    "test_crash.py::test_sigkill_at_random_instants_on_a_server_store_never_repeats_an_effect",
+    "test_crash.py::test_sigkill_at_random_instants_never_repeats_an_effect",
+    "test_sweep.py::test_a_sweep_runs_each_set_once_and_running_it_again_restores_everything",
+    "test_retention.py::test_gc_keep_last_collects_20_runs_down_to_2_and_the_file_shrinks",
+    "test_headless_durable.py::test_sigkill_of_the_kernel_at_random_moments_repeats_no_effect",
+    "test_notebook_trials.py::test_a_kill_after_a_cell_with_hidden_state_resumes_to_the_plain_runs_results",
+    "test_sweep.py::test_a_killed_worker_s_run_resumes_on_another_worker_and_its_effect_happens_once",
+    "test_postgres.py::test_resumable_execute_runs_a_notebook_on_a_server_store",
+    "test_killpoints.py::test_a_kill_at_each_store_write_point_resumes_with_the_effect_made_once",
+    "test_notebook_trials.py::test_killed_notebooks_resume_to_the_plain_runs_results_and_a_rerun_restores_everything",
+    "test_fork.py::test_resumable_fork_show_why_and_sql",
+    "test_sweep.py::test_max_failures_stops_the_sweep_and_cancels_the_runs_not_finished",
+    "test_runner_inputs.py::test_nbconvert_after_an_edited_parameters_cell_reruns_its_reader_and_holds_the_effect",
+    "test_retention.py::test_a_sigkill_anywhere_in_gc_or_compaction_loses_nothing_kept",
+    "test_sweep.py::test_a_scheduler_killed_mid_sweep_reports_the_unfinished_run_and_a_new_cluster_resumes_it",
+    "test_benchmarks_smoke.py::test_every_concern_runs_and_prints_its_ratios",
+    "test_runner_inputs.py::test_jupyterlab_with_a_changed_parameter_reruns_its_reader_and_holds_the_effect",
+    "test_headless_durable.py::test_a_failing_step_stops_the_run_and_its_resume_command_finishes_it",
+    "test_multiprocess.py::test_writers_and_readers_on_one_store_under_load_lose_nothing",
+    "test_inputs_faithful.py::test_a_headless_run_resumed_without_p_gets_its_parameters_back_exactly",
+    "test_honest_states.py::test_runs_filters_by_pipeline_state_and_age_and_reports_durations",
+    "test_headless.py::test_a_failure_caused_by_a_parameter_gives_a_resume_command_that_corrects_it",
+    "test_postgres.py::test_execute_on_a_server_store_resumes_after_the_kernel_dies_and_charges_once",
+    "test_faults.py::test_sigint_aimed_at_the_completion_always_stops_and_never_leaves_a_step_running",
+    "test_headless.py::test_parameters_are_injected_recorded_and_a_changed_value_reruns_its_readers",
+    "test_honest_states.py::test_a_killed_run_reads_as_interrupted_and_reading_changes_no_byte",
+    "test_headless.py::test_one_executor_per_run_and_ctrl_c_stops_without_a_restart",
+    "test_exit.py::test_five_kernels_that_show_a_panel_shut_down_with_status_0",
+    "test_headless.py::test_a_step_refused_in_the_kernel_because_another_process_owns_the_run_is_owned",
+    "test_demo.py::test_demo_survives_the_crash_and_charges_the_card_once",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of LONGEST_FIRST first, in its order; every other test after them, in collection order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        return rank.get(name, len(rank))
+
+    items.sort(key=key)  # stable: the order within a rank (parameters, the rest) stays the collection's
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--campaign-runs",
