@@ -100,6 +100,9 @@ class PendingWrites(Protocol):
     def sync_pending(self) -> None:
         """Make pending writes survive a power cut before a commit that may wait (a log fsync)."""
 
+    def must_write_before_release(self) -> bool:
+        """Whether something pending may not outlive this hold of the file (a kernel's step decided in memory)."""
+
 
 class FileConnection:
     """One DuckDB file, opened for transactions and released soon after.
@@ -357,8 +360,17 @@ class FileConnection:
                 else:
                     self._close_locked()
 
-    def _close_locked(self) -> None:
+    def _close_locked(self, *, write_pending: bool = True) -> None:
         if self._con is not None:
+            if write_pending and self.pending is not None and self.pending.must_write_before_release():
+                # A kernel's step decided while this handle held the file: the next holder must find
+                # it in the store, so it is committed first. A write that fails (a full disk) does not
+                # keep the file: the store's pending writes keep what returned, checked before their
+                # next write, and the file is let go of all the same.
+                try:
+                    self._write_pending_now(self._con)
+                except Exception:
+                    pass
             con, self._con = self._con, None
             self._session += 1  # once let go of, another process may write the file
             try:
@@ -372,6 +384,29 @@ class FileConnection:
                         walmark.record(self.path)  # closing checkpoints and removes the log
                 finally:
                     filelock.release(self.path)
+
+    def _write_pending_now(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Commit what is pending in a transaction of its own on the open handle (before it is let go of)."""
+        assert self.pending is not None
+        taken: object = None
+        try:
+            con.execute("BEGIN TRANSACTION")
+            taken = self.pending.write_pending(con)
+            con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            if taken is not None:
+                self.pending.restore_pending(taken)
+            if isinstance(exc, duckdb.Error):
+                raise self._wrap(exc) from exc
+            raise
+        self._count_commit()
+        if not self.read_only:
+            walmark.record(self.path)
+        self._committed(taken)
 
     def forget_inherited(self) -> None:
         """In a forked child: drop the parent's handle (never close it here) and start afresh."""
@@ -506,7 +541,7 @@ class FileConnection:
             self.pending.restore_pending(taken)
         if isinstance(exc, duckdb.Error):
             try:
-                self._close_locked()  # a failed file is opened afresh next time
+                self._close_locked(write_pending=False)  # a failed file is opened afresh next time
             except Exception:  # the error being raised says more than a failed close
                 pass
 

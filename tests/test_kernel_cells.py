@@ -1,0 +1,249 @@
+"""A kernel's new step cells decided in memory while it holds the store's file (``_store/cells.py``).
+
+Real IPython shells in subprocesses, killed with SIGKILL at the instants the window opens up: right
+after a cell returned (its completion only in the completion log), inside a cell (its start only in
+the log), while another process asks for the file mid-cell, and a full disk (a real tmpfs) at the
+end of a cell. The kill-point campaign (``tests/killpoints.py kernel``) kills at every write point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from test_faults import needs_namespaces
+
+from resumable._store.duckdb import DuckDBStore
+
+TESTS = Path(__file__).resolve().parent
+
+KERNEL = r"""
+import json, os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from ipython_shell import started_shell, step
+import resumable
+
+store, mode, folder = sys.argv[2], sys.argv[3], sys.argv[4]
+os.environ["RESUMABLE_STORE"] = store
+ip = started_shell()
+ip.run_cell("%durable_run cells --run-id r1").raise_error()
+report = {}
+
+def cell(name, body):
+    result = step(ip, name, body)
+    report[name] = None if result.error_in_exec is None else [type(result.error_in_exec).__name__,
+                                                            str(result.error_in_exec)]
+
+def note(name):
+    with open(os.path.join(folder, "ran"), "a") as f:
+        f.write(name + "\n")
+
+def fill(path):
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(bytes(65536))
+                f.flush()
+        except OSError:
+            pass
+
+def ran(name):  # a body that says it ran
+    return f"note({name!r})\n"
+
+ip.user_ns.update(os=os, note=note, fill=fill, time=time, resumable=resumable)
+ip.user_ns_hidden.update(os=os, note=note, fill=fill, time=time, resumable=resumable)
+cell("first", ran("first") + "a = 1")
+if mode == "returned":  # killed right after the second cell returned: its completion is only in the log
+    cell("second", ran("second") + "b = a + 1")
+    print(json.dumps(report), flush=True)
+    if not os.environ.get("NO_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+if mode == "midcell":  # killed inside the second cell: its start is only in the log
+    cell("second", ran("second") + "if os.environ.get('KILL_IN_CELL'):\n    os.kill(os.getpid(), 9)\nb = a + 1")
+if mode == "handover":  # another process asks for the file while the second cell runs
+    cell("second", ran("second") + f"open(os.path.join({folder!r}, 'started'), 'w').close()\n"
+         f"while not os.path.exists(os.path.join({folder!r}, 'go')):\n    time.sleep(0.01)\nb = a + 1")
+if mode == "token":  # a fencing token and a key handed out of a cell decided in memory
+    cell("second", ran("second") + "tok = resumable.fencing_token()\nkey = resumable.idempotency_key()")
+    report["tok"], report["key"] = ip.user_ns.get("tok"), ip.user_ns.get("key")
+    print(json.dumps(report), flush=True)
+    if not os.environ.get("NO_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+if mode == "fulldisk":  # the disk fills up inside the cell: its completion can be neither logged nor committed
+    filler = os.path.join(folder, "filler")
+    cell("second", ran("second") + f"fill({filler!r})\nb = os.urandom(200_000)")
+    t0 = time.monotonic()
+    env = {**os.environ, "RESUMABLE_LOCK_TIMEOUT": "10"}
+    cli = subprocess.run([sys.executable, "-m", "resumable", "runs", "--store", store], capture_output=True,
+                         text=True, timeout=60, env=env)
+    report["cli"] = [cli.returncode, round(time.monotonic() - t0, 1), cli.stdout + cli.stderr]
+    report["full"] = report.pop("second")
+    os.unlink(filler)  # space again: the kept failure is written, and the cell runs again
+    cell("second", ran("second") + "b = os.urandom(200_000)")
+    from resumable._store.duckdb import DuckDBStore
+    st = DuckDBStore(store)
+    report["events"] = [[e.target, (e.detail or "")[:40]] for e in st.list_events("r1", "second")]
+    report["loaded"] = len(resumable.load("r1", "second", "b", store=store))
+    st.close()
+print(json.dumps(report), flush=True)
+"""
+KERNEL = KERNEL.replace("import json, os, signal, sys, time", "import json, os, signal, subprocess, sys, time")
+
+
+def _kernel(folder: Path, mode: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    store = folder / "store.duckdb"
+    full = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000", **(env or {})}
+    full.pop("RESUMABLE_RUN_ID", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", KERNEL, str(TESTS), str(store), mode, str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full,
+        **kw,
+    )
+
+
+def _cli(folder: Path, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "resumable", *args, "--store", str(folder / "store.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _ran(folder: Path) -> list[str]:
+    path = folder / "ran"
+    return path.read_text().split() if path.exists() else []
+
+
+def _states(folder: Path) -> dict[str, str]:
+    store = DuckDBStore(folder / "store.duckdb")
+    try:
+        return {s.step: s.state.value for s in store.list_steps("r1")}
+    finally:
+        store.close()
+
+
+def _again(folder: Path, mode: str) -> dict[str, Any]:
+    """A new kernel runs the same two cells (without the kill): what restores, what executes."""
+    proc = _kernel(folder, mode, env={"RESUMABLE_GROUP_COMMIT_MS": "50", "NO_KILL": "1"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return dict(json.loads(out.splitlines()[-1]))
+
+
+def test_a_cell_that_returned_survives_sigkill_before_its_commit(tmp_path: Path) -> None:
+    """The second cell is decided in memory and its completion only appended to the log when the kernel is
+    killed: the CLI shows it completed, and a new kernel restores it without running its body."""
+    proc = _kernel(tmp_path, "returned")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -9, err
+    assert json.loads(out.splitlines()[-1]) == {"first": None, "second": None}
+    assert list((tmp_path / "store.duckdb.journal").iterdir()), "the completion was not in the log"
+    shown = _cli(tmp_path, "show", "r1")
+    assert "second" in shown and "completed" in shown.split("second")[1].splitlines()[0], shown
+    assert _again(tmp_path, "returned") == {"first": None, "second": None}
+    assert _ran(tmp_path) == ["first", "second"], "a completed cell ran again"
+
+
+def test_a_kernel_killed_inside_a_cell_decided_in_memory_leaves_it_interrupted(tmp_path: Path) -> None:
+    """Its start was only in the completion log: `resumable runs` shows the run interrupted (not completed),
+    and the resume executes the step again."""
+    proc = _kernel(tmp_path, "midcell", env={"KILL_IN_CELL": "1"})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -9, err
+    runs = _cli(tmp_path, "runs")
+    assert "r1" in runs and "interrupted" in runs, runs
+    assert _states(tmp_path) == {"first": "completed", "second": "interrupted"}
+    assert _again(tmp_path, "midcell") == {"first": None, "second": None}
+    assert _ran(tmp_path) == ["first", "second", "second"]
+    assert _states(tmp_path) == {"first": "completed", "second": "completed"}
+
+
+def test_another_process_asking_for_the_file_mid_cell_finds_the_step_running(tmp_path: Path) -> None:
+    """The file is let go of only after the in-memory start is written: a reader sees the step running
+    under the live kernel, and once the cell returned, completed."""
+    proc = _kernel(tmp_path, "handover")
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        shown = _cli(tmp_path, "show", "r1")
+        assert "running" in shown.split("second")[1].splitlines()[0], shown
+    finally:
+        (tmp_path / "go").touch()
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert _states(tmp_path) == {"first": "completed", "second": "completed"}
+
+
+def test_a_token_and_a_key_handed_out_rest_on_a_written_start(tmp_path: Path) -> None:
+    """fencing_token() and idempotency_key() in a cell decided in memory write its start first: the token is
+    the stored one, and after a kill the step is an effect step that the resume holds, never repeats."""
+    proc = _kernel(tmp_path, "token")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -9, err
+    report = json.loads(out.splitlines()[-1])
+    assert report["second"] is None and isinstance(report["tok"], int) and report["key"]
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    try:
+        status = store.get_step("r1", "second")
+        assert status is not None and status.state.value == "completed" and status.effect
+    finally:
+        store.close()
+    con = duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True)  # the token the store holds
+    try:
+        stored = con.execute("SELECT owner_generation FROM steps WHERE step = 'second'").fetchall()
+    finally:
+        con.close()
+    assert stored == [(report["tok"],)]
+    assert _again(tmp_path, "token") == {"first": None, "second": None, "tok": report["tok"], "key": report["key"]}
+    assert _ran(tmp_path) == ["first", "second"], "an effect step ran again"
+
+
+@needs_namespaces
+def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_path: Path) -> None:
+    """A real 8 MB tmpfs filled up inside the cell: the cell fails with StoreFullError before it returns,
+    another process gets the file at once (not after the lock timeout), and once space is back the failure
+    is recorded and the cell runs again to completion."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    script = KERNEL
+    line = f'mount -t tmpfs -o size=8m tmpfs {folder} && exec {sys.executable} -c "$0" {TESTS} ' + (
+        f"{folder}/store.duckdb fulldisk {folder}"
+    )
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", line, script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000"},
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.splitlines()[-1])
+    name, message = report["full"] if report["full"] else ["", ""]
+    assert report["first"] is None
+    assert name == "StoreFullError", report
+    assert message.startswith("step 'second' (run 'r1'): its outputs could not be stored: no space left for them at ")
+    rc, waited, text = report["cli"]
+    assert rc == 0 and waited < 8, report["cli"]  # not the 10 s lock timeout: the idle kernel let go
+    assert "r1" in text
+    # Once space was back: the failed attempt recorded with its error, then the cell ran again and completed.
+    targets = [t for t, _ in report["events"]]
+    assert targets[:2] == ["running", "failed"] and targets[-2:] == ["running", "completed"], report["events"]
+    assert report["events"][1][1].startswith("StoreFullError: step 'second'")
+    assert report["second"] is None and report["loaded"] == 200_000
