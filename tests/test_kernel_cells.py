@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
+from ipython_shell import step
 from test_faults import needs_namespaces
 
 from resumable._store.duckdb import DuckDBStore
@@ -247,3 +249,38 @@ def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_p
     assert targets[:2] == ["running", "failed"] and targets[-2:] == ["running", "completed"], report["events"]
     assert report["events"][1][1].startswith("StoreFullError: step 'second'")
     assert report["second"] is None and report["loaded"] == 200_000
+
+
+def _kernel_store(shell: Any) -> DuckDBStore:
+    """The shell's store object (the one its magics decide with)."""
+    from resumable._magics.magics import DurableMagics
+
+    magics = next(m for m in shell.magics_manager.registry.values() if isinstance(m, DurableMagics))
+    store = magics._store
+    assert isinstance(store, DuckDBStore)
+    return store
+
+
+def test_a_second_handle_of_the_kernels_process_writes_its_pending_cells_first(
+    shell: Any, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another store object of the kernel's process on the same file finds a cell decided in memory in the
+    store (its first transaction writes it), and while it holds a share of the file the kernel decides by
+    transactions: no two handles of one process ever start the same step."""
+    from resumable._store import cells
+
+    assert step(shell, "first", "a = 1").error_in_exec is None  # decided by a transaction: the window opens
+    store = _kernel_store(shell)
+    monkeypatch.setattr(store, "window_s", 60.0)  # no group commit while the test looks
+    assert step(shell, "second", "b = a + 1").error_in_exec is None
+    assert cells.has_pending(store._file_key), "the second cell was not decided in memory"
+    other = DuckDBStore(store_path)
+    try:
+        status = other.get_step("r1", "second")
+        assert status is not None and status.state.value == "completed"
+        assert step(shell, "third", "c = b + 1").error_in_exec is None
+        assert not cells.has_pending(store._file_key), "decided in memory while another handle held the file"
+        third = other.get_step("r1", "third")
+        assert third is not None and third.state.value == "completed"
+    finally:
+        other.close()

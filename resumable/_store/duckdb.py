@@ -446,9 +446,13 @@ class DuckDBStore(SqlStore):
             try:
                 found, token = steps.found_cell(con, self.location, req)
             except _REFUSALS as refusal:
-                with cells.LOCK:
-                    cells.REFUSED[flight] = refusal
-                if cell.pending.completion is not None:
+                if cell.pending.completion is None:  # still running: its end raises it
+                    with _IN_FLIGHT_LOCK:
+                        running = flight in _IN_FLIGHT
+                    if running:
+                        with cells.LOCK:
+                            cells.REFUSED[flight] = refusal
+                else:
                     _logger.warning("store %s: step '%s' of run '%s' returned in this process but was not stored: %s",
                                     self.location, req.step, req.run_id, refusal)  # fmt: skip
                 return
@@ -772,6 +776,8 @@ class DuckDBStore(SqlStore):
     def _ended(self, run_id: str, step: str) -> None:
         with _IN_FLIGHT_LOCK:
             _IN_FLIGHT.pop((self.location, run_id, step), None)
+        with cells.LOCK:
+            cells.REFUSED.pop((self.location, run_id, step), None)
 
     def fencing_token(self, run_id: str, step: str) -> int | None:
         """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token)."""
