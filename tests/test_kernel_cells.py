@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -284,3 +285,32 @@ def test_a_second_handle_of_the_kernels_process_writes_its_pending_cells_first(
         assert third is not None and third.state.value == "completed"
     finally:
         other.close()
+
+
+def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
+    shell: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cell decided in memory whose write finds the step taken meanwhile (what a failed commit followed by
+    another process's start leaves) is refused with a warning naming it; the transaction that found it and
+    every later one go on."""
+    from resumable._store import cells
+
+    assert step(shell, "first", "a = 1").error_in_exec is None
+    store = _kernel_store(shell)
+    monkeypatch.setattr(store, "window_s", 60.0)
+    assert step(shell, "second", "b = a + 1").error_in_exec is None
+    with cells.LOCK:
+        taken = cells.take(store._file_key)
+    assert [c.pending.req.step for c in taken] == ["second"]
+    assert step(shell, "second", "b = a + 1").error_in_exec is None  # the step, written by a transaction now
+    for cell in taken:  # as another process's: checked against the store when it is written (held None)
+        owner = cell.pending.req.owner
+        cell.pending.req = replace(cell.pending.req, owner=replace(owner, pid=owner.pid + 1_000_000))
+    cells.put_back(store._file_key, taken)
+    with caplog.at_level("WARNING", logger="resumable"):
+        status = store.get_step("r1", "second")
+    assert status is not None and status.state.value == "completed"
+    assert "step 'second' of run 'r1' returned in this process but was not stored: step 'second'" in caplog.text
+    assert step(shell, "third", "c = b + 1").error_in_exec is None
+    third = store.get_step("r1", "third")
+    assert third is not None and third.state.value == "completed"

@@ -428,8 +428,12 @@ class DuckDBStore(SqlStore):
                 write_quick_steps(con, pending)
             if records > self._log_applied:
                 replay.record_applied(con, self._log.key, records)
-        except BaseException:
+        except BaseException:  # nothing was committed: every step taken goes back as it was
             self._cells_not_written(kernel_cells)
+            with self._journal_lock:
+                for journal, pending in taken:
+                    for step in pending:
+                        journal.pending.setdefault(step.req.step, step)
             raise
         return _Taken(taken, records, replayed, kernel_cells)
 
