@@ -820,6 +820,8 @@ class DuckDBStore(SqlStore):
                 return
         else:
             self._raise_refused(done.run_id, done.step)
+            if self._cell_pending(done.run_id, done.step):
+                self._conn.check_file()  # a completion kept in memory: still the file this process opened?
             if self._complete_cell(done):
                 self._ended(done.run_id, done.step)
                 return
