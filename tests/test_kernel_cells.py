@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -93,6 +94,55 @@ if mode == "fulldisk":  # the disk fills up inside the cell: its completion can 
     st = DuckDBStore(store)
     report["events"] = [[e.target, (e.detail or "")[:40]] for e in st.list_events("r1", "second")]
     report["loaded"] = len(resumable.load("r1", "second", "b", store=store))
+    st.close()
+if mode == "heldfull":  # the disk fills up inside a cell decided in memory; others try the run meanwhile
+    filler, lock = os.path.join(folder, "filler"), store + ".lock"
+    OTHER = ("import json, sys, resumable\npipe = resumable.Pipeline('cells', store=sys.argv[1])\n"
+             "@pipe.step()\ndef second():\n    print('other process ran second')\n    return 2\n"
+             "try:\n    with pipe.run(run_id='r1') as run:\n        run.step('second', second)\n"
+             "except Exception as e:\n    print(json.dumps([type(e).__name__, str(e)]))\n")
+
+    def others():  # once the kernel's commit of the cell's start failed (it says so in the lock file)
+        deadline = time.monotonic() + 5
+        while open(lock).read().count("\n") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        env = {**os.environ, "RESUMABLE_LOCK_TIMEOUT": "2"}
+        other = subprocess.run([sys.executable, "-c", OTHER, store], capture_output=True, text=True, timeout=60,
+                               env=env)
+        report["other"] = other.stdout.strip().splitlines()
+        show = subprocess.run([sys.executable, "-m", "resumable", "show", "r1", "--store", store],
+                              capture_output=True, text=True, timeout=60, env=env)
+        report["show"] = [show.returncode, show.stdout + show.stderr]
+        os.unlink(filler)  # space is back
+
+    def fill_all(path):  # to the last byte: the commit of a step's start needs only a few
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for size in (65536, 4096, 1):
+                try:
+                    while os.write(fd, bytes(size)):
+                        pass
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    ip.user_ns.update(others=others, fill_all=fill_all)
+    ip.user_ns_hidden.update(others=others, fill_all=fill_all)
+    # A long source: the start's row needs more than what DuckDB's files have spare when the disk is full.
+    cell("second", ran("second") + f"fill_all({filler!r})\nothers()\nb = 42\n" + "# a long cell\n" * 2000)
+    report["pid"] = os.getpid()
+    show = subprocess.run([sys.executable, "-m", "resumable", "show", "r1", "--store", store], capture_output=True,
+                          text=True, timeout=60)
+    report["show_after"] = show.stdout
+    from resumable._store.duckdb import DuckDBStore
+    st = DuckDBStore(store)
+    report["events"] = [e.target for e in st.list_events("r1", "second")]
+    try:
+        report["b"] = resumable.load("r1", "second", "b", store=store)
+    except resumable.ResumableError as e:
+        report["b"] = repr(e)
+    report["ran"] = open(os.path.join(folder, "ran")).read().split()
     st.close()
 print(json.dumps(report), flush=True)
 """
@@ -252,6 +302,54 @@ def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_p
     assert report["second"] is None and report["loaded"] == 200_000
 
 
+def _in_small_tmpfs(tmp_path: Path, mode: str, env: dict[str, str]) -> dict[str, Any]:
+    """The kernel script on a real 8 MB tmpfs of its own (a user and mount namespace); its report."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    line = f'mount -t tmpfs -o size=8m tmpfs {folder} && exec {sys.executable} -c "$0" {TESTS} ' + (
+        f"{folder}/store.duckdb {mode} {folder}"
+    )
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", line, KERNEL],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
+@needs_namespaces
+def test_a_full_disk_inside_a_cell_decided_in_memory_keeps_the_store_until_it_is_written(tmp_path: Path) -> None:
+    """The disk fills up inside a cell decided in memory, so the commit of its start fails: the kernel keeps the
+    store's lock (with the file closed) until the step is written. Another process trying the step and
+    `resumable show` get the lock error naming the kernel and why; once space is back the cell returns and the
+    step is completed once, by the kernel, with its value."""
+    report = _in_small_tmpfs(tmp_path, "heldfull", {"RESUMABLE_GROUP_COMMIT_MS": "500"})
+    store, pid = f"{tmp_path}/disk/store.duckdb", report["pid"]
+    before = (
+        f"store '{store}' stayed locked by process {pid} for 2.0 s: that process ran steps that it could not "
+        "write to the store yet (its last commit failed: "
+    )
+    after = (
+        "), and keeps the store until they are written, so that no other process runs them again. Nothing was "
+        "changed here. Free space on the store's disk (that process then writes them and lets go), then try again."
+    )
+    locked = re.escape(before) + r"[^()]*No space left on device[^()]*" + re.escape(after)  # the disk's words
+    assert len(report["other"]) == 1, report["other"]  # the other process did not run the step
+    name, message = json.loads(report["other"][0])
+    assert name == "StoreLockedError" and re.fullmatch(locked, message), message
+    rc, shown = report["show"]
+    assert rc != 0 and re.fullmatch("error: " + locked + "\n", shown), shown
+    assert report["first"] is None and report["second"] is None
+    assert report["events"] == ["running", "completed"] and report["ran"] == ["first", "second"]
+    assert report["b"] == 42
+    assert "second" in report["show_after"], report["show_after"]
+    assert "completed" in report["show_after"].split("second")[1].splitlines()[0], report["show_after"]
+
+
 def _kernel_store(shell: Any) -> DuckDBStore:
     """The shell's store object (the one its magics decide with)."""
     from resumable._magics.magics import DurableMagics
@@ -291,8 +389,8 @@ def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
     shell: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A cell decided in memory whose write finds the step taken meanwhile (what a failed commit followed by
-    another process's start leaves) is refused with a warning naming it; the transaction that found it and
-    every later one go on."""
+    another process's start would leave) is refused: the transaction that found it goes on, and the run's next
+    cell fails with StepNotStoredError naming it before its body runs (never only a log line); then it runs."""
     from resumable._store import cells
 
     assert step(shell, "first", "a = 1").error_in_exec is None
@@ -310,7 +408,16 @@ def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
     with caplog.at_level("WARNING", logger="resumable"):
         status = store.get_step("r1", "second")
     assert status is not None and status.state.value == "completed"
-    assert "step 'second' of run 'r1' returned in this process but was not stored: step 'second'" in caplog.text
+    refused = step(shell, "third", "c = b + 1\nnote_third = True").error_in_exec
+    assert type(refused).__name__ == "StepNotStoredError" and "note_third" not in shell.user_ns
+    assert str(refused) == (
+        "step 'second' (run 'r1') returned in this process, but the store then refused to record it: step 'second' "
+        "(run 'r1') is no longer 'new' in this process: another process changed it. Nothing from this attempt was "
+        "stored and the step's earlier checkpoints are intact. See what happened with: resumable show r1 --events. "
+        "Its result was not stored (what the store holds for that step was kept), and nothing of the run was let "
+        "run after it: no idempotency key was handed out. Run the step again if its result is needed."
+    )
+    assert str(refused) in caplog.text
     assert step(shell, "third", "c = b + 1").error_in_exec is None
     third = store.get_step("r1", "third")
     assert third is not None and third.state.value == "completed"

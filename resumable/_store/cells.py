@@ -69,6 +69,9 @@ _FILES: dict[str, _File] = {}
 # Cells whose write the store refused (another process or handle has the step), by (location, run, step):
 # the step's end raises it.
 REFUSED: dict[tuple[str, str, str], Exception] = {}
+# Cells that had returned when the store refused to write them, by (location, run): the run's next
+# step, fence or key raises it (``StepNotStoredError``), never only a log line.
+LOST: dict[tuple[str, str], Exception] = {}
 
 
 def deferrable(req: StepRequest) -> bool:
@@ -128,6 +131,7 @@ def forget_all() -> None:
     with LOCK:
         _FILES.clear()
         REFUSED.clear()
+        LOST.clear()
 
 
 def new_pending(req: StepRequest, seq: int, started_at: datetime, started_mono: float) -> PendingStep:

@@ -66,6 +66,7 @@ from resumable.errors import (
     LeaseLostError,
     RunOwnedError,
     StepChangedError,
+    StepNotStoredError,
 )
 
 _logger = logging.getLogger("resumable")
@@ -456,9 +457,11 @@ class DuckDBStore(SqlStore):
                     if running:
                         with cells.LOCK:
                             cells.REFUSED[flight] = refusal
-                else:
-                    _logger.warning("store %s: step '%s' of run '%s' returned in this process but was not stored: %s",
-                                    self.location, req.step, req.run_id, refusal)  # fmt: skip
+                else:  # it returned already: the run's next step, fence or key raises it
+                    lost = StepNotStoredError(req.run_id, req.step, str(refusal))
+                    with cells.LOCK:
+                        cells.LOST.setdefault((cell.location, req.run_id), lost)
+                    _logger.warning("store %s: %s", self.location, lost)
                 return
             if found == "completed":
                 return
@@ -618,6 +621,7 @@ class DuckDBStore(SqlStore):
             abandoned = key not in _IN_FLIGHT
         if journal is not None and journal.lost is not None:
             raise journal.lost
+        self._raise_lost(req.run_id)
         if self._failures:  # no step starts on top of a failure not yet written
             self._flush_failures(strict=True)
         if journal is not None:
@@ -788,7 +792,15 @@ class DuckDBStore(SqlStore):
         if self._cell_pending(run_id, step):
             with self._transaction(step_only=True):
                 pass
+        self._raise_lost(run_id)
         return self._token(run_id, step)
+
+    def _raise_lost(self, run_id: str) -> None:
+        """A kernel's step of the run returned but was refused when written: raise it here, before anything runs on."""
+        with cells.LOCK:
+            lost = cells.LOST.pop((self.location, run_id), None)
+        if lost is not None:
+            raise lost
 
     def _cell_pending(self, run_id: str, step: str) -> bool:
         with cells.LOCK:
@@ -863,13 +875,17 @@ class DuckDBStore(SqlStore):
 
         One ``write`` before the cell returns makes the completion survive the death of the process;
         the rows follow when the window closes (``cells.py``). False: its start was written already,
-        or the log cannot be written (a full disk): the caller commits the completion before returning
+        a write of it failed (it is no longer held: whether it is still this process's step is
+        checked in a transaction, never assumed), or the log cannot be written (a full disk): the
+        caller commits the completion before returning
         (a pending start is written by that transaction first); when that fails, the start stays
         pending and is written with the failure the caller records next.
         """
         with cells.LOCK:
             cell = cells.pending(self._file_key).get((done.run_id, done.step))
-            if cell is None or cell.pending.completion is not None:
+            if cell is None or cell.pending.completion is not None or cell.held is None:
+                # held None: a write of it failed, so whether it is still this process's is checked by the
+                # transaction the caller opens (which raises a refusal in the cell), never assumed here.
                 return False
             cells.complete(cell, done, utc_now())
             try:
@@ -972,6 +988,7 @@ class DuckDBStore(SqlStore):
             if journal is not None and journal.lost is not None:
                 raise journal.lost from None
             raise
+        self._raise_lost(run_id)  # an earlier step of the run refused when written: no key after it
 
     # ------------------------------------------------------------------ checkpoints
 
