@@ -391,8 +391,36 @@ def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
     """A cell decided in memory whose write finds the step taken meanwhile (what a failed commit followed by
     another process's start would leave) is refused: the transaction that found it goes on, and the run's next
     cell fails with StepNotStoredError naming it before its body runs (never only a log line); then it runs."""
+    store = _refused_second(shell, monkeypatch)
+    with caplog.at_level("WARNING", logger="resumable"):
+        status = store.get_step("r1", "second")
+    assert status is not None and status.state.value == "completed"
+    refused = step(shell, "third", "c = b + 1\nnote_third = True").error_in_exec
+    assert type(refused).__name__ == "StepNotStoredError" and "note_third" not in shell.user_ns
+    assert str(refused) == _REFUSED_SECOND
+    assert str(refused) in caplog.text
+    assert step(shell, "third", "c = b + 1").error_in_exec is None
+    third = store.get_step("r1", "third")
+    assert third is not None and third.state.value == "completed"
+
+
+def test_no_key_is_handed_out_after_a_returned_cell_was_refused(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fence of idempotency_key() is what finds a returned cell refused: the key is not handed out, the cell
+    fails with StepNotStoredError; run again, it gets its key."""
+    _refused_second(shell, monkeypatch)
+    refused = step(shell, "third", "key = resumable.idempotency_key()").error_in_exec
+    assert type(refused).__name__ == "StepNotStoredError" and "key" not in shell.user_ns
+    assert str(refused) == _REFUSED_SECOND
+    assert step(shell, "third", "key = resumable.idempotency_key()").error_in_exec is None
+    assert shell.user_ns["key"]
+
+
+def _refused_second(shell: Any, monkeypatch: pytest.MonkeyPatch) -> DuckDBStore:
+    """Cell 'second' returned in memory, then is put back as another process's (what a failed commit followed by
+    another process's start would leave): its next write is refused."""
     from resumable._store import cells
 
+    shell.run_cell("import resumable").raise_error()
     assert step(shell, "first", "a = 1").error_in_exec is None
     store = _kernel_store(shell)
     monkeypatch.setattr(store, "window_s", 60.0)
@@ -405,19 +433,13 @@ def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
         owner = cell.pending.req.owner
         cell.pending.req = replace(cell.pending.req, owner=replace(owner, pid=owner.pid + 1_000_000))
     cells.put_back(store._file_key, taken)
-    with caplog.at_level("WARNING", logger="resumable"):
-        status = store.get_step("r1", "second")
-    assert status is not None and status.state.value == "completed"
-    refused = step(shell, "third", "c = b + 1\nnote_third = True").error_in_exec
-    assert type(refused).__name__ == "StepNotStoredError" and "note_third" not in shell.user_ns
-    assert str(refused) == (
-        "step 'second' (run 'r1') returned in this process, but the store then refused to record it: step 'second' "
-        "(run 'r1') is no longer 'new' in this process: another process changed it. Nothing from this attempt was "
-        "stored and the step's earlier checkpoints are intact. See what happened with: resumable show r1 --events. "
-        "Its result was not stored (what the store holds for that step was kept), and nothing of the run was let "
-        "run after it: no idempotency key was handed out. Run the step again if its result is needed."
-    )
-    assert str(refused) in caplog.text
-    assert step(shell, "third", "c = b + 1").error_in_exec is None
-    third = store.get_step("r1", "third")
-    assert third is not None and third.state.value == "completed"
+    return store
+
+
+_REFUSED_SECOND = (
+    "step 'second' (run 'r1') returned in this process, but the store then refused to record it: step 'second' "
+    "(run 'r1') is no longer 'new' in this process: another process changed it. Nothing from this attempt was "
+    "stored and the step's earlier checkpoints are intact. See what happened with: resumable show r1 --events. "
+    "Its result was not stored (what the store holds for that step was kept), and nothing of the run was let "
+    "run after it: no idempotency key was handed out. Run the step again if its result is needed."
+)

@@ -55,6 +55,9 @@ RELEASE_GAP_S = 0.015
 MIN_HOLD_S = 0.02
 # While no other process waits for it, the file is kept open up to this long in one stretch.
 QUIET_HOLD_S = 2.0
+# A write of what is pending that keeps failing (a full disk) is retried at most this far apart:
+# each try opens and closes the file, which costs a busy retry loop half a core.
+RETRY_MAX_S = 0.5
 # A torn read by a process outside resumable (a DuckDB shell writing the file) is read again this long.
 CORRUPT_RETRY_S = 1.0
 _CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
@@ -144,6 +147,7 @@ class FileConnection:
         # A share of the process's file lock kept while the file is closed with a kernel's step not
         # written yet (a failed commit): no other process may get the file before it is written.
         self._kept = False
+        self._retry_s = 0.05  # the housekeeper's wait before it retries a failed write of what is pending
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
@@ -338,6 +342,7 @@ class FileConnection:
                 if self._stopped:
                     self._housekeeper = None
                     return
+                self._let_lock_go_if_written()  # another handle of the process may have written them
                 now = time.monotonic()
                 due = self._due_pending()
                 deadlines = [] if due is None else [due]
@@ -358,8 +363,10 @@ class FileConnection:
                             self.pending.sync_pending()
                         with self.transaction():
                             pass  # opening a transaction writes what is pending
-                    except Exception:  # kept pending; the next transaction retries
-                        self.lock.wait(0.05)
+                        self._retry_s = 0.05
+                    except Exception:  # kept pending; retried, less often while it keeps failing (a full disk)
+                        self.lock.wait(self._retry_s)
+                        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
                 else:
                     self._close_locked()
 

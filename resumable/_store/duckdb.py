@@ -621,6 +621,9 @@ class DuckDBStore(SqlStore):
             abandoned = key not in _IN_FLIGHT
         if journal is not None and journal.lost is not None:
             raise journal.lost
+        if req.effect and cells.has_pending(self._file_key):  # the fence: earlier cells written (or refused) first
+            with self._transaction(step_only=True):
+                pass
         self._raise_lost(req.run_id)
         if self._failures:  # no step starts on top of a failure not yet written
             self._flush_failures(strict=True)
