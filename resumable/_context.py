@@ -18,7 +18,9 @@ class StepContext:
     attempt: int
     key_generation: int = 1
     asks_key: Callable[[], None] | None = None  # records, before a key is handed out, that the step has effects
-    fencing_token: int | None = None  # the lease generation the attempt runs under (``resumable.fencing_token()``)
+    # The lease generation the attempt runs under (``resumable.fencing_token()``), asked for when
+    # wanted: a kernel's step takes its token only when its start is written (``_store/duckdb.py``).
+    fencing_token: Callable[[], int | None] | None = None
 
 
 _current: ContextVar[StepContext | None] = ContextVar("resumable_step", default=None)

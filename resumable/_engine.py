@@ -8,6 +8,7 @@ its stored traceback feeds the panel.
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import threading
@@ -165,7 +166,7 @@ class StepCall:
 
     def context(self) -> StepContext:
         """The context the body sees (``idempotency_key()`` reads it)."""
-        token = self.store.fencing_token(self.run_id, self.step)
+        token = functools.partial(self.store.fencing_token, self.run_id, self.step)
         return StepContext(
             self.pipeline, self.run_id, self.step, self.attempt, self.key_generation, self.asks_key, token
         )

@@ -213,11 +213,20 @@ class StorePathError(StoreError):
 class StoreLockedError(StoreError):
     """Another process held the store's file past the configured wait."""
 
-    def __init__(self, path: str, holder_pid: int | None, waited_s: float) -> None:
+    def __init__(self, path: str, holder_pid: int | None, waited_s: float, reason: str | None = None) -> None:
         self.path = path
         self.holder_pid = holder_pid
         self.waited_s = waited_s
+        self.reason = reason  # what the holder wrote beside its pid: why it keeps the file
         who = f"process {holder_pid}" if holder_pid is not None else "another process"
+        if reason:
+            super().__init__(
+                f"store '{path}' stayed locked by {who} for {waited_s:.1f} s: that process ran steps that it "
+                f"could not write to the store yet ({reason}), and keeps the store until they are written, so that "
+                f"no other process runs them again. Nothing was changed here. Free space on the store's disk (that "
+                f"process then writes them and lets go), then try again."
+            )
+            return
         super().__init__(
             f"store '{path}' stayed locked by {who} for {waited_s:.1f} s. resumable holds the file "
             f"only for short transactions, so a long hold means that process keeps it open "
@@ -491,6 +500,21 @@ class LeaseLostError(StepChangedError):
             f"this process's late write was refused: nothing of it was stored, and the other owner's work is kept. "
             f"This process no longer owns the run: stop it, and start the run again to resume it from the store "
             f"(what the other owner completed is restored, not run again).",
+        )
+
+
+class StepNotStoredError(StoreError):
+    """A kernel's step returned in this process, but the store then refused to record it (another owner has it)."""
+
+    def __init__(self, run_id: str, step: str, refusal: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.refusal = refusal
+        super().__init__(
+            f"step '{step}' (run '{run_id}') returned in this process, but the store then refused to record it: "
+            f"{refusal.rstrip('.')}. Its result was not stored (what the store holds for that step was kept), "
+            f"and nothing of the run was let run after it: no idempotency key was handed out. Run the step "
+            f"again if its result is needed."
         )
 
 

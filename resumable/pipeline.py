@@ -572,9 +572,10 @@ def fencing_token() -> int:
         When called outside a step.
     """
     ctx = current_step()
-    if ctx is None or ctx.fencing_token is None:
+    token = ctx.fencing_token() if ctx is not None and ctx.fencing_token is not None else None
+    if token is None:
         raise NotInStepError("fencing_token")
-    return ctx.fencing_token
+    return token
 
 
 @front_end("python")

@@ -77,9 +77,12 @@ def write_kernel_notebook(path: Path) -> Path:
     return write_nb(
         path,
         "%load_ext resumable\nimport json, os, uuid\nimport resumable",
+        # A first step cell, so that the next ones are decided in memory within the kernel's hold of the
+        # store's file (``_store/cells.py``): kills land between their log writes and their commit.
+        "%%durable_step setup\nbase = 40",
         "%%durable_step order\norder_id = str(uuid.uuid4())",
         "with open('ledger.returned', 'a') as returned:\n    returned.write(order_id + '\\n')",
-        "amount = 40 + len(order_id)",
+        "amount = base + len(order_id)",
         "%%durable_step charge\nkey = resumable.idempotency_key()\n"
         "fd = os.open('ledger', os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)\n"
         "os.write(fd, f'{key} {order_id} {amount}\\n'.encode())\nos.close(fd)\n"

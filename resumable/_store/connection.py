@@ -55,6 +55,9 @@ RELEASE_GAP_S = 0.015
 MIN_HOLD_S = 0.02
 # While no other process waits for it, the file is kept open up to this long in one stretch.
 QUIET_HOLD_S = 2.0
+# A write of what is pending that keeps failing (a full disk) is retried at most this far apart:
+# each try opens and closes the file, which costs a busy retry loop half a core.
+RETRY_MAX_S = 0.5
 # A torn read by a process outside resumable (a DuckDB shell writing the file) is read again this long.
 CORRUPT_RETRY_S = 1.0
 _CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
@@ -100,6 +103,9 @@ class PendingWrites(Protocol):
     def sync_pending(self) -> None:
         """Make pending writes survive a power cut before a commit that may wait (a log fsync)."""
 
+    def must_write_before_release(self) -> bool:
+        """Whether something pending may not outlive this hold of the file (a kernel's step decided in memory)."""
+
 
 class FileConnection:
     """One DuckDB file, opened for transactions and released soon after.
@@ -138,6 +144,10 @@ class FileConnection:
         self._session = 0  # counts opens of the file: nobody else wrote it while one session lasts
         self._own_commits = 0  # this handle's share of _COMMITS for the file
         self._busy_until = 0.0  # a step started: the file may stay open until then while nobody waits
+        # A share of the process's file lock kept while the file is closed with a kernel's step not
+        # written yet (a failed commit): no other process may get the file before it is written.
+        self._kept = False
+        self._retry_s = 0.05  # the housekeeper's wait before it retries a failed write of what is pending
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
@@ -332,6 +342,7 @@ class FileConnection:
                 if self._stopped:
                     self._housekeeper = None
                     return
+                self._let_lock_go_if_written()  # another handle of the process may have written them
                 now = time.monotonic()
                 due = self._due_pending()
                 deadlines = [] if due is None else [due]
@@ -352,13 +363,30 @@ class FileConnection:
                             self.pending.sync_pending()
                         with self.transaction():
                             pass  # opening a transaction writes what is pending
-                    except Exception:  # kept pending; the next transaction retries
-                        self.lock.wait(0.05)
+                        self._retry_s = 0.05
+                    except Exception:  # kept pending; retried, less often while it keeps failing (a full disk)
+                        self.lock.wait(self._retry_s)
+                        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
                 else:
                     self._close_locked()
 
-    def _close_locked(self) -> None:
+    def _close_locked(self, *, write_pending: bool = True, why: BaseException | None = None) -> None:
+        """Close the file; the process's lock goes with it unless a kernel's step is still not written.
+
+        A kernel's step decided while this handle held the file: the next holder must find it in
+        the store, so it is committed first. When that write fails (a full disk), or the close
+        follows a failed commit (``why``), the DuckDB handle is closed all the same (DuckDB may
+        have invalidated it) but a share of the lock is kept (``_keep_lock``): no other process
+        gets the file, so none can run that step again, until a later commit writes it.
+        """
         if self._con is not None:
+            if write_pending and self.pending is not None and self.pending.must_write_before_release():
+                try:
+                    self._write_pending_now(self._con)
+                except Exception as exc:
+                    why = exc
+            if self.pending is not None and self.pending.must_write_before_release():
+                self._keep_lock(why)
             con, self._con = self._con, None
             self._session += 1  # once let go of, another process may write the file
             try:
@@ -372,11 +400,52 @@ class FileConnection:
                         walmark.record(self.path)  # closing checkpoints and removes the log
                 finally:
                     filelock.release(self.path)
+        self._let_lock_go_if_written()
+
+    def _keep_lock(self, why: BaseException | None) -> None:
+        """Keep a share of the lock past the close, and say why beside the pid (for the waiters' error)."""
+        if not self._kept:
+            filelock.acquire(self.path, self.lock_timeout_s)  # held already: only counts a share
+            self._kept = True
+        detail = getattr(why, "detail", None) or (str(why).splitlines()[0] if why is not None and str(why) else "")
+        filelock.say_why(self.path, "its last commit failed" + (f": {detail}" if detail else ""))
+
+    def _let_lock_go_if_written(self) -> None:
+        """Give back the kept share once no kernel step is left unwritten (or the file went away)."""
+        if self._kept and not (self.pending is not None and self.pending.must_write_before_release()):
+            self._kept = False
+            filelock.say_why(self.path, None)
+            filelock.release(self.path)
+
+    def _write_pending_now(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Commit what is pending in a transaction of its own on the open handle (before it is let go of)."""
+        assert self.pending is not None
+        taken: object = None
+        try:
+            con.execute("BEGIN TRANSACTION")
+            taken = self.pending.write_pending(con)
+            con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            if taken is not None:
+                self.pending.restore_pending(taken)
+            if isinstance(exc, duckdb.Error):
+                raise self._wrap(exc) from exc
+            raise
+        self._count_commit()
+        if not self.read_only:
+            walmark.record(self.path)
+        self._committed(taken)
+        self._let_lock_go_if_written()
 
     def forget_inherited(self) -> None:
         """In a forked child: drop the parent's handle (never close it here) and start afresh."""
         self.lock = threading.Condition(threading.RLock())
         self._con = None
+        self._kept = False  # the parent's share (``filelock.forget_inherited``)
         self._session += 1
         self._housekeeper = None
         self._stopped = False
@@ -451,6 +520,7 @@ class FileConnection:
                 if self._stopped:  # no housekeeper to let go of the file later
                     self._close_locked()
             self._committed(taken)
+            self._let_lock_go_if_written()
 
     def _committed(self, taken: object) -> None:
         """Tell the pending writes that what they had taken is committed."""
@@ -506,7 +576,7 @@ class FileConnection:
             self.pending.restore_pending(taken)
         if isinstance(exc, duckdb.Error):
             try:
-                self._close_locked()  # a failed file is opened afresh next time
+                self._close_locked(write_pending=False, why=exc)  # a failed file is opened afresh next time
             except Exception:  # the error being raised says more than a failed close
                 pass
 

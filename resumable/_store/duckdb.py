@@ -14,8 +14,10 @@ imports duckdb or holds SQL.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +31,11 @@ from resumable._owner import current_owner
 from resumable._records import Blob, Owner, RunInfo
 from resumable._states import StepState
 from resumable._store import (
+    cells,
     checkpoints,
     compaction,
     faults,
+    filelock,
     lease,
     places,
     process,
@@ -52,11 +56,22 @@ from resumable._store.base import (
 )
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
-from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, RunJournal
+from resumable._store.journal import GROUP_COMMIT_S, MAX_BATCH, PendingStep, RunJournal, utc_now
 from resumable._store.rows import encode_quick_rows, quick_rows, write_quick_steps
 from resumable._store.schema import check_version, migrate
 from resumable._store.sql_store import SqlStore
-from resumable.errors import CheckpointNotFoundError, InvalidTransition, LeaseLostError, StepChangedError
+from resumable.errors import (
+    CheckpointNotFoundError,
+    InvalidTransition,
+    LeaseLostError,
+    RunOwnedError,
+    StepChangedError,
+    StepNotStoredError,
+)
+
+_logger = logging.getLogger("resumable")
+# A kernel's in-memory step found not to be this process's to write (``steps.found_cell``).
+_REFUSALS = (RunOwnedError, StepChangedError)
 
 # A run with more steps than this reads its snapshot again only for a streak of restores (a resume),
 # not for a lone one (a notebook cell): reading it would then cost more than the restore's transaction.
@@ -96,6 +111,7 @@ class _Taken:
     steps: list[tuple[RunJournal, list[PendingStep]]]
     records: int
     replayed: list[LogFile]
+    kernel_cells: list[cells.Cell] = dataclasses.field(default_factory=list)  # a kernel's steps decided in memory
 
 
 class DuckDBStore(SqlStore):
@@ -161,6 +177,10 @@ class DuckDBStore(SqlStore):
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
+        # A kernel's new steps decided in memory while this handle holds the file (``cells.py``):
+        # pending ones are kept per file there; what each run's window knows is kept here.
+        self._file_key = str(filelock.lock_path(self.path))
+        self._windows: dict[str, cells.Window] = {}
         self._keeper: lease.LeaseKeeper | None = None
         # Completed steps of owned runs, read once (``restorable.py``); ``_changes`` counts this
         # store's changes that may touch any step, so a snapshot read before one is not used.
@@ -313,6 +333,8 @@ class DuckDBStore(SqlStore):
         Holding the connection's lock means no transaction is half done, so nothing pending means
         every record appended so far has been committed.
         """
+        if cells.has_pending(self._file_key):
+            return
         with self._journal_lock:
             if not any(j.pending for j in self._journals.values()):
                 self._log.close()
@@ -327,6 +349,8 @@ class DuckDBStore(SqlStore):
 
     def _forget_removed(self) -> None:
         """The store file was removed: what was pending belonged to it and went with it (its log too)."""
+        cells.forget(self._file_key)
+        self._windows.clear()
         self._changes += 1
         self._snapshots.clear()
         with self._journal_lock:
@@ -357,6 +381,8 @@ class DuckDBStore(SqlStore):
         self._snapshots.clear()
         self._streaks.clear()
         self._failures = []
+        self._windows.clear()
+        cells.forget_all()
         self._journal_lock = threading.Lock()
         self._log.forget_inherited()
         self._log = CompletionLog(self._log_folder, current_owner())
@@ -368,7 +394,13 @@ class DuckDBStore(SqlStore):
     def oldest_pending(self) -> float | None:
         """When the oldest unwritten step started (a full batch is written at once by ``begin_step``)."""
         with self._journal_lock:
-            return min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
+            oldest = min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
+        cell = cells.oldest(self._file_key)
+        return cell if oldest is None else oldest if cell is None else min(cell, oldest)
+
+    def must_write_before_release(self) -> bool:
+        """A kernel's step decided in memory is pending: the file is not let go of before it is written."""
+        return cells.has_pending(self._file_key)
 
     def write_pending(self, con: duckdb.DuckDBPyConnection) -> object:
         """Replay dead processes' completion logs, then write every journal's quick steps, in the open transaction.
@@ -386,13 +418,79 @@ class DuckDBStore(SqlStore):
             taken = [(journal, journal.take()) for journal in self._journals.values() if journal.pending]
             records = self._log.records
             self._log.rotate_if_large()
-        for journal, pending in taken:
-            if not self._still_held(con, journal):
-                continue
-            write_quick_steps(con, pending)
-        if records > self._log_applied:
-            replay.record_applied(con, self._log.key, records)
-        return _Taken(taken, records, replayed)
+        with cells.LOCK:
+            kernel_cells = cells.take(self._file_key)
+        try:  # taken cells are put back by any failure before they are handed over with the rest
+            for cell in kernel_cells:
+                self._write_cell(con, cell)
+            for journal, pending in taken:
+                if not self._still_held(con, journal):
+                    continue
+                write_quick_steps(con, pending)
+            if records > self._log_applied:
+                replay.record_applied(con, self._log.key, records)
+        except BaseException:  # nothing was committed: every step taken goes back as it was
+            self._cells_not_written(kernel_cells)
+            with self._journal_lock:
+                for journal, pending in taken:
+                    for step in pending:
+                        journal.pending.setdefault(step.req.step, step)
+            raise
+        return _Taken(taken, records, replayed, kernel_cells)
+
+    def _write_cell(self, con: duckdb.DuckDBPyConnection, cell: cells.Cell) -> None:
+        """Write a kernel's in-memory step: its start (the attempt then runs under the token it took) or all of it.
+
+        Checked against the store first when the file may have been let go of since it was decided
+        (a failed write, another handle's commit); a step that is not this process's to write any
+        more is refused there, recorded for its end to raise, and never fails the transaction.
+        """
+        req = cell.pending.req
+        flight = (cell.location, req.run_id, req.step)
+        if cell.held is None or cell.held != self._mark():
+            try:
+                found, token = steps.found_cell(con, self.location, req)
+            except _REFUSALS as refusal:
+                if cell.pending.completion is None:  # still running: its end raises it
+                    with _IN_FLIGHT_LOCK:
+                        running = flight in _IN_FLIGHT
+                    if running:
+                        with cells.LOCK:
+                            cells.REFUSED[flight] = refusal
+                else:  # it returned already: the run's next step, fence or key raises it
+                    lost = StepNotStoredError(req.run_id, req.step, str(refusal))
+                    with cells.LOCK:
+                        cells.LOST.setdefault((cell.location, req.run_id), lost)
+                    _logger.warning("store %s: %s", self.location, lost)
+                return
+            if found == "completed":
+                return
+            if found == "running":
+                if cell.pending.completion is not None:
+                    steps.complete(con, cell.pending.completion, token)
+                else:
+                    self._set_token(flight, token)
+                return
+        if cell.pending.completion is not None:
+            steps.insert_completed(con, cell.pending)
+            return
+        token = steps.insert_started(con, req)
+        self._lease().claimed(con, token)
+        self._set_token(flight, token)
+
+    @staticmethod
+    def _set_token(flight: tuple[str, str, str], token: int | None) -> None:
+        """The attempt now runs under the token its written start took (if it still runs)."""
+        with _IN_FLIGHT_LOCK:
+            if flight in _IN_FLIGHT:
+                _IN_FLIGHT[flight] = token
+
+    def _cells_not_written(self, taken: list[cells.Cell]) -> None:
+        """A transaction that took a kernel's cells failed: they go back, to be checked before their next write."""
+        for cell in taken:
+            if cell.pending.completion is None:
+                self._set_token((cell.location, cell.pending.req.run_id, cell.pending.req.step), None)
+        cells.put_back(self._file_key, taken)
 
     def _still_held(self, con: duckdb.DuckDBPyConnection, journal: RunJournal) -> bool:
         """Whether the journal's claim is still the run's: its quick steps are written only then (the fence).
@@ -439,6 +537,9 @@ class DuckDBStore(SqlStore):
     def restore_pending(self, taken: object) -> None:
         """Put unwritten steps back after a failed transaction, unless the commit happened after all."""
         assert isinstance(taken, _Taken)
+        # A kernel's cells go back unread (reading could let go of the file): their next write
+        # checks first whether this commit happened after all (``steps.found_cell``).
+        self._cells_not_written(taken.kernel_cells)
         for journal, pending in taken.steps:
             if not pending:
                 continue
@@ -520,16 +621,23 @@ class DuckDBStore(SqlStore):
             abandoned = key not in _IN_FLIGHT
         if journal is not None and journal.lost is not None:
             raise journal.lost
+        if req.effect and cells.has_pending(self._file_key):  # the fence: earlier cells written (or refused) first
+            with self._transaction(step_only=True):
+                pass
+        self._raise_lost(req.run_id)
         if self._failures:  # no step starts on top of a failure not yet written
             self._flush_failures(strict=True)
         if journal is not None:
             decided = self._begin_in_memory(journal, req, key)
             if decided is not None:
                 return decided
+        elif (cell := self._begin_cell(req, key)) is not None:
+            return cell
         elif (restored := self._restore_in_streak(req)) is not None:
             return restored
         with self._conn.lock:
-            begin = self._begin_in_transaction(req, journal, abandoned=abandoned)
+            window = journal is None and cells.deferrable(req)
+            begin = self._begin_in_transaction(req, journal, abandoned=abandoned, window=window)
             if begin.action == "execute":
                 self._started(key, begin.generation)
             else:
@@ -562,6 +670,49 @@ class DuckDBStore(SqlStore):
             return self._restore_from_snapshot(req)
         return None
 
+    def _begin_cell(self, req: StepRequest, key: tuple[str, str, str]) -> Begin | None:
+        """A kernel's new plain step started in memory while this handle holds the file; None: a transaction decides.
+
+        Decided as ``steps.begin`` decides a new step, from what the window's first transaction
+        read under the same mark (the run's owner check passed, these step names exist): while
+        the mark holds, no other process can have opened the file and no other handle of this
+        process has committed. Only the sole handle of the process on the file decides so; the
+        start is appended to the completion log first, so a kill from here on leaves a trace.
+        """
+        window = self._windows.get(req.run_id)
+        if window is None or req.step in window.names or window.owner != req.owner or not cells.deferrable(req):
+            return None
+        return None if self._failures else self._begin_cell_held(req, key, window)
+
+    def _begin_cell_held(self, req: StepRequest, key: tuple[str, str, str], window: cells.Window) -> Begin | None:
+        """``_begin_cell`` once the window may apply: checked and registered under the connection's lock."""
+        self._conn.check_file()
+        with self._conn.lock:  # the file cannot be let go of between the check and the registration
+            if window.mark is None or window.mark != self._mark():
+                self._windows.pop(req.run_id, None)
+                return None
+            with cells.LOCK:
+                if filelock.shares(self.path) != 1:
+                    return None
+                pending = cells.pending(self._file_key)
+                if (req.run_id, req.step) in pending:
+                    return None
+                step = cells.new_pending(req, window.count, utc_now(), time.monotonic())
+                try:
+                    with self._journal_lock:
+                        self._log.append(encode_quick_rows(self._log.next_number, quick_rows([step])))
+                except OSError:  # the log cannot be written (a full disk): the step starts in a transaction
+                    return None
+                first = not pending
+                self._started(key, None)
+                pending[(req.run_id, req.step)] = cells.Cell(step, self.location, window.mark)
+                window.names.add(req.step)
+                window.count += 1
+            self._drop_snapshot(req.run_id, req.step)
+        if first:
+            self._conn.wake()
+        return Begin("execute", 1, (), None, (), effect=False, generation=None)
+
     def _restore_in_streak(self, req: StepRequest) -> Begin | None:
         """A restore of a run this process does not own (a kernel's), from the snapshot while restores follow on.
 
@@ -583,20 +734,35 @@ class DuckDBStore(SqlStore):
             return None
         return self._restore_from_snapshot(req)
 
-    def _begin_in_transaction(self, req: StepRequest, journal: RunJournal | None, *, abandoned: bool) -> Begin:
-        """The decision in a transaction (``steps.begin``); the step and those it made stale leave the snapshot."""
+    def _begin_in_transaction(
+        self, req: StepRequest, journal: RunJournal | None, *, abandoned: bool, window: bool = False
+    ) -> Begin:
+        """The decision in a transaction (``steps.begin``); the step and those it made stale leave the snapshot.
+
+        ``window``: a kernel's step (call holding the connection's lock); when it executes, the
+        run's step names are read in the same transaction, so the next new cells of this hold of
+        the file are decided in memory (``_begin_cell``).
+        """
         self._drop_snapshot(req.run_id, req.step)
+        self._windows.pop(req.run_id, None)
         claim = journal.generation if journal is not None else None
+        names: set[str] | None = None
         try:
             with self._transaction(step_only=True) as con:
                 begin = steps.begin(con, self.location, req, abandoned=abandoned, claim=claim)
                 if begin.action == "execute":
                     self._lease().claimed(con, begin.generation)
+                    if window:
+                        names = steps.run_step_names(con, req.run_id)
         except BaseException as exc:
             self._changes += 1  # whatever it did or did not write, no snapshot vouches for it
             self._note_lost(req.run_id, exc)
             raise
         self._drop_snapshot(req.run_id, *begin.stale)
+        if names is not None:
+            with cells.LOCK:
+                names.update(step for (run, step) in cells.pending(self._file_key) if run == req.run_id)
+            self._windows[req.run_id] = cells.Window(self._mark(), req.owner, names, len(names))
         return begin
 
     def _note_lost(self, run_id: str, exc: BaseException) -> None:
@@ -621,9 +787,27 @@ class DuckDBStore(SqlStore):
     def _ended(self, run_id: str, step: str) -> None:
         with _IN_FLIGHT_LOCK:
             _IN_FLIGHT.pop((self.location, run_id, step), None)
+        with cells.LOCK:
+            cells.REFUSED.pop((self.location, run_id, step), None)
 
     def fencing_token(self, run_id: str, step: str) -> int | None:
+        """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token)."""
+        if self._cell_pending(run_id, step):
+            with self._transaction(step_only=True):
+                pass
+        self._raise_lost(run_id)
         return self._token(run_id, step)
+
+    def _raise_lost(self, run_id: str) -> None:
+        """A kernel's step of the run returned but was refused when written: raise it here, before anything runs on."""
+        with cells.LOCK:
+            lost = cells.LOST.pop((self.location, run_id), None)
+        if lost is not None:
+            raise lost
+
+    def _cell_pending(self, run_id: str, step: str) -> bool:
+        with cells.LOCK:
+            return (run_id, step) in cells.pending(self._file_key)
 
     def _token(self, run_id: str, step: str) -> int | None:
         """The fencing token the attempt this process runs of ``step`` started under."""
@@ -649,11 +833,18 @@ class DuckDBStore(SqlStore):
             if self._defer_completion(journal, done):
                 self._ended(done.run_id, done.step)
                 return
-        token = self._token(done.run_id, done.step)
+        else:
+            self._raise_refused(done.run_id, done.step)
+            if self._cell_pending(done.run_id, done.step):
+                self._conn.check_file()  # a completion kept in memory: still the file this process opened?
+            if self._complete_cell(done):
+                self._ended(done.run_id, done.step)
+                return
         self._drop_snapshot(done.run_id, done.step)
         try:
             with self._transaction(step_only=True) as con:
-                steps.complete(con, done, token)
+                # Read inside the transaction: writing a kernel's pending start gives the attempt its token.
+                steps.complete(con, done, self._token(done.run_id, done.step))
         except StepChangedError as exc:
             self._ended(done.run_id, done.step)
             self._note_lost(done.run_id, exc)
@@ -673,6 +864,43 @@ class DuckDBStore(SqlStore):
                 raise fault from exc
             raise
         self._ended(done.run_id, done.step)
+
+    def _raise_refused(self, run_id: str, step: str) -> None:
+        """A kernel's in-memory step whose write the store refused: its end says so (nothing of it was stored)."""
+        with cells.LOCK:
+            refused = cells.REFUSED.pop((self.location, run_id, step), None)
+        if refused is not None:
+            self._ended(run_id, step)
+            raise refused
+
+    def _complete_cell(self, done: Completion) -> bool:
+        """A kernel's step still pending in memory: its completion appended to the log, committed with the group.
+
+        One ``write`` before the cell returns makes the completion survive the death of the process;
+        the rows follow when the window closes (``cells.py``). False: its start was written already,
+        a write of it failed (it is no longer held: whether it is still this process's step is
+        checked in a transaction, never assumed), or the log cannot be written (a full disk): the
+        caller commits the completion before returning
+        (a pending start is written by that transaction first); when that fails, the start stays
+        pending and is written with the failure the caller records next.
+        """
+        with cells.LOCK:
+            cell = cells.pending(self._file_key).get((done.run_id, done.step))
+            if cell is None or cell.pending.completion is not None or cell.held is None:
+                # held None: a write of it failed, so whether it is still this process's is checked by the
+                # transaction the caller opens (which raises a refusal in the cell), never assumed here.
+                return False
+            cells.complete(cell, done, utc_now())
+            try:
+                with self._journal_lock:
+                    self._log.append(encode_quick_rows(self._log.next_number, quick_rows([cell.pending])))
+            except BaseException as exc:
+                cell.pending.completion = None
+                cell.pending.finished_at = None
+                if isinstance(exc, OSError):
+                    return False
+                raise
+        return True
 
     def _defer_completion(self, journal: RunJournal, done: Completion) -> bool:
         """Defer a quick step's completion; unless durability is 'deferred', log it before returning.
@@ -709,10 +937,13 @@ class DuckDBStore(SqlStore):
         read, the panel's poll, closing), and at the latest before the run's next step starts. A
         KeyboardInterrupt still propagates; other write errors do not hide the step's own error.
         """
+        self._raise_refused(run_id, step)
         token = self._token(run_id, step)
         self._drop_snapshot(run_id, step)
         try:
             with self._transaction(step_only=True) as con:
+                # Read inside the transaction: writing a kernel's pending start gives the attempt its token.
+                token = self._token(run_id, step)
                 steps.fail(con, run_id, step, owner, error, traceback, duration_s, token)
         except (StepChangedError, InvalidTransition) as exc:  # not this process's step to fail (any more)
             self._ended(run_id, step)
@@ -724,6 +955,7 @@ class DuckDBStore(SqlStore):
                 status = self._read_back(run_id, step)
             except BaseException as second:  # a second Ctrl-C: keep the failure all the same
                 status, again = None, second
+            # A kernel's start still unwritten stays pending: the kept failure's own transaction writes it first.
             if status is None or status.state is StepState.RUNNING:
                 with self._journal_lock:
                     self._failures.append(PendingFailure(run_id, step, owner, error, traceback, duration_s, token))
@@ -759,6 +991,7 @@ class DuckDBStore(SqlStore):
             if journal is not None and journal.lost is not None:
                 raise journal.lost from None
             raise
+        self._raise_lost(run_id)  # an earlier step of the run refused when written: no key after it
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -5,7 +5,9 @@ file while another process writes it (a commit, or the checkpoint DuckDB runs on
 a torn header: it then fails with ``Could not read enough bytes`` or a checksum error, and the
 other process's commit was seen lost. So every resumable process takes an exclusive ``flock`` on a
 sibling file (``store.duckdb.lock``, created 0600) before ``duckdb.connect`` and releases it only
-after ``close``: no two resumable processes ever have the file open at once.
+after ``close``: no two resumable processes ever have the file open at once. A process that has
+kernel steps not written to the store yet (a full disk) keeps the lock, with the file closed, until
+they are written (``connection.py``), and writes why beside its pid, for the waiters' error.
 
 A process waiting for the lock says so by touching a marker file (``store.duckdb.waiting``): the
 holder hands the file over at its next transaction, and a process about to take the lock again
@@ -87,11 +89,40 @@ def _entry(key: str) -> _Held:
 
 def holder_pid(store: Path) -> int | None:
     """The pid that last took the lock (the holder while the lock is held), or None when unknown."""
+    first = _holder_lines(store)[0].strip()
+    return int(first) if first.isdigit() else None
+
+
+def holder_reason(store: Path) -> str | None:
+    """Why the holder keeps the lock, when it said so (``say_why``), or None."""
+    lines = _holder_lines(store)
+    return lines[1].strip() or None if len(lines) > 1 else None
+
+
+def _holder_lines(store: Path) -> list[str]:
     try:
-        text = lock_path(store).read_text().strip()
+        return lock_path(store).read_text(errors="replace").split("\n", 1)
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return [""]
+
+
+def say_why(store: Path, reason: str | None) -> None:
+    """Write (or clear) why this process keeps the lock beside its pid, for a waiter's error message.
+
+    Written in place over the pid (a page the file already has) and only then cut to length, so a
+    full disk rarely refuses it; it is only for messages, so a refusal is ignored.
+    """
+    held = _entry(str(lock_path(store)))
+    with held.mutex:
+        if held.fd is None:
+            return
+        text = str(os.getpid()) + ("" if reason is None else "\n" + " ".join(reason.split())[:400])
+        data = text.encode(errors="replace")
+        try:
+            os.pwrite(held.fd, data, 0)
+            os.ftruncate(held.fd, len(data))
+        except OSError:
+            pass
 
 
 def acquire(store: Path, timeout_s: float, *, read_only: bool = False) -> None:
@@ -175,7 +206,7 @@ def _wait_for_lock(fd: int, store: Path, deadline: float, timeout_s: float) -> N
                 else:
                     return
                 if time.monotonic() >= deadline:
-                    raise StoreLockedError(str(store), holder_pid(store), timeout_s)
+                    raise StoreLockedError(str(store), holder_pid(store), timeout_s, holder_reason(store))
                 waited = True
                 _say_waiting(store)
             time.sleep(delay * (0.5 + _JITTER.random()))

@@ -117,6 +117,23 @@ def refused_text(location: str, process: str, refused: Refused) -> str:
     )
 
 
+def _merge(merged: QuickRows, rows: QuickRows) -> None:
+    """Add a record's rows; a later record of a step (a kernel's completion after its start) replaces the earlier.
+
+    A kernel's step decided in memory is logged twice: its start (a row ``running``, one event)
+    before its body runs, and its whole final state (the row, both events, its checkpoints) before
+    it returns. A dead kernel's log is replayed as the last record of each step says.
+    """
+    later = {(r[0], r[1]) for r in rows.steps}
+    if later & {(r[0], r[1]) for r in merged.steps}:
+        merged.steps[:] = [r for r in merged.steps if (r[0], r[1]) not in later]
+        merged.events[:] = [r for r in merged.events if (r[0], r[1]) not in later]
+        merged.checkpoints[:] = [r for r in merged.checkpoints if (r[0], r[1]) not in later]
+    merged.steps.extend(rows.steps)
+    merged.events.extend(rows.events)
+    merged.checkpoints.extend(rows.checkpoints)
+
+
 def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location: str) -> list[LogFile]:
     """Apply the unapplied records of every dead process's log; returns the files to remove after commit."""
     found = dead_logs(folder, me)
@@ -144,9 +161,7 @@ def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location:
                 if number <= applied:
                     continue
                 last = max(last, number)
-                merged.steps.extend(rows.steps)
-                merged.events.extend(rows.events)
-                merged.checkpoints.extend(rows.checkpoints)
+                _merge(merged, rows)
             if readable:
                 done.append(log)
         fresh, refused = _not_yet_stored(con, merged)

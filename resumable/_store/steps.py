@@ -20,13 +20,24 @@ from resumable._states import StepState, Transition, check_transition
 from resumable._store import checkpoints
 from resumable._store.base import Begin, CheckpointRef, Completion, StepRequest
 from resumable._store.dialect import Connection, dialect_of
+from resumable._store.journal import PendingStep
 from resumable._store.liveness import OwnerKey, dead_owners, shown_state
 from resumable._store.numbering import numbered_events
-from resumable._store.rows import STEP_COLUMNS, RunView, log_events, status_from
+from resumable._store.rows import (
+    CHECKPOINT_INSERT,
+    EVENT_INSERT,
+    STEP_COLUMNS,
+    STEP_INSERT,
+    RunView,
+    insert_rows,
+    log_events,
+    quick_rows,
+    status_from,
+)
 from resumable._store.runs import check_owner, next_token
 from resumable._store.transitions import refused, transition
 from resumable._why import Held, Why
-from resumable.errors import CheckpointNotFoundError, RerunError, StepRunningError
+from resumable.errors import CheckpointNotFoundError, RerunError, StepChangedError, StepRunningError
 
 # Entering running (the attempt and execution counts are the transition's: ``transitions.py``).
 _RESTART = """, owner_host = ?, owner_pid = ?, owner_started = ?, owner_kernel = ?, owner_generation = ?,
@@ -143,6 +154,75 @@ def begin(
         [edited, *common, effect, token, *owner_params, fence],
     )  # fmt: skip
     return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution, fence)
+
+
+def insert_started(con: Connection, req: StepRequest, seq: int | None = None) -> int:
+    """Write the start of a new step a kernel decided in memory (``cells.py``); returns its new fencing token.
+
+    The same row and event as :func:`begin` writes for a new step without a claim.
+    """
+    started = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
+    inputs_json = json.dumps(_inputs.encode(req.inputs))
+    common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options), inputs_json]
+    owner_params = [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
+    row = con.execute(
+        """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
+                              owner_host, owner_pid, owner_started, owner_kernel, owner_generation, started_at,
+                              outputs, output_bytes, effect, key_generation, key_used)
+           SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, nextval('lease_generation'), now(), '[]', 0,
+                  ?, 1, false
+           FROM steps WHERE run_id = ? RETURNING owner_generation""",
+        [req.run_id, req.step, *common, *owner_params, req.effect, req.run_id],
+    ).fetchone()
+    assert row is not None
+    log_events(con, [(req.run_id, req.step, started, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", None)])
+    return int(row[0])
+
+
+def insert_completed(con: Connection, pending: PendingStep) -> None:
+    """Write a new step a kernel decided in memory directly in its final state (start and completion together).
+
+    The rows a start followed by :func:`complete` write on a first attempt, built as the group
+    commit builds quick steps (``rows.quick_rows``: both transitions checked against the table and
+    logged), with the step's place in the run and a new fencing token taken in its own INSERT.
+    """
+    rows = quick_rows([pending])
+    names = [name for name, _ in STEP_INSERT]
+    assert names[2] == "seq" and names[-1] == "owner_generation"
+    values = ["?", "?", "count(*)", *["?"] * (len(names) - 4), "nextval('lease_generation')"]
+    row = rows.steps[0]
+    con.execute(
+        f"INSERT INTO steps ({', '.join(names)}) SELECT {', '.join(values)} FROM steps WHERE run_id = ?",
+        [*row[:2], *row[3:-1], pending.req.run_id],
+    )
+    insert_rows(con, "events", EVENT_INSERT, rows.events)
+    insert_rows(con, "checkpoints", CHECKPOINT_INSERT, rows.checkpoints)
+
+
+def found_cell(con: Connection, location: str, req: StepRequest) -> tuple[str, int | None]:
+    """Check again, before a kernel's in-memory step is written, that it is still new and the run not owned elsewhere.
+
+    Asked when the file may have been let go of since the step was decided (a write of it failed).
+    ``("new", None)``: write it. ``("running", token)`` / ``("completed", token)``: this process's
+    own earlier write of it, whose commit was not acknowledged. Raises RunOwnedError (another live
+    process holds the run or runs a step of it) or StepChangedError (the step exists otherwise).
+    """
+    view = check_owner(con, location, req.run_id, req.owner, req.step)
+    if view.state is None:
+        return "new", None
+    row = con.execute(
+        """SELECT state, owner_generation FROM steps WHERE run_id = ? AND step = ? AND attempts = 1
+             AND state IN ('running', 'completed') AND owner_host = ? AND owner_pid = ?""",
+        [req.run_id, req.step, req.owner.host, req.owner.pid],
+    ).fetchone()
+    if row is None:
+        raise StepChangedError(req.run_id, req.step, "new")
+    return str(row[0]), None if row[1] is None else int(row[1])
+
+
+def run_step_names(con: Connection, run_id: str) -> set[str]:
+    """Every step the run has in the store, whatever its state (what a kernel's window starts from)."""
+    return {name for (name,) in con.execute("SELECT step FROM steps WHERE run_id = ?", [run_id]).fetchall()}
 
 
 def _restore_as(view: RunView, req: StepRequest, why: Why) -> Begin:

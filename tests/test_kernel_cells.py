@@ -1,0 +1,445 @@
+"""A kernel's new step cells decided in memory while it holds the store's file (``_store/cells.py``).
+
+Real IPython shells in subprocesses, killed with SIGKILL at the instants the window opens up: right
+after a cell returned (its completion only in the completion log), inside a cell (its start only in
+the log), while another process asks for the file mid-cell, and a full disk (a real tmpfs) at the
+end of a cell. The kill-point campaign (``tests/killpoints.py kernel``) kills at every write point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from ipython_shell import step
+from test_faults import needs_namespaces
+
+from resumable._store.duckdb import DuckDBStore
+
+TESTS = Path(__file__).resolve().parent
+
+KERNEL = r"""
+import json, os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from ipython_shell import started_shell, step
+import resumable
+
+store, mode, folder = sys.argv[2], sys.argv[3], sys.argv[4]
+os.environ["RESUMABLE_STORE"] = store
+ip = started_shell()
+ip.run_cell("%durable_run cells --run-id r1").raise_error()
+report = {}
+
+def cell(name, body):
+    result = step(ip, name, body)
+    report[name] = None if result.error_in_exec is None else [type(result.error_in_exec).__name__,
+                                                            str(result.error_in_exec)]
+
+def note(name):
+    with open(os.path.join(folder, "ran"), "a") as f:
+        f.write(name + "\n")
+
+def fill(path):
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(bytes(65536))
+                f.flush()
+        except OSError:
+            pass
+
+def ran(name):  # a body that says it ran
+    return f"note({name!r})\n"
+
+ip.user_ns.update(os=os, note=note, fill=fill, time=time, resumable=resumable)
+ip.user_ns_hidden.update(os=os, note=note, fill=fill, time=time, resumable=resumable)
+cell("first", ran("first") + "a = 1")
+if mode == "returned":  # killed right after the second cell returned: its completion is only in the log
+    cell("second", ran("second") + "b = a + 1")
+    print(json.dumps(report), flush=True)
+    if not os.environ.get("NO_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+if mode == "midcell":  # killed inside the second cell: its start is only in the log
+    cell("second", ran("second") + "if os.environ.get('KILL_IN_CELL'):\n    os.kill(os.getpid(), 9)\nb = a + 1")
+if mode == "handover":  # another process asks for the file while the second cell runs
+    cell("second", ran("second") + f"open(os.path.join({folder!r}, 'started'), 'w').close()\n"
+         f"while not os.path.exists(os.path.join({folder!r}, 'go')):\n    time.sleep(0.01)\nb = a + 1")
+if mode == "token":  # a fencing token and a key handed out of a cell decided in memory
+    cell("second", ran("second") + "tok = resumable.fencing_token()\nkey = resumable.idempotency_key()")
+    report["tok"], report["key"] = ip.user_ns.get("tok"), ip.user_ns.get("key")
+    print(json.dumps(report), flush=True)
+    if not os.environ.get("NO_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+if mode == "fulldisk":  # the disk fills up inside the cell: its completion can be neither logged nor committed
+    filler = os.path.join(folder, "filler")
+    cell("second", ran("second") + f"fill({filler!r})\nb = os.urandom(200_000)")
+    t0 = time.monotonic()
+    env = {**os.environ, "RESUMABLE_LOCK_TIMEOUT": "10"}
+    cli = subprocess.run([sys.executable, "-m", "resumable", "runs", "--store", store], capture_output=True,
+                         text=True, timeout=60, env=env)
+    report["cli"] = [cli.returncode, round(time.monotonic() - t0, 1), cli.stdout + cli.stderr]
+    report["full"] = report.pop("second")
+    os.unlink(filler)  # space again: the kept failure is written, and the cell runs again
+    cell("second", ran("second") + "b = os.urandom(200_000)")
+    from resumable._store.duckdb import DuckDBStore
+    st = DuckDBStore(store)
+    report["events"] = [[e.target, (e.detail or "")[:40]] for e in st.list_events("r1", "second")]
+    report["loaded"] = len(resumable.load("r1", "second", "b", store=store))
+    st.close()
+if mode == "heldfull":  # the disk fills up inside a cell decided in memory; others try the run meanwhile
+    filler, lock = os.path.join(folder, "filler"), store + ".lock"
+    OTHER = ("import json, sys, resumable\npipe = resumable.Pipeline('cells', store=sys.argv[1])\n"
+             "@pipe.step()\ndef second():\n    print('other process ran second')\n    return 2\n"
+             "try:\n    with pipe.run(run_id='r1') as run:\n        run.step('second', second)\n"
+             "except Exception as e:\n    print(json.dumps([type(e).__name__, str(e)]))\n")
+
+    def others():  # once the kernel's commit of the cell's start failed (it says so in the lock file)
+        deadline = time.monotonic() + 5
+        while open(lock).read().count("\n") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        env = {**os.environ, "RESUMABLE_LOCK_TIMEOUT": "2"}
+        other = subprocess.run([sys.executable, "-c", OTHER, store], capture_output=True, text=True, timeout=60,
+                               env=env)
+        report["other"] = other.stdout.strip().splitlines()
+        show = subprocess.run([sys.executable, "-m", "resumable", "show", "r1", "--store", store],
+                              capture_output=True, text=True, timeout=60, env=env)
+        report["show"] = [show.returncode, show.stdout + show.stderr]
+        os.unlink(filler)  # space is back
+
+    def fill_all(path):  # to the last byte: the commit of a step's start needs only a few
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for size in (65536, 4096, 1):
+                try:
+                    while os.write(fd, bytes(size)):
+                        pass
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    ip.user_ns.update(others=others, fill_all=fill_all)
+    ip.user_ns_hidden.update(others=others, fill_all=fill_all)
+    # A long source: the start's row needs more than what DuckDB's files have spare when the disk is full.
+    cell("second", ran("second") + f"fill_all({filler!r})\nothers()\nb = 42\n" + "# a long cell\n" * 2000)
+    report["pid"] = os.getpid()
+    show = subprocess.run([sys.executable, "-m", "resumable", "show", "r1", "--store", store], capture_output=True,
+                          text=True, timeout=60)
+    report["show_after"] = show.stdout
+    from resumable._store.duckdb import DuckDBStore
+    st = DuckDBStore(store)
+    report["events"] = [e.target for e in st.list_events("r1", "second")]
+    try:
+        report["b"] = resumable.load("r1", "second", "b", store=store)
+    except resumable.ResumableError as e:
+        report["b"] = repr(e)
+    report["ran"] = open(os.path.join(folder, "ran")).read().split()
+    st.close()
+print(json.dumps(report), flush=True)
+"""
+KERNEL = KERNEL.replace("import json, os, signal, sys, time", "import json, os, signal, subprocess, sys, time")
+
+
+def _kernel(folder: Path, mode: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    store = folder / "store.duckdb"
+    full = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000", **(env or {})}
+    full.pop("RESUMABLE_RUN_ID", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", KERNEL, str(TESTS), str(store), mode, str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full,
+        **kw,
+    )
+
+
+def _cli(folder: Path, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "resumable", *args, "--store", str(folder / "store.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _ran(folder: Path) -> list[str]:
+    path = folder / "ran"
+    return path.read_text().split() if path.exists() else []
+
+
+def _states(folder: Path) -> dict[str, str]:
+    store = DuckDBStore(folder / "store.duckdb")
+    try:
+        return {s.step: s.state.value for s in store.list_steps("r1")}
+    finally:
+        store.close()
+
+
+def _again(folder: Path, mode: str) -> dict[str, Any]:
+    """A new kernel runs the same two cells (without the kill): what restores, what executes."""
+    proc = _kernel(folder, mode, env={"RESUMABLE_GROUP_COMMIT_MS": "50", "NO_KILL": "1"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return dict(json.loads(out.splitlines()[-1]))
+
+
+def test_a_cell_that_returned_survives_sigkill_before_its_commit(tmp_path: Path) -> None:
+    """The second cell is decided in memory and its completion only appended to the log when the kernel is
+    killed: the CLI shows it completed, and a new kernel restores it without running its body."""
+    proc = _kernel(tmp_path, "returned")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -9, err
+    assert json.loads(out.splitlines()[-1]) == {"first": None, "second": None}
+    assert list((tmp_path / "store.duckdb.journal").iterdir()), "the completion was not in the log"
+    shown = _cli(tmp_path, "show", "r1")
+    assert "second" in shown and "completed" in shown.split("second")[1].splitlines()[0], shown
+    assert _again(tmp_path, "returned") == {"first": None, "second": None}
+    assert _ran(tmp_path) == ["first", "second"], "a completed cell ran again"
+
+
+def test_a_kernel_killed_inside_a_cell_decided_in_memory_leaves_it_interrupted(tmp_path: Path) -> None:
+    """Its start was only in the completion log: `resumable runs` shows the run interrupted (not completed),
+    and the resume executes the step again."""
+    proc = _kernel(tmp_path, "midcell", env={"KILL_IN_CELL": "1"})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -9, err
+    runs = _cli(tmp_path, "runs")
+    assert "r1" in runs and "interrupted" in runs, runs
+    assert _states(tmp_path) == {"first": "completed", "second": "interrupted"}
+    assert _again(tmp_path, "midcell") == {"first": None, "second": None}
+    assert _ran(tmp_path) == ["first", "second", "second"]
+    assert _states(tmp_path) == {"first": "completed", "second": "completed"}
+
+
+def test_another_process_asking_for_the_file_mid_cell_finds_the_step_running(tmp_path: Path) -> None:
+    """The file is let go of only after the in-memory start is written: a reader sees the step running
+    under the live kernel, and once the cell returned, completed."""
+    proc = _kernel(tmp_path, "handover")
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        shown = _cli(tmp_path, "show", "r1")
+        assert "running" in shown.split("second")[1].splitlines()[0], shown
+    finally:
+        (tmp_path / "go").touch()
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert _states(tmp_path) == {"first": "completed", "second": "completed"}
+
+
+def test_a_token_and_a_key_handed_out_rest_on_a_written_start(tmp_path: Path) -> None:
+    """fencing_token() and idempotency_key() in a cell decided in memory write its start first: the token is
+    the stored one, and after a kill the step is an effect step that the resume holds, never repeats."""
+    proc = _kernel(tmp_path, "token")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == -9, err
+    report = json.loads(out.splitlines()[-1])
+    assert report["second"] is None and isinstance(report["tok"], int) and report["key"]
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    try:
+        status = store.get_step("r1", "second")
+        assert status is not None and status.state.value == "completed" and status.effect
+    finally:
+        store.close()
+    con = duckdb.connect(str(tmp_path / "store.duckdb"), read_only=True)  # the token the store holds
+    try:
+        stored = con.execute("SELECT owner_generation FROM steps WHERE step = 'second'").fetchall()
+    finally:
+        con.close()
+    assert stored == [(report["tok"],)]
+    assert _again(tmp_path, "token") == {"first": None, "second": None, "tok": report["tok"], "key": report["key"]}
+    assert _ran(tmp_path) == ["first", "second"], "an effect step ran again"
+
+
+@needs_namespaces
+def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_path: Path) -> None:
+    """A real 8 MB tmpfs filled up inside the cell: the cell fails with StoreFullError before it returns,
+    another process gets the file at once (not after the lock timeout), and once space is back the failure
+    is recorded and the cell runs again to completion."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    script = KERNEL
+    line = f'mount -t tmpfs -o size=8m tmpfs {folder} && exec {sys.executable} -c "$0" {TESTS} ' + (
+        f"{folder}/store.duckdb fulldisk {folder}"
+    )
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", line, script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000"},
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.splitlines()[-1])
+    name, message = report["full"] if report["full"] else ["", ""]
+    assert report["first"] is None
+    assert name == "StoreFullError", report
+    assert message.startswith("step 'second' (run 'r1'): its outputs could not be stored: no space left for them at ")
+    rc, waited, text = report["cli"]
+    assert rc == 0 and waited < 8, report["cli"]  # not the 10 s lock timeout: the idle kernel let go
+    assert "r1" in text
+    # Once space was back: the failed attempt recorded with its error, then the cell ran again and completed.
+    targets = [t for t, _ in report["events"]]
+    assert targets[:2] == ["running", "failed"] and targets[-2:] == ["running", "completed"], report["events"]
+    assert report["events"][1][1].startswith("StoreFullError: step 'second'")
+    assert report["second"] is None and report["loaded"] == 200_000
+
+
+def _in_small_tmpfs(tmp_path: Path, mode: str, env: dict[str, str]) -> dict[str, Any]:
+    """The kernel script on a real 8 MB tmpfs of its own (a user and mount namespace); its report."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    line = f'mount -t tmpfs -o size=8m tmpfs {folder} && exec {sys.executable} -c "$0" {TESTS} ' + (
+        f"{folder}/store.duckdb {mode} {folder}"
+    )
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", line, KERNEL],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
+@needs_namespaces
+def test_a_full_disk_inside_a_cell_decided_in_memory_keeps_the_store_until_it_is_written(tmp_path: Path) -> None:
+    """The disk fills up inside a cell decided in memory, so the commit of its start fails: the kernel keeps the
+    store's lock (with the file closed) until the step is written. Another process trying the step and
+    `resumable show` get the lock error naming the kernel and why; once space is back the cell returns and the
+    step is completed once, by the kernel, with its value."""
+    report = _in_small_tmpfs(tmp_path, "heldfull", {"RESUMABLE_GROUP_COMMIT_MS": "500"})
+    store, pid = f"{tmp_path}/disk/store.duckdb", report["pid"]
+    before = (
+        f"store '{store}' stayed locked by process {pid} for 2.0 s: that process ran steps that it could not "
+        "write to the store yet (its last commit failed: "
+    )
+    after = (
+        "), and keeps the store until they are written, so that no other process runs them again. Nothing was "
+        "changed here. Free space on the store's disk (that process then writes them and lets go), then try again."
+    )
+    locked = re.escape(before) + r"[^()]*No space left on device[^()]*" + re.escape(after)  # the disk's words
+    assert len(report["other"]) == 1, report["other"]  # the other process did not run the step
+    name, message = json.loads(report["other"][0])
+    assert name == "StoreLockedError" and re.fullmatch(locked, message), message
+    rc, shown = report["show"]
+    assert rc != 0 and re.fullmatch("error: " + locked + "\n", shown), shown
+    assert report["first"] is None and report["second"] is None
+    assert report["events"] == ["running", "completed"] and report["ran"] == ["first", "second"]
+    assert report["b"] == 42
+    assert "second" in report["show_after"], report["show_after"]
+    assert "completed" in report["show_after"].split("second")[1].splitlines()[0], report["show_after"]
+
+
+def _kernel_store(shell: Any) -> DuckDBStore:
+    """The shell's store object (the one its magics decide with)."""
+    from resumable._magics.magics import DurableMagics
+
+    magics = next(m for m in shell.magics_manager.registry.values() if isinstance(m, DurableMagics))
+    store = magics._store
+    assert isinstance(store, DuckDBStore)
+    return store
+
+
+def test_a_second_handle_of_the_kernels_process_writes_its_pending_cells_first(
+    shell: Any, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another store object of the kernel's process on the same file finds a cell decided in memory in the
+    store (its first transaction writes it), and while it holds a share of the file the kernel decides by
+    transactions: no two handles of one process ever start the same step."""
+    from resumable._store import cells
+
+    assert step(shell, "first", "a = 1").error_in_exec is None  # decided by a transaction: the window opens
+    store = _kernel_store(shell)
+    monkeypatch.setattr(store, "window_s", 60.0)  # no group commit while the test looks
+    assert step(shell, "second", "b = a + 1").error_in_exec is None
+    assert cells.has_pending(store._file_key), "the second cell was not decided in memory"
+    other = DuckDBStore(store_path)
+    try:
+        status = other.get_step("r1", "second")
+        assert status is not None and status.state.value == "completed"
+        assert step(shell, "third", "c = b + 1").error_in_exec is None
+        assert not cells.has_pending(store._file_key), "decided in memory while another handle held the file"
+        third = other.get_step("r1", "third")
+        assert third is not None and third.state.value == "completed"
+    finally:
+        other.close()
+
+
+def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
+    shell: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cell decided in memory whose write finds the step taken meanwhile (what a failed commit followed by
+    another process's start would leave) is refused: the transaction that found it goes on, and the run's next
+    cell fails with StepNotStoredError naming it before its body runs (never only a log line); then it runs."""
+    store = _refused_second(shell, monkeypatch)
+    with caplog.at_level("WARNING", logger="resumable"):
+        status = store.get_step("r1", "second")
+    assert status is not None and status.state.value == "completed"
+    refused = step(shell, "third", "c = b + 1\nnote_third = True").error_in_exec
+    assert type(refused).__name__ == "StepNotStoredError" and "note_third" not in shell.user_ns
+    assert str(refused) == _REFUSED_SECOND
+    assert str(refused) in caplog.text
+    assert step(shell, "third", "c = b + 1").error_in_exec is None
+    third = store.get_step("r1", "third")
+    assert third is not None and third.state.value == "completed"
+
+
+def test_no_key_is_handed_out_after_a_returned_cell_was_refused(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fence of idempotency_key() is what finds a returned cell refused: the key is not handed out, the cell
+    fails with StepNotStoredError; run again, it gets its key."""
+    _refused_second(shell, monkeypatch)
+    refused = step(shell, "third", "key = resumable.idempotency_key()").error_in_exec
+    assert type(refused).__name__ == "StepNotStoredError" and "key" not in shell.user_ns
+    assert str(refused) == _REFUSED_SECOND
+    assert step(shell, "third", "key = resumable.idempotency_key()").error_in_exec is None
+    assert shell.user_ns["key"]
+
+
+def _refused_second(shell: Any, monkeypatch: pytest.MonkeyPatch) -> DuckDBStore:
+    """Cell 'second' returned in memory, then is put back as another process's (what a failed commit followed by
+    another process's start would leave): its next write is refused."""
+    from resumable._store import cells
+
+    shell.run_cell("import resumable").raise_error()
+    assert step(shell, "first", "a = 1").error_in_exec is None
+    store = _kernel_store(shell)
+    monkeypatch.setattr(store, "window_s", 60.0)
+    assert step(shell, "second", "b = a + 1").error_in_exec is None
+    with cells.LOCK:
+        taken = cells.take(store._file_key)
+    assert [c.pending.req.step for c in taken] == ["second"]
+    assert step(shell, "second", "b = a + 1").error_in_exec is None  # the step, written by a transaction now
+    for cell in taken:  # as another process's: checked against the store when it is written (held None)
+        owner = cell.pending.req.owner
+        cell.pending.req = replace(cell.pending.req, owner=replace(owner, pid=owner.pid + 1_000_000))
+    cells.put_back(store._file_key, taken)
+    return store
+
+
+_REFUSED_SECOND = (
+    "step 'second' (run 'r1') returned in this process, but the store then refused to record it: step 'second' "
+    "(run 'r1') is no longer 'new' in this process: another process changed it. Nothing from this attempt was "
+    "stored and the step's earlier checkpoints are intact. See what happened with: resumable show r1 --events. "
+    "Its result was not stored (what the store holds for that step was kept), and nothing of the run was let "
+    "run after it: no idempotency key was handed out. Run the step again if its result is needed."
+)
