@@ -352,6 +352,9 @@ class FileConnection:
                         let_go = min(now + self.idle_close_s, self._opened_at + QUIET_HOLD_S)
                     deadlines.append(let_go)
                 if not deadlines:
+                    # Another handle may have written the last of them since the check above: give the
+                    # kept share back now, or it would stay until that handle's next transaction.
+                    self._let_lock_go_if_written()
                     self._housekeeper = None
                     return
                 if now < min(deadlines):
