@@ -267,41 +267,6 @@ def test_a_token_and_a_key_handed_out_rest_on_a_written_start(tmp_path: Path) ->
     assert _ran(tmp_path) == ["first", "second"], "an effect step ran again"
 
 
-@needs_namespaces
-def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_path: Path) -> None:
-    """A real 8 MB tmpfs filled up inside the cell: the cell fails with StoreFullError before it returns,
-    another process gets the file at once (not after the lock timeout), and once space is back the failure
-    is recorded and the cell runs again to completion."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    script = KERNEL
-    line = f'mount -t tmpfs -o size=8m tmpfs {folder} && exec {sys.executable} -c "$0" {TESTS} ' + (
-        f"{folder}/store.duckdb fulldisk {folder}"
-    )
-    out = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", line, script],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env={**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000"},
-    )
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout.splitlines()[-1])
-    name, message = report["full"] if report["full"] else ["", ""]
-    assert report["first"] is None
-    assert name == "StoreFullError", report
-    assert message.startswith("step 'second' (run 'r1'): its outputs could not be stored: no space left for them at ")
-    rc, waited, text = report["cli"]
-    assert rc == 0 and waited < 8, report["cli"]  # not the 10 s lock timeout: the idle kernel let go
-    assert "r1" in text
-    # Once space was back: the failed attempt recorded with its error, then the cell ran again and completed.
-    targets = [t for t, _ in report["events"]]
-    assert targets[:2] == ["running", "failed"] and targets[-2:] == ["running", "completed"], report["events"]
-    assert report["events"][1][1].startswith("StoreFullError: step 'second'")
-    assert report["second"] is None and report["loaded"] == 200_000
-
-
 def _in_small_tmpfs(tmp_path: Path, mode: str, env: dict[str, str]) -> dict[str, Any]:
     """The kernel script on a real 8 MB tmpfs of its own (a user and mount namespace); its report."""
     folder = tmp_path / "disk"
@@ -319,6 +284,26 @@ def _in_small_tmpfs(tmp_path: Path, mode: str, env: dict[str, str]) -> dict[str,
     )
     assert out.returncode == 0, out.stderr
     return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
+@needs_namespaces
+def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_path: Path) -> None:
+    """A real 8 MB tmpfs filled up inside the cell: the cell fails with StoreFullError before it returns,
+    another process gets the file at once (not after the lock timeout), and once space is back the failure
+    is recorded and the cell runs again to completion."""
+    report = _in_small_tmpfs(tmp_path, "fulldisk", {"RESUMABLE_GROUP_COMMIT_MS": "60000"})
+    name, message = report["full"] if report["full"] else ["", ""]
+    assert report["first"] is None
+    assert name == "StoreFullError", report
+    assert message.startswith("step 'second' (run 'r1'): its outputs could not be stored: no space left for them at ")
+    rc, waited, text = report["cli"]
+    assert rc == 0 and waited < 8, report["cli"]  # not the 10 s lock timeout: the idle kernel let go
+    assert "r1" in text
+    # Once space was back: the failed attempt recorded with its error, then the cell ran again and completed.
+    targets = [t for t, _ in report["events"]]
+    assert targets[:2] == ["running", "failed"] and targets[-2:] == ["running", "completed"], report["events"]
+    assert report["events"][1][1].startswith("StoreFullError: step 'second'")
+    assert report["second"] is None and report["loaded"] == 200_000
 
 
 @needs_namespaces
