@@ -395,8 +395,7 @@ class DuckDBStore(SqlStore):
         """When the oldest unwritten step started (a full batch is written at once by ``begin_step``)."""
         with self._journal_lock:
             oldest = min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
-        cell = cells.oldest(self._file_key)
-        return cell if oldest is None else oldest if cell is None else min(cell, oldest)
+        return min((t for t in (oldest, cells.oldest(self._file_key)) if t is not None), default=None)
 
     def must_write_before_release(self) -> bool:
         """A kernel's step decided in memory is pending: the file is not let go of before it is written."""
@@ -622,8 +621,7 @@ class DuckDBStore(SqlStore):
         if journal is not None and journal.lost is not None:
             raise journal.lost
         if req.effect and cells.has_pending(self._file_key):  # the fence: earlier cells written (or refused) first
-            with self._transaction(step_only=True):
-                pass
+            self._write_pending_cells()
         self._raise_lost(req.run_id)
         if self._failures:  # no step starts on top of a failure not yet written
             self._flush_failures(strict=True)
@@ -700,7 +698,7 @@ class DuckDBStore(SqlStore):
                 step = cells.new_pending(req, window.count, utc_now(), time.monotonic())
                 try:
                     with self._journal_lock:
-                        self._log.append(encode_quick_rows(self._log.next_number, quick_rows([step])))
+                        self._log_step(step)
                 except OSError:  # the log cannot be written (a full disk): the step starts in a transaction
                     return None
                 first = not pending
@@ -793,10 +791,14 @@ class DuckDBStore(SqlStore):
     def fencing_token(self, run_id: str, step: str) -> int | None:
         """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token)."""
         if self._cell_pending(run_id, step):
-            with self._transaction(step_only=True):
-                pass
+            self._write_pending_cells()
         self._raise_lost(run_id)
         return self._token(run_id, step)
+
+    def _write_pending_cells(self) -> None:
+        """Commit a kernel's steps decided in memory now (opening a transaction writes them first): a fence."""
+        with self._transaction(step_only=True):
+            pass
 
     def _raise_lost(self, run_id: str) -> None:
         """A kernel's step of the run returned but was refused when written: raise it here, before anything runs on."""
@@ -893,10 +895,9 @@ class DuckDBStore(SqlStore):
             cells.complete(cell, done, utc_now())
             try:
                 with self._journal_lock:
-                    self._log.append(encode_quick_rows(self._log.next_number, quick_rows([cell.pending])))
+                    self._log_step(cell.pending)
             except BaseException as exc:
-                cell.pending.completion = None
-                cell.pending.finished_at = None
+                cell.pending.undo_completion()
                 if isinstance(exc, OSError):
                     return False
                 raise
@@ -916,14 +917,21 @@ class DuckDBStore(SqlStore):
             if journal.durability is Durability.DEFERRED:
                 return True
             try:
-                self._log.append(encode_quick_rows(self._log.next_number, quick_rows([pending])))
+                self._log_step(pending)
             except OSError:
-                journal.undo_complete(pending)
+                pending.undo_completion()
                 return False
             except BaseException:
-                journal.undo_complete(pending)
+                pending.undo_completion()
                 raise
             return True
+
+    def _log_step(self, step: PendingStep) -> None:
+        """Append a step's rows as they stand (its start, or all of it) to this process's completion log.
+
+        Call holding the journal lock: the record's number is the log's next one.
+        """
+        self._log.append(encode_quick_rows(self._log.next_number, quick_rows([step])))
 
     def fail_step(
         self, run_id: str, step: str, owner: Owner, error: str, traceback: str | None, duration_s: float

@@ -52,6 +52,11 @@ class PendingStep:
     finished_at: datetime | None = None  # when the completion was deferred
     generation: int | None = None  # the fencing token it runs under (its run's claim's)
 
+    def undo_completion(self) -> None:
+        """The completion could not be logged: it is written the slow way, before the step returns."""
+        self.completion = None
+        self.finished_at = None
+
 
 @dataclass(slots=True)
 class RunJournal:
@@ -94,11 +99,6 @@ class RunJournal:
         pending.completion = done
         pending.finished_at = utc_now()
         return pending
-
-    def undo_complete(self, pending: PendingStep) -> None:
-        """The completion could not be logged: it is written the slow way, before the step returns."""
-        pending.completion = None
-        pending.finished_at = None
 
     def take(self) -> list[PendingStep]:
         """Hand every unwritten step to the writer, oldest first."""
