@@ -429,12 +429,7 @@ class FileConnection:
             taken = self.pending.write_pending(con)
             con.execute("COMMIT")
         except BaseException as exc:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
-            if taken is not None:
-                self.pending.restore_pending(taken)
+            self._roll_back(con, taken)
             if isinstance(exc, duckdb.Error):
                 raise self._wrap(exc) from exc
             raise
@@ -569,14 +564,18 @@ class FileConnection:
             foreign = _COMMITS.get(identity, 0) - self._own_commits
         return (self._session, foreign)
 
-    def _failed(self, con: duckdb.DuckDBPyConnection, exc: BaseException, taken: object) -> None:
-        """Roll back; put back pending writes (unless the store is gone); let go of a file DuckDB failed on."""
+    def _roll_back(self, con: duckdb.DuckDBPyConnection, taken: object) -> None:
+        """Roll the open transaction back and put back the pending writes it had taken (None: none to put back)."""
         try:
             con.execute("ROLLBACK")
         except duckdb.Error:
             pass
-        if self.pending is not None and taken is not None and not isinstance(exc, StoreRemovedError):
+        if self.pending is not None and taken is not None:
             self.pending.restore_pending(taken)
+
+    def _failed(self, con: duckdb.DuckDBPyConnection, exc: BaseException, taken: object) -> None:
+        """Roll back; put back pending writes (unless the store is gone); let go of a file DuckDB failed on."""
+        self._roll_back(con, None if isinstance(exc, StoreRemovedError) else taken)
         if isinstance(exc, duckdb.Error):
             try:
                 self._close_locked(write_pending=False, why=exc)  # a failed file is opened afresh next time
