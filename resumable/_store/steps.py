@@ -84,28 +84,10 @@ def begin(
         transition(con, req.run_id, req.step, StepState.RUNNING, StepState.INTERRUPTED, req.owner, ABANDONED,
                    owned_by=req.owner)  # fmt: skip
         view = replace(view, state=StepState.INTERRUPTED.value)
-    owner_params = [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
-    inputs_json = json.dumps(_inputs.encode(req.inputs))
-    common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options), inputs_json]
     if view.state is None:
         if req.rerun:
             raise RerunError(req.step, req.run_id, None)
-        started = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
-        # Without a claim the step takes a new fencing token in the same statement (one round trip less).
-        token_sql, token_param = ("?", [claim]) if claim is not None else ("nextval('lease_generation')", [])
-        row = con.execute(
-            f"""INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
-                                  owner_host, owner_pid, owner_started, owner_kernel, owner_generation, started_at,
-                                  outputs, output_bytes, effect, key_generation, key_used)
-               SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, {token_sql}, now(), '[]', 0, ?, 1, false
-               FROM steps WHERE run_id = ? RETURNING owner_generation""",
-            [req.run_id, req.step, *common, *owner_params, *token_param, req.effect, req.run_id],
-        ).fetchone()
-        assert row is not None
-        fence = int(row[0])
-        log_events(
-            con, [(req.run_id, req.step, started, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", None)]
-        )
+        fence = insert_started(con, req, claim)
         return Begin("execute", 1, (), None, (), effect=req.effect, generation=fence)
     state = StepState(view.state)
     effect = view.effect or req.effect
@@ -145,6 +127,7 @@ def begin(
         generation, key_sql = generation + 1, ", key_generation = key_generation + 1, key_used = false"
     # The source before an edit, for ``resumable why``'s diff (the right-hand ``source`` is the old value).
     edited = None not in (req.source_digest, view.source_digest) and view.source_digest != req.source_digest
+    common, owner_params = _request_params(req)
     fence = claim if claim is not None else next_token(con)
     attempt, execution = transition(
         con, req.run_id, req.step, state, StepState.RUNNING, req.owner, reason,
@@ -156,23 +139,32 @@ def begin(
     return Begin("execute", attempt, (), None, tuple(stale), generation, why, None, effect, execution, fence)
 
 
-def insert_started(con: Connection, req: StepRequest, seq: int | None = None) -> int:
-    """Write the start of a new step a kernel decided in memory (``cells.py``); returns its new fencing token.
+def _request_params(req: StepRequest) -> tuple[list[object], list[object]]:
+    """A step row's parameters from the request: what it is (source, reads, options, inputs), and who runs it."""
+    inputs_json = json.dumps(_inputs.encode(req.inputs))
+    common: list[object] = [
+        req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options), inputs_json,
+    ]  # fmt: skip
+    return common, [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
 
-    The same row and event as :func:`begin` writes for a new step without a claim.
+
+def insert_started(con: Connection, req: StepRequest, claim: int | None = None) -> int:
+    """Write a new step's first attempt, running (its row and event); returns the fencing token it runs under.
+
+    For :func:`begin`, and for a kernel's step decided in memory (``cells.py``) when its start is
+    written. The token is the claim's, or without one a new one taken in the same statement (one
+    round trip less).
     """
     started = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
-    inputs_json = json.dumps(_inputs.encode(req.inputs))
-    common = [req.source, req.source_digest, json.dumps(list(req.reads)), json.dumps(req.options), inputs_json]
-    owner_params = [req.owner.host, req.owner.pid, req.owner.started, req.owner.kernel_id]
+    common, owner_params = _request_params(req)
+    token_sql, token_param = ("?", [claim]) if claim is not None else ("nextval('lease_generation')", [])
     row = con.execute(
-        """INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
+        f"""INSERT INTO steps (run_id, step, seq, state, attempts, source, source_digest, reads, options, inputs,
                               owner_host, owner_pid, owner_started, owner_kernel, owner_generation, started_at,
                               outputs, output_bytes, effect, key_generation, key_used)
-           SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, nextval('lease_generation'), now(), '[]', 0,
-                  ?, 1, false
+           SELECT ?, ?, count(*), 'running', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, {token_sql}, now(), '[]', 0, ?, 1, false
            FROM steps WHERE run_id = ? RETURNING owner_generation""",
-        [req.run_id, req.step, *common, *owner_params, req.effect, req.run_id],
+        [req.run_id, req.step, *common, *owner_params, *token_param, req.effect, req.run_id],
     ).fetchone()
     assert row is not None
     log_events(con, [(req.run_id, req.step, started, StepState.PENDING, StepState.RUNNING, 1, req.owner, "new", None)])
