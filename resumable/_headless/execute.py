@@ -173,6 +173,7 @@ class _Pass:
             resources={"metadata": {"path": str(job.cwd)}},
             on_cell_start=self.tracker.on_cell_start,
             on_cell_executed=self.tracker.on_cell_executed,
+            coalesce_streams=True,
         )
         self.client.on_step_report = self.tracker.on_report
         self.env = {
