@@ -390,12 +390,15 @@ def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
 
 
 def test_no_key_is_handed_out_after_a_returned_cell_was_refused(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fence of idempotency_key() is what finds a returned cell refused: the key is not handed out, the cell
-    fails with StepNotStoredError; run again, it gets its key."""
-    _refused_second(shell, monkeypatch)
+    """The fence of idempotency_key() is what finds a returned cell refused: the key is not handed out, nor recorded
+    as used (the step is not marked an effect step), the cell fails with StepNotStoredError; run again, it gets its
+    key."""
+    store = _refused_second(shell, monkeypatch)
     refused = step(shell, "third", "key = resumable.idempotency_key()").error_in_exec
     assert type(refused).__name__ == "StepNotStoredError" and "key" not in shell.user_ns
     assert str(refused) == _REFUSED_SECOND
+    third = store.get_step("r1", "third")
+    assert third is not None and (third.state.value, third.effect) == ("failed", False)
     assert step(shell, "third", "key = resumable.idempotency_key()").error_in_exec is None
     assert shell.user_ns["key"]
 
