@@ -58,6 +58,7 @@ QUIET_HOLD_S = 2.0
 # A write of what is pending that keeps failing (a full disk) is retried at most this far apart:
 # each try opens and closes the file, which costs a busy retry loop half a core.
 RETRY_MAX_S = 0.5
+RETRY_MIN_S = 0.05
 # A torn read by a process outside resumable (a DuckDB shell writing the file) is read again this long.
 CORRUPT_RETRY_S = 1.0
 _CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
@@ -153,7 +154,7 @@ class FileConnection:
         # A share of the process's file lock kept while the file is closed with a kernel's step not
         # written yet (a failed commit): no other process may get the file before it is written.
         self._kept = False
-        self._retry_s = 0.05  # the housekeeper's wait before it retries a failed write of what is pending
+        self._retry_s = RETRY_MIN_S  # the housekeeper's wait before it retries a failed write of what is pending
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
@@ -352,6 +353,7 @@ class FileConnection:
                 now = time.monotonic()
                 due = self._due_pending()
                 kept = None if self.pending is None else self.pending.kept_since()
+                kept = None if kept is None else kept + RETRY_MIN_S
                 deadlines = [d for d in (due, kept) if d is not None]
                 if self._con is not None:
                     let_go = min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s)
@@ -376,7 +378,7 @@ class FileConnection:
                         elif due is not None:
                             with self.transaction():
                                 pass  # opening a transaction writes what is pending
-                        self._retry_s = 0.05
+                        self._retry_s = RETRY_MIN_S
                     except Exception:  # kept pending; retried, less often while it keeps failing (a full disk)
                         self.lock.wait(self._retry_s)
                         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)

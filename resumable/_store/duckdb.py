@@ -296,24 +296,26 @@ class DuckDBStore(SqlStore):
 
         Reads go on when the disk still refuses (``strict=False``): a full disk must not also hide
         the store. The start of a step (``strict=True``) does not: no step starts on top of an
-        unrecorded failure.
+        unrecorded failure. Taken under the connection's lock, so a start never finds them gone while
+        the housekeeper's retry has them (``write_kept``) and starts on top of them.
         """
-        with self._journal_lock:
-            failures, self._failures = self._failures, []
-        if not failures:
-            return
-        try:
-            with self._conn.transaction() as con:
-                for f in failures:
-                    steps.fail_if_running(
-                        con, f.run_id, f.step, f.owner, f.error, f.traceback, f.duration_s, f.generation
-                    )
-        except BaseException as exc:
-            # Written only while the step still runs under its owner: keeping them again is always safe.
+        with self._conn.lock:
             with self._journal_lock:
-                self._failures[:0] = failures
-            if strict or not isinstance(exc, Exception):
-                raise
+                failures, self._failures = self._failures, []
+            if not failures:
+                return
+            try:
+                with self._conn.transaction() as con:
+                    for f in failures:
+                        steps.fail_if_running(
+                            con, f.run_id, f.step, f.owner, f.error, f.traceback, f.duration_s, f.generation
+                        )
+            except BaseException as exc:
+                # Written only while the step still runs under its owner: keeping them again is always safe.
+                with self._journal_lock:
+                    self._failures[:0] = failures
+                if strict or not isinstance(exc, Exception):
+                    raise
 
     def close(self) -> None:
         """Write what is pending and release the file now (it is reopened on the next use).
@@ -403,7 +405,7 @@ class DuckDBStore(SqlStore):
     def kept_since(self) -> float | None:
         """Failures kept after a failed write are retried by the housekeeper too, not only by the next transaction."""
         with self._journal_lock:
-            return self._failures_at + self.window_s if self._failures else None
+            return self._failures_at if self._failures else None
 
     def write_kept(self) -> None:
         self._flush_failures(strict=True)
@@ -634,7 +636,7 @@ class DuckDBStore(SqlStore):
             fault = None if isinstance(exc, StoreCorruptError) else faults.classify(exc, self.path.parent)
             if fault is None:
                 raise
-            with self._journal_lock:
+            with self._conn.lock, self._journal_lock:  # not while the housekeeper's retry has them
                 fault.kept = bool(self._failures) or any(j.pending for j in self._journals.values())
             fault.kept = fault.kept or cells.has_pending(self._file_key)
             raise fault from exc
