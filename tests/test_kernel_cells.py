@@ -460,3 +460,76 @@ _REFUSED_SECOND = (
     "Its result was not stored (what the store holds for that step was kept), and nothing of the run was let "
     "run after it: no idempotency key was handed out. Run the step again if its result is needed."
 )
+
+
+FENCE_SIGINT_TRIALS = int(os.environ.get("RESUMABLE_FENCE_SIGINT_TRIALS", "25"))
+
+FENCE_SIGINT = r"""
+import json, os, random, signal, statistics, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from ipython_shell import started_shell, step
+import resumable
+from resumable._store import process
+from resumable._store.duckdb import DuckDBStore
+
+store, trials = sys.argv[2], int(sys.argv[3])
+os.environ["RESUMABLE_STORE"] = store
+rng = random.Random(1125)
+ip = started_shell()
+ip.run_cell("%durable_run cells --run-id r1").raise_error()
+ip.run_cell("import resumable, time").raise_error()
+step(ip, "w", "x = 1")  # decided by a transaction: the window opens
+
+def fence_span():  # how long a key's fence (the write of the cells decided in memory) takes here
+    step(ip, "m0", "x = 1")
+    step(ip, "m1", "t0 = time.perf_counter()\nkey = resumable.idempotency_key()\nspan = time.perf_counter() - t0")
+    return ip.user_ns["span"]
+
+span = statistics.median(fence_span() for _ in range(3))
+outcomes = {"none": 0, "interrupt": 0, "outside": 0, "bad": []}
+for t in range(trials):
+    timer = threading.Timer(rng.uniform(0, span * 1.5), os.kill, (os.getpid(), signal.SIGINT))
+    ip.user_ns["timer"] = timer
+    try:
+        step(ip, f"a{t}", "x = 1")  # returned in memory: the next cell's fence writes it
+        error = step(ip, f"b{t}", "timer.start()\nkey = resumable.idempotency_key()").error_in_exec
+        timer.join()
+        for _ in range(10000):  # a signal that came after the cell is handled here
+            pass
+    except KeyboardInterrupt:
+        outcomes["outside"] += 1
+        continue
+    if error is None:
+        outcomes["none"] += 1
+    elif type(error) is KeyboardInterrupt:
+        outcomes["interrupt"] += 1
+    else:
+        outcomes["bad"].append(f"{type(error).__name__}: {error}")
+process.shutdown()  # what exit does: everything pending is written
+st = DuckDBStore(store)
+outcomes["states"] = sorted({f"{s.step[0]}:{s.state.value}" for s in st.list_steps("r1") if s.step[0] in "ab"})
+print(json.dumps(outcomes))
+"""
+
+
+def test_a_ctrl_c_during_a_fence_is_a_keyboard_interrupt_and_loses_no_cell(tmp_path: Path) -> None:
+    """SIGINT at random instants of idempotency_key()'s fence, which writes the cells decided in memory: the cell
+    fails with KeyboardInterrupt (never DuckDB's RuntimeError), and every cell that returned is written all the
+    same."""
+    env = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000"}
+    env.pop("RESUMABLE_RUN_ID", None)
+    out = subprocess.run(
+        [sys.executable, "-c", FENCE_SIGINT, str(TESTS), str(tmp_path / "store.duckdb"), str(FENCE_SIGINT_TRIALS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    outcomes = json.loads(out.stdout.splitlines()[-1])
+    print(f"Ctrl-C in a fence, {FENCE_SIGINT_TRIALS} trials: {outcomes}")
+    assert outcomes["bad"] == []
+    assert outcomes["none"] + outcomes["interrupt"] + outcomes["outside"] == FENCE_SIGINT_TRIALS
+    states = set(outcomes["states"])
+    assert "a:completed" in states and states <= {"a:completed", "b:completed", "b:failed"}, states
