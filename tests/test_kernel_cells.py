@@ -297,8 +297,8 @@ def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_p
     assert report["first"] is None
     assert name == "StoreFullError", report
     assert message.startswith("step 'second' (run 'r1'): its outputs could not be stored: no space left for them at ")
-    rc, waited, text = report["cli"]
-    assert rc == 0 and waited < 8, report["cli"]  # not the 10 s lock timeout: the idle kernel let go
+    rc, _, text = report["cli"]
+    assert rc == 0, report["cli"]  # within its 10 s lock timeout: the idle kernel let go (a kept lock: exit 6)
     assert "r1" in text
     # The next cell cannot start on the full disk: the full-disk error, saying what is kept and what to do.
     disk = f"{tmp_path}/disk"
