@@ -15,8 +15,10 @@ Every DuckDB error leaves here as one of ours naming the store (``StoreDatabaseE
 transaction: a store deleted or replaced under this process raises ``StoreRemovedError`` instead
 of letting writes land in a file nobody will read again.
 
-A helper thread (the housekeeper) closes the file when it is due, and commits the store's pending
-writes (group commit, ``journal.py``) when their window closes.
+A helper thread (the housekeeper) closes the file when it is due, commits the store's pending
+writes (group commit, ``journal.py``) when their window closes, and retries writes that failed and
+were kept (a step's failure on a full disk), so other processes see them without this one doing
+anything more.
 """
 
 from __future__ import annotations

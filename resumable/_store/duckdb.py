@@ -1039,16 +1039,14 @@ class DuckDBStore(SqlStore):
                     lost = cells.LOST.pop((self.location, run_id), None)
                 if lost is None:
                     steps.mark_effect(con, run_id, step, owner, self._token(run_id, step))
-        except StepChangedError:
-            journal = self._journals.get(run_id)
-            if journal is not None and journal.lost is not None:
-                raise journal.lost from None
-            raise
-        except BaseException as exc:  # a Ctrl-C during the fence's write is the user's KeyboardInterrupt
+        except BaseException as exc:
             if lost is not None:  # not told yet: the run's next step, fence or key raises it
                 with cells.LOCK:
                     cells.LOST.setdefault((self.location, run_id), lost)
-            _raise_as_interrupt(exc)
+            journal = self._journals.get(run_id)
+            if isinstance(exc, StepChangedError) and journal is not None and journal.lost is not None:
+                raise journal.lost from None
+            _raise_as_interrupt(exc)  # a Ctrl-C during the fence's write is the user's KeyboardInterrupt
         if lost is not None:
             raise lost
 
