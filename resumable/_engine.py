@@ -134,6 +134,8 @@ class StepCall:
             begin = self.store.begin_step(request)
         except ResumableError:
             raise  # refused (owned, changed, bad rerun): nothing was started
+        except WriteFault as fault:  # a full or read-only disk: nothing was started
+            raise self._write_error(fault, starting=True) from fault.__cause__
         except BaseException as exc:
             self._undo_start(exc)
             raise
@@ -255,9 +257,18 @@ class StepCall:
         line = f"{_line(exc)} (while the step was starting)"
         self.store.fail_step(self.run_id, self.step, self.owner, line, None, 0.0)
 
-    def _write_error(self, fault: WriteFault) -> StoreWriteError:
+    def _write_error(self, fault: WriteFault, *, starting: bool = False) -> StoreWriteError:
         kind = _WRITE_ERRORS.get(fault.kind, StoreWriteError)
-        return kind(self.step, self.run_id, fault.path, fault.reason, fault.needed, fault.free)
+        return kind(
+            self.step,
+            self.run_id,
+            fault.path,
+            fault.reason,
+            fault.needed,
+            fault.free,
+            starting=starting,
+            kept=fault.kept,
+        )
 
     def _completed_anyway(self, done: Completion) -> bool:
         """Whether a completion that raised was committed after all (the store's own read-back)."""

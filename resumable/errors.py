@@ -559,12 +559,26 @@ class StoreWriteError(StoreError):
         Bytes the outputs needed at least (what was written, plus the write that failed), when known.
     free
         Bytes free on that file system after the failed write was cleaned up, when known.
+    starting
+        The step's start could not be stored (so its body never ran), not its outputs.
+    kept
+        With ``starting``: this process holds steps it ran earlier that the store could not record yet
+        (a failure, a kernel's cell); they are written once the store takes writes again.
     """
 
     happened = "an error while writing them"
 
     def __init__(
-        self, step: str, run_id: str, path: str, reason: str, needed: int | None = None, free: int | None = None
+        self,
+        step: str,
+        run_id: str,
+        path: str,
+        reason: str,
+        needed: int | None = None,
+        free: int | None = None,
+        *,
+        starting: bool = False,
+        kept: bool = False,
     ) -> None:
         self.step = step
         self.run_id = run_id
@@ -572,11 +586,27 @@ class StoreWriteError(StoreError):
         self.reason = reason
         self.needed = needed
         self.free = free
-        super().__init__(
-            f"step '{step}' (run '{run_id}'): its outputs could not be stored: {self.happened} at '{path}' "
-            f"({reason}){self._sizes()}. The step was marked failed; completed steps and their checkpoints are "
-            f"intact. {self._fix()}"
-        )
+        self.starting = starting
+        self.kept = kept
+        if starting:
+            earlier = (
+                "; what this process ran before and could not store yet is kept in this process and written as "
+                "soon as the store takes writes again"
+                if kept
+                else ""
+            )
+            text = (
+                f"step '{step}' (run '{run_id}') could not start: its start could not be stored: "
+                f"{self.happened.replace(' them', ' it')} at '{path}' ({reason}){self._sizes()}. Its body did not run "
+                f"and nothing of it was stored; completed steps and their checkpoints are intact{earlier}. "
+            )
+        else:
+            text = (
+                f"step '{step}' (run '{run_id}'): its outputs could not be stored: {self.happened} at '{path}' "
+                f"({reason}){self._sizes()}. The step was marked failed; completed steps and their checkpoints are "
+                f"intact. "
+            )
+        super().__init__(text + self._fix())
 
     def _sizes(self) -> str:
         return ""
@@ -591,13 +621,22 @@ class StoreFullError(StoreWriteError):
     happened = "no space left for them"
 
     def __init__(
-        self, step: str, run_id: str, path: str, reason: str, needed: int | None = None, free: int | None = None
+        self,
+        step: str,
+        run_id: str,
+        path: str,
+        reason: str,
+        needed: int | None = None,
+        free: int | None = None,
+        *,
+        starting: bool = False,
+        kept: bool = False,
     ) -> None:
         # EFBIG: not the disk but this process's file size limit; free space says nothing then.
         self.size_limit = "File too large" in reason
         if self.size_limit:
             self.happened = "a file reached this process's file size limit ('ulimit -f')"
-        super().__init__(step, run_id, path, reason, needed, free)
+        super().__init__(step, run_id, path, reason, needed, free, starting=starting, kept=kept)
 
     def _sizes(self) -> str:
         parts = []

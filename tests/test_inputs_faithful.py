@@ -273,4 +273,5 @@ def test_a_headless_run_resumed_without_p_gets_its_parameters_back_exactly(tmp_p
     out = nbformat.read(tmp_path / "typed.resumable.ipynb", as_version=4)
     assert out.cells[1].metadata["tags"] == ["injected-parameters"]
     assert "c = [0j]\ns = set()\nx = {1: 2, 'a': 3}" in out.cells[1].source  # by name, as recorded
-    assert out.cells[2].outputs[0]["text"] == "set complex [1, 'a']\n"
+    printed = "".join(o.get("text", "") for o in out.cells[2].outputs if o.get("name") == "stdout")
+    assert printed == "set complex [1, 'a']\n", out.cells[2].outputs

@@ -48,20 +48,23 @@ def note(name):
     with open(os.path.join(folder, "ran"), "a") as f:
         f.write(name + "\n")
 
-def fill(path):
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(bytes(65536))
-                f.flush()
-        except OSError:
-            pass
+def fill_all(path):  # to the last byte: the commit of a step's start needs only a few
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while os.write(fd, bytes(size)):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 def ran(name):  # a body that says it ran
     return f"note({name!r})\n"
 
-ip.user_ns.update(os=os, note=note, fill=fill, time=time, resumable=resumable)
-ip.user_ns_hidden.update(os=os, note=note, fill=fill, time=time, resumable=resumable)
+ip.user_ns.update(os=os, note=note, fill_all=fill_all, time=time, resumable=resumable)
+ip.user_ns_hidden.update(os=os, note=note, fill_all=fill_all, time=time, resumable=resumable)
 cell("first", ran("first") + "a = 1")
 if mode == "returned":  # killed right after the second cell returned: its completion is only in the log
     cell("second", ran("second") + "b = a + 1")
@@ -81,14 +84,22 @@ if mode == "token":  # a fencing token and a key handed out of a cell decided in
         os.kill(os.getpid(), signal.SIGKILL)
 if mode == "fulldisk":  # the disk fills up inside the cell: its completion can be neither logged nor committed
     filler = os.path.join(folder, "filler")
-    cell("second", ran("second") + f"fill({filler!r})\nb = os.urandom(200_000)")
+    # Its start written first (a fence), then the disk filled to the last byte: its failure is kept in memory.
+    cell("second", ran("second") + f"resumable.fencing_token()\nfill_all({filler!r})\nb = os.urandom(200_000)")
     t0 = time.monotonic()
     env = {**os.environ, "RESUMABLE_LOCK_TIMEOUT": "10"}
     cli = subprocess.run([sys.executable, "-m", "resumable", "runs", "--store", store], capture_output=True,
                          text=True, timeout=60, env=env)
     report["cli"] = [cli.returncode, round(time.monotonic() - t0, 1), cli.stdout + cli.stderr]
     report["full"] = report.pop("second")
-    os.unlink(filler)  # space again: the kept failure is written, and the cell runs again
+    cell("third", ran("third") + "c = 3")  # the next cell cannot start either: the disk is still full
+    report["third_full"] = report.pop("third")
+    os.unlink(filler)  # space again: the kept failure is written with no new cell, then the cell runs again
+    deadline, shown = time.monotonic() + 10, ""  # the kernel retries every 0.5 s at most
+    while "failed" not in shown and time.monotonic() < deadline:  # what another process sees meanwhile
+        shown = subprocess.run([sys.executable, "-m", "resumable", "show", "r1", "--store", store],
+                               capture_output=True, text=True, timeout=60).stdout.split("second")[1].splitlines()[0]
+    report["caught_up"] = shown
     cell("second", ran("second") + "b = os.urandom(200_000)")
     from resumable._store.duckdb import DuckDBStore
     st = DuckDBStore(store)
@@ -113,22 +124,12 @@ if mode == "heldfull":  # the disk fills up inside a cell decided in memory; oth
         show = subprocess.run([sys.executable, "-m", "resumable", "show", "r1", "--store", store],
                               capture_output=True, text=True, timeout=60, env=env)
         report["show"] = [show.returncode, show.stdout + show.stderr]
+        from resumable._store import open_store
+        report["compact"] = open_store(store).compact(force=True).skipped  # this process's own handle
         os.unlink(filler)  # space is back
 
-    def fill_all(path):  # to the last byte: the commit of a step's start needs only a few
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            for size in (65536, 4096, 1):
-                try:
-                    while os.write(fd, bytes(size)):
-                        pass
-                except OSError:
-                    pass
-        finally:
-            os.close(fd)
-
-    ip.user_ns.update(others=others, fill_all=fill_all)
-    ip.user_ns_hidden.update(others=others, fill_all=fill_all)
+    ip.user_ns.update(others=others)
+    ip.user_ns_hidden.update(others=others)
     # A long source: the start's row needs more than what DuckDB's files have spare when the disk is full.
     cell("second", ran("second") + f"fill_all({filler!r})\nothers()\nb = 42\n" + "# a long cell\n" * 2000)
     report["pid"] = os.getpid()
@@ -296,9 +297,28 @@ def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_p
     assert report["first"] is None
     assert name == "StoreFullError", report
     assert message.startswith("step 'second' (run 'r1'): its outputs could not be stored: no space left for them at ")
-    rc, waited, text = report["cli"]
-    assert rc == 0 and waited < 8, report["cli"]  # not the 10 s lock timeout: the idle kernel let go
+    rc, _, text = report["cli"]
+    assert rc == 0, report["cli"]  # within its 10 s lock timeout: the idle kernel let go (a kept lock: exit 6)
     assert "r1" in text
+    # The next cell cannot start on the full disk: the full-disk error, saying what is kept and what to do.
+    disk = f"{tmp_path}/disk"
+    start = (
+        f"step 'third' (run 'r1') could not start: its start could not be stored: no space left for it at '{disk}' "
+        f'(TransactionContext Error: Failed to commit: Could not write file "{disk}/store.duckdb.wal": No space '
+        "left on device); "
+    )
+    end = (
+        " are free there. Its body did not run and nothing of it was stored; completed steps and their checkpoints "
+        "are intact; what this process ran before and could not store yet is kept in this process and written as "
+        "soon as the store takes writes again. Make space free on that disk (or raise the quota), or point "
+        "RESUMABLE_STORE at a store on a disk with room, then run the step again."
+    )
+    name, message = report["third_full"]
+    assert name == "StoreFullError" and re.fullmatch(re.escape(start) + r"[0-9.]+ k?B" + re.escape(end), message), (
+        message
+    )
+    # Space back and the kernel idle: another process soon sees the failure, with no new cell run.
+    assert report["caught_up"].startswith("\tfailed\t"), report["caught_up"]
     # Once space was back: the failed attempt recorded with its error, then the cell ran again and completed.
     targets = [t for t, _ in report["events"]]
     assert targets[:2] == ["running", "failed"] and targets[-2:] == ["running", "completed"], report["events"]
@@ -328,6 +348,15 @@ def test_a_full_disk_inside_a_cell_decided_in_memory_keeps_the_store_until_it_is
     assert name == "StoreLockedError" and re.fullmatch(locked, message), message
     rc, shown = report["show"]
     assert rc != 0 and re.fullmatch("error: " + locked + "\n", shown), shown
+    compact = (  # asked of the kernel's own store meanwhile: the true reason, not "another handle"
+        re.escape("this process ran steps that it could not write to the store yet (its last commit failed: ")
+        + r"[^()]*No space left on device[^()]*"
+        + re.escape(
+            "), and keeps the store until they are written, so the file was left as it was; free space on the "
+            "store's disk (they are then written), then try again"
+        )
+    )
+    assert re.fullmatch(compact, report["compact"]), report["compact"]
     assert report["first"] is None and report["second"] is None
     assert report["events"] == ["running", "completed"] and report["ran"] == ["first", "second"]
     assert report["b"] == 42
@@ -390,12 +419,15 @@ def test_a_cell_refused_when_it_is_written_never_fails_the_transaction_it_is_in(
 
 
 def test_no_key_is_handed_out_after_a_returned_cell_was_refused(shell: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fence of idempotency_key() is what finds a returned cell refused: the key is not handed out, the cell
-    fails with StepNotStoredError; run again, it gets its key."""
-    _refused_second(shell, monkeypatch)
+    """The fence of idempotency_key() is what finds a returned cell refused: the key is not handed out, nor recorded
+    as used (the step is not marked an effect step), the cell fails with StepNotStoredError; run again, it gets its
+    key."""
+    store = _refused_second(shell, monkeypatch)
     refused = step(shell, "third", "key = resumable.idempotency_key()").error_in_exec
     assert type(refused).__name__ == "StepNotStoredError" and "key" not in shell.user_ns
     assert str(refused) == _REFUSED_SECOND
+    third = store.get_step("r1", "third")
+    assert third is not None and (third.state.value, third.effect) == ("failed", False)
     assert step(shell, "third", "key = resumable.idempotency_key()").error_in_exec is None
     assert shell.user_ns["key"]
 
@@ -428,3 +460,76 @@ _REFUSED_SECOND = (
     "Its result was not stored (what the store holds for that step was kept), and nothing of the run was let "
     "run after it: no idempotency key was handed out. Run the step again if its result is needed."
 )
+
+
+FENCE_SIGINT_TRIALS = int(os.environ.get("RESUMABLE_FENCE_SIGINT_TRIALS", "25"))
+
+FENCE_SIGINT = r"""
+import json, os, random, signal, statistics, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from ipython_shell import started_shell, step
+import resumable
+from resumable._store import process
+from resumable._store.duckdb import DuckDBStore
+
+store, trials = sys.argv[2], int(sys.argv[3])
+os.environ["RESUMABLE_STORE"] = store
+rng = random.Random(1125)
+ip = started_shell()
+ip.run_cell("%durable_run cells --run-id r1").raise_error()
+ip.run_cell("import resumable, time").raise_error()
+step(ip, "w", "x = 1")  # decided by a transaction: the window opens
+
+def fence_span():  # how long a key's fence (the write of the cells decided in memory) takes here
+    step(ip, "m0", "x = 1")
+    step(ip, "m1", "t0 = time.perf_counter()\nkey = resumable.idempotency_key()\nspan = time.perf_counter() - t0")
+    return ip.user_ns["span"]
+
+span = statistics.median(fence_span() for _ in range(3))
+outcomes = {"none": 0, "interrupt": 0, "outside": 0, "bad": []}
+for t in range(trials):
+    timer = threading.Timer(rng.uniform(0, span * 1.5), os.kill, (os.getpid(), signal.SIGINT))
+    ip.user_ns["timer"] = timer
+    try:
+        step(ip, f"a{t}", "x = 1")  # returned in memory: the next cell's fence writes it
+        error = step(ip, f"b{t}", "timer.start()\nkey = resumable.idempotency_key()").error_in_exec
+        timer.join()
+        for _ in range(10000):  # a signal that came after the cell is handled here
+            pass
+    except KeyboardInterrupt:
+        outcomes["outside"] += 1
+        continue
+    if error is None:
+        outcomes["none"] += 1
+    elif type(error) is KeyboardInterrupt:
+        outcomes["interrupt"] += 1
+    else:
+        outcomes["bad"].append(f"{type(error).__name__}: {error}")
+process.shutdown()  # what exit does: everything pending is written
+st = DuckDBStore(store)
+outcomes["states"] = sorted({f"{s.step[0]}:{s.state.value}" for s in st.list_steps("r1") if s.step[0] in "ab"})
+print(json.dumps(outcomes))
+"""
+
+
+def test_a_ctrl_c_during_a_fence_is_a_keyboard_interrupt_and_loses_no_cell(tmp_path: Path) -> None:
+    """SIGINT at random instants of idempotency_key()'s fence, which writes the cells decided in memory: the cell
+    fails with KeyboardInterrupt (never DuckDB's RuntimeError), and every cell that returned is written all the
+    same."""
+    env = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000"}
+    env.pop("RESUMABLE_RUN_ID", None)
+    out = subprocess.run(
+        [sys.executable, "-c", FENCE_SIGINT, str(TESTS), str(tmp_path / "store.duckdb"), str(FENCE_SIGINT_TRIALS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    outcomes = json.loads(out.stdout.splitlines()[-1])
+    print(f"Ctrl-C in a fence, {FENCE_SIGINT_TRIALS} trials: {outcomes}")
+    assert outcomes["bad"] == []
+    assert outcomes["none"] + outcomes["interrupt"] + outcomes["outside"] == FENCE_SIGINT_TRIALS
+    states = set(outcomes["states"])
+    assert "a:completed" in states and states <= {"a:completed", "b:completed", "b:failed"}, states

@@ -110,7 +110,7 @@ def test_timeout_fails_the_attempt_with_step_timeout(store_location: str) -> Non
     ):
         slow()
     assert str(excinfo.value) == "step 'slow' ran longer than its timeout of 0.2 s"
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # the attempt ended before its body would have, however loaded the machine
     assert run.status("slow").state is StepState.FAILED
 
 

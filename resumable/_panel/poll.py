@@ -55,6 +55,7 @@ class Poller:
         self._lock = threading.Lock()
         self._panels: weakref.WeakSet[Watched] = weakref.WeakSet()
         self._wake = threading.Event()
+        self._halt = threading.Event()  # set once, by stop: ends the wait that gathers a burst of changes too
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -82,6 +83,7 @@ class Poller:
         with self._lock:
             self._stopped = True
             thread = self._thread
+        self._halt.set()
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
@@ -111,10 +113,13 @@ class Poller:
             try:
                 if any(p.dirty for p in panels):
                     gap = max(MIN_REDRAW_S, cost / REDRAW_SHARE)
-                    time.sleep(max(0.0, last_redraw + gap - time.monotonic()))  # gather a burst of changes
+                    # Gather a burst of changes: seconds when a redraw was slow (a loaded machine), so
+                    # the wait ends at once at exit, or the exit handler would wait for it (or give up).
+                    if self._halt.wait(max(0.0, last_redraw + gap - time.monotonic())):
+                        continue
                     last_redraw = time.monotonic()
                     for panel in panels:
-                        if panel.dirty and not panel.closed:
+                        if panel.dirty and not panel.closed and not self._stopped:
                             panel.redraw_soon()
                     cost = time.monotonic() - last_redraw
                 if ticking and time.monotonic() >= next_tick:

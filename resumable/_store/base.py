@@ -230,6 +230,8 @@ class WriteFault(Exception):
     :class:`~resumable.errors.StoreWriteError`, adding the step and the run. ``kind`` is ``full``,
     ``read_only`` or ``write``; ``needed`` the bytes the output needed at least and
     ``free`` the bytes free where it failed, when known. ``__cause__`` is the original error.
+    ``kept``: raised by a step's start, while this process still holds steps the store could not
+    record yet (written once it takes writes again).
     """
 
     def __init__(self, kind: str, path: str, reason: str, needed: int | None = None, free: int | None = None) -> None:
@@ -238,6 +240,7 @@ class WriteFault(Exception):
         self.reason = reason
         self.needed = needed
         self.free = free
+        self.kept = False
         super().__init__(kind, path, reason, needed, free)
 
 
@@ -404,6 +407,10 @@ class Store(Protocol):
             Another live process owns the run or runs one of its steps.
         RerunError
             ``req.rerun`` for a step that never completed; nothing was written.
+        WriteFault
+            The disk is full or read-only, so the start (or a failure kept from before, written
+            first) could not be stored; the step did not start. ``kept`` says whether this process
+            still holds steps the store could not record yet.
         """
 
     def complete_step(self, done: Completion) -> None:

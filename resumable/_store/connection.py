@@ -15,8 +15,10 @@ Every DuckDB error leaves here as one of ours naming the store (``StoreDatabaseE
 transaction: a store deleted or replaced under this process raises ``StoreRemovedError`` instead
 of letting writes land in a file nobody will read again.
 
-A helper thread (the housekeeper) closes the file when it is due, and commits the store's pending
-writes (group commit, ``journal.py``) when their window closes.
+A helper thread (the housekeeper) closes the file when it is due, commits the store's pending
+writes (group commit, ``journal.py``) when their window closes, and retries writes that failed and
+were kept (a step's failure on a full disk), so other processes see them without this one doing
+anything more.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ QUIET_HOLD_S = 2.0
 # A write of what is pending that keeps failing (a full disk) is retried at most this far apart:
 # each try opens and closes the file, which costs a busy retry loop half a core.
 RETRY_MAX_S = 0.5
+RETRY_MIN_S = 0.05
 # A torn read by a process outside resumable (a DuckDB shell writing the file) is read again this long.
 CORRUPT_RETRY_S = 1.0
 _CORRUPT = ("corrupt", "checksum", "could not read enough bytes")
@@ -106,6 +109,12 @@ class PendingWrites(Protocol):
     def must_write_before_release(self) -> bool:
         """Whether something pending may not outlive this hold of the file (a kernel's step decided in memory)."""
 
+    def kept_since(self) -> float | None:
+        """Monotonic time since which writes that failed (a step's failure, a full disk) wait to be retried, or None."""
+
+    def write_kept(self) -> None:
+        """Write them in a transaction of their own; raise when that fails again (they stay kept)."""
+
 
 class FileConnection:
     """One DuckDB file, opened for transactions and released soon after.
@@ -147,7 +156,7 @@ class FileConnection:
         # A share of the process's file lock kept while the file is closed with a kernel's step not
         # written yet (a failed commit): no other process may get the file before it is written.
         self._kept = False
-        self._retry_s = 0.05  # the housekeeper's wait before it retries a failed write of what is pending
+        self._retry_s = RETRY_MIN_S  # the housekeeper's wait before it retries a failed write of what is pending
         self.on_create: Callable[[duckdb.DuckDBPyConnection], object] | None = None
         self.on_removed: Callable[[], object] | None = None  # forget what belonged to the removed file
         self._check_path()
@@ -345,7 +354,9 @@ class FileConnection:
                 self._let_lock_go_if_written()  # another handle of the process may have written them
                 now = time.monotonic()
                 due = self._due_pending()
-                deadlines = [] if due is None else [due]
+                kept = None if self.pending is None else self.pending.kept_since()
+                kept = None if kept is None else kept + RETRY_MIN_S
+                deadlines = [d for d in (due, kept) if d is not None]
                 if self._con is not None:
                     let_go = min(self._last_used + self.idle_close_s, self._opened_at + self.max_hold_s)
                     if now >= let_go and self._nobody_waits(now):  # keep it, and look again soon
@@ -360,13 +371,16 @@ class FileConnection:
                 if now < min(deadlines):
                     self.lock.wait(min(deadlines) - now)
                     continue
-                if due is not None and now >= due:
+                if (due is not None and now >= due) or (kept is not None and now >= kept):
                     try:
                         if self.pending is not None and self._con is None:  # opening may wait: fsync first
                             self.pending.sync_pending()
-                        with self.transaction():
-                            pass  # opening a transaction writes what is pending
-                        self._retry_s = 0.05
+                        if kept is not None and now >= kept and self.pending is not None:
+                            self.pending.write_kept()  # so others see the store catch up with no new step here
+                        elif due is not None:
+                            with self.transaction():
+                                pass  # opening a transaction writes what is pending
+                        self._retry_s = RETRY_MIN_S
                     except Exception:  # kept pending; retried, less often while it keeps failing (a full disk)
                         self.lock.wait(self._retry_s)
                         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
@@ -590,13 +604,25 @@ class FileConnection:
         another handle of this process shares the lock, nothing is done.
         """
         with self.lock:
-            if self._due_pending() is not None:
-                with self.transaction():
-                    pass
-            self._close_locked()
+            try:
+                if self._due_pending() is not None:
+                    with self.transaction():
+                        pass
+                self._close_locked()
+            except StoreDatabaseError:
+                if filelock.kept_why(self.path) is None:
+                    raise  # kept: the write failed (a full disk), and the reason is said below
             filelock.acquire(self.path, self.lock_timeout_s)
             try:
                 size = self.path.stat().st_size
+                kept = filelock.kept_why(self.path)
+                if kept is not None and self.pending is not None and self.pending.must_write_before_release():
+                    reason = (
+                        f"this process ran steps that it could not write to the store yet ({kept}), and keeps the "
+                        "store until they are written, so the file was left as it was; free space on the store's "
+                        "disk (they are then written), then try again"
+                    )
+                    return Compaction(False, size, size, 0.0, reason)
                 if filelock.shares(self.path) > 1:
                     return Compaction(False, size, size, 0.0, "another handle of this process has the store open")
                 if self._identity is not None:

@@ -67,6 +67,8 @@ from resumable.errors import (
     RunOwnedError,
     StepChangedError,
     StepNotStoredError,
+    StoreCorruptError,
+    StoreDatabaseError,
 )
 
 _logger = logging.getLogger("resumable")
@@ -177,6 +179,7 @@ class DuckDBStore(SqlStore):
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
+        self._failures_at = 0.0  # when the oldest of them was kept (monotonic): the housekeeper retries after
         # A kernel's new steps decided in memory while this handle holds the file (``cells.py``):
         # pending ones are kept per file there; what each run's window knows is kept here.
         self._file_key = str(filelock.lock_path(self.path))
@@ -293,24 +296,26 @@ class DuckDBStore(SqlStore):
 
         Reads go on when the disk still refuses (``strict=False``): a full disk must not also hide
         the store. The start of a step (``strict=True``) does not: no step starts on top of an
-        unrecorded failure.
+        unrecorded failure. Taken under the connection's lock, so a start never finds them gone while
+        the housekeeper's retry has them (``write_kept``) and starts on top of them.
         """
-        with self._journal_lock:
-            failures, self._failures = self._failures, []
-        if not failures:
-            return
-        try:
-            with self._conn.transaction() as con:
-                for f in failures:
-                    steps.fail_if_running(
-                        con, f.run_id, f.step, f.owner, f.error, f.traceback, f.duration_s, f.generation
-                    )
-        except BaseException as exc:
-            # Written only while the step still runs under its owner: keeping them again is always safe.
+        with self._conn.lock:
             with self._journal_lock:
-                self._failures[:0] = failures
-            if strict or not isinstance(exc, Exception):
-                raise
+                failures, self._failures = self._failures, []
+            if not failures:
+                return
+            try:
+                with self._conn.transaction() as con:
+                    for f in failures:
+                        steps.fail_if_running(
+                            con, f.run_id, f.step, f.owner, f.error, f.traceback, f.duration_s, f.generation
+                        )
+            except BaseException as exc:
+                # Written only while the step still runs under its owner: keeping them again is always safe.
+                with self._journal_lock:
+                    self._failures[:0] = failures
+                if strict or not isinstance(exc, Exception):
+                    raise
 
     def close(self) -> None:
         """Write what is pending and release the file now (it is reopened on the next use).
@@ -396,6 +401,14 @@ class DuckDBStore(SqlStore):
         with self._journal_lock:
             oldest = min((t for j in self._journals.values() if (t := j.oldest_pending()) is not None), default=None)
         return min((t for t in (oldest, cells.oldest(self._file_key)) if t is not None), default=None)
+
+    def kept_since(self) -> float | None:
+        """Failures kept after a failed write are retried by the housekeeper too, not only by the next transaction."""
+        with self._journal_lock:
+            return self._failures_at if self._failures else None
+
+    def write_kept(self) -> None:
+        self._flush_failures(strict=True)
 
     def must_write_before_release(self) -> bool:
         """A kernel's step decided in memory is pending: the file is not let go of before it is written."""
@@ -612,7 +625,23 @@ class DuckDBStore(SqlStore):
     # ------------------------------------------------------------------ steps
 
     def begin_step(self, req: StepRequest) -> Begin:
-        """A new step of a run this process owns starts in memory, written with the next group commit."""
+        """A new step of a run this process owns starts in memory, written with the next group commit.
+
+        A start the disk refuses (full or read-only; the write of a failure kept from before or of a
+        kernel's pending cells included) is a :class:`WriteFault`, so the user is told what to free.
+        """
+        try:
+            return self._begin_step(req)
+        except StoreDatabaseError as exc:
+            fault = None if isinstance(exc, StoreCorruptError) else faults.classify(exc, self.path.parent)
+            if fault is None:
+                raise
+            with self._conn.lock, self._journal_lock:  # not while the housekeeper's retry has them
+                fault.kept = bool(self._failures) or any(j.pending for j in self._journals.values())
+            fault.kept = fault.kept or cells.has_pending(self._file_key)
+            raise fault from exc
+
+    def _begin_step(self, req: StepRequest) -> Begin:
         self._conn.stay_open()  # its completion follows: keep the file while nobody waits for it
         journal = self._journals.get(req.run_id)
         key = (self.location, req.run_id, req.step)
@@ -796,9 +825,16 @@ class DuckDBStore(SqlStore):
         return self._token(run_id, step)
 
     def _write_pending_cells(self) -> None:
-        """Commit a kernel's steps decided in memory now (opening a transaction writes them first): a fence."""
-        with self._transaction(step_only=True):
-            pass
+        """Commit a kernel's steps decided in memory now (opening a transaction writes them first): a fence.
+
+        A Ctrl-C during it is the user's KeyboardInterrupt (DuckDB reports it as an Exception); the
+        cells it took go back and are written by a later transaction.
+        """
+        try:
+            with self._transaction(step_only=True):
+                pass
+        except BaseException as exc:
+            _raise_as_interrupt(exc)
 
     def _raise_lost(self, run_id: str) -> None:
         """A kernel's step of the run returned but was refused when written: raise it here, before anything runs on."""
@@ -966,7 +1002,10 @@ class DuckDBStore(SqlStore):
             # A kernel's start still unwritten stays pending: the kept failure's own transaction writes it first.
             if status is None or status.state is StepState.RUNNING:
                 with self._journal_lock:
+                    if not self._failures:
+                        self._failures_at = time.monotonic()
                     self._failures.append(PendingFailure(run_id, step, owner, error, traceback, duration_s, token))
+                self._conn.wake()  # retried on a timer as well: the store catches up while this process idles
             self._ended(run_id, step)
             if again is not None:
                 raise again from exc
@@ -991,15 +1030,25 @@ class DuckDBStore(SqlStore):
         When that write finds the run taken over (``_still_held``), the step's start was not written
         either: LeaseLostError, as for any late write of the claim.
         """
+        lost: Exception | None = None
         try:
             with self._transaction() as con:
-                steps.mark_effect(con, run_id, step, owner, self._token(run_id, step))
-        except StepChangedError:
+                # An earlier step of the run refused when written (found by this very transaction's write of
+                # what was pending): no key after it, so none is recorded as used either.
+                with cells.LOCK:
+                    lost = cells.LOST.pop((self.location, run_id), None)
+                if lost is None:
+                    steps.mark_effect(con, run_id, step, owner, self._token(run_id, step))
+        except BaseException as exc:
+            if lost is not None:  # not told yet: the run's next step, fence or key raises it
+                with cells.LOCK:
+                    cells.LOST.setdefault((self.location, run_id), lost)
             journal = self._journals.get(run_id)
-            if journal is not None and journal.lost is not None:
+            if isinstance(exc, StepChangedError) and journal is not None and journal.lost is not None:
                 raise journal.lost from None
-            raise
-        self._raise_lost(run_id)  # an earlier step of the run refused when written: no key after it
+            _raise_as_interrupt(exc)  # a Ctrl-C during the fence's write is the user's KeyboardInterrupt
+        if lost is not None:
+            raise lost
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -1039,4 +1088,6 @@ class DuckDBStore(SqlStore):
         if self.read_only:
             size = self.path.stat().st_size
             return Compaction(False, size, size, 0.0, "the store is open read-only")
+        if self._failures:  # a kept failure would show its step as still running here
+            self._flush_failures(strict=False)
         return self._conn.compact(decide)

@@ -41,6 +41,7 @@ class _Held:
     mutex: threading.Lock = field(default_factory=threading.Lock)
     fd: int | None = None
     count: int = 0
+    why: str | None = None  # why a share is kept past a close (``say_why``), while it is
 
 
 # A waiter's marker counts as fresh this long; a process about to re-take the lock lets a fresh
@@ -116,6 +117,7 @@ def say_why(store: Path, reason: str | None) -> None:
     with held.mutex:
         if held.fd is None:
             return
+        held.why = reason
         text = str(os.getpid()) + ("" if reason is None else "\n" + " ".join(reason.split())[:400])
         data = text.encode(errors="replace")
         try:
@@ -216,6 +218,13 @@ def _wait_for_lock(fd: int, store: Path, deadline: float, timeout_s: float) -> N
             waiting_path(store).unlink(missing_ok=True)
 
 
+def kept_why(store: Path) -> str | None:
+    """Why this process keeps its lock on ``store`` past a close (``say_why``), or None."""
+    held = _entry(str(lock_path(store)))
+    with held.mutex:
+        return held.why if held.fd is not None else None
+
+
 def shares(store: Path) -> int:
     """How many connections of this process share the lock on ``store`` now (0: not held)."""
     return _entry(str(lock_path(store))).count
@@ -229,7 +238,7 @@ def release(store: Path) -> None:
             return
         held.count -= 1
         if held.count == 0 and held.fd is not None:
-            fd, held.fd = held.fd, None
+            fd, held.fd, held.why = held.fd, None, None
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
