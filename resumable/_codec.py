@@ -201,9 +201,10 @@ class _PayloadWriter:
     writing and hashing use both cores instead of taking turns.
     """
 
-    def __init__(self, payload_dir: Path, *, durable: bool = True) -> None:
+    def __init__(self, payload_dir: Path, *, durable: bool = True, fsync: bool = True) -> None:
         self.payload_dir = payload_dir
-        self.durable = durable  # fsync (and start write-back early); not for a file only staged for upload
+        self.durable = durable  # start write-back early; not for a file only staged for upload
+        self.fsync = durable and fsync  # and wait for it at the end (``write_behind``: the group commit does)
         self.digest = _ChunkDigest()
         self.size = 0
         self.memory: io.BytesIO | None = io.BytesIO()
@@ -297,7 +298,7 @@ class _PayloadWriter:
             return
         failed = not ok
         try:
-            if ok and self.durable:
+            if ok and self.fsync:
                 os.fsync(self.file.fileno())
         except BaseException:
             failed = True
@@ -400,19 +401,23 @@ def signature_version(signature: str) -> int:
     return 1
 
 
-def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False) -> Blob:
-    """Serialize ``value``; small results stay in memory, large ones land fsynced in ``payload_dir``.
+def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False, write_behind: bool = False) -> Blob:
+    """Serialize ``value``; small results stay in memory, large ones land in ``payload_dir``.
 
     The blob is not signed yet: its signature binds it to a run and step, which the store knows
     only when it records the blob (``Payloads.bind``).
 
     A file is written under a temporary name, fsynced and renamed to its digest before the caller
-    records it, so a row never points to a missing or partial file. ``staged``: the file is only a
-    copy on its way to an object store, which is where its durability comes from; it is left
-    under its temporary name (unique to this write, so no other process renames over it) and not
-    fsynced, and the blob names that temporary file.
+    records it, so a row never points to a missing or partial file. ``write_behind``: the file is
+    renamed without waiting for the disk (write-back is started as it is written) and the blob
+    says so (``synced`` False); whoever commits a row pointing at it calls :func:`sync_payload`
+    first. A file of that name already there (the same bytes, maybe a committed step's) is never
+    renamed over by unsynced bytes: that one write is synced first, as without write-behind.
+    ``staged``: the file is only a copy on its way to an object store, which is where its
+    durability comes from; it is left under its temporary name (unique to this write, so no
+    other process renames over it) and not fsynced, and the blob names that temporary file.
     """
-    out = _PayloadWriter(payload_dir, durable=not staged)
+    out = _PayloadWriter(payload_dir, durable=not staged, fsync=not write_behind)
     ok = False
     try:
         try:
@@ -432,14 +437,55 @@ def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False)
         return Blob(name, CODEC, digest, out.size, None, out.path.relative_to(payload_dir).as_posix(), None)
     relative = f"{digest[:2]}/{digest}.bin"
     final = payload_dir / relative
+    synced = not write_behind
     try:
         make_private_dir(final.parent)
+        if not synced and final.exists():
+            fsync_path(out.path)
+            synced = True
         out.path.replace(final)
-        fsync_path(final.parent)
+        if synced:
+            fsync_path(final.parent)
     except OSError as exc:
         out.path.unlink(missing_ok=True)
         raise WriteFailure(name, payload_dir, exc, out.size) from exc
-    return Blob(name, CODEC, digest, out.size, None, relative, None)
+    return Blob(name, CODEC, digest, out.size, None, relative, None, synced)
+
+
+def sync_payload(path: Path) -> None:
+    """Put a payload written behind (``encode(write_behind=True)``) and its name on disk: before a row points at it."""
+    fsync_path(path)
+    fsync_path(path.parent)
+
+
+def check_payload(path: Path, digest: str, size: int) -> str | None:
+    """Sync a payload written behind and check it holds the bytes its digest names; None, or what is wrong.
+
+    What a replay asks of a dead process's unsynced payload: the process's death keeps the page
+    cache, a power cut may not (the name can survive without the bytes).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return f"its payload file {path.name} is missing"
+    try:
+        found = os.fstat(fd).st_size
+        if found != size:
+            return f"its payload file {path.name} holds {found} bytes, not {size}"
+        os.fsync(fd)
+        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+    finally:
+        os.close(fd)
+    if mapped is None:
+        return f"its payload file {path.name} is empty"
+    try:
+        with memoryview(mapped) as view:
+            if digest_of(view) != digest:
+                return f"its payload file {path.name} no longer matches its digest"
+    finally:
+        mapped.close()
+    fsync_path(path.parent)
+    return None
 
 
 def make_private_dir(path: Path) -> None:

@@ -156,7 +156,11 @@ class DuckDBStore(SqlStore):
         self.read_only = read_only
         self.location = str(self.path)
         self.payload_dir = self.path.parent / (self.path.name + ".payloads")
-        self._payloads = checkpoints.Payloads(places.FolderPlace(self.payload_dir), _config.signing_key())
+        # Payload files are written behind (renamed before the disk has them) and synced before the
+        # transaction that records them: a completion logged first returns without waiting for the disk.
+        self._payloads = checkpoints.Payloads(
+            places.FolderPlace(self.payload_dir, write_behind=True), _config.signing_key()
+        )
         self._conn = FileConnection(
             self.path,
             _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s,
@@ -200,7 +204,7 @@ class DuckDBStore(SqlStore):
                 else:
                     migrate(con, self.location)
                     self._migrated = True
-                    replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+                    replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location, self.payload_dir)
                     replay.prune(con, self._log_folder)
             self.committed(_Taken([], 0, replayed))
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
@@ -410,7 +414,7 @@ class DuckDBStore(SqlStore):
         """
         replayed = []
         if self._migrated:
-            replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+            replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location, self.payload_dir)
             if replayed:
                 self._changes += 1  # a dead process's steps: no snapshot read before vouches for them
         with self._journal_lock:
@@ -420,6 +424,10 @@ class DuckDBStore(SqlStore):
         with cells.LOCK:
             kernel_cells = cells.take(self._file_key)
         try:  # taken cells are put back by any failure before they are handed over with the rest
+            # Payloads written behind reach the disk before any row pointing at them is committed.
+            for done in [c.pending.completion for c in kernel_cells] + [p.completion for _, ps in taken for p in ps]:
+                if done is not None:
+                    self._sync_payloads(done)
             for cell in kernel_cells:
                 self._write_cell(con, cell)
             for journal, pending in taken:
@@ -446,6 +454,9 @@ class DuckDBStore(SqlStore):
         """
         req = cell.pending.req
         flight = (cell.location, req.run_id, req.step)
+        if cell.started:
+            self._write_started_cell(con, cell)
+            return
         if cell.held is None or cell.held != self._mark():
             try:
                 found, token = steps.found_cell(con, self.location, req)
@@ -476,6 +487,30 @@ class DuckDBStore(SqlStore):
         token = steps.insert_started(con, req)
         self._lease().claimed(con, token)
         self._set_token(flight, token)
+
+    def _write_started_cell(self, con: duckdb.DuckDBPyConnection, cell: cells.Cell) -> None:
+        """Complete a kernel's step whose start a transaction wrote (``_complete_started_cell``).
+
+        Written only while the step still runs under the attempt that returned (its owner and
+        token); its own earlier commit found is done. Otherwise the run's next step, fence or key
+        raises StepNotStoredError, as for a refused cell.
+        """
+        done, token = cell.pending.completion, cell.pending.generation
+        assert done is not None
+        if steps.running_under(con, done.run_id, done.step, done.owner, token):
+            steps.complete(con, done, token)
+            return
+        if steps.completed_by(con, done, token):
+            return
+        lost = StepNotStoredError(
+            done.run_id,
+            done.step,
+            "the step no longer runs under this kernel's attempt "
+            "(it was changed while its completion waited for the group commit)",
+        )
+        with cells.LOCK:
+            cells.LOST.setdefault((cell.location, done.run_id), lost)
+        _logger.warning("store %s: %s", self.location, lost)
 
     @staticmethod
     def _set_token(flight: tuple[str, str, str], token: int | None) -> None:
@@ -638,6 +673,9 @@ class DuckDBStore(SqlStore):
             begin = self._begin_in_transaction(req, journal, abandoned=abandoned, window=window)
             if begin.action == "execute":
                 self._started(key, begin.generation)
+                if window and not begin.effect:
+                    with cells.LOCK:
+                        cells.STARTED[key] = req
             else:
                 self._streaks[req.run_id] = self._mark()
             if journal is not None:
@@ -787,6 +825,7 @@ class DuckDBStore(SqlStore):
             _IN_FLIGHT.pop((self.location, run_id, step), None)
         with cells.LOCK:
             cells.REFUSED.pop((self.location, run_id, step), None)
+            cells.STARTED.pop((self.location, run_id, step), None)
 
     def fencing_token(self, run_id: str, step: str) -> int | None:
         """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token)."""
@@ -839,11 +878,12 @@ class DuckDBStore(SqlStore):
             self._raise_refused(done.run_id, done.step)
             if self._cell_pending(done.run_id, done.step):
                 self._conn.check_file()  # a completion kept in memory: still the file this process opened?
-            if self._complete_cell(done):
+            if self._complete_cell(done) or self._complete_started_cell(done):
                 self._ended(done.run_id, done.step)
                 return
         self._drop_snapshot(done.run_id, done.step)
         try:
+            self._sync_payloads(done)  # committed now: its payloads reach the disk first
             with self._transaction(step_only=True) as con:
                 # Read inside the transaction: writing a kernel's pending start gives the attempt its token.
                 steps.complete(con, done, self._token(done.run_id, done.step))
@@ -866,6 +906,10 @@ class DuckDBStore(SqlStore):
                 raise fault from exc
             raise
         self._ended(done.run_id, done.step)
+
+    def _sync_payloads(self, done: Completion) -> None:
+        """Sync the payload files of ``done`` written behind (and their folders), before its row is committed."""
+        self._payloads.sync((*done.outputs, *((done.display,) if done.display is not None else ())))
 
     def _raise_refused(self, run_id: str, step: str) -> None:
         """A kernel's in-memory step whose write the store refused: its end says so (nothing of it was stored)."""
@@ -901,6 +945,51 @@ class DuckDBStore(SqlStore):
                 if isinstance(exc, OSError):
                     return False
                 raise
+        return True
+
+    def _complete_started_cell(self, done: Completion) -> bool:
+        """A kernel's new plain step whose start a transaction wrote: its completion logged, committed with the group.
+
+        As for a cell decided in memory (``_complete_cell``), one ``write`` to the completion log
+        makes it survive the death of the process, and the cell returns without waiting for its
+        payloads to reach the disk: the group commit syncs them, then completes the ``running``
+        row (checked first to be still this attempt's, ``steps.found_cell``). The file is held from
+        here until that commit (taken again first when it was let go of while the cell ran), so no
+        other process reads the store in between. Only a completion with payloads written behind
+        goes this way: it is what makes the user wait (the disk), a commit alone is a few
+        milliseconds. False: the caller commits the completion now.
+        """
+        flight = (self.location, done.run_id, done.step)
+        with cells.LOCK:
+            req = cells.STARTED.get(flight)
+        blobs = (*done.outputs, *((done.display,) if done.display is not None else ()))
+        if req is None or GROUP_COMMIT_S <= 0 or all(b.synced for b in blobs):
+            return False  # nothing to wait for but a commit of a few milliseconds: committed now
+        with self._conn.lock:
+            if self._mark() is None:  # let go of while the cell ran: hold it again (its pending writes go first)
+                try:
+                    with self._transaction(step_only=True):
+                        pass
+                except Exception:  # the synchronous path meets the same trouble and says so
+                    return False
+            if self._mark() is None:
+                return False
+            with cells.LOCK:
+                pending = cells.pending(self._file_key)
+                if filelock.shares(self.path) != 1 or (done.run_id, done.step) in pending:
+                    return False
+                step = cells.new_pending(req, 0, utc_now(), time.monotonic())
+                step.generation = self._token(done.run_id, done.step)
+                step.completion, step.finished_at = done, utc_now()
+                try:
+                    with self._journal_lock:
+                        self._log_step(step)
+                except OSError:  # the log cannot be written (a full disk): committed now instead
+                    return False
+                first = not pending
+                pending[(done.run_id, done.step)] = cells.Cell(step, self.location, None, started=True)
+        if first:
+            self._conn.wake()
         return True
 
     def _defer_completion(self, journal: RunJournal, done: Completion) -> bool:
