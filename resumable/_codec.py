@@ -215,6 +215,7 @@ class _PayloadWriter:
         self._hasher: threading.Thread | None = None
         self._hash_error: BaseException | None = None
         self._written_back = 0
+        self._writeback: queue.SimpleQueue[tuple[int, int] | None] | None = None  # the helper's requests
         self.needed = 0  # bytes the payload needed so far when a write of ours failed
 
     def write(self, data: bytes | memoryview | pickle.PickleBuffer) -> int:
@@ -239,10 +240,31 @@ class _PayloadWriter:
                 raise
             self.size += piece.nbytes
             if _START_WRITEBACK is not None and self.durable and self.size - self._written_back >= WRITEBACK_CHUNK:
-                assert self.file is not None
-                _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
-                self._written_back = self.size
+                self._start_writeback()
         return view.nbytes
+
+    def _start_writeback(self) -> None:
+        """Start the disk on what was written since the last call.
+
+        Written behind (no fsync here), the request is made by a helper thread: sync_file_range
+        blocks while the disk's queue is full, and the writer would then wait for the disk after
+        all. The helper holds a descriptor of its own, so closing the file never cuts it short.
+        """
+        assert self.file is not None and _START_WRITEBACK is not None
+        start, length = self._written_back, self.size - self._written_back
+        self._written_back = self.size
+        if self.fsync:
+            _START_WRITEBACK(self.file.fileno(), start, length)
+            return
+        if self._writeback is None:
+            ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+            fd = os.dup(self.file.fileno())
+            thread = threading.Thread(
+                target=_writeback_loop, args=(fd, ranges), name="resumable-writeback", daemon=True
+            )
+            thread.start()
+            self._writeback = ranges
+        self._writeback.put((start, length))
 
     def _checked(self, write: Callable[[memoryview], None], view: memoryview) -> None:
         """Run one of our own file writes; an OSError is the disk's, with the bytes the payload needed so far."""
@@ -285,8 +307,9 @@ class _PayloadWriter:
         """Wait for the hasher; fsync and close a spilled file; remove it when the write failed."""
         if ok and self.durable and self.file is not None and _START_WRITEBACK is not None:
             # The disk starts on the tail now, while the hasher catches up, instead of at the fsync.
-            _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
-            self._written_back = self.size
+            self._start_writeback()
+        if self._writeback is not None:
+            self._writeback.put(None)  # the helper ends (and closes its descriptor) once it has asked for all
         if self._hasher is not None:
             self._queue.put(None)
             self._hasher.join()
@@ -309,6 +332,16 @@ class _PayloadWriter:
             finally:
                 if failed and self.path is not None:
                     self.path.unlink(missing_ok=True)
+
+
+def _writeback_loop(fd: int, ranges: queue.SimpleQueue[tuple[int, int] | None]) -> None:
+    """Ask the disk to start on each range written, then close this helper's own descriptor."""
+    try:
+        while (item := ranges.get()) is not None:
+            if _START_WRITEBACK is not None:
+                _START_WRITEBACK(fd, *item)
+    finally:
+        os.close(fd)
 
 
 class _OwnWriteError(Exception):

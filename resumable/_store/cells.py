@@ -75,9 +75,10 @@ REFUSED: dict[tuple[str, str, str], Exception] = {}
 LOST: dict[tuple[str, str], Exception] = {}
 
 
-# New plain steps of a kernel started by a transaction (the first of a hold of the file) and still
-# running, by (location, run, step): their completion may still be logged and committed with the
-# group (``DuckDBStore._complete_started_cell``), like a cell decided in memory.
+# New plain steps of a kernel still running, by (location, run, step): when their start is in the
+# store already (written by a transaction, the first of a hold of the file, or by the group commit
+# while a cell decided in memory ran on), their completion may still be logged and committed with
+# the group (``DuckDBStore._complete_started_cell``), like that of a cell decided in memory.
 STARTED: dict[tuple[str, str, str], StepRequest] = {}
 
 

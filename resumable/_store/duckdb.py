@@ -742,6 +742,7 @@ class DuckDBStore(SqlStore):
                 first = not pending
                 self._started(key, None)
                 pending[(req.run_id, req.step)] = cells.Cell(step, self.location, window.mark)
+                cells.STARTED[key] = req  # its start may be written before it returns (``_complete_started_cell``)
                 window.names.add(req.step)
                 window.count += 1
             self._drop_snapshot(req.run_id, req.step)
