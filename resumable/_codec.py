@@ -445,7 +445,8 @@ def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False,
     renamed without waiting for the disk (write-back is started as it is written) and the blob
     says so (``synced`` False); whoever commits a row pointing at it calls :func:`sync_payload`
     first. A file of that name already there (the same bytes, maybe a committed step's) is never
-    renamed over by unsynced bytes: that one write is synced first, as without write-behind.
+    replaced by unsynced bytes (``_link_new``): that one write is synced first, as without
+    write-behind.
     ``staged``: the file is only a copy on its way to an object store, which is where its
     durability comes from; it is left under its temporary name (unique to this write, so no
     other process renames over it) and not fsynced, and the blob names that temporary file.
@@ -473,16 +474,30 @@ def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False,
     synced = not write_behind
     try:
         make_private_dir(final.parent)
-        if not synced and final.exists():
+        if not synced and not _link_new(out.path, final):  # the name is taken: sync ours, then rename over it
             fsync_path(out.path)
             synced = True
-        out.path.replace(final)
         if synced:
+            out.path.replace(final)
             fsync_path(final.parent)
     except OSError as exc:
         out.path.unlink(missing_ok=True)
         raise WriteFailure(name, payload_dir, exc, out.size) from exc
     return Blob(name, CODEC, digest, out.size, None, relative, None, synced)
+
+
+def _link_new(path: Path, final: Path) -> bool:
+    """Give ``path`` the name ``final`` only if no file has it (atomically), and drop the old name; False: not done.
+
+    A plain rename would replace a file another process just renamed there, maybe already recorded
+    by a committed row, with bytes not on disk yet.
+    """
+    try:
+        os.link(path, final)
+    except OSError:  # taken, or a file system without hard links: the synced way
+        return False
+    path.unlink()
+    return True
 
 
 def sync_payload(path: Path) -> None:
