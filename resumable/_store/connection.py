@@ -106,6 +106,9 @@ class PendingWrites(Protocol):
     def must_write_before_release(self) -> bool:
         """Whether something pending may not outlive this hold of the file (a kernel's step decided in memory)."""
 
+    def sync_payloads(self) -> None:
+        """Sync the payload files of pending completions written behind, before the commit that records them."""
+
 
 class FileConnection:
     """One DuckDB file, opened for transactions and released soon after.
@@ -362,6 +365,14 @@ class FileConnection:
                     continue
                 if due is not None and now >= due:
                     try:
+                        if self.pending is not None:
+                            # The disk's slow part, without the lock: a step of this process (a kernel's
+                            # next cell) does not wait for it. The commit syncs again whatever came since.
+                            self.lock.release()
+                            try:
+                                self.pending.sync_payloads()
+                            finally:
+                                self.lock.acquire()
                         if self.pending is not None and self._con is None:  # opening may wait: fsync first
                             self.pending.sync_pending()
                         with self.transaction():

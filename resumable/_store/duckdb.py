@@ -546,6 +546,20 @@ class DuckDBStore(SqlStore):
             journal.lost = lost
         return False
 
+    def sync_payloads(self) -> None:
+        """Sync the payloads of every pending completion written behind (the housekeeper, before its commit).
+
+        Called without the connection's lock, so a kernel's next cell is not held up by the disk;
+        the commit that follows syncs them again (already clean: quick) with any added since.
+        """
+        with cells.LOCK:
+            done = [c.pending.completion for c in cells.pending(self._file_key).values()]
+        with self._journal_lock:
+            done += [p.completion for j in self._journals.values() for p in j.pending.values()]
+        for completion in done:
+            if completion is not None:
+                self._sync_payloads(completion)
+
     def sync_pending(self) -> None:
         """Put the completion log on disk before a group commit that may have to wait for the file.
 
