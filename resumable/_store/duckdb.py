@@ -181,6 +181,8 @@ class DuckDBStore(SqlStore):
         # progress; whoever needs both takes the connection's lock first.
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
+        # Payloads written behind and synced since the last commit (name, inode, mtime).
+        self._synced: set[tuple[str, int, int]] = set()
         # A kernel's new steps decided in memory while this handle holds the file (``cells.py``):
         # pending ones are kept per file there; what each run's window knows is kept here.
         self._file_key = str(filelock.lock_path(self.path))
@@ -574,6 +576,7 @@ class DuckDBStore(SqlStore):
         """After the commit: the log files it covered and the dead logs it replayed are no longer needed."""
         assert isinstance(taken, _Taken)
         self._log_applied = max(self._log_applied, taken.records)
+        self._synced.clear()  # what it recorded is on disk; anything synced for a later commit is synced again
         try:
             with self._journal_lock:
                 self._log.applied_all()
@@ -923,8 +926,24 @@ class DuckDBStore(SqlStore):
         self._ended(done.run_id, done.step)
 
     def _sync_payloads(self, done: Completion) -> None:
-        """Sync the payload files of ``done`` written behind (and their folders), before its row is committed."""
-        self._payloads.sync((*done.outputs, *((done.display,) if done.display is not None else ())))
+        """Sync the payload files of ``done`` written behind (and their folders), before its row is committed.
+
+        Each file once: one the housekeeper synced before its commit (``sync_payloads``) is not
+        synced again by the transaction (a file never changes once renamed into place).
+        """
+        blobs = [b for b in (*done.outputs, *((done.display,) if done.display is not None else ())) if not b.synced]
+        for blob in blobs:
+            if blob.file is None:
+                continue
+            try:  # the file itself, not only its name: one removed and written again is synced again
+                stat = (self.payload_dir / blob.file).stat()
+                identity = (blob.file, stat.st_ino, stat.st_mtime_ns)
+            except OSError:
+                identity = None
+            if identity is None or identity not in self._synced:
+                self._payloads.sync([blob])  # a missing file raises here, before any row points at it
+                if identity is not None:
+                    self._synced.add(identity)
 
     def _raise_refused(self, run_id: str, step: str) -> None:
         """A kernel's in-memory step whose write the store refused: its end says so (nothing of it was stored)."""
@@ -968,7 +987,7 @@ class DuckDBStore(SqlStore):
         As for a cell decided in memory (``_complete_cell``), one ``write`` to the completion log
         makes it survive the death of the process, and the cell returns without waiting for its
         payloads to reach the disk: the group commit syncs them, then completes the ``running``
-        row (checked first to be still this attempt's, ``steps.found_cell``). The file is held from
+        row (checked first to be still this attempt's, ``steps.running_under``). The file is held from
         here until that commit (taken again first when it was let go of while the cell ran), so no
         other process reads the store in between. Only a completion with payloads written behind
         goes this way: it is what makes the user wait (the disk), a commit alone is a few
