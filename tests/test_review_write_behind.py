@@ -8,7 +8,6 @@ unsynced payload). They are marked ``xfail(strict=True)``: they fail today; a fi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
