@@ -1,5 +1,6 @@
 # ruff: noqa
 """Kernel of fsyncgate.sh (review reproduction): a cell with a 40 MB output on a disk whose write-back fails."""
+
 import hashlib
 import os
 import sys
