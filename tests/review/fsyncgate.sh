@@ -26,4 +26,4 @@ try:
 except Exception as e:
     print("load:", type(e).__name__, str(e)[:300])
 PY
-umount $W/m; losetup -d $LOOP; umount $W/t
+umount $W/m; losetup -d $LOOP; umount $W/t; rm -rf $W

@@ -30,4 +30,4 @@ try:
 except Exception as e:
     print("load:", type(e).__name__, str(e)[:200])
 PY
-umount $W/m; losetup -d $LOOP; umount $W/t
+umount $W/m; losetup -d $LOOP; umount $W/t; rm -rf $W
