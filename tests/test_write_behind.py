@@ -5,7 +5,9 @@ only in the completion log) is killed with SIGKILL right after its cells returne
 replays the log: a payload the kill left intact (the page cache survives a process's death) makes a
 completed step that loads equal; a payload cut short, standing in for a power cut that took the
 unsynced page cache, makes the step interrupted, run again on resume, with a warning naming it. An
-effect step never defers: its row is committed, payload synced, before the cell returns.
+effect step never defers: its row is committed, payload synced, before the cell returns; nor does a
+plain cell that asked for its idempotency key or fencing token (a power cut right after it returned,
+simulated by removing what was only in the page cache, never runs its effect twice).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 import resumable
@@ -149,3 +152,66 @@ def test_an_effect_step_with_a_large_output_is_committed_before_it_returns(tmp_p
     assert _logged_unsynced(tmp_path) == {}
     assert _states(tmp_path) == {"pay": "completed"}
     assert _loaded(tmp_path, "pay", "p") == ran["p"]
+
+
+KEY_KERNEL = r"""
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from ipython_shell import started_shell, step
+import resumable
+
+store, ledger, size, mode, ask = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+os.environ["RESUMABLE_STORE"] = store
+ip = started_shell()
+ip.run_cell("%durable_run rv --run-id r1").raise_error()
+ip.user_ns.update(os=os, resumable=resumable, LEDGER=ledger, SIZE=size)
+body = f"key = resumable.{ask}()\nos.system(f'echo {{key}} >> {{LEDGER}} && sync')\nb = os.urandom(SIZE)"
+step(ip, "pay", body).raise_error()
+if mode == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _key_kernel(folder: Path, mode: str, ask: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000" if mode == "kill" else "50"}
+    env.pop("RESUMABLE_RUN_ID", None)
+    return subprocess.run(
+        [sys.executable, "-c", KEY_KERNEL, str(TESTS), str(folder / "store.duckdb"), str(folder / "ledger"),
+         str(SIZE), mode, ask],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+
+
+def _committed_state(folder: Path, step: str) -> Any:
+    """The state DuckDB itself committed (what a power cut leaves), read without any replay of logs."""
+    con = duckdb.connect(str(folder / "store.duckdb"), read_only=True)
+    try:
+        row = con.execute("SELECT state FROM steps WHERE run_id = 'r1' AND step = ?", [step]).fetchone()
+    finally:
+        con.close()
+    return None if row is None else row[0]
+
+
+def _power_cut(folder: Path) -> None:
+    """What a power cut takes: every completion-log record and the bytes of each payload they say are unsynced."""
+    for file, _, _ in _logged_unsynced(folder).values():
+        (folder / "store.duckdb.payloads" / file).write_bytes(b"")
+    logs = folder_for(folder / "store.duckdb")
+    for log in sorted(logs.iterdir()) if logs.exists() else []:
+        log.unlink()
+
+
+@pytest.mark.parametrize("ask", ["idempotency_key", "fencing_token"])
+def test_a_cell_that_asked_for_its_key_runs_its_effect_once_after_a_power_cut(tmp_path: Path, ask: str) -> None:
+    """A plain cell becomes an effect step when it asks ``idempotency_key()`` or ``fencing_token()`` (the
+    fence writes its start). Its completion is then committed, payload synced, before it returns, as an
+    ``--effect`` cell's is: a power cut right after it returned (the log and the unsynced payload gone)
+    leaves it completed, and the resume restores it instead of running its effect a second time."""
+    proc = _key_kernel(tmp_path, "kill", ask)
+    assert proc.returncode == -9, proc.stderr
+    state = _committed_state(tmp_path, "pay")
+    _power_cut(tmp_path)
+    again = _key_kernel(tmp_path, "resume", ask)
+    assert again.returncode == 0, again.stderr
+    effects = (tmp_path / "ledger").read_text().splitlines()
+    assert (state, len(effects)) == ("completed", 1), (state, effects)

@@ -849,13 +849,25 @@ class DuckDBStore(SqlStore):
         """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token)."""
         if self._cell_pending(run_id, step):
             self._write_pending_cells()
-        self._raise_lost(run_id)
+        self._fenced(run_id, step)
         return self._token(run_id, step)
 
     def _write_pending_cells(self) -> None:
         """Commit a kernel's steps decided in memory now (opening a transaction writes them first): a fence."""
         with self._transaction(step_only=True):
             pass
+
+    def _fenced(self, run_id: str, step: str) -> None:
+        """The fence of a step that asked for its key or token: an effect rests on what the store holds from here.
+
+        So its own completion is committed (its payloads synced) before it returns, never written
+        behind: it leaves ``cells.STARTED``, which is what lets ``_complete_started_cell`` log it
+        instead. And an earlier step of the run that was refused when written raises here: no key
+        or token after it.
+        """
+        with cells.LOCK:
+            cells.STARTED.pop((self.location, run_id, step), None)
+        self._raise_lost(run_id)
 
     def _raise_lost(self, run_id: str) -> None:
         """A kernel's step of the run returned but was refused when written: raise it here, before anything runs on."""
@@ -1122,7 +1134,7 @@ class DuckDBStore(SqlStore):
             if journal is not None and journal.lost is not None:
                 raise journal.lost from None
             raise
-        self._raise_lost(run_id)  # an earlier step of the run refused when written: no key after it
+        self._fenced(run_id, step)
 
     # ------------------------------------------------------------------ checkpoints
 
