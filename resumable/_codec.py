@@ -510,7 +510,12 @@ def check_payload(path: Path, digest: str, size: int) -> str | None:
     """Sync a payload written behind and check it holds the bytes its digest names; None, or what is wrong.
 
     What a replay asks of a dead process's unsynced payload: the process's death keeps the page
-    cache, a power cut may not (the name can survive without the bytes).
+    cache, a power cut may not (the name can survive without the bytes). The bytes are read from
+    the disk, not the page cache: the dead process's fsync may have met a write-back error, which
+    Linux reports once, so this fsync returns 0 while the cache still holds bytes the disk never
+    got. Once synced its pages are clean, and ``POSIX_FADV_DONTNEED`` drops clean pages no one maps,
+    so the read that follows comes from the device (O_DIRECT would too, but needs aligned buffers
+    and is refused by some file systems).
     """
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -521,6 +526,8 @@ def check_payload(path: Path, digest: str, size: int) -> str | None:
         if found != size:
             return f"its payload file {path.name} holds {found} bytes, not {size}"
         os.fsync(fd)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
     finally:
         os.close(fd)

@@ -12,12 +12,15 @@ simulated by removing what was only in the page cache, never runs its effect twi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ import pytest
 
 import resumable
 from resumable import _codec
+from resumable._store import registry
 from resumable._store.completion_log import folder_for, read_records
 from resumable._store.duckdb import DuckDBStore
 from resumable._store.rows import decode_quick_rows
@@ -215,3 +219,160 @@ def test_a_cell_that_asked_for_its_key_runs_its_effect_once_after_a_power_cut(tm
     assert again.returncode == 0, again.stderr
     effects = (tmp_path / "ledger").read_text().splitlines()
     assert (state, len(effects)) == ("completed", 1), (state, effects)
+
+
+# A disk whose write-back fails: ext4 on a loop device whose backing store (a small tmpfs) is full.
+# The payload's write succeeds (the page cache takes it), its write-back does not; Linux reports that
+# error to one fsync only, and keeps the bytes in the page cache, so a later fsync returns 0 and a
+# read from the cache matches. Needs root and loop devices.
+BIG = 12_000_000  # above what the backing store has left
+
+needs_loop = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/dev/loop-control").exists() or not all(
+        shutil.which(tool) for tool in ("losetup", "mkfs.ext4", "mount", "umount")
+    ),
+    reason="a disk whose write-back fails needs root and loop devices (losetup, mkfs.ext4, mount)",
+)  # fmt: skip
+
+
+@pytest.fixture
+def failing_disk(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A store whose payload folder is an ext4 whose backing store has a few MB left, and the filler to remove.
+
+    Only the payloads are on it: the database file is on a healthy disk, as the failure is the payloads'.
+    """
+    backing, mounted = tmp_path / "backing", tmp_path / "store.duckdb.payloads"
+    backing.mkdir()
+    mounted.mkdir()
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=60)
+    run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(backing)])
+    loop = None
+    try:
+        image = backing / "image"
+        run(["truncate", "-s", "256M", str(image)])
+        run(["mkfs.ext4", "-q", "-O", "^has_journal", str(image)])
+        loop = run(["losetup", "-f", "--show", str(image)], text=True).stdout.strip()
+        run(["mount", "-o", "errors=continue", loop, str(mounted)])
+        mounted.chmod(0o700)
+        filler = backing / "filler"
+        free = shutil.disk_usage(backing).free
+        with open(filler, "wb") as f:
+            f.write(bytes(free - 4_000_000))  # about 4 MB left for the loop device's writes
+        yield tmp_path / "store.duckdb", filler
+    finally:  # lazily: the loop device lets go of its image asynchronously once detached
+        subprocess.run(["umount", "-l", str(mounted)], capture_output=True, check=False)
+        if loop:
+            subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
+        subprocess.run(["umount", "-l", str(backing)], capture_output=True, check=False)
+
+
+FULL_KERNEL = r"""
+import hashlib, json, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from ipython_shell import started_shell, step
+
+store, filler, mode, size = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+os.environ["RESUMABLE_STORE"] = store
+ip = started_shell()
+ip.run_cell("%durable_run fg --run-id r1").raise_error()
+ip.user_ns["os"] = os
+ip.user_ns_hidden["os"] = os
+step(ip, "big", f"b = os.urandom({size})").raise_error()
+if mode == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+error = step(ip, "pay --effect", "paid = True").error_in_exec
+report = {"error": type(error).__name__, "message": str(error), "reason": getattr(error, "reason", None),
+          "paid": "paid" in ip.user_ns}
+os.unlink(filler)  # space comes back: the cell is run again
+step(ip, "big", f"b = os.urandom({size})").raise_error()
+report["b"] = hashlib.sha256(ip.user_ns["b"]).hexdigest()
+print(json.dumps(report), flush=True)
+"""
+
+
+def _full_kernel(store: Path, filler: Path, mode: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000"}  # only the fence commits the cell
+    env.pop("RESUMABLE_RUN_ID", None)
+    return subprocess.run(
+        [sys.executable, "-c", FULL_KERNEL, str(TESTS), str(store), str(filler), mode, str(BIG)],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+
+
+def _from_the_disk(store: Path) -> None:
+    """Drop the payloads' clean pages from the page cache: the next read is what a reboot would find."""
+    for file in (store.parent / (store.name + ".payloads")).rglob("*.bin"):
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+@needs_loop
+def test_a_cell_whose_output_never_reached_the_disk_fails_and_the_next_effect_cell_says_so(
+    failing_disk: tuple[Path, Path],
+) -> None:
+    """The fence before the effect cell syncs the first cell's payload and meets the disk's write-back error.
+    That step is recorded failed with StoreFullError (never completed pointing at lost bytes, whatever a
+    later fsync says), and the effect cell stops before its body with our error naming that step. Once
+    space is back the cell runs again, and its output loads equal from the disk."""
+    store, filler = failing_disk
+    proc = _full_kernel(store, filler, "effect")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ran = json.loads(proc.stdout.splitlines()[-1])
+    assert ran["reason"] in ("[Errno 28] No space left on device", "[Errno 5] Input/output error"), ran
+    payloads = f"{store}.payloads"
+    assert (ran["error"], ran["paid"]) == ("StepWriteBackError", False)
+    assert ran["message"] == (
+        f"step 'big' (run 'r1') returned in this process, but its outputs then failed to reach the disk at "
+        f"'{payloads}' ({ran['reason']}), so the step was recorded failed with that error, not completed. "
+        "Completed steps and their checkpoints are intact, and nothing of the run was let run after it: no "
+        "idempotency key was handed out. Fix the disk (make space free, or check the system log), then run the "
+        "cell of step 'big' again."
+    )
+    store_handle = DuckDBStore(store)
+    try:
+        failed = [e.detail for e in store_handle.list_events("r1", "big") if e.target == "failed"]
+        states = {s.step: s.state.value for s in store_handle.list_steps("r1")}
+    finally:
+        store_handle.close()
+    assert states == {"big": "completed"}
+    assert len(failed) == 1 and failed[0] is not None
+    kind = "StoreFullError" if "28" in ran["reason"] else "StoreWriteError"
+    assert failed[0].startswith(
+        f"{kind}: step 'big' (run 'r1'): its outputs could not be stored: "
+        f"{'no space left for them' if kind == 'StoreFullError' else 'an error while writing them'} at "
+        f"'{payloads}' ({ran['reason']})"
+    ), failed
+    _from_the_disk(store)
+    try:
+        assert hashlib.sha256(resumable.load("r1", "big", "b", store=str(store))).hexdigest() == ran["b"]
+    finally:
+        registry.open_store(str(store)).close()  # the file is let go of: the disk is unmounted next
+
+
+@needs_loop
+def test_a_replay_never_completes_a_step_whose_payload_the_disk_failed_to_write(
+    failing_disk: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kernel dies after its cell returned; its fsync of the payload had met the write-back error (done
+    here for it). The replay's own fsync then returns 0 and the page cache still holds the bytes: the
+    replay reads them from the disk instead, finds them wrong, and the step reads interrupted."""
+    store, filler = failing_disk
+    proc = _full_kernel(store, filler, "kill")
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    file = _logged_unsynced(store.parent)["big"][0]
+    with pytest.raises(OSError):  # the dead process's fsync: the one that is told
+        _codec.fsync_path(store.parent / "store.duckdb.payloads" / file)
+    filler.unlink()
+    process = next(folder_for(store).iterdir()).name.rsplit("_", 1)[0]
+    with caplog.at_level(logging.WARNING, logger="resumable"):
+        assert _states(store.parent) == {"big": "interrupted"}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [
+        f"store {store}: completed step 'big' of run 'r1' in the completion log of dead process {process} is not "
+        f"replayed as completed: its payload file {Path(file).name} no longer matches its digest. Its payload had "
+        "not reached the disk yet when the process stopped (a power cut or a crash of the machine loses such "
+        "bytes), so the step reads interrupted and executes again when the run resumes."
+    ]

@@ -365,14 +365,8 @@ class FileConnection:
                     continue
                 if due is not None and now >= due:
                     try:
-                        if self.pending is not None:
-                            # The disk's slow part, without the lock: a step of this process (a kernel's
-                            # next cell) does not wait for it. The commit syncs again whatever came since.
-                            self.lock.release()
-                            try:
-                                self.pending.sync_payloads()
-                            finally:
-                                self.lock.acquire()
+                        if not self._synced_and_still_due():
+                            continue
                         if self.pending is not None and self._con is None:  # opening may wait: fsync first
                             self.pending.sync_pending()
                         with self.transaction():
@@ -383,6 +377,24 @@ class FileConnection:
                         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
                 else:
                     self._close_locked()
+
+    def _synced_and_still_due(self) -> bool:
+        """Sync the pending payloads written behind, without the lock; whether the commit is still due then.
+
+        The disk's slow part: a step of this process (a kernel's next cell) does not wait for it,
+        and the commit syncs again whatever came since. Meanwhile close() or shutdown() may have
+        written them and let go of the file: opening it again would hold it past close(), or be
+        inside DuckDB while the interpreter shuts down (shutdown's join gave up).
+        """
+        if self.pending is None:
+            return True
+        self.lock.release()
+        try:
+            self.pending.sync_payloads()
+        finally:
+            self.lock.acquire()
+        due = self._due_pending()
+        return not self._stopped and due is not None and time.monotonic() >= due
 
     def _close_locked(self, *, write_pending: bool = True, why: BaseException | None = None) -> None:
         """Close the file; the process's lock goes with it unless a kernel's step is still not written.

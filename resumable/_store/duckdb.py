@@ -67,6 +67,10 @@ from resumable.errors import (
     RunOwnedError,
     StepChangedError,
     StepNotStoredError,
+    StepWriteBackError,
+    StoreFullError,
+    StoreReadOnlyError,
+    StoreWriteError,
 )
 
 _logger = logging.getLogger("resumable")
@@ -82,6 +86,14 @@ SNAPSHOT_STEPS = 1000
 # an attempt whose end could not be recorded; it is recovered as interrupted instead of blocking its run.
 _IN_FLIGHT: dict[tuple[str, str, str], int | None] = {}
 _IN_FLIGHT_LOCK = threading.Lock()
+
+# Payload files written behind whose sync failed, by (path, inode, mtime), with the error. Linux
+# reports a write-back error to one fsync only: a later fsync of the same file returns 0 while its
+# bytes never reached the disk (the page cache still holds them, so reading them back proves
+# nothing either). So once a sync failed, no ``completed`` row ever points at that file: its step
+# is recorded failed with the error (``DuckDBStore._fail_written``).
+_SYNC_FAILED: dict[tuple[str, int, int], OSError] = {}
+_WRITE_ERRORS: dict[str, type[StoreWriteError]] = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 
 
 def _raise_as_interrupt(exc: BaseException) -> None:
@@ -112,6 +124,8 @@ class _Taken:
     records: int
     replayed: list[LogFile]
     kernel_cells: list[cells.Cell] = dataclasses.field(default_factory=list)  # a kernel's steps decided in memory
+    # Steps recorded failed because their payloads did not reach the disk: raised once committed.
+    lost: list[StepWriteBackError] = dataclasses.field(default_factory=list)
 
 
 class DuckDBStore(SqlStore):
@@ -425,17 +439,21 @@ class DuckDBStore(SqlStore):
             self._log.rotate_if_large()
         with cells.LOCK:
             kernel_cells = cells.take(self._file_key)
+        lost: list[StepWriteBackError] = []
         try:  # taken cells are put back by any failure before they are handed over with the rest
-            # Payloads written behind reach the disk before any row pointing at them is committed.
-            for done in [c.pending.completion for c in kernel_cells] + [p.completion for _, ps in taken for p in ps]:
-                if done is not None:
-                    self._sync_payloads(done)
-            for cell in kernel_cells:
-                self._write_cell(con, cell)
+            # Payloads written behind reach the disk before any row pointing at them is committed;
+            # a step whose payload did not is written failed with the disk's error instead.
+            completions = [c.pending.completion for c in kernel_cells] + [p.completion for _, ps in taken for p in ps]
+            unsynced = self._sync_all(completions)
+            lost += self._write_cells(con, kernel_cells, unsynced)
             for journal, pending in taken:
                 if not self._still_held(con, journal):
                     continue
-                write_quick_steps(con, pending)
+                failing = [p for p in pending if (p.req.run_id, p.req.step) in unsynced and p.completion is not None]
+                write_quick_steps(con, [_start_only(p) if p in failing else p for p in pending])
+                for p in failing:
+                    assert p.completion is not None
+                    lost += self._fail_written(con, p.completion, unsynced[(p.req.run_id, p.req.step)], p.generation)
             if records > self._log_applied:
                 replay.record_applied(con, self._log.key, records)
         except BaseException:  # nothing was committed: every step taken goes back as it was
@@ -445,7 +463,54 @@ class DuckDBStore(SqlStore):
                     for step in pending:
                         journal.pending.setdefault(step.req.step, step)
             raise
-        return _Taken(taken, records, replayed, kernel_cells)
+        return _Taken(taken, records, replayed, kernel_cells, lost)
+
+    def _sync_all(self, completions: list[Completion | None]) -> dict[tuple[str, str], OSError]:
+        """Sync the payloads written behind of the completions a transaction takes; the steps whose sync failed."""
+        unsynced: dict[tuple[str, str], OSError] = {}
+        for done in completions:
+            if done is not None:
+                try:
+                    self._sync_payloads(done)
+                except OSError as exc:
+                    unsynced[(done.run_id, done.step)] = exc
+        return unsynced
+
+    def _write_cells(
+        self, con: duckdb.DuckDBPyConnection, kernel_cells: list[cells.Cell], unsynced: dict[tuple[str, str], OSError]
+    ) -> list[StepWriteBackError]:
+        """Write a kernel's cells taken by a transaction; one whose payload did not reach the disk is written failed."""
+        lost: list[StepWriteBackError] = []
+        for cell in kernel_cells:
+            error = unsynced.get(cell.key)
+            if error is None:
+                self._write_cell(con, cell)
+                continue
+            done, token = cell.pending.completion, cell.pending.generation
+            assert done is not None
+            if not cell.started:  # its start first (checked as any late write of it), then its failure
+                self._write_cell(con, cells.Cell(_start_only(cell.pending), cell.location, cell.held))
+                token = None
+            lost += self._fail_written(con, done, error, token)
+        return lost
+
+    def _fail_written(
+        self, con: duckdb.DuckDBPyConnection, done: Completion, exc: OSError, token: int | None
+    ) -> list[StepWriteBackError]:
+        """Write a returned step failed because a payload written behind did not reach the disk; what to raise.
+
+        The failure is the error the step would have raised had its payload been synced before it
+        returned (``StoreFullError`` on a full disk); the run's next step, fence or key raises the
+        returned list's error once this transaction is committed (``committed``).
+        """
+        fault = faults.classify(exc, self.payload_dir)
+        path, reason = (fault.path, fault.reason) if fault is not None else (str(self.payload_dir), str(exc))
+        kind = _WRITE_ERRORS.get(fault.kind if fault is not None else "", StoreWriteError)
+        error = kind(done.step, done.run_id, path, reason, None, fault.free if fault is not None else None)
+        line = f"{type(error).__name__}: {error}"
+        if not steps.fail_if_running(con, done.run_id, done.step, done.owner, line, None, done.duration_s, token):
+            return []  # not this attempt's any more (refused when written: that says so)
+        return [StepWriteBackError(done.run_id, done.step, path, reason)]
 
     def _write_cell(self, con: duckdb.DuckDBPyConnection, cell: cells.Cell) -> None:
         """Write a kernel's in-memory step: its start (the attempt then runs under the token it took) or all of it.
@@ -560,7 +625,10 @@ class DuckDBStore(SqlStore):
             done += [p.completion for j in self._journals.values() for p in j.pending.values()]
         for completion in done:
             if completion is not None:
-                self._sync_payloads(completion)
+                try:
+                    self._sync_payloads(completion)
+                except OSError:  # remembered (``_SYNC_FAILED``): the commit records the step failed
+                    pass
 
     def sync_pending(self) -> None:
         """Put the completion log on disk before a group commit that may have to wait for the file.
@@ -577,6 +645,10 @@ class DuckDBStore(SqlStore):
         assert isinstance(taken, _Taken)
         self._log_applied = max(self._log_applied, taken.records)
         self._synced.clear()  # what it recorded is on disk; anything synced for a later commit is synced again
+        for lost in taken.lost:
+            with cells.LOCK:
+                cells.LOST.setdefault((self.location, lost.run_id), lost)
+            _logger.warning("store %s: %s", self.location, lost)
         try:
             with self._journal_lock:
                 self._log.applied_all()
@@ -941,7 +1013,9 @@ class DuckDBStore(SqlStore):
         """Sync the payload files of ``done`` written behind (and their folders), before its row is committed.
 
         Each file once: one the housekeeper synced before its commit (``sync_payloads``) is not
-        synced again by the transaction (a file never changes once renamed into place).
+        synced again by the transaction (a file never changes once renamed into place). A file
+        whose sync failed once raises that error again, whatever a later fsync says
+        (``_SYNC_FAILED``).
         """
         blobs = [b for b in (*done.outputs, *((done.display,) if done.display is not None else ())) if not b.synced]
         for blob in blobs:
@@ -949,11 +1023,19 @@ class DuckDBStore(SqlStore):
                 continue
             try:  # the file itself, not only its name: one removed and written again is synced again
                 stat = (self.payload_dir / blob.file).stat()
-                identity = (blob.file, stat.st_ino, stat.st_mtime_ns)
+                identity = (str(self.payload_dir / blob.file), stat.st_ino, stat.st_mtime_ns)
             except OSError:
                 identity = None
+            failed = None if identity is None else _SYNC_FAILED.get(identity)
+            if failed is not None:
+                raise OSError(failed.errno, failed.strerror)
             if identity is None or identity not in self._synced:
-                self._payloads.sync([blob])  # a missing file raises here, before any row points at it
+                try:
+                    self._payloads.sync([blob])  # a missing file raises here, before any row points at it
+                except OSError as exc:
+                    if identity is not None:
+                        _SYNC_FAILED[identity] = exc
+                    raise
                 if identity is not None:
                     self._synced.add(identity)
 
@@ -1175,3 +1257,8 @@ class DuckDBStore(SqlStore):
             size = self.path.stat().st_size
             return Compaction(False, size, size, 0.0, "the store is open read-only")
         return self._conn.compact(decide)
+
+
+def _start_only(step: PendingStep) -> PendingStep:
+    """A returned step's pending rows without its completion: its start, for its failure to follow."""
+    return dataclasses.replace(step, completion=None, finished_at=None)
