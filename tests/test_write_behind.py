@@ -376,3 +376,68 @@ def test_a_replay_never_completes_a_step_whose_payload_the_disk_failed_to_write(
         "not reached the disk yet when the process stopped (a power cut or a crash of the machine loses such "
         "bytes), so the step reads interrupted and executes again when the run resumes."
     ]
+
+
+BLKIO = Path("/sys/fs/cgroup/blkio")
+needs_throttle = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/dev/loop-control").exists() or not (BLKIO / "cgroup.procs").exists(),
+    reason="a slow disk needs root, loop devices and the cgroup v1 blkio controller (to throttle one)",
+)
+
+CLOSE_KERNEL = r"""
+import json, os, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from ipython_shell import started_shell, step
+from resumable._store import registry
+
+store = sys.argv[2]
+os.environ["RESUMABLE_STORE"] = store
+ip = started_shell()
+ip.run_cell("%durable_run ro --run-id r1").raise_error()
+step(ip, "big", "b = bytes(12_000_000)").raise_error()
+s = registry.open_store(store)
+keeper = next(t for t in threading.enumerate() if t.name == "resumable-store")
+deadline = time.monotonic() + 20
+def syncing():  # the housekeeper is in its sync of the payload, without the connection's lock
+    frame, names = sys._current_frames().get(keeper.ident), set()
+    while frame is not None:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return "sync_payloads" in names
+while not syncing() and time.monotonic() < deadline:
+    time.sleep(0.001)
+caught = syncing()
+s.close()
+opens = s._conn._session
+keeper.join(20)
+print(json.dumps({"caught": caught, "reopened": s._conn._session - opens, "open": s._conn._con is not None}))
+"""
+
+
+@needs_throttle
+def test_close_lets_go_of_the_file_while_the_housekeeper_syncs_a_payload(tmp_path: Path) -> None:
+    """close() while the group commit syncs a payload written behind (a disk throttled to 10 MB/s): close
+    writes the cell and lets go of the file; the housekeeper, done with its sync, does not open it again
+    (another process would wait for it; at exit it would be inside DuckDB after shutdown gave up on it)."""
+    image, payloads, group = tmp_path / "image", tmp_path / "store.duckdb.payloads", BLKIO / f"payfix-{os.getpid()}"
+    payloads.mkdir()
+    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True, timeout=60)
+    run(["truncate", "-s", "256M", str(image)])
+    run(["mkfs.ext4", "-q", str(image)])
+    loop = run(["losetup", "-f", "--show", str(image)]).stdout.strip()
+    try:
+        run(["mount", loop, str(payloads)])
+        payloads.chmod(0o700)
+        group.mkdir()
+        device = run(["lsblk", "-no", "MAJ:MIN", loop]).stdout.strip()
+        (group / "blkio.throttle.write_bps_device").write_text(f"{device} 10485760\n")
+        env = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "50"}
+        env.pop("RESUMABLE_RUN_ID", None)
+        script = f'echo $$ > {group}/cgroup.procs && exec "$0" "$@"'
+        proc = run(["sh", "-c", script, sys.executable, "-c", CLOSE_KERNEL, str(TESTS), str(tmp_path / "store.duckdb")])
+        assert json.loads(proc.stdout.splitlines()[-1]) == {"caught": True, "reopened": 0, "open": False}
+    finally:
+        subprocess.run(["umount", "-l", str(payloads)], capture_output=True, check=False)
+        subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
+        if group.exists():
+            group.rmdir()
