@@ -137,9 +137,9 @@ def test_a_payload_lost_before_it_was_synced_makes_the_step_interrupted(
     assert warned == [
         f"store {tmp_path / 'store.duckdb'}: completed step 'second' of run 'r1' in the completion log of dead "
         f"process {process} is not replayed as completed: its payload file {Path(file).name} holds {size // 2} "
-        f"bytes, not {size}. Its payload had not reached the disk yet when the process stopped (a power cut or a "
-        "crash of the machine loses such bytes), so the step reads interrupted and executes again when the run "
-        "resumes."
+        f"bytes, not {size}. Its payload had not reached the disk when the process stopped (a power cut or a "
+        "crash of the machine loses such bytes, and so does a disk that fails to write them), so the step reads "
+        "interrupted and runs again when the run resumes (a notebook: when its cell runs again)."
     ]
     again = _kernel(tmp_path, "large", kill=False)
     assert again["b1"] == ran["b1"], "the intact step ran again"
@@ -373,8 +373,9 @@ def test_a_replay_never_completes_a_step_whose_payload_the_disk_failed_to_write(
     assert warned == [
         f"store {store}: completed step 'big' of run 'r1' in the completion log of dead process {process} is not "
         f"replayed as completed: its payload file {Path(file).name} no longer matches its digest. Its payload had "
-        "not reached the disk yet when the process stopped (a power cut or a crash of the machine loses such "
-        "bytes), so the step reads interrupted and executes again when the run resumes."
+        "not reached the disk when the process stopped (a power cut or a crash of the machine loses such bytes, "
+        "and so does a disk that fails to write them), so the step reads interrupted and runs again when the run "
+        "resumes (a notebook: when its cell runs again)."
     ]
 
 

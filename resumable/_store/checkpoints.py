@@ -123,7 +123,10 @@ class Payloads:
         self.signing_key = signing_key
 
     def encode(self, name: str, value: object) -> Blob:
-        """Serialize an output; a large one is in its place, durable, before this returns.
+        """Serialize an output; a large one is in its place before this returns, durable unless written behind.
+
+        A blob with ``synced`` False (a DuckDB store's folder, ``FolderPlace(write_behind=True)``)
+        is on disk only once :meth:`sync` ran: whoever commits a row pointing at it calls that first.
 
         EncodeError when the value cannot be pickled; WriteFault when the place cannot take it
         (a full disk, a read-only file system, an object store that cannot be reached).

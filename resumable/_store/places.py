@@ -43,7 +43,10 @@ class PayloadPlace(Protocol):
         """The place as messages show it: a folder's path or an object store's URL."""
 
     def write(self, name: str, value: object) -> Blob:
-        """Serialize ``value``; a large payload is in place, durable, before this returns.
+        """Serialize ``value``; a large payload is in place before this returns, durable unless written behind.
+
+        Written behind (``Blob.synced`` False), its bytes may still be only in the page cache: the
+        store syncs it before the transaction that records it (``Payloads.sync``).
 
         Raises ``_codec.EncodeFailure`` (the value), ``_codec.WriteFailure`` (a local disk) or the
         seam's ``WriteFault`` (a remote place that did not take it).

@@ -175,9 +175,10 @@ def unsynced_text(location: str, process: str, run_id: str, step: str, reason: s
     """What the log says about a logged completion whose payload did not survive (a power cut took it)."""
     return (
         f"store {location}: completed step '{step}' of run '{run_id}' in the completion log of dead process "
-        f"{process} is not replayed as completed: {reason}. Its payload had not reached the disk yet when the "
-        "process stopped (a power cut or a crash of the machine loses such bytes), so the step reads interrupted "
-        "and executes again when the run resumes."
+        f"{process} is not replayed as completed: {reason}. Its payload had not reached the disk when the process "
+        "stopped (a power cut or a crash of the machine loses such bytes, and so does a disk that fails to write "
+        "them), so the step reads interrupted and runs again when the run resumes (a notebook: when its cell "
+        "runs again)."
     )
 
 
