@@ -442,3 +442,40 @@ def test_close_lets_go_of_the_file_while_the_housekeeper_syncs_a_payload(tmp_pat
         subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
         if group.exists():
             group.rmdir()
+
+
+PIPELINE = r"""
+import json, os, sys
+import resumable
+
+store, filler, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pipe = resumable.Pipeline("fg", store=store)
+report = {}
+with pipe.run(run_id="r1") as run:
+    run.step("big", os.urandom, size)
+    try:
+        run.step("pay", resumable.idempotency_key)
+    except resumable.StepWriteBackError as error:
+        report = {"error": type(error).__name__, "step": error.step, "reason": error.reason}
+report["states"] = {s.step: s.state.value for s in pipe.run(run_id="r1").steps()}
+print(json.dumps(report), flush=True)
+"""
+
+
+@needs_loop
+def test_a_pipeline_step_whose_output_never_reached_the_disk_fails_before_the_next_key(
+    failing_disk: tuple[Path, Path],
+) -> None:
+    """An owned run's quick step is written behind too: the fence before the next step's key meets the
+    write-back error; the step is recorded failed, and no key is handed out after it."""
+    store, filler = failing_disk
+    env = {**os.environ, "RESUMABLE_GROUP_COMMIT_MS": "60000"}
+    env.pop("RESUMABLE_RUN_ID", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", PIPELINE, str(store), str(filler), str(BIG)],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ran = json.loads(proc.stdout.splitlines()[-1])
+    assert (ran.get("error"), ran.get("step")) == ("StepWriteBackError", "big"), (ran, proc.stderr[-2000:])
+    assert ran["states"]["big"] == "failed" and ran["states"].get("pay") != "completed", ran

@@ -450,7 +450,7 @@ class DuckDBStore(SqlStore):
                 if not self._still_held(con, journal):
                     continue
                 failing = [p for p in pending if (p.req.run_id, p.req.step) in unsynced and p.completion is not None]
-                write_quick_steps(con, [_start_only(p) if p in failing else p for p in pending])
+                write_quick_steps(con, [_start_only(p) if any(p is f for f in failing) else p for p in pending])
                 for p in failing:
                     assert p.completion is not None
                     lost += self._fail_written(con, p.completion, unsynced[(p.req.run_id, p.req.step)], p.generation)
