@@ -10,11 +10,14 @@ On a real IPython ``InteractiveShell`` (``run_cell``), per repetition and interl
 4. peak extra memory while a ``%%durable_step`` cell checkpoints the frame (``y = template``: the
    body allocates nothing), from the kernel's peak-RSS mark.
 
-A ``%%durable_step`` cell returns only once its checkpoint is durable (payload file fsynced and
-renamed, completing transaction committed: docs/durability.md), so the time until durable is the
-time the user waits. Every timed write starts after an untimed ``os.sync()``, every write goes to
-a new file. Targets: wait <= 1.0 x joblib.dump; durable <= 1.1 x raw write + fsync; restore >= 2 x
-joblib.load; peak extra memory <= 0.25 x the frame.
+A ``%%durable_step`` cell returns once its completion is in the process's completion log, with its
+payload file written behind (renamed, write-back started, not yet fsynced: docs/durability.md); the
+group commit then fsyncs the payload and commits the completed row. So the time until durable is
+taken apart from the wait: from the cell's start until no completion of this process is pending
+any more (the row committed, the payload synced), polled every 2 ms, minus the cell without the
+magic. Every timed write starts after an untimed ``os.sync()``, every write goes to a new file.
+Targets: wait <= 1.0 x joblib.dump; durable <= 1.1 x raw write + fsync; restore >= 2 x joblib.load;
+peak extra memory <= 0.25 x the frame.
 """
 
 from __future__ import annotations
@@ -43,6 +46,30 @@ def _timed(fn: Any) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def _committed(store: str) -> None:
+    """Wait until no kernel cell of this process is pending for ``store``: its row committed, its payloads synced."""
+    from resumable._store import cells, filelock
+
+    key, deadline = str(filelock.lock_path(Path(store))), time.monotonic() + 300
+    while cells.has_pending(key):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the group commit did not write the cell within 300 s")
+        time.sleep(0.002)
+
+
+def _magic_cell(ip: Any, cell: str, store: str) -> tuple[float, float]:
+    """Seconds until the cell returned, and until its completion was committed (durable)."""
+    from benchmarks.notebook import _cell
+
+    os.sync()
+    gc.collect()
+    t0 = time.perf_counter()
+    _cell(ip, cell)
+    returned = time.perf_counter() - t0
+    _committed(store)
+    return returned, time.perf_counter() - t0
 
 
 def _raw_write(path: Path, chunk: bytes, nbytes: int) -> None:
@@ -80,8 +107,9 @@ def measure(folder: str, size: int, reps: int) -> dict[str, Any]:
     for rep in range(reps):
         t.setdefault("plain_cell", []).append(_timed(lambda: _cell(ip, "x = template.copy(deep=True)")))
         del ip.user_ns["x"]
-        magic = f"%%durable_step big_{rep}\nx = template.copy(deep=True)"
-        t.setdefault("magic_cell", []).append(_timed(lambda: _cell(ip, magic)))  # noqa: B023
+        returned, durable = _magic_cell(ip, f"%%durable_step big_{rep}\nx = template.copy(deep=True)", store)
+        t.setdefault("magic_cell", []).append(returned)
+        t.setdefault("magic_durable", []).append(durable)
         del ip.user_ns["x"]
         checkpoint = next(r.size for r in refs.checkpoint_refs(RUN_ID, f"big_{rep}") if r.name == "x")
         dumped = base / f"v{rep}.joblib"
@@ -101,6 +129,7 @@ def measure(folder: str, size: int, reps: int) -> dict[str, Any]:
         os.sync()
         with peak_extra_rss() as m:
             _cell(ip, f"%%durable_step mem_{rep}\ny = template")
+            _committed(store)
         peaks.append(m["peak_extra"])
         del ip.user_ns["y"]
     return {"nbytes": _data.nbytes(template), "checkpoint": checkpoint, "s": t, "peaks": peaks}
@@ -117,6 +146,7 @@ def run(cfg: Config) -> list[Result | Skipped]:
             return [Skipped(CONCERN, "all", str(exc).strip().splitlines()[-1])]
     s, med = m["s"], statistics.median
     wait = [a - b for a, b in zip(s["magic_cell"], s["plain_cell"], strict=True)]
+    durable = [a - b for a, b in zip(s["magic_durable"], s["plain_cell"], strict=True)]
     mb, x = m["nbytes"] / 1e6, m["nbytes"]
     note = f"{mb:,.0f} MB in memory, {m['checkpoint'] / 1e6:,.0f} MB checkpoint; median of {cfg.reps}"
 
@@ -128,10 +158,11 @@ def run(cfg: Config) -> list[Result | Skipped]:
                "joblib.dump (no fsync)", med(s["joblib_dump"]), "<= 1.0",
                note + f"; cell {med(s['magic_cell']):.2f} s, without the magic {med(s['plain_cell']):.2f} s",
                per_rep(wait, s["joblib_dump"])),
-        Result(CONCERN, f"{label} %%durable_step cell: time until durable", med(wait), "s",
+        Result(CONCERN, f"{label} %%durable_step cell: time until durable", med(durable), "s",
                "raw write + fsync of as many bytes", med(s["raw_write"]), "<= 1.1",
-               "the cell returns only once its checkpoint is durable: the same time as the wait",
-               per_rep(wait, s["raw_write"])),
+               "until the completed row is committed (payload fsynced), from the cell's start, minus the plain "
+               f"cell; committed {med(s['magic_durable']):.2f} s after the cell started",
+               per_rep(durable, s["raw_write"])),
         Result(CONCERN, f"{label} restore (resumable.load)", mb / med(s["restore"]), "MB/s",
                "joblib.load", mb / med(s["joblib_load"]), ">= 2", note,
                per_rep(s["joblib_load"], s["restore"])),

@@ -201,9 +201,10 @@ class _PayloadWriter:
     writing and hashing use both cores instead of taking turns.
     """
 
-    def __init__(self, payload_dir: Path, *, durable: bool = True) -> None:
+    def __init__(self, payload_dir: Path, *, durable: bool = True, fsync: bool = True) -> None:
         self.payload_dir = payload_dir
-        self.durable = durable  # fsync (and start write-back early); not for a file only staged for upload
+        self.durable = durable  # start write-back early; not for a file only staged for upload
+        self.fsync = durable and fsync  # and wait for it at the end (``write_behind``: the group commit does)
         self.digest = _ChunkDigest()
         self.size = 0
         self.memory: io.BytesIO | None = io.BytesIO()
@@ -214,6 +215,7 @@ class _PayloadWriter:
         self._hasher: threading.Thread | None = None
         self._hash_error: BaseException | None = None
         self._written_back = 0
+        self._writeback: queue.SimpleQueue[tuple[int, int] | None] | None = None  # the helper's requests
         self.needed = 0  # bytes the payload needed so far when a write of ours failed
 
     def write(self, data: bytes | memoryview | pickle.PickleBuffer) -> int:
@@ -238,10 +240,31 @@ class _PayloadWriter:
                 raise
             self.size += piece.nbytes
             if _START_WRITEBACK is not None and self.durable and self.size - self._written_back >= WRITEBACK_CHUNK:
-                assert self.file is not None
-                _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
-                self._written_back = self.size
+                self._start_writeback()
         return view.nbytes
+
+    def _start_writeback(self) -> None:
+        """Start the disk on what was written since the last call.
+
+        Written behind (no fsync here), the request is made by a helper thread: sync_file_range
+        blocks while the disk's queue is full, and the writer would then wait for the disk after
+        all. The helper holds a descriptor of its own, so closing the file never cuts it short.
+        """
+        assert self.file is not None and _START_WRITEBACK is not None
+        start, length = self._written_back, self.size - self._written_back
+        self._written_back = self.size
+        if self.fsync:
+            _START_WRITEBACK(self.file.fileno(), start, length)
+            return
+        if self._writeback is None:
+            ranges: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+            fd = os.dup(self.file.fileno())
+            thread = threading.Thread(
+                target=_writeback_loop, args=(fd, ranges), name="resumable-writeback", daemon=True
+            )
+            thread.start()
+            self._writeback = ranges
+        self._writeback.put((start, length))
 
     def _checked(self, write: Callable[[memoryview], None], view: memoryview) -> None:
         """Run one of our own file writes; an OSError is the disk's, with the bytes the payload needed so far."""
@@ -284,8 +307,9 @@ class _PayloadWriter:
         """Wait for the hasher; fsync and close a spilled file; remove it when the write failed."""
         if ok and self.durable and self.file is not None and _START_WRITEBACK is not None:
             # The disk starts on the tail now, while the hasher catches up, instead of at the fsync.
-            _START_WRITEBACK(self.file.fileno(), self._written_back, self.size - self._written_back)
-            self._written_back = self.size
+            self._start_writeback()
+        if self._writeback is not None:
+            self._writeback.put(None)  # the helper ends (and closes its descriptor) once it has asked for all
         if self._hasher is not None:
             self._queue.put(None)
             self._hasher.join()
@@ -297,7 +321,7 @@ class _PayloadWriter:
             return
         failed = not ok
         try:
-            if ok and self.durable:
+            if ok and self.fsync:
                 os.fsync(self.file.fileno())
         except BaseException:
             failed = True
@@ -308,6 +332,16 @@ class _PayloadWriter:
             finally:
                 if failed and self.path is not None:
                     self.path.unlink(missing_ok=True)
+
+
+def _writeback_loop(fd: int, ranges: queue.SimpleQueue[tuple[int, int] | None]) -> None:
+    """Ask the disk to start on each range written, then close this helper's own descriptor."""
+    try:
+        while (item := ranges.get()) is not None:
+            if _START_WRITEBACK is not None:
+                _START_WRITEBACK(fd, *item)
+    finally:
+        os.close(fd)
 
 
 class _OwnWriteError(Exception):
@@ -400,19 +434,24 @@ def signature_version(signature: str) -> int:
     return 1
 
 
-def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False) -> Blob:
-    """Serialize ``value``; small results stay in memory, large ones land fsynced in ``payload_dir``.
+def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False, write_behind: bool = False) -> Blob:
+    """Serialize ``value``; small results stay in memory, large ones land in ``payload_dir``.
 
     The blob is not signed yet: its signature binds it to a run and step, which the store knows
     only when it records the blob (``Payloads.bind``).
 
     A file is written under a temporary name, fsynced and renamed to its digest before the caller
-    records it, so a row never points to a missing or partial file. ``staged``: the file is only a
-    copy on its way to an object store, which is where its durability comes from; it is left
-    under its temporary name (unique to this write, so no other process renames over it) and not
-    fsynced, and the blob names that temporary file.
+    records it, so a row never points to a missing or partial file. ``write_behind``: the file is
+    renamed without waiting for the disk (write-back is started as it is written) and the blob
+    says so (``synced`` False); whoever commits a row pointing at it calls :func:`sync_payload`
+    first. A file of that name already there (the same bytes, maybe a committed step's) is never
+    replaced by unsynced bytes (``_link_new``): that one write is synced first, as without
+    write-behind.
+    ``staged``: the file is only a copy on its way to an object store, which is where its
+    durability comes from; it is left under its temporary name (unique to this write, so no
+    other process renames over it) and not fsynced, and the blob names that temporary file.
     """
-    out = _PayloadWriter(payload_dir, durable=not staged)
+    out = _PayloadWriter(payload_dir, durable=not staged, fsync=not write_behind)
     ok = False
     try:
         try:
@@ -432,14 +471,76 @@ def encode(name: str, value: object, payload_dir: Path, *, staged: bool = False)
         return Blob(name, CODEC, digest, out.size, None, out.path.relative_to(payload_dir).as_posix(), None)
     relative = f"{digest[:2]}/{digest}.bin"
     final = payload_dir / relative
+    synced = not write_behind
     try:
         make_private_dir(final.parent)
-        out.path.replace(final)
-        fsync_path(final.parent)
+        if not synced and not _link_new(out.path, final):  # the name is taken: sync ours, then rename over it
+            fsync_path(out.path)
+            synced = True
+        if synced:
+            out.path.replace(final)
+            fsync_path(final.parent)
     except OSError as exc:
         out.path.unlink(missing_ok=True)
         raise WriteFailure(name, payload_dir, exc, out.size) from exc
-    return Blob(name, CODEC, digest, out.size, None, relative, None)
+    return Blob(name, CODEC, digest, out.size, None, relative, None, synced)
+
+
+def _link_new(path: Path, final: Path) -> bool:
+    """Give ``path`` the name ``final`` only if no file has it (atomically), and drop the old name; False: not done.
+
+    A plain rename would replace a file another process just renamed there, maybe already recorded
+    by a committed row, with bytes not on disk yet.
+    """
+    try:
+        os.link(path, final)
+    except OSError:  # taken, or a file system without hard links: the synced way
+        return False
+    path.unlink()
+    return True
+
+
+def sync_payload(path: Path) -> None:
+    """Put a payload written behind (``encode(write_behind=True)``) and its name on disk: before a row points at it."""
+    fsync_path(path)
+    fsync_path(path.parent)
+
+
+def check_payload(path: Path, digest: str, size: int) -> str | None:
+    """Sync a payload written behind and check it holds the bytes its digest names; None, or what is wrong.
+
+    What a replay asks of a dead process's unsynced payload: the process's death keeps the page
+    cache, a power cut may not (the name can survive without the bytes). The bytes are read from
+    the disk, not the page cache: the dead process's fsync may have met a write-back error, which
+    Linux reports once, so this fsync returns 0 while the cache still holds bytes the disk never
+    got. Once synced its pages are clean, and ``POSIX_FADV_DONTNEED`` drops clean pages no one maps,
+    so the read that follows comes from the device (O_DIRECT would too, but needs aligned buffers
+    and is refused by some file systems).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return f"its payload file {path.name} is missing"
+    try:
+        found = os.fstat(fd).st_size
+        if found != size:
+            return f"its payload file {path.name} holds {found} bytes, not {size}"
+        os.fsync(fd)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+    finally:
+        os.close(fd)
+    if mapped is None:
+        return f"its payload file {path.name} is empty"
+    try:
+        with memoryview(mapped) as view:
+            if digest_of(view) != digest:
+                return f"its payload file {path.name} no longer matches its digest"
+    finally:
+        mapped.close()
+    fsync_path(path.parent)
+    return None
 
 
 def make_private_dir(path: Path) -> None:

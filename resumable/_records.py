@@ -104,7 +104,7 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Blob:
-    """One serialized output, ready to be recorded; a large one already sits fsynced in a file."""
+    """One serialized output, ready to be recorded; a large one already sits in a file (synced, or ``synced`` False)."""
 
     name: str
     codec: str
@@ -113,6 +113,7 @@ class Blob:
     inline: bytes | None
     file: str | None  # relative to the store's payload folder
     signature: str | None
+    synced: bool = True  # False: a file written behind, synced before a row points at it (``_codec.sync_payload``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ all of ours and nothing of the user's::
      │   ├─ ParameterMismatchError           a run resumed with other parameters than it started with
      │   ├─ StepChangedError                 another process changed a step this process was running
      │   │   └─ LeaseLostError               ... because this process's lease ran out and another owner took over
+     │   ├─ StepNotStoredError               a kernel's step returned but the store then refused to record it
+     │   │   └─ StepWriteBackError           ... because its outputs written behind did not reach the disk
      │   ├─ StepRunningError                 a running step cannot be invalidated
      │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
      │   ├─ CheckpointNotFoundError          no such store, run, step or output
@@ -515,6 +517,30 @@ class StepNotStoredError(StoreError):
             f"{refusal.rstrip('.')}. Its result was not stored (what the store holds for that step was kept), "
             f"and nothing of the run was let run after it: no idempotency key was handed out. Run the step "
             f"again if its result is needed."
+        )
+
+
+class StepWriteBackError(StepNotStoredError):
+    """A kernel's step returned with its large outputs written behind, and the disk then failed to write them.
+
+    The disk reports such an error once (a later fsync of the same file succeeds while its bytes
+    are lost), so the step is recorded failed with it, never completed: no restore reads bytes
+    that never reached the disk.
+    """
+
+    def __init__(self, run_id: str, step: str, path: str, reason: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.path = path
+        self.reason = reason
+        self.refusal = f"its outputs did not reach the disk ({reason})"
+        StoreError.__init__(
+            self,
+            f"step '{step}' (run '{run_id}') returned in this process, but its outputs then failed to reach the "
+            f"disk at '{path}' ({reason}), so the step was recorded failed with that error, not completed. "
+            f"Completed steps and their checkpoints are intact, and nothing of the run was let run after it: no "
+            f"idempotency key was handed out. Fix the disk (make space free, or check the system log), then run "
+            f"the cell of step '{step}' again.",
         )
 
 

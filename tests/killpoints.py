@@ -79,8 +79,10 @@ def write_kernel_notebook(path: Path) -> Path:
         "%load_ext resumable\nimport json, os, uuid\nimport resumable",
         # A first step cell, so that the next ones are decided in memory within the kernel's hold of the
         # store's file (``_store/cells.py``): kills land between their log writes and their commit.
-        "%%durable_step setup\nbase = 40",
-        "%%durable_step order\norder_id = str(uuid.uuid4())",
+        # Outputs above the inline limit: payload files written behind, synced by the group commit (or the
+        # fence before ``charge``), and kills land between their writes, renames and fsyncs too.
+        "%%durable_step setup\nbase = 40\npad = os.urandom(300_000)",
+        "%%durable_step order\norder_id = str(uuid.uuid4())\norder_pad = os.urandom(300_000)",
         "with open('ledger.returned', 'a') as returned:\n    returned.write(order_id + '\\n')",
         "amount = base + len(order_id)",
         "%%durable_step charge\nkey = resumable.idempotency_key()\n"

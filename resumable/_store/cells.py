@@ -43,6 +43,7 @@ class Cell:
     pending: PendingStep  # the rows it becomes (``rows.quick_rows``); its completion once it returned
     location: str  # the deciding store's location (its ``_IN_FLIGHT`` key)
     held: object  # the deciding handle's mark; None: check against the store before writing (``steps.found_cell``)
+    started: bool = False  # its start was written by a transaction: only its completion is pending
 
     @property
     def key(self) -> tuple[str, str]:
@@ -72,6 +73,13 @@ REFUSED: dict[tuple[str, str, str], Exception] = {}
 # Cells that had returned when the store refused to write them, by (location, run): the run's next
 # step, fence or key raises it (``StepNotStoredError``), never only a log line.
 LOST: dict[tuple[str, str], Exception] = {}
+
+
+# New plain steps of a kernel still running, by (location, run, step): when their start is in the
+# store already (written by a transaction, the first of a hold of the file, or by the group commit
+# while a cell decided in memory ran on), their completion may still be logged and committed with
+# the group (``DuckDBStore._complete_started_cell``), like that of a cell decided in memory.
+STARTED: dict[tuple[str, str, str], StepRequest] = {}
 
 
 def deferrable(req: StepRequest) -> bool:
@@ -130,6 +138,7 @@ def forget_all() -> None:
     """In a forked child: the parent's cells are the parent's."""
     with LOCK:
         _FILES.clear()
+        STARTED.clear()
         REFUSED.clear()
         LOST.clear()
 

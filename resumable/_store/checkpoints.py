@@ -17,7 +17,7 @@ from resumable._records import Blob
 from resumable._store import faults
 from resumable._store.base import CheckpointRef, Completion, EncodeError, WriteFault
 from resumable._store.dialect import Connection
-from resumable._store.places import PayloadPlace
+from resumable._store.places import FolderPlace, PayloadPlace
 from resumable.errors import CheckpointIntegrityError
 
 # A step's checkpoint rows: those its pointer names (a fork's step points at the origin's rows).
@@ -123,7 +123,10 @@ class Payloads:
         self.signing_key = signing_key
 
     def encode(self, name: str, value: object) -> Blob:
-        """Serialize an output; a large one is in its place, durable, before this returns.
+        """Serialize an output; a large one is in its place before this returns, durable unless written behind.
+
+        A blob with ``synced`` False (a DuckDB store's folder, ``FolderPlace(write_behind=True)``)
+        is on disk only once :meth:`sync` ran: whoever commits a row pointing at it calls that first.
 
         EncodeError when the value cannot be pickled; WriteFault when the place cannot take it
         (a full disk, a read-only file system, an object store that cannot be reached).
@@ -137,6 +140,15 @@ class Payloads:
             if fault is None:  # pragma: no cover - an OSError always classifies
                 fault = WriteFault(faults.WRITE, str(exc.path), str(exc.error), exc.written)
             raise fault from exc.error
+
+    def sync(self, blobs: Sequence[Blob]) -> None:
+        """Put payloads written behind on disk (file and name): before any row that points at them is committed.
+
+        A committed ``completed`` row never points at bytes a power cut could still take.
+        """
+        for blob in blobs:
+            if not blob.synced and blob.file is not None and isinstance(self.place, FolderPlace):
+                _codec.sync_payload(self.place.folder / blob.file)
 
     def bind(self, done: Completion) -> Completion:
         """Sign each blob for its place (run, step, kind, name), so a row copied elsewhere fails its check."""

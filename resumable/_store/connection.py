@@ -115,6 +115,9 @@ class PendingWrites(Protocol):
     def write_kept(self) -> None:
         """Write them in a transaction of their own; raise when that fails again (they stay kept)."""
 
+    def sync_payloads(self) -> None:
+        """Sync the payload files of pending completions written behind, before the commit that records them."""
+
 
 class FileConnection:
     """One DuckDB file, opened for transactions and released soon after.
@@ -373,19 +376,47 @@ class FileConnection:
                     continue
                 if (due is not None and now >= due) or (kept is not None and now >= kept):
                     try:
-                        if self.pending is not None and self._con is None:  # opening may wait: fsync first
-                            self.pending.sync_pending()
-                        if kept is not None and now >= kept and self.pending is not None:
-                            self.pending.write_kept()  # so others see the store catch up with no new step here
-                        elif due is not None:
-                            with self.transaction():
-                                pass  # opening a transaction writes what is pending
+                        self._write_pending(retry_kept=kept is not None and now >= kept)
                         self._retry_s = RETRY_MIN_S
                     except Exception:  # kept pending; retried, less often while it keeps failing (a full disk)
                         self.lock.wait(self._retry_s)
                         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
                 else:
                     self._close_locked()
+
+    def _write_pending(self, *, retry_kept: bool) -> None:
+        """The housekeeper's write: what is pending when its window closed, or the retry of kept failures.
+
+        Only a commit that fell due syncs payloads first without the lock; the retry of kept failures
+        has no window to miss, and its transaction syncs what it writes.
+        """
+        if self.pending is None or (not retry_kept and not self._synced_and_still_due()):
+            return
+        if self._con is None:  # opening may wait: fsync first
+            self.pending.sync_pending()
+        if retry_kept:
+            self.pending.write_kept()  # so others see the store catch up with no new step here
+        else:
+            with self.transaction():
+                pass  # opening a transaction writes what is pending
+
+    def _synced_and_still_due(self) -> bool:
+        """Sync the pending payloads written behind, without the lock; whether the commit is still due then.
+
+        The disk's slow part: a step of this process (a kernel's next cell) does not wait for it,
+        and the commit syncs again whatever came since. Meanwhile close() or shutdown() may have
+        written them and let go of the file: opening it again would hold it past close(), or be
+        inside DuckDB while the interpreter shuts down (shutdown's join gave up).
+        """
+        if self.pending is None:
+            return True
+        self.lock.release()
+        try:
+            self.pending.sync_payloads()
+        finally:
+            self.lock.acquire()
+        due = self._due_pending()
+        return not self._stopped and due is not None and time.monotonic() >= due
 
     def _close_locked(self, *, write_pending: bool = True, why: BaseException | None = None) -> None:
         """Close the file; the process's lock goes with it unless a kernel's step is still not written.

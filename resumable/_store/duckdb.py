@@ -67,8 +67,12 @@ from resumable.errors import (
     RunOwnedError,
     StepChangedError,
     StepNotStoredError,
+    StepWriteBackError,
     StoreCorruptError,
     StoreDatabaseError,
+    StoreFullError,
+    StoreReadOnlyError,
+    StoreWriteError,
 )
 
 _logger = logging.getLogger("resumable")
@@ -84,6 +88,14 @@ SNAPSHOT_STEPS = 1000
 # an attempt whose end could not be recorded; it is recovered as interrupted instead of blocking its run.
 _IN_FLIGHT: dict[tuple[str, str, str], int | None] = {}
 _IN_FLIGHT_LOCK = threading.Lock()
+
+# Payload files written behind whose sync failed, by (path, inode, mtime), with the error. Linux
+# reports a write-back error to one fsync only: a later fsync of the same file returns 0 while its
+# bytes never reached the disk (the page cache still holds them, so reading them back proves
+# nothing either). So once a sync failed, no ``completed`` row ever points at that file: its step
+# is recorded failed with the error (``DuckDBStore._fail_written``).
+_SYNC_FAILED: dict[tuple[str, int, int], OSError] = {}
+_WRITE_ERRORS: dict[str, type[StoreWriteError]] = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 
 
 def _raise_as_interrupt(exc: BaseException) -> None:
@@ -114,6 +126,8 @@ class _Taken:
     records: int
     replayed: list[LogFile]
     kernel_cells: list[cells.Cell] = dataclasses.field(default_factory=list)  # a kernel's steps decided in memory
+    # Steps recorded failed because their payloads did not reach the disk: raised once committed.
+    lost: list[StepWriteBackError] = dataclasses.field(default_factory=list)
 
 
 class DuckDBStore(SqlStore):
@@ -158,7 +172,11 @@ class DuckDBStore(SqlStore):
         self.read_only = read_only
         self.location = str(self.path)
         self.payload_dir = self.path.parent / (self.path.name + ".payloads")
-        self._payloads = checkpoints.Payloads(places.FolderPlace(self.payload_dir), _config.signing_key())
+        # Payload files are written behind (renamed before the disk has them) and synced before the
+        # transaction that records them: a completion logged first returns without waiting for the disk.
+        self._payloads = checkpoints.Payloads(
+            places.FolderPlace(self.payload_dir, write_behind=True), _config.signing_key()
+        )
         self._conn = FileConnection(
             self.path,
             _config.lock_timeout_s() if lock_timeout_s is None else lock_timeout_s,
@@ -180,6 +198,8 @@ class DuckDBStore(SqlStore):
         self._journal_lock = threading.Lock()
         self._failures: list[PendingFailure] = []  # written before the next transaction (_flush_failures)
         self._failures_at = 0.0  # when the oldest of them was kept (monotonic): the housekeeper retries after
+        # Payloads written behind and synced since the last commit (name, inode, mtime).
+        self._synced: set[tuple[str, int, int]] = set()
         # A kernel's new steps decided in memory while this handle holds the file (``cells.py``):
         # pending ones are kept per file there; what each run's window knows is kept here.
         self._file_key = str(filelock.lock_path(self.path))
@@ -203,7 +223,7 @@ class DuckDBStore(SqlStore):
                 else:
                     migrate(con, self.location)
                     self._migrated = True
-                    replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+                    replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location, self.payload_dir)
                     replay.prune(con, self._log_folder)
             self.committed(_Taken([], 0, replayed))
         except BaseException:  # a refused store (SchemaVersionError) is let go of at once
@@ -423,7 +443,7 @@ class DuckDBStore(SqlStore):
         """
         replayed = []
         if self._migrated:
-            replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location)
+            replayed = replay.replay_dead(con, self._log_folder, self._log.key, self.location, self.payload_dir)
             if replayed:
                 self._changes += 1  # a dead process's steps: no snapshot read before vouches for them
         with self._journal_lock:
@@ -432,13 +452,21 @@ class DuckDBStore(SqlStore):
             self._log.rotate_if_large()
         with cells.LOCK:
             kernel_cells = cells.take(self._file_key)
+        lost: list[StepWriteBackError] = []
         try:  # taken cells are put back by any failure before they are handed over with the rest
-            for cell in kernel_cells:
-                self._write_cell(con, cell)
+            # Payloads written behind reach the disk before any row pointing at them is committed;
+            # a step whose payload did not is written failed with the disk's error instead.
+            completions = [c.pending.completion for c in kernel_cells] + [p.completion for _, ps in taken for p in ps]
+            unsynced = self._sync_all(completions)
+            lost += self._write_cells(con, kernel_cells, unsynced)
             for journal, pending in taken:
                 if not self._still_held(con, journal):
                     continue
-                write_quick_steps(con, pending)
+                failing = [p for p in pending if (p.req.run_id, p.req.step) in unsynced and p.completion is not None]
+                write_quick_steps(con, [_start_only(p) if any(p is f for f in failing) else p for p in pending])
+                for p in failing:
+                    assert p.completion is not None
+                    lost += self._fail_written(con, p.completion, unsynced[(p.req.run_id, p.req.step)], p.generation)
             if records > self._log_applied:
                 replay.record_applied(con, self._log.key, records)
         except BaseException:  # nothing was committed: every step taken goes back as it was
@@ -448,7 +476,54 @@ class DuckDBStore(SqlStore):
                     for step in pending:
                         journal.pending.setdefault(step.req.step, step)
             raise
-        return _Taken(taken, records, replayed, kernel_cells)
+        return _Taken(taken, records, replayed, kernel_cells, lost)
+
+    def _sync_all(self, completions: list[Completion | None]) -> dict[tuple[str, str], OSError]:
+        """Sync the payloads written behind of the completions a transaction takes; the steps whose sync failed."""
+        unsynced: dict[tuple[str, str], OSError] = {}
+        for done in completions:
+            if done is not None:
+                try:
+                    self._sync_payloads(done)
+                except OSError as exc:
+                    unsynced[(done.run_id, done.step)] = exc
+        return unsynced
+
+    def _write_cells(
+        self, con: duckdb.DuckDBPyConnection, kernel_cells: list[cells.Cell], unsynced: dict[tuple[str, str], OSError]
+    ) -> list[StepWriteBackError]:
+        """Write a kernel's cells taken by a transaction; one whose payload did not reach the disk is written failed."""
+        lost: list[StepWriteBackError] = []
+        for cell in kernel_cells:
+            error = unsynced.get(cell.key)
+            if error is None:
+                self._write_cell(con, cell)
+                continue
+            done, token = cell.pending.completion, cell.pending.generation
+            assert done is not None
+            if not cell.started:  # its start first (checked as any late write of it), then its failure
+                self._write_cell(con, cells.Cell(_start_only(cell.pending), cell.location, cell.held))
+                token = None
+            lost += self._fail_written(con, done, error, token)
+        return lost
+
+    def _fail_written(
+        self, con: duckdb.DuckDBPyConnection, done: Completion, exc: OSError, token: int | None
+    ) -> list[StepWriteBackError]:
+        """Write a returned step failed because a payload written behind did not reach the disk; what to raise.
+
+        The failure is the error the step would have raised had its payload been synced before it
+        returned (``StoreFullError`` on a full disk); the run's next step, fence or key raises the
+        returned list's error once this transaction is committed (``committed``).
+        """
+        fault = faults.classify(exc, self.payload_dir)
+        path, reason = (fault.path, fault.reason) if fault is not None else (str(self.payload_dir), str(exc))
+        kind = _WRITE_ERRORS.get(fault.kind if fault is not None else "", StoreWriteError)
+        error = kind(done.step, done.run_id, path, reason, None, fault.free if fault is not None else None)
+        line = f"{type(error).__name__}: {error}"
+        if not steps.fail_if_running(con, done.run_id, done.step, done.owner, line, None, done.duration_s, token):
+            return []  # not this attempt's any more (refused when written: that says so)
+        return [StepWriteBackError(done.run_id, done.step, path, reason)]
 
     def _write_cell(self, con: duckdb.DuckDBPyConnection, cell: cells.Cell) -> None:
         """Write a kernel's in-memory step: its start (the attempt then runs under the token it took) or all of it.
@@ -459,6 +534,9 @@ class DuckDBStore(SqlStore):
         """
         req = cell.pending.req
         flight = (cell.location, req.run_id, req.step)
+        if cell.started:
+            self._write_started_cell(con, cell)
+            return
         if cell.held is None or cell.held != self._mark():
             try:
                 found, token = steps.found_cell(con, self.location, req)
@@ -489,6 +567,30 @@ class DuckDBStore(SqlStore):
         token = steps.insert_started(con, req)
         self._lease().claimed(con, token)
         self._set_token(flight, token)
+
+    def _write_started_cell(self, con: duckdb.DuckDBPyConnection, cell: cells.Cell) -> None:
+        """Complete a kernel's step whose start a transaction wrote (``_complete_started_cell``).
+
+        Written only while the step still runs under the attempt that returned (its owner and
+        token); its own earlier commit found is done. Otherwise the run's next step, fence or key
+        raises StepNotStoredError, as for a refused cell.
+        """
+        done, token = cell.pending.completion, cell.pending.generation
+        assert done is not None
+        if steps.running_under(con, done.run_id, done.step, done.owner, token):
+            steps.complete(con, done, token)
+            return
+        if steps.completed_by(con, done, token):
+            return
+        lost = StepNotStoredError(
+            done.run_id,
+            done.step,
+            "the step no longer runs under this kernel's attempt "
+            "(it was changed while its completion waited for the group commit)",
+        )
+        with cells.LOCK:
+            cells.LOST.setdefault((cell.location, done.run_id), lost)
+        _logger.warning("store %s: %s", self.location, lost)
 
     @staticmethod
     def _set_token(flight: tuple[str, str, str], token: int | None) -> None:
@@ -524,6 +626,23 @@ class DuckDBStore(SqlStore):
             journal.lost = lost
         return False
 
+    def sync_payloads(self) -> None:
+        """Sync the payloads of every pending completion written behind (the housekeeper, before its commit).
+
+        Called without the connection's lock, so a kernel's next cell is not held up by the disk;
+        the commit that follows syncs them again (already clean: quick) with any added since.
+        """
+        with cells.LOCK:
+            done = [c.pending.completion for c in cells.pending(self._file_key).values()]
+        with self._journal_lock:
+            done += [p.completion for j in self._journals.values() for p in j.pending.values()]
+        for completion in done:
+            if completion is not None:
+                try:
+                    self._sync_payloads(completion)
+                except OSError:  # remembered (``_SYNC_FAILED``): the commit records the step failed
+                    pass
+
     def sync_pending(self) -> None:
         """Put the completion log on disk before a group commit that may have to wait for the file.
 
@@ -538,6 +657,11 @@ class DuckDBStore(SqlStore):
         """After the commit: the log files it covered and the dead logs it replayed are no longer needed."""
         assert isinstance(taken, _Taken)
         self._log_applied = max(self._log_applied, taken.records)
+        self._synced.clear()  # what it recorded is on disk; anything synced for a later commit is synced again
+        for lost in taken.lost:
+            with cells.LOCK:
+                cells.LOST.setdefault((self.location, lost.run_id), lost)
+            _logger.warning("store %s: %s", self.location, lost)
         try:
             with self._journal_lock:
                 self._log.applied_all()
@@ -667,6 +791,9 @@ class DuckDBStore(SqlStore):
             begin = self._begin_in_transaction(req, journal, abandoned=abandoned, window=window)
             if begin.action == "execute":
                 self._started(key, begin.generation)
+                if window and not begin.effect:
+                    with cells.LOCK:
+                        cells.STARTED[key] = req
             else:
                 self._streaks[req.run_id] = self._mark()
             if journal is not None:
@@ -733,6 +860,7 @@ class DuckDBStore(SqlStore):
                 first = not pending
                 self._started(key, None)
                 pending[(req.run_id, req.step)] = cells.Cell(step, self.location, window.mark)
+                cells.STARTED[key] = req  # its start may be written before it returns (``_complete_started_cell``)
                 window.names.add(req.step)
                 window.count += 1
             self._drop_snapshot(req.run_id, req.step)
@@ -816,12 +944,13 @@ class DuckDBStore(SqlStore):
             _IN_FLIGHT.pop((self.location, run_id, step), None)
         with cells.LOCK:
             cells.REFUSED.pop((self.location, run_id, step), None)
+            cells.STARTED.pop((self.location, run_id, step), None)
 
     def fencing_token(self, run_id: str, step: str) -> int | None:
         """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token)."""
         if self._cell_pending(run_id, step):
             self._write_pending_cells()
-        self._raise_lost(run_id)
+        self._fenced(run_id, step)
         return self._token(run_id, step)
 
     def _write_pending_cells(self) -> None:
@@ -835,6 +964,18 @@ class DuckDBStore(SqlStore):
                 pass
         except BaseException as exc:
             _raise_as_interrupt(exc)
+
+    def _fenced(self, run_id: str, step: str) -> None:
+        """The fence of a step that asked for its key or token: an effect rests on what the store holds from here.
+
+        So its own completion is committed (its payloads synced) before it returns, never written
+        behind: it leaves ``cells.STARTED``, which is what lets ``_complete_started_cell`` log it
+        instead. And an earlier step of the run that was refused when written raises here: no key
+        or token after it.
+        """
+        with cells.LOCK:
+            cells.STARTED.pop((self.location, run_id, step), None)
+        self._raise_lost(run_id)
 
     def _raise_lost(self, run_id: str) -> None:
         """A kernel's step of the run returned but was refused when written: raise it here, before anything runs on."""
@@ -875,11 +1016,12 @@ class DuckDBStore(SqlStore):
             self._raise_refused(done.run_id, done.step)
             if self._cell_pending(done.run_id, done.step):
                 self._conn.check_file()  # a completion kept in memory: still the file this process opened?
-            if self._complete_cell(done):
+            if self._complete_cell(done) or self._complete_started_cell(done):
                 self._ended(done.run_id, done.step)
                 return
         self._drop_snapshot(done.run_id, done.step)
         try:
+            self._sync_payloads(done)  # committed now: its payloads reach the disk first
             with self._transaction(step_only=True) as con:
                 # Read inside the transaction: writing a kernel's pending start gives the attempt its token.
                 steps.complete(con, done, self._token(done.run_id, done.step))
@@ -902,6 +1044,36 @@ class DuckDBStore(SqlStore):
                 raise fault from exc
             raise
         self._ended(done.run_id, done.step)
+
+    def _sync_payloads(self, done: Completion) -> None:
+        """Sync the payload files of ``done`` written behind (and their folders), before its row is committed.
+
+        Each file once: one the housekeeper synced before its commit (``sync_payloads``) is not
+        synced again by the transaction (a file never changes once renamed into place). A file
+        whose sync failed once raises that error again, whatever a later fsync says
+        (``_SYNC_FAILED``).
+        """
+        blobs = [b for b in (*done.outputs, *((done.display,) if done.display is not None else ())) if not b.synced]
+        for blob in blobs:
+            if blob.file is None:
+                continue
+            try:  # the file itself, not only its name: one removed and written again is synced again
+                stat = (self.payload_dir / blob.file).stat()
+                identity = (str(self.payload_dir / blob.file), stat.st_ino, stat.st_mtime_ns)
+            except OSError:
+                identity = None
+            failed = None if identity is None else _SYNC_FAILED.get(identity)
+            if failed is not None:
+                raise OSError(failed.errno, failed.strerror)
+            if identity is None or identity not in self._synced:
+                try:
+                    self._payloads.sync([blob])  # a missing file raises here, before any row points at it
+                except OSError as exc:
+                    if identity is not None:
+                        _SYNC_FAILED[identity] = exc
+                    raise
+                if identity is not None:
+                    self._synced.add(identity)
 
     def _raise_refused(self, run_id: str, step: str) -> None:
         """A kernel's in-memory step whose write the store refused: its end says so (nothing of it was stored)."""
@@ -937,6 +1109,51 @@ class DuckDBStore(SqlStore):
                 if isinstance(exc, OSError):
                     return False
                 raise
+        return True
+
+    def _complete_started_cell(self, done: Completion) -> bool:
+        """A kernel's new plain step whose start a transaction wrote: its completion logged, committed with the group.
+
+        As for a cell decided in memory (``_complete_cell``), one ``write`` to the completion log
+        makes it survive the death of the process, and the cell returns without waiting for its
+        payloads to reach the disk: the group commit syncs them, then completes the ``running``
+        row (checked first to be still this attempt's, ``steps.running_under``). The file is held from
+        here until that commit (taken again first when it was let go of while the cell ran), so no
+        other process reads the store in between. Only a completion with payloads written behind
+        goes this way: it is what makes the user wait (the disk), a commit alone is a few
+        milliseconds. False: the caller commits the completion now.
+        """
+        flight = (self.location, done.run_id, done.step)
+        with cells.LOCK:
+            req = cells.STARTED.get(flight)
+        blobs = (*done.outputs, *((done.display,) if done.display is not None else ()))
+        if req is None or GROUP_COMMIT_S <= 0 or all(b.synced for b in blobs):
+            return False  # nothing to wait for but a commit of a few milliseconds: committed now
+        with self._conn.lock:
+            if self._mark() is None:  # let go of while the cell ran: hold it again (its pending writes go first)
+                try:
+                    with self._transaction(step_only=True):
+                        pass
+                except Exception:  # the synchronous path meets the same trouble and says so
+                    return False
+            if self._mark() is None:
+                return False
+            with cells.LOCK:
+                pending = cells.pending(self._file_key)
+                if filelock.shares(self.path) != 1 or (done.run_id, done.step) in pending:
+                    return False
+                step = cells.new_pending(req, 0, utc_now(), time.monotonic())
+                step.generation = self._token(done.run_id, done.step)
+                step.completion, step.finished_at = done, utc_now()
+                try:
+                    with self._journal_lock:
+                        self._log_step(step)
+                except OSError:  # the log cannot be written (a full disk): committed now instead
+                    return False
+                first = not pending
+                pending[(done.run_id, done.step)] = cells.Cell(step, self.location, None, started=True)
+        if first:
+            self._conn.wake()
         return True
 
     def _defer_completion(self, journal: RunJournal, done: Completion) -> bool:
@@ -1049,6 +1266,7 @@ class DuckDBStore(SqlStore):
             _raise_as_interrupt(exc)  # a Ctrl-C during the fence's write is the user's KeyboardInterrupt
         if lost is not None:
             raise lost
+        self._fenced(run_id, step)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -1091,3 +1309,8 @@ class DuckDBStore(SqlStore):
         if self._failures:  # a kept failure would show its step as still running here
             self._flush_failures(strict=False)
         return self._conn.compact(decide)
+
+
+def _start_only(step: PendingStep) -> PendingStep:
+    """A returned step's pending rows without its completion: its start, for its failure to follow."""
+    return dataclasses.replace(step, completion=None, finished_at=None)

@@ -43,7 +43,10 @@ class PayloadPlace(Protocol):
         """The place as messages show it: a folder's path or an object store's URL."""
 
     def write(self, name: str, value: object) -> Blob:
-        """Serialize ``value``; a large payload is in place, durable, before this returns.
+        """Serialize ``value``; a large payload is in place before this returns, durable unless written behind.
+
+        Written behind (``Blob.synced`` False), its bytes may still be only in the page cache: the
+        store syncs it before the transaction that records it (``Payloads.sync``).
 
         Raises ``_codec.EncodeFailure`` (the value), ``_codec.WriteFailure`` (a local disk) or the
         seam's ``WriteFault`` (a remote place that did not take it).
@@ -108,9 +111,12 @@ class FolderPlace:
     so files written before a store had one stay readable.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, write_behind: bool = False) -> None:
         self.folder = folder
         self.namespace: str | None = None
+        # Files renamed into place before the disk has them (``_codec.encode``): a DuckDB store's,
+        # which syncs each before the transaction that records it (``Payloads.sync``).
+        self.write_behind = write_behind
 
     @property
     def where(self) -> str:
@@ -126,7 +132,7 @@ class FolderPlace:
         self.namespace = namespace
 
     def write(self, name: str, value: object) -> Blob:
-        blob = _codec.encode(name, value, self.own)
+        blob = _codec.encode(name, value, self.own, write_behind=self.write_behind)
         if blob.file is None or not self.namespace:
             return blob
         return dataclasses.replace(blob, file=f"{self.namespace}/{blob.file}")

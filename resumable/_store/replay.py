@@ -12,14 +12,19 @@ harmless when it runs again. A step is replayed only while its run is still unde
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from resumable import _codec
+from resumable._records import Blob, Owner
+from resumable._store import steps as step_rows
+from resumable._store.base import Completion
 from resumable._store.completion_log import LogFile, dead_logs, read_records
-from resumable._store.rows import STEP_INSERT, QuickRows, decode_quick_rows, insert_quick_rows
+from resumable._store.rows import CHECKPOINT_INSERT, STEP_INSERT, QuickRows, decode_quick_rows, insert_quick_rows
 
 _log = logging.getLogger("resumable")
 
@@ -48,8 +53,12 @@ class Refused:
     current: int | None  # the run's claim now (None: nobody's)
 
 
-def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> tuple[QuickRows, list[Refused]]:
+def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> tuple[QuickRows, list[Refused], QuickRows]:
     """Only the rows of steps the store does not hold yet, of runs it does hold under the claim they ran under.
+
+    Third: the completions of steps the store holds ``running`` under the very attempt that logged
+    them (a kernel's cell whose start a transaction wrote, ``DuckDBStore._complete_started_cell``):
+    replayed as that attempt's completion (``_finish``).
 
     A replay applies a step at most once. A run is always written before any of its steps, so a
     run the store does not know means the log was written for a store that has since been removed
@@ -65,7 +74,7 @@ def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> tuple[Qu
     an owner judged by its lease (another host's) can lose its run with steps still in its log.
     """
     if not rows.steps:
-        return rows, []
+        return rows, [], QuickRows([], [], [])
     runs = sorted({r[0] for r in rows.steps})
     claims = {
         r: None if g is None else int(g)
@@ -74,31 +83,50 @@ def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> tuple[Qu
         ).fetchall()
     }
     held = {
-        (run_id, step)
-        for run_id, step in con.execute(
-            "SELECT run_id, step FROM steps WHERE list_contains(?, run_id)", [runs]
+        (r[0], r[1]): r[2:]
+        for r in con.execute(
+            """SELECT run_id, step, state, owner_host, owner_pid, owner_started, owner_generation FROM steps
+               WHERE list_contains(?, run_id)""",
+            [runs],
         ).fetchall()
     }
+    at = {name: i for i, (name, _) in enumerate(STEP_INSERT)}
     kept: set[tuple[str, str]] = set()
+    finishing: set[tuple[str, str]] = set()
     refused: dict[tuple[str, int], list[str]] = {}
     for row in rows.steps:
         run_id, step, generation = row[0], row[1], row[_GENERATION]
-        if run_id not in claims or (run_id, step) in held:
+        if run_id not in claims:
+            continue
+        if (run_id, step) in held:
+            state, host, pid, started, token = held[(run_id, step)]
+            if (
+                row[at["state"]] == "completed"
+                and state == "running"
+                and (host, pid, token) == (row[at["owner_host"]], row[at["owner_pid"]], row[_GENERATION])
+                and started is not None
+                and abs(float(started) - float(row[at["owner_started"]])) < 0.01
+            ):
+                finishing.add((run_id, step))
             continue
         if generation is not None and claims[run_id] != int(generation):
             refused.setdefault((run_id, int(generation)), []).append(step)
             continue
         kept.add((run_id, step))
 
-    def keep(row: list[object]) -> bool:
-        return (row[0], row[1]) in kept
+    def only(chosen: set[tuple[str, str]]) -> QuickRows:
+        def of(row: list[object]) -> bool:
+            return (row[0], row[1]) in chosen
 
-    fresh = QuickRows(
-        [r for r in rows.steps if keep(r)],
-        [r for r in rows.events if keep(r)],
-        [r for r in rows.checkpoints if keep(r)],
-    )
-    return fresh, [Refused(r, tuple(names), g, claims[r]) for (r, g), names in refused.items()]
+        return QuickRows(
+            [r for r in rows.steps if of(r)],
+            [r for r in rows.events if of(r)],
+            [r for r in rows.checkpoints if of(r)],
+            [r for r in rows.unsynced if (r[0], r[1]) in chosen],
+        )
+
+    refusals = [Refused(r, tuple(names), g, claims[r]) for (r, g), names in refused.items()]
+    return only(kept), refusals, only(finishing)
 
 
 def refused_text(location: str, process: str, refused: Refused) -> str:
@@ -129,13 +157,105 @@ def _merge(merged: QuickRows, rows: QuickRows) -> None:
         merged.steps[:] = [r for r in merged.steps if (r[0], r[1]) not in later]
         merged.events[:] = [r for r in merged.events if (r[0], r[1]) not in later]
         merged.checkpoints[:] = [r for r in merged.checkpoints if (r[0], r[1]) not in later]
+        merged.unsynced[:] = [r for r in merged.unsynced if (r[0], r[1]) not in later]
     merged.steps.extend(rows.steps)
     merged.events.extend(rows.events)
     merged.checkpoints.extend(rows.checkpoints)
+    merged.unsynced.extend(rows.unsynced)
 
 
-def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location: str) -> list[LogFile]:
-    """Apply the unapplied records of every dead process's log; returns the files to remove after commit."""
+_STEP = [name for name, _ in STEP_INSERT]
+_CHECKPOINT = [name for name, _ in CHECKPOINT_INSERT]
+# A completed step's row taken back to the attempt its dead process was running (``rows.quick_rows``).
+_RUNNING = {"state": "running", "finished_at": None, "duration_s": None, "outputs": "[]", "output_bytes": 0,
+            "key_used": False}  # fmt: skip
+
+
+def unsynced_text(location: str, process: str, run_id: str, step: str, reason: str) -> str:
+    """What the log says about a logged completion whose payload did not survive (a power cut took it)."""
+    return (
+        f"store {location}: completed step '{step}' of run '{run_id}' in the completion log of dead process "
+        f"{process} is not replayed as completed: {reason}. Its payload had not reached the disk when the process "
+        "stopped (a power cut or a crash of the machine loses such bytes, and so does a disk that fails to write "
+        "them), so the step reads interrupted and runs again when the run resumes (a notebook: when its cell "
+        "runs again)."
+    )
+
+
+def _check_unsynced(rows: QuickRows, payload_dir: Path, location: str, process: str) -> QuickRows:
+    """Sync and check each payload written behind; a step with one missing, short or wrong is not completed.
+
+    A logged completion pointing at bytes that are gone would restore nothing or fail its digest
+    check only when loaded: instead the step is replayed as the attempt the dead process was
+    running (it reads ``interrupted``), and runs again.
+    """
+    if not rows.unsynced:
+        return rows
+    digests = {
+        (r[0], r[1], r[_CHECKPOINT.index("file")]): (r[_CHECKPOINT.index("digest")], int(r[_CHECKPOINT.index("size")]))
+        for r in rows.checkpoints
+    }
+    bad: dict[tuple[str, str], str] = {}
+    for run_id, step, file in rows.unsynced:
+        if (run_id, step) in bad:
+            continue
+        digest, size = digests.get((run_id, step, file), ("", -1))
+        try:
+            reason = _codec.check_payload(payload_dir / file, digest, size)
+        except OSError as exc:
+            reason = f"its payload file {Path(file).name} cannot be read ({exc.strerror or exc})"
+        if reason is not None:
+            bad[(run_id, step)] = reason
+            _log.warning("%s", unsynced_text(location, process, run_id, step, reason))
+    if not bad:
+        return rows
+    steps = []
+    for row in rows.steps:
+        taken_back = list(row)
+        if (row[0], row[1]) in bad:
+            for name, value in _RUNNING.items():
+                taken_back[_STEP.index(name)] = value
+        steps.append(taken_back)
+    return QuickRows(
+        steps,
+        [r for r in rows.events if (r[0], r[1]) not in bad or r[5] != "completed"],
+        [r for r in rows.checkpoints if (r[0], r[1]) not in bad],
+    )
+
+
+def _finish(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> None:
+    """Complete the ``running`` rows of steps whose completion a dead kernel logged (``_not_yet_stored``'s third).
+
+    Written as the kernel's own group commit would have written it (``steps.complete``, guarded by
+    the attempt's owner and fencing token). A row taken back to running by ``_check_unsynced``
+    stays as it is: it reads ``interrupted``.
+    """
+    at = {name: i for i, (name, _) in enumerate(STEP_INSERT)}
+    for row in rows.steps:
+        if row[at["state"]] != "completed":
+            continue
+        run_id, step = row[0], row[1]
+        blobs: dict[str, list[Blob]] = {"value": [], "display": []}
+        for c in rows.checkpoints:
+            if (c[0], c[1]) == (run_id, step):
+                blobs[c[3]].append(Blob(c[2], c[4], c[5], int(c[7]), c[8], c[9], c[6]))
+        owner = Owner(row[at["owner_host"]], int(row[at["owner_pid"]]), float(row[at["owner_started"]]),
+                      row[at["owner_kernel"]])  # fmt: skip
+        done = Completion(
+            run_id, step, owner, tuple(blobs["value"]), float(row[at["duration_s"]] or 0.0),
+            blobs["display"][0] if blobs["display"] else None, tuple(json.loads(row[at["reads"]])),
+        )  # fmt: skip
+        token = row[_GENERATION]
+        step_rows.complete(con, done, None if token is None else int(token))
+
+
+def replay_dead(
+    con: duckdb.DuckDBPyConnection, folder: Path, me: str, location: str, payload_dir: Path
+) -> list[LogFile]:
+    """Apply the unapplied records of every dead process's log; returns the files to remove after commit.
+
+    Payloads a record says were written behind are synced and checked first (``_check_unsynced``).
+    """
     found = dead_logs(folder, me)
     done: list[LogFile] = []
     for process, files in found.items():
@@ -164,9 +284,12 @@ def replay_dead(con: duckdb.DuckDBPyConnection, folder: Path, me: str, location:
                 _merge(merged, rows)
             if readable:
                 done.append(log)
-        fresh, refused = _not_yet_stored(con, merged)
+        fresh, refused, finishing = _not_yet_stored(con, merged)
         for stale in refused:
             _log.warning("%s", refused_text(location, process, stale))
+        fresh = _check_unsynced(fresh, payload_dir, location, process)
+        finishing = _check_unsynced(finishing, payload_dir, location, process)
+        _finish(con, finishing)
         insert_quick_rows(con, fresh)
         if last > applied:
             record_applied(con, process, last)
@@ -189,7 +312,8 @@ def unreplayed(con: duckdb.DuckDBPyConnection, folder: Path, me: str) -> bool:
                     number, rows = decode_quick_rows(payload)
                 except (ValueError, TypeError):
                     continue
-                if number > applied and _not_yet_stored(con, rows)[0].steps:
+                fresh, _, finishing = _not_yet_stored(con, rows)
+                if number > applied and (fresh.steps or finishing.steps):
                     return True
     return False
 

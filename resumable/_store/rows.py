@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -144,11 +144,16 @@ def log_events(con: Connection, rows: Sequence[EventRow]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class QuickRows:
-    """Every row that records quick steps: what a group commit inserts and a completion log holds."""
+    """Every row that records quick steps: what a group commit inserts and a completion log holds.
+
+    ``unsynced``: ``[run_id, step, file]`` of each payload file written behind (not fsynced yet)
+    that a completed step's checkpoint points at; a replay checks those before it trusts the step.
+    """
 
     steps: list[list[Any]]
     events: list[list[Any]]
     checkpoints: list[list[Any]]
+    unsynced: list[list[str]] = field(default_factory=list)
 
 
 def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
@@ -156,6 +161,7 @@ def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
     step_rows: list[list[Any]] = []
     events: list[EventRow] = []
     checkpoints: list[list[Any]] = []
+    unsynced: list[list[str]] = []
     for p in steps:
         req, done, finished_at = p.req, p.completion, p.finished_at
         start = check_transition(req.step, StepState.PENDING, StepState.RUNNING)
@@ -175,6 +181,7 @@ def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
                  finished_at]
                 for b, kind in kinds
             ]  # fmt: skip
+            unsynced += [[req.run_id, req.step, b.file] for b, _ in kinds if not b.synced and b.file is not None]
         reads = done.reads if done is not None and done.reads is not None else req.reads
         step_rows.append(
             [
@@ -202,7 +209,7 @@ def quick_rows(steps: Sequence[PendingStep]) -> QuickRows:
                 p.generation,
             ]
         )
-    return QuickRows(step_rows, event_values(events), checkpoints)
+    return QuickRows(step_rows, event_values(events), checkpoints, unsynced)
 
 
 def insert_quick_rows(con: Connection, rows: QuickRows) -> None:
@@ -236,12 +243,14 @@ def _from_json(obj: dict[str, Any]) -> object:
 
 def encode_quick_rows(number: int, rows: QuickRows) -> bytes:
     """Rows as the ``number``-th completion-log record: JSON (plain data, never pickle: replay runs no code)."""
-    return json.dumps([number, rows.steps, rows.events, rows.checkpoints], default=_to_json).encode()
+    record = [number, rows.steps, rows.events, rows.checkpoints] + ([rows.unsynced] if rows.unsynced else [])
+    return json.dumps(record, default=_to_json).encode()
 
 
 def decode_quick_rows(payload: bytes) -> tuple[int, QuickRows]:
     """The number and the rows a completion-log record holds."""
-    number, steps, events, checkpoints = json.loads(payload, object_hook=_from_json)
+    number, steps, events, checkpoints, *rest = json.loads(payload, object_hook=_from_json)
     # A record written before fencing tokens (schema 7) has no token: the step ran under none.
     steps = [row + [None] * (len(STEP_INSERT) - len(row)) for row in steps]
-    return int(number), QuickRows(steps, events, checkpoints)
+    unsynced = [[str(v) for v in entry] for entry in rest[0]] if rest else []  # none before write-behind
+    return int(number), QuickRows(steps, events, checkpoints, unsynced)

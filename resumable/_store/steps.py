@@ -381,6 +381,16 @@ def fail_if_running(
     return True
 
 
+def running_under(con: Connection, run_id: str, step: str, owner: Owner, generation: int | None) -> bool:
+    """Whether the step still runs under ``owner``'s attempt of token ``generation``: its completion may be written."""
+    row = con.execute(
+        """SELECT 1 FROM steps WHERE run_id = ? AND step = ? AND state = 'running' AND owner_host = ?
+             AND owner_pid = ? AND (? IS NULL OR owner_generation = ?)""",
+        [run_id, step, owner.host, owner.pid, generation, generation],
+    ).fetchone()
+    return row is not None
+
+
 def completed_by(con: Connection, done: Completion, generation: int | None) -> bool:
     """Whether ``done`` itself is in the store: completed under its owner and token, with its outputs.
 
