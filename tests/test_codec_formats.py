@@ -151,3 +151,23 @@ def test_an_unknown_codec_is_refused_unread(store_location: str, monkeypatch: py
         "('cloudpickle-p5-zz9': written by a newer version, or the row was changed); upgrade resumable to load it "
         "and was not loaded. Recompute it with: resumable invalidate r1 big"
     )
+
+
+@pytest.mark.parametrize("codec", [_codec.CODEC, _codec.LEGACY_CODEC])
+def test_a_replay_checks_a_payload_written_behind_by_its_rows_codec(tmp_path: Path, codec: str) -> None:
+    """What a replay asks of a dead process's unsynced payload: its bytes checked by the codec its row names."""
+    blob = _codec.encode("a", BIG, tmp_path, write_behind=True, codec=codec)
+    assert blob.file is not None and not blob.synced
+    path = tmp_path / blob.file
+    assert _codec.check_payload(path, blob.digest, blob.size, codec) is None
+    other = _codec.LEGACY_CODEC if codec == _codec.CODEC else _codec.CODEC
+    wrong = f"its payload file {path.name} no longer matches its digest"
+    assert _codec.check_payload(path, blob.digest, blob.size, other) == wrong
+    assert _codec.check_payload(path, blob.digest, blob.size, "cloudpickle-p5-zz9") == (
+        "its payload format 'cloudpickle-p5-zz9' is not one this version of resumable knows"
+    )
+    path.chmod(0o600)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    path.write_bytes(bytes(raw))
+    assert _codec.check_payload(path, blob.digest, blob.size, codec) == wrong
