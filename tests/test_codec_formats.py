@@ -148,7 +148,7 @@ def test_an_unknown_codec_is_refused_unread(store_location: str, monkeypatch: py
     monkeypatch.setenv("RESUMABLE_SIGNING_KEY", KEY)  # refused for its format first, not for its signature
     assert _refused(store_location, "big") == (
         "output 'return' of step 'big' (run 'r1') is in a payload format this version of resumable cannot check "
-        "('cloudpickle-p5-zz9': written by a newer version, or the row was changed); upgrade resumable to load it "
+        "('cloudpickle-p5-zz9': a newer version's, which upgrading resumable loads, or the row was changed) "
         "and was not loaded. Recompute it with: resumable invalidate r1 big"
     )
 

@@ -117,8 +117,8 @@ def referenced_files(con: Connection) -> set[str]:
 
 def _unknown_codec(codec: str) -> str:
     return (
-        f"is in a payload format this version of resumable cannot check ({codec!r}: written by a newer "
-        f"version, or the row was changed); upgrade resumable to load it"
+        f"is in a payload format this version of resumable cannot check ({codec!r}: a newer version's, "
+        f"which upgrading resumable loads, or the row was changed)"
     )
 
 
