@@ -10,7 +10,7 @@ copy; the in-band stream is written as the pickler produces it. The digest cover
 is the hash of the list of hashes of each 16 MiB chunk, computed by a helper thread while the main
 thread writes, and checked by several threads at once when the payload is loaded. The codec name,
 stored with each checkpoint, says which hash: ``cloudpickle-p5-blake3`` (what is written now:
-BLAKE3, three times cheaper per byte than sha256 and as binding for the signature) or
+BLAKE3, two to three times cheaper per byte than sha256 and as binding for the signature) or
 ``cloudpickle-p5`` (sha256, what earlier versions wrote; still read and checked exactly as then).
 Loading a checkpoint is unpickling: only load stores you trust (docs/security.md).
 """
