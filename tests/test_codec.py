@@ -15,7 +15,7 @@ from resumable import _codec
 
 def _round_trip(value: object, tmp_path: Path) -> object:
     blob = _codec.encode("x", value, tmp_path)
-    return _codec.decode(blob.inline, tmp_path / blob.file if blob.file else None, blob.digest)
+    return _codec.decode(blob.inline, tmp_path / blob.file if blob.file else None, blob.digest, blob.codec)
 
 
 def test_large_frame_spans_several_chunks_and_comes_back_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,7 +33,7 @@ def test_large_frame_spans_several_chunks_and_comes_back_equal(tmp_path: Path, m
     )
     blob = _codec.encode("frame", frame, tmp_path)
     assert blob.file is not None and blob.size > 4 * _codec.CHUNK
-    restored = _codec.decode(None, tmp_path / blob.file, blob.digest)
+    restored = _codec.decode(None, tmp_path / blob.file, blob.digest, blob.codec)
     pd.testing.assert_frame_equal(restored, frame)
     assert not list(tmp_path.glob("tmp/*"))
 
@@ -42,9 +42,9 @@ def test_restored_arrays_are_writable_and_private(tmp_path: Path) -> None:
     """A restored array can be modified in place without changing the stored checkpoint."""
     array = np.arange(3_000_000, dtype=np.int64)
     blob = _codec.encode("a", array, tmp_path)
-    first = _codec.decode(None, tmp_path / str(blob.file), blob.digest)
+    first = _codec.decode(None, tmp_path / str(blob.file), blob.digest, blob.codec)
     first[:10] = -1
-    second = _codec.decode(None, tmp_path / str(blob.file), blob.digest)
+    second = _codec.decode(None, tmp_path / str(blob.file), blob.digest, blob.codec)
     assert second[0] == 0
     np.testing.assert_array_equal(second, array)
 
@@ -66,7 +66,7 @@ def test_datetime_arrays_come_back_equal_without_a_copy_in_the_pickle_stream(tmp
     is held in memory while it is written): the stream stays small whatever the array's size.
     """
     blob = _codec.encode("t", array, tmp_path)
-    restored = _codec.decode(blob.inline, tmp_path / blob.file if blob.file else None, blob.digest)
+    restored = _codec.decode(blob.inline, tmp_path / blob.file if blob.file else None, blob.digest, blob.codec)
     assert isinstance(restored, np.ndarray)
     assert (restored.dtype, restored.shape, restored.flags.f_contiguous) == (
         array.dtype,
@@ -86,7 +86,7 @@ def test_small_values_stay_inline(tmp_path: Path, value: object) -> None:
     """Small outputs live in the database row, not in a file, and restore equal."""
     blob = _codec.encode("v", value, tmp_path)
     assert blob.inline is not None and blob.file is None
-    restored = _codec.decode(blob.inline, None, blob.digest)
+    restored = _codec.decode(blob.inline, None, blob.digest, blob.codec)
     if isinstance(value, np.ndarray):
         np.testing.assert_array_equal(restored, value)
     else:
@@ -99,7 +99,7 @@ def test_truncated_payload_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / str(blob.file)
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(_codec.DigestMismatch):
-        _codec.decode(None, path, blob.digest)
+        _codec.decode(None, path, blob.digest, blob.codec)
 
 
 def test_unpicklable_value_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -115,16 +115,17 @@ def test_unpicklable_value_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("tmp/*"))
 
 
-def test_digest_does_not_depend_on_how_the_bytes_were_written(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("codec", [_codec.CODEC, _codec.LEGACY_CODEC])
+def test_digest_does_not_depend_on_how_the_bytes_were_written(monkeypatch: pytest.MonkeyPatch, codec: str) -> None:
     """Pickle frames, huge buffers or odd slices: a payload's digest is the same, so it always verifies."""
     import random
 
     monkeypatch.setattr(_codec, "CHUNK", 64 * 1024)
     data = memoryview(bytes(random.Random(7).randbytes(7 * _codec.CHUNK + 12_345)))
-    expected = _codec.digest_of(data)
+    expected = _codec.digest_of(data, codec)
     rng = random.Random(11)
     for _ in range(20):
-        digest = _codec._ChunkDigest()
+        digest = _codec._ChunkDigest(codec)
         offset = 0
         while offset < data.nbytes:
             n = rng.choice([1, 100, 4096, _codec.CHUNK - 7, 3 * _codec.CHUNK + 5, 5 * _codec.CHUNK])
@@ -137,13 +138,13 @@ def test_digest_does_not_depend_on_how_the_bytes_were_written(monkeypatch: pytes
 def test_a_forked_child_hashes_a_large_payload_after_its_parent_did() -> None:
     """The parent's hashing threads are not the child's: the child checks a 40 MB payload's digest too."""
     data = memoryview(bytes(40 * 1024 * 1024))  # several chunks: hashed by the pool
-    expected = _codec.digest_of(data)
+    expected = _codec.digest_of(data, _codec.CODEC)
     pid = os.fork()
     if pid == 0:  # the child: a hang ends by the alarm's signal, a wrong digest or an error by status 1
         try:
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             signal.alarm(20)
-            os._exit(0 if _codec.digest_of(data) == expected else 1)
+            os._exit(0 if _codec.digest_of(data, _codec.CODEC) == expected else 1)
         finally:
             os._exit(1)
     _, status = os.waitpid(pid, 0)

@@ -79,8 +79,8 @@ def test_a_signature_binds_the_output_name_and_kind(store_location: str, monkeyp
     forget_all()
     signature = _sql(store_location, "SELECT signature FROM checkpoints WHERE step = 'a'")[0][0]
     assert signature.startswith("v2:")
-    expected = _codec.sign(KEY.encode(), "x", "r1", "a", "value", "other")
-    assert expected != _codec.sign(KEY.encode(), "x", "r1", "a", "display", "other")
+    expected = _codec.sign(KEY.encode(), "x", "r1", "a", "value", "other", _codec.CODEC)
+    assert expected != _codec.sign(KEY.encode(), "x", "r1", "a", "display", "other", _codec.CODEC)
 
 
 def test_a_version_1_signature_is_refused_with_what_to_do(store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:

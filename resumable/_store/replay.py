@@ -191,17 +191,17 @@ def _check_unsynced(rows: QuickRows, payload_dir: Path, location: str, process: 
     """
     if not rows.unsynced:
         return rows
+    file_at, digest_at, size_at, codec_at = (_CHECKPOINT.index(c) for c in ("file", "digest", "size", "codec"))
     digests = {
-        (r[0], r[1], r[_CHECKPOINT.index("file")]): (r[_CHECKPOINT.index("digest")], int(r[_CHECKPOINT.index("size")]))
-        for r in rows.checkpoints
-    }
+        (r[0], r[1], r[file_at]): (r[digest_at], int(r[size_at]), r[codec_at]) for r in rows.checkpoints
+    }  # each payload is checked by its own row's codec (an older process's log may name the legacy one)
     bad: dict[tuple[str, str], str] = {}
     for run_id, step, file in rows.unsynced:
         if (run_id, step) in bad:
             continue
-        digest, size = digests.get((run_id, step, file), ("", -1))
+        digest, size, codec = digests.get((run_id, step, file), ("", -1, _codec.CODEC))
         try:
-            reason = _codec.check_payload(payload_dir / file, digest, size)
+            reason = _codec.check_payload(payload_dir / file, digest, size, codec)
         except OSError as exc:
             reason = f"its payload file {Path(file).name} cannot be read ({exc.strerror or exc})"
         if reason is not None:
