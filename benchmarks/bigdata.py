@@ -105,9 +105,12 @@ def measure(folder: str, size: int, reps: int) -> dict[str, Any]:
     peaks: list[float] = []
     checkpoint = 0
     for rep in range(reps):
-        t.setdefault("plain_cell", []).append(_timed(lambda: _cell(ip, "x = template.copy(deep=True)")))
+        # A new frame each time, as a cell that builds one makes: a checkpoint of bytes the store already
+        # holds (the same frame again) is synced before it takes the name, so it is not written behind.
+        builds = f"x = template.copy(deep=True)\nx.iat[0, 0] = {rep}"
+        t.setdefault("plain_cell", []).append(_timed(lambda: _cell(ip, builds)))  # noqa: B023
         del ip.user_ns["x"]
-        returned, durable = _magic_cell(ip, f"%%durable_step big_{rep}\nx = template.copy(deep=True)", store)
+        returned, durable = _magic_cell(ip, f"%%durable_step big_{rep}\n{builds}", store)
         t.setdefault("magic_cell", []).append(returned)
         t.setdefault("magic_durable", []).append(durable)
         del ip.user_ns["x"]

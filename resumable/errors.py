@@ -514,9 +514,9 @@ class StepNotStoredError(StoreError):
         self.refusal = refusal
         super().__init__(
             f"step '{step}' (run '{run_id}') returned in this process, but the store then refused to record it: "
-            f"{refusal.rstrip('.')}. Its result was not stored (what the store holds for that step was kept), "
-            f"and nothing of the run was let run after it: no idempotency key was handed out. Run the step "
-            f"again if its result is needed."
+            f"{refusal.rstrip('.')}. Its result was not stored (what the store holds for that step was kept); no "
+            f"idempotency key or fencing token was handed out after it, and what raised this was stopped before it "
+            f"ran on. Run the step again if its result is needed."
         )
 
 
@@ -538,9 +538,10 @@ class StepWriteBackError(StepNotStoredError):
             self,
             f"step '{step}' (run '{run_id}') returned in this process, but its outputs then failed to reach the "
             f"disk at '{path}' ({reason}), so the step was recorded failed with that error, not completed. "
-            f"Completed steps and their checkpoints are intact, and nothing of the run was let run after it: no "
-            f"idempotency key was handed out. Fix the disk (make space free, or check the system log), then run "
-            f"the cell of step '{step}' again.",
+            f"Completed steps and their checkpoints are intact; no idempotency key or fencing token was handed out "
+            f"after it returned, and what raised this was stopped before it ran on. Fix the disk (make space free, "
+            f"or check the system log), then run the cell of step '{step}' again: steps that read its outputs run "
+            f"again with them.",
         )
 
 

@@ -457,8 +457,9 @@ _REFUSED_SECOND = (
     "step 'second' (run 'r1') returned in this process, but the store then refused to record it: step 'second' "
     "(run 'r1') is no longer 'new' in this process: another process changed it. Nothing from this attempt was "
     "stored and the step's earlier checkpoints are intact. See what happened with: resumable show r1 --events. "
-    "Its result was not stored (what the store holds for that step was kept), and nothing of the run was let "
-    "run after it: no idempotency key was handed out. Run the step again if its result is needed."
+    "Its result was not stored (what the store holds for that step was kept); no idempotency key or fencing "
+    "token was handed out after it, and what raised this was stopped before it ran on. Run the step again if its "
+    "result is needed."
 )
 
 

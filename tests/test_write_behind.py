@@ -327,9 +327,10 @@ def test_a_cell_whose_output_never_reached_the_disk_fails_and_the_next_effect_ce
     assert ran["message"] == (
         f"step 'big' (run 'r1') returned in this process, but its outputs then failed to reach the disk at "
         f"'{payloads}' ({ran['reason']}), so the step was recorded failed with that error, not completed. "
-        "Completed steps and their checkpoints are intact, and nothing of the run was let run after it: no "
-        "idempotency key was handed out. Fix the disk (make space free, or check the system log), then run the "
-        "cell of step 'big' again."
+        "Completed steps and their checkpoints are intact; no idempotency key or fencing token was handed out "
+        "after it returned, and what raised this was stopped before it ran on. Fix the disk (make space free, "
+        "or check the system log), then run the cell of step 'big' again: steps that read its outputs run "
+        "again with them."
     )
     store_handle = DuckDBStore(store)
     try:

@@ -95,6 +95,10 @@ _IN_FLIGHT_LOCK = threading.Lock()
 # nothing either). So once a sync failed, no ``completed`` row ever points at that file: its step
 # is recorded failed with the error (``DuckDBStore._fail_written``).
 _SYNC_FAILED: dict[tuple[str, int, int], OSError] = {}
+# Held across a file's fsync and the recording of its outcome: the housekeeper (without the
+# connection's lock) and a fence may sync the same file at once, and the one whose fsync used up the
+# error must have recorded it before the other's fsync (which returns 0) is believed.
+_SYNC_LOCK = threading.Lock()
 _WRITE_ERRORS: dict[str, type[StoreWriteError]] = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 
 
@@ -1062,15 +1066,20 @@ class DuckDBStore(SqlStore):
                 identity = (str(self.payload_dir / blob.file), stat.st_ino, stat.st_mtime_ns)
             except OSError:
                 identity = None
-            failed = None if identity is None else _SYNC_FAILED.get(identity)
-            if failed is not None:
-                raise OSError(failed.errno, failed.strerror)
-            if identity is None or identity not in self._synced:
+            with _SYNC_LOCK:
+                failed = None if identity is None else _SYNC_FAILED.get(identity)
+                if failed is not None:
+                    raise OSError(failed.errno, failed.strerror)
+                if identity is not None and identity in self._synced:
+                    continue
                 try:
                     self._payloads.sync([blob])  # a missing file raises here, before any row points at it
-                except OSError as exc:
-                    if identity is not None:
-                        _SYNC_FAILED[identity] = exc
+                except BaseException as exc:
+                    # A Ctrl-C can land after the fsync failed (in its descriptor's close, or before the
+                    # error is recorded): the error it used up is then only the interrupt's context.
+                    error = _os_error_in(exc)
+                    if identity is not None and error is not None:
+                        _SYNC_FAILED[identity] = error
                     raise
                 if identity is not None:
                     self._synced.add(identity)
@@ -1309,6 +1318,16 @@ class DuckDBStore(SqlStore):
         if self._failures:  # a kept failure would show its step as still running here
             self._flush_failures(strict=False)
         return self._conn.compact(decide)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError ``exc`` is, or the first one it was raised while handling (``__context__``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 def _start_only(step: PendingStep) -> PendingStep:
