@@ -640,12 +640,7 @@ class DuckDBStore(SqlStore):
             done = [c.pending.completion for c in cells.pending(self._file_key).values()]
         with self._journal_lock:
             done += [p.completion for j in self._journals.values() for p in j.pending.values()]
-        for completion in done:
-            if completion is not None:
-                try:
-                    self._sync_payloads(completion)
-                except OSError:  # remembered (``_SYNC_FAILED``): the commit records the step failed
-                    pass
+        self._sync_all(done)  # a failure is remembered (``_SYNC_FAILED``): the commit records the step failed
 
     def sync_pending(self) -> None:
         """Put the completion log on disk before a group commit that may have to wait for the file.

@@ -20,11 +20,18 @@ from pathlib import Path
 import duckdb
 
 from resumable import _codec
-from resumable._records import Blob, Owner
+from resumable._records import Blob
 from resumable._store import steps as step_rows
 from resumable._store.base import Completion
 from resumable._store.completion_log import LogFile, dead_logs, read_records
-from resumable._store.rows import CHECKPOINT_INSERT, STEP_INSERT, QuickRows, decode_quick_rows, insert_quick_rows
+from resumable._store.rows import (
+    CHECKPOINT_INSERT,
+    STEP_INSERT,
+    QuickRows,
+    decode_quick_rows,
+    insert_quick_rows,
+    owner_from,
+)
 
 _log = logging.getLogger("resumable")
 
@@ -230,7 +237,8 @@ def _finish(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> None:
     the attempt's owner and fencing token). A row taken back to running by ``_check_unsynced``
     stays as it is: it reads ``interrupted``.
     """
-    at = {name: i for i, (name, _) in enumerate(STEP_INSERT)}
+    at = {name: i for i, name in enumerate(_STEP)}
+    c_at = {name: i for i, name in enumerate(_CHECKPOINT)}
     for row in rows.steps:
         if row[at["state"]] != "completed":
             continue
@@ -238,9 +246,13 @@ def _finish(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> None:
         blobs: dict[str, list[Blob]] = {"value": [], "display": []}
         for c in rows.checkpoints:
             if (c[0], c[1]) == (run_id, step):
-                blobs[c[3]].append(Blob(c[2], c[4], c[5], int(c[7]), c[8], c[9], c[6]))
-        owner = Owner(row[at["owner_host"]], int(row[at["owner_pid"]]), float(row[at["owner_started"]]),
-                      row[at["owner_kernel"]])  # fmt: skip
+                blobs[c[c_at["kind"]]].append(
+                    Blob(c[c_at["name"]], c[c_at["codec"]], c[c_at["digest"]], int(c[c_at["size"]]),
+                         c[c_at["data"]], c[c_at["file"]], c[c_at["signature"]])
+                )  # fmt: skip
+        owner = owner_from(row[at["owner_host"]], row[at["owner_pid"]], row[at["owner_started"]],
+                           row[at["owner_kernel"]])  # fmt: skip
+        assert owner is not None  # a completed step's row always names its owner (``steps.complete`` guards by it)
         done = Completion(
             run_id, step, owner, tuple(blobs["value"]), float(row[at["duration_s"]] or 0.0),
             blobs["display"][0] if blobs["display"] else None, tuple(json.loads(row[at["reads"]])),
