@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import compileall
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,18 @@ from resumable._store import forget_all
 def store_path(tmp_path: Path) -> Path:
     """A fresh store file in the test's own folder (created on first use)."""
     return tmp_path / ".resumable" / "store.duckdb"
+
+
+@pytest.fixture
+def kernel_sockets() -> Iterator[Path]:
+    """A folder for the Unix sockets of the kernels a test starts (``kernel_sockets.py`` says why).
+
+    Made in the system's temporary folder, not under ``tmp_path``: a socket's path must stay under
+    about 100 characters, and a long test name would push it past that.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="rk-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -211,16 +211,21 @@ def plain_run(nb: TrialNotebook, folder: Path) -> Reference:
     """The notebook without resumable, run once by nbclient in a kernel of its own."""
     path = write(nb, PLAIN, folder)
     started = time.monotonic()
-    code = (
-        "import sys, nbformat\nfrom nbclient import NotebookClient\n"
+    code = (  # the kernel on Unix sockets, as in kernel_sockets.py
+        "import sys, nbformat\nfrom nbclient import NotebookClient\nfrom traitlets.config import Config\n"
+        "config = Config()\nconfig.KernelManager.transport = 'ipc'\nconfig.KernelManager.ip = sys.argv[3]\n"
         "nb = nbformat.read(sys.argv[1], as_version=4)\n"
-        "NotebookClient(nb, kernel_name='python3', timeout=120, resources={'metadata': {'path': sys.argv[2]}})"
-        ".execute()\nnbformat.write(nb, sys.argv[1])"
+        "NotebookClient(nb, kernel_name='python3', timeout=120, resources={'metadata': {'path': sys.argv[2]}},"
+        " config=config).execute()\nnbformat.write(nb, sys.argv[1])"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(folder)],
-        env=env_without_resumable(), capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+    sockets = tempfile.mkdtemp(prefix="rk-")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path), str(folder), os.path.join(sockets, "kernel")],
+            env=env_without_resumable(), capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     if done.returncode != 0:
         raise RuntimeError(f"the plain run of {nb.name} failed:\n{done.stderr[-3000:]}")
     variables = json.loads((folder / DUMP).read_text())

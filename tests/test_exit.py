@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.manager import KernelManager
+from kernel_sockets import kernel_config
 
 from resumable._panel.poll import Poller
 
@@ -77,13 +78,13 @@ def test_fourteen_scripts_that_show_a_panel_exit_0(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_five_kernels_that_show_a_panel_shut_down_with_status_0(tmp_path: Path) -> None:
+def test_five_kernels_that_show_a_panel_shut_down_with_status_0(tmp_path: Path, kernel_sockets: Path) -> None:
     """A real kernel runs steps, displays a panel and is shut down: its process exits 0 with nothing on stderr."""
     for n in range(5):
         report = tmp_path / f"threads{n}.json"
         stderr_path = tmp_path / f"kernel{n}.stderr"
         env = {**os.environ, "RESUMABLE_STORE": str(tmp_path / f"k{n}.duckdb")}
-        km = KernelManager(kernel_name="python3")
+        km = KernelManager(kernel_name="python3", config=kernel_config(kernel_sockets))
         with open(stderr_path, "w") as stderr:
             km.start_kernel(env=env, cwd=str(tmp_path), stderr=stderr)
         kc = km.client()

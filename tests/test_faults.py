@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from ipython_shell import fresh_kernel, started_shell, step
+from kernel_sockets import kernel_config
 
 import resumable
 from resumable import SigningKeyError, StepState, StoreFullError, StoreReadOnlyError
@@ -517,16 +518,22 @@ def _reply(kc: Any, msg_id: str, timeout: float) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_real_kernel_during_a_large_checkpoint_write(store_path: Path, tmp_path: Path) -> None:
+def test_ctrl_c_in_a_real_kernel_during_a_large_checkpoint_write(
+    store_path: Path, tmp_path: Path, kernel_sockets: Path
+) -> None:
     """The kernel is interrupted (SIGINT from its manager, as the stop button does) while a 160 MB checkpoint is
     written: the cell reports KeyboardInterrupt, the step is failed, another process runs the run, and running
     the cell again in the same kernel completes it."""
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import KernelManager
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RESUMABLE_", "JPY_"))}
     env["RESUMABLE_STORE"] = str(store_path)
-    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(tmp_path))
+    km = KernelManager(kernel_name="python3", config=kernel_config(kernel_sockets))
+    km.start_kernel(env=env, cwd=str(tmp_path))
+    kc = km.client()
+    kc.start_channels()
     try:
+        kc.wait_for_ready(timeout=120)
         setup = kc.execute_interactive("%load_ext resumable\n%durable_run nb --run-id k1", timeout=120)
         assert setup["content"]["status"] == "ok"
         cell = f"%%durable_step big\n{BIG_CELL}"

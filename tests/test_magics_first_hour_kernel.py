@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from kernel_sockets import kernel_config
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.slow  # a real kernel: seconds
@@ -23,7 +24,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def test_await_on_the_kernel_s_loop_and_a_failure_shown_from_the_cell(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_sockets: Path
 ) -> None:
     """A step awaits a future an earlier cell made on the kernel's loop; a failing step shows its own cell."""
     monkeypatch.setenv("RESUMABLE_STORE", str(tmp_path / "store.duckdb"))
@@ -37,8 +38,9 @@ def test_await_on_the_kernel_s_loop_and_a_failure_shown_from_the_cell(
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(
-        nb, timeout=60, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
-    ).execute()
+        nb, timeout=60, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}},
+        config=kernel_config(kernel_sockets),
+    ).execute()  # fmt: skip
     fetch, boom = nb.cells[2], nb.cells[3]
     # Joined: a plain nbclient keeps each piece the kernel flushed as an output of its own.
     assert "".join(o.text for o in fetch.outputs if o.output_type == "stream" and o.name == "stdout") == (

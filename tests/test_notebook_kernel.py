@@ -29,6 +29,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from kernel_sockets import kernel_argv, kernel_config
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
@@ -85,7 +86,7 @@ def assert_resumed(nb: Any, workdir: Path, store: Path | str, run_id: str | None
     store_.close()
 
 
-def test_nbclient_kernel_death_then_resume(tmp_path: Path, store_location: str) -> None:
+def test_nbclient_kernel_death_then_resume(tmp_path: Path, store_location: str, kernel_sockets: Path) -> None:
     """Kernel killed in step 3; a fresh kernel restores steps 1-2 (equal values, output shown) and finishes."""
     store = store_location
     nb = nbformat.read(QUICKSTART, as_version=4)
@@ -95,8 +96,9 @@ def test_nbclient_kernel_death_then_resume(tmp_path: Path, store_location: str) 
     for expect_death in (True, False):
         run = copy.deepcopy(nb)
         client = NotebookClient(
-            run, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-        )
+            run, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
+            config=kernel_config(kernel_sockets),
+        )  # fmt: skip
         client.km = client.create_kernel_manager()
         if expect_death:
             with pytest.raises(DeadKernelError):
@@ -114,12 +116,12 @@ def run_cli(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Compl
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
-def test_nbconvert_execute_resumes(tmp_path: Path) -> None:
+def test_nbconvert_execute_resumes(tmp_path: Path, kernel_sockets: Path) -> None:
     """`jupyter nbconvert --execute` fails on the crash, and the same command run again completes the run."""
     shutil.copy(QUICKSTART, tmp_path / "quickstart.ipynb")
     env = kernel_env(tmp_path / "store.duckdb", "nbc-1")
     argv = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", "--output", "out.ipynb"]
-    argv += ["quickstart.ipynb"]
+    argv += [*kernel_argv(kernel_sockets), "quickstart.ipynb"]
     crashed = run_cli(argv, tmp_path, env)
     assert crashed.returncode != 0
     assert "DeadKernelError" in crashed.stderr or "Kernel died" in crashed.stderr
@@ -128,7 +130,9 @@ def test_nbconvert_execute_resumes(tmp_path: Path) -> None:
     assert_resumed(nbformat.read(tmp_path / "out.ipynb", as_version=4), tmp_path, tmp_path / "store.duckdb", "nbc-1")
 
 
-def test_papermill_resumes_latest_run(tmp_path: Path, store_location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_papermill_resumes_latest_run(
+    tmp_path: Path, store_location: str, monkeypatch: pytest.MonkeyPatch, kernel_sockets: Path
+) -> None:
     """papermill twice, without RESUMABLE_RUN_ID: %durable_run resumes the latest run of the pipeline."""
     import papermill
 
@@ -136,9 +140,10 @@ def test_papermill_resumes_latest_run(tmp_path: Path, store_location: str, monke
     for name in [k for k in os.environ if k.startswith("JPY_")]:
         monkeypatch.delenv(name)
     out_path = tmp_path / "out.ipynb"
+    options: dict[str, Any] = {"cwd": str(tmp_path), "progress_bar": False, "config": kernel_config(kernel_sockets)}
     with pytest.raises(DeadKernelError):
-        papermill.execute_notebook(str(QUICKSTART), str(out_path), cwd=str(tmp_path), progress_bar=False)
-    papermill.execute_notebook(str(QUICKSTART), str(out_path), cwd=str(tmp_path), progress_bar=False)
+        papermill.execute_notebook(str(QUICKSTART), str(out_path), **options)
+    papermill.execute_notebook(str(QUICKSTART), str(out_path), **options)
     out = nbformat.read(out_path, as_version=4)
     assert "resumed run" in text_of(out.cells[cell_index(out, "%durable_run")])
     assert_resumed(out, tmp_path, store_location)

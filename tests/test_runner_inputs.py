@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_lab import start_lab
+from kernel_sockets import kernel_argv, kernel_config
 from notebook_files import write_nb
 
 from resumable._store import open_store
@@ -79,7 +79,7 @@ def assert_second_pass(nb: Any, tmp_path: Path, old: str, new: str) -> None:
 
 
 def test_papermill_with_a_changed_parameter_reruns_its_reader_and_holds_the_effect(
-    tmp_path: Path, store_location: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store_location: str, monkeypatch: pytest.MonkeyPatch, kernel_sockets: Path
 ) -> None:
     """papermill with `region` 'eu', then 'us' on the same run: no "published eu" restored as current.
 
@@ -101,8 +101,9 @@ def test_papermill_with_a_changed_parameter_reruns_its_reader_and_holds_the_effe
     def run_with(region: str) -> Any:
         out = tmp_path / "out.ipynb"
         papermill.execute_notebook(
-            str(nb), str(out), parameters={"region": region}, cwd=str(tmp_path), progress_bar=False
-        )
+            str(nb), str(out), parameters={"region": region}, cwd=str(tmp_path), progress_bar=False,
+            config=kernel_config(kernel_sockets),
+        )  # fmt: skip
         return nbformat.read(out, as_version=4)
 
     run_with("eu")
@@ -122,10 +123,13 @@ def test_papermill_with_a_changed_parameter_reruns_its_reader_and_holds_the_effe
     store.close()
 
 
-def test_nbconvert_after_an_edited_parameters_cell_reruns_its_reader_and_holds_the_effect(tmp_path: Path) -> None:
+def test_nbconvert_after_an_edited_parameters_cell_reruns_its_reader_and_holds_the_effect(
+    tmp_path: Path, kernel_sockets: Path
+) -> None:
     """The parameters cell edited by hand between two `jupyter nbconvert --execute` runs of one run id."""
     nb_path = write_nb(tmp_path / "report.ipynb", PARAMETERS, *CELLS)
     argv = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", "--output", "out.ipynb"]
+    argv += kernel_argv(kernel_sockets)
     run([*argv, nb_path.name], tmp_path)
     nb = nbformat.read(nb_path, as_version=4)
     nb.cells[0].source = 'region = "us"'
@@ -135,35 +139,12 @@ def test_nbconvert_after_an_edited_parameters_cell_reruns_its_reader_and_holds_t
 
 
 class LabServer:
-    """JupyterLab's server on 127.0.0.1 with a random port and token, driven as its front end drives it:
+    """JupyterLab's server (``jupyter_lab.py``), driven as its front end drives it:
     a session made over REST, cells sent as ``execute_request`` messages on the kernel's websocket."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.token = secrets.token_hex(16)
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]  # fmt: skip
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            argv.append("--allow-root")
-        self.log = root.parent / "jupyterlab.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while True:
-            assert self.proc.poll() is None, f"JupyterLab exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                self.api("GET", "/api/status")
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                assert time.monotonic() < deadline, f"JupyterLab did not start:\n{self.log.read_text()[-3000:]}"
-                time.sleep(0.1)  # polling the server's status until it answers
+    def __init__(self, root: Path, env: dict[str, str], sockets: Path) -> None:
+        self.lab = start_lab(root, env, root.parent / "jupyterlab.log", sockets)
+        self.port, self.token, self.url = self.lab.port, self.lab.token, self.lab.url
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -233,15 +214,12 @@ class LabServer:
         return streams["stdout"], streams["stderr"], status
 
     def close(self) -> None:
-        try:
-            self.api("POST", "/api/shutdown")
-            self.proc.wait(timeout=30)
-        except (urllib.error.URLError, OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.lab.stop()
 
 
-def test_jupyterlab_with_a_changed_parameter_reruns_its_reader_and_holds_the_effect(tmp_path: Path) -> None:
+def test_jupyterlab_with_a_changed_parameter_reruns_its_reader_and_holds_the_effect(
+    tmp_path: Path, kernel_sockets: Path
+) -> None:
     """Run All in JupyterLab (a real server, a new kernel each time) on one run: the same parameter restores
     every step; the parameters cell edited from 'eu' to 'us' re-runs the reader and holds the effect."""
     root = tmp_path / "root"
@@ -251,7 +229,7 @@ def test_jupyterlab_with_a_changed_parameter_reruns_its_reader_and_holds_the_eff
     env.update(JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings"), IPYTHONDIR=str(tmp_path / "ipython"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"))  # fmt: skip
-    lab = LabServer(root, env)
+    lab = LabServer(root, env, kernel_sockets)
     try:
         first = lab.run_notebook(nb_path)
         assert first[2] == ("published eu\n", "")

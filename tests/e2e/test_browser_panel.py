@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from jupyter_lab import start_lab
 
 from resumable._states import StepState
 from resumable._store import open_store
@@ -89,15 +85,9 @@ class Lab:
     store: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """JupyterLab on 127.0.0.1 with a random port and token, its own config folders and store."""
+def lab(tmp_path: Path, kernel_sockets: Path) -> Iterator[Lab]:
+    """JupyterLab (``jupyter_lab.py``) with its own config folders and store."""
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
@@ -118,38 +108,12 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab-workspaces"),
         IPYTHONDIR=str(tmp_path / "ipython"),
     )
-    port, token = _free_port(), secrets.token_hex(16)
-    argv = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]  # fmt: skip
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        argv.append("--allow-root")  # CI containers run as root
     log_path = tmp_path / "jupyterlab.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = start_lab(root, env, log_path, kernel_sockets, "--LabApp.expose_app_in_browser=True")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"JupyterLab exited:\n{log_path.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                assert time.monotonic() < deadline, f"JupyterLab did not start:\n{log_path.read_text()[-3000:]}"
-                time.sleep(0.1)
-        yield Lab(url, token, root, store)
+        yield Lab(server.url, server.token, root, store)
     finally:
-        try:
-            request = urllib.request.Request(f"{url}/api/shutdown?token={token}", method="POST")
-            urllib.request.urlopen(request, timeout=5).close()
-            server.wait(timeout=20)
-        except (urllib.error.URLError, OSError, subprocess.TimeoutExpired):
-            server.kill()
-            server.wait(timeout=10)
+        server.stop()
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copy(log_path, ARTIFACTS / "panel-jupyterlab.log")
 
