@@ -57,12 +57,12 @@ from resumable.pipeline import check_name, make_policy
 MakePanel = Callable[..., Any]  # resumable.panel: handed in by ``%load_ext resumable``
 
 
-def resolve_exceptions(raw: str | None, namespace: dict[str, Any]) -> tuple[type[BaseException], ...]:
-    """``--retry-on ConnectionError,mylib.RateLimited`` to exception classes."""
+def resolve_exceptions(raw: list[str] | None, namespace: dict[str, Any]) -> tuple[type[BaseException], ...]:
+    """``--retry-on ConnectionError,mylib.RateLimited`` (each ``--retry-on`` given) to exception classes."""
     if raw is None:
         return (Exception,)
     kinds: list[type[BaseException]] = []
-    for name in (n.strip() for n in raw.split(",") if n.strip()):
+    for name in (n.strip() for given in raw for n in given.split(",") if n.strip()):
         found: Any = namespace.get(name, getattr(builtins, name, None))
         if found is None and "." in name:
             module, _, attr = name.rpartition(".")
