@@ -477,6 +477,12 @@ def test_status_table_lists_steps(shell: Any, capsys: pytest.CaptureFixture[str]
     assert rows[2][:5] == ["2", "bad", "failed", "1", "1"]
     assert rows[2][7] == "ValueError: no"
     assert "\x1b" not in out  # plain text: no terminal codes in a notebook's output
+    with pytest.raises(UsageError) as excinfo:  # not ignored: the table shown would not be the run asked for
+        shell.run_line_magic("durable_status", "order-42")
+    assert str(excinfo.value) == (
+        "%durable_status order-42: %durable_status takes no arguments; it shows the kernel's current run, and nothing "
+        "was read or changed. For another run use '%durable_panel RUN' or, in a terminal, 'resumable show RUN'."
+    )
 
 
 def test_status_without_a_run_says_how_to_start(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -376,6 +376,12 @@ class DurableMagics(Magics):  # type: ignore[misc]
     @line_magic
     def durable_status(self, line: str) -> None:
         """Print the current run's steps: state, attempts, duration, stored size and last error."""
+        if line.strip():  # ignored, a run named here would show the current run's table under its name
+            raise UsageError(
+                f"%durable_status {line.strip()}: %durable_status takes no arguments; it shows the kernel's current "
+                f"run, and nothing was read or changed. For another run use '%durable_panel RUN' or, in a terminal, "
+                f"'resumable show RUN'."
+            )
         run = notebook_run() or self._run
         if run is None:
             print("resumable: no run yet. Start one with '%durable_run NAME' or run a '%%durable_step' cell.")
