@@ -374,30 +374,24 @@ def test_repeated_list_options_add_up(shell: Any, store_path: Path) -> None:
     assert shell.user_ns["done"] == 2
 
 
-@pytest.mark.parametrize(
-    ("magic", "line", "option", "given", "kept"),
-    [
-        ("durable_step", "s --retries 1 --retries 3", "--retries", "(1 and 3)", "3"),
-        ("durable_step", "s --backoff=2 --backoff 0.5", "--backoff", "(2 and 0.5)", "0.5"),
-        ("durable_step", "s --timeout 5 --timeout 5", "--timeout", "(both 5)", "5"),
-        ("durable_run", "shop --run-id a --run-id b", "--run-id", "(a and b)", "b"),
-        ("durable_run", "shop --fork a --from x --from y", "--from", "(x and y)", "y"),
-    ],
-)
-def test_a_repeated_single_valued_option_is_refused(
-    shell: Any, store_path: Path, magic: str, line: str, option: str, given: str, kept: str
-) -> None:
+def test_a_repeated_single_valued_option_is_refused(shell: Any, store_path: Path) -> None:
     """An option that takes one value, given twice, is refused saying which and what to write; the last one does
     not win silently, nothing runs and the completed step stays."""
     assert step(shell, "first", "kept = 1").error_in_exec is None
-    prefix = "%%" if magic == "durable_step" else "%"
-    result = shell.run_cell(f"{prefix}{magic} {line}\nv = 1" if magic == "durable_step" else f"{prefix}{magic} {line}")
-    assert isinstance(result.error_in_exec, UsageError)
-    assert str(result.error_in_exec) == (
-        f"{prefix}{magic} {line}: {option} was given twice {given}, but it takes one value; resumable does not pick "
-        "one for you. The line was refused before anything ran: nothing was started or stored, and completed steps "
-        f"and their checkpoints are intact. Give {option} once, for example '{option} {kept}'."
-    )
+    for magic, line, option, given, kept in [
+        ("%%durable_step", "s --retries 1 --retries 3", "--retries", "(1 and 3)", "3"),
+        ("%%durable_step", "s --backoff=2 --backoff 0.5", "--backoff", "(2 and 0.5)", "0.5"),
+        ("%%durable_step", "s --timeout 5 --timeout 5", "--timeout", "(both 5)", "5"),
+        ("%durable_run", "shop --run-id a --run-id b", "--run-id", "(a and b)", "b"),
+        ("%durable_run", "shop --fork a --from x --from y", "--from", "(x and y)", "y"),
+    ]:
+        result = shell.run_cell(f"{magic} {line}\nv = 1" if magic == "%%durable_step" else f"{magic} {line}")
+        assert isinstance(result.error_in_exec, UsageError)
+        assert str(result.error_in_exec) == (
+            f"{magic} {line}: {option} was given twice {given}, but it takes one value; resumable does not pick "
+            "one for you. The line was refused before anything ran: nothing was started or stored, and completed "
+            f"steps and their checkpoints are intact. Give {option} once, for example '{option} {kept}'."
+        )
     assert "v" not in shell.user_ns
     assert notebook_run().run_id == "r1"  # type: ignore[union-attr]
     assert [s.step for s in open_store(store_path).list_steps("r1")] == ["first"]
