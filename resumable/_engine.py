@@ -8,7 +8,6 @@ its stored traceback feeds the panel.
 
 from __future__ import annotations
 
-import functools
 import random
 import signal
 import threading
@@ -28,6 +27,8 @@ from resumable._store import Begin, Completion, EncodeError, StepRequest, Store,
 from resumable._tracebacks import user_traceback
 from resumable._why import Why
 from resumable.errors import (
+    KEY,
+    TOKEN,
     LeaseLostError,
     ObjectStoreWriteError,
     ResumableError,
@@ -168,16 +169,29 @@ class StepCall:
 
     def context(self) -> StepContext:
         """The context the body sees (``idempotency_key()`` reads it)."""
-        token = functools.partial(self.store.fencing_token, self.run_id, self.step)
         return StepContext(
-            self.pipeline, self.run_id, self.step, self.attempt, self.key_generation, self.asks_key, token
+            self.pipeline, self.run_id, self.step, self.attempt, self.key_generation, self.asks_key, self.asks_token
         )
 
     def asks_key(self) -> None:
-        """The body asks for an idempotency key: the step has side effects, recorded before the key exists."""
+        """The body asks for an idempotency key: the step has side effects, recorded before the key exists.
+
+        A full or read-only disk refuses that record: the key is not handed out (StoreFullError,
+        StoreReadOnlyError), so no side effect rests on a step the store does not know has one.
+        """
         if not self._marked:
-            self.store.mark_effect(self.run_id, self.step, self.owner)
+            try:
+                self.store.mark_effect(self.run_id, self.step, self.owner)
+            except WriteFault as fault:
+                raise self._write_error(fault, asked=KEY) from fault.__cause__
             self._marked = True
+
+    def asks_token(self) -> int | None:
+        """The body asks for its fencing token, which rests on the step's start being stored (written first)."""
+        try:
+            return self.store.fencing_token(self.run_id, self.step)
+        except WriteFault as fault:
+            raise self._write_error(fault, asked=TOKEN) from fault.__cause__
 
     def succeed(
         self, outputs: Mapping[str, Any], duration_s: float, display: Any = None, reads: tuple[str, ...] | None = None
@@ -257,7 +271,7 @@ class StepCall:
         line = f"{_line(exc)} (while the step was starting)"
         self.store.fail_step(self.run_id, self.step, self.owner, line, None, 0.0)
 
-    def _write_error(self, fault: WriteFault, *, starting: bool = False) -> StoreWriteError:
+    def _write_error(self, fault: WriteFault, *, starting: bool = False, asked: str | None = None) -> StoreWriteError:
         kind = _WRITE_ERRORS.get(fault.kind, StoreWriteError)
         return kind(
             self.step,
@@ -268,6 +282,7 @@ class StepCall:
             fault.free,
             starting=starting,
             kept=fault.kept,
+            asked=asked,
         )
 
     def _completed_anyway(self, done: Completion) -> bool:

@@ -3,7 +3,10 @@
 The magics decorate themselves from these definitions (so ``%durable_step?`` shows them) and
 parse their lines with :func:`parse`; a headless run reads step and pipeline names from a
 notebook's magic lines with the same function. One parser, so the two can never disagree about a
-flag. IPython's argument machinery (``IPython.core.magic_arguments``, which does not load the
+flag. An option that takes a list (``--exclude``, ``--outputs``, ``--retry-on``) may be given
+several times and its values add up, comma-separated or not; an option that takes one value
+(``--retries``, ``--run-id``) given twice is refused, never decided silently by the last one.
+IPython's argument machinery (``IPython.core.magic_arguments``, which does not load the
 magics themselves) is imported on first use, never when this module is imported.
 """
 
@@ -30,37 +33,70 @@ def _arg(*flags: str, **options: Any) -> Arg:
     return Arg(flags, options)
 
 
+class _Repeated(Exception):  # private: parse() turns it into a UsageError
+    """A single-valued option given a second time; ``parse`` words the error with the whole line."""
+
+    def __init__(self, option: str, values: list[Any]) -> None:
+        self.option = option
+        self.values = values
+        super().__init__(option, values)
+
+
+class _Once(argparse.Action):
+    """Store the option's value, refusing a second one: with ``store``, the last of two would win silently."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        seen: dict[str, Any] = namespace.__dict__.setdefault(_SEEN, {})
+        if self.dest in seen:
+            raise _Repeated(self.option_strings[0], [seen[self.dest], values])
+        seen[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
+_SEEN = "_once_seen"  # where _Once remembers the options it stored; removed by parse()
+
+
+def _once(*flags: str, **options: Any) -> Arg:
+    """A single-valued option: given twice it is refused."""
+    return Arg(flags, {"action": _Once, **options})
+
+
+def _listed(*flags: str, **options: Any) -> Arg:
+    """A comma-separated list that may be given several times; the values add up (None when never given)."""
+    return Arg(flags, {"action": "append", "default": None, **options})
+
+
 ARGUMENTS: dict[str, tuple[Arg, ...]] = {
     "durable_run": (
         _arg("pipeline", nargs="?", help="The pipeline's name, e.g. 'checkout'."),
         _arg("--new", action="store_true", help="Start a fresh run instead of resuming the latest one."),
-        _arg("--run-id", default=None, help="Join (or start) the run with this id, e.g. 'order-42'."),
-        _arg(
+        _once("--run-id", default=None, help="Join (or start) the run with this id, e.g. 'order-42'."),
+        _once(
             "--fork",
             default=None,
             metavar="RUN",
             help="Start a new run from RUN: its steps before --from STEP restore from RUN's checkpoints.",
         ),
-        _arg(
+        _once(
             "--from", dest="from_step", default=None, metavar="STEP", help="With --fork: the first step that executes."
         ),
     ),
     "durable_step": (
         _arg("name", nargs="?", help="The step's name, unique within the run, e.g. 'load_data'."),
-        _arg("--retries", type=int, default=0, help="Attempts after the first when the cell raises."),
-        _arg(
+        _once("--retries", type=int, default=0, help="Attempts after the first when the cell raises."),
+        _once(
             "--backoff", type=float, default=1.0, help="First delay between attempts in seconds; doubles, with jitter."
         ),
-        _arg(
-            "--retry-on", default=None, help="Exception classes worth another attempt, comma-separated (default: all)."
+        _listed(
+            "--retry-on",
+            help="Exception classes worth another attempt, comma-separated or repeated (default: all).",
         ),
-        _arg("--timeout", type=float, default=None, help="Seconds one attempt may take before StepTimeout."),
-        _arg(
+        _once("--timeout", type=float, default=None, help="Seconds one attempt may take before StepTimeout."),
+        _listed(
             "--outputs",
-            default=None,
-            help="Variables to store: 'a,b' stores exactly these, '+a,+b' adds them to the detected ones.",
+            help="Variables to store: 'a,b' stores exactly these, '+a,+b' adds them to the detected ones (repeatable).",
         ),
-        _arg("--exclude", default=None, help="Variables not to store (connections, generators), comma-separated."),
+        _listed("--exclude", help="Variables not to store (connections, generators), comma-separated or repeated."),
         _arg(
             "--force",
             action="store_true",
@@ -123,7 +159,9 @@ def parse(magic: str, line: str) -> argparse.Namespace:
         _parsers[magic] = parser
     prefix = "%%" if magic == "durable_step" else "%"
     try:
-        return parser.parse_argstring(line)  # type: ignore[no-any-return]
+        args: argparse.Namespace = parser.parse_argstring(line)
+    except _Repeated as exc:
+        raise UsageError(_repeated_text(f"{prefix}{magic} {line.strip()}", exc)) from None
     except ValueError as exc:  # shlex: "No closing quotation", "No escaped character"
         raise UsageError(
             f"{prefix}{magic} {line.strip()}: the line cannot be split into arguments ({exc}). Close the quote, "
@@ -139,6 +177,19 @@ def parse(magic: str, line: str) -> argparse.Namespace:
             f"{prefix}{magic} {line.strip()}: a {kind} name cannot contain spaces. "
             f"Join the words, for example '{prefix}{magic} {fixed}'."
         ) from None
+    vars(args).pop(_SEEN, None)
+    return args
+
+
+def _repeated_text(line: str, exc: _Repeated) -> str:
+    """What was wrong (which option, which values), that nothing happened, and the line's fix."""
+    first, second = (f"{v:g}" if isinstance(v, float) else str(v) for v in exc.values)
+    given = f"twice ({first} and {second})" if first != second else f"twice (both {first})"
+    return (
+        f"{line}: {exc.option} was given {given}, but it takes one value; resumable does not pick one for you. "
+        f"The line was refused before anything ran: nothing was started or stored, and completed steps and their "
+        f"checkpoints are intact. Give {exc.option} once, for example '{exc.option} {second}'."
+    )
 
 
 _NAMED = {"durable_step": "step", "durable_run": "pipeline"}  # the magics whose first word is a name

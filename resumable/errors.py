@@ -30,7 +30,7 @@ all of ours and nothing of the user's::
      │   ├─ StepRunningError                 a running step cannot be invalidated
      │   ├─ CheckpointIntegrityError         digest or signature mismatch; bytes were not unpickled
      │   ├─ CheckpointNotFoundError          no such store, run, step or output
-     │   ├─ StoreWriteError                  a step's outputs could not be written (an I/O error)
+     │   ├─ StoreWriteError                  a step's outputs, start, key or token could not be written (I/O)
      │   │   ├─ StoreFullError               ... because the disk is full (or a quota or file size limit)
      │   │   ├─ StoreReadOnlyError           ... because the store's file system is read-only
      │   │   └─ ObjectStoreWriteError        ... because the object store holding payloads did not take them
@@ -567,6 +567,10 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover - the loop always returns
 
 
+KEY = "idempotency key"  # what StoreWriteError.asked names
+TOKEN = "fencing token"  # noqa: S105 - what it names, not a secret
+
+
 class StoreWriteError(StoreError):
     """A step's outputs could not be written to the store: an I/O error of the disk or file system.
 
@@ -589,8 +593,12 @@ class StoreWriteError(StoreError):
     starting
         The step's start could not be stored (so its body never ran), not its outputs.
     kept
-        With ``starting``: this process holds steps it ran earlier that the store could not record yet
-        (a failure, a kernel's cell); they are written once the store takes writes again.
+        With ``starting`` or ``asked``: this process holds steps it ran earlier that the store could not
+        record yet (a failure, a kernel's cell); they are written once the store takes writes again.
+    asked
+        ``"idempotency key"`` or ``"fencing token"``: the step's body asked for it, and it was not handed
+        out because the store could not first record what it must hold before one exists (the step's
+        start, that the step has side effects). The body stopped at that call.
     """
 
     happened = "an error while writing them"
@@ -606,6 +614,7 @@ class StoreWriteError(StoreError):
         *,
         starting: bool = False,
         kept: bool = False,
+        asked: str | None = None,
     ) -> None:
         self.step = step
         self.run_id = run_id
@@ -615,13 +624,26 @@ class StoreWriteError(StoreError):
         self.free = free
         self.starting = starting
         self.kept = kept
-        if starting:
-            earlier = (
-                "; what this process ran before and could not store yet is kept in this process and written as "
-                "soon as the store takes writes again"
-                if kept
-                else ""
+        self.asked = asked
+        earlier = (
+            "; what this process ran before and could not store yet is kept in this process and written as "
+            "soon as the store takes writes again"
+            if kept
+            else ""
+        )
+        if asked is not None:
+            made = (
+                "no side effect was made with it, and the step was not recorded as having side effects"
+                if asked == KEY
+                else "no write was made with it"
             )
+            text = (
+                f"step '{step}' (run '{run_id}'): its {asked} was not handed out: the store could not record the "
+                f"step first: {self.happened.replace(' them', ' it')} at '{path}' ({reason}){self._sizes()}. The "
+                f"call raised before the {asked} existed, so {made}; completed steps and their checkpoints are "
+                f"intact{earlier}. "
+            )
+        elif starting:
             text = (
                 f"step '{step}' (run '{run_id}') could not start: its start could not be stored: "
                 f"{self.happened.replace(' them', ' it')} at '{path}' ({reason}){self._sizes()}. Its body did not run "
@@ -633,7 +655,8 @@ class StoreWriteError(StoreError):
                 f"({reason}){self._sizes()}. The step was marked failed; completed steps and their checkpoints are "
                 f"intact. "
             )
-        super().__init__(text + self._fix())
+        again = " It gets the same idempotency key." if asked == KEY else ""
+        super().__init__(text + self._fix() + again)
 
     def _sizes(self) -> str:
         return ""
@@ -658,12 +681,13 @@ class StoreFullError(StoreWriteError):
         *,
         starting: bool = False,
         kept: bool = False,
+        asked: str | None = None,
     ) -> None:
         # EFBIG: not the disk but this process's file size limit; free space says nothing then.
         self.size_limit = "File too large" in reason
         if self.size_limit:
             self.happened = "a file reached this process's file size limit ('ulimit -f')"
-        super().__init__(step, run_id, path, reason, needed, free, starting=starting, kept=kept)
+        super().__init__(step, run_id, path, reason, needed, free, starting=starting, kept=kept, asked=asked)
 
     def _sizes(self) -> str:
         parts = []

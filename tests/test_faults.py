@@ -502,6 +502,15 @@ def test_store_errors_are_told_apart() -> None:
     assert (type(again), str(again), again.needed) == (StoreFullError, str(full), 5_000_000)
     assert issubclass(StoreReadOnlyError, resumable.StoreWriteError)
     assert issubclass(StoreFullError, resumable.StoreError)
+    token = StoreReadOnlyError("s", "r", "/p", "[Errno 30] Read-only file system", asked="fencing token")
+    assert str(token) == (
+        "step 's' (run 'r'): its fencing token was not handed out: the store could not record the step first: the "
+        "store is read-only at '/p' ([Errno 30] Read-only file system). The call raised before the fencing token "
+        "existed, so no write was made with it; completed steps and their checkpoints are intact. Make that file "
+        "system writable again (it may have been remounted read-only after disk errors; see the system log), or "
+        "point RESUMABLE_STORE at a writable store, then run the step again."
+    )
+    assert pickle.loads(pickle.dumps(token)).asked == "fencing token"
 
 
 # ------------------------------------------------------------------ a real kernel

@@ -23,6 +23,7 @@ import pytest
 from ipython_shell import step
 from test_faults import needs_namespaces
 
+from resumable._keys import idempotency_key
 from resumable._store.duckdb import DuckDBStore
 
 TESTS = Path(__file__).resolve().parent
@@ -106,6 +107,29 @@ if mode == "fulldisk":  # the disk fills up inside the cell: its completion can 
     report["events"] = [[e.target, (e.detail or "")[:40]] for e in st.list_events("r1", "second")]
     report["loaded"] = len(resumable.load("r1", "second", "b", store=store))
     st.close()
+if mode == "fulldisk":  # then the disk fills up inside a cell before it asks for its token, and another before its key
+    filler, charges, fault = os.path.join(folder, "filler"), os.path.join(folder, "charges"), {"on": True}
+
+    def full():  # the disk full to the last byte while fault["on"]
+        if fault["on"]:
+            fill_all(filler)
+
+    ip.user_ns["full"] = ip.user_ns_hidden["full"] = full
+    long = "# a long cell\n" * 2000  # its start's row needs more than what DuckDB's files have spare
+    token = ran("token") + "full()\ntok = resumable.fencing_token()\n" + long
+    charge = ran("charge") + f"full()\nkey = resumable.idempotency_key()\nopen({charges!r}, 'a').write(key + '\\n')\n"
+    cell("warm", "w = 1")  # the kernel holds the file again: the next cells' starts are decided in memory
+    for name, body in [("token", token), ("charge", charge + long)]:
+        fault["on"] = True
+        cell(name, body)
+        report[name + "_full"] = report.pop(name)
+        fault["on"] = False
+        os.unlink(filler)  # space again: the user runs the same cell again
+        cell(name, body)
+    cell("charge", charge + long)  # completed: restored, never charged again
+    report["key"], report["tok"] = ip.user_ns["key"], ip.user_ns["tok"]
+    report["charges"] = open(charges).read().split()
+    report["ran"] = open(os.path.join(folder, "ran")).read().split()
 if mode == "heldfull":  # the disk fills up inside a cell decided in memory; others try the run meanwhile
     filler, lock = os.path.join(folder, "filler"), store + ".lock"
     OTHER = ("import json, sys, resumable\npipe = resumable.Pipeline('cells', store=sys.argv[1])\n"
@@ -291,7 +315,9 @@ def _in_small_tmpfs(tmp_path: Path, mode: str, env: dict[str, str]) -> dict[str,
 def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_path: Path) -> None:
     """A real 8 MB tmpfs filled up inside the cell: the cell fails with StoreFullError before it returns,
     another process gets the file at once (not after the lock timeout), and once space is back the failure
-    is recorded and the cell runs again to completion."""
+    is recorded and the cell runs again to completion. Filled up before fencing_token() or idempotency_key():
+    StoreFullError saying it was not handed out and nothing was recorded (never the bare StoreDatabaseError);
+    with space back the same cell runs, the key is the step's stable one and the effect is made once."""
     report = _in_small_tmpfs(tmp_path, "fulldisk", {"RESUMABLE_GROUP_COMMIT_MS": "60000"})
     name, message = report["full"] if report["full"] else ["", ""]
     assert report["first"] is None
@@ -324,6 +350,39 @@ def test_a_full_disk_at_the_end_of_a_cell_fails_it_and_lets_go_of_the_file(tmp_p
     assert targets[:2] == ["running", "failed"] and targets[-2:] == ["running", "completed"], report["events"]
     assert report["events"][1][1].startswith("StoreFullError: step 'second'")
     assert report["second"] is None and report["loaded"] == 200_000
+    # A key or token asked for on a full disk: not handed out, and the cell runs again once there is space.
+    start = (
+        f"the store could not record the step first: no space left for it at '{disk}' (TransactionContext Error: "
+        f'Failed to commit: Could not write file "{disk}/store.duckdb.wal": No space left on device); '
+    )
+    kept = (
+        "; completed steps and their checkpoints are intact; what this process ran before and could not store yet "
+        "is kept in this process and written as soon as the store takes writes again. Make space free on that disk "
+        "(or raise the quota), or point RESUMABLE_STORE at a store on a disk with room, then run the step again."
+    )
+    token = (
+        re.escape("step 'token' (run 'r1'): its fencing token was not handed out: " + start)
+        + r"[0-9.]+ k?B"
+        + re.escape(" are free there. The call raised before the fencing token existed, so no write was made with it")
+        + re.escape(kept)
+    )
+    key = (
+        re.escape("step 'charge' (run 'r1'): its idempotency key was not handed out: " + start)
+        + r"[0-9.]+ k?B"
+        + re.escape(
+            " are free there. The call raised before the idempotency key existed, so no side effect was made with "
+            "it, and the step was not recorded as having side effects"
+        )
+        + re.escape(kept + " It gets the same idempotency key.")
+    )
+    for name, pattern in (("token", token), ("charge", key)):
+        kind, message = report[f"{name}_full"]
+        assert kind == "StoreFullError" and re.fullmatch(pattern, message), message
+        assert report[name] is None  # the same cell, run again with space back, completed
+    assert report["key"] == idempotency_key("cells", "r1", "charge", None, 1)
+    assert report["charges"] == [report["key"]]
+    assert isinstance(report["tok"], int)
+    assert report["ran"][-4:] == ["token", "token", "charge", "charge"]
 
 
 @needs_namespaces

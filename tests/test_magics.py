@@ -352,6 +352,51 @@ def test_misuse_is_a_one_line_usage_error(shell: Any, store_path: Path, line: st
     assert "v" not in shell.user_ns
 
 
+def test_repeated_list_options_add_up(shell: Any, store_path: Path) -> None:
+    """--exclude, --outputs and --retry-on given several times add up, as the comma form does: none is dropped
+    (so nothing the user excluded is checkpointed), and the --exclude fix names the new variable only."""
+    setup = "import threading, sqlite3\nlock = threading.Lock()\ngen = (i for i in range(3))\n"
+    result = step(shell, "load --exclude gen --exclude lock", setup + "conn = sqlite3.connect(':memory:')\nrows = 3")
+    assert str(result.error_in_exec) == (
+        f"output 'conn' of step 'load' (run 'r1') is a sqlite3.Connection, which cannot be pickled "
+        f"({result.error_in_exec.reason}). Nothing from this attempt was stored and earlier checkpoints are intact. "
+        "Leave it out with '%%durable_step load --exclude gen,conn --exclude lock'."
+    )
+    assert step(shell, "load --exclude gen --exclude lock", setup + "rows = 3").error_in_exec is None
+    store = open_store(store_path)
+    assert set(store.get_step("r1", "load").outputs) == {"threading", "sqlite3", "rows"}  # type: ignore[union-attr]
+    assert step(shell, "narrow --outputs a --outputs b", "a = 1\nb = 2\nscratch = 3").error_in_exec is None
+    assert store.get_step("r1", "narrow").outputs == ("a", "b")  # type: ignore[union-attr]
+    shell.user_ns["tries"] = []
+    flaky = "tries.append(1)\nif len(tries) == 1:\n    raise KeyError('first')\ndone = len(tries)"
+    line = "flaky --retries 1 --backoff 0 --retry-on KeyError --retry-on ValueError"
+    assert step(shell, line, flaky).error_in_exec is None
+    assert shell.user_ns["done"] == 2
+
+
+def test_a_repeated_single_valued_option_is_refused(shell: Any, store_path: Path) -> None:
+    """An option that takes one value, given twice, is refused saying which and what to write; the last one does
+    not win silently, nothing runs and the completed step stays."""
+    assert step(shell, "first", "kept = 1").error_in_exec is None
+    for magic, line, option, given, kept in [
+        ("%%durable_step", "s --retries 1 --retries 3", "--retries", "(1 and 3)", "3"),
+        ("%%durable_step", "s --backoff=2 --backoff 0.5", "--backoff", "(2 and 0.5)", "0.5"),
+        ("%%durable_step", "s --timeout 5 --timeout 5", "--timeout", "(both 5)", "5"),
+        ("%durable_run", "shop --run-id a --run-id b", "--run-id", "(a and b)", "b"),
+        ("%durable_run", "shop --fork a --from x --from y", "--from", "(x and y)", "y"),
+    ]:
+        result = shell.run_cell(f"{magic} {line}\nv = 1" if magic == "%%durable_step" else f"{magic} {line}")
+        assert isinstance(result.error_in_exec, UsageError)
+        assert str(result.error_in_exec) == (
+            f"{magic} {line}: {option} was given twice {given}, but it takes one value; resumable does not pick "
+            "one for you. The line was refused before anything ran: nothing was started or stored, and completed "
+            f"steps and their checkpoints are intact. Give {option} once, for example '{option} {kept}'."
+        )
+    assert "v" not in shell.user_ns
+    assert notebook_run().run_id == "r1"  # type: ignore[union-attr]
+    assert [s.step for s in open_store(store_path).list_steps("r1")] == ["first"]
+
+
 def test_magic_line_and_source_are_stored_for_an_exact_rerun(shell: Any, store_path: Path, calls: Path) -> None:
     """The panel can re-run a step exactly: the stored magic line and source reproduce the cell."""
     body = mark(calls, "charge") + "amount = 3"
@@ -426,6 +471,12 @@ def test_status_table_lists_steps(shell: Any, capsys: pytest.CaptureFixture[str]
     assert rows[2][:5] == ["2", "bad", "failed", "1", "1"]
     assert rows[2][7] == "ValueError: no"
     assert "\x1b" not in out  # plain text: no terminal codes in a notebook's output
+    with pytest.raises(UsageError) as excinfo:  # not ignored: the table shown would not be the run asked for
+        shell.run_line_magic("durable_status", "order-42")
+    assert str(excinfo.value) == (
+        "%durable_status order-42: %durable_status takes no arguments; it shows the kernel's current run, and nothing "
+        "was read or changed. For another run use '%durable_panel RUN' or, in a terminal, 'resumable show RUN'."
+    )
 
 
 def test_status_without_a_run_says_how_to_start(shell: Any, capsys: pytest.CaptureFixture[str]) -> None:

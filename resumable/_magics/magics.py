@@ -57,12 +57,12 @@ from resumable.pipeline import check_name, make_policy
 MakePanel = Callable[..., Any]  # resumable.panel: handed in by ``%load_ext resumable``
 
 
-def resolve_exceptions(raw: str | None, namespace: dict[str, Any]) -> tuple[type[BaseException], ...]:
-    """``--retry-on ConnectionError,mylib.RateLimited`` to exception classes."""
+def resolve_exceptions(raw: list[str] | None, namespace: dict[str, Any]) -> tuple[type[BaseException], ...]:
+    """``--retry-on ConnectionError,mylib.RateLimited`` (each ``--retry-on`` given) to exception classes."""
     if raw is None:
         return (Exception,)
     kinds: list[type[BaseException]] = []
-    for name in (n.strip() for n in raw.split(",") if n.strip()):
+    for name in (n.strip() for given in raw for n in given.split(",") if n.strip()):
         found: Any = namespace.get(name, getattr(builtins, name, None))
         if found is None and "." in name:
             module, _, attr = name.rpartition(".")
@@ -376,6 +376,12 @@ class DurableMagics(Magics):  # type: ignore[misc]
     @line_magic
     def durable_status(self, line: str) -> None:
         """Print the current run's steps: state, attempts, duration, stored size and last error."""
+        if line.strip():  # ignored, a run named here would show the current run's table under its name
+            raise UsageError(
+                f"%durable_status {line.strip()}: %durable_status takes no arguments; it shows the kernel's current "
+                f"run, and nothing was read or changed. For another run use '%durable_panel RUN' or, in a terminal, "
+                f"'resumable show RUN'."
+            )
         run = notebook_run() or self._run
         if run is None:
             print("resumable: no run yet. Start one with '%durable_run NAME' or run a '%%durable_step' cell.")

@@ -24,11 +24,14 @@ class OutputSpec:
     excluded: tuple[str, ...]
 
 
-def _names(option: str, raw: str | None, *, allow_plus: bool) -> list[str]:
-    """Split ``a,b`` (or ``+a,+b``) into identifiers; anything else is a UsageError."""
+def _names(option: str, raw: list[str] | None, *, allow_plus: bool) -> list[str]:
+    """Split each ``a,b`` (or ``+a,+b``) the option was given into identifiers; anything else is a UsageError.
+
+    The option may be given several times: ``--exclude a --exclude b`` is ``--exclude a,b``.
+    """
     if raw is None:
         return []
-    names = [part.strip() for part in raw.split(",") if part.strip()]
+    names = [part.strip() for given in raw for part in given.split(",") if part.strip()]
     for name in names:
         bare = name[1:] if allow_plus and name.startswith("+") else name
         if not bare.isidentifier():
@@ -37,8 +40,8 @@ def _names(option: str, raw: str | None, *, allow_plus: bool) -> list[str]:
     return names
 
 
-def parse_output_spec(outputs: str | None, exclude: str | None) -> OutputSpec:
-    """Read ``--outputs`` and ``--exclude``."""
+def parse_output_spec(outputs: list[str] | None, exclude: list[str] | None) -> OutputSpec:
+    """Read ``--outputs`` and ``--exclude``, each as often as it was given."""
     listed = _names("--outputs", outputs, allow_plus=True)
     plus = [n for n in listed if n.startswith("+")]
     if plus and len(plus) != len(listed):

@@ -445,6 +445,8 @@ class Store(Protocol):
         ------
         StepChangedError
             The step is no longer running under ``owner``; nothing was written.
+        WriteFault
+            The disk is full or read-only; nothing was written, so no key may be handed out.
         """
 
     def fail_step(
@@ -485,6 +487,12 @@ class Store(Protocol):
         Every write the attempt makes carries it, and the store refuses it (LeaseLostError) once
         another owner took the step over; a downstream system can do the same with it
         (``resumable.fencing_token()``).
+
+        Raises
+        ------
+        WriteFault
+            The step's start, which the token rests on, had yet to be written and the disk is full or
+            read-only; no token may be handed out.
         """
 
     def invalidate(

@@ -53,6 +53,7 @@ from resumable._store.base import (
     GcReport,
     QueryResult,
     StepRequest,
+    WriteFault,
 )
 from resumable._store.completion_log import CompletionLog, LogFile, folder_for
 from resumable._store.connection import FileConnection
@@ -756,13 +757,20 @@ class DuckDBStore(SqlStore):
         try:
             return self._begin_step(req)
         except StoreDatabaseError as exc:
-            fault = None if isinstance(exc, StoreCorruptError) else faults.classify(exc, self.path.parent)
+            fault = self._refused_write(exc)
             if fault is None:
                 raise
-            with self._conn.lock, self._journal_lock:  # not while the housekeeper's retry has them
-                fault.kept = bool(self._failures) or any(j.pending for j in self._journals.values())
-            fault.kept = fault.kept or cells.has_pending(self._file_key)
             raise fault from exc
+
+    def _refused_write(self, exc: StoreDatabaseError) -> WriteFault | None:
+        """The :class:`WriteFault` of a write a full or read-only disk refused (and what is kept), or None."""
+        fault = None if isinstance(exc, StoreCorruptError) else faults.classify(exc, self.path.parent)
+        if fault is None:
+            return None
+        with self._conn.lock, self._journal_lock:  # not while the housekeeper's retry has them
+            fault.kept = bool(self._failures) or any(j.pending for j in self._journals.values())
+        fault.kept = fault.kept or cells.has_pending(self._file_key)
+        return fault
 
     def _begin_step(self, req: StepRequest) -> Begin:
         self._conn.stay_open()  # its completion follows: keep the file while nobody waits for it
@@ -946,9 +954,18 @@ class DuckDBStore(SqlStore):
             cells.STARTED.pop((self.location, run_id, step), None)
 
     def fencing_token(self, run_id: str, step: str) -> int | None:
-        """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token)."""
+        """The token of the running attempt; a kernel's step decided in memory is written first (it takes its token).
+
+        A full or read-only disk that refuses that write is a :class:`WriteFault`: no token is handed out.
+        """
         if self._cell_pending(run_id, step):
-            self._write_pending_cells()
+            try:
+                self._write_pending_cells()
+            except StoreDatabaseError as exc:
+                fault = self._refused_write(exc)
+                if fault is None:
+                    raise
+                raise fault from exc
         self._fenced(run_id, step)
         return self._token(run_id, step)
 
@@ -1249,7 +1266,8 @@ class DuckDBStore(SqlStore):
         """The fence before a side effect: opening the transaction writes whatever the store deferred first.
 
         When that write finds the run taken over (``_still_held``), the step's start was not written
-        either: LeaseLostError, as for any late write of the claim.
+        either: LeaseLostError, as for any late write of the claim. A full or read-only disk that
+        refuses the write is a :class:`WriteFault`: nothing of it was written, and no key is handed out.
         """
         lost: Exception | None = None
         try:
@@ -1267,6 +1285,9 @@ class DuckDBStore(SqlStore):
             journal = self._journals.get(run_id)
             if isinstance(exc, StepChangedError) and journal is not None and journal.lost is not None:
                 raise journal.lost from None
+            fault = self._refused_write(exc) if isinstance(exc, StoreDatabaseError) else None
+            if fault is not None and not faults.interrupted(exc):
+                raise fault from exc
             _raise_as_interrupt(exc)  # a Ctrl-C during the fence's write is the user's KeyboardInterrupt
         if lost is not None:
             raise lost
