@@ -22,6 +22,7 @@ from itertools import count
 from pathlib import Path
 
 USER = "resumable"  # the cluster's superuser, the role every test connects as
+PORT_ATTEMPTS = 5  # starts on a fresh port after another process took the one picked
 
 
 def _binaries() -> Path | None:
@@ -94,8 +95,6 @@ def start() -> Cluster | str:
             return "running as root and there is no 'postgres' user to run initdb as"
         os.chown(folder, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    cluster = Cluster(folder, port, binaries, run_as)
     data = folder / "data"
     init = subprocess.run(
         [*run_as, str(binaries / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"],
@@ -107,13 +106,20 @@ def start() -> Cluster | str:
     if init.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         return f"initdb failed: {(init.stderr or init.stdout).strip()[-300:]}"
-    options = (
-        f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off -c full_page_writes=off "
-        "-c max_connections=200"
-    )
-    started = cluster.pg_ctl("-l", str(folder / "server.log"), "-o", options, "-w", "-t", "60", "start", timeout=90)
-    if started.returncode != 0:
-        log = (folder / "server.log").read_text(errors="replace")[-300:] if (folder / "server.log").exists() else ""
-        shutil.rmtree(folder, ignore_errors=True)
-        return f"the server did not start: {(started.stderr or started.stdout).strip()[-200:]} {log}"
-    return cluster
+    log = folder / "server.log"
+    for _ in range(PORT_ATTEMPTS):
+        # A free port now may be taken by another process before the server binds it: then another port.
+        cluster = Cluster(folder, _free_port(), binaries, run_as)
+        options = (
+            f"-p {cluster.port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        logged = log.stat().st_size if log.exists() else 0
+        started = cluster.pg_ctl("-l", str(log), "-o", options, "-w", "-t", "60", "start", timeout=90)
+        if started.returncode == 0:
+            return cluster
+        said = log.read_bytes()[logged:].decode(errors="replace") if log.exists() else ""
+        if "Address already in use" not in said:
+            break
+    shutil.rmtree(folder, ignore_errors=True)
+    return f"the server did not start: {(started.stderr or started.stdout).strip()[-200:]} {said[-300:]}"

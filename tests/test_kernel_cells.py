@@ -93,7 +93,10 @@ if mode == "fulldisk":  # the disk fills up inside the cell: its completion can 
                          text=True, timeout=60, env=env)
     report["cli"] = [cli.returncode, round(time.monotonic() - t0, 1), cli.stdout + cli.stderr]
     report["full"] = report.pop("second")
-    cell("third", ran("third") + "c = 3")  # the next cell cannot start either: the disk is still full
+    # The next cell cannot start either: the disk is still full. A long source, as its start's row must not fit
+    # in what the store's files have spare in their last page (tmpfs allocates whole pages; how much is spare
+    # depends on what was written before, so a short start fitted there in some runs).
+    cell("third", ran("third") + "c = 3\n" + "# a long cell\n" * 2000)
     report["third_full"] = report.pop("third")
     os.unlink(filler)  # space again: the kept failure is written with no new cell, then the cell runs again
     deadline, shown = time.monotonic() + 10, ""  # the kernel retries every 0.5 s at most

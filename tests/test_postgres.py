@@ -554,13 +554,20 @@ def test_execute_on_a_server_store_resumes_after_the_kernel_dies_and_charges_onc
     ]  # fmt: skip
 
 
-# A worker that pretends to run on another machine: its host name is the first argument.
+# A worker that pretends to run on another machine: its host name is the first argument. Given a
+# fourth (a file), it opens the store, says 'ready' and waits for that file before it asks for the run.
 HOST_WORKER = """
 import socket, sys
 socket.gethostname = lambda: sys.argv[1]
 import json, pathlib, time, resumable
 host, store, marker = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
 pipe = resumable.Pipeline("p", store=store)
+if sys.argv[4:]:
+    pipe.runs()  # the store is open before the other owner dies
+    print("ready", flush=True)
+    go, waiting = pathlib.Path(sys.argv[4]), time.monotonic() + 60
+    while not go.exists() and time.monotonic() < waiting:
+        time.sleep(0.002)
 deadline = time.monotonic() + 60
 while True:
     try:
@@ -598,19 +605,24 @@ def test_a_worker_killed_on_another_host_is_resumed_by_another_once_its_lease_ex
     while not marker.exists():
         assert time.monotonic() < deadline and a.poll() is None, "host-a never started its long step"
         time.sleep(0.01)
-    os.kill(a.pid, signal.SIGKILL)
-    a.wait(timeout=30)
-    marker.unlink()
-    b = subprocess.run(
-        [sys.executable, "-c", HOST_WORKER, "host-b", url, str(marker)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert b.returncode == 0, b.stderr
-    lines = [json.loads(line) for line in b.stdout.splitlines()]
+    # host-b is started (Python, resumable and the store open) before host-a dies, and asks for the run
+    # the moment it is told: on a loaded machine an interpreter's start alone can outlast a short lease.
+    go = tmp_path / "go"
+    b = subprocess.Popen(
+        [sys.executable, "-c", HOST_WORKER, "host-b", url, str(marker), str(go)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert b.stdout is not None and b.stdout.readline() == "ready\n", b.communicate(timeout=90)
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(timeout=30)
+        marker.unlink()
+        go.touch()
+        out, err = b.communicate(timeout=120)
+    finally:
+        b.kill()
+    assert b.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0] == {"owned_by": ["host-a", a.pid]}  # its lease was still running
     assert lines[-1] == {"quick": "host-a", "long": "host-b"}  # quick restored from host-a, long resumed
     events = [(e.source, e.target, e.host) for e in open_store(url).list_events("r1", "long")]

@@ -150,7 +150,9 @@ def test_a_killed_worker_s_run_resumes_on_another_worker_and_its_effect_happens_
         "%load_ext resumable\nimport os, pathlib, time, resumable",
         "%%durable_step charge --exclude f\nkey = resumable.idempotency_key()\n"
         "with open('charges', 'a') as f:\n    f.write(f'{key} {amount}\\n')",
-        "%%durable_step wait\npathlib.Path(f'waiting-{os.getpid()}').write_text(str(os.getppid()))\n"
+        # Written under another name and renamed whole: the test reads the worker's pid once the file exists.
+        "%%durable_step wait\npathlib.Path(f'part-{os.getpid()}').write_text(str(os.getppid()))\n"
+        "pathlib.Path(f'part-{os.getpid()}').replace(f'waiting-{os.getpid()}')\n"
         "while not pathlib.Path('go').exists():\n    time.sleep(0.05)",
         "%%durable_step receipt\nreceipt = f'paid {amount}'",
     )
@@ -205,30 +207,41 @@ def test_an_unreachable_scheduler_fails_the_sweep_at_once_and_starts_no_run(tmp_
     assert not (tmp_path / "squares.sweep").exists()
 
 
+def _scheduler_address(found: Path, scheduler: subprocess.Popen[bytes]) -> str:
+    """The address in the scheduler's file, once it is whole (Dask writes it in place, after it listens)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert scheduler.poll() is None, f"the Dask scheduler exited with code {scheduler.returncode}"
+        assert time.monotonic() < deadline, "the Dask scheduler wrote no address within 60 s"
+        try:
+            return str(json.loads(found.read_text())["address"])
+        except (OSError, ValueError, KeyError):  # not written yet, or written half
+            time.sleep(0.05)
+
+
 class DaskCluster:
     """A real Dask scheduler and one single-threaded worker, each its own process (what `dask scheduler` and
     `dask worker` start)."""
 
-    def __init__(self) -> None:
-        port = closed_port()
-        self.address = f"tcp://127.0.0.1:{port}"
+    def __init__(self, folder: Path) -> None:
+        # The scheduler binds a port of its own choosing and writes its address to a file: a port picked
+        # here and let go of could be taken by another process before the scheduler binds it.
+        found = folder / f"scheduler-{time.monotonic_ns()}.json"
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
-             "--no-dashboard"], **quiet,
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--scheduler-file", str(found), "--no-dashboard"], **quiet,
         )  # fmt: skip
+        try:
+            self.address = _scheduler_address(found, self.scheduler)
+        except BaseException:
+            os.killpg(self.scheduler.pid, signal.SIGKILL)
+            self.scheduler.wait(timeout=30)
+            raise
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", self.address, "--nthreads", "1", "--no-dashboard"],
             **quiet,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:  # the scheduler listens (a sweep refuses a port nobody listens on)
-            assert self.scheduler.poll() is None and time.monotonic() < deadline
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
 
     def kill(self) -> None:
         for proc in (self.scheduler, self.worker):
@@ -247,14 +260,15 @@ def test_a_scheduler_killed_mid_sweep_reports_the_unfinished_run_and_a_new_clust
         ("n = 1", ["parameters"]),
         "%load_ext resumable\nimport os, pathlib, time",
         "%%durable_step charge --effect --exclude f\nwith open('charges', 'a') as f:\n    f.write(f'{n}\\n')",
-        # The run that starts second (one worker thread: after the first returned) waits for 'go'.
+        # The run that starts second (one worker thread: after the first returned) waits for 'go'; its
+        # kernel's pid is written under another name and renamed whole, as the test reads it once it exists.
         "%%durable_step wait\nif pathlib.Path('first-done').exists() and not pathlib.Path('go').exists():\n"
-        "    pathlib.Path('waiting').write_text(str(os.getpid()))\n"
+        "    pathlib.Path('part').write_text(str(os.getpid()))\n    pathlib.Path('part').replace('waiting')\n"
         "    while not pathlib.Path('go').exists():\n        time.sleep(0.05)",
         "%%durable_step finish\npathlib.Path('first-done').touch()",
     )
     params = [{"n": 2}, {"n": 3}]
-    old = DaskCluster()
+    old = DaskCluster(tmp_path)
     kernel: list[int] = []
 
     def kill_the_scheduler() -> None:
@@ -289,7 +303,7 @@ def test_a_scheduler_killed_mid_sweep_reports_the_unfinished_run_and_a_new_clust
     store.close()
     psutil.Process(kernel[0]).wait(timeout=30) if psutil.pid_exists(kernel[0]) else None
     (tmp_path / "go").write_text("")
-    new = DaskCluster()
+    new = DaskCluster(tmp_path)
     try:
         again = resumable.sweep(nb, params, cluster=new.address, store=store_path, progress=False)
     finally:
