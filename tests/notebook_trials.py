@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,9 +311,12 @@ def _reruns(folder: Path, since: int = 0) -> tuple[list[tuple[str, str]], int]:
 
 
 def run_trial(
-    nb: TrialNotebook, mode: str, point: KillPoint, folder: Path, ref: Reference, rerun: bool = True
+    nb: TrialNotebook, mode: str, point: KillPoint, folder: Path, ref: Reference | Future[Reference], rerun: bool = True
 ) -> Trial:
-    """Kill the kernel at ``point``, let ``resumable execute`` resume, compare; then (``rerun``) run once more."""
+    """Kill the kernel at ``point``, let ``resumable execute`` resume, compare; then (``rerun``) run once more.
+
+    ``ref`` may still be running (a future): it is waited for only when the killed run is compared with it.
+    """
     started = time.monotonic()
     trial = Trial(nb.name, mode, point.label(nb), expected_kinds(nb, mode, point))
     path = write(nb, mode, folder)
@@ -340,6 +343,8 @@ def run_trial(
         trial.error = trial.error or "the kernel was never killed"
     output = folder / f"{nb.name}.resumable.ipynb"
     trial.reruns, seen = _reruns(folder)
+    if isinstance(ref, Future):
+        ref = ref.result()
     if not trial.error and (folder / DUMP).exists():
         trial.variables_differ = differences(ref.variables, json.loads((folder / DUMP).read_text()))
         trial.outputs_differ = output_differences(nb, ref.outputs, notebook_outputs(output, nb))
@@ -379,8 +384,13 @@ def plan(
 def campaign(
     chosen: list[tuple[str, str, KillPoint]], root: Path, workers: int = 2, echo: bool = False, rerun: bool = True
 ) -> list[Trial]:
-    """Run the planned trials (plain references first, once per notebook), ``workers`` at a time."""
-    refs = {name: plain_run(NOTEBOOKS[name], root / f"plain-{name}") for name in sorted({c[0] for c in chosen})}
+    """Run the planned trials, ``workers`` at a time, and the plain references (once per notebook) beside them.
+
+    A reference is only compared with, so it runs in a pool of its own while the first trials' killed runs
+    go ahead: they wait for it only when they compare. (First, then the trials, the references alone
+    kept the trials waiting for their length: a kernel's start and a notebook's run each.)
+    """
+    names = sorted({c[0] for c in chosen})
 
     def one(numbered: tuple[int, tuple[str, str, KillPoint]]) -> Trial:
         i, (name, mode, point) = numbered
@@ -389,7 +399,8 @@ def campaign(
             print(trial.line(), flush=True)
         return trial
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max(min(len(names), workers), 1)) as plain, ThreadPoolExecutor(workers) as pool:
+        refs = {name: plain.submit(plain_run, NOTEBOOKS[name], root / f"plain-{name}") for name in names}
         return list(pool.map(one, enumerate(chosen)))
 
 
