@@ -36,9 +36,11 @@ def test_a_kill_at_each_store_write_point_resumes_with_the_effect_made_once(
         landed = sum(t.killed for t in trials)
         print(f"\n{kind}: {total} store write points, {len(trials)} kills in turn, {landed} landed")
     assert total >= 10, f"only {total} write points were seen: the hook no longer finds the store's writes"
-    # A background thread's writes (the group commit) vary a little from run to run, so a point near
-    # the end may not be reached by a trial; most must be.
+    # A background thread's writes (the group commit) vary a little from run to run: the probe counted
+    # 167 and 170 in two loaded runs of the kernel's. A point among the last few may not be reached by
+    # a trial (no kill, and the trial is checked all the same); every point before them must be.
+    tail = max(3, total // 20)
     missed = [t.point for t in trials if not t.killed]
-    assert len(missed) <= len(trials) // 10, f"kills that never landed: {missed}"
+    assert all(point > total - tail for point in missed), f"kills that never landed before the last {tail}: {missed}"
     for trial in trials:
         check(trial)
