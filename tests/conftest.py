@@ -144,15 +144,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--campaign-runs",
         type=int,
         default=None,
-        help="Trials of the multi-process store campaign (default 5, or RESUMABLE_CAMPAIGN_RUNS).",
+        help="Trials of the multi-process store campaign (default 3, or RESUMABLE_CAMPAIGN_RUNS).",
     )
 
 
 @pytest.fixture
 def campaign_runs(request: pytest.FixtureRequest) -> int:
-    """How many trials the multi-process campaign runs: --campaign-runs > RESUMABLE_CAMPAIGN_RUNS > 5."""
+    """How many trials the multi-process campaign runs: --campaign-runs > RESUMABLE_CAMPAIGN_RUNS > 3."""
     chosen = request.config.getoption("--campaign-runs")
-    return int(chosen if chosen is not None else os.environ.get("RESUMABLE_CAMPAIGN_RUNS", "5"))
+    return int(chosen if chosen is not None else os.environ.get("RESUMABLE_CAMPAIGN_RUNS", "3"))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ Run by hand (one JSON line per trial)::
 
     python tests/store_campaign.py STORE_DIR --trials 50 --writers 4 --steps 200 --busy 3
 
-``tests/test_multiprocess.py`` runs it (5 trials by default, ``--campaign-runs N`` for more).
+``tests/test_multiprocess.py`` runs it (3 trials by default, ``--campaign-runs N`` for more).
 """
 
 from __future__ import annotations
