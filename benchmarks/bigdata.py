@@ -8,7 +8,9 @@ On a real IPython ``InteractiveShell`` (``run_cell``), per repetition and interl
    bytes as the checkpoint file holds (a 64 MiB random buffer written over and over);
 3. ``resumable.load`` of the checkpoint against ``joblib.load`` of joblib's file;
 4. peak extra memory while a ``%%durable_step`` cell checkpoints the frame (``y = template``: the
-   body allocates nothing), from the kernel's peak-RSS mark.
+   body allocates nothing), from the kernel's peak-RSS mark;
+5. after those repetitions, as many more: a no-op step cell run at once after a new frame's cell
+   returns, against the same cell once nothing is pending (the first may wait for the group commit).
 
 A ``%%durable_step`` cell returns once its completion is in the process's completion log, with its
 payload file written behind (renamed, write-back started, not yet fsynced: docs/durability.md); the
@@ -135,6 +137,16 @@ def measure(folder: str, size: int, reps: int) -> dict[str, Any]:
             _committed(store)
         peaks.append(m["peak_extra"])
         del ip.user_ns["y"]
+    for rep in range(reps):
+        # A no-op step cell run at once after a new frame's cell: its transaction waits for that cell's
+        # group commit (the payload's fsync, then the row) when the commit is under way. Its own loop,
+        # after the others: its writes, in theirs, made the disk slower for the next repetition's cells.
+        os.sync()
+        _cell(ip, f"%%durable_step next_{rep}\nx = template.copy(deep=True)\nx.iat[0, 0] = -{rep + 1}")
+        t.setdefault("next_step_cell", []).append(_cell(ip, f"%%durable_step right_after_{rep}\nn = {rep}"))
+        _committed(store)
+        t.setdefault("step_cell", []).append(_cell(ip, f"%%durable_step once_durable_{rep}\nn = {rep}"))
+        del ip.user_ns["x"]
     return {"nbytes": _data.nbytes(template), "checkpoint": checkpoint, "s": t, "peaks": peaks}
 
 
@@ -171,4 +183,7 @@ def run(cfg: Config) -> list[Result | Skipped]:
                per_rep(s["joblib_load"], s["restore"])),
         Result(CONCERN, f"{label} %%durable_step cell: peak extra memory checkpointing", med(m["peaks"]) / 1e6,
                "MB", "the frame X", x / 1e6, "<= 0.25", "kernel peak-RSS mark", spread(m["peaks"])),
+        Result(CONCERN, f"no-op step cell run at once after a {label} cell", med(s["next_step_cell"]) * 1e3, "ms",
+               "the same once nothing is pending", med(s["step_cell"]) * 1e3, "",
+               "it waits for the large cell's group commit if under way", per_rep(s["next_step_cell"], s["step_cell"])),
     ]  # fmt: skip
