@@ -631,6 +631,8 @@ class StoreWriteError(StoreError):
             if kept
             else ""
         )
+        happened = self._happened()
+        said_of_it = happened.replace(" them", " it")  # of the start or the fence, not of outputs
         if asked is not None:
             made = (
                 "no side effect was made with it, and the step was not recorded as having side effects"
@@ -639,24 +641,28 @@ class StoreWriteError(StoreError):
             )
             text = (
                 f"step '{step}' (run '{run_id}'): its {asked} was not handed out: the store could not record the "
-                f"step first: {self.happened.replace(' them', ' it')} at '{path}' ({reason}){self._sizes()}. The "
+                f"step first: {said_of_it} at '{path}' ({reason}){self._sizes()}. The "
                 f"call raised before the {asked} existed, so {made}; completed steps and their checkpoints are "
                 f"intact{earlier}. "
             )
         elif starting:
             text = (
                 f"step '{step}' (run '{run_id}') could not start: its start could not be stored: "
-                f"{self.happened.replace(' them', ' it')} at '{path}' ({reason}){self._sizes()}. Its body did not run "
+                f"{said_of_it} at '{path}' ({reason}){self._sizes()}. Its body did not run "
                 f"and nothing of it was stored; completed steps and their checkpoints are intact{earlier}. "
             )
         else:
             text = (
-                f"step '{step}' (run '{run_id}'): its outputs could not be stored: {self.happened} at '{path}' "
+                f"step '{step}' (run '{run_id}'): its outputs could not be stored: {happened} at '{path}' "
                 f"({reason}){self._sizes()}. The step was marked failed; completed steps and their checkpoints are "
                 f"intact. "
             )
         again = " It gets the same idempotency key." if asked == KEY else ""
         super().__init__(text + self._fix() + again)
+
+    def _happened(self) -> str:
+        """What went wrong, said of the outputs ("them"); a subclass may tell cases apart by ``reason``."""
+        return self.happened
 
     def _sizes(self) -> str:
         return ""
@@ -670,24 +676,13 @@ class StoreFullError(StoreWriteError):
 
     happened = "no space left for them"
 
-    def __init__(
-        self,
-        step: str,
-        run_id: str,
-        path: str,
-        reason: str,
-        needed: int | None = None,
-        free: int | None = None,
-        *,
-        starting: bool = False,
-        kept: bool = False,
-        asked: str | None = None,
-    ) -> None:
-        # EFBIG: not the disk but this process's file size limit; free space says nothing then.
-        self.size_limit = "File too large" in reason
-        if self.size_limit:
-            self.happened = "a file reached this process's file size limit ('ulimit -f')"
-        super().__init__(step, run_id, path, reason, needed, free, starting=starting, kept=kept, asked=asked)
+    @property
+    def size_limit(self) -> bool:
+        """EFBIG: not the disk but this process's file size limit; free space says nothing then."""
+        return "File too large" in self.reason
+
+    def _happened(self) -> str:
+        return "a file reached this process's file size limit ('ulimit -f')" if self.size_limit else self.happened
 
     def _sizes(self) -> str:
         parts = []
