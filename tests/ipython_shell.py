@@ -34,6 +34,21 @@ def started_shell() -> Any:
     return ip
 
 
+def shell_on_run(store: str, pipeline: str, run_id: str = "r1") -> Any:
+    """A started shell on ``store`` in run ``run_id``, with ``os`` imported as a setup cell would (not an input).
+
+    For the scripts the tests run in an interpreter of their own (to kill it, or to fill its disk).
+    """
+    import os
+
+    os.environ["RESUMABLE_STORE"] = store
+    ip = started_shell()
+    ip.run_cell(f"%durable_run {pipeline} --run-id {run_id}").raise_error()
+    ip.user_ns["os"] = os
+    ip.user_ns_hidden["os"] = os
+    return ip
+
+
 def step(ip: Any, line: str, body: str) -> Any:
     """Run a %%durable_step cell the way a notebook does; return the ExecutionResult."""
     return ip.run_cell(f"%%durable_step {line}\n{body}")

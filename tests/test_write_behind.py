@@ -41,14 +41,10 @@ assert _codec.INLINE_LIMIT < SIZE
 KERNEL = r"""
 import hashlib, json, os, signal, sys
 sys.path.insert(0, sys.argv[1])
-from ipython_shell import started_shell, step
+from ipython_shell import shell_on_run, step
 
 store, mode = sys.argv[2], sys.argv[3]
-os.environ["RESUMABLE_STORE"] = store
-ip = started_shell()
-ip.run_cell("%durable_run wb --run-id r1").raise_error()
-ip.user_ns["os"] = os
-ip.user_ns_hidden["os"] = os
+ip = shell_on_run(store, "wb")
 report = {}
 names = [("pay --effect", "p")] if mode == "effect" else [("first", "b1"), ("second", "b2")]
 for line, var in names:
@@ -269,14 +265,10 @@ def failing_disk(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 FULL_KERNEL = r"""
 import hashlib, json, os, signal, sys
 sys.path.insert(0, sys.argv[1])
-from ipython_shell import started_shell, step
+from ipython_shell import shell_on_run, step
 
 store, filler, mode, size = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-os.environ["RESUMABLE_STORE"] = store
-ip = started_shell()
-ip.run_cell("%durable_run fg --run-id r1").raise_error()
-ip.user_ns["os"] = os
-ip.user_ns_hidden["os"] = os
+ip = shell_on_run(store, "fg")
 step(ip, "big", f"b = os.urandom({size})").raise_error()
 if mode == "kill":
     os.kill(os.getpid(), signal.SIGKILL)
@@ -389,13 +381,11 @@ needs_throttle = pytest.mark.skipif(
 CLOSE_KERNEL = r"""
 import json, os, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-from ipython_shell import started_shell, step
+from ipython_shell import shell_on_run, step
 from resumable._store import registry
 
 store = sys.argv[2]
-os.environ["RESUMABLE_STORE"] = store
-ip = started_shell()
-ip.run_cell("%durable_run ro --run-id r1").raise_error()
+ip = shell_on_run(store, "ro")
 step(ip, "big", "b = bytes(12_000_000)").raise_error()
 s = registry.open_store(store)
 keeper = next(t for t in threading.enumerate() if t.name == "resumable-store")

@@ -23,14 +23,12 @@ from resumable._store.duckdb import DuckDBStore
 LATER_KERNEL = r"""
 import hashlib, json, os, sys
 sys.path.insert(0, sys.argv[1])
-from ipython_shell import started_shell, step
+from ipython_shell import shell_on_run, step
 
 store, filler, size = sys.argv[2], sys.argv[3], int(sys.argv[4])
-os.environ["RESUMABLE_STORE"] = store
-ip = started_shell()
-ip.run_cell("%durable_run fg --run-id r1").raise_error()
-ip.user_ns.update(os=os, hashlib=hashlib)
-ip.user_ns_hidden.update(os=os, hashlib=hashlib)
+ip = shell_on_run(store, "fg")
+ip.user_ns["hashlib"] = hashlib
+ip.user_ns_hidden["hashlib"] = hashlib
 step(ip, "big", f"b = os.urandom({size})").raise_error()
 step(ip, "digest", "h = hashlib.sha256(b).hexdigest()").raise_error()  # uses big's output, ran before the sync
 error = step(ip, "pay --effect", "paid = True").error_in_exec
@@ -72,15 +70,11 @@ def test_a_cell_that_ran_on_an_output_that_never_reached_the_disk_runs_again_wit
 INTERRUPT_KERNEL = r"""
 import hashlib, inspect, json, os, sys, threading, time, _thread
 sys.path.insert(0, sys.argv[1])
-from ipython_shell import started_shell, step
+from ipython_shell import shell_on_run, step
 from resumable import _codec
 
 store, size = sys.argv[2], int(sys.argv[3])
-os.environ["RESUMABLE_STORE"] = store
-ip = started_shell()
-ip.run_cell("%durable_run fg --run-id r1").raise_error()
-ip.user_ns["os"] = os
-ip.user_ns_hidden["os"] = os
+ip = shell_on_run(store, "fg")
 step(ip, "big", f"b = os.urandom({size})").raise_error()
 lines, first = inspect.getsourcelines(_codec.fsync_path)
 at = first + next(i for i, line in enumerate(lines) if "os.fsync(" in line)
