@@ -585,7 +585,7 @@ def check_payload(path: Path, digest: str, size: int, codec: str) -> str | None:
     so the read that follows comes from the device (O_DIRECT would too, but needs aligned buffers
     and is refused by some file systems).
     """
-    if codec not in _HASHES:
+    if not known_codec(codec):
         return f"its payload format {codec!r} is not one this version of resumable knows"
     try:
         fd = os.open(path, os.O_RDONLY)

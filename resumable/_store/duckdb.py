@@ -18,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -754,8 +755,14 @@ class DuckDBStore(SqlStore):
         A start the disk refuses (full or read-only; the write of a failure kept from before or of a
         kernel's pending cells included) is a :class:`WriteFault`, so the user is told what to free.
         """
-        try:
+        with self._refusals_as_faults():
             return self._begin_step(req)
+
+    @contextmanager
+    def _refusals_as_faults(self) -> Iterator[None]:
+        """A write the disk refuses (full, read-only) raises its :class:`WriteFault`; any other error as it is."""
+        try:
+            yield
         except StoreDatabaseError as exc:
             fault = self._refused_write(exc)
             if fault is None:
@@ -959,13 +966,8 @@ class DuckDBStore(SqlStore):
         A full or read-only disk that refuses that write is a :class:`WriteFault`: no token is handed out.
         """
         if self._cell_pending(run_id, step):
-            try:
+            with self._refusals_as_faults():
                 self._write_pending_cells()
-            except StoreDatabaseError as exc:
-                fault = self._refused_write(exc)
-                if fault is None:
-                    raise
-                raise fault from exc
         self._fenced(run_id, step)
         return self._token(run_id, step)
 

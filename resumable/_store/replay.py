@@ -97,7 +97,7 @@ def _not_yet_stored(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> tuple[Qu
             [runs],
         ).fetchall()
     }
-    at = {name: i for i, (name, _) in enumerate(STEP_INSERT)}
+    at = _STEP_AT
     kept: set[tuple[str, str]] = set()
     finishing: set[tuple[str, str]] = set()
     refused: dict[tuple[str, int], list[str]] = {}
@@ -171,8 +171,9 @@ def _merge(merged: QuickRows, rows: QuickRows) -> None:
     merged.unsynced.extend(rows.unsynced)
 
 
-_STEP = [name for name, _ in STEP_INSERT]
-_CHECKPOINT = [name for name, _ in CHECKPOINT_INSERT]
+# Where each column sits in a logged step row and checkpoint row.
+_STEP_AT = {name: i for i, (name, _) in enumerate(STEP_INSERT)}
+_CHECKPOINT_AT = {name: i for i, (name, _) in enumerate(CHECKPOINT_INSERT)}
 # A completed step's row taken back to the attempt its dead process was running (``rows.quick_rows``).
 _RUNNING = {"state": "running", "finished_at": None, "duration_s": None, "outputs": "[]", "output_bytes": 0,
             "key_used": False}  # fmt: skip
@@ -198,7 +199,7 @@ def _check_unsynced(rows: QuickRows, payload_dir: Path, location: str, process: 
     """
     if not rows.unsynced:
         return rows
-    file_at, digest_at, size_at, codec_at = (_CHECKPOINT.index(c) for c in ("file", "digest", "size", "codec"))
+    file_at, digest_at, size_at, codec_at = (_CHECKPOINT_AT[c] for c in ("file", "digest", "size", "codec"))
     digests = {
         (r[0], r[1], r[file_at]): (r[digest_at], int(r[size_at]), r[codec_at]) for r in rows.checkpoints
     }  # each payload is checked by its own row's codec (an older process's log may name the legacy one)
@@ -221,7 +222,7 @@ def _check_unsynced(rows: QuickRows, payload_dir: Path, location: str, process: 
         taken_back = list(row)
         if (row[0], row[1]) in bad:
             for name, value in _RUNNING.items():
-                taken_back[_STEP.index(name)] = value
+                taken_back[_STEP_AT[name]] = value
         steps.append(taken_back)
     return QuickRows(
         steps,
@@ -237,8 +238,7 @@ def _finish(con: duckdb.DuckDBPyConnection, rows: QuickRows) -> None:
     the attempt's owner and fencing token). A row taken back to running by ``_check_unsynced``
     stays as it is: it reads ``interrupted``.
     """
-    at = {name: i for i, name in enumerate(_STEP)}
-    c_at = {name: i for i, name in enumerate(_CHECKPOINT)}
+    at, c_at = _STEP_AT, _CHECKPOINT_AT
     for row in rows.steps:
         if row[at["state"]] != "completed":
             continue
