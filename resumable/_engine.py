@@ -30,19 +30,15 @@ from resumable.errors import (
     KEY,
     TOKEN,
     LeaseLostError,
-    ObjectStoreWriteError,
     ResumableError,
     StepChangedError,
     StepFailed,
     StepTimeout,
-    StoreFullError,
-    StoreReadOnlyError,
     StoreRemovedError,
     StoreWriteError,
     UnserializableOutputError,
+    write_error_class,
 )
-
-_WRITE_ERRORS = {"full": StoreFullError, "read_only": StoreReadOnlyError, "object_store": ObjectStoreWriteError}
 
 # Jitter from a generator of our own: the global one belongs to the user's notebook (a seeded
 # ``random`` must give the same draws whether or not a retry happened in between).
@@ -272,7 +268,7 @@ class StepCall:
         self.store.fail_step(self.run_id, self.step, self.owner, line, None, 0.0)
 
     def _write_error(self, fault: WriteFault, *, starting: bool = False, asked: str | None = None) -> StoreWriteError:
-        kind = _WRITE_ERRORS.get(fault.kind, StoreWriteError)
+        kind = write_error_class(fault.kind)
         return kind(
             self.step,
             self.run_id,

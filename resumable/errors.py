@@ -732,6 +732,18 @@ class ObjectStoreWriteError(StoreWriteError):
         )
 
 
+def write_error_class(kind: str) -> type[StoreWriteError]:
+    """The class a write the store refused is told as, by the store's word for it (``WriteFault.kind``)."""
+    return _WRITE_ERRORS.get(kind, StoreWriteError)
+
+
+_WRITE_ERRORS: dict[str, type[StoreWriteError]] = {
+    "full": StoreFullError,
+    "read_only": StoreReadOnlyError,
+    "object_store": ObjectStoreWriteError,
+}
+
+
 class ObjectStoreError(StoreError):
     """The object store holding the store's large payloads could not be read or listed (a load, gc, rm)."""
 

@@ -72,9 +72,7 @@ from resumable.errors import (
     StepWriteBackError,
     StoreCorruptError,
     StoreDatabaseError,
-    StoreFullError,
-    StoreReadOnlyError,
-    StoreWriteError,
+    write_error_class,
 )
 
 _logger = logging.getLogger("resumable")
@@ -101,7 +99,6 @@ _SYNC_FAILED: dict[tuple[str, int, int], OSError] = {}
 # connection's lock) and a fence may sync the same file at once, and the one whose fsync used up the
 # error must have recorded it before the other's fsync (which returns 0) is believed.
 _SYNC_LOCK = threading.Lock()
-_WRITE_ERRORS: dict[str, type[StoreWriteError]] = {"full": StoreFullError, "read_only": StoreReadOnlyError}
 
 
 def _raise_as_interrupt(exc: BaseException) -> None:
@@ -524,7 +521,7 @@ class DuckDBStore(SqlStore):
         """
         fault = faults.classify(exc, self.payload_dir)
         path, reason = (fault.path, fault.reason) if fault is not None else (str(self.payload_dir), str(exc))
-        kind = _WRITE_ERRORS.get(fault.kind if fault is not None else "", StoreWriteError)
+        kind = write_error_class(fault.kind if fault is not None else "")
         error = kind(done.step, done.run_id, path, reason, None, fault.free if fault is not None else None)
         line = f"{type(error).__name__}: {error}"
         if not steps.fail_if_running(con, done.run_id, done.step, done.owner, line, None, done.duration_s, token):
